@@ -1,0 +1,172 @@
+//! Encoding into caller buffers and validated, zero-copy decoding.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rkyv::api::high::{HighSerializer, HighValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::ser::{Positional, Writer};
+use rkyv::{Portable, Serialize};
+
+use crate::error::{EncodeError, WireError};
+use crate::frames::{access_kind, Frame, Message};
+use crate::header::{FrameKind, Header, HEADER_LEN};
+
+/// An rkyv writer that appends to a `BytesMut`. Positions are relative to where the archive
+/// starts (just after the header), which is what rkyv's relative pointers are measured from.
+pub struct BytesWriter {
+    buf: BytesMut,
+    start: usize,
+}
+
+impl Positional for BytesWriter {
+    #[inline]
+    fn pos(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
+
+impl<E> Writer<E> for BytesWriter {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), E> {
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// The serializer every message is encoded with.
+pub type Serializer<'a> = HighSerializer<BytesWriter, ArenaHandle<'a>, rancor::Error>;
+
+/// Append one complete frame (header + archive of `msg`) to `dst`.
+///
+/// Fails, leaving `dst` as it was, when the body would exceed `max_body_len` (pass
+/// `u32::MAX` for no limit beyond the format's own).
+pub fn encode<M>(msg: &M, dst: &mut BytesMut, max_body_len: u32) -> Result<(), EncodeError>
+where
+    M: Message + for<'a> Serialize<Serializer<'a>>,
+{
+    let frame_start = dst.len();
+    dst.reserve(HEADER_LEN + 64);
+    dst.put_bytes(0, HEADER_LEN);
+    let writer = BytesWriter {
+        buf: std::mem::take(dst),
+        start: frame_start + HEADER_LEN,
+    };
+    // rkyv serializers take the writer by value; moving the BytesMut in and out is free.
+    let result = rkyv::api::high::to_bytes_in::<_, rancor::Error>(msg, writer);
+    let writer = match result {
+        Ok(w) => w,
+        Err(e) => {
+            // The BytesMut moved into the writer is lost with the error; `dst` is now empty.
+            // This only happens for bodies past 4 GiB, so the caller's buffer is sacrificed
+            // rather than complicating the common path.
+            return Err(EncodeError::Serialize {
+                kind: M::KIND,
+                detail: e.to_string(),
+            });
+        }
+    };
+    *dst = writer.buf;
+    let body_len = dst.len() - frame_start - HEADER_LEN;
+    if body_len > max_body_len as usize {
+        dst.truncate(frame_start);
+        return Err(EncodeError::TooLarge {
+            kind: M::KIND,
+            len: body_len,
+            max: max_body_len,
+        });
+    }
+    let header = Header {
+        body_len: body_len as u32,
+        kind: M::KIND,
+    };
+    let mut h = [0u8; HEADER_LEN];
+    header.write(&mut h);
+    dst[frame_start..frame_start + HEADER_LEN].copy_from_slice(&h);
+    Ok(())
+}
+
+/// Encode one frame into a fresh, frozen `Bytes` that any number of connections can queue
+/// and share by reference count (the way a broadcast is sent: encoded once).
+pub fn encode_to_bytes<M>(msg: &M) -> Result<Bytes, EncodeError>
+where
+    M: Message + for<'a> Serialize<Serializer<'a>>,
+{
+    let mut buf = BytesMut::new();
+    encode(msg, &mut buf, u32::MAX)?;
+    Ok(buf.freeze())
+}
+
+/// A complete frame located in a buffer: its header and its (not yet validated) body.
+#[derive(Debug, Clone, Copy)]
+pub struct RawFrame<'a> {
+    /// The parsed header.
+    pub header: Header,
+    /// Exactly `header.body_len` bytes of archive.
+    pub body: &'a [u8],
+}
+
+impl<'a> RawFrame<'a> {
+    /// Validate the body and borrow it as a [`Frame`].
+    pub fn decode(&self) -> Result<Frame<'a>, WireError> {
+        decode(self.header.kind, self.body)
+    }
+}
+
+/// Find the first complete frame at the start of `buf`.
+///
+/// `Ok(None)`: more bytes are needed. `Ok(Some((frame, n)))`: a frame occupying the first
+/// `n` bytes. `Err`: the header is invalid or announces more than `max_body_len`; this is
+/// decided from the 8 header bytes alone, before any body byte is needed or allocated.
+pub fn split_frame(buf: &[u8], max_body_len: u32) -> Result<Option<(RawFrame<'_>, usize)>, WireError> {
+    let Some(header) = Header::parse(buf, max_body_len)? else {
+        return Ok(None);
+    };
+    let total = header.frame_len();
+    if buf.len() < total {
+        return Ok(None);
+    }
+    Ok(Some((
+        RawFrame {
+            header,
+            body: &buf[HEADER_LEN..total],
+        },
+        total,
+    )))
+}
+
+/// Validate `body` as the archive of a `kind` frame and borrow it in place.
+pub fn decode(kind: FrameKind, body: &[u8]) -> Result<Frame<'_>, WireError> {
+    access_kind(kind, body)
+}
+
+/// Decode a buffer holding exactly one whole frame, header included (what [`crate::Framer`]
+/// yields). No size limit is applied here: the framer already applied it.
+pub fn decode_bytes(frame: &[u8]) -> Result<Frame<'_>, WireError> {
+    match split_frame(frame, u32::MAX)? {
+        Some((raw, n)) if n == frame.len() => raw.decode(),
+        Some(_) => Err(WireError::Violation("trailing bytes after frame")),
+        None => Err(WireError::Violation("incomplete frame")),
+    }
+}
+
+pub(crate) fn access<T>(kind: FrameKind, body: &[u8]) -> Result<&T, WireError>
+where
+    T: Portable + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    rkyv::access::<T, rancor::Error>(body).map_err(|e| WireError::InvalidArchive {
+        kind,
+        detail: e.to_string(),
+    })
+}
+
+/// Copy an archived message out into its owned Rust type (the slow path; for tests, tools
+/// and callers that must keep a message past the receive buffer).
+pub fn to_owned<T, A>(archived: &A) -> T
+where
+    A: rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rancor::Error>>,
+{
+    // Deserializing a validated archive into owned types cannot fail: every check that
+    // could fail already ran during validation.
+    rkyv::deserialize::<T, rancor::Error>(archived).expect("validated archive deserializes")
+}
