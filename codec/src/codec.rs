@@ -118,7 +118,10 @@ impl<'a> RawFrame<'a> {
 /// `Ok(None)`: more bytes are needed. `Ok(Some((frame, n)))`: a frame occupying the first
 /// `n` bytes. `Err`: the header is invalid or announces more than `max_body_len`; this is
 /// decided from the 8 header bytes alone, before any body byte is needed or allocated.
-pub fn split_frame(buf: &[u8], max_body_len: u32) -> Result<Option<(RawFrame<'_>, usize)>, WireError> {
+pub fn split_frame(
+    buf: &[u8],
+    max_body_len: u32,
+) -> Result<Option<(RawFrame<'_>, usize)>, WireError> {
     let Some(header) = Header::parse(buf, max_body_len)? else {
         return Ok(None);
     };

@@ -197,7 +197,10 @@ mod tests {
         ));
         assert!(matches!(
             Header::parse(&[0, 0, 0, 0, 0x01, 0, 0, 9], 10),
-            Err(WireError::ReservedBits { reserved: 0x0900, .. })
+            Err(WireError::ReservedBits {
+                reserved: 0x0900,
+                ..
+            })
         ));
     }
 

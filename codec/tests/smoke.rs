@@ -15,7 +15,9 @@ fn publish_round_trips_zero_copy() {
     let mut buf = BytesMut::new();
     buf.extend_from_slice(b"x"); // misalign the frame start on purpose
     encode(&msg, &mut buf, DEFAULT_MAX_FRAME_LEN).unwrap();
-    let (raw, n) = split_frame(&buf[1..], DEFAULT_MAX_FRAME_LEN).unwrap().unwrap();
+    let (raw, n) = split_frame(&buf[1..], DEFAULT_MAX_FRAME_LEN)
+        .unwrap()
+        .unwrap();
     assert_eq!(n, buf.len() - 1);
     let Frame::Publish(p) = raw.decode().unwrap() else {
         panic!("wrong kind")
