@@ -173,3 +173,8 @@ where
     // could fail already ran during validation.
     rkyv::deserialize::<T, rancor::Error>(archived).expect("validated archive deserializes")
 }
+
+/// Every message that can be encoded: shorthand for the serializer bound.
+pub trait Encode: Message + for<'a> Serialize<Serializer<'a>> {}
+
+impl<T: Message + for<'a> Serialize<Serializer<'a>>> Encode for T {}

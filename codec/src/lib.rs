@@ -37,7 +37,7 @@ pub mod header;
 pub mod limits;
 
 pub use code::Code;
-pub use codec::{decode, encode, encode_to_bytes, split_frame, RawFrame};
+pub use codec::{decode, encode, encode_to_bytes, split_frame, Encode, RawFrame};
 pub use error::{EncodeError, WireError};
 pub use framer::Framer;
 pub use frames::*;
