@@ -1,0 +1,156 @@
+//! Server errors, typed by layer.
+//!
+//! - [`ListenError`]: `listen()` could not start (bad address, port taken, io_uring or
+//!   memlock unavailable). Local environment at fault; the message names the fix.
+//! - [`CallError`]: a server -> peer RPC failed (the peer answered with an error, went away,
+//!   or the deadline passed).
+//! - [`SendError`]: a frame could not be queued to a peer (closed, or too large).
+
+use std::path::PathBuf;
+
+use peerd_codec::{Code, EncodeError};
+
+/// `listen()` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenError {
+    /// The address is already bound by another socket (EADDRINUSE).
+    #[error("address {addr} is already in use (another peerd or another program is listening there)")]
+    AddrInUse {
+        /// The address asked for.
+        addr: String,
+    },
+    /// Binding or listening on the address failed for another reason.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The address string is not `host:port` or resolves to nothing.
+    #[error("invalid listen address {addr:?}: {reason}")]
+    BadAddress {
+        /// What was given.
+        addr: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A Unix socket path is in use by a live listener.
+    #[error("unix socket {path} is in use by a running server")]
+    UnixPathInUse {
+        /// The path.
+        path: PathBuf,
+    },
+    /// io_uring cannot be used on this machine.
+    #[error("io_uring is unavailable: {detail}. peerd needs io_uring (Linux >= 5.8); \
+             check `sysctl kernel.io_uring_disabled` (must be 0, or 1 with this user in \
+             the io_uring group) and container seccomp profiles")]
+    IoUringUnavailable {
+        /// What was observed.
+        detail: String,
+    },
+    /// The locked-memory limit is too low for the io_uring rings.
+    #[error("locked-memory limit too low: {detail}. Raise it: `ulimit -l 65536` in the \
+             shell, `LimitMEMLOCK=64M` in a systemd unit, or `--ulimit memlock=67108864` \
+             for docker")]
+    MemlockTooLow {
+        /// What was observed.
+        detail: String,
+    },
+    /// The options are inconsistent (zero shards, a core that does not exist, ...).
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    /// A shard thread could not be started.
+    #[error("starting shard {shard}: {detail}")]
+    Shard {
+        /// Shard index.
+        shard: usize,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// A server -> peer call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The peer answered with RpcError.
+    #[error("peer answered {}: {message}", Code::describe(*code))]
+    Remote {
+        /// The code it sent.
+        code: u16,
+        /// Its message.
+        message: String,
+    },
+    /// The peer disconnected before answering.
+    #[error("peer gone before answering")]
+    PeerGone,
+    /// No answer before the deadline.
+    #[error("no answer within the deadline")]
+    Timeout,
+    /// The call could not be sent.
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+impl CallError {
+    /// The protocol code for this failure, as a caller across the wire would see it.
+    pub fn code(&self) -> u16 {
+        match self {
+            CallError::Remote { code, .. } => *code,
+            CallError::PeerGone => Code::PeerGone.as_u16(),
+            CallError::Timeout => Code::Timeout.as_u16(),
+            CallError::Send(SendError::Closed) => Code::PeerGone.as_u16(),
+            CallError::Send(_) => Code::Internal.as_u16(),
+        }
+    }
+}
+
+/// A frame could not be queued toward a peer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection is closed or closing.
+    #[error("connection closed")]
+    Closed,
+    /// The message could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// Too many calls in flight toward this peer.
+    #[error("too many calls in flight")]
+    TooManyInFlight,
+}
+
+/// What an RPC handler returns on failure: a code (a protocol [`Code`] or an application
+/// code in 4000-4999) and a message for the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} ({code}): {message}", Code::describe(*code))]
+pub struct RpcFailure {
+    /// The code sent in RpcError.
+    pub code: u16,
+    /// The message sent in RpcError.
+    pub message: String,
+}
+
+impl RpcFailure {
+    /// A failure with an application code (4000-4999 by convention).
+    pub fn new(code: u16, message: impl Into<String>) -> RpcFailure {
+        RpcFailure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A failure with a protocol code.
+    pub fn code(code: Code, message: impl Into<String>) -> RpcFailure {
+        RpcFailure::new(code.as_u16(), message)
+    }
+}
+
+impl From<CallError> for RpcFailure {
+    fn from(e: CallError) -> RpcFailure {
+        RpcFailure::new(e.code(), e.to_string())
+    }
+}

@@ -1,0 +1,211 @@
+//! `listen()` options.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::RpcFailure;
+use crate::peer::{ConnectedPeer, Request};
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `host:port` for TCP; port 0 picks a free port (all shards share it).
+    Tcp(String),
+    /// A Unix stream socket path. A stale socket file left by a dead server is replaced;
+    /// one with a live listener is an error.
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// Parse `unix:/path` or `host:port`.
+    pub fn parse(s: &str) -> Endpoint {
+        match s.strip_prefix("unix:") {
+            Some(p) => Endpoint::Unix(PathBuf::from(p)),
+            None => Endpoint::Tcp(s.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(a) => write!(f, "{a}"),
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Limits the server enforces. Defaults are documented on each field and in the README.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest frame body accepted from a peer (default 1 MiB). Larger -> Close{TooLarge}.
+    pub max_frame_len: u32,
+    /// Most concurrent connections across all shards (default 100 000). Past it a
+    /// connection is accepted, sent Reject{Overloaded}, closed and counted as dropped.
+    pub max_connections: usize,
+    /// Bytes queued toward one peer before it is closed as a slow consumer (default 8 MiB).
+    pub outbound_queue_bytes: usize,
+    /// Server-side handler calls in flight per connection before new ones are refused
+    /// with Overloaded (default 1024).
+    pub max_inflight_per_conn: usize,
+    /// Topics one peer may join (default 1024).
+    pub max_topics_per_peer: u32,
+    /// Members one topic may have (default 100 000).
+    pub max_members_per_topic: u32,
+    /// Longest topic name in bytes (default 128).
+    pub max_topic_len: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_frame_len: peerd_codec::DEFAULT_MAX_FRAME_LEN,
+            max_connections: 100_000,
+            outbound_queue_bytes: 8 << 20,
+            max_inflight_per_conn: 1024,
+            max_topics_per_peer: 1024,
+            max_members_per_topic: 100_000,
+            max_topic_len: peerd_codec::DEFAULT_MAX_TOPIC_LEN,
+        }
+    }
+}
+
+/// The future an RPC handler returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, RpcFailure>>>>;
+
+/// A server-wide RPC handler: runs on the shard of the calling peer. It must be `Send +
+/// Sync` because every shard shares it; the future it returns need not be `Send`.
+pub type SharedHandler = Arc<dyn Fn(ConnectedPeer, Request) -> HandlerFuture + Send + Sync>;
+
+/// Decides whether a Hello's credentials are acceptable. Runs on the connecting peer's
+/// shard during the handshake. Arguments: the declared peer id (if any) and the
+/// credentials (if any). `Err(reason)` rejects with Unauthorized.
+pub type Authenticator = Arc<dyn Fn(Option<&str>, Option<&[u8]>) -> Result<(), String> + Send + Sync>;
+
+/// Called on the peer's shard for each new peer, already active, before any of its frames
+/// is dispatched.
+pub type OnConnection = Arc<dyn Fn(ConnectedPeer) + Send + Sync>;
+
+/// Options for [`crate::listen`].
+#[derive(Clone)]
+pub struct ListenOptions {
+    /// Where to listen (default `127.0.0.1:7400`).
+    pub endpoint: Endpoint,
+    /// Number of shards, one executor thread each (default: available cores).
+    pub shards: usize,
+    /// Pin shard *i* to `cores[i % cores.len()]`; empty = pin shard *i* to core *i* when
+    /// `pin` is true.
+    pub cores: Vec<usize>,
+    /// Pin shards to cores (default true). Turn off when sharing a machine with a loadgen
+    /// that is not pinned either.
+    pub pin: bool,
+    /// Listen backlog (default 1024).
+    pub backlog: u32,
+    /// Time a new connection has to complete the handshake (default 5 s).
+    pub handshake_timeout: Duration,
+    /// Interval after which an idle peer is pinged; three silent intervals close it with
+    /// IdleTimeout (default 15 s).
+    pub heartbeat: Duration,
+    /// Deadline for a call whose request says 0 (default 30 s).
+    pub default_call_timeout: Duration,
+    /// How long the executors spin looking for work before sleeping in the kernel (default
+    /// 0: sleep at once). Spinning trades CPU for latency; see the README's tuning section.
+    pub spin_before_park: Duration,
+    /// Limits.
+    pub limits: Limits,
+    pub(crate) on_connection: Option<OnConnection>,
+    pub(crate) handlers: Vec<(String, SharedHandler)>,
+    pub(crate) authenticator: Option<Authenticator>,
+    pub(crate) relay_broadcasts: bool,
+}
+
+impl Default for ListenOptions {
+    fn default() -> ListenOptions {
+        ListenOptions {
+            endpoint: Endpoint::Tcp("127.0.0.1:7400".into()),
+            shards: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            cores: Vec::new(),
+            pin: true,
+            backlog: 1024,
+            handshake_timeout: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(15),
+            default_call_timeout: Duration::from_secs(30),
+            spin_before_park: Duration::ZERO,
+            limits: Limits::default(),
+            on_connection: None,
+            handlers: Vec::new(),
+            authenticator: None,
+            relay_broadcasts: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for ListenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenOptions")
+            .field("endpoint", &self.endpoint)
+            .field("shards", &self.shards)
+            .field("cores", &self.cores)
+            .field("backlog", &self.backlog)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListenOptions {
+    /// Options with `endpoint` (`host:port` or `unix:/path`) and defaults otherwise.
+    pub fn new(endpoint: &str) -> ListenOptions {
+        ListenOptions {
+            endpoint: Endpoint::parse(endpoint),
+            ..ListenOptions::default()
+        }
+    }
+
+    /// Set the shard count.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = n;
+        self
+    }
+
+    /// Call `f` for every new peer on its shard, before its first frame is dispatched:
+    /// register per-peer handlers and listeners here.
+    pub fn on_connection(mut self, f: impl Fn(ConnectedPeer) + Send + Sync + 'static) -> Self {
+        self.on_connection = Some(Arc::new(f));
+        self
+    }
+
+    /// Register a server-wide RPC handler (per-peer handlers registered with
+    /// `peer.rpc().handle` take precedence). Cheaper than registering the same handler on
+    /// every peer: one table per server, not per connection.
+    pub fn handle<F, Fut>(mut self, method: &str, f: F) -> Self
+    where
+        F: Fn(ConnectedPeer, Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RpcFailure>> + 'static,
+    {
+        self.handlers
+            .push((method.to_string(), Arc::new(move |p, r| Box::pin(f(p, r)))));
+        self
+    }
+
+    /// Check Hello credentials with `f`.
+    pub fn authenticate(
+        mut self,
+        f: impl Fn(Option<&str>, Option<&[u8]>) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.authenticator = Some(Arc::new(f));
+        self
+    }
+
+    /// Relay client Broadcast frames to every other peer (default true).
+    pub fn relay_broadcasts(mut self, on: bool) -> Self {
+        self.relay_broadcasts = on;
+        self
+    }
+}

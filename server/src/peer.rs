@@ -1,0 +1,194 @@
+//! [`ConnectedPeer`]: the server-side handle of one peer.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use peerd_codec::{self as codec, Code};
+
+use crate::conn::Conn;
+use crate::error::{CallError, RpcFailure, SendError};
+
+/// An incoming RPC request, as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The caller's request id.
+    pub id: u64,
+    /// The method called.
+    pub method: Box<str>,
+    /// The calling peer for a relayed peer-to-peer call; `None` when the peer on this
+    /// connection called the server.
+    pub from: Option<Arc<str>>,
+    /// The parameters: one copy out of the receive buffer, so the handler may hold them
+    /// across awaits.
+    pub params: Bytes,
+}
+
+/// An event as a listener sees it, borrowed from the receive buffer (no copy).
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'a> {
+    /// The event name.
+    pub name: &'a str,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// The server side of one connected peer. Lives on the peer's shard (`!Send`): handlers,
+/// listeners and calls run there. Cloning is cheap (a reference count).
+#[derive(Clone)]
+pub struct ConnectedPeer {
+    pub(crate) conn: Rc<Conn>,
+}
+
+impl std::fmt::Debug for ConnectedPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectedPeer")
+            .field("peer_id", &self.peer_id())
+            .field("session", &self.session_id())
+            .field("shard", &self.shard())
+            .finish()
+    }
+}
+
+impl ConnectedPeer {
+    pub(crate) fn from_conn(conn: Rc<Conn>) -> ConnectedPeer {
+        ConnectedPeer { conn }
+    }
+
+    /// The peer id from the handshake.
+    pub fn peer_id(&self) -> &str {
+        &self.conn.peer_id
+    }
+
+    /// The session id announced in Welcome.
+    pub fn session_id(&self) -> u64 {
+        self.conn.session
+    }
+
+    /// The shard this peer lives on.
+    pub fn shard(&self) -> usize {
+        self.conn.shard.index
+    }
+
+    /// Whether the connection is still active.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_active()
+    }
+
+    /// RPC in both directions.
+    pub fn rpc(&self) -> Rpc<'_> {
+        Rpc(self)
+    }
+
+    /// Named events in both directions.
+    pub fn events(&self) -> Events<'_> {
+        Events(self)
+    }
+
+    /// Call `f` with the close code once the peer is gone (at once if it already is).
+    pub fn on_disconnected(&self, f: impl FnOnce(u16) + 'static) {
+        self.conn.add_on_disconnect(Box::new(f));
+    }
+
+    /// Close this peer with Close{Normal}. Idempotent.
+    pub fn disconnect(&self) {
+        self.close_with(Code::Normal, "disconnected by server");
+    }
+
+    /// Close this peer with a chosen code and reason. Idempotent.
+    pub fn close_with(&self, code: Code, reason: &str) {
+        self.conn.close(code, reason);
+        self.conn.shard.flush_dirty();
+    }
+}
+
+/// RPC on one peer: handle its calls, call it.
+pub struct Rpc<'a>(&'a ConnectedPeer);
+
+impl Rpc<'_> {
+    /// Handle calls to `method` from this peer. Replaces an earlier handler of the same
+    /// name. The handler runs on this peer's shard; calls are served concurrently.
+    pub fn handle<F, Fut>(&self, method: &str, f: F)
+    where
+        F: Fn(Request) -> Fut + 'static,
+        Fut: Future<Output = Result<Bytes, RpcFailure>> + 'static,
+    {
+        self.0
+            .conn
+            .add_handler(method, Rc::new(move |r| Box::pin(f(r))));
+    }
+
+    /// Call `method` on the peer with the server's default deadline.
+    pub fn call(&self, method: &str, params: &[u8]) -> impl Future<Output = Result<Bytes, CallError>> + 'static {
+        let t = self.0.conn.shard.shared.opts.default_call_timeout;
+        self.call_with_timeout(method, params, t)
+    }
+
+    /// Call `method` on the peer; fail with [`CallError::Timeout`] after `timeout` and with
+    /// [`CallError::PeerGone`] as soon as the peer disconnects. The request is queued when
+    /// this function is called, not when the future is first polled.
+    pub fn call_with_timeout(
+        &self,
+        method: &str,
+        params: &[u8],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Bytes, CallError>> + 'static {
+        let conn = self.0.conn.clone();
+        let started = conn.start_call(method, None, params, timeout);
+        conn.shard.flush_dirty();
+        async move {
+            let (id, rx) = started?;
+            let r = glommio::timer::timeout(timeout, async { Ok(rx.await) }).await;
+            match r {
+                Ok(Some(result)) => result,
+                Ok(None) => Err(CallError::PeerGone),
+                Err(_) => {
+                    conn.forget_call(id);
+                    Err(CallError::Timeout)
+                }
+            }
+        }
+    }
+}
+
+/// Events on one peer.
+pub struct Events<'a>(&'a ConnectedPeer);
+
+impl Events<'_> {
+    /// Send event `name` to the peer.
+    pub fn emit(&self, name: &str, payload: &[u8]) -> Result<(), SendError> {
+        let conn = &self.0.conn;
+        conn.queue_msg(&codec::Event {
+            name: Cow::Borrowed(name),
+            peer: None,
+            payload: Cow::Borrowed(payload),
+        })?;
+        conn.shard.flush_dirty();
+        Ok(())
+    }
+
+    /// Call `f` for every event `name` the peer sends to the server.
+    pub fn on(&self, name: &str, f: impl Fn(EventRef<'_>) + 'static) {
+        self.0.conn.add_listener(name, Rc::new(f));
+    }
+}
+
+impl ConnectedPeer {
+    /// Ids of every peer connected to this server, across all shards (sorted).
+    pub fn connected_peers(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .conn
+            .shard
+            .shared
+            .directory
+            .snapshot()
+            .into_iter()
+            .map(|(id, _, _)| id.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+}

@@ -1,0 +1,94 @@
+//! The socket under a connection: TCP or Unix, both glommio streams.
+//!
+//! Reads go through glommio (`poll_read`), which first tries the syscall directly and only
+//! when it would block arms an io_uring poll for readiness; the buffer is used only inside
+//! the synchronous `poll_read` call, never lent to the kernel while waiting. That is what
+//! lets an idle connection own no receive buffer (see `conn::RxBuf`).
+//!
+//! Writes bypass glommio for the common case: `sendmsg(MSG_DONTWAIT)` with up to 64
+//! iovecs straight from the outbound queue (vectored, no copy into a staging buffer). Only
+//! when the socket buffer is full do we fall back to glommio's `poll_write` to wait.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::{TcpStream, UnixStream};
+
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    /// glommio's UnixStream does not expose its fd, so we keep it beside the stream.
+    Unix(UnixStream, RawFd),
+}
+
+impl Stream {
+    pub fn fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(_, fd) => *fd,
+        }
+    }
+
+    pub fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        match self {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s, _) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+
+    pub fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s, _) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+}
+
+/// Non-blocking vectored send. `Ok(None)` = would block.
+pub(crate) fn send_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<Option<usize>> {
+    if bufs.is_empty() {
+        return Ok(Some(0));
+    }
+    // SAFETY: msghdr is plain data; we point it at `bufs`, which outlives the call, and
+    // IoSlice is ABI-compatible with iovec.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len() as _;
+    loop {
+        // MSG_NOSIGNAL: a peer that closed must give EPIPE, not kill the process.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Non-blocking single send, for the few bytes written before a connection is set up.
+pub(crate) fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<Option<usize>> {
+    send_vectored(fd, &[io::IoSlice::new(buf)])
+}
+
+/// Shut both directions. Wakes a read pending on the socket (it sees end-of-stream), and
+/// sends FIN after whatever the kernel already holds.
+pub(crate) fn shutdown(fd: RawFd) {
+    // SAFETY: shutdown on an fd we own; errors (already shut, not connected) are harmless.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// Adopt an accepted Unix-socket fd into this shard's executor.
+pub(crate) fn unix_from_fd(fd: std::os::fd::OwnedFd) -> Stream {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let raw = fd.into_raw_fd();
+    // SAFETY: `raw` is a connected Unix stream socket whose ownership we just took.
+    Stream::Unix(unsafe { UnixStream::from_raw_fd(raw) }, raw)
+}
