@@ -440,7 +440,12 @@ impl Conn {
         };
     }
 
-    pub(crate) fn send_rpc_error(self: &Rc<Self>, id: u64, code: u16, message: &str) -> Result<(), SendError> {
+    pub(crate) fn send_rpc_error(
+        self: &Rc<Self>,
+        id: u64,
+        code: u16,
+        message: &str,
+    ) -> Result<(), SendError> {
         self.queue_msg(&codec::RpcError {
             id,
             code,
@@ -655,7 +660,12 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: Stream) {
             return;
         }
         Err(_) => {
-            crate::handshake::reject(&shard, fd, Code::HandshakeTimeout, "no Hello before the handshake deadline");
+            crate::handshake::reject(
+                &shard,
+                fd,
+                Code::HandshakeTimeout,
+                "no Hello before the handshake deadline",
+            );
             shard.shared.connection_ended();
             return;
         }

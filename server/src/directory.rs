@@ -57,7 +57,12 @@ impl Directory {
 
     /// Claim `id` for a new session. A live holder is displaced only if `resume` equals its
     /// token; otherwise the claim fails with PeerIdTaken.
-    pub fn claim(&self, id: &Arc<str>, entry: Entry, resume: Option<&[u8]>) -> Result<Claimed, Code> {
+    pub fn claim(
+        &self,
+        id: &Arc<str>,
+        entry: Entry,
+        resume: Option<&[u8]>,
+    ) -> Result<Claimed, Code> {
         // A poisoned stripe means a shard panicked while holding it; the map itself is
         // still consistent (every critical section is a single insert/remove), so go on.
         let mut map = self.stripe(id).write().unwrap_or_else(|e| e.into_inner());
@@ -124,13 +129,7 @@ pub(crate) fn random_token() -> [u8; 16] {
     let mut filled = 0;
     while filled < t.len() {
         // SAFETY: writes at most the remaining length into our own buffer.
-        let n = unsafe {
-            libc::getrandom(
-                t[filled..].as_mut_ptr().cast(),
-                t.len() - filled,
-                0,
-            )
-        };
+        let n = unsafe { libc::getrandom(t[filled..].as_mut_ptr().cast(), t.len() - filled, 0) };
         if n > 0 {
             filled += n as usize;
         } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
@@ -160,8 +159,14 @@ mod tests {
         let d = Directory::new();
         let id: Arc<str> = "alice".into();
         assert!(matches!(d.claim(&id, e(0, 1, 7), None), Ok(Claimed::Fresh)));
-        assert_eq!(d.claim(&id, e(1, 2, 8), None).err(), Some(Code::PeerIdTaken));
-        assert_eq!(d.claim(&id, e(1, 2, 8), Some(&[9; 16])).err(), Some(Code::PeerIdTaken));
+        assert_eq!(
+            d.claim(&id, e(1, 2, 8), None).err(),
+            Some(Code::PeerIdTaken)
+        );
+        assert_eq!(
+            d.claim(&id, e(1, 2, 8), Some(&[9; 16])).err(),
+            Some(Code::PeerIdTaken)
+        );
         match d.claim(&id, e(1, 2, 8), Some(&[7; 16])) {
             Ok(Claimed::TookOver(old)) => assert_eq!(old.session, 1),
             _ => panic!("takeover expected"),

@@ -15,7 +15,9 @@ use peerd_codec::{Code, EncodeError};
 #[non_exhaustive]
 pub enum ListenError {
     /// The address is already bound by another socket (EADDRINUSE).
-    #[error("address {addr} is already in use (another peerd or another program is listening there)")]
+    #[error(
+        "address {addr} is already in use (another peerd or another program is listening there)"
+    )]
     AddrInUse {
         /// The address asked for.
         addr: String,
@@ -44,17 +46,21 @@ pub enum ListenError {
         path: PathBuf,
     },
     /// io_uring cannot be used on this machine.
-    #[error("io_uring is unavailable: {detail}. peerd needs io_uring (Linux >= 5.8); \
+    #[error(
+        "io_uring is unavailable: {detail}. peerd needs io_uring (Linux >= 5.8); \
              check `sysctl kernel.io_uring_disabled` (must be 0, or 1 with this user in \
-             the io_uring group) and container seccomp profiles")]
+             the io_uring group) and container seccomp profiles"
+    )]
     IoUringUnavailable {
         /// What was observed.
         detail: String,
     },
     /// The locked-memory limit is too low for the io_uring rings.
-    #[error("locked-memory limit too low: {detail}. Raise it: `ulimit -l 65536` in the \
+    #[error(
+        "locked-memory limit too low: {detail}. Raise it: `ulimit -l 65536` in the \
              shell, `LimitMEMLOCK=64M` in a systemd unit, or `--ulimit memlock=67108864` \
-             for docker")]
+             for docker"
+    )]
     MemlockTooLow {
         /// What was observed.
         detail: String,

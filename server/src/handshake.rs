@@ -29,7 +29,11 @@ pub(crate) fn reject(shard: &Shard, fd: RawFd, code: Code, reason: &str) {
 }
 
 /// Run the handshake. `None`: it failed and the socket was answered and shut.
-pub(crate) async fn run(shard: &Rc<Shard>, stream: &RefCell<Stream>, rx: &mut RxBuf) -> Option<Accepted> {
+pub(crate) async fn run(
+    shard: &Rc<Shard>,
+    stream: &RefCell<Stream>,
+    rx: &mut RxBuf,
+) -> Option<Accepted> {
     let fd = stream.borrow().fd();
     loop {
         let pending = rx.pending_bytes();
@@ -74,13 +78,18 @@ pub(crate) struct Accepted {
 fn accept_hello(shard: &Rc<Shard>, raw: codec::RawFrame<'_>) -> Result<Accepted, (Code, String)> {
     let frame = raw.decode().map_err(|e| (e.code(), e.to_string()))?;
     let Frame::Hello(h) = frame else {
-        return Err((Code::BadFrame, format!("expected Hello, got {}", frame.kind().name())));
+        return Err((
+            Code::BadFrame,
+            format!("expected Hello, got {}", frame.kind().name()),
+        ));
     };
     let version = h.version.to_native();
     if version < PROTOCOL_VERSION {
         return Err((
             Code::UnsupportedVersion,
-            format!("protocol version {version} not supported; this server speaks {PROTOCOL_VERSION}"),
+            format!(
+                "protocol version {version} not supported; this server speaks {PROTOCOL_VERSION}"
+            ),
         ));
     }
     let declared = codec::opt_str(&h.peer_id);
@@ -88,7 +97,8 @@ fn accept_hello(shard: &Rc<Shard>, raw: codec::RawFrame<'_>) -> Result<Accepted,
         codec::validate_declared_peer_id(id).map_err(|e| (Code::InvalidArgument, e.to_string()))?;
     }
     if let Some(auth) = &shard.shared.opts.authenticator {
-        auth(declared, codec::opt_bytes(&h.credentials)).map_err(|reason| (Code::Unauthorized, reason))?;
+        auth(declared, codec::opt_bytes(&h.credentials))
+            .map_err(|reason| (Code::Unauthorized, reason))?;
     }
     let shared = &shard.shared;
     let session = shared.next_session();
@@ -102,11 +112,17 @@ fn accept_hello(shard: &Rc<Shard>, raw: codec::RawFrame<'_>) -> Result<Accepted,
         session,
         token,
     };
-    let replaced = match shared.directory.claim(&peer_id, entry, codec::opt_bytes(&h.resume_token)) {
+    let replaced = match shared
+        .directory
+        .claim(&peer_id, entry, codec::opt_bytes(&h.resume_token))
+    {
         Ok(Claimed::Fresh) => None,
         Ok(Claimed::TookOver(old)) => Some(old),
         Err(code) => {
-            return Err((code, format!("peer id {peer_id:?} is held by a live session")));
+            return Err((
+                code,
+                format!("peer id {peer_id:?} is held by a live session"),
+            ));
         }
     };
     Ok(Accepted {
@@ -119,10 +135,21 @@ fn accept_hello(shard: &Rc<Shard>, raw: codec::RawFrame<'_>) -> Result<Accepted,
 
 /// Create the connection, announce it (Welcome, takeover, presence, on_connection).
 pub(crate) fn register(shard: &Rc<Shard>, stream: Stream, rx: RxBuf, a: Accepted) -> Handshaken {
-    let conn = Rc::new(Conn::new(shard.clone(), stream, a.session, a.peer_id.clone(), a.token));
+    let conn = Rc::new(Conn::new(
+        shard.clone(),
+        stream,
+        a.session,
+        a.peer_id.clone(),
+        a.token,
+    ));
     shard.register(&conn);
     if let Some(old) = a.replaced {
-        shard.shared.kick(old.shard, old.session, Code::Replaced, "session resumed by a new connection");
+        shard.shared.kick(
+            old.shard,
+            old.session,
+            Code::Replaced,
+            "session resumed by a new connection",
+        );
     }
     let limits = shard.limits();
     let welcome = codec::Welcome {
@@ -137,7 +164,12 @@ pub(crate) fn register(shard: &Rc<Shard>, stream: Stream, rx: RxBuf, a: Accepted
             max_topic_len: limits.max_topic_len,
             outbound_queue_bytes: limits.outbound_queue_bytes.min(u32::MAX as usize) as u32,
         },
-        heartbeat_ms: shard.shared.opts.heartbeat.as_millis().min(u32::MAX as u128) as u32,
+        heartbeat_ms: shard
+            .shared
+            .opts
+            .heartbeat
+            .as_millis()
+            .min(u32::MAX as u128) as u32,
     };
     let _ = conn.queue_msg(&welcome);
     crate::topics::on_connect(&conn);

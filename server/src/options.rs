@@ -85,7 +85,8 @@ pub type SharedHandler = Arc<dyn Fn(ConnectedPeer, Request) -> HandlerFuture + S
 /// Decides whether a Hello's credentials are acceptable. Runs on the connecting peer's
 /// shard during the handshake. Arguments: the declared peer id (if any) and the
 /// credentials (if any). `Err(reason)` rejects with Unauthorized.
-pub type Authenticator = Arc<dyn Fn(Option<&str>, Option<&[u8]>) -> Result<(), String> + Send + Sync>;
+pub type Authenticator =
+    Arc<dyn Fn(Option<&str>, Option<&[u8]>) -> Result<(), String> + Send + Sync>;
 
 /// Called on the peer's shard for each new peer, already active, before any of its frames
 /// is dispatched.

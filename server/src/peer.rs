@@ -122,7 +122,11 @@ impl Rpc<'_> {
     }
 
     /// Call `method` on the peer with the server's default deadline.
-    pub fn call(&self, method: &str, params: &[u8]) -> impl Future<Output = Result<Bytes, CallError>> + 'static {
+    pub fn call(
+        &self,
+        method: &str,
+        params: &[u8],
+    ) -> impl Future<Output = Result<Bytes, CallError>> + 'static {
         let t = self.0.conn.shard.shared.opts.default_call_timeout;
         self.call_with_timeout(method, params, t)
     }

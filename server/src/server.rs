@@ -184,10 +184,20 @@ impl PeerServer {
     /// Like [`close`](Self::close), but first give in-flight server-side handlers up to
     /// `drain` to finish and answer.
     pub fn close_graceful(&self, drain: Duration) {
-        let Some(threads) = self.threads.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        let Some(threads) = self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
             return;
         };
-        if let Some((fd, t)) = self.unix_acceptor.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some((fd, t)) = self
+            .unix_acceptor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             self.shared.stopping.store(true, Ordering::Release);
             // Wakes the blocked accept(2) with EINVAL.
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
@@ -206,7 +216,10 @@ impl PeerServer {
 
     /// Whether `close` has run.
     pub fn is_closed(&self) -> bool {
-        self.threads.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
     }
 }
 
@@ -235,13 +248,20 @@ fn preflight() -> Result<(), ListenError> {
         && lim.rlim_cur < 512 * 1024
     {
         return Err(ListenError::MemlockTooLow {
-            detail: format!("RLIMIT_MEMLOCK is {} KiB, peerd needs at least 512 KiB per process", lim.rlim_cur / 1024),
+            detail: format!(
+                "RLIMIT_MEMLOCK is {} KiB, peerd needs at least 512 KiB per process",
+                lim.rlim_cur / 1024
+            ),
         });
     }
     Ok(())
 }
 
-fn bind_tcp(addr_s: &str, shards: usize, backlog: u32) -> Result<(SocketAddr, Vec<OwnedFd>), ListenError> {
+fn bind_tcp(
+    addr_s: &str,
+    shards: usize,
+    backlog: u32,
+) -> Result<(SocketAddr, Vec<OwnedFd>), ListenError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let addr = addr_s
         .to_socket_addrs()
@@ -256,7 +276,9 @@ fn bind_tcp(addr_s: &str, shards: usize, backlog: u32) -> Result<(SocketAddr, Ve
         })?;
     let bind_err = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
-            ListenError::AddrInUse { addr: addr_s.into() }
+            ListenError::AddrInUse {
+                addr: addr_s.into(),
+            }
         } else {
             ListenError::Bind {
                 addr: addr_s.into(),
@@ -285,7 +307,8 @@ fn bind_tcp(addr_s: &str, shards: usize, backlog: u32) -> Result<(SocketAddr, Ve
         s.set_reuse_address(true).map_err(bind_err)?;
         s.set_reuse_port(true).map_err(bind_err)?;
         s.bind(&bound.into()).map_err(bind_err)?;
-        s.listen(backlog.min(i32::MAX as u32) as i32).map_err(bind_err)?;
+        s.listen(backlog.min(i32::MAX as u32) as i32)
+            .map_err(bind_err)?;
         fds.push(OwnedFd::from(s));
     }
     Ok((bound, fds))
@@ -294,10 +317,14 @@ fn bind_tcp(addr_s: &str, shards: usize, backlog: u32) -> Result<(SocketAddr, Ve
 /// Start a server. Returns once every shard is accepting.
 pub fn listen(opts: ListenOptions) -> Result<PeerServer, ListenError> {
     if opts.shards == 0 {
-        return Err(ListenError::InvalidOptions("shards must be at least 1".into()));
+        return Err(ListenError::InvalidOptions(
+            "shards must be at least 1".into(),
+        ));
     }
     if opts.heartbeat.is_zero() || opts.handshake_timeout.is_zero() {
-        return Err(ListenError::InvalidOptions("heartbeat and handshake_timeout must be > 0".into()));
+        return Err(ListenError::InvalidOptions(
+            "heartbeat and handshake_timeout must be > 0".into(),
+        ));
     }
     preflight()?;
     let n = opts.shards;
@@ -306,12 +333,18 @@ pub fn listen(opts: ListenOptions) -> Result<PeerServer, ListenError> {
     } else {
         opts.cores.clone()
     };
-    let online = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+    let online = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(1);
     let mut unix_listener = None;
-    let (local_addr, mut sources): (Option<SocketAddr>, Vec<ListenerSource>) = match &opts.endpoint {
+    let (local_addr, mut sources): (Option<SocketAddr>, Vec<ListenerSource>) = match &opts.endpoint
+    {
         Endpoint::Tcp(a) => {
             let (addr, fds) = bind_tcp(a, n, opts.backlog)?;
-            (Some(addr), fds.into_iter().map(ListenerSource::Tcp).collect())
+            (
+                Some(addr),
+                fds.into_iter().map(ListenerSource::Tcp).collect(),
+            )
         }
         Endpoint::Unix(p) => {
             // A socket file whose listener is alive refuses to be replaced; a stale one
@@ -419,7 +452,10 @@ fn classify_glommio_error(shard: usize, e: glommio::GlommioError<()>) -> ListenE
     let detail = e.to_string();
     if detail.contains("MemLock") || detail.contains("memlock") {
         ListenError::MemlockTooLow { detail }
-    } else if detail.contains("io_uring") || detail.contains("Function not implemented") || detail.contains("Operation not permitted") {
+    } else if detail.contains("io_uring")
+        || detail.contains("Function not implemented")
+        || detail.contains("Operation not permitted")
+    {
         ListenError::IoUringUnavailable { detail }
     } else {
         ListenError::Shard { shard, detail }

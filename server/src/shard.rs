@@ -9,7 +9,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
-use std::os::fd::{FromRawFd, OwnedFd, IntoRawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -98,7 +98,10 @@ impl Shard {
     }
 
     pub fn take_rx_buf(&self) -> Vec<u8> {
-        self.rx_pool.borrow_mut().pop().unwrap_or_else(|| vec![0u8; RX_BUF])
+        self.rx_pool
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| vec![0u8; RX_BUF])
     }
 
     pub fn put_rx_buf(&self, buf: Vec<u8>) {
@@ -167,7 +170,12 @@ impl Shard {
             return;
         }
         if !self.shared.try_admit() {
-            crate::handshake::reject(self, stream.fd(), Code::Overloaded, "server at max connections");
+            crate::handshake::reject(
+                self,
+                stream.fd(),
+                Code::Overloaded,
+                "server at max connections",
+            );
             return;
         }
         let shard = self.clone();
@@ -251,7 +259,10 @@ impl Shard {
                 let missed = c.missed_beats.get() + 1;
                 c.missed_beats.set(missed);
                 if missed >= 3 {
-                    c.close(Code::IdleTimeout, "no frame within three heartbeat intervals");
+                    c.close(
+                        Code::IdleTimeout,
+                        "no frame within three heartbeat intervals",
+                    );
                 } else {
                     let _ = c.queue(ping.clone());
                 }
@@ -341,7 +352,12 @@ fn accept_loop(shard: Rc<Shard>, source: ListenerSource) -> Option<impl Future<O
 }
 
 /// The body of a shard's executor.
-pub(crate) async fn run(index: usize, shared: Arc<Shared>, source: ListenerSource, rx: flume::Receiver<ShardMsg>) {
+pub(crate) async fn run(
+    index: usize,
+    shared: Arc<Shared>,
+    source: ListenerSource,
+    rx: flume::Receiver<ShardMsg>,
+) {
     let shard = Rc::new(Shard::new(index, shared));
     let accept = accept_loop(shard.clone(), source).map(|f| glommio::spawn_local(f));
     let beat = glommio::spawn_local(shard.clone().heartbeat());

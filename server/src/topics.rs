@@ -20,7 +20,11 @@ pub(crate) fn on_connect(_conn: &Rc<Conn>) {}
 pub(crate) fn on_disconnect(_conn: &Rc<Conn>) {}
 
 pub(crate) fn forward_call(conn: &Rc<Conn>, r: &ArchivedRpcRequest<'static>, _target: &str) {
-    let _ = conn.send_rpc_error(r.id.to_native(), Code::Internal.as_u16(), "peer-to-peer calls are not implemented yet");
+    let _ = conn.send_rpc_error(
+        r.id.to_native(),
+        Code::Internal.as_u16(),
+        "peer-to-peer calls are not implemented yet",
+    );
 }
 
 /// Returns true if `id` was a relayed call and the answer was forwarded.

@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use peerd_server::{listen, ListenOptions};
 
 #[derive(Parser)]
-#[command(name = "peerd", version, about = "A thread-per-core io_uring peer server")]
+#[command(
+    name = "peerd",
+    version,
+    about = "A thread-per-core io_uring peer server"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -82,7 +86,9 @@ fn serve(a: ServeArgs) -> ExitCode {
         .handle("echo", |_peer, req| async move { Ok(req.params) })
         .handle("peers", |peer, _req| async move {
             let ids = peer.connected_peers();
-            Ok(Bytes::from(serde_json::to_vec(&ids).expect("strings serialize")))
+            Ok(Bytes::from(
+                serde_json::to_vec(&ids).expect("strings serialize"),
+            ))
         });
     // Block the signals before any shard thread starts so they all inherit the mask and
     // only our signal-hook thread sees SIGINT/SIGTERM.
