@@ -1,1 +1,159 @@
-//! peerd client (placeholder).
+//! The Rust client for peerd.
+//!
+//! A [`Peer`] is one session with a peerd server: it connects and handshakes, then offers
+//! RPC in both directions (call the server or another peer; answer calls with handlers),
+//! named events and broadcasts, topics (join, leave, publish, send to one member),
+//! presence (watch, list peers), WebRTC signaling relay and ping. When the connection
+//! drops it reconnects with exponential backoff and full jitter, presents the resume token
+//! of the last session to keep its peer id, and re-joins its topics and re-opens its
+//! presence watches.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use peerd_client::{connect, PeerOptions, RpcFailure};
+//!
+//! let peer = connect("127.0.0.1:7000", PeerOptions::new().peer_id("alice"))?;
+//! // Answer calls from the server or other peers.
+//! peer.rpc().handle("echo", |req| Ok(req.params.to_vec()));
+//! peer.rpc().handle("fail", |_| Err(RpcFailure::app(4001, "nope")));
+//! // Call the server, or another peer through it.
+//! let reply = peer.rpc().call("time", b"")?;
+//! let _ = peer.rpc().call_peer("bob", "echo", b"hi")?;
+//! // Topics: join, receive, publish.
+//! peer.join("chat")?;
+//! let messages = peer.subscribe("chat");
+//! peer.publish("chat", b"hello")?;
+//! if let Ok(m) = messages.recv_timeout(Duration::from_secs(1)) {
+//!     println!("{} says {:?}", m.from, m.payload);
+//! }
+//! // Presence: current members as joins, then changes.
+//! let watcher = peer.watch(Some("chat"))?;
+//! while let Some(ev) = watcher.recv_timeout(Duration::from_millis(100)) {
+//!     println!("{ev:?}");
+//! }
+//! peer.disconnect();
+//! # let _ = reply;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Why blocking threads (and futures on top)
+//!
+//! The core is std::net plus threads, with no async runtime dependency. It then works the
+//! same from plain threads, tests, CLIs and from inside any async runtime (tokio,
+//! async-std, smol, glommio), without dragging a particular reactor into the caller's
+//! program or requiring one to be running. Every blocking wait has a `*_async` variant
+//! (`call_async`, `join_async`, `list_peers_async`, [`Watcher::recv_async`], and the flume
+//! receivers' `recv_async`) whose future is built on flume's runtime-neutral channels: the
+//! request is written when the method is called, the future only waits, and dropping it
+//! un-registers the wait. Deadlines of those futures are enforced by a small timer thread
+//! started on first use, because there is no runtime timer to borrow.
+//!
+//! Per peer there are:
+//! - one *reader/supervisor* thread: reads the socket into a [`peerd_codec::Framer`],
+//!   decodes each frame with validated access, completes pending calls and requests
+//!   directly, answers Ping, and queues everything that runs user code; when the
+//!   connection ends it runs the reconnect loop, then reads the next connection;
+//! - one *dispatcher* thread: runs RPC handlers and listeners in arrival order and feeds
+//!   subscription channels and presence watchers. User code never runs on the reader, so a
+//!   handler that makes a blocking `call` cannot deadlock the connection;
+//! - writes from any thread through a mutex around the socket's write half: a frame is
+//!   encoded with [`peerd_codec::encode`] into a reused buffer and written with one
+//!   `write_all`, so frames never interleave.
+//!
+//! Memory is bounded: the reader -> dispatcher queue is bounded
+//! ([`PeerOptions::dispatch_queue`]) and so is every subscription channel
+//! ([`PeerOptions::subscription_capacity`]). When handlers or receivers are slow, the
+//! dispatcher blocks, the queue fills, the reader stops reading, and TCP flow control
+//! pushes back on the server (which may then close this client as a slow consumer) —
+//! instead of the client buffering without limit. A receiver that is dropped is simply
+//! unsubscribed. Responses to our own calls are completed by the reader directly and do
+//! not queue behind handlers.
+//!
+//! TCP_NODELAY is on. Liveness: the server pings a silent connection; the client also
+//! sends a Ping after one keepalive interval of silence from the server and drops the
+//! connection (then reconnects) after a second one, so a vanished server is noticed even
+//! by a client that only sends.
+//!
+//! # Semantics worth knowing
+//!
+//! - Calls and requests made while not Active fail at once with `NotConnected` (they are
+//!   not queued for after the reconnect); pending ones fail at once with
+//!   `ConnectionLost` when the connection drops, not at their deadline. Use
+//!   [`Peer::when_ready`] to wait for a reconnect.
+//! - Handlers and listeners can be registered before `connect()` (use [`Peer::new`] then
+//!   [`Peer::connect`]) and survive reconnects.
+//! - A topic message for a topic this client has not joined is discarded on receipt.
+//! - Reconnect is not attempted after `disconnect()`, after the server closes with
+//!   `Replaced` (another connection took the id), `Normal` (the server ended the
+//!   session on purpose) or `Unauthorized`, nor after a handshake refusal that cannot
+//!   change on retry (`PeerIdTaken`, `Unauthorized`, `UnsupportedVersion`, ...).
+//! - Asynchronous failures (`Status{req: 0}`) go to [`Peer::on_error`] / [`Peer::errors`]
+//!   and are logged with `tracing`.
+//!
+//! # Layout
+//!
+//! - [`options`]: [`PeerOptions`], [`ReconnectPolicy`] and its backoff schedule.
+//! - [`state`]: [`State`], the connection state machine, and [`CloseInfo`].
+//! - [`error`]: [`ClientError`], [`CallError`], [`RequestError`], split by layer.
+//! - `peer`: [`Peer`], [`connect`], the shared state of a peer's threads, `disconnect`.
+//! - `conn`: sockets and threads: TCP connect, handshake, the write side, the reader
+//!   loop, keepalive, reconnect and resync.
+//! - `dispatch`: the dispatcher thread and the presence views (snapshot -> joins).
+//! - [`rpc`]: [`Rpc`] calls and handlers.
+//! - [`events`]: [`Events`], broadcasts, [`ServerError`].
+//! - [`topics`]: join/leave/publish/send, [`Watcher`] and presence, list peers, signaling.
+//! - `pending`: in-flight request tables and the deadline timer for futures.
+//! - `listeners`: copy-on-write listener and subscription registries.
+
+pub mod error;
+pub mod events;
+pub mod options;
+pub mod rpc;
+pub mod state;
+pub mod topics;
+
+mod conn;
+mod dispatch;
+mod listeners;
+mod peer;
+mod pending;
+
+pub use bytes::Bytes;
+pub use error::{CallError, ClientError, RequestError};
+pub use events::{EventInfo, Events, ServerError};
+pub use listeners::ListenerId;
+pub use options::{PeerOptions, ReconnectPolicy};
+pub use peer::{connect, Peer, WeakPeer};
+pub use peerd_codec::{Code, Limits, SignalKind};
+pub use rpc::{Handler, Rpc, RpcFailure, RpcRequestInfo};
+pub use state::{CloseInfo, Initiator, State};
+pub use topics::{PresenceEvent, SignalInfo, TopicMessageInfo, Watcher};
+
+/// Re-exported so users can name the receivers' types without depending on flume.
+pub use flume;
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    /// A minimal executor: the crate's futures need no runtime.
+    pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
+        struct ThreadWaker(std::thread::Thread);
+        impl Wake for ThreadWaker {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut f = std::pin::pin!(f);
+        loop {
+            if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+            std::thread::park();
+        }
+    }
+}

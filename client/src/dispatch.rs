@@ -1,0 +1,322 @@
+//! The dispatcher thread: runs RPC handlers and listeners, feeds subscriptions and
+//! presence watchers, in the order frames arrived.
+//!
+//! It exists so that user code never runs on the reader thread: a handler that blocks, or
+//! that makes a blocking `call` whose answer the reader must deliver, cannot deadlock the
+//! connection. It also owns the presence views (who is present per watched topic), so the
+//! snapshot-to-join conversion, live presence and late-attaching watchers are serialized
+//! without a lock around user-visible channels.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use peerd_codec::{Code, RpcError, RpcResponse};
+
+use crate::conn::Link;
+use crate::error::SendFailure;
+use crate::events::{EventInfo, ServerError};
+use crate::peer::Inner;
+use crate::rpc::{RpcFailure, RpcRequestInfo};
+use crate::state::State;
+use crate::topics::{PresenceEvent, SignalInfo, TopicMessageInfo, WatchKey};
+
+/// Data from the reader, in arrival order (bounded queue).
+pub(crate) enum Work {
+    /// An incoming call; answered on the connection it arrived on (ids are per connection).
+    Request {
+        link: Arc<Link>,
+        id: u64,
+        info: RpcRequestInfo,
+    },
+    Event(EventInfo),
+    Broadcast(EventInfo),
+    Topic(TopicMessageInfo),
+    Signal(SignalInfo),
+    Error(ServerError),
+    Snapshot {
+        key: WatchKey,
+        peers: Vec<String>,
+    },
+    Presence {
+        key: WatchKey,
+        event: PresenceEvent,
+    },
+}
+
+/// Low-volume control messages (unbounded queue, drained before each data item).
+pub(crate) enum Control {
+    State(State),
+    /// A new watcher: it first receives the current members of an already-synced view as
+    /// joins, then live changes.
+    Attach {
+        key: WatchKey,
+        id: u64,
+        tx: flume::Sender<PresenceEvent>,
+    },
+    Detach {
+        key: WatchKey,
+        id: u64,
+    },
+    /// The peer closed: finish what is queued, then exit.
+    Stop,
+}
+
+/// Who is present for one watched key, as last told by the server.
+#[derive(Default)]
+pub(crate) struct View {
+    /// A snapshot has been applied; `members` is meaningful.
+    synced: bool,
+    members: BTreeSet<String>,
+    watchers: Vec<(u64, flume::Sender<PresenceEvent>)>,
+}
+
+impl View {
+    /// Apply a PresenceSnapshot and return the events watchers should see.
+    ///
+    /// The first snapshot becomes one Join per member (in the server's order, duplicates
+    /// removed). A later snapshot (the watch was re-established after a reconnect) becomes
+    /// the difference against what watchers already know: Leave for members that are gone,
+    /// then Join for newcomers. Watchers thus see one consistent stream across reconnects.
+    pub(crate) fn apply_snapshot(&mut self, peers: Vec<String>) -> Vec<PresenceEvent> {
+        let mut events = Vec::new();
+        if self.synced {
+            let next: BTreeSet<String> = peers.iter().cloned().collect();
+            for gone in self.members.difference(&next) {
+                events.push(PresenceEvent::Leave(gone.clone()));
+            }
+            for p in peers {
+                if !self.members.contains(&p) && !events.contains(&PresenceEvent::Join(p.clone())) {
+                    events.push(PresenceEvent::Join(p));
+                }
+            }
+            self.members = next;
+        } else {
+            for p in peers {
+                if self.members.insert(p.clone()) {
+                    events.push(PresenceEvent::Join(p));
+                }
+            }
+            self.synced = true;
+        }
+        events
+    }
+
+    /// Apply a live Presence change.
+    pub(crate) fn apply(&mut self, event: &PresenceEvent) {
+        match event {
+            PresenceEvent::Join(p) => {
+                self.members.insert(p.clone());
+            }
+            PresenceEvent::Leave(p) => {
+                self.members.remove(p);
+            }
+        }
+    }
+
+    /// What a watcher attaching now must be told first.
+    pub(crate) fn catch_up(&self) -> Vec<PresenceEvent> {
+        if !self.synced {
+            return Vec::new();
+        }
+        self.members
+            .iter()
+            .map(|p| PresenceEvent::Join(p.clone()))
+            .collect()
+    }
+
+    /// Send to every watcher (blocking: backpressure); drop watchers whose receiver is gone.
+    fn send_all(&mut self, events: &[PresenceEvent]) {
+        self.watchers
+            .retain(|(_, tx)| events.iter().all(|e| tx.send(e.clone()).is_ok()));
+    }
+}
+
+pub(crate) fn run(inner: Arc<Inner>, work: flume::Receiver<Work>, ctl: flume::Receiver<Control>) {
+    let mut views: HashMap<WatchKey, View> = HashMap::new();
+    loop {
+        // Control first: a watcher attached before its Watch frame was sent must be in
+        // place before the snapshot that the Watch provokes is processed.
+        while let Ok(c) = ctl.try_recv() {
+            if !on_control(&inner, &mut views, c) {
+                drain(&inner, &mut views, &work);
+                return;
+            }
+        }
+        enum Next {
+            Ctl(Result<Control, flume::RecvError>),
+            Work(Result<Work, flume::RecvError>),
+        }
+        let next = flume::Selector::new()
+            .recv(&ctl, Next::Ctl)
+            .recv(&work, Next::Work)
+            .wait();
+        match next {
+            Next::Ctl(Ok(c)) => {
+                if !on_control(&inner, &mut views, c) {
+                    drain(&inner, &mut views, &work);
+                    return;
+                }
+            }
+            Next::Work(Ok(w)) => on_work(&inner, &mut views, w),
+            // Both senders live in `Inner`, which this thread holds: cannot happen.
+            Next::Ctl(Err(_)) | Next::Work(Err(_)) => return,
+        }
+    }
+}
+
+/// Deliver what the reader queued before the close, then stop.
+fn drain(inner: &Inner, views: &mut HashMap<WatchKey, View>, work: &flume::Receiver<Work>) {
+    while let Ok(w) = work.try_recv() {
+        on_work(inner, views, w);
+    }
+}
+
+fn on_control(inner: &Inner, views: &mut HashMap<WatchKey, View>, c: Control) -> bool {
+    match c {
+        Control::State(s) => inner.states.emit(s),
+        Control::Attach { key, id, tx } => {
+            let view = views.entry(key).or_default();
+            if view.catch_up().into_iter().all(|e| tx.send(e).is_ok()) {
+                view.watchers.push((id, tx));
+            }
+        }
+        Control::Detach { key, id } => {
+            if let Some(view) = views.get_mut(&key) {
+                view.watchers.retain(|(i, _)| *i != id);
+                if view.watchers.is_empty() {
+                    views.remove(&key);
+                }
+            }
+        }
+        Control::Stop => return false,
+    }
+    true
+}
+
+fn on_work(inner: &Inner, views: &mut HashMap<WatchKey, View>, w: Work) {
+    match w {
+        Work::Request { link, id, info } => answer(inner, &link, id, info),
+        Work::Event(e) => {
+            inner.any_events.emit(e.clone());
+            let name = e.name.clone();
+            inner.events.emit(&name, e);
+        }
+        Work::Broadcast(e) => inner.broadcasts.emit(e),
+        Work::Topic(m) => {
+            let topic = m.topic.clone();
+            inner.topic_sinks.emit(&topic, m);
+        }
+        Work::Signal(s) => inner.signals.emit(s),
+        Work::Error(e) => inner.errors.emit(e),
+        Work::Snapshot { key, peers } => {
+            // No view: nobody watches this key any more (unwatched while the snapshot was
+            // in flight).
+            if let Some(view) = views.get_mut(&key) {
+                let events = view.apply_snapshot(peers);
+                view.send_all(&events);
+            }
+        }
+        Work::Presence { key, event } => {
+            if let Some(view) = views.get_mut(&key) {
+                view.apply(&event);
+                view.send_all(std::slice::from_ref(&event));
+            }
+        }
+    }
+}
+
+/// Run the handler for an incoming call and send its answer.
+fn answer(inner: &Inner, link: &Link, id: u64, info: RpcRequestInfo) {
+    let handler = inner.handlers.read().unwrap().get(&info.method).cloned();
+    let result = match handler {
+        None => Err(RpcFailure::new(
+            Code::MethodNotFound.as_u16(),
+            format!("no handler for method {:?}", info.method),
+        )),
+        Some(h) => match catch_unwind(AssertUnwindSafe(|| h(info))) {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::error!("peerd-client RPC handler panicked");
+                Err(RpcFailure::new(Code::Internal.as_u16(), "handler panicked"))
+            }
+        },
+    };
+    let sent = match &result {
+        Ok(v) => link.send(&RpcResponse {
+            id,
+            result: Cow::Borrowed(v),
+        }),
+        Err(f) => link.send(&RpcError {
+            id,
+            code: f.code,
+            message: Cow::Borrowed(&f.message),
+        }),
+    };
+    if let Err(SendFailure::Encode(e)) = sent {
+        // The result does not fit the server's frame limit: the caller still gets an answer.
+        let _ = link.send(&RpcError {
+            id,
+            code: Code::TooLarge.as_u16(),
+            message: Cow::Owned(format!("result too large: {e}")),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PresenceEvent::{Join, Leave};
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn first_snapshot_becomes_joins_in_server_order() {
+        let mut v = View::default();
+        assert!(v.catch_up().is_empty(), "nothing known before the snapshot");
+        let ev = v.apply_snapshot(s(&["carol", "alice", "bob", "alice"]));
+        assert_eq!(
+            ev,
+            vec![
+                Join("carol".into()),
+                Join("alice".into()),
+                Join("bob".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn live_changes_update_the_view_and_late_watchers_catch_up() {
+        let mut v = View::default();
+        v.apply_snapshot(s(&["a", "b"]));
+        v.apply(&Join("c".into()));
+        v.apply(&Leave("a".into()));
+        assert_eq!(v.catch_up(), vec![Join("b".into()), Join("c".into())]);
+    }
+
+    #[test]
+    fn snapshot_after_reconnect_is_a_diff() {
+        let mut v = View::default();
+        v.apply_snapshot(s(&["a", "b", "c"]));
+        let ev = v.apply_snapshot(s(&["b", "d", "c"]));
+        assert_eq!(ev, vec![Leave("a".into()), Join("d".into())]);
+        assert!(v.apply_snapshot(s(&["b", "c", "d"])).is_empty());
+    }
+
+    #[test]
+    fn watchers_get_events_and_dropped_watchers_are_removed() {
+        let mut v = View::default();
+        let (tx1, rx1) = flume::unbounded();
+        let (tx2, rx2) = flume::unbounded();
+        v.watchers.push((1, tx1));
+        v.watchers.push((2, tx2));
+        drop(rx2);
+        let ev = v.apply_snapshot(s(&["x"]));
+        v.send_all(&ev);
+        assert_eq!(rx1.try_recv().unwrap(), Join("x".into()));
+        assert_eq!(v.watchers.len(), 1);
+    }
+}

@@ -1,0 +1,270 @@
+//! Errors, typed by layer: [`ClientError`] for connecting and the session as a whole,
+//! [`CallError`] for RPC, [`RequestError`] for every other request (Status-confirmed or
+//! fire-and-forget). Each says who is at fault: the remote end (a code it sent), the
+//! transport, or the local caller (bad argument, message too large).
+
+use std::io;
+use std::net::SocketAddr;
+
+use peerd_codec::{Code, EncodeError, WireError};
+
+/// Connecting, handshaking, or waiting for the session.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The address did not resolve to any socket address.
+    #[error("cannot resolve {addr}: {source}")]
+    Resolve {
+        /// The address as given.
+        addr: String,
+        /// What the resolver said.
+        #[source]
+        source: io::Error,
+    },
+    /// TCP connect or a socket read/write failed.
+    #[error("connecting to {addr}: {source}")]
+    Io {
+        /// The address that was tried last.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// TCP connect did not complete within `connect_timeout` (for every address tried).
+    #[error("connect to {addr} timed out")]
+    ConnectTimeout {
+        /// The address that was tried last.
+        addr: SocketAddr,
+    },
+    /// No Welcome arrived within `handshake_timeout`.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// The server refused the session: a Reject frame, or a Close during the handshake.
+    #[error("rejected by server: {} ({code}): {reason}", Code::describe(*code))]
+    Rejected {
+        /// A [`Code`] number (`Unauthorized`, `PeerIdTaken`, `Overloaded`, ...).
+        code: u16,
+        /// The server's detail.
+        reason: String,
+    },
+    /// The server closed the connection during the handshake without a Reject or Close.
+    #[error("server closed the connection during the handshake")]
+    ClosedDuringHandshake,
+    /// The server sent bytes that are not a valid frame.
+    #[error("invalid frame from server: {0}")]
+    Wire(#[from] WireError),
+    /// The server sent a valid frame that breaks the handshake rules (a frame other than
+    /// Welcome/Reject first, or a protocol version this client does not speak).
+    #[error("handshake protocol violation: {0}")]
+    Protocol(String),
+    /// The options cannot be used (an invalid declared peer id, Hello too large, ...).
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+    /// `connect()` on a peer that is not idle (already connected, or closed).
+    #[error("peer is already {0}")]
+    NotIdle(crate::State),
+    /// The peer is closed (after `disconnect()`, a replaced session, or reconnect gave up).
+    #[error("peer is closed")]
+    Closed,
+    /// `when_ready` ran out of time.
+    #[error("timed out waiting for the session to become active")]
+    Timeout,
+}
+
+impl ClientError {
+    /// The server's code when the server refused the session.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ClientError::Rejected { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Whether retrying later cannot help: the server refused who we are or how we speak,
+    /// not how busy it is. Reconnect gives up on these.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ClientError::Rejected { code, .. } => permanent_code(*code),
+            ClientError::Protocol(_) | ClientError::InvalidOptions(_) | ClientError::Closed => true,
+            _ => false,
+        }
+    }
+}
+
+/// Codes after which reconnecting with the same Hello cannot succeed.
+pub(crate) fn permanent_code(code: u16) -> bool {
+    matches!(
+        Code::from_u16(code),
+        Some(
+            Code::Unauthorized
+                | Code::PeerIdTaken
+                | Code::UnsupportedVersion
+                | Code::InvalidArgument
+                | Code::BadFrame
+                | Code::TooLarge
+        )
+    )
+}
+
+/// An RPC call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The callee, or the server on its behalf, answered RpcError: `MethodNotFound`,
+    /// `UnknownPeer`, `PeerGone`, `Timeout` (the server's deadline), or an application code
+    /// in 4000-4999 chosen by the handler.
+    #[error("remote error {} ({code}): {message}", Code::describe(*code))]
+    Remote {
+        /// A [`Code`] number or an application code.
+        code: u16,
+        /// The remote's detail.
+        message: String,
+    },
+    /// No answer before the local deadline.
+    #[error("call timed out")]
+    Timeout,
+    /// The connection dropped while the call was pending. The call may or may not have run.
+    #[error("connection lost while the call was pending")]
+    ConnectionLost,
+    /// No active connection when the call was made (connecting or reconnecting); it was not
+    /// sent.
+    #[error("not connected")]
+    NotConnected,
+    /// The peer is closed; it will not connect again.
+    #[error("peer is closed")]
+    Closed,
+    /// The request does not fit the server's frame limit (local misuse).
+    #[error("cannot encode request: {0}")]
+    Encode(#[from] EncodeError),
+    /// A method name or peer id the protocol does not allow (local misuse).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl CallError {
+    /// The remote code, if the remote answered with one.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            CallError::Remote { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The remote code as a known [`Code`], if it is one.
+    pub fn known_code(&self) -> Option<Code> {
+        self.code().and_then(Code::from_u16)
+    }
+}
+
+/// A non-RPC request failed: join, leave, publish, send, watch, list_peers, signal, emit,
+/// broadcast, ping.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The server answered Status with a non-zero code (`NotMember`, `UnknownPeer`,
+    /// `LimitExceeded`, `InvalidArgument`, ...).
+    #[error("server refused: {} ({code}): {message}", Code::describe(*code))]
+    Rejected {
+        /// A [`Code`] number.
+        code: u16,
+        /// The server's detail.
+        message: String,
+    },
+    /// No answer before the local deadline.
+    #[error("request timed out")]
+    Timeout,
+    /// The connection dropped before the answer arrived (or while writing).
+    #[error("connection lost")]
+    ConnectionLost,
+    /// No active connection (connecting or reconnecting); nothing was sent.
+    #[error("not connected")]
+    NotConnected,
+    /// The peer is closed; it will not connect again.
+    #[error("peer is closed")]
+    Closed,
+    /// The message does not fit the server's frame limit (local misuse).
+    #[error("cannot encode request: {0}")]
+    Encode(#[from] EncodeError),
+    /// A topic, name or peer id the protocol does not allow (local misuse).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl RequestError {
+    /// The server's code, if it answered with one.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            RequestError::Rejected { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The server's code as a known [`Code`], if it is one.
+    pub fn known_code(&self) -> Option<Code> {
+        self.code().and_then(Code::from_u16)
+    }
+}
+
+/// Why a frame could not be written; converted into the caller's error type.
+#[derive(Debug)]
+pub(crate) enum SendFailure {
+    NotConnected,
+    Closed,
+    ConnectionLost,
+    Encode(EncodeError),
+}
+
+impl From<SendFailure> for CallError {
+    fn from(e: SendFailure) -> Self {
+        match e {
+            SendFailure::NotConnected => CallError::NotConnected,
+            SendFailure::Closed => CallError::Closed,
+            SendFailure::ConnectionLost => CallError::ConnectionLost,
+            SendFailure::Encode(e) => CallError::Encode(e),
+        }
+    }
+}
+
+impl From<SendFailure> for RequestError {
+    fn from(e: SendFailure) -> Self {
+        match e {
+            SendFailure::NotConnected => RequestError::NotConnected,
+            SendFailure::Closed => RequestError::Closed,
+            SendFailure::ConnectionLost => RequestError::ConnectionLost,
+            SendFailure::Encode(e) => RequestError::Encode(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permanent_rejections_stop_reconnect() {
+        let rej = |c: Code| ClientError::Rejected {
+            code: c.as_u16(),
+            reason: String::new(),
+        };
+        assert!(rej(Code::PeerIdTaken).is_permanent());
+        assert!(rej(Code::Unauthorized).is_permanent());
+        assert!(!rej(Code::Overloaded).is_permanent());
+        assert!(!rej(Code::Shutdown).is_permanent());
+        assert!(!ClientError::HandshakeTimeout.is_permanent());
+    }
+
+    #[test]
+    fn messages_name_the_code() {
+        let e = CallError::Remote {
+            code: Code::MethodNotFound.as_u16(),
+            message: "nope".into(),
+        };
+        assert_eq!(e.to_string(), "remote error method_not_found (1007): nope");
+        assert_eq!(e.known_code(), Some(Code::MethodNotFound));
+        let e = RequestError::Rejected {
+            code: 4001,
+            message: "x".into(),
+        };
+        assert_eq!(e.to_string(), "server refused: app_4001 (4001): x");
+    }
+}

@@ -1,0 +1,226 @@
+//! Named events (to the server or directly to one peer), broadcasts to every peer, and
+//! asynchronous errors the server reports.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use peerd_codec::{Broadcast, Code, Event};
+
+use crate::error::RequestError;
+use crate::listeners::{ListenerId, Sink};
+use crate::peer::Peer;
+
+/// An event or a broadcast, as listeners see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventInfo {
+    /// Event name.
+    pub name: String,
+    /// The sending peer; `None` when the server itself sent it.
+    pub from: Option<String>,
+    /// Payload (a zero-copy slice of the received frame).
+    pub payload: Bytes,
+}
+
+/// An asynchronous failure the server reported with `Status{req: 0, code != 0}`: a
+/// fire-and-forget request failed (a direct event to an unknown peer, a publish to an
+/// invalid topic, ...), or a topic/watch could not be re-established after a reconnect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerError {
+    /// A [`Code`] number.
+    pub code: u16,
+    /// The server's detail.
+    pub message: String,
+}
+
+impl ServerError {
+    /// The code as a known [`Code`], if it is one.
+    pub fn known_code(&self) -> Option<Code> {
+        Code::from_u16(self.code)
+    }
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            Code::describe(self.code),
+            self.code,
+            self.message
+        )
+    }
+}
+
+/// Event operations of a [`Peer`]; from [`Peer::events`].
+#[derive(Clone, Copy)]
+pub struct Events<'a> {
+    peer: &'a Peer,
+}
+
+impl Peer {
+    /// Events and broadcasts.
+    pub fn events(&self) -> Events<'_> {
+        Events { peer: self }
+    }
+
+    /// Call `f` for every asynchronous server error (see [`ServerError`]). Errors are also
+    /// logged through `tracing` at warn level whether or not anyone listens.
+    pub fn on_error(&self, f: impl Fn(ServerError) + Send + Sync + 'static) -> ListenerId {
+        let id = self.new_listener_id();
+        self.inner().errors.add(id, Sink::Callback(Arc::new(f)));
+        id
+    }
+
+    /// Asynchronous server errors from now on, as a channel.
+    pub fn errors(&self) -> flume::Receiver<ServerError> {
+        let (tx, rx) = self.channel();
+        self.inner()
+            .errors
+            .add(self.new_listener_id(), Sink::Channel(tx));
+        rx
+    }
+}
+
+impl Events<'_> {
+    /// Send an event to the server's listeners. Fire-and-forget: a failure the server
+    /// notices later arrives through [`Peer::on_error`].
+    pub fn emit(&self, name: &str, payload: &[u8]) -> Result<(), RequestError> {
+        self.send_event(None, name, payload)
+    }
+
+    /// Send an event directly to one peer (it receives it with `from` = this peer). An
+    /// unknown target is reported later through [`Peer::on_error`] (`UnknownPeer`).
+    pub fn emit_to(&self, peer: &str, name: &str, payload: &[u8]) -> Result<(), RequestError> {
+        peerd_codec::validate_peer_id(peer)
+            .map_err(|e| RequestError::InvalidArgument(format!("peer id {peer:?}: {e}")))?;
+        self.send_event(Some(peer), name, payload)
+    }
+
+    fn send_event(
+        &self,
+        peer: Option<&str>,
+        name: &str,
+        payload: &[u8],
+    ) -> Result<(), RequestError> {
+        validate_event_name(name)?;
+        self.peer.inner().send(&Event {
+            name: Cow::Borrowed(name),
+            peer: peer.map(Cow::Borrowed),
+            payload: Cow::Borrowed(payload),
+        })?;
+        Ok(())
+    }
+
+    /// Relay an event to every other connected peer. Fire-and-forget.
+    pub fn broadcast(&self, name: &str, payload: &[u8]) -> Result<(), RequestError> {
+        validate_event_name(name)?;
+        self.peer.inner().send(&Broadcast {
+            name: Cow::Borrowed(name),
+            peer: None,
+            payload: Cow::Borrowed(payload),
+        })?;
+        Ok(())
+    }
+
+    /// Call `f` for every event named `name` (from the server or a peer). Runs on the
+    /// dispatcher thread; survives reconnects.
+    pub fn on(&self, name: &str, f: impl Fn(EventInfo) + Send + Sync + 'static) -> ListenerId {
+        let id = self.peer.new_listener_id();
+        self.peer
+            .inner()
+            .events
+            .add(name, id, Sink::Callback(Arc::new(f)));
+        id
+    }
+
+    /// Events named `name` from now on, as a channel.
+    pub fn subscribe(&self, name: &str) -> flume::Receiver<EventInfo> {
+        let (tx, rx) = self.peer.channel();
+        let id = self.peer.new_listener_id();
+        self.peer.inner().events.add(name, id, Sink::Channel(tx));
+        rx
+    }
+
+    /// Call `f` for every event, whatever its name.
+    pub fn on_any(&self, f: impl Fn(EventInfo) + Send + Sync + 'static) -> ListenerId {
+        let id = self.peer.new_listener_id();
+        self.peer
+            .inner()
+            .any_events
+            .add(id, Sink::Callback(Arc::new(f)));
+        id
+    }
+
+    /// Call `f` for every broadcast (from other peers or the server).
+    pub fn on_broadcast(&self, f: impl Fn(EventInfo) + Send + Sync + 'static) -> ListenerId {
+        let id = self.peer.new_listener_id();
+        self.peer
+            .inner()
+            .broadcasts
+            .add(id, Sink::Callback(Arc::new(f)));
+        id
+    }
+
+    /// Broadcasts from now on, as a channel.
+    pub fn subscribe_broadcasts(&self) -> flume::Receiver<EventInfo> {
+        let (tx, rx) = self.peer.channel();
+        let id = self.peer.new_listener_id();
+        self.peer.inner().broadcasts.add(id, Sink::Channel(tx));
+        rx
+    }
+}
+
+fn validate_event_name(name: &str) -> Result<(), RequestError> {
+    peerd_codec::validate_name(name)
+        .map_err(|e| RequestError::InvalidArgument(format!("event name {name:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peer::test_peer;
+
+    #[test]
+    fn emits_without_connection_fail_fast_and_names_are_checked() {
+        let p = test_peer();
+        assert_eq!(p.events().emit("hi", b""), Err(RequestError::NotConnected));
+        assert_eq!(
+            p.events().broadcast("hi", b""),
+            Err(RequestError::NotConnected)
+        );
+        assert!(matches!(
+            p.events().emit("", b""),
+            Err(RequestError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            p.events().emit_to("no spaces", "hi", b""),
+            Err(RequestError::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn listeners_can_be_removed() {
+        let p = test_peer();
+        let a = p.events().on("x", |_| {});
+        let b = p.events().on_broadcast(|_| {});
+        let c = p.on_error(|_| {});
+        let d = p.on_state(|_| {});
+        for id in [a, b, c, d] {
+            assert!(p.remove_listener(id));
+            assert!(!p.remove_listener(id));
+        }
+    }
+
+    #[test]
+    fn server_error_display() {
+        let e = ServerError {
+            code: Code::UnknownPeer.as_u16(),
+            message: "bob".into(),
+        };
+        assert_eq!(e.to_string(), "unknown_peer (1006): bob");
+    }
+}

@@ -1,0 +1,325 @@
+//! Connection options and the reconnect schedule.
+
+use std::time::Duration;
+
+use peerd_codec::DEFAULT_MAX_FRAME_LEN;
+
+/// How a [`Peer`](crate::Peer) connects, authenticates and recovers from a dropped
+/// connection. Every field has a default ([`PeerOptions::default`]); the builder-style
+/// setters consume and return the options so they chain.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PeerOptions {
+    /// Peer id to declare in Hello. `None` lets the server assign a numeric id.
+    pub peer_id: Option<String>,
+    /// Opaque credentials for the server's authenticator.
+    pub credentials: Option<Vec<u8>>,
+    /// Client software name sent in Hello (server logs only).
+    pub client_name: String,
+    /// Limit for the TCP connect of each address tried.
+    pub connect_timeout: Duration,
+    /// Limit from the first Hello byte written to the Welcome/Reject read.
+    pub handshake_timeout: Duration,
+    /// Deadline of `rpc().call` and of Status-confirmed requests (join, watch, ...).
+    pub default_call_timeout: Duration,
+    /// What to do when an established connection drops.
+    pub reconnect: ReconnectPolicy,
+    /// Largest frame body accepted *from the server*. Larger frames are a protocol
+    /// violation and drop the connection. What the client may *send* is governed by the
+    /// server's own limit announced in Welcome, not by this field.
+    pub max_frame_len: u32,
+    /// How long the connection may stay silent before the client probes it with a Ping,
+    /// and again before it gives up on it. `None`: follow the server's `heartbeat_ms`
+    /// from Welcome (15 s if the server announces 0).
+    pub keepalive: Option<Duration>,
+    /// Capacity of the queue between the reader thread and the dispatcher thread that runs
+    /// handlers and listeners. When it is full the reader stops reading, so TCP flow control
+    /// pushes back on the server instead of client memory growing.
+    pub dispatch_queue: usize,
+    /// Capacity of each receiver handed out by the `subscribe*` methods and by
+    /// [`Watcher`](crate::Watcher). A full receiver blocks the dispatcher (backpressure,
+    /// as above); a dropped receiver is unsubscribed.
+    pub subscription_capacity: usize,
+}
+
+impl Default for PeerOptions {
+    fn default() -> Self {
+        PeerOptions {
+            peer_id: None,
+            credentials: None,
+            client_name: concat!("peerd-client/", env!("CARGO_PKG_VERSION")).to_string(),
+            connect_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            default_call_timeout: Duration::from_secs(30),
+            reconnect: ReconnectPolicy::default(),
+            // Relayed frames carry the sender's payload plus an envelope (topic, sender id),
+            // so accept more than the server's default body limit.
+            max_frame_len: 16 * DEFAULT_MAX_FRAME_LEN,
+            keepalive: None,
+            dispatch_queue: 1024,
+            subscription_capacity: 1024,
+        }
+    }
+}
+
+impl PeerOptions {
+    /// Defaults, see [`PeerOptions::default`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Declare this peer id in Hello.
+    pub fn peer_id(mut self, id: impl Into<String>) -> Self {
+        self.peer_id = Some(id.into());
+        self
+    }
+
+    /// Send these credentials in Hello.
+    pub fn credentials(mut self, credentials: impl Into<Vec<u8>>) -> Self {
+        self.credentials = Some(credentials.into());
+        self
+    }
+
+    /// Client software name for the server's logs.
+    pub fn client_name(mut self, name: impl Into<String>) -> Self {
+        self.client_name = name.into();
+        self
+    }
+
+    /// TCP connect limit per address.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Hello -> Welcome limit.
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+
+    /// Default deadline of calls and confirmed requests.
+    pub fn default_call_timeout(mut self, d: Duration) -> Self {
+        self.default_call_timeout = d;
+        self
+    }
+
+    /// Replace the reconnect policy.
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.reconnect = policy;
+        self
+    }
+
+    /// Shorthand for `reconnect(ReconnectPolicy::disabled())`.
+    pub fn no_reconnect(mut self) -> Self {
+        self.reconnect.enabled = false;
+        self
+    }
+
+    /// Largest frame body accepted from the server.
+    pub fn max_frame_len(mut self, n: u32) -> Self {
+        self.max_frame_len = n;
+        self
+    }
+
+    /// Silence interval after which the client probes the connection.
+    pub fn keepalive(mut self, d: Duration) -> Self {
+        self.keepalive = Some(d);
+        self
+    }
+
+    /// Capacity of the reader -> dispatcher queue.
+    pub fn dispatch_queue(mut self, n: usize) -> Self {
+        self.dispatch_queue = n.max(1);
+        self
+    }
+
+    /// Capacity of each subscription receiver.
+    pub fn subscription_capacity(mut self, n: usize) -> Self {
+        self.subscription_capacity = n.max(1);
+        self
+    }
+}
+
+/// Exponential backoff with full jitter between reconnect attempts.
+///
+/// Attempt `n` (0-based) waits a uniformly random time in `[0, min(max_backoff,
+/// initial_backoff * 2^n)]` (the "full jitter" of the AWS architecture blog): a server
+/// restart then sees its clients come back spread over the window instead of in lockstep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReconnectPolicy {
+    /// Reconnect at all. Default true.
+    pub enabled: bool,
+    /// Cap of the first delay. Default 100 ms.
+    pub initial_backoff: Duration,
+    /// Largest delay. Default 5 s.
+    pub max_backoff: Duration,
+    /// Give up (state Closed) after this many failed attempts; `None` = never.
+    pub max_attempts: Option<u32>,
+    /// Randomize each delay in `[0, cap]`. Default true; false waits exactly `cap`.
+    pub jitter: bool,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        ReconnectPolicy {
+            enabled: true,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            max_attempts: None,
+            jitter: true,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// A policy that never reconnects.
+    pub fn disabled() -> Self {
+        ReconnectPolicy {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    /// First delay cap.
+    pub fn initial_backoff(mut self, d: Duration) -> Self {
+        self.initial_backoff = d;
+        self
+    }
+
+    /// Largest delay.
+    pub fn max_backoff(mut self, d: Duration) -> Self {
+        self.max_backoff = d;
+        self
+    }
+
+    /// Give up after `n` failed attempts.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+
+    /// Turn jitter on or off.
+    pub fn jitter(mut self, on: bool) -> Self {
+        self.jitter = on;
+        self
+    }
+
+    /// The upper bound of the delay before attempt `attempt` (0-based):
+    /// `min(max_backoff, initial_backoff * 2^attempt)`, without overflow.
+    pub fn cap(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        self.initial_backoff
+            .checked_mul(factor)
+            .unwrap_or(Duration::MAX)
+            .min(self.max_backoff)
+    }
+
+    /// The delay before attempt `attempt`, drawing jitter from `rng`.
+    pub fn delay(&self, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
+        let cap = self.cap(attempt);
+        if !self.jitter || cap.is_zero() {
+            return cap;
+        }
+        let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(rng.u64(0..=nanos))
+    }
+
+    /// Whether another attempt may follow `failed` failed ones.
+    pub fn may_retry(&self, failed: u32) -> bool {
+        self.enabled && self.max_attempts.is_none_or(|max| failed < max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let o = PeerOptions::default();
+        assert_eq!(o.peer_id, None);
+        assert_eq!(o.credentials, None);
+        assert!(o.client_name.starts_with("peerd-client/"));
+        assert_eq!(o.default_call_timeout, Duration::from_secs(30));
+        assert_eq!(o.connect_timeout, Duration::from_secs(5));
+        assert_eq!(o.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(o.dispatch_queue, 1024);
+        assert!(o.max_frame_len > DEFAULT_MAX_FRAME_LEN);
+        let r = o.reconnect;
+        assert!(r.enabled);
+        assert!(r.jitter);
+        assert_eq!(r.initial_backoff, Duration::from_millis(100));
+        assert_eq!(r.max_backoff, Duration::from_secs(5));
+        assert_eq!(r.max_attempts, None);
+    }
+
+    #[test]
+    fn builders_set_fields() {
+        let o = PeerOptions::new()
+            .peer_id("alice")
+            .credentials(b"secret".to_vec())
+            .no_reconnect()
+            .dispatch_queue(0);
+        assert_eq!(o.peer_id.as_deref(), Some("alice"));
+        assert_eq!(o.credentials.as_deref(), Some(&b"secret"[..]));
+        assert!(!o.reconnect.enabled);
+        assert_eq!(
+            o.dispatch_queue, 1,
+            "a zero-capacity queue would be a rendezvous channel"
+        );
+    }
+
+    #[test]
+    fn backoff_cap_doubles_then_saturates() {
+        let p = ReconnectPolicy::default().jitter(false);
+        let ms = |a| p.cap(a).as_millis();
+        assert_eq!(
+            [ms(0), ms(1), ms(2), ms(3), ms(4), ms(5), ms(6)],
+            [100, 200, 400, 800, 1600, 3200, 5000]
+        );
+        // No overflow, however many attempts.
+        assert_eq!(p.cap(64), Duration::from_secs(5));
+        assert_eq!(p.cap(u32::MAX), Duration::from_secs(5));
+        let mut rng = fastrand::Rng::with_seed(1);
+        assert_eq!(p.delay(3, &mut rng), Duration::from_millis(800));
+    }
+
+    #[test]
+    fn jittered_delays_stay_within_zero_and_cap_and_spread() {
+        let p = ReconnectPolicy::default();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for attempt in 0..40 {
+            let cap = p.cap(attempt);
+            let samples: Vec<Duration> = (0..200).map(|_| p.delay(attempt, &mut rng)).collect();
+            assert!(samples.iter().all(|d| *d <= cap), "attempt {attempt}");
+            // Full jitter: the samples cover the window, they do not cluster at the cap.
+            let below_half = samples.iter().filter(|d| **d < cap / 2).count();
+            assert!(
+                (40..=160).contains(&below_half),
+                "attempt {attempt}: {below_half}"
+            );
+        }
+    }
+
+    #[test]
+    fn huge_backoffs_do_not_overflow() {
+        let p = ReconnectPolicy::default()
+            .initial_backoff(Duration::from_secs(u64::MAX / 4))
+            .max_backoff(Duration::MAX);
+        let mut rng = fastrand::Rng::with_seed(3);
+        assert_eq!(p.cap(10), Duration::MAX);
+        let _ = p.delay(10, &mut rng);
+    }
+
+    #[test]
+    fn max_attempts_limits_retries() {
+        let p = ReconnectPolicy::default().max_attempts(3);
+        assert!(p.may_retry(0));
+        assert!(p.may_retry(2));
+        assert!(!p.may_retry(3));
+        assert!(ReconnectPolicy::default().may_retry(1_000_000));
+        assert!(!ReconnectPolicy::disabled().may_retry(0));
+    }
+}

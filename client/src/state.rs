@@ -1,0 +1,180 @@
+//! The connection state machine and the last close reason.
+
+use std::fmt;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use peerd_codec::Code;
+
+/// Where a [`Peer`](crate::Peer) is in its life.
+///
+/// ```text
+/// Idle -> Connecting -> Negotiating -> Active <-> Reconnecting
+///                                        \            |
+///                                         +-> Closed <+
+/// ```
+///
+/// `Closed` is terminal: a closed peer never connects again (make a new one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum State {
+    /// Created with [`Peer::new`](crate::Peer::new), `connect()` not called yet. Handlers
+    /// and listeners can be registered so that they see the very first frame.
+    Idle,
+    /// TCP connect in progress (first connection).
+    Connecting,
+    /// Hello sent, waiting for Welcome (first connection).
+    Negotiating,
+    /// The session is up: calls and requests are sent.
+    Active,
+    /// The connection dropped; retrying with backoff. Calls fail fast with `NotConnected`.
+    Reconnecting,
+    /// Disconnected for good.
+    Closed,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Idle => "idle",
+            State::Connecting => "connecting",
+            State::Negotiating => "negotiating",
+            State::Active => "active",
+            State::Reconnecting => "reconnecting",
+            State::Closed => "closed",
+        })
+    }
+}
+
+/// Which end ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Initiator {
+    /// The server sent Close (or Reject).
+    Server,
+    /// This client closed it (`disconnect()`, a protocol violation by the server, a dead
+    /// connection detected by keepalive).
+    Client,
+    /// Neither said so: the transport failed (EOF, reset, ...).
+    Transport,
+}
+
+/// Why the last connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseInfo {
+    /// The Close code, when one was sent or received.
+    pub code: Option<u16>,
+    /// Human-readable detail.
+    pub reason: String,
+    /// Who ended it.
+    pub initiator: Initiator,
+}
+
+impl CloseInfo {
+    /// The code as a known [`Code`], if it is one.
+    pub fn known_code(&self) -> Option<Code> {
+        self.code.and_then(Code::from_u16)
+    }
+}
+
+/// The current state with a condition variable for `when_ready`.
+///
+/// Transitions out of `Closed` are refused, so a background thread that loses a race with
+/// `disconnect()` cannot resurrect the peer.
+#[derive(Debug)]
+pub(crate) struct StateCell {
+    cur: Mutex<State>,
+    cv: Condvar,
+}
+
+impl StateCell {
+    pub(crate) fn new() -> Self {
+        StateCell {
+            cur: Mutex::new(State::Idle),
+            cv: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn get(&self) -> State {
+        *self.cur.lock().unwrap()
+    }
+
+    /// Move to `to`; returns false when nothing changed (same state, or already Closed).
+    pub(crate) fn set(&self, to: State) -> bool {
+        let mut cur = self.cur.lock().unwrap();
+        if *cur == to || *cur == State::Closed {
+            return false;
+        }
+        *cur = to;
+        self.cv.notify_all();
+        true
+    }
+
+    /// Move to `to` only from `from`.
+    pub(crate) fn transition(&self, from: State, to: State) -> bool {
+        let mut cur = self.cur.lock().unwrap();
+        if *cur != from || *cur == State::Closed {
+            return false;
+        }
+        *cur = to;
+        self.cv.notify_all();
+        true
+    }
+
+    /// Wait until Active (Ok) or Closed (Err(Closed)) or the timeout (Err(None)).
+    pub(crate) fn wait_active(&self, timeout: Duration) -> Result<(), Option<State>> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut cur = self.cur.lock().unwrap();
+        loop {
+            match *cur {
+                State::Active => return Ok(()),
+                State::Closed => return Err(Some(State::Closed)),
+                State::Idle => return Err(Some(State::Idle)),
+                _ => {}
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                return Err(None);
+            }
+            cur = self.cv.wait_timeout(cur, left).unwrap().0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn closed_is_terminal() {
+        let s = StateCell::new();
+        assert!(s.set(State::Connecting));
+        assert!(!s.set(State::Connecting));
+        assert!(s.set(State::Closed));
+        assert!(!s.set(State::Active));
+        assert!(!s.transition(State::Closed, State::Active));
+        assert_eq!(s.get(), State::Closed);
+    }
+
+    #[test]
+    fn wait_active_wakes_on_transition() {
+        let s = Arc::new(StateCell::new());
+        s.set(State::Reconnecting);
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || s2.wait_active(Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(20));
+        s.set(State::Active);
+        assert_eq!(t.join().unwrap(), Ok(()));
+        s.set(State::Reconnecting);
+        assert_eq!(s.wait_active(Duration::from_millis(10)), Err(None));
+        s.set(State::Closed);
+        assert_eq!(
+            s.wait_active(Duration::from_secs(1)),
+            Err(Some(State::Closed))
+        );
+    }
+}
