@@ -138,13 +138,13 @@ impl OutQueue {
 
 pub(crate) type LocalHandler = Rc<dyn Fn(Request) -> HandlerFuture>;
 type Listener = Rc<dyn Fn(EventRef<'_>)>;
+type DisconnectCallback = Box<dyn FnOnce(u16)>;
 
 /// A connected, handshaken peer.
 pub(crate) struct Conn {
     pub session: u64,
     pub peer_id: Arc<str>,
     pub shard: Rc<Shard>,
-    pub(crate) resume_token: [u8; 16],
     fd: std::os::fd::RawFd,
     pub(crate) stream: RefCell<Stream>,
     state: Cell<ConnState>,
@@ -163,24 +163,17 @@ pub(crate) struct Conn {
     pending: RefCell<HashMap<u64, OneshotTx<Result<Bytes, CallError>>>>,
     handlers: RefCell<HashMap<Box<str>, LocalHandler>>,
     listeners: RefCell<Vec<(Box<str>, Listener)>>,
-    on_disconnect: RefCell<Vec<Box<dyn FnOnce(u16)>>>,
+    on_disconnect: RefCell<Vec<DisconnectCallback>>,
     /// Topic and presence state of this peer (see `topics`).
     pub(crate) topics: RefCell<crate::topics::PeerTopics>,
 }
 
 impl Conn {
-    pub(crate) fn new(
-        shard: Rc<Shard>,
-        stream: Stream,
-        session: u64,
-        peer_id: Arc<str>,
-        resume_token: [u8; 16],
-    ) -> Conn {
+    pub(crate) fn new(shard: Rc<Shard>, stream: Stream, session: u64, peer_id: Arc<str>) -> Conn {
         Conn {
             session,
             peer_id,
             shard,
-            resume_token,
             fd: stream.fd(),
             stream: RefCell::new(stream),
             state: Cell::new(ConnState::Active),
@@ -211,10 +204,6 @@ impl Conn {
     /// Server-side handler calls still running for this peer.
     pub fn inflight(&self) -> u32 {
         self.inflight.get()
-    }
-
-    pub fn close_code(&self) -> u16 {
-        self.close_code.get()
     }
 
     // ---- outbound ----------------------------------------------------------------------
@@ -385,8 +374,7 @@ impl Conn {
         if self.pending.borrow().len() >= self.shard.limits().max_inflight_per_conn {
             return Err(SendError::TooManyInFlight);
         }
-        let id = self.next_call.get();
-        self.next_call.set(id + 1);
+        let id = self.next_call_id();
         let req = codec::RpcRequest {
             id,
             method: Cow::Borrowed(method),
@@ -398,6 +386,14 @@ impl Conn {
         let (tx, rx) = crate::util::oneshot();
         self.pending.borrow_mut().insert(id, tx);
         Ok((id, rx))
+    }
+
+    /// Allocate an id for a request sent to this peer (server calls and relayed calls share
+    /// the id space, so their answers can never be confused).
+    pub(crate) fn next_call_id(&self) -> u64 {
+        let id = self.next_call.get();
+        self.next_call.set(id + 1);
+        id
     }
 
     pub(crate) fn forget_call(&self, id: u64) {
@@ -606,35 +602,29 @@ impl Conn {
 /// Wait for the socket to drain the queue (it was full), then hand writing back to
 /// `flush`.
 async fn drain(conn: Rc<Conn>) {
-    loop {
-        let r = poll_fn(|cx| {
-            let out = conn.out.borrow();
-            let Some(front) = out.frames.front() else {
-                return Poll::Ready(Ok(0));
-            };
-            conn.stream.borrow_mut().poll_write(cx, front)
-        })
-        .await;
-        match r {
-            Ok(0) => break,
-            Ok(n) => conn.out.borrow_mut().consume(n),
-            Err(_) => {
-                let mut out = conn.out.borrow_mut();
-                out.frames.clear();
-                out.bytes = 0;
-                break;
-            }
-        }
-        // The socket took data: let the vectored path write the rest (or re-arm us).
-        conn.draining.set(false);
-        conn.flush();
-        if conn.draining.get() {
-            // flush() found the socket full again and spawned a fresh drainer.
-            return;
-        }
-        break;
-    }
+    let r = poll_fn(|cx| {
+        let out = conn.out.borrow();
+        let Some(front) = out.frames.front() else {
+            return Poll::Ready(Ok(0));
+        };
+        conn.stream.borrow_mut().poll_write(cx, front)
+    })
+    .await;
     conn.draining.set(false);
+    match r {
+        Ok(0) => {}
+        Ok(n) => {
+            conn.out.borrow_mut().consume(n);
+            // The socket took data: the vectored path writes the rest, or finds the socket
+            // full again and spawns a fresh drainer.
+            conn.flush();
+        }
+        Err(_) => {
+            let mut out = conn.out.borrow_mut();
+            out.frames.clear();
+            out.bytes = 0;
+        }
+    }
 }
 
 /// Outcome of the handshake.
@@ -675,6 +665,9 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: Stream) {
     // The bytes after Hello (a client may pipeline its first requests) are dispatched
     // here, after on_connection ran, so handlers registered there see them.
     read_loop(&conn, &mut rx).await;
+    // Tearing down may have queued frames to other peers (presence leaves, PeerGone for
+    // relayed calls): send them now, not at this shard's next unrelated flush.
+    conn.shard.flush_dirty();
     linger(&conn).await;
     conn.state.set(ConnState::Closed);
     stream::shutdown(fd);

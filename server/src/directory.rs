@@ -13,7 +13,7 @@
 //! deregistration cannot remove the new owner.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock};
 
 use peerd_codec::Code;
@@ -50,9 +50,7 @@ impl Directory {
     }
 
     fn stripe(&self, id: &str) -> &RwLock<HashMap<Arc<str>, Entry>> {
-        let mut h = self.hasher.build_hasher();
-        id.hash(&mut h);
-        &self.stripes[(h.finish() as usize) % STRIPES]
+        &self.stripes[(self.hasher.hash_one(id) as usize) % STRIPES]
     }
 
     /// Claim `id` for a new session. A live holder is displaced only if `resume` equals its

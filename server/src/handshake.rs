@@ -140,7 +140,6 @@ pub(crate) fn register(shard: &Rc<Shard>, stream: Stream, rx: RxBuf, a: Accepted
         stream,
         a.session,
         a.peer_id.clone(),
-        a.token,
     ));
     shard.register(&conn);
     if let Some(old) = a.replaced {

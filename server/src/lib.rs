@@ -36,4 +36,4 @@ pub use error::{CallError, ListenError, RpcFailure, SendError};
 pub use options::{Endpoint, Limits, ListenOptions};
 pub use peer::{ConnectedPeer, EventRef, Request};
 pub use peerd_codec::Code;
-pub use server::{listen, PeerInfo, PeerServer};
+pub use server::{listen, PeerInfo, PeerServer, ServerStats};

@@ -22,6 +22,7 @@ pub(crate) struct Shared {
     pub opts: ListenOptions,
     pub senders: Vec<flume::Sender<ShardMsg>>,
     pub directory: Directory,
+    pub topics: crate::topics::TopicIndex,
     conn_count: AtomicUsize,
     dropped: AtomicU64,
     pub accept_errors: AtomicU64,
@@ -83,6 +84,22 @@ pub struct PeerInfo {
     pub shard: usize,
     /// Its session id (as in Welcome).
     pub session_id: u64,
+}
+
+/// Server counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Open connections, handshaking ones included.
+    pub connections: usize,
+    /// Entries in the peer directory (handshaken peers).
+    pub peers: usize,
+    /// Topics with members or presence watchers.
+    pub topics: usize,
+    /// Connections refused at max_connections.
+    pub dropped: u64,
+    /// accept(2) failures (EMFILE and the like).
+    pub accept_errors: u64,
 }
 
 /// A running server. Usable from any thread. Dropping it closes it.
@@ -173,6 +190,35 @@ impl PeerServer {
         })?;
         let _ = self.shared.senders[shard].send(ShardMsg::Deliver { session, frame });
         Ok(true)
+    }
+
+    /// Publish `payload` on `topic` to every member, from the server (the TopicMessage's
+    /// `from` is empty). Encoded once; one message per shard with members.
+    pub fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), EncodeError> {
+        let frame = codec::encode_to_bytes(&codec::TopicMessage {
+            topic: topic.into(),
+            from: "".into(),
+            direct: false,
+            payload: payload.into(),
+        })?;
+        crate::topics::fan_out_from_any_thread(&self.shared, topic, frame);
+        Ok(())
+    }
+
+    /// Members of `topic` across all shards (sorted).
+    pub fn topic_members(&self, topic: &str) -> Vec<String> {
+        self.shared.topics.members(topic)
+    }
+
+    /// Counters for monitoring and tests.
+    pub fn stats(&self) -> ServerStats {
+        ServerStats {
+            connections: self.connection_count(),
+            peers: self.shared.directory.len(),
+            topics: self.shared.topics.len(),
+            dropped: self.dropped_connections(),
+            accept_errors: self.shared.accept_errors.load(Ordering::Relaxed),
+        }
     }
 
     /// Stop accepting, close every peer with Shutdown, and return when every shard has
@@ -377,6 +423,7 @@ pub fn listen(opts: ListenOptions) -> Result<PeerServer, ListenError> {
         opts,
         senders,
         directory: Directory::new(),
+        topics: crate::topics::TopicIndex::new(),
         conn_count: AtomicUsize::new(0),
         dropped: AtomicU64::new(0),
         accept_errors: AtomicU64::new(0),

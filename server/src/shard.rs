@@ -25,6 +25,9 @@ use crate::options::{Limits, SharedHandler};
 use crate::server::Shared;
 use crate::stream::Stream;
 
+/// A closure run on a shard on behalf of another thread.
+pub(crate) type ShardTask = Box<dyn FnOnce(&Rc<Shard>) + Send>;
+
 /// A message to a shard from another thread.
 pub(crate) enum ShardMsg {
     /// Queue `frame` to every local peer except session `exclude` (0 = none).
@@ -40,7 +43,7 @@ pub(crate) enum ShardMsg {
     /// A Unix-socket connection accepted by the acceptor thread, to be served here.
     Adopt(OwnedFd),
     /// Run a closure on this shard (topic fan-out, queries, cross-shard RPC relays).
-    Exec(Box<dyn FnOnce(&Rc<Shard>) + Send>),
+    Exec(ShardTask),
     /// Stop accepting, let in-flight handlers finish for up to `drain`, close every peer
     /// with Shutdown, and stop.
     Shutdown { drain: Duration },
@@ -159,10 +162,6 @@ impl Shard {
 
     pub fn all_conns(&self) -> Vec<Rc<Conn>> {
         self.conns.borrow().values().cloned().collect()
-    }
-
-    pub fn conn_count(&self) -> usize {
-        self.conns.borrow().len()
     }
 
     fn spawn_conn(self: &Rc<Self>, stream: Stream) {
@@ -359,7 +358,7 @@ pub(crate) async fn run(
     rx: flume::Receiver<ShardMsg>,
 ) {
     let shard = Rc::new(Shard::new(index, shared));
-    let accept = accept_loop(shard.clone(), source).map(|f| glommio::spawn_local(f));
+    let accept = accept_loop(shard.clone(), source).map(glommio::spawn_local);
     let beat = glommio::spawn_local(shard.clone().heartbeat());
     let drain = shard.inbox(rx).await;
     shard.stopping.set(true);

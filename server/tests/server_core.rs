@@ -39,7 +39,7 @@ fn connections_span_shards_and_broadcast_reaches_each_peer_once() {
     assert_eq!(srv.connection_count(), 24);
 
     srv.broadcast("news", b"hello all").unwrap();
-    for (i, p) in peers.iter_mut().enumerate() {
+    for p in peers.iter_mut() {
         p.recv_until(|f| match f {
             Frame::Broadcast(x) => {
                 assert_eq!(x.name.as_str(), "news");
