@@ -1,1 +1,89 @@
-//! peerd loadgen (placeholder).
+//! peerd-loadgen: an open-loop load generator for peerd and the servers it is compared with.
+//!
+//! It offers a fixed rate of messages on a schedule and measures every latency from the
+//! message's intended send time (wrk2's correction of coordinated omission), records full
+//! HdrHistograms, sweeps rates to find the knee, reads server and loadgen CPU time, and
+//! writes JSON reports, `.hgrm` percentile files and SVG plots. See loadgen/README.md.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line (one subcommand per scenario).
+//! - [`scenarios`]: target resolution (external, spawned peerd, in-process floor), roles of
+//!   connections per scenario, sweeps; the `connect` and `idle` scenarios.
+//! - [`engine`]: the per-thread mio event loop that sends on schedule and records answers.
+//! - [`schedule`]: exact intended send times and measurement windows.
+//! - [`adapter`]: the protocol trait and its `peerd`, `floor` and `redis` implementations.
+//! - [`payload`]: the stamps (intended send time, sequence) every message carries.
+//! - [`hist`]: histograms, percentile summaries, the `.hgrm` writer and reader.
+//! - [`report`]: the JSON report and its assembly.
+//! - [`output`]: terminal table, markdown, SVG plot.
+//! - [`server`]: starting and stopping `peerd serve`.
+//! - [`echo`]: the floor's blocking echo server.
+//! - [`envinfo`], [`sys`]: environment, /proc readings, pinning, limits.
+//! - [`clock`]: the process clock and a nanosecond timerfd.
+
+pub mod adapter;
+pub mod cli;
+pub mod clock;
+pub mod echo;
+pub mod engine;
+pub mod envinfo;
+pub mod hist;
+pub mod output;
+pub mod payload;
+pub mod report;
+pub mod scenarios;
+pub mod schedule;
+pub mod server;
+pub mod sys;
+
+use anyhow::Result;
+use clap::Parser;
+
+use cli::{Cli, Cmd};
+use scenarios::Shape;
+
+/// Parse the command line and run it.
+pub fn main_with_args<I, T>(args: I) -> Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
+    match &cli.cmd {
+        Cmd::Rpc(a) => {
+            scenarios::run_messages("rpc", a, Shape::default(), serde_json::to_value(a)?)
+        }
+        Cmd::Floor(a) => {
+            scenarios::run_messages("floor", a, Shape::default(), serde_json::to_value(a)?)
+        }
+        Cmd::P2p(a) => {
+            scenarios::run_messages("p2p", a, Shape::default(), serde_json::to_value(a)?)
+        }
+        Cmd::Direct(a) => {
+            scenarios::run_messages("direct", a, Shape::default(), serde_json::to_value(a)?)
+        }
+        Cmd::Fanout(f) => scenarios::run_messages(
+            "fanout",
+            &f.msg,
+            Shape {
+                publishers: f.publishers,
+                subscribers: f.subscribers,
+                topics: f.topics,
+            },
+            serde_json::to_value(f)?,
+        ),
+        Cmd::Broadcast(b) => scenarios::run_messages(
+            "broadcast",
+            &b.msg,
+            Shape {
+                publishers: b.publishers,
+                ..Default::default()
+            },
+            serde_json::to_value(b)?,
+        ),
+        Cmd::Connect(a) => scenarios::run_connect(a, serde_json::to_value(a)?),
+        Cmd::Idle(a) => scenarios::run_idle(a, serde_json::to_value(a)?),
+        Cmd::Plot(p) => scenarios::run_plot(p),
+    }
+}

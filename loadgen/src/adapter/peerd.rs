@@ -1,0 +1,336 @@
+//! peerd's own protocol, spoken through peerd-codec directly (not the client crate: the
+//! loadgen keeps its hot path to "encode into the write buffer, split frames out of the read
+//! buffer").
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::BytesMut;
+use peerd_codec::{
+    encode, split_frame, Broadcast, Code, Event, Frame, Hello, Join, Message, Pong, Publish,
+    RpcRequest, RpcResponse, PROTOCOL_VERSION,
+};
+use rkyv::Serialize;
+
+use super::{read_until, tcp_connect, write_all, Adapter, ConnectOptions, Connected, Incoming};
+
+/// Largest frame body the loadgen accepts from the server.
+const MAX_BODY: u32 = 64 << 20;
+
+/// The peerd adapter.
+#[derive(Debug, Clone)]
+pub struct Peerd {
+    /// RPC method answered by the server with its params (built-in `echo`).
+    pub echo_method: String,
+    /// Method name used for peer-to-peer calls (the callee answers any method).
+    pub p2p_method: String,
+    /// Event name of direct messages and broadcasts.
+    pub event_name: String,
+}
+
+impl Default for Peerd {
+    fn default() -> Self {
+        Peerd {
+            echo_method: "echo".into(),
+            p2p_method: "lg.echo".into(),
+            event_name: "lg".into(),
+        }
+    }
+}
+
+fn put<M>(out: &mut BytesMut, msg: &M) -> Result<()>
+where
+    M: Message + for<'a> Serialize<peerd_codec::codec::Serializer<'a>>,
+{
+    encode(msg, out, u32::MAX).map_err(|e| anyhow!("encoding {:?}: {e}", M::KIND))
+}
+
+impl Adapter for Peerd {
+    fn name(&self) -> &'static str {
+        "peerd"
+    }
+
+    fn connect(
+        &self,
+        addr: SocketAddr,
+        peer_id: Option<&str>,
+        opts: &ConnectOptions,
+    ) -> Result<Connected> {
+        let deadline = Instant::now() + opts.timeout;
+        let mut stream = tcp_connect(addr, opts)?;
+        let mut out = BytesMut::with_capacity(256);
+        put(
+            &mut out,
+            &Hello {
+                version: PROTOCOL_VERSION,
+                peer_id: peer_id.map(Cow::Borrowed),
+                credentials: None,
+                resume_token: None,
+                client: Cow::Borrowed("peerd-loadgen"),
+            },
+        )?;
+        write_all(&mut stream, &out)?;
+        let mut buf = Vec::new();
+        let id = read_until(&mut stream, &mut buf, deadline, |b| {
+            let Some((raw, n)) = split_frame(b, MAX_BODY)? else {
+                return Ok(None);
+            };
+            match raw.decode()? {
+                Frame::Welcome(w) => Ok(Some((w.peer_id.as_str().to_string(), n))),
+                Frame::Reject(r) => bail!(
+                    "server rejected the handshake: {} ({})",
+                    Code::describe(r.code.to_native()),
+                    r.reason.as_str()
+                ),
+                Frame::Close(c) => bail!(
+                    "server closed during the handshake: {} ({})",
+                    Code::describe(c.code.to_native()),
+                    c.reason.as_str()
+                ),
+                other => bail!("expected Welcome, got {other:?}"),
+            }
+        })
+        .with_context(|| format!("peerd handshake with {addr}"))?;
+        Ok(Connected {
+            stream,
+            peer_id: Some(id),
+            leftover: buf,
+        })
+    }
+
+    fn subscribe(&self, conn: &mut Connected, topic: &str) -> Result<()> {
+        const REQ: u64 = 0x10AD;
+        let mut out = BytesMut::new();
+        put(
+            &mut out,
+            &Join {
+                req: REQ,
+                topic: Cow::Borrowed(topic),
+            },
+        )?;
+        write_all(&mut conn.stream, &out)?;
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let mut buf = std::mem::take(&mut conn.leftover);
+        read_until(&mut conn.stream, &mut buf, deadline, |b| {
+            let mut used = 0;
+            while let Some((raw, n)) = split_frame(&b[used..], MAX_BODY)? {
+                used += n;
+                if let Frame::Status(s) = raw.decode()? {
+                    if s.req.to_native() == REQ {
+                        let code = s.code.to_native();
+                        if code != 0 {
+                            bail!(
+                                "joining {topic:?}: {} ({})",
+                                Code::describe(code),
+                                s.message.as_str()
+                            );
+                        }
+                        return Ok(Some(((), used)));
+                    }
+                }
+            }
+            Ok(None)
+        })?;
+        conn.leftover = buf;
+        Ok(())
+    }
+
+    fn encode_request(
+        &self,
+        out: &mut BytesMut,
+        id: u64,
+        target: Option<&str>,
+        payload: &[u8],
+    ) -> Result<()> {
+        let method = if target.is_some() {
+            &self.p2p_method
+        } else {
+            &self.echo_method
+        };
+        put(
+            out,
+            &RpcRequest {
+                id,
+                method: Cow::Borrowed(method),
+                peer: target.map(Cow::Borrowed),
+                timeout_ms: 0,
+                params: Cow::Borrowed(payload),
+            },
+        )
+    }
+
+    fn encode_response(&self, out: &mut BytesMut, id: u64, payload: &[u8]) -> Result<()> {
+        put(
+            out,
+            &RpcResponse {
+                id,
+                result: Cow::Borrowed(payload),
+            },
+        )
+    }
+
+    fn encode_publish(&self, out: &mut BytesMut, topic: &str, payload: &[u8]) -> Result<()> {
+        put(
+            out,
+            &Publish {
+                req: 0,
+                topic: Cow::Borrowed(topic),
+                echo: false,
+                payload: Cow::Borrowed(payload),
+            },
+        )
+    }
+
+    fn encode_direct(&self, out: &mut BytesMut, target: &str, payload: &[u8]) -> Result<()> {
+        put(
+            out,
+            &Event {
+                name: Cow::Borrowed(&self.event_name),
+                peer: Some(Cow::Borrowed(target)),
+                payload: Cow::Borrowed(payload),
+            },
+        )
+    }
+
+    fn encode_broadcast(&self, out: &mut BytesMut, payload: &[u8]) -> Result<()> {
+        put(
+            out,
+            &Broadcast {
+                name: Cow::Borrowed(&self.event_name),
+                peer: None,
+                payload: Cow::Borrowed(payload),
+            },
+        )
+    }
+
+    fn encode_pong(&self, out: &mut BytesMut, nonce: u64) -> Result<()> {
+        put(out, &Pong { nonce })
+    }
+
+    fn parse(&self, buf: &[u8], on: &mut dyn FnMut(Incoming<'_>)) -> Result<usize> {
+        let mut used = 0;
+        while let Some((raw, n)) = split_frame(&buf[used..], MAX_BODY)? {
+            let inc = match raw.decode()? {
+                Frame::RpcResponse(r) => Incoming::Response(r.result.as_slice()),
+                Frame::RpcRequest(r) => Incoming::Request {
+                    id: r.id.to_native(),
+                    payload: r.params.as_slice(),
+                },
+                Frame::TopicMessage(m) => Incoming::Delivery(m.payload.as_slice()),
+                Frame::Event(e) => Incoming::Delivery(e.payload.as_slice()),
+                Frame::Broadcast(b) => Incoming::Delivery(b.payload.as_slice()),
+                Frame::Ping(p) => Incoming::Ping(p.nonce.to_native()),
+                Frame::RpcError(e) => Incoming::Error {
+                    ends_request: true,
+                    message: format!(
+                        "rpc error {} ({})",
+                        Code::describe(e.code.to_native()),
+                        e.message.as_str()
+                    ),
+                },
+                Frame::Status(s) if s.code.to_native() != 0 => Incoming::Error {
+                    ends_request: false,
+                    message: format!(
+                        "status {} ({})",
+                        Code::describe(s.code.to_native()),
+                        s.message.as_str()
+                    ),
+                },
+                Frame::Close(c) => Incoming::Closed(format!(
+                    "{} ({})",
+                    Code::describe(c.code.to_native()),
+                    c.reason.as_str()
+                )),
+                _ => Incoming::Ignored,
+            };
+            on(inc);
+            used += n;
+        }
+        Ok(used)
+    }
+
+    fn supports(&self, scenario: &str) -> bool {
+        matches!(
+            scenario,
+            "rpc" | "p2p" | "fanout" | "direct" | "broadcast" | "connect" | "idle"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peerd_codec::{encode_to_bytes, Ping, RpcError, Status, TopicMessage};
+
+    #[test]
+    fn parses_what_the_server_sends() {
+        let mut b = BytesMut::new();
+        b.extend_from_slice(
+            &encode_to_bytes(&RpcResponse {
+                id: 1,
+                result: Cow::Borrowed(b"abc"),
+            })
+            .unwrap(),
+        );
+        b.extend_from_slice(
+            &encode_to_bytes(&TopicMessage {
+                topic: "t".into(),
+                from: "p".into(),
+                direct: false,
+                payload: Cow::Borrowed(b"xyz"),
+            })
+            .unwrap(),
+        );
+        b.extend_from_slice(&encode_to_bytes(&Ping { nonce: 9 }).unwrap());
+        b.extend_from_slice(
+            &encode_to_bytes(&RpcError {
+                id: 2,
+                code: 1007,
+                message: "nope".into(),
+            })
+            .unwrap(),
+        );
+        b.extend_from_slice(
+            &encode_to_bytes(&Status {
+                req: 0,
+                code: 0,
+                message: "".into(),
+            })
+            .unwrap(),
+        );
+        let whole = b.len();
+        // Half a frame more: left unconsumed.
+        let extra = encode_to_bytes(&Ping { nonce: 1 }).unwrap();
+        b.extend_from_slice(&extra[..5]);
+        let mut seen = Vec::new();
+        let used = Peerd::default()
+            .parse(&b, &mut |i| seen.push(format!("{i:?}")))
+            .unwrap();
+        assert_eq!(used, whole);
+        assert_eq!(seen.len(), 5);
+        assert!(seen[0].starts_with("Response([97, 98, 99]"));
+        assert!(seen[1].starts_with("Delivery([120, 121, 122]"));
+        assert_eq!(seen[2], "Ping(9)");
+        assert!(seen[3].contains("method_not_found"));
+        assert_eq!(seen[4], "Ignored");
+    }
+
+    #[test]
+    fn request_round_trips_through_the_codec() {
+        let p = Peerd::default();
+        let mut out = BytesMut::new();
+        p.encode_request(&mut out, 5, Some("bob"), b"hi").unwrap();
+        let (raw, n) = split_frame(&out, MAX_BODY).unwrap().unwrap();
+        assert_eq!(n, out.len());
+        match raw.decode().unwrap() {
+            Frame::RpcRequest(r) => {
+                assert_eq!(r.id.to_native(), 5);
+                assert_eq!(r.method.as_str(), "lg.echo");
+                assert_eq!(r.params.as_slice(), b"hi");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+/// Open-loop load generator for peerd and its peers (a raw TCP floor, Redis).
+///
+/// Every latency is measured from the message's intended send time (open loop, wrk2's
+/// coordinated-omission correction) unless --closed-loop is given, which every output then
+/// says. Results go to --out (default results/<scenario>/): a JSON report, .hgrm percentile
+/// files, an SVG percentile plot and a markdown table.
+#[derive(Parser, Debug)]
+#[command(name = "peerd-loadgen", version)]
+pub struct Cli {
+    /// Scenario.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Scenarios.
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Client -> server RPC (the server's `echo` method): request/response latency.
+    Rpc(MsgArgs),
+    /// Peer -> peer RPC through the server: --connections pairs, the callee answers.
+    P2p(MsgArgs),
+    /// Topic fan-out: P publishers, N subscribers per topic, M topics.
+    Fanout(FanoutArgs),
+    /// Peer -> peer message (Event with peer = target): --connections pairs.
+    Direct(MsgArgs),
+    /// Broadcast from --publishers connections to every other connection.
+    Broadcast(BroadcastArgs),
+    /// Connection + handshake rate and latency (each connection closed right after).
+    Connect(MsgArgs),
+    /// Hold --connections idle handshaken connections: server RSS per connection, kernel
+    /// socket memory separately.
+    Idle(MsgArgs),
+    /// The floor: a plain blocking TCP echo of the same bytes (in-process echo server pinned
+    /// to the server cores unless --target is given).
+    Floor(MsgArgs),
+    /// Overlay existing .hgrm files in one SVG percentile plot.
+    Plot(PlotArgs),
+}
+
+/// Where the server is.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct ServerArgs {
+    /// Drive a running server at host:port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub target: Option<String>,
+    /// Start a local `peerd serve --listen 127.0.0.1:0` and stop it at the end.
+    #[arg(long)]
+    pub spawn_server: bool,
+    /// The peerd binary for --spawn-server.
+    #[arg(long, default_value = "target/release/peerd")]
+    pub server_bin: PathBuf,
+    /// Shards of the spawned server.
+    #[arg(long, default_value_t = 1)]
+    pub shards: u32,
+    /// Cores of the spawned server (or the in-process floor echo), e.g. "0" or "0-1".
+    /// Default: the first --shards cores when that leaves a core for the loadgen.
+    #[arg(long, value_name = "LIST")]
+    pub server_cores: Option<String>,
+    /// Pid of a --target server on this machine, for server CPU (and RSS in `idle`).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Extra argument for the spawned server (repeatable).
+    #[arg(long, allow_hyphen_values = true)]
+    pub server_arg: Vec<String>,
+}
+
+/// Settings shared by every load scenario.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct MsgArgs {
+    /// Server location.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Protocol adapter: peerd, floor or redis.
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// Offered rate, messages/s over all senders (open loop). Default 1000; for `connect`
+    /// without --rate the run is closed loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Closed loop: each connection keeps --pipeline requests in flight; latency is then
+    /// measured from the actual send (labelled closed-loop everywhere).
+    #[arg(long)]
+    pub closed_loop: bool,
+    /// Requests in flight per connection in closed loop.
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: u32,
+    /// Connections (rpc/floor: callers; p2p/direct: pairs; broadcast: receivers; idle: held
+    /// connections; connect: ignored). Default 1 (idle: 1000, broadcast: 10).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Payload bytes per message (at least 16: the send-time and sequence stamps).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Seconds per measured window (idle: seconds to hold the connections).
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Warm-up seconds before the first window (discarded).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Measured windows, back to back; the report gives their spread.
+    #[arg(long, default_value_t = 3)]
+    pub repetitions: usize,
+    /// Seconds to wait for late answers after the last send.
+    #[arg(long, default_value_t = 2.0)]
+    pub drain: f64,
+    /// Loadgen worker threads (connections are spread over them).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Cores for the loadgen threads, e.g. "1" or "2-3". Default: the cores not given to a
+    /// local server.
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<String>,
+    /// Busy-poll instead of sleeping until the next send (lowest latency, burns a core).
+    #[arg(long)]
+    pub spin: bool,
+    /// Rate sweep: a list "1000,2000,5000" or a geometric progression "START:END[:FACTOR]"
+    /// (factor default 2). Finds the knee: the highest rate whose p99 < --p99-bound.
+    #[arg(long, value_name = "RATES")]
+    pub sweep: Option<String>,
+    /// Bound on p99 (µs) for the knee and for meets_p99_bound.
+    #[arg(long, default_value_t = 1000.0)]
+    pub p99_bound: f64,
+    /// Keep sweeping after a rate misses the bound (default: stop there).
+    #[arg(long)]
+    pub sweep_all: bool,
+    /// Output directory (default results/<scenario>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Base name of the output files (default <scenario>[-<protocol>]).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Fan-out settings.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct FanoutArgs {
+    /// Common settings.
+    #[command(flatten)]
+    pub msg: MsgArgs,
+    /// Publishing connections (the rate is shared among them).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Subscribers per topic.
+    #[arg(long, default_value_t = 10)]
+    pub subscribers: usize,
+    /// Topics; publishers cycle through them.
+    #[arg(long, default_value_t = 1)]
+    pub topics: usize,
+}
+
+/// Broadcast settings.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct BroadcastArgs {
+    /// Common settings (--connections = receiving connections).
+    #[command(flatten)]
+    pub msg: MsgArgs,
+    /// Broadcasting connections (they receive each other's broadcasts too).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+}
+
+/// Plot settings.
+#[derive(Args, Debug, Clone)]
+pub struct PlotArgs {
+    /// SVG file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Plot title.
+    #[arg(long, default_value = "latency by percentile")]
+    pub title: String,
+    /// .hgrm files, each optionally FILE=LABEL.
+    #[arg(required = true)]
+    pub files: Vec<String>,
+}
+
+/// Parse a sweep spec: "a,b,c" or "start:end[:factor]".
+pub fn parse_sweep(s: &str) -> anyhow::Result<Vec<f64>> {
+    use anyhow::{bail, Context};
+    let num = |x: &str| -> anyhow::Result<f64> {
+        let v: f64 = x
+            .trim()
+            .parse()
+            .with_context(|| format!("bad rate {x:?}"))?;
+        if v <= 0.0 || !v.is_finite() {
+            bail!("rates must be positive: {x:?}");
+        }
+        Ok(v)
+    };
+    if s.contains(':') {
+        let p: Vec<&str> = s.split(':').collect();
+        if p.len() < 2 || p.len() > 3 {
+            bail!("sweep progression is START:END[:FACTOR]");
+        }
+        let (a, b) = (num(p[0])?, num(p[1])?);
+        let f = if p.len() == 3 { num(p[2])? } else { 2.0 };
+        if f <= 1.0 || b < a {
+            bail!("sweep needs END >= START and FACTOR > 1");
+        }
+        let mut v = Vec::new();
+        let mut r = a;
+        while r <= b * (1.0 + 1e-9) && v.len() < 1000 {
+            v.push(r.round().max(1.0));
+            r *= f;
+        }
+        Ok(v)
+    } else {
+        s.split(',')
+            .filter(|x| !x.trim().is_empty())
+            .map(num)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sweeps_parse() {
+        assert_eq!(parse_sweep("1000,2000").unwrap(), vec![1000.0, 2000.0]);
+        assert_eq!(
+            parse_sweep("1000:8000").unwrap(),
+            vec![1000.0, 2000.0, 4000.0, 8000.0]
+        );
+        assert_eq!(parse_sweep("100:1000:10").unwrap(), vec![100.0, 1000.0]);
+        assert!(parse_sweep("0,1").is_err());
+        assert!(parse_sweep("5:1").is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c = Cli::try_parse_from([
+            "peerd-loadgen",
+            "fanout",
+            "--spawn-server",
+            "--rate",
+            "5000",
+            "--subscribers",
+            "100",
+            "--topics",
+            "2",
+            "--closed-loop",
+        ])
+        .unwrap();
+        match c.cmd {
+            Cmd::Fanout(f) => {
+                assert_eq!(f.subscribers, 100);
+                assert_eq!(f.msg.rate, Some(5000.0));
+                assert!(f.msg.server.spawn_server);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

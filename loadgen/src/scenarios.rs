@@ -1,0 +1,1040 @@
+//! Scenario set-up and the run loop around the engine: target resolution (external,
+//! spawned peerd, in-process floor), pinning, connections and roles per scenario, rate
+//! sweeps, and the `connect` and `idle` scenarios, which need no message engine.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::adapter::{self, Adapter, ConnectOptions, Connected, Incoming};
+use crate::cli::{parse_sweep, MsgArgs};
+use crate::clock::{self, now_ns};
+use crate::echo::EchoServer;
+use crate::engine::{self, ConnSpec, Mode, Probe, RepOut, RunConfig, RunOut, SendKind};
+use crate::envinfo::Environment;
+use crate::hist::{self, PercentilePoint};
+use crate::output;
+use crate::report::{self, IdleReport, Knee, Pinning, Report, RunMeta, ServerInfo};
+use crate::schedule::{Pacer, Schedule, Windows};
+use crate::server::{SpawnConfig, SpawnedServer};
+use crate::sys;
+
+/// Shape of the fan-out scenarios.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Shape {
+    /// Publishing connections.
+    pub publishers: usize,
+    /// Subscribers per topic.
+    pub subscribers: usize,
+    /// Topics.
+    pub topics: usize,
+}
+
+/// The server being measured and how to read its CPU.
+struct Target {
+    addr: SocketAddr,
+    info: ServerInfo,
+    spawned: Option<SpawnedServer>,
+    echo: Option<Arc<EchoServer>>,
+    server_cores: Option<Vec<usize>>,
+}
+
+struct ServerProbe {
+    pid: Option<u32>,
+    echo: Option<Arc<EchoServer>>,
+}
+
+impl Probe for ServerProbe {
+    fn server_cpu_s(&mut self) -> Option<f64> {
+        if let Some(e) = &self.echo {
+            return Some(e.cpu_s());
+        }
+        sys::process_cpu_s(self.pid?).ok()
+    }
+}
+
+fn default_server_cores(n: usize) -> Option<Vec<usize>> {
+    let allowed = sys::allowed_cores();
+    (n < allowed.len()).then(|| allowed[..n].to_vec())
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to nothing"))
+}
+
+fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
+    let s = &a.server;
+    if s.target.is_some() && s.spawn_server {
+        bail!("give either --target or --spawn-server, not both");
+    }
+    if let Some(t) = &s.target {
+        let addr = resolve(t)?;
+        return Ok(Target {
+            addr,
+            info: ServerInfo {
+                kind: "external".into(),
+                address: addr.to_string(),
+                pid: s.server_pid,
+                ..Default::default()
+            },
+            spawned: None,
+            echo: None,
+            server_cores: s
+                .server_cores
+                .as_deref()
+                .map(sys::parse_cpu_list)
+                .transpose()?,
+        });
+    }
+    if scenario == "floor" {
+        let cores = match &s.server_cores {
+            Some(c) => Some(sys::parse_cpu_list(c)?),
+            None => default_server_cores(1),
+        };
+        let echo = Arc::new(EchoServer::start(cores.clone())?);
+        return Ok(Target {
+            addr: echo.addr(),
+            info: ServerInfo {
+                kind: "floor echo (in-process, blocking, thread per connection)".into(),
+                address: echo.addr().to_string(),
+                pid: Some(std::process::id()),
+                shards: None,
+                command: None,
+                exit: None,
+            },
+            spawned: None,
+            echo: Some(echo),
+            server_cores: cores,
+        });
+    }
+    if !s.spawn_server {
+        bail!("give --target HOST:PORT or --spawn-server");
+    }
+    let cores = match &s.server_cores {
+        Some(c) => Some(sys::parse_cpu_list(c)?),
+        None => default_server_cores(s.shards as usize),
+    };
+    let spawned = SpawnedServer::start(&SpawnConfig {
+        bin: s.server_bin.clone(),
+        shards: s.shards,
+        cores: cores.clone(),
+        extra_args: s.server_arg.clone(),
+    })?;
+    eprintln!(
+        "started {} (pid {}, {} shards) on {}",
+        spawned.command.join(" "),
+        spawned.ready.pid,
+        spawned.ready.shards,
+        spawned.ready.addr
+    );
+    Ok(Target {
+        addr: spawned.ready.addr,
+        info: ServerInfo {
+            kind: "peerd (spawned)".into(),
+            address: spawned.ready.addr.to_string(),
+            pid: Some(spawned.ready.pid),
+            shards: Some(spawned.ready.shards),
+            command: Some(spawned.command.clone()),
+            exit: None,
+        },
+        spawned: Some(spawned),
+        echo: None,
+        server_cores: cores,
+    })
+}
+
+impl Target {
+    fn probe(&self) -> ServerProbe {
+        ServerProbe {
+            pid: self.info.pid.filter(|_| self.echo.is_none()),
+            echo: self.echo.clone(),
+        }
+    }
+
+    fn finish(mut self) -> Result<ServerInfo> {
+        if let Some(s) = self.spawned.take() {
+            let exit = s.stop()?;
+            self.info.exit = Some(exit);
+        }
+        Ok(self.info)
+    }
+}
+
+fn loadgen_cores(a: &MsgArgs, server_cores: &Option<Vec<usize>>) -> Result<Option<Vec<usize>>> {
+    if let Some(c) = &a.cores {
+        return Ok(Some(sys::parse_cpu_list(c)?));
+    }
+    Ok(server_cores.as_ref().and_then(|sc| {
+        let rest: Vec<usize> = sys::allowed_cores()
+            .into_iter()
+            .filter(|c| !sc.contains(c))
+            .collect();
+        (!rest.is_empty()).then_some(rest)
+    }))
+}
+
+fn progress_bar(a: &MsgArgs, total_ms: u64, label: &str) -> Option<ProgressBar> {
+    if a.no_progress {
+        return None;
+    }
+    let pb = ProgressBar::new(total_ms);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {elapsed:>4} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(label.to_string());
+    Some(pb)
+}
+
+fn run_nonce() -> u64 {
+    (now_ns() / 1000) % 1_000_000
+}
+
+/// Connections and roles for one run of a message scenario.
+fn build_specs(
+    scenario: &str,
+    a: &MsgArgs,
+    shape: Shape,
+    adapter: &dyn Adapter,
+    addr: SocketAddr,
+) -> Result<(Vec<ConnSpec>, u64, bool, usize)> {
+    let opts = ConnectOptions::default();
+    let tag = format!("lg{}n{}", std::process::id(), run_nonce());
+    let connect = |role: &str, i: usize| -> Result<Connected> {
+        adapter
+            .connect(addr, Some(&format!("{tag}-{role}{i}")), &opts)
+            .with_context(|| format!("opening connection {role}{i}"))
+    };
+    let n = a.connections.unwrap_or(1).max(1);
+    let mut specs = Vec::new();
+    let pairs = |specs: &mut Vec<ConnSpec>, direct: bool| -> Result<()> {
+        for i in 0..n {
+            let callee = connect("e", i)?;
+            let target = callee
+                .peer_id
+                .clone()
+                .context("the protocol gave the callee no peer id")?;
+            let kind = if direct {
+                SendKind::Direct { target }
+            } else {
+                SendKind::Request {
+                    target: Some(target),
+                }
+            };
+            specs.push(ConnSpec {
+                conn: connect("c", i)?,
+                send: Some((kind, i as u32)),
+            });
+            specs.push(ConnSpec {
+                conn: callee,
+                send: None,
+            });
+        }
+        Ok(())
+    };
+    Ok(match scenario {
+        "rpc" | "floor" => {
+            for i in 0..n {
+                specs.push(ConnSpec {
+                    conn: connect("c", i)?,
+                    send: Some((SendKind::Request { target: None }, i as u32)),
+                });
+            }
+            (specs, 1, false, n)
+        }
+        "p2p" => {
+            pairs(&mut specs, false)?;
+            (specs, 1, false, 2 * n)
+        }
+        "direct" => {
+            pairs(&mut specs, true)?;
+            (specs, 1, true, 2 * n)
+        }
+        "fanout" => {
+            let topics: Vec<String> = (0..shape.topics.max(1))
+                .map(|t| format!("{tag}-topic{t}"))
+                .collect();
+            let mut i = 0;
+            for t in &topics {
+                for _ in 0..shape.subscribers.max(1) {
+                    let mut c = connect("s", i)?;
+                    adapter
+                        .subscribe(&mut c, t)
+                        .with_context(|| format!("subscribing s{i} to {t}"))?;
+                    specs.push(ConnSpec {
+                        conn: c,
+                        send: None,
+                    });
+                    i += 1;
+                }
+            }
+            for p in 0..shape.publishers.max(1) {
+                let mut mine = topics.clone();
+                mine.rotate_left(p % topics.len());
+                specs.push(ConnSpec {
+                    conn: connect("p", p)?,
+                    send: Some((SendKind::Publish { topics: mine }, p as u32)),
+                });
+            }
+            (
+                specs,
+                shape.subscribers.max(1) as u64,
+                true,
+                i + shape.publishers.max(1),
+            )
+        }
+        "broadcast" => {
+            let receivers = a.connections.unwrap_or(10);
+            let pubs = shape.publishers.max(1);
+            for i in 0..receivers {
+                specs.push(ConnSpec {
+                    conn: connect("r", i)?,
+                    send: None,
+                });
+            }
+            for p in 0..pubs {
+                specs.push(ConnSpec {
+                    conn: connect("p", p)?,
+                    send: Some((SendKind::Broadcast, p as u32)),
+                });
+            }
+            (specs, (receivers + pubs - 1) as u64, true, receivers + pubs)
+        }
+        other => bail!("{other} is not a message scenario"),
+    })
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn output_paths(scenario: &str, protocol: &str, a: &MsgArgs) -> Result<(PathBuf, String)> {
+    let dir = a
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("results").join(scenario));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let default_proto = if scenario == "floor" {
+        "floor"
+    } else {
+        "peerd"
+    };
+    let name = a.name.clone().unwrap_or_else(|| {
+        if protocol == default_proto {
+            scenario.to_string()
+        } else {
+            format!("{scenario}-{protocol}")
+        }
+    });
+    Ok((dir, name))
+}
+
+fn check_args(a: &MsgArgs) -> Result<()> {
+    if a.duration <= 0.0 || a.warmup < 0.0 || a.drain < 0.0 {
+        bail!("--duration must be > 0, --warmup and --drain >= 0");
+    }
+    if a.repetitions == 0 || a.threads == 0 || a.pipeline == 0 {
+        bail!("--repetitions, --threads and --pipeline must be at least 1");
+    }
+    if a.closed_loop && (a.sweep.is_some() || a.rate.is_some()) {
+        bail!("--closed-loop takes no --rate or --sweep (its rate is whatever the server answers)");
+    }
+    Ok(())
+}
+
+fn pick_adapter(scenario: &str, a: &MsgArgs) -> Result<Arc<dyn Adapter>> {
+    let name = match (scenario, a.protocol.as_deref()) {
+        ("floor", None | Some("floor")) => "floor",
+        ("floor", Some(p)) => bail!("the floor scenario speaks the floor protocol, not {p}"),
+        (_, Some(p)) => p,
+        (_, None) => "peerd",
+    };
+    let ad: Arc<dyn Adapter> = Arc::from(adapter::by_name(name)?);
+    if !ad.supports(scenario) {
+        bail!("protocol {name} cannot run the {scenario} scenario");
+    }
+    Ok(ad)
+}
+
+fn pinning(a: &MsgArgs, lg: &Option<Vec<usize>>, srv: &Option<Vec<usize>>) -> Pinning {
+    Pinning {
+        loadgen_cores: lg.clone(),
+        server_cores: srv.clone(),
+        loadgen_threads: a.threads,
+        overlap: match (lg, srv) {
+            (Some(l), Some(s)) => l.iter().any(|c| s.contains(c)),
+            _ => false,
+        },
+    }
+}
+
+fn pinning_warnings(p: &Pinning, local: bool) -> Vec<String> {
+    let mut w = Vec::new();
+    if p.overlap {
+        w.push("server and loadgen share cores".into());
+    }
+    if local && (p.server_cores.is_none() || p.loadgen_cores.is_none()) {
+        w.push(
+            "server and loadgen are not both pinned (not enough cores, or pinning not given)"
+                .into(),
+        );
+    }
+    w
+}
+
+/// Run a message scenario (rpc, p2p, fanout, direct, broadcast, floor), with sweeps.
+pub fn run_messages(
+    scenario: &str,
+    a: &MsgArgs,
+    shape: Shape,
+    settings: serde_json::Value,
+) -> Result<()> {
+    check_args(a)?;
+    if a.closed_loop && !matches!(scenario, "rpc" | "p2p" | "floor") {
+        bail!("--closed-loop applies to request/response scenarios (rpc, p2p, floor)");
+    }
+    sys::raise_nofile();
+    let adapter = pick_adapter(scenario, a)?;
+    let (dir, name) = output_paths(scenario, adapter.name(), a)?;
+    let started = now_unix();
+    let environment = Environment::collect();
+    let target = setup_target(scenario, a)?;
+    let lg_cores = loadgen_cores(a, &target.server_cores)?;
+    let pin = pinning(a, &lg_cores, &target.server_cores);
+    let mut warnings = pinning_warnings(&pin, target.info.pid.is_some());
+
+    let modes: Vec<Mode> = if a.closed_loop {
+        vec![Mode::Closed {
+            pipeline: a.pipeline,
+        }]
+    } else if let Some(s) = &a.sweep {
+        parse_sweep(s)?
+            .into_iter()
+            .map(|rate| Mode::Open { rate })
+            .collect()
+    } else {
+        vec![Mode::Open {
+            rate: a.rate.unwrap_or(1000.0),
+        }]
+    };
+    let sweeping = modes.len() > 1;
+    let mut runs = Vec::new();
+    let mut series: Vec<(String, Vec<PercentilePoint>)> = Vec::new();
+    let mut tested = Vec::new();
+    println!(
+        "{scenario} / {} / {} — server {} at {}",
+        adapter.name(),
+        modes[0].label(),
+        target.info.kind,
+        target.addr
+    );
+    println!("{}", output::table_header());
+    let result = (|| -> Result<()> {
+        for mode in &modes {
+            let (specs, answers, track_slowest, conns) =
+                build_specs(scenario, a, shape, &*adapter, target.addr)?;
+            let cfg = RunConfig {
+                mode: *mode,
+                payload: a.payload.max(crate::payload::MIN_PAYLOAD),
+                warmup: Duration::from_secs_f64(a.warmup),
+                window: Duration::from_secs_f64(a.duration),
+                reps: a.repetitions,
+                drain: Duration::from_secs_f64(a.drain),
+                threads: a.threads,
+                cores: lg_cores.clone(),
+                spin: a.spin,
+                answers_per_msg: answers,
+                track_slowest,
+                max_unsent: 64 << 20,
+            };
+            let total_ms = ((a.warmup + a.duration * a.repetitions as f64) * 1000.0) as u64 + 150;
+            let label = match mode {
+                Mode::Open { rate } => format!("{} msg/s", report::fmt_rate(*rate)),
+                Mode::Closed { pipeline } => format!("closed p{pipeline}"),
+            };
+            let pb = progress_bar(a, total_ms, &label);
+            let mut probe = target.probe();
+            let out = engine::run(specs, &cfg, adapter.clone(), &mut probe, pb.as_ref())?;
+            if let Some(pb) = pb {
+                pb.finish_and_clear();
+            }
+            let meta = RunMeta {
+                mode: *mode,
+                connections: conns,
+                payload: cfg.payload,
+                warmup_s: a.warmup,
+                answers_per_msg: answers,
+                p99_bound_us: Some(a.p99_bound),
+                spin: a.spin,
+            };
+            let (mut rr, h, slowest) = report::build_run(&out, &meta);
+            let f = format!("{name}-{}.hgrm", rr.label);
+            output::write_hgrm(&dir.join(&f), &h)?;
+            rr.files.push(f);
+            series.push((format!("{name} {}", rr.label), hist::percentile_points(&h)));
+            if let Some(s) = &slowest {
+                let f = format!("{name}-{}-slowest.hgrm", rr.label);
+                output::write_hgrm(&dir.join(&f), s)?;
+                rr.files.push(f);
+                series.push((
+                    format!("{name} {} slowest receiver", rr.label),
+                    hist::percentile_points(s),
+                ));
+            }
+            print!("{}", output::table_rows(&rr));
+            if let Mode::Open { rate } = mode {
+                tested.push(*rate);
+            }
+            let missed = rr.meets_p99_bound == Some(false);
+            for w in &rr.warnings {
+                warnings.push(format!("{}: {w}", rr.label));
+            }
+            runs.push(rr);
+            if sweeping && missed && !a.sweep_all {
+                println!(
+                    "p99 bound of {} µs missed: sweep stops here (--sweep-all to go on)",
+                    a.p99_bound
+                );
+                break;
+            }
+        }
+        Ok(())
+    })();
+    let server = target.finish()?;
+    result?;
+
+    let knee = sweeping.then(|| Knee {
+        p99_bound_us: a.p99_bound,
+        rate: runs
+            .iter()
+            .filter(|r| r.meets_p99_bound == Some(true))
+            .filter_map(|r| r.offered_rate)
+            .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r)))),
+        rates_tested: tested,
+    });
+    let rep = Report {
+        schema_version: report::SCHEMA_VERSION,
+        tool: "peerd-loadgen",
+        scenario: scenario.into(),
+        protocol: adapter.name().into(),
+        mode: modes[0].label().into(),
+        started_unix_s: started,
+        command_line: std::env::args().collect(),
+        environment,
+        server,
+        pinning: pin,
+        settings,
+        runs,
+        knee,
+        idle: None,
+        warnings,
+    };
+    finish_report(&rep, &dir, &name, &series)
+}
+
+fn finish_report(
+    rep: &Report,
+    dir: &Path,
+    name: &str,
+    series: &[(String, Vec<PercentilePoint>)],
+) -> Result<()> {
+    if let Some(k) = &rep.knee {
+        println!(
+            "knee (highest rate with p99 < {} µs): {}",
+            k.p99_bound_us,
+            k.rate
+                .map(|r| format!("{} msg/s", report::fmt_rate(r)))
+                .unwrap_or_else(|| "none of the rates tested".into())
+        );
+    }
+    let json = dir.join(format!("{name}.json"));
+    output::write_json(&json, rep)?;
+    let md = dir.join(format!("{name}.md"));
+    output::write_markdown(&md, rep)?;
+    let mut written = vec![json.display().to_string(), md.display().to_string()];
+    if !series.is_empty() {
+        let svg = dir.join(format!("{name}.svg"));
+        let conns = rep.runs.first().map(|r| r.connections).unwrap_or(0);
+        let payload = rep.runs.first().map(|r| r.payload_bytes).unwrap_or(0);
+        let title = format!(
+            "{} / {} / {} — {} conns, {} B",
+            rep.scenario, rep.protocol, rep.mode, conns, payload
+        );
+        output::plot_percentiles(&svg, &title, series)?;
+        written.push(svg.display().to_string());
+    }
+    for r in &rep.runs {
+        for f in &r.files {
+            written.push(dir.join(f).display().to_string());
+        }
+    }
+    println!("wrote {}", written.join(", "));
+    Ok(())
+}
+
+/// One connection attempt: intended start, latency (None on failure), error.
+type ConnectSample = (u64, Option<u64>, Option<String>);
+
+/// The connect scenario: connection + handshake latency at a fixed rate (or closed loop).
+pub fn run_connect(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
+    check_args(a)?;
+    sys::raise_nofile();
+    let scenario = "connect";
+    let adapter = {
+        let name = a.protocol.as_deref().unwrap_or("peerd");
+        let ad: Arc<dyn Adapter> = Arc::from(adapter::by_name(name)?);
+        ad
+    };
+    let (dir, name) = output_paths(scenario, adapter.name(), a)?;
+    let started = now_unix();
+    let environment = Environment::collect();
+    let target = setup_target(scenario, a)?;
+    let lg_cores = loadgen_cores(a, &target.server_cores)?;
+    let pin = pinning(a, &lg_cores, &target.server_cores);
+    let mut warnings = pinning_warnings(&pin, target.info.pid.is_some());
+    let mode = match a.rate {
+        Some(rate) => Mode::Open { rate },
+        None => Mode::Closed { pipeline: 1 },
+    };
+    let threads = a.threads.max(1);
+    let result = (|| -> Result<(report::RunReport, hist::Hist)> {
+        let t0 = now_ns() + 100_000_000;
+        let windows = Windows {
+            measure_start_ns: t0 + (a.warmup * 1e9) as u64,
+            window_ns: (a.duration * 1e9) as u64,
+            count: a.repetitions,
+        };
+        let tids = Arc::new(Mutex::new(Vec::new()));
+        let done = Arc::new(AtomicU64::new(0));
+        let mut handles = Vec::new();
+        for ti in 0..threads {
+            let (adapter, tids, done, cores) = (
+                adapter.clone(),
+                tids.clone(),
+                done.clone(),
+                lg_cores.clone(),
+            );
+            let addr = target.addr;
+            handles.push(std::thread::spawn(move || -> Result<Vec<ConnectSample>> {
+                if let Some(c) = &cores {
+                    sys::set_affinity(0, &[c[ti % c.len()]])?;
+                }
+                clock::tight_timer_slack();
+                tids.lock().unwrap().push(sys::gettid());
+                let end = windows.end_ns();
+                let mut pacer = match mode {
+                    Mode::Open { rate } => Some(Pacer::new(
+                        Schedule::new(t0, rate, threads as u64, ti as u64),
+                        end,
+                    )),
+                    Mode::Closed { .. } => None,
+                };
+                clock::sleep_until(t0);
+                // (intended, latency or None on failure, error)
+                let mut samples = Vec::new();
+                let opts = ConnectOptions::default();
+                loop {
+                    let intended = match &mut pacer {
+                        Some(p) => {
+                            let Some(t) = p.next_time() else { break };
+                            clock::sleep_until(t);
+                            p.pop_due(now_ns().max(t));
+                            t
+                        }
+                        None => {
+                            let t = now_ns();
+                            if t >= end {
+                                break;
+                            }
+                            t
+                        }
+                    };
+                    match adapter.connect(addr, None, &opts) {
+                        Ok(c) => {
+                            let lat = now_ns() - intended;
+                            // RST instead of FIN: no TIME_WAIT pile-up on the loadgen side.
+                            let _ =
+                                socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));
+                            drop(c);
+                            samples.push((intended, Some(lat), None));
+                        }
+                        Err(e) => samples.push((intended, None, Some(format!("{e:#}")))),
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(samples)
+            }));
+        }
+        let pb = progress_bar(
+            a,
+            ((a.warmup + a.duration * a.repetitions as f64) * 1000.0) as u64 + 100,
+            "connect",
+        );
+        let mut probe = target.probe();
+        let boundaries = engine::watch_windows(
+            &windows,
+            t0,
+            &mut probe,
+            &tids,
+            pb.as_ref(),
+            &|| handles.iter().all(|h| h.is_finished()),
+            &|| format!("connections {}", done.load(Ordering::Relaxed)),
+        );
+        if let Some(pb) = pb {
+            pb.finish_and_clear();
+        }
+        let mut reps: Vec<RepOut> = engine::rep_shells(&boundaries, false);
+        let mut errors = Vec::new();
+        let mut warmup_received = 0;
+        for h in handles {
+            let samples = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("connect thread panicked"))??;
+            for (t, lat, err) in samples {
+                match windows.index(t) {
+                    Some(r) => {
+                        reps[r].sent += 1;
+                        match lat {
+                            Some(l) => {
+                                hist::record(&mut reps[r].hist, l);
+                                reps[r].received += 1;
+                            }
+                            None => reps[r].errors += 1,
+                        }
+                    }
+                    None => warmup_received += 1,
+                }
+                if let Some(e) = err {
+                    if errors.len() < 8 {
+                        errors.push(e);
+                    }
+                }
+            }
+        }
+        let out = RunOut {
+            reps,
+            send_lag: hist::new_hist(),
+            warmup_received,
+            error_samples: errors,
+            overloaded: false,
+            dead_conns: 0,
+            window_s: a.duration,
+        };
+        let (rr, h, _) = report::build_run(
+            &out,
+            &RunMeta {
+                mode,
+                connections: threads,
+                payload: 0,
+                warmup_s: a.warmup,
+                answers_per_msg: 1,
+                p99_bound_us: Some(a.p99_bound),
+                spin: false,
+            },
+        );
+        Ok((rr, h))
+    })();
+    let server = target.finish()?;
+    let (mut rr, h) = result?;
+    println!(
+        "connect / {} / {} — connections+handshakes per second and latency",
+        adapter.name(),
+        mode.label()
+    );
+    println!("{}", output::table_header());
+    print!("{}", output::table_rows(&rr));
+    let f = format!("{name}-{}.hgrm", rr.label);
+    output::write_hgrm(&dir.join(&f), &h)?;
+    rr.files.push(f);
+    for w in &rr.warnings {
+        warnings.push(format!("{}: {w}", rr.label));
+    }
+    let series = vec![(format!("{name} {}", rr.label), hist::percentile_points(&h))];
+    let rep = Report {
+        schema_version: report::SCHEMA_VERSION,
+        tool: "peerd-loadgen",
+        scenario: scenario.into(),
+        protocol: adapter.name().into(),
+        mode: mode.label().into(),
+        started_unix_s: started,
+        command_line: std::env::args().collect(),
+        environment,
+        server,
+        pinning: pin,
+        settings,
+        runs: vec![rr],
+        knee: None,
+        idle: None,
+        warnings,
+    };
+    finish_report(&rep, &dir, &name, &series)
+}
+
+/// The idle scenario: memory per idle, handshaken connection.
+pub fn run_idle(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
+    sys::raise_nofile();
+    let scenario = "idle";
+    let adapter: Arc<dyn Adapter> =
+        Arc::from(adapter::by_name(a.protocol.as_deref().unwrap_or("peerd"))?);
+    let (dir, name) = output_paths(scenario, adapter.name(), a)?;
+    let started = now_unix();
+    let environment = Environment::collect();
+    let target = setup_target(scenario, a)?;
+    let lg_cores = loadgen_cores(a, &target.server_cores)?;
+    if let Some(c) = &lg_cores {
+        sys::set_affinity(0, c)?;
+    }
+    let pin = pinning(a, &lg_cores, &target.server_cores);
+    let mut warnings = pinning_warnings(&pin, target.info.pid.is_some());
+    let pid = target.info.pid.filter(|_| target.echo.is_none());
+    if pid.is_none() {
+        warnings
+            .push("server pid unknown (--spawn-server or --server-pid): no RSS readings".into());
+    }
+    let n = a.connections.unwrap_or(1000);
+    let result = (|| -> Result<IdleReport> {
+        let settle = || std::thread::sleep(Duration::from_millis(500));
+        settle();
+        let rss_before = pid.and_then(|p| sys::rss_bytes(p).ok());
+        let sock_before = sys::sockstat().ok();
+        let slab_before = sys::tcp_slab_bytes();
+        let pb = (!a.no_progress).then(|| {
+            let pb = ProgressBar::new(n as u64);
+            pb.set_style(
+                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            pb.set_prefix("connecting");
+            pb
+        });
+        let loopback = target.addr.ip().is_loopback() && target.addr.is_ipv4();
+        let t_start = now_ns();
+        let mut conns = Vec::with_capacity(n);
+        let mut failed = 0;
+        let mut first_err = None;
+        let tag = format!("lg{}n{}", std::process::id(), run_nonce());
+        for i in 0..n {
+            // ~28k ephemeral ports per source address: spread big runs over 127.0.0.x.
+            let bind = (loopback && n > 20_000)
+                .then(|| SocketAddr::from(([127, 0, 0, 2 + (i / 20_000) as u8], 0)));
+            let opts = ConnectOptions {
+                bind,
+                ..Default::default()
+            };
+            match adapter.connect(target.addr, Some(&format!("{tag}-i{i}")), &opts) {
+                Ok(c) => conns.push(c),
+                Err(e) => {
+                    failed += 1;
+                    first_err.get_or_insert_with(|| format!("{e:#}"));
+                    if failed > 100 && conns.is_empty() {
+                        bail!("no connection succeeded: {}", first_err.unwrap_or_default());
+                    }
+                }
+            }
+            if let Some(pb) = &pb {
+                if i % 256 == 0 {
+                    pb.set_position(i as u64);
+                }
+            }
+        }
+        let connect_s = (now_ns() - t_start) as f64 / 1e9;
+        if let Some(pb) = pb {
+            pb.finish_and_clear();
+        }
+        if let Some(e) = &first_err {
+            warnings.push(format!("{failed} connections failed; first: {e}"));
+        }
+        // Hold them, answering pings, then read memory.
+        hold(
+            &*adapter,
+            &mut conns,
+            Duration::from_secs_f64(a.duration.max(1.0)),
+        )?;
+        let connected = conns.len();
+        let rss_held = pid.and_then(|p| sys::rss_bytes(p).ok());
+        let sock_held = sys::sockstat().ok();
+        let slab_held = sys::tcp_slab_bytes();
+        drop(conns);
+        std::thread::sleep(Duration::from_millis(1000));
+        let rss_after = pid.and_then(|p| sys::rss_bytes(p).ok());
+        let per = |d: f64| (connected > 0).then(|| d / connected as f64);
+        let slab_delta: Vec<(String, i64)> = match (&slab_before, &slab_held) {
+            (Some(b), Some(h)) => h
+                .iter()
+                .map(|(k, v)| {
+                    let before = b.iter().find(|(n, _)| n == k).map(|x| x.1).unwrap_or(0);
+                    (k.clone(), *v as i64 - before as i64)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(IdleReport {
+            requested: n,
+            connected,
+            failed,
+            connect_s,
+            server_rss_before_bytes: rss_before,
+            server_rss_held_bytes: rss_held,
+            server_rss_after_close_bytes: rss_after,
+            server_rss_per_conn_bytes: match (rss_before, rss_held) {
+                (Some(b), Some(h)) => per(h as f64 - b as f64),
+                _ => None,
+            },
+            sockstat_before: sock_before,
+            sockstat_held: sock_held,
+            kernel_tcp_mem_per_conn_bytes: match (sock_before, sock_held) {
+                (Some(b), Some(h)) => {
+                    per(((h.tcp_mem_pages - b.tcp_mem_pages) * sys::page_size() as i64) as f64)
+                }
+                _ => None,
+            },
+            kernel_slab_per_conn_bytes: (!slab_delta.is_empty())
+                .then(|| per(slab_delta.iter().map(|x| x.1 as f64).sum()))
+                .flatten(),
+            slab_delta_bytes: slab_delta,
+            note: "kernel numbers (sockstat, slab) count both ends of each loopback connection: the loadgen's socket and the server's; server RSS is the server process alone".into(),
+        })
+    })();
+    let server = target.finish()?;
+    let idle = result?;
+    println!(
+        "idle / {} — {} connections held",
+        adapter.name(),
+        idle.connected
+    );
+    let kb = |v: Option<f64>| {
+        v.map(|x| format!("{:.0} B", x))
+            .unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "  server RSS per connection: {}   (before {} KiB, held {} KiB, after close {} KiB)",
+        kb(idle.server_rss_per_conn_bytes),
+        idle.server_rss_before_bytes.map(|b| b / 1024).unwrap_or(0),
+        idle.server_rss_held_bytes.map(|b| b / 1024).unwrap_or(0),
+        idle.server_rss_after_close_bytes
+            .map(|b| b / 1024)
+            .unwrap_or(0),
+    );
+    println!(
+        "  kernel per connection (both ends): socket buffers {}, slab {}",
+        kb(idle.kernel_tcp_mem_per_conn_bytes),
+        kb(idle.kernel_slab_per_conn_bytes)
+    );
+    println!(
+        "  opened in {:.2} s ({} failed)",
+        idle.connect_s, idle.failed
+    );
+    let rep = Report {
+        schema_version: report::SCHEMA_VERSION,
+        tool: "peerd-loadgen",
+        scenario: scenario.into(),
+        protocol: adapter.name().into(),
+        mode: "idle".into(),
+        started_unix_s: started,
+        command_line: std::env::args().collect(),
+        environment,
+        server,
+        pinning: pin,
+        settings,
+        runs: Vec::new(),
+        knee: None,
+        idle: Some(idle),
+        warnings,
+    };
+    finish_report(&rep, &dir, &name, &[])
+}
+
+/// Keep idle connections alive for `d`: answer the server's pings, notice closes.
+fn hold(adapter: &dyn Adapter, conns: &mut Vec<Connected>, d: Duration) -> Result<()> {
+    use mio::{Events, Interest, Poll, Token};
+    use std::io::{Read, Write};
+    let mut poll = Poll::new()?;
+    let mut streams = Vec::with_capacity(conns.len());
+    for (i, c) in conns.iter().enumerate() {
+        let s = c.stream.try_clone()?;
+        s.set_nonblocking(true)?;
+        let mut s = mio::net::TcpStream::from_std(s);
+        poll.registry()
+            .register(&mut s, Token(i), Interest::READABLE)?;
+        streams.push(s);
+    }
+    let mut events = Events::with_capacity(1024);
+    let end = now_ns() + d.as_nanos() as u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut closed = vec![false; conns.len()];
+    while now_ns() < end {
+        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            loop {
+                match streams[i].read(&mut buf) {
+                    Ok(0) => {
+                        closed[i] = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        let mut out = bytes::BytesMut::new();
+                        let _ = adapter.parse(&buf[..n], &mut |inc| {
+                            if let Incoming::Ping(nonce) = inc {
+                                let _ = adapter.encode_pong(&mut out, nonce);
+                            }
+                        });
+                        let _ = streams[i].write_all(&out);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    for s in streams.iter_mut() {
+        let _ = poll.registry().deregister(s);
+    }
+    drop(streams);
+    let mut i = 0;
+    conns.retain(|_| {
+        i += 1;
+        !closed[i - 1]
+    });
+    for c in conns.iter() {
+        c.stream.set_nonblocking(false)?;
+    }
+    Ok(())
+}
+
+/// The plot subcommand.
+pub fn run_plot(p: &crate::cli::PlotArgs) -> Result<()> {
+    let mut series = Vec::new();
+    for f in &p.files {
+        let (path, label) = match f.split_once('=') {
+            Some((a, b)) => (a.to_string(), b.to_string()),
+            None => (
+                f.clone(),
+                Path::new(f)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| f.clone()),
+            ),
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        series.push((
+            label,
+            hist::parse_hgrm(&text).with_context(|| format!("parsing {path}"))?,
+        ));
+    }
+    output::plot_percentiles(&p.out, &p.title, &series)?;
+    println!("wrote {}", p.out.display());
+    Ok(())
+}
