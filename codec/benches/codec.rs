@@ -313,9 +313,10 @@ fn main() {
         .measurement_time(Duration::from_secs(2))
         .configure_from_args();
     let started = SystemTime::now();
+    let load_before = report::loadavg();
     let sizes = benches(&mut c);
     c.final_summary();
-    report::run(started, &sizes);
+    report::run(started, &load_before, &sizes);
 }
 
 /// Collects criterion's estimates for the benchmarks run in this process, prints a table and,
@@ -447,7 +448,14 @@ mod report {
         })
     }
 
-    pub fn run(started: SystemTime, sizes: &[Sizes]) {
+    /// The 1, 5 and 15 minute load averages: other work on this shared VM shows up here.
+    pub fn loadavg() -> String {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    }
+
+    pub fn run(started: SystemTime, load_before: &str, sizes: &[Sizes]) {
         let dir = criterion_dir();
         let mut rows = Vec::new();
         let mut raw = Vec::new();
@@ -516,7 +524,9 @@ mod report {
             return;
         }
         let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/codec");
-        let env = environment();
+        let mut env = environment();
+        env["loadavg_before"] = json!(load_before);
+        env["loadavg_after"] = json!(loadavg());
         std::fs::create_dir_all(&out).expect("create results/codec");
         let crit_out = out.join("criterion");
         let _ = std::fs::remove_dir_all(&crit_out);
@@ -565,6 +575,8 @@ mod report {
              ```\n{COMMAND}\n```\n\n\
              - Date: {date}\n\
              - Machine: {cores} vCPU ({virt}), kernel `{kernel}`, CPU `{cpu}`\n\
+             - Load average (1/5/15 min) before / after the run: {load_before} / {load_after} \
+             (other builds share this VM; a load above ~1 means the numbers are contended)\n\
              - Toolchain: `{rustc}`, peerd commit `{commit}`, bench profile (release, debug=1, \
              codegen-units=4)\n\
              - Criterion: sample_size 30, warm-up 0.5 s, measurement 2 s per benchmark; the \
@@ -598,6 +610,8 @@ mod report {
             cpu = env["cpu_model"].as_str().unwrap_or(""),
             rustc = env["rustc"].as_str().unwrap_or(""),
             commit = env["commit"].as_str().unwrap_or(""),
+            load_before = env["loadavg_before"].as_str().unwrap_or(""),
+            load_after = env["loadavg_after"].as_str().unwrap_or(""),
         );
         std::fs::write(out.join("README.md"), readme).expect("write results/codec/README.md");
         println!("wrote {}", out.display());

@@ -383,3 +383,59 @@ fn two_frames_back_to_back() {
         ][..]
     );
 }
+
+/// The root object of every message: its size and each field's offset, exactly as the
+/// tables in docs/PROTOCOL.md ("Frame catalogue") give them. Alignment is 1 everywhere
+/// (`unaligned`), so fields follow each other with no padding.
+#[test]
+fn archived_layout_matches_protocol_tables() {
+    use peerd_codec::frames::*;
+    use std::mem::{align_of, offset_of, size_of};
+
+    macro_rules! layout {
+        ($t:ty, $size:literal; $($f:ident @ $off:literal),*) => {{
+            assert_eq!(size_of::<$t>(), $size, "size of {}", stringify!($t));
+            assert_eq!(align_of::<$t>(), 1, "align of {}", stringify!($t));
+            $( assert_eq!(offset_of!($t, $f), $off, "{}.{}", stringify!($t), stringify!($f)); )*
+        }};
+    }
+    // Building blocks.
+    assert_eq!(size_of::<rkyv::string::ArchivedString>(), 8);
+    assert_eq!(size_of::<rkyv::vec::ArchivedVec<u8>>(), 8);
+    assert_eq!(
+        size_of::<rkyv::option::ArchivedOption<rkyv::string::ArchivedString>>(),
+        9
+    );
+    assert_eq!(size_of::<ArchivedPresenceChange>(), 1);
+    assert_eq!(size_of::<ArchivedSignalKind>(), 1);
+
+    layout!(ArchivedLimits, 20; max_frame_len @ 0, max_topics_per_peer @ 4,
+        max_members_per_topic @ 8, max_topic_len @ 12, outbound_queue_bytes @ 16);
+    layout!(ArchivedHello<'static>, 37; version @ 0, peer_id @ 2, credentials @ 11,
+        resume_token @ 20, client @ 29);
+    layout!(ArchivedWelcome<'static>, 50; version @ 0, peer_id @ 2, session_id @ 10,
+        resume_token @ 18, limits @ 26, heartbeat_ms @ 46);
+    layout!(ArchivedReject<'static>, 10; code @ 0, reason @ 2);
+    layout!(ArchivedRpcRequest<'static>, 37; id @ 0, method @ 8, peer @ 16, timeout_ms @ 25,
+        params @ 29);
+    layout!(ArchivedRpcResponse<'static>, 16; id @ 0, result @ 8);
+    layout!(ArchivedRpcError<'static>, 18; id @ 0, code @ 8, message @ 10);
+    layout!(ArchivedEvent<'static>, 25; name @ 0, peer @ 8, payload @ 17);
+    layout!(ArchivedBroadcast<'static>, 25; name @ 0, peer @ 8, payload @ 17);
+    layout!(ArchivedJoin<'static>, 16; req @ 0, topic @ 8);
+    layout!(ArchivedLeave<'static>, 16; req @ 0, topic @ 8);
+    layout!(ArchivedPublish<'static>, 25; req @ 0, topic @ 8, echo @ 16, payload @ 17);
+    layout!(ArchivedTopicSend<'static>, 32; req @ 0, topic @ 8, to @ 16, payload @ 24);
+    layout!(ArchivedTopicMessage<'static>, 25; topic @ 0, from @ 8, direct @ 16, payload @ 17);
+    layout!(ArchivedWatch<'static>, 17; req @ 0, topic @ 8);
+    layout!(ArchivedUnwatch<'static>, 17; req @ 0, topic @ 8);
+    layout!(ArchivedPresenceSnapshot<'static>, 17; topic @ 0, peers @ 9);
+    layout!(ArchivedPresence<'static>, 18; topic @ 0, peer @ 9, change @ 17);
+    layout!(ArchivedListPeers<'static>, 17; req @ 0, topic @ 8);
+    layout!(ArchivedPeerList, 16; req @ 0, peers @ 8);
+    layout!(ArchivedSignal<'static>, 34; req @ 0, room @ 8, kind @ 16, peer @ 17, payload @ 26);
+    layout!(ArchivedStatus<'static>, 18; req @ 0, code @ 8, message @ 10);
+    layout!(ArchivedPing, 8; nonce @ 0);
+    layout!(ArchivedPong, 8; nonce @ 0);
+    layout!(ArchivedClose<'static>, 10; code @ 0, reason @ 2);
+}
