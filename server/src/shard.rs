@@ -9,7 +9,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -319,14 +319,10 @@ impl Drop for LiveTask {
     }
 }
 
-fn accept_loop(shard: Rc<Shard>, source: ListenerSource) -> Option<impl Future<Output = ()>> {
-    let fd = match source {
-        ListenerSource::Tcp(fd) => fd,
-        ListenerSource::None => return None,
-    };
+fn accept_loop(shard: Rc<Shard>, fd: OwnedFd) -> impl Future<Output = ()> {
     // SAFETY: the fd is a listening TCP socket we created and hand over exclusively.
     let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
-    Some(async move {
+    async move {
         loop {
             match listener.accept().await {
                 Ok(s) => {
@@ -347,7 +343,7 @@ fn accept_loop(shard: Rc<Shard>, source: ListenerSource) -> Option<impl Future<O
                 }
             }
         }
-    })
+    }
 }
 
 /// The body of a shard's executor.
@@ -358,10 +354,25 @@ pub(crate) async fn run(
     rx: flume::Receiver<ShardMsg>,
 ) {
     let shard = Rc::new(Shard::new(index, shared));
-    let accept = accept_loop(shard.clone(), source).map(glommio::spawn_local);
+    let (accept, listen_fd) = match source {
+        ListenerSource::Tcp(fd) => {
+            let raw = fd.as_raw_fd();
+            (
+                Some(glommio::spawn_local(accept_loop(shard.clone(), fd))),
+                Some(raw),
+            )
+        }
+        ListenerSource::None => (None, None),
+    };
     let beat = glommio::spawn_local(shard.clone().heartbeat());
     let drain = shard.inbox(rx).await;
     shard.stopping.set(true);
+    if let Some(fd) = listen_fd {
+        // An io_uring accept in flight keeps the socket listening even after the listener
+        // is dropped; shutting it down fails that accept and frees the port now, so that
+        // `close()` returning means the address can be bound again.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
     if let Some(a) = accept {
         a.cancel().await;
     }

@@ -363,7 +363,11 @@ mod client {
                 eprintln!("waiting in {room} as {}", p.peer_id().unwrap_or_default());
                 for _ in 0..count {
                     let s = rx.recv().map_err(|_| "connection closed".to_string())?;
-                    eprintln!("{:?} from {}", s.kind, s.from.as_deref().unwrap_or("server"));
+                    eprintln!(
+                        "{:?} from {}",
+                        s.kind,
+                        s.from.as_deref().unwrap_or("server")
+                    );
                     print_bytes(&s.payload);
                 }
                 p.disconnect();
