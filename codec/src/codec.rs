@@ -5,6 +5,7 @@ use rkyv::api::high::{HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
+use rkyv::ser::sharing::Share;
 use rkyv::ser::{Positional, Writer};
 use rkyv::{Portable, Serialize};
 
@@ -37,14 +38,21 @@ impl<E> Writer<E> for BytesWriter {
 /// The serializer every message is encoded with.
 pub type Serializer<'a> = HighSerializer<BytesWriter, ArenaHandle<'a>, rancor::Error>;
 
+/// Bodies above this cannot be encoded whatever limit the caller passes: rkyv's relative
+/// pointers are signed 32-bit offsets (`pointer_width_32`), and rkyv 0.8 truncates rather
+/// than rejects an out-of-range string offset, so a larger archive could be malformed.
+const FORMAT_MAX_BODY_LEN: u32 = i32::MAX as u32;
+
 /// Append one complete frame (header + archive of `msg`) to `dst`.
 ///
-/// Fails, leaving `dst` as it was, when the body would exceed `max_body_len` (pass
-/// `u32::MAX` for no limit beyond the format's own).
+/// Fails, leaving `dst` as it was (frames already in it are kept), when the body would
+/// exceed `max_body_len` or 2 GiB - 1, the format's own limit (pass `u32::MAX` for no
+/// limit beyond that), or when rkyv cannot archive the value (a string of 1 GiB or more).
 pub fn encode<M>(msg: &M, dst: &mut BytesMut, max_body_len: u32) -> Result<(), EncodeError>
 where
     M: Message + for<'a> Serialize<Serializer<'a>>,
 {
+    let max_body_len = max_body_len.min(FORMAT_MAX_BODY_LEN);
     let frame_start = dst.len();
     dst.reserve(HEADER_LEN + 64);
     dst.put_bytes(0, HEADER_LEN);
@@ -52,21 +60,22 @@ where
         buf: std::mem::take(dst),
         start: frame_start + HEADER_LEN,
     };
-    // rkyv serializers take the writer by value; moving the BytesMut in and out is free.
-    let result = rkyv::api::high::to_bytes_in::<_, rancor::Error>(msg, writer);
-    let writer = match result {
-        Ok(w) => w,
-        Err(e) => {
-            // The BytesMut moved into the writer is lost with the error; `dst` is now empty.
-            // This only happens for bodies past 4 GiB, so the caller's buffer is sacrificed
-            // rather than complicating the common path.
-            return Err(EncodeError::Serialize {
-                kind: M::KIND,
-                detail: e.to_string(),
-            });
-        }
-    };
+    // rkyv serializers take the writer by value (moving the BytesMut in and out is free).
+    // Serialize through `&mut` rather than `to_bytes_in` so the writer, and with it the
+    // caller's buffer, comes back on error too.
+    let (writer, result) = rkyv::util::with_arena(|arena| {
+        let mut serializer = rkyv::ser::Serializer::new(writer, arena.acquire(), Share::new());
+        let result = rkyv::api::serialize_using::<_, rancor::Error>(msg, &mut serializer);
+        (serializer.into_writer(), result)
+    });
     *dst = writer.buf;
+    if let Err(e) = result {
+        dst.truncate(frame_start);
+        return Err(EncodeError::Serialize {
+            kind: M::KIND,
+            detail: e.to_string(),
+        });
+    }
     let body_len = dst.len() - frame_start - HEADER_LEN;
     if body_len > max_body_len as usize {
         dst.truncate(frame_start);

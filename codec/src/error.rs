@@ -59,7 +59,8 @@ impl WireError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EncodeError {
-    /// The encoded body would exceed the limit passed to `encode`.
+    /// The encoded body would exceed the limit passed to `encode` (or the format's own
+    /// limit of 2 GiB - 1, whichever is smaller; `max` says which).
     #[error("encoded {kind:?} body of {len} bytes exceeds the limit of {max} bytes")]
     TooLarge {
         /// The message kind.
@@ -69,7 +70,8 @@ pub enum EncodeError {
         /// The limit.
         max: u32,
     },
-    /// rkyv refused to serialize the value (in practice: a length past 32-bit pointers).
+    /// rkyv refused to serialize the value (in practice: a string of 1 GiB or more, or an
+    /// offset past 32-bit relative pointers).
     #[error("serializing {kind:?}: {detail}")]
     Serialize {
         /// The message kind.

@@ -141,3 +141,36 @@ fn encode_to_bytes_matches_encode() {
         assert_eq!(&shared[..], &msg.frame()[..]);
     }
 }
+
+#[test]
+fn unencodable_message_leaves_the_buffer_intact() {
+    // A string past rkyv's 32-bit string limit (2^30 - 1 bytes) cannot be archived. The
+    // allocation is calloc'd zeros that nothing touches: rkyv checks the length first.
+    let huge = vec![0u8; 1 << 30];
+    // SAFETY: all-zero bytes are valid UTF-8 (NUL characters).
+    let reason = unsafe { std::str::from_utf8_unchecked(&huge) };
+    let mut buf = BytesMut::new();
+    encode(&Ping { nonce: 1 }, &mut buf, u32::MAX).unwrap();
+    let queued = buf.clone();
+    let err = encode(
+        &Close {
+            code: 1000,
+            reason: reason.into(),
+        },
+        &mut buf,
+        u32::MAX,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EncodeError::Serialize {
+                kind: FrameKind::Close,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Frames already queued in the buffer survive the failed encode.
+    assert_eq!(buf, queued);
+}
