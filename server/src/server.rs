@@ -205,6 +205,22 @@ impl PeerServer {
         Ok(())
     }
 
+    /// Send `payload` on `topic` to the one member `to` (a direct TopicMessage from the
+    /// server). `Ok(false)` when `to` is not a member.
+    pub fn send(&self, topic: &str, to: &str, payload: &[u8]) -> Result<bool, EncodeError> {
+        let Some((shard, session)) = self.shared.topics.member(topic, to) else {
+            return Ok(false);
+        };
+        let frame = codec::encode_to_bytes(&codec::TopicMessage {
+            topic: topic.into(),
+            from: "".into(),
+            direct: true,
+            payload: payload.into(),
+        })?;
+        let _ = self.shared.senders[shard].send(ShardMsg::Deliver { session, frame });
+        Ok(true)
+    }
+
     /// Members of `topic` across all shards (sorted).
     pub fn topic_members(&self, topic: &str) -> Vec<String> {
         self.shared.topics.members(topic)

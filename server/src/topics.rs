@@ -104,7 +104,7 @@ impl TopicIndex {
     }
 
     /// (shard, session) of `peer` if it is a member of `topic`.
-    fn member(&self, topic: &str, peer: &str) -> Option<(usize, u64)> {
+    pub fn member(&self, topic: &str, peer: &str) -> Option<(usize, u64)> {
         let map = self.stripe(topic).read().unwrap_or_else(|e| e.into_inner());
         map.get(topic).and_then(|e| e.members.get(peer).copied())
     }
