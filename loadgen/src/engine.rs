@@ -252,6 +252,7 @@ impl Acc {
     #[inline]
     fn answer(&mut self, p: &[u8], now: u64, delivery: bool) {
         let Some((t, seq)) = payload::read(p) else {
+            self.delivered += 1;
             self.error(None, "answer without the loadgen's stamp".into());
             return;
         };
@@ -268,8 +269,8 @@ impl Acc {
                 }
             }
         }
+        self.delivered += 1;
         if delivery {
-            self.delivered += 1;
             if let Some(sl) = &mut self.slowest {
                 let (s, k) = payload::split_seq(seq);
                 let (s, k) = (s as usize, k as usize);
@@ -672,15 +673,10 @@ fn worker(
                 shared.senders_done.fetch_add(1, Ordering::SeqCst);
                 announced_done = true;
             }
-            let outstanding: u64 = conns
-                .iter()
-                .filter(|c| !c.dead)
-                .map(|c| c.outstanding)
-                .sum();
             let all_done = shared.senders_done.load(Ordering::SeqCst) >= threads;
             let delivered_all =
                 shared.delivered.load(Ordering::SeqCst) >= shared.expected.load(Ordering::SeqCst);
-            if (all_done && outstanding == 0 && delivered_all) || now >= drain_deadline {
+            if (all_done && delivered_all) || now >= drain_deadline {
                 break;
             }
         }
@@ -775,9 +771,9 @@ fn generate(
         SendKind::Direct { target } => adapter.encode_direct(&mut c.wbuf, target, pbuf)?,
         SendKind::Broadcast => adapter.encode_broadcast(&mut c.wbuf, pbuf)?,
     }
-    if !matches!(s.kind, SendKind::Request { .. }) {
-        acc.expected += cfg.answers_per_msg;
-    }
+    // Requests and deliveries alike: the run drains until every thread has seen every
+    // expected answer (a p2p callee's thread must keep answering until the callers are done).
+    acc.expected += cfg.answers_per_msg;
     acc.sent = acc.sent.wrapping_add(1);
     if let Some(r) = acc.windows.index(intended) {
         acc.reps[r].sent += 1;
@@ -817,6 +813,9 @@ fn flush(c: &mut Conn, acc: &mut Acc) {
 fn kill(c: &mut Conn, acc: &mut Acc, why: String) {
     if !c.dead {
         c.dead = true;
+        // Its pending answers will never come: stop waiting for them.
+        acc.delivered += c.outstanding;
+        c.outstanding = 0;
         acc.error(None, format!("connection lost: {why}"));
     }
 }
@@ -908,6 +907,7 @@ fn process(
             } => {
                 if ends_request {
                     *outstanding = outstanding.saturating_sub(1);
+                    acc.delivered += 1;
                     reissue += 1;
                 }
                 acc.error(None, message);

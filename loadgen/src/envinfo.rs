@@ -118,6 +118,12 @@ impl Environment {
         });
         let is_vm = hypervisor_flag || dmi_vm || sdv.as_deref().is_some_and(|s| s != "none");
         let (kernel, arch, hostname) = uname();
+        // The workspace the loadgen runs in; outside any repository, the one it was built from.
+        let repo = if cmd("git", &["rev-parse", "--git-dir"]).is_some() {
+            ".".to_string()
+        } else {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/..").to_string()
+        };
         let (ml_soft, ml_hard) = sys::rlimit(libc::RLIMIT_MEMLOCK);
         let (nf_soft, _) = sys::rlimit(libc::RLIMIT_NOFILE);
         let mem_total_bytes = fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
@@ -137,9 +143,9 @@ impl Environment {
                 systemd_detect_virt: sdv,
                 hypervisor_flag,
             },
-            git_commit: cmd("git", &["rev-parse", "HEAD"]),
+            git_commit: cmd("git", &["-C", &repo, "rev-parse", "HEAD"]),
             git_dirty: Command::new("git")
-                .args(["status", "--porcelain", "--untracked-files=no"])
+                .args(["-C", &repo, "status", "--porcelain", "--untracked-files=no"])
                 .output()
                 .ok()
                 .filter(|o| o.status.success())

@@ -1,0 +1,149 @@
+//! End to end through the real binary: the floor scenario (no peerd server needed), a short
+//! open-loop run on loopback, then the files it must leave behind.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn out_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("peerd-loadgen-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn floor_open_loop_short_run_writes_reports() {
+    let dir = out_dir("floor");
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_peerd-loadgen"))
+        .args([
+            "floor",
+            "--rate",
+            "2000",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--repetitions",
+            "1",
+            "--drain",
+            "0.5",
+            "--no-progress",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("run peerd-loadgen");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("open-loop"), "{stdout}");
+    assert!(stdout.contains("r2000"), "{stdout}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("floor.json")).unwrap()).unwrap();
+    assert_eq!(json["schema_version"], 1);
+    assert_eq!(json["scenario"], "floor");
+    assert_eq!(json["protocol"], "floor");
+    assert_eq!(json["mode"], "open-loop");
+    let run = &json["runs"][0];
+    assert_eq!(run["offered_rate"], 2000.0);
+    // 0.5 s at 2000/s: 1000 messages intended in the window, every one answered.
+    assert_eq!(run["sent"], 1000);
+    assert_eq!(run["received"], 1000);
+    assert_eq!(run["missing"], 0);
+    assert_eq!(run["latency"]["count"], 1000);
+    let p50 = run["latency"]["p50"].as_f64().unwrap();
+    let max = run["latency"]["max"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= max, "p50 {p50} max {max}");
+    assert!((run["achieved_rate"].as_f64().unwrap() - 2000.0).abs() < 1.0);
+    // The in-process echo server's threads are the floor's "server CPU".
+    assert!(run["server_cpu_s"].is_number());
+    assert!(json["environment"]["kernel"].is_string());
+
+    let hgrm = std::fs::read_to_string(dir.join("floor-r2000.hgrm")).unwrap();
+    assert!(hgrm.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
+    assert!(hgrm.contains("Total count    =         1000]"));
+    let svg = std::fs::read_to_string(dir.join("floor.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("99.9%"));
+    assert!(dir.join("floor.md").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn floor_closed_loop_is_labelled() {
+    let dir = out_dir("closed");
+    let out = Command::new(env!("CARGO_BIN_EXE_peerd-loadgen"))
+        .args([
+            "floor",
+            "--closed-loop",
+            "--pipeline",
+            "2",
+            "--connections",
+            "2",
+            "--duration",
+            "0.3",
+            "--warmup",
+            "0.1",
+            "--repetitions",
+            "2",
+            "--drain",
+            "0.5",
+            "--no-progress",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("run peerd-loadgen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("closed-loop"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("floor.json")).unwrap()).unwrap();
+    assert_eq!(json["mode"], "closed-loop");
+    let run = &json["runs"][0];
+    assert_eq!(run["label"], "closed-p2");
+    assert_eq!(run["reps"].as_array().unwrap().len(), 2);
+    assert!(run["received"].as_u64().unwrap() > 10);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn plot_overlays_hgrm_files() {
+    let dir = out_dir("plot");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut h = peerd_loadgen::hist::new_hist();
+    for v in 1..=5000u64 {
+        peerd_loadgen::hist::record(&mut h, 10_000 + v * 7);
+    }
+    let a = dir.join("a.hgrm");
+    std::fs::write(&a, peerd_loadgen::hist::hgrm_string(&h)).unwrap();
+    let svg = dir.join("both.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_peerd-loadgen"))
+        .arg("plot")
+        .arg("--out")
+        .arg(&svg)
+        .arg(format!("{}=floor", a.display()))
+        .arg(format!("{}=again", a.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("floor") && text.contains("again"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
