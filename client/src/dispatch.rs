@@ -47,7 +47,8 @@ pub(crate) enum Work {
 
 /// Low-volume control messages (unbounded queue, drained before each data item).
 pub(crate) enum Control {
-    State(State),
+    /// A state change and its version (see `StateCell`).
+    State(State, u64),
     /// A new watcher: it first receives the current members of an already-synced view as
     /// joins, then live changes.
     Attach {
@@ -175,7 +176,7 @@ fn drain(inner: &Inner, views: &mut HashMap<WatchKey, View>, work: &flume::Recei
 
 fn on_control(inner: &Inner, views: &mut HashMap<WatchKey, View>, c: Control) -> bool {
     match c {
-        Control::State(s) => inner.states.emit(s),
+        Control::State(s, v) => inner.states.emit((s, v)),
         Control::Attach { key, id, tx } => {
             let view = views.entry(key).or_default();
             if view.catch_up().into_iter().all(|e| tx.send(e).is_ok()) {

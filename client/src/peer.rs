@@ -120,7 +120,9 @@ pub(crate) struct Inner {
     pub(crate) topic_sinks: KeyedSinks<TopicMessageInfo>,
     pub(crate) signals: Sinks<SignalInfo>,
     pub(crate) errors: Sinks<ServerError>,
-    pub(crate) states: Sinks<State>,
+    /// State listeners get (state, version) and filter out changes older than their
+    /// registration (see `StateCell`).
+    pub(crate) states: Sinks<(State, u64)>,
     pub(crate) topics: Mutex<TopicState>,
     /// Reader -> dispatcher, bounded: the backpressure path.
     pub(crate) work: flume::Sender<Work>,
@@ -142,22 +144,22 @@ impl Inner {
 
     /// Change state and tell the dispatcher (which runs `on_state` listeners).
     pub(crate) fn set_state(&self, s: State) {
-        if self.state.set(s) {
-            self.notify_state(s);
+        if let Some(v) = self.state.set(s) {
+            self.notify_state(s, v);
         }
     }
 
     pub(crate) fn transition_state(&self, from: State, to: State) -> bool {
         let changed = self.state.transition(from, to);
-        if changed {
-            self.notify_state(to);
+        if let Some(v) = changed {
+            self.notify_state(to, v);
         }
-        changed
+        changed.is_some()
     }
 
-    fn notify_state(&self, s: State) {
+    fn notify_state(&self, s: State, version: u64) {
         tracing::debug!(state = %s, "peerd-client state");
-        let _ = self.ctl.send(Control::State(s));
+        let _ = self.ctl.send(Control::State(s, version));
         if s == State::Closed {
             let _ = self.ctl.send(Control::Stop);
         }
@@ -558,19 +560,31 @@ impl Peer {
         }
     }
 
-    /// Call `f` with every state change, on the dispatcher thread.
+    /// Call `f` with every state change from now on, on the dispatcher thread.
     pub fn on_state(&self, f: impl Fn(State) + Send + Sync + 'static) -> ListenerId {
         let id = self.new_listener_id();
-        self.inner().states.add(id, Sink::Callback(Arc::new(f)));
+        let since = Arc::new(AtomicU64::new(u64::MAX));
+        let cutoff = since.clone();
+        let filtered = move |(s, v): (State, u64)| {
+            if v > cutoff.load(Ordering::SeqCst) {
+                f(s)
+            }
+        };
+        self.inner()
+            .states
+            .add(id, Sink::Callback(Arc::new(filtered)));
+        // Read the version only once registered, so no change after it can be missed.
+        since.store(self.inner().state.version(), Ordering::SeqCst);
         id
     }
 
-    /// Every state change from now on, as a channel.
+    /// Every state change from now on, as a channel, delivered at once from the thread that
+    /// makes the change (not through the dispatcher, so a slow handler cannot delay it).
+    /// State is "latest wins": if the receiver is full, changes are dropped rather than
+    /// blocking ([`Peer::state`] always has the current one). Drop the receiver to stop.
     pub fn state_changes(&self) -> flume::Receiver<State> {
         let (tx, rx) = self.channel();
-        self.inner()
-            .states
-            .add(self.new_listener_id(), Sink::Channel(tx));
+        self.inner().state.subscribe(tx);
         rx
     }
 

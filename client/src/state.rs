@@ -83,42 +83,72 @@ impl CloseInfo {
 /// `disconnect()` cannot resurrect the peer.
 #[derive(Debug)]
 pub(crate) struct StateCell {
-    cur: Mutex<State>,
+    /// The state and how many changes led to it: a listener registered at version `v`
+    /// is only told about changes numbered above `v`, even if older notifications are
+    /// still queued for the dispatcher.
+    cur: Mutex<(State, u64)>,
     cv: Condvar,
+    /// `state_changes()` receivers, fed right here under the same lock as the change:
+    /// in order, at once, and never held up by a slow handler on the dispatcher.
+    channels: Mutex<Vec<flume::Sender<State>>>,
 }
 
 impl StateCell {
     pub(crate) fn new() -> Self {
         StateCell {
-            cur: Mutex::new(State::Idle),
+            cur: Mutex::new((State::Idle, 0)),
             cv: Condvar::new(),
+            channels: Mutex::new(Vec::new()),
         }
     }
 
     pub(crate) fn get(&self) -> State {
-        *self.cur.lock().unwrap()
+        self.cur.lock().unwrap().0
     }
 
-    /// Move to `to`; returns false when nothing changed (same state, or already Closed).
-    pub(crate) fn set(&self, to: State) -> bool {
-        let mut cur = self.cur.lock().unwrap();
-        if *cur == to || *cur == State::Closed {
-            return false;
-        }
-        *cur = to;
+    /// Feed every later change into `tx` (non-blocking: a full receiver misses changes,
+    /// a dropped one is forgotten).
+    pub(crate) fn subscribe(&self, tx: flume::Sender<State>) {
+        let _cur = self.cur.lock().unwrap();
+        self.channels.lock().unwrap().push(tx);
+    }
+
+    fn changed(&self, to: State) {
         self.cv.notify_all();
-        true
+        self.channels
+            .lock()
+            .unwrap()
+            .retain(|tx| !matches!(tx.try_send(to), Err(flume::TrySendError::Disconnected(_))));
+    }
+
+    /// The number of changes so far.
+    pub(crate) fn version(&self) -> u64 {
+        self.cur.lock().unwrap().1
+    }
+
+    /// Move to `to`; returns the change's version, or `None` when nothing changed (same
+    /// state, or already Closed).
+    pub(crate) fn set(&self, to: State) -> Option<u64> {
+        let mut cur = self.cur.lock().unwrap();
+        if cur.0 == to || cur.0 == State::Closed {
+            return None;
+        }
+        cur.0 = to;
+        cur.1 += 1;
+        self.changed(to);
+        Some(cur.1)
     }
 
     /// Move to `to` only from `from`.
-    pub(crate) fn transition(&self, from: State, to: State) -> bool {
+    pub(crate) fn transition(&self, from: State, to: State) -> Option<u64> {
         let mut cur = self.cur.lock().unwrap();
-        if *cur != from || *cur == State::Closed {
-            return false;
+        if cur.0 != from || cur.0 == State::Closed {
+            return None;
         }
-        *cur = to;
-        self.cv.notify_all();
-        true
+        cur.0 = to;
+        cur.1 += 1;
+        self.changed(to);
+        Some(cur.1)
     }
 
     /// Wait until Active (Ok) or Closed (Err(Closed)) or the timeout (Err(None)).
@@ -126,7 +156,7 @@ impl StateCell {
         let deadline = Instant::now().checked_add(timeout);
         let mut cur = self.cur.lock().unwrap();
         loop {
-            match *cur {
+            match cur.0 {
                 State::Active => return Ok(()),
                 State::Closed => return Err(Some(State::Closed)),
                 State::Idle => return Err(Some(State::Idle)),
@@ -152,11 +182,13 @@ mod tests {
     #[test]
     fn closed_is_terminal() {
         let s = StateCell::new();
-        assert!(s.set(State::Connecting));
-        assert!(!s.set(State::Connecting));
-        assert!(s.set(State::Closed));
-        assert!(!s.set(State::Active));
-        assert!(!s.transition(State::Closed, State::Active));
+        assert_eq!(s.set(State::Connecting), Some(1));
+        assert_eq!(s.set(State::Connecting), None);
+        assert_eq!(s.transition(State::Idle, State::Active), None);
+        assert_eq!(s.set(State::Closed), Some(2));
+        assert_eq!(s.set(State::Active), None);
+        assert_eq!(s.transition(State::Closed, State::Active), None);
+        assert_eq!(s.version(), 2);
         assert_eq!(s.get(), State::Closed);
     }
 
@@ -169,8 +201,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         s.set(State::Active);
         assert_eq!(t.join().unwrap(), Ok(()));
+        let (tx, rx) = flume::bounded(8);
+        s.subscribe(tx);
         s.set(State::Reconnecting);
         assert_eq!(s.wait_active(Duration::from_millis(10)), Err(None));
+        assert_eq!(rx.try_recv(), Ok(State::Reconnecting));
         s.set(State::Closed);
         assert_eq!(
             s.wait_active(Duration::from_secs(1)),
