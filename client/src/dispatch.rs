@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use peerd_codec::{Code, RpcError, RpcResponse};
@@ -17,6 +18,7 @@ use peerd_codec::{Code, RpcError, RpcResponse};
 use crate::conn::Link;
 use crate::error::SendFailure;
 use crate::events::{EventInfo, ServerError};
+use crate::listeners::send_blocking;
 use crate::peer::Inner;
 use crate::rpc::{RpcFailure, RpcRequestInfo};
 use crate::state::State;
@@ -128,9 +130,12 @@ impl View {
     }
 
     /// Send to every watcher (blocking: backpressure); drop watchers whose receiver is gone.
-    fn send_all(&mut self, events: &[PresenceEvent]) {
-        self.watchers
-            .retain(|(_, tx)| events.iter().all(|e| tx.send(e.clone()).is_ok()));
+    fn send_all(&mut self, events: &[PresenceEvent], closed: &AtomicBool) {
+        self.watchers.retain(|(_, tx)| {
+            events
+                .iter()
+                .all(|e| send_blocking(tx, e.clone(), closed).is_ok())
+        });
     }
 }
 
@@ -179,7 +184,12 @@ fn on_control(inner: &Inner, views: &mut HashMap<WatchKey, View>, c: Control) ->
         Control::State(s, v) => inner.states.emit((s, v)),
         Control::Attach { key, id, tx } => {
             let view = views.entry(key).or_default();
-            if view.catch_up().into_iter().all(|e| tx.send(e).is_ok()) {
+            let closed = &inner.gate.flag;
+            if view
+                .catch_up()
+                .into_iter()
+                .all(|e| send_blocking(&tx, e, closed).is_ok())
+            {
                 view.watchers.push((id, tx));
             }
         }
@@ -216,13 +226,13 @@ fn on_work(inner: &Inner, views: &mut HashMap<WatchKey, View>, w: Work) {
             // in flight).
             if let Some(view) = views.get_mut(&key) {
                 let events = view.apply_snapshot(peers);
-                view.send_all(&events);
+                view.send_all(&events, &inner.gate.flag);
             }
         }
         Work::Presence { key, event } => {
             if let Some(view) = views.get_mut(&key) {
                 view.apply(&event);
-                view.send_all(std::slice::from_ref(&event));
+                view.send_all(std::slice::from_ref(&event), &inner.gate.flag);
             }
         }
     }
@@ -316,7 +326,7 @@ mod tests {
         v.watchers.push((2, tx2));
         drop(rx2);
         let ev = v.apply_snapshot(s(&["x"]));
-        v.send_all(&ev);
+        v.send_all(&ev, &AtomicBool::new(false));
         assert_eq!(rx1.try_recv().unwrap(), Join("x".into()));
         assert_eq!(v.watchers.len(), 1);
     }

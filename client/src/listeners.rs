@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Identifies a registered listener or subscription; pass it to
 /// [`Peer::remove_listener`](crate::Peer::remove_listener).
@@ -38,7 +40,7 @@ type List<T> = Arc<Vec<(ListenerId, Sink<T>)>>;
 /// dispatcher stalls, its queue fills, the reader stops reading, TCP pushes back on the
 /// server). A panicking callback is contained so one bad listener cannot kill the
 /// dispatcher thread.
-fn deliver<T: Clone>(list: &List<T>, value: T) -> Vec<ListenerId> {
+fn deliver<T: Clone>(list: &List<T>, value: T, closed: &AtomicBool) -> Vec<ListenerId> {
     let mut dead = Vec::new();
     let n = list.len();
     let mut value = Some(value);
@@ -56,7 +58,7 @@ fn deliver<T: Clone>(list: &List<T>, value: T) -> Vec<ListenerId> {
                 }
             }
             Sink::Channel(tx) => {
-                if tx.send(v).is_err() {
+                if send_blocking(tx, v, closed).is_err() {
                     dead.push(*id);
                 }
             }
@@ -65,15 +67,40 @@ fn deliver<T: Clone>(list: &List<T>, value: T) -> Vec<ListenerId> {
     dead
 }
 
+/// Send, waiting while the receiver is full (backpressure), but give up (dropping the
+/// value) once the peer is closed: a closed peer's dispatcher must be able to exit even
+/// if a receiver is kept and never read. `Err` when the receiver is gone.
+pub(crate) fn send_blocking<T>(
+    tx: &flume::Sender<T>,
+    mut v: T,
+    closed: &AtomicBool,
+) -> Result<(), ()> {
+    loop {
+        match tx.send_timeout(v, Duration::from_millis(100)) {
+            Ok(()) => return Ok(()),
+            Err(flume::SendTimeoutError::Disconnected(_)) => return Err(()),
+            Err(flume::SendTimeoutError::Timeout(back)) => {
+                if closed.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                v = back;
+            }
+        }
+    }
+}
+
 /// An unkeyed list of sinks.
 pub(crate) struct Sinks<T> {
     list: Mutex<List<T>>,
+    closed: Arc<AtomicBool>,
 }
 
 impl<T: Clone> Sinks<T> {
-    pub(crate) fn new() -> Self {
+    /// `closed`: the peer's closed flag (see [`send_blocking`]).
+    pub(crate) fn new(closed: Arc<AtomicBool>) -> Self {
         Sinks {
             list: Mutex::new(Arc::new(Vec::new())),
+            closed,
         }
     }
 
@@ -99,7 +126,7 @@ impl<T: Clone> Sinks<T> {
         if snapshot.is_empty() {
             return;
         }
-        for id in deliver(&snapshot, value) {
+        for id in deliver(&snapshot, value, &self.closed) {
             self.remove(id);
         }
     }
@@ -108,12 +135,15 @@ impl<T: Clone> Sinks<T> {
 /// Sinks keyed by a name (event name, topic).
 pub(crate) struct KeyedSinks<T> {
     map: Mutex<HashMap<String, List<T>>>,
+    closed: Arc<AtomicBool>,
 }
 
 impl<T: Clone> KeyedSinks<T> {
-    pub(crate) fn new() -> Self {
+    /// `closed`: the peer's closed flag (see [`send_blocking`]).
+    pub(crate) fn new(closed: Arc<AtomicBool>) -> Self {
         KeyedSinks {
             map: Mutex::new(HashMap::new()),
+            closed,
         }
     }
 
@@ -145,7 +175,7 @@ impl<T: Clone> KeyedSinks<T> {
     pub(crate) fn emit(&self, key: &str, value: T) -> bool {
         let snapshot = self.map.lock().unwrap().get(key).cloned();
         let Some(list) = snapshot else { return false };
-        for id in deliver(&list, value) {
+        for id in deliver(&list, value, &self.closed) {
             self.remove(id);
         }
         true
@@ -159,7 +189,7 @@ mod tests {
 
     #[test]
     fn callbacks_and_channels_both_receive_and_dropped_channels_are_pruned() {
-        let s = KeyedSinks::new();
+        let s = KeyedSinks::new(Arc::default());
         let hits = Arc::new(AtomicUsize::new(0));
         let h = hits.clone();
         s.add(
@@ -189,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_panicking_listener_does_not_stop_the_others() {
-        let s = Sinks::new();
+        let s = Sinks::new(Arc::default());
         s.add(
             ListenerId(1),
             Sink::Callback(Arc::new(|_: u8| panic!("boom"))),
@@ -201,8 +231,34 @@ mod tests {
     }
 
     #[test]
+    fn a_full_receiver_blocks_until_read_or_closed() {
+        let closed = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = flume::bounded(1);
+        tx.send(1).unwrap();
+        let c = closed.clone();
+        let t = std::thread::spawn(move || send_blocking(&tx, 2, &c));
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(!t.is_finished(), "backpressure: waits for the reader");
+        assert_eq!(rx.recv().unwrap(), 1);
+        assert_eq!(t.join().unwrap(), Ok(()));
+        assert_eq!(rx.recv().unwrap(), 2);
+
+        let (tx, rx) = flume::bounded(1);
+        tx.send(1).unwrap();
+        let c = closed.clone();
+        let t = std::thread::spawn(move || send_blocking(&tx, 2, &c));
+        closed.store(true, Ordering::SeqCst);
+        assert_eq!(
+            t.join().unwrap(),
+            Ok(()),
+            "closed: gives up instead of hanging"
+        );
+        drop(rx);
+    }
+
+    #[test]
     fn a_listener_may_register_listeners() {
-        let s = Arc::new(Sinks::new());
+        let s = Arc::new(Sinks::new(Arc::default()));
         let s2 = s.clone();
         s.add(
             ListenerId(1),

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,8 @@ pub(crate) enum Resync {
 pub(crate) struct Gate {
     closed: Mutex<bool>,
     cv: Condvar,
+    /// Mirror of `closed` for lock-free checks by the dispatcher's blocking sends.
+    pub(crate) flag: Arc<AtomicBool>,
 }
 
 impl Gate {
@@ -59,6 +61,7 @@ impl Gate {
         Gate {
             closed: Mutex::new(false),
             cv: Condvar::new(),
+            flag: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -67,6 +70,7 @@ impl Gate {
         let mut c = self.closed.lock().unwrap();
         let first = !*c;
         *c = true;
+        self.flag.store(true, Ordering::SeqCst);
         self.cv.notify_all();
         first
     }
@@ -445,7 +449,10 @@ impl std::fmt::Debug for Peer {
 /// `SocketAddr`). It is resolved once, here; reconnects try the same addresses in order.
 /// The first connection is not retried: an error comes back typed by cause. Reconnect
 /// (per [`PeerOptions::reconnect`]) applies once the session has been Active.
-pub fn connect(addr: impl ToSocketAddrs, options: PeerOptions) -> Result<Peer, ClientError> {
+pub fn connect(
+    addr: impl ToSocketAddrs + std::fmt::Debug,
+    options: PeerOptions,
+) -> Result<Peer, ClientError> {
     let peer = Peer::new(addr, options)?;
     peer.connect()?;
     Ok(peer)
@@ -454,17 +461,20 @@ pub fn connect(addr: impl ToSocketAddrs, options: PeerOptions) -> Result<Peer, C
 impl Peer {
     /// A peer in state [`State::Idle`]: register handlers and listeners, then call
     /// [`Peer::connect`] so they see the very first frame the server sends.
-    pub fn new(addr: impl ToSocketAddrs, options: PeerOptions) -> Result<Peer, ClientError> {
+    pub fn new(
+        addr: impl ToSocketAddrs + std::fmt::Debug,
+        options: PeerOptions,
+    ) -> Result<Peer, ClientError> {
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
             .map_err(|e| ClientError::Resolve {
-                addr: "<address>".into(),
+                addr: format!("{addr:?}"),
                 source: e,
             })?
             .collect();
         if addrs.is_empty() {
             return Err(ClientError::Resolve {
-                addr: "<address>".into(),
+                addr: format!("{addr:?}"),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
             });
         }
@@ -474,11 +484,13 @@ impl Peer {
         }
         let (work_tx, work_rx) = flume::bounded(options.dispatch_queue.max(1));
         let (ctl_tx, ctl_rx) = flume::unbounded();
+        let gate = Gate::new();
+        let closed = gate.flag.clone();
         let inner = Arc::new(Inner {
             opts: options,
             addrs,
             state: StateCell::new(),
-            gate: Gate::new(),
+            gate,
             link: Mutex::new(None),
             session: Mutex::new(None),
             connecting: Mutex::new(None),
@@ -490,13 +502,13 @@ impl Peer {
             resync: Mutex::new(HashMap::new()),
             deadlines: Arc::new(Deadlines::new()),
             handlers: RwLock::new(HashMap::new()),
-            events: KeyedSinks::new(),
-            any_events: Sinks::new(),
-            broadcasts: Sinks::new(),
-            topic_sinks: KeyedSinks::new(),
-            signals: Sinks::new(),
-            errors: Sinks::new(),
-            states: Sinks::new(),
+            events: KeyedSinks::new(closed.clone()),
+            any_events: Sinks::new(closed.clone()),
+            broadcasts: Sinks::new(closed.clone()),
+            topic_sinks: KeyedSinks::new(closed.clone()),
+            signals: Sinks::new(closed.clone()),
+            errors: Sinks::new(closed.clone()),
+            states: Sinks::new(closed.clone()),
             topics: Mutex::new(TopicState::default()),
             work: work_tx,
             ctl: ctl_tx,
@@ -762,6 +774,31 @@ mod tests {
         assert!(matches!(e, ClientError::InvalidOptions(_)), "{e}");
         let e = Peer::new("127.0.0.1:9", PeerOptions::new().peer_id("a b")).unwrap_err();
         assert!(matches!(e, ClientError::InvalidOptions(_)), "{e}");
+    }
+
+    #[test]
+    fn refused_connect_is_an_io_error_and_the_peer_stays_idle() {
+        // A port nobody listens on (bound, then released).
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let p = Peer::new(addr, PeerOptions::default()).unwrap();
+        let states = p.state_changes();
+        let e = p.connect().unwrap_err();
+        assert!(matches!(e, ClientError::Io { .. }), "{e}");
+        assert_eq!(p.state(), State::Idle, "connect() may be retried");
+        assert_eq!(
+            states.try_iter().collect::<Vec<_>>(),
+            vec![State::Connecting, State::Idle]
+        );
+    }
+
+    #[test]
+    fn unresolvable_addresses_name_the_address() {
+        let e = Peer::new("no-port-here", PeerOptions::default()).unwrap_err();
+        assert!(matches!(e, ClientError::Resolve { .. }), "{e}");
+        assert!(e.to_string().contains("no-port-here"), "{e}");
     }
 
     #[test]
