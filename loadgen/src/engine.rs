@@ -177,6 +177,7 @@ struct Shared {
     progress_sent: AtomicU64,
     progress_recv: AtomicU64,
     tids: Mutex<Vec<i32>>,
+    released: std::sync::atomic::AtomicBool,
 }
 
 struct Sender {
@@ -352,6 +353,7 @@ pub fn run(
         },
     );
 
+    shared.released.store(true, Ordering::SeqCst);
     let mut outs = Vec::new();
     for h in handles {
         outs.push(h.join().map_err(|_| anyhow!("loadgen thread panicked"))??);
@@ -608,10 +610,6 @@ fn worker(
     let mut announced_done = false;
     loop {
         let now = now_ns();
-        if sending && now >= end_send {
-            sending = false;
-            drain_deadline = now + cfg.drain.as_nanos() as u64;
-        }
         if sending {
             if let Mode::Open { .. } = cfg.mode {
                 for c in conns.iter_mut() {
@@ -643,6 +641,12 @@ fn worker(
                     }
                 }
             }
+        }
+        // Only after sending what was due: a late wake-up past the end still owes the
+        // messages intended before it.
+        if sending && now >= end_send {
+            sending = false;
+            drain_deadline = now + cfg.drain.as_nanos() as u64;
         }
         // Publish counters (cheap, batched per iteration).
         if acc.expected != published.0 {
@@ -725,6 +729,11 @@ fn worker(
                 flush(c, &mut acc);
             }
         }
+    }
+    // Stay alive until the coordinator has read this thread's CPU time at the last window
+    // boundary (a finished thread's /proc entry is gone).
+    while !shared.released.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
     }
     Ok(WorkerOut {
         reps: acc.reps,

@@ -618,13 +618,15 @@ pub fn run_connect(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
         };
         let tids = Arc::new(Mutex::new(Vec::new()));
         let done = Arc::new(AtomicU64::new(0));
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut handles = Vec::new();
         for ti in 0..threads {
-            let (adapter, tids, done, cores) = (
+            let (adapter, tids, done, cores, released) = (
                 adapter.clone(),
                 tids.clone(),
                 done.clone(),
                 lg_cores.clone(),
+                released.clone(),
             );
             let addr = target.addr;
             handles.push(std::thread::spawn(move || -> Result<Vec<ConnectSample>> {
@@ -674,6 +676,10 @@ pub fn run_connect(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
                     }
                     done.fetch_add(1, Ordering::Relaxed);
                 }
+                // Keep the thread (and its /proc entry) until the last CPU reading.
+                while !released.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 Ok(samples)
             }));
         }
@@ -692,6 +698,7 @@ pub fn run_connect(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
             &|| handles.iter().all(|h| h.is_finished()),
             &|| format!("connections {}", done.load(Ordering::Relaxed)),
         );
+        released.store(true, Ordering::SeqCst);
         if let Some(pb) = pb {
             pb.finish_and_clear();
         }
