@@ -364,6 +364,27 @@ fn decode_bytes_rejects_trailing_and_missing_bytes() {
 }
 
 #[test]
+fn fuzz_roundtrip_entry_point_accepts_every_sample() {
+    // decode_roundtrip's first byte indexes FrameKind::ALL; feed it every valid sample body
+    // so the fuzz target's full path (decode, to_owned, re-encode, compare) runs in tests.
+    for msg in samples() {
+        let index = FrameKind::ALL
+            .iter()
+            .position(|k| *k == msg.kind())
+            .unwrap() as u8;
+        let frame = msg.frame();
+        let mut data = vec![index];
+        data.extend_from_slice(&frame[HEADER_LEN..]);
+        peerd_codec::fuzzing::decode_roundtrip(&data);
+        for byte in 1..data.len() {
+            let mut d = data.clone();
+            d[byte] ^= 0x01;
+            peerd_codec::fuzzing::decode_roundtrip(&d);
+        }
+    }
+}
+
+#[test]
 fn wire_error_codes() {
     assert_eq!(
         WireError::TooLarge { len: 1, max: 0 }.code(),
@@ -397,6 +418,7 @@ proptest! {
     fn random_streams(data in vec(any::<u8>(), 0..1024)) {
         peerd_codec::fuzzing::decode_stream(&data);
         peerd_codec::fuzzing::framer_chunks(&data);
+        peerd_codec::fuzzing::decode_roundtrip(&data);
     }
 
     /// Random bytes after a valid header of a random kind.
