@@ -608,6 +608,7 @@ fn worker(
     let mut drain_deadline = u64::MAX;
     let mut published = (0u64, 0u64, 0u64);
     let mut announced_done = false;
+    let mut armed_at = 0u64;
     loop {
         let now = now_ns();
         if sending {
@@ -702,7 +703,10 @@ fn worker(
             if next <= now_ns() + 2_000 {
                 Some(Duration::ZERO)
             } else {
-                timer.arm_at(next)?;
+                if next != armed_at {
+                    timer.arm_at(next)?;
+                    armed_at = next;
+                }
                 None
             }
         } else {
@@ -856,8 +860,15 @@ fn on_readable(
                 break;
             }
             Ok(n) => {
+                let short = c.rend + n < c.rbuf.len();
                 c.rend += n;
                 process(c, adapter, cfg, acc, pbuf, sending)?;
+                // A short read drained the socket; anything arriving later raises a new
+                // edge, so skip the read that would only return EAGAIN (one syscall less
+                // per message at low rates).
+                if short || c.dead {
+                    break;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
