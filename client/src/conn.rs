@@ -105,9 +105,9 @@ pub(crate) struct Established {
 }
 
 /// The identity presented in Hello: the declared id, or on a reconnect the id of the last
-/// session (when it is a valid *declared* id: server-assigned numeric ids may not be
-/// declared), and the last resume token so the server hands the id over if the old
-/// session still looks alive to it.
+/// session and its resume token, so the server hands the id over if the old session still
+/// looks alive to it. A server-assigned (numeric) id may be presented only with its token;
+/// if the old session is already gone the server assigns a fresh id.
 pub(crate) fn hello_identity<'a>(
     opts: &'a PeerOptions,
     last: Option<&'a Session>,
@@ -115,12 +115,11 @@ pub(crate) fn hello_identity<'a>(
     let Some(s) = last else {
         return (opts.peer_id.as_deref(), None);
     };
+    let token = (!s.resume_token.is_empty()).then_some(s.resume_token.as_slice());
     let id = opts.peer_id.as_deref().or_else(|| {
-        peerd_codec::validate_declared_peer_id(&s.peer_id)
-            .is_ok()
+        (token.is_some() || peerd_codec::validate_declared_peer_id(&s.peer_id).is_ok())
             .then_some(s.peer_id.as_str())
     });
-    let token = (!s.resume_token.is_empty()).then_some(s.resume_token.as_slice());
     (id, token)
 }
 
@@ -831,10 +830,13 @@ mod tests {
             hello_identity(&o, Some(&s)),
             (Some("alice"), Some(&b"tok"[..]))
         );
-        // A server-assigned numeric id cannot be declared; the token alone is presented.
+        // A server-assigned numeric id is presented only together with its token.
         let o = PeerOptions::new();
         let s = session("17", b"tok");
-        assert_eq!(hello_identity(&o, Some(&s)), (None, Some(&b"tok"[..])));
+        assert_eq!(
+            hello_identity(&o, Some(&s)),
+            (Some("17"), Some(&b"tok"[..]))
+        );
         let s = session("17", b"");
         assert_eq!(hello_identity(&o, Some(&s)), (None, None));
     }

@@ -80,6 +80,18 @@ impl Directory {
         }
     }
 
+    /// Take `id` over from its live holder if `resume` matches its token; never claims a
+    /// free id. Used for server-assigned (numeric) ids, which a client may present only to
+    /// resume: it must not be able to pick a numeric id that was never its own.
+    pub fn take_over(&self, id: &Arc<str>, entry: Entry, resume: &[u8]) -> Option<Entry> {
+        let mut map = self.stripe(id).write().unwrap_or_else(|e| e.into_inner());
+        let old = map.get(id)?;
+        if !constant_time_eq(resume, &old.token) {
+            return None;
+        }
+        map.insert(id.clone(), entry)
+    }
+
     /// Remove `id` if `session` still owns it. Returns whether it did.
     pub fn release(&self, id: &str, session: u64) -> bool {
         let mut map = self.stripe(id).write().unwrap_or_else(|e| e.into_inner());

@@ -93,8 +93,18 @@ fn accept_hello(shard: &Rc<Shard>, raw: codec::RawFrame<'_>) -> Result<Accepted,
         ));
     }
     let declared = codec::opt_str(&h.peer_id);
+    let resume = codec::opt_bytes(&h.resume_token);
+    // A numeric id is the server's to assign; a client may present one only together with
+    // the resume token of the live session that holds it.
+    let numeric_resume =
+        declared.is_some_and(|id| id.bytes().all(|b| b.is_ascii_digit())) && resume.is_some();
     if let Some(id) = declared {
-        codec::validate_declared_peer_id(id).map_err(|e| (Code::InvalidArgument, e.to_string()))?;
+        let valid = if numeric_resume {
+            codec::validate_peer_id(id)
+        } else {
+            codec::validate_declared_peer_id(id)
+        };
+        valid.map_err(|e| (Code::InvalidArgument, e.to_string()))?;
     }
     if let Some(auth) = &shard.shared.opts.authenticator {
         auth(declared, codec::opt_bytes(&h.credentials))
@@ -103,27 +113,31 @@ fn accept_hello(shard: &Rc<Shard>, raw: codec::RawFrame<'_>) -> Result<Accepted,
     let shared = &shard.shared;
     let session = shared.next_session();
     let token = random_token();
-    let peer_id: Arc<str> = match declared {
-        Some(id) => id.into(),
-        None => shared.assign_peer_id().into(),
-    };
     let entry = Entry {
         shard: shard.index,
         session,
         token,
     };
-    let replaced = match shared
-        .directory
-        .claim(&peer_id, entry, codec::opt_bytes(&h.resume_token))
-    {
-        Ok(Claimed::Fresh) => None,
-        Ok(Claimed::TookOver(old)) => Some(old),
-        Err(code) => {
-            return Err((
-                code,
-                format!("peer id {peer_id:?} is held by a live session"),
-            ));
+    let (peer_id, replaced): (Arc<str>, Option<Entry>) = match (declared, resume) {
+        (Some(id), Some(t)) if numeric_resume => {
+            let id: Arc<str> = id.into();
+            match shared.directory.take_over(&id, entry.clone(), t) {
+                Some(old) => (id, Some(old)),
+                // The old session is gone (or the token is wrong): a fresh assigned id.
+                None => (claim_assigned(shard, entry)?, None),
+            }
         }
+        (Some(id), _) => {
+            let id: Arc<str> = id.into();
+            match shared.directory.claim(&id, entry, resume) {
+                Ok(Claimed::Fresh) => (id, None),
+                Ok(Claimed::TookOver(old)) => (id, Some(old)),
+                Err(code) => {
+                    return Err((code, format!("peer id {id:?} is held by a live session")))
+                }
+            }
+        }
+        (None, _) => (claim_assigned(shard, entry)?, None),
     };
     Ok(Accepted {
         peer_id,
@@ -131,6 +145,16 @@ fn accept_hello(shard: &Rc<Shard>, raw: codec::RawFrame<'_>) -> Result<Accepted,
         token,
         replaced,
     })
+}
+
+/// Assign the next numeric id and claim it (it cannot be taken: declared ids are never
+/// all digits, and numeric ones are only ever taken over, not claimed).
+fn claim_assigned(shard: &Rc<Shard>, entry: Entry) -> Result<Arc<str>, (Code, String)> {
+    let id: Arc<str> = shard.shared.assign_peer_id().into();
+    match shard.shared.directory.claim(&id, entry, None) {
+        Ok(_) => Ok(id),
+        Err(code) => Err((code, "assigned peer id collided".into())),
+    }
 }
 
 /// Create the connection, announce it (Welcome, takeover, presence, on_connection).

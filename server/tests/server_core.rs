@@ -448,3 +448,26 @@ fn idle_peer_is_pinged_then_closed() {
     p.recv_until(|f| matches!(f, Frame::Ping(_)).then_some(()));
     p.expect_close(Code::IdleTimeout);
 }
+
+#[test]
+fn assigned_ids_resume_only_with_their_token() {
+    let srv = server(opts());
+    let addr = srv.local_addr().unwrap();
+    let mut a = RawPeer::connect(addr, None);
+    let id = a.peer_id.clone();
+    // A numeric id without a token: refused (numeric ids are the server's to assign).
+    let mut thief = RawPeer::tcp(addr);
+    thief.send(&hello(Some(&id), None));
+    thief.expect_close(Code::InvalidArgument);
+    // With a wrong token: not taken over; a fresh id is assigned instead.
+    let mut wrong = RawPeer::tcp(addr);
+    wrong.send(&hello(Some(&id), Some(&[1u8; 16])));
+    wrong.expect_welcome();
+    assert_ne!(wrong.peer_id, id);
+    // With the right token: the session is resumed under the same id.
+    let mut again = RawPeer::tcp(addr);
+    again.send(&hello(Some(&id), Some(&a.token)));
+    again.expect_welcome();
+    assert_eq!(again.peer_id, id);
+    a.expect_close(Code::Replaced);
+}
