@@ -120,6 +120,10 @@ pub struct MsgArgs {
     /// Busy-poll instead of sleeping until the next send (lowest latency, burns a core).
     #[arg(long)]
     pub spin: bool,
+    /// Hybrid: sleep until this many µs before each intended send time, then busy-poll
+    /// (hides the thread's wake-up latency from the schedule at a bounded CPU cost).
+    #[arg(long, default_value_t = 0)]
+    pub spin_us: u64,
     /// Rate sweep: a list "1000,2000,5000" or a geometric progression "START:END[:FACTOR]"
     /// (factor default 2). Finds the knee: the highest rate whose p99 < --p99-bound.
     #[arg(long, value_name = "RATES")]

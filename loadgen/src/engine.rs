@@ -103,6 +103,8 @@ pub struct RunConfig {
     pub cores: Option<Vec<usize>>,
     /// Busy-poll instead of sleeping.
     pub spin: bool,
+    /// Wake this long before each intended send time and busy-poll the rest.
+    pub spin_before_ns: u64,
     /// Answers (responses or deliveries) each message should produce.
     pub answers_per_msg: u64,
     /// Keep the per-message maximum over receivers (fan-out scenarios).
@@ -700,12 +702,15 @@ fn worker(
                     .min(end_send),
                 Mode::Closed { .. } => end_send,
             };
-            if next <= now_ns() + 2_000 {
+            // Wake --spin-us early and poll without sleeping for the rest: a sleeping
+            // thread's wake-up latency (tens of µs on a VM) would otherwise delay the send.
+            let wake = next.saturating_sub(cfg.spin_before_ns);
+            if wake <= now_ns() + 2_000 {
                 Some(Duration::ZERO)
             } else {
-                if next != armed_at {
-                    timer.arm_at(next)?;
-                    armed_at = next;
+                if wake != armed_at {
+                    timer.arm_at(wake)?;
+                    armed_at = wake;
                 }
                 None
             }

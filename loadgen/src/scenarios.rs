@@ -455,6 +455,7 @@ pub fn run_messages(
                 threads: a.threads,
                 cores: lg_cores.clone(),
                 spin: a.spin,
+                spin_before_ns: a.spin_us * 1000,
                 answers_per_msg: answers,
                 track_slowest,
                 max_unsent: 64 << 20,
@@ -477,7 +478,7 @@ pub fn run_messages(
                 warmup_s: a.warmup,
                 answers_per_msg: answers,
                 p99_bound_us: Some(a.p99_bound),
-                spin: a.spin,
+                spin: a.spin || a.spin_us > 0,
             };
             let (mut rr, h, slowest) = report::build_run(&out, &meta);
             let f = format!("{name}-{}.hgrm", rr.label);
