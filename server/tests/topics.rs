@@ -596,3 +596,66 @@ fn churn_leaves_no_state_behind() {
         s.connections == 0 && s.peers == 0 && s.topics == 0
     });
 }
+
+#[test]
+fn subscriber_that_never_reads_is_closed_as_slow_consumer() {
+    let mut o = ListenOptions::new("127.0.0.1:0").shards(2);
+    o.limits.outbound_queue_bytes = 256 * 1024;
+    let srv = server(o);
+    let addr = srv.local_addr().unwrap();
+    let mut slow = RawPeer::connect(addr, Some("slow"));
+    join(&mut slow, "firehose", 1);
+    // Make the slow peer's kernel buffers small so the server-side queue fills quickly.
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&slow.s);
+    let small: libc::c_int = 4096;
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            4,
+        );
+    }
+    let mut fast = RawPeer::connect(addr, Some("fast"));
+    join(&mut fast, "firehose", 2);
+    const N: usize = 20_000;
+    let reader = std::thread::spawn(move || {
+        let mut got = 0;
+        while got < N {
+            let b = fast.recv().expect("fast subscriber keeps receiving");
+            if let Frame::TopicMessage(_) = codec::codec::decode_bytes(&b).unwrap() {
+                got += 1;
+            }
+        }
+        got
+    });
+    let mut publisher = RawPeer::connect(addr, Some("pub"));
+    let payload = vec![0u8; 1024];
+    for _ in 0..N {
+        publisher.send(&codec::Publish {
+            req: 0,
+            topic: "firehose".into(),
+            echo: false,
+            payload: payload.clone().into(),
+        });
+    }
+    assert_eq!(
+        reader.join().unwrap(),
+        N,
+        "the fast subscriber got every message"
+    );
+    wait_until("slow consumer closed", || {
+        !srv.connections().iter().any(|c| c.peer_id == "slow")
+    });
+    // What the slow peer finally reads ends with Close(slow_consumer) (or a reset).
+    let mut last_close = None;
+    while let Some(b) = slow.recv_within(Duration::from_secs(2)) {
+        if let Frame::Close(c) = codec::codec::decode_bytes(&b).unwrap() {
+            last_close = Some(c.code.to_native());
+        }
+    }
+    if let Some(code) = last_close {
+        assert_eq!(code, Code::SlowConsumer.as_u16());
+    }
+}
