@@ -33,7 +33,7 @@ mod topics;
 mod util;
 
 pub use error::{CallError, ListenError, RpcFailure, SendError};
-pub use options::{Endpoint, Limits, ListenOptions};
+pub use options::{Endpoint, Limits, ListenOptions, PresenceNotice};
 pub use peer::{ConnectedPeer, EventRef, Request};
 pub use peerd_codec::Code;
 pub use server::{listen, PeerInfo, PeerServer, ServerStats};

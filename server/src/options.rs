@@ -92,6 +92,20 @@ pub type Authenticator =
 /// is dispatched.
 pub type OnConnection = Arc<dyn Fn(ConnectedPeer) + Send + Sync>;
 
+/// A presence change, as seen by [`ListenOptions::on_presence`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceNotice {
+    /// The topic, or `None` for connect/disconnect.
+    pub topic: Option<String>,
+    /// The peer.
+    pub peer_id: String,
+    /// true: joined (or connected); false: left (or disconnected).
+    pub joined: bool,
+}
+
+/// Server-side presence callback; runs on the shard where the change happened.
+pub type OnPresence = Arc<dyn Fn(PresenceNotice) + Send + Sync>;
+
 /// Options for [`crate::listen`].
 #[derive(Clone)]
 pub struct ListenOptions {
@@ -120,6 +134,7 @@ pub struct ListenOptions {
     /// Limits.
     pub limits: Limits,
     pub(crate) on_connection: Option<OnConnection>,
+    pub(crate) on_presence: Option<OnPresence>,
     pub(crate) handlers: Vec<(String, SharedHandler)>,
     pub(crate) authenticator: Option<Authenticator>,
     pub(crate) relay_broadcasts: bool,
@@ -141,6 +156,7 @@ impl Default for ListenOptions {
             spin_before_park: Duration::ZERO,
             limits: Limits::default(),
             on_connection: None,
+            on_presence: None,
             handlers: Vec::new(),
             authenticator: None,
             relay_broadcasts: true,
@@ -179,6 +195,14 @@ impl ListenOptions {
     /// register per-peer handlers and listeners here.
     pub fn on_connection(mut self, f: impl Fn(ConnectedPeer) + Send + Sync + 'static) -> Self {
         self.on_connection = Some(Arc::new(f));
+        self
+    }
+
+    /// Watch presence from embedding code: `f` sees every connect and disconnect (`topic:
+    /// None`) and every topic join and leave, on the shard where it happened. Take the
+    /// current state first with `PeerServer::connections` / `topic_members`.
+    pub fn on_presence(mut self, f: impl Fn(PresenceNotice) + Send + Sync + 'static) -> Self {
+        self.on_presence = Some(Arc::new(f));
         self
     }
 

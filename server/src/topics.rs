@@ -195,8 +195,19 @@ pub(crate) fn on_disconnect(conn: &Rc<Conn>) {
     announce_global(conn, PresenceChange::Leave);
 }
 
+fn notify_embedder(conn: &Rc<Conn>, topic: Option<&str>, change: PresenceChange) {
+    if let Some(f) = &conn.shard.shared.opts.on_presence {
+        f(crate::options::PresenceNotice {
+            topic: topic.map(str::to_string),
+            peer_id: conn.peer_id.to_string(),
+            joined: change == PresenceChange::Join,
+        });
+    }
+}
+
 /// Tell every shard about a global join/leave, if anyone watches.
 fn announce_global(conn: &Rc<Conn>, change: PresenceChange) {
+    notify_embedder(conn, None, change);
     // The directory has already changed; see the module doc for why checking the counter
     // after it is enough.
     if conn
@@ -486,6 +497,7 @@ fn leave_topic(conn: &Rc<Conn>, topic: &Arc<str>) {
 }
 
 fn announce_topic(conn: &Rc<Conn>, topic: &Arc<str>, shards: Vec<usize>, change: PresenceChange) {
+    notify_embedder(conn, Some(topic), change);
     for i in shards {
         let (t, p, s) = (topic.clone(), conn.peer_id.clone(), conn.session);
         if i == conn.shard.index {

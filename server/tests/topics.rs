@@ -659,3 +659,33 @@ fn subscriber_that_never_reads_is_closed_as_slow_consumer() {
         assert_eq!(code, Code::SlowConsumer.as_u16());
     }
 }
+
+#[test]
+fn embedding_code_sees_presence() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let srv = server(
+        ListenOptions::new("127.0.0.1:0")
+            .shards(2)
+            .on_presence(move |n| tx.lock().unwrap().send(n).unwrap()),
+    );
+    let addr = srv.local_addr().unwrap();
+    let mut p = RawPeer::connect(addr, Some("seen"));
+    join(&mut p, "lobby", 1);
+    drop(p);
+    let got: Vec<(Option<String>, String, bool)> = (0..4)
+        .map(|_| {
+            let n = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            (n.topic, n.peer_id, n.joined)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (None, "seen".into(), true),
+            (Some("lobby".into()), "seen".into(), true),
+            (Some("lobby".into()), "seen".into(), false),
+            (None, "seen".into(), false),
+        ]
+    );
+}
