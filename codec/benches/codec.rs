@@ -576,7 +576,7 @@ mod report {
              - Date: {date}\n\
              - Machine: {cores} vCPU ({virt}), kernel `{kernel}`, CPU `{cpu}`\n\
              - Load average (1/5/15 min) before / after the run: {load_before} / {load_after} \
-             (other builds share this VM; a load above ~1 means the numbers are contended)\n\
+             (the benchmark itself adds about 1; more means other builds on this VM competed for the 2 cores)\n\
              - Toolchain: `{rustc}`, peerd commit `{commit}`, bench profile (release, debug=1, \
              codegen-units=4)\n\
              - Criterion: sample_size 30, warm-up 0.5 s, measurement 2 s per benchmark; the \
