@@ -969,15 +969,17 @@ pub fn run_idle(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
 fn hold(adapter: &dyn Adapter, conns: &mut Vec<Connected>, d: Duration) -> Result<()> {
     use mio::{Events, Interest, Poll, Token};
     use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
     let mut poll = Poll::new()?;
-    let mut streams = Vec::with_capacity(conns.len());
+    // Register the sockets' own fds (no try_clone): a duplicate per connection would halve
+    // how many idle connections fit under the descriptor limit.
     for (i, c) in conns.iter().enumerate() {
-        let s = c.stream.try_clone()?;
-        s.set_nonblocking(true)?;
-        let mut s = mio::net::TcpStream::from_std(s);
-        poll.registry()
-            .register(&mut s, Token(i), Interest::READABLE)?;
-        streams.push(s);
+        c.stream.set_nonblocking(true)?;
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&c.stream.as_raw_fd()),
+            Token(i),
+            Interest::READABLE,
+        )?;
     }
     let mut events = Events::with_capacity(1024);
     let end = now_ns() + d.as_nanos() as u64;
@@ -988,7 +990,7 @@ fn hold(adapter: &dyn Adapter, conns: &mut Vec<Connected>, d: Duration) -> Resul
         for ev in events.iter() {
             let i = ev.token().0;
             loop {
-                match streams[i].read(&mut buf) {
+                match (&conns[i].stream).read(&mut buf) {
                     Ok(0) => {
                         closed[i] = true;
                         break;
@@ -1000,17 +1002,18 @@ fn hold(adapter: &dyn Adapter, conns: &mut Vec<Connected>, d: Duration) -> Resul
                                 let _ = adapter.encode_pong(&mut out, nonce);
                             }
                         });
-                        let _ = streams[i].write_all(&out);
+                        let _ = (&conns[i].stream).write_all(&out);
                     }
                     Err(_) => break,
                 }
             }
         }
     }
-    for s in streams.iter_mut() {
-        let _ = poll.registry().deregister(s);
+    for c in conns.iter() {
+        let _ = poll
+            .registry()
+            .deregister(&mut mio::unix::SourceFd(&c.stream.as_raw_fd()));
     }
-    drop(streams);
     let mut i = 0;
     conns.retain(|_| {
         i += 1;
