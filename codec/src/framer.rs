@@ -6,6 +6,9 @@ use crate::codec::split_frame;
 use crate::error::WireError;
 use crate::header::{Header, HEADER_LEN};
 
+/// Most bytes reserved ahead of data for an announced frame.
+const RESERVE_CAP: usize = 64 * 1024;
+
 /// Accumulates bytes from a stream and yields whole frames as `Bytes`.
 ///
 /// Each yielded `Bytes` is split off the internal buffer without copying and holds one whole
@@ -57,7 +60,11 @@ impl Framer {
                 // Make room for the rest of the frame in one allocation, now that the header
                 // told us (within the limit) how long it is.
                 if let Some(h) = Header::parse(&self.buf, self.max_body_len)? {
-                    self.buf.reserve(h.frame_len() - self.buf.len());
+                    // Capped: a header alone must not make us allocate up to the frame limit
+                    // (8 bytes from a peer would otherwise pin max_frame_len of memory).
+                    // Larger frames grow the buffer as their bytes actually arrive.
+                    let want = (h.frame_len() - self.buf.len()).min(RESERVE_CAP);
+                    self.buf.reserve(want);
                 }
                 Ok(None)
             }

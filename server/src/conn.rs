@@ -497,6 +497,13 @@ impl Conn {
                     );
                 }
             }
+            Frame::Event(ev) if codec::validate_name(ev.name.as_str()).is_err() => {
+                self.status(
+                    0,
+                    Code::InvalidArgument,
+                    "event name must be 1 to 128 bytes, no control characters",
+                );
+            }
             Frame::Event(ev) => match ev.peer.as_ref() {
                 Some(target) => crate::topics::direct_event(self, ev, target.as_str()),
                 None => {
@@ -546,6 +553,10 @@ impl Conn {
     }
 
     fn dispatch_request(self: &Rc<Self>, id: u64, method: &str, params: &[u8]) {
+        if let Err(e) = codec::validate_name(method) {
+            let _ = self.send_rpc_error(id, Code::InvalidArgument.as_u16(), &e.to_string());
+            return;
+        }
         if self.inflight.get() as usize >= self.shard.limits().max_inflight_per_conn {
             let _ = self.send_rpc_error(id, Code::Overloaded.as_u16(), "too many calls in flight");
             return;

@@ -471,3 +471,33 @@ fn assigned_ids_resume_only_with_their_token() {
     assert_eq!(again.peer_id, id);
     a.expect_close(Code::Replaced);
 }
+
+#[test]
+fn bad_method_and_event_names_get_invalid_argument() {
+    let srv = server(opts());
+    let mut p = RawPeer::connect(srv.local_addr().unwrap(), None);
+    let long = "m".repeat(129);
+    assert_eq!(
+        p.call(1, &long, b"").unwrap_err().0,
+        Code::InvalidArgument.as_u16()
+    );
+    assert_eq!(
+        p.call(2, "", b"").unwrap_err().0,
+        Code::InvalidArgument.as_u16()
+    );
+    p.send(&codec::Event {
+        name: "bad\nname".into(),
+        peer: None,
+        payload: b""[..].into(),
+    });
+    let code = p.recv_until(|f| match f {
+        Frame::Status(s) => Some(s.code.to_native()),
+        _ => None,
+    });
+    assert_eq!(code, Code::InvalidArgument.as_u16());
+    assert_eq!(
+        p.call(3, "echo", b"ok").unwrap(),
+        b"ok",
+        "the connection stays usable"
+    );
+}
