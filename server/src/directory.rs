@@ -120,6 +120,17 @@ impl Directory {
         out
     }
 
+    /// Every registered peer id, sorted.
+    pub fn sorted_ids(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .snapshot()
+            .into_iter()
+            .map(|(id, _, _)| id.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
     pub fn len(&self) -> usize {
         self.stripes
             .iter()

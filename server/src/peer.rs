@@ -183,16 +183,6 @@ impl Events<'_> {
 impl ConnectedPeer {
     /// Ids of every peer connected to this server, across all shards (sorted).
     pub fn connected_peers(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .conn
-            .shard
-            .shared
-            .directory
-            .snapshot()
-            .into_iter()
-            .map(|(id, _, _)| id.to_string())
-            .collect();
-        v.sort();
-        v
+        self.conn.shard.shared.directory.sorted_ids()
     }
 }

@@ -95,6 +95,26 @@ impl TopicIndex {
             .sum()
     }
 
+    /// Run `f` on the entry for `topic` under its stripe's write lock, creating the entry
+    /// (sized for `shards`) if it does not exist.
+    fn update<R>(
+        &self,
+        topic: &Arc<str>,
+        shards: usize,
+        f: impl FnOnce(&mut TopicEntry) -> R,
+    ) -> R {
+        let mut map = self
+            .stripe(topic)
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let e = map.entry(topic.clone()).or_insert_with(|| TopicEntry {
+            members: HashMap::new(),
+            per_shard: vec![0; shards],
+            watchers: vec![0; shards],
+        });
+        f(e)
+    }
+
     /// Shards that have members of `topic`.
     fn member_shards(&self, topic: &str) -> Vec<usize> {
         let map = self.stripe(topic).read().unwrap_or_else(|e| e.into_inner());
@@ -367,18 +387,7 @@ pub(crate) fn dispatch(conn: &Rc<Conn>, frame: Frame<'_>) {
         Frame::ListPeers(l) => {
             let peers = match codec::opt_str(&l.topic) {
                 Some(t) => conn.shard.shared.topics.members(t),
-                None => {
-                    let mut v: Vec<String> = conn
-                        .shard
-                        .shared
-                        .directory
-                        .snapshot()
-                        .into_iter()
-                        .map(|(id, _, _)| id.to_string())
-                        .collect();
-                    v.sort();
-                    v
-                }
+                None => conn.shard.shared.directory.sorted_ids(),
             };
             let _ = conn.queue_msg(&codec::PeerList {
                 req: l.req.to_native(),
@@ -431,23 +440,17 @@ fn join(conn: &Rc<Conn>, topic: &str) -> (Code, &'static str) {
     let index = &shard.shared.topics;
     let n = shard.shared.senders.len();
     let topic: Arc<str> = topic.into();
-    let notify = {
-        let mut map = index
-            .stripe(&topic)
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        let e = map.entry(topic.clone()).or_insert_with(|| TopicEntry {
-            members: HashMap::new(),
-            per_shard: vec![0; n],
-            watchers: vec![0; n],
-        });
+    let notify = index.update(&topic, n, |e| {
         if e.members.len() >= limits.max_members_per_topic as usize {
-            return (Code::LimitExceeded, "topic is full");
+            return None;
         }
         e.members
             .insert(conn.peer_id.clone(), (shard.index, conn.session));
         e.per_shard[shard.index] += 1;
-        TopicEntry::shards_with(&e.watchers)
+        Some(TopicEntry::shards_with(&e.watchers))
+    });
+    let Some(notify) = notify else {
+        return (Code::LimitExceeded, "topic is full");
     };
     conn.topics.borrow_mut().joined.insert(topic.clone());
     shard
@@ -595,24 +598,13 @@ fn watch(conn: &Rc<Conn>, topic: Option<&str>) -> (Code, &'static str) {
             let topic: Arc<str> = t.into();
             let n = shard.shared.senders.len();
             // Register and snapshot under one lock (module doc).
-            let members: Vec<(Arc<str>, u64)> = {
-                let mut map = shard
-                    .shared
-                    .topics
-                    .stripe(t)
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner());
-                let e = map.entry(topic.clone()).or_insert_with(|| TopicEntry {
-                    members: HashMap::new(),
-                    per_shard: vec![0; n],
-                    watchers: vec![0; n],
-                });
+            let members: Vec<(Arc<str>, u64)> = shard.shared.topics.update(&topic, n, |e| {
                 e.watchers[shard.index] += 1;
                 e.members
                     .iter()
                     .map(|(k, (_, s))| (k.clone(), *s))
                     .collect()
-            };
+            });
             conn.topics.borrow_mut().watched.insert(topic.clone());
             let mut peers: Vec<String> = members.iter().map(|(k, _)| k.to_string()).collect();
             peers.sort();
