@@ -98,17 +98,18 @@ pub struct MsgArgs {
     /// Payload bytes per message (at least 16: the send-time and sequence stamps).
     #[arg(long, default_value_t = 64)]
     pub payload: usize,
-    /// Seconds per measured window (idle: seconds to hold the connections).
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds per measured window (idle: seconds to hold the connections). Accepts a
+    /// plain number of seconds or a unit: 10s, 500ms, 2m.
+    #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
     pub duration: f64,
-    /// Warm-up seconds before the first window (discarded).
-    #[arg(long, default_value_t = 1.0)]
+    /// Warm-up seconds before the first window (discarded); units as for --duration.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_seconds)]
     pub warmup: f64,
     /// Measured windows, back to back; the report gives their spread.
     #[arg(long, default_value_t = 3)]
     pub repetitions: usize,
-    /// Seconds to wait for late answers after the last send.
-    #[arg(long, default_value_t = 2.0)]
+    /// Seconds to wait for late answers after the last send; units as for --duration.
+    #[arg(long, default_value_t = 2.0, value_parser = parse_seconds)]
     pub drain: f64,
     /// Loadgen worker threads (connections are spread over them).
     #[arg(long, default_value_t = 1)]
@@ -270,5 +271,43 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+}
+
+/// Parse a duration in seconds: `10`, `2.5`, `10s`, `500ms`, `2m`.
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 10, 10s, 500ms, 2m)"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("{s:?} must be a non-negative duration"));
+    }
+    Ok(v * scale)
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_seconds;
+
+    #[test]
+    fn durations_with_and_without_units() {
+        assert_eq!(parse_seconds("10"), Ok(10.0));
+        assert_eq!(parse_seconds("10s"), Ok(10.0));
+        assert_eq!(parse_seconds("2.5"), Ok(2.5));
+        assert_eq!(parse_seconds("500ms"), Ok(0.5));
+        assert_eq!(parse_seconds("2m"), Ok(120.0));
+        assert!(parse_seconds("ten").is_err());
+        assert!(parse_seconds("-1s").is_err());
     }
 }
