@@ -313,6 +313,40 @@ fn build_specs(
     })
 }
 
+/// What every scenario runner sets up before it measures.
+struct Prepared {
+    dir: PathBuf,
+    name: String,
+    started: u64,
+    environment: Environment,
+    target: Target,
+    lg_cores: Option<Vec<usize>>,
+    pin: Pinning,
+    warnings: Vec<String>,
+}
+
+/// Output paths, environment, the target server (spawned or external), core pinning and the
+/// pinning warnings, in the order the reports expect.
+fn prepare(scenario: &str, protocol: &str, a: &MsgArgs) -> Result<Prepared> {
+    let (dir, name) = output_paths(scenario, protocol, a)?;
+    let started = now_unix();
+    let environment = Environment::collect();
+    let target = setup_target(scenario, a)?;
+    let lg_cores = loadgen_cores(a, &target.server_cores)?;
+    let pin = pinning(a, &lg_cores, &target.server_cores);
+    let warnings = pinning_warnings(&pin, target.info.pid.is_some());
+    Ok(Prepared {
+        dir,
+        name,
+        started,
+        environment,
+        target,
+        lg_cores,
+        pin,
+        warnings,
+    })
+}
+
 fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -407,13 +441,16 @@ pub fn run_messages(
     }
     sys::raise_nofile();
     let adapter = pick_adapter(scenario, a)?;
-    let (dir, name) = output_paths(scenario, adapter.name(), a)?;
-    let started = now_unix();
-    let environment = Environment::collect();
-    let target = setup_target(scenario, a)?;
-    let lg_cores = loadgen_cores(a, &target.server_cores)?;
-    let pin = pinning(a, &lg_cores, &target.server_cores);
-    let mut warnings = pinning_warnings(&pin, target.info.pid.is_some());
+    let Prepared {
+        dir,
+        name,
+        started,
+        environment,
+        target,
+        lg_cores,
+        pin,
+        mut warnings,
+    } = prepare(scenario, adapter.name(), a)?;
 
     let modes: Vec<Mode> = if a.closed_loop {
         vec![Mode::Closed {
@@ -598,13 +635,16 @@ pub fn run_connect(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
         let ad: Arc<dyn Adapter> = Arc::from(adapter::by_name(name)?);
         ad
     };
-    let (dir, name) = output_paths(scenario, adapter.name(), a)?;
-    let started = now_unix();
-    let environment = Environment::collect();
-    let target = setup_target(scenario, a)?;
-    let lg_cores = loadgen_cores(a, &target.server_cores)?;
-    let pin = pinning(a, &lg_cores, &target.server_cores);
-    let mut warnings = pinning_warnings(&pin, target.info.pid.is_some());
+    let Prepared {
+        dir,
+        name,
+        started,
+        environment,
+        target,
+        lg_cores,
+        pin,
+        mut warnings,
+    } = prepare(scenario, adapter.name(), a)?;
     let mode = match a.rate {
         Some(rate) => Mode::Open { rate },
         None => Mode::Closed { pipeline: 1 },
@@ -796,16 +836,19 @@ pub fn run_idle(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
     let scenario = "idle";
     let adapter: Arc<dyn Adapter> =
         Arc::from(adapter::by_name(a.protocol.as_deref().unwrap_or("peerd"))?);
-    let (dir, name) = output_paths(scenario, adapter.name(), a)?;
-    let started = now_unix();
-    let environment = Environment::collect();
-    let target = setup_target(scenario, a)?;
-    let lg_cores = loadgen_cores(a, &target.server_cores)?;
+    let Prepared {
+        dir,
+        name,
+        started,
+        environment,
+        target,
+        lg_cores,
+        pin,
+        mut warnings,
+    } = prepare(scenario, adapter.name(), a)?;
     if let Some(c) = &lg_cores {
         sys::set_affinity(0, c)?;
     }
-    let pin = pinning(a, &lg_cores, &target.server_cores);
-    let mut warnings = pinning_warnings(&pin, target.info.pid.is_some());
     let pid = target.info.pid.filter(|_| target.echo.is_none());
     if pid.is_none() {
         warnings
