@@ -160,6 +160,18 @@ impl Shard {
         self.conns.borrow().get(&session).cloned()
     }
 
+    /// Queue `frame` to the peer with `session` on shard `target`: directly when that is
+    /// this shard, else by one inbox message. A peer that has left is skipped silently.
+    pub fn deliver(&self, target: usize, session: u64, frame: Bytes) {
+        if target == self.index {
+            if let Some(c) = self.conn(session) {
+                let _ = c.queue(frame);
+            }
+        } else {
+            let _ = self.shared.senders[target].send(ShardMsg::Deliver { session, frame });
+        }
+    }
+
     pub fn all_conns(&self) -> Vec<Rc<Conn>> {
         self.conns.borrow().values().cloned().collect()
     }

@@ -416,13 +416,7 @@ fn deliver<M: codec::Encode>(conn: &Rc<Conn>, shard: usize, session: u64, msg: &
     let Ok(frame) = conn.shard.encode(msg) else {
         return;
     };
-    if shard == conn.shard.index {
-        if let Some(c) = conn.shard.conn(session) {
-            let _ = c.queue(frame);
-        }
-    } else {
-        let _ = conn.shard.shared.senders[shard].send(ShardMsg::Deliver { session, frame });
-    }
+    conn.shard.deliver(shard, session, frame);
 }
 
 fn join(conn: &Rc<Conn>, topic: &str) -> (Code, &'static str) {
@@ -843,16 +837,7 @@ fn answer(
         }),
     };
     let Ok(frame) = frame else { return };
-    if caller_shard == shard.index {
-        if let Some(c) = shard.conn(caller_session) {
-            let _ = c.queue(frame);
-        }
-    } else {
-        let _ = shard.shared.senders[caller_shard].send(ShardMsg::Deliver {
-            session: caller_session,
-            frame,
-        });
-    }
+    shard.deliver(caller_shard, caller_session, frame);
 }
 
 /// An RpcResponse/RpcError from `conn`: if it answers a relayed call, forward it and return
