@@ -16,6 +16,8 @@
 //!   [`split_frame`] a byte stream into frames.
 //! - [`framer`]: [`Framer`], a streaming buffer that accepts bytes in any chunking and yields
 //!   whole frames as `Bytes`.
+//! - [`handshake`]: Hello -> Welcome | Reject as sans-io helpers for both sides
+//!   ([`handshake::ClientHandshake`], [`handshake::parse_hello`]).
 //! - [`code`]: [`Code`], the stable numeric error/close codes.
 //! - [`error`]: [`WireError`] (the peer sent bad bytes) and [`EncodeError`] (local misuse).
 //! - [`limits`]: protocol constants: versions, default limits, peer id and topic name rules.
@@ -33,6 +35,7 @@ pub mod codec;
 pub mod error;
 pub mod framer;
 pub mod frames;
+pub mod handshake;
 pub mod header;
 pub mod limits;
 
