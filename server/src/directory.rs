@@ -1,24 +1,20 @@
 //! The cross-shard peer directory: peer id -> (shard, session, resume token).
 //!
 //! This is the one structure every shard reads and writes, so it is shared (`Arc`) and
-//! synchronised. It is *striped*: 64 independent `RwLock<HashMap>`s, the stripe chosen by a
-//! hash of the peer id. Two shards contend only when they touch ids in the same stripe at
-//! the same instant, and the message path takes a stripe's *read* lock for one hash lookup
-//! (tens of nanoseconds, uncontended in the common case). Writes happen only on handshake,
-//! takeover and disconnect. There is no global lock: nothing ever holds two stripes.
+//! synchronised: a [`Striped`] map (see there for why striping). The message path takes one
+//! stripe's *read* lock for one hash lookup (tens of nanoseconds, uncontended in the common
+//! case). Writes happen only on handshake, takeover and disconnect.
 //!
 //! Correctness under races: every entry carries the session id that owns it, and
 //! [`Directory::release`] removes an entry only if it still belongs to the releasing
 //! session. So when a resumed session takes over an id, the old connection's late
 //! deregistration cannot remove the new owner.
 
-use std::collections::HashMap;
-use std::hash::BuildHasher;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use peerd_codec::Code;
 
-const STRIPES: usize = 64;
+use crate::striped::Striped;
 
 /// Where a peer lives.
 #[derive(Debug, Clone)]
@@ -29,8 +25,7 @@ pub(crate) struct Entry {
 }
 
 pub(crate) struct Directory {
-    stripes: Vec<RwLock<HashMap<Arc<str>, Entry>>>,
-    hasher: std::collections::hash_map::RandomState,
+    map: Striped<Entry>,
 }
 
 /// Outcome of a successful claim.
@@ -44,13 +39,8 @@ pub(crate) enum Claimed {
 impl Directory {
     pub fn new() -> Directory {
         Directory {
-            stripes: (0..STRIPES).map(|_| RwLock::new(HashMap::new())).collect(),
-            hasher: Default::default(),
+            map: Striped::new(),
         }
-    }
-
-    fn stripe(&self, id: &str) -> &RwLock<HashMap<Arc<str>, Entry>> {
-        &self.stripes[(self.hasher.hash_one(id) as usize) % STRIPES]
     }
 
     /// Claim `id` for a new session. A live holder is displaced only if `resume` equals its
@@ -61,82 +51,74 @@ impl Directory {
         entry: Entry,
         resume: Option<&[u8]>,
     ) -> Result<Claimed, Code> {
-        // A poisoned stripe means a shard panicked while holding it; the map itself is
-        // still consistent (every critical section is a single insert/remove), so go on.
-        let mut map = self.stripe(id).write().unwrap_or_else(|e| e.into_inner());
-        match map.get(id) {
+        self.map.write(id, |map| match map.get(id) {
             None => {
                 map.insert(id.clone(), entry);
                 Ok(Claimed::Fresh)
             }
             Some(old) => {
-                let matches = resume.is_some_and(|t| constant_time_eq(t, &old.token));
-                if !matches {
+                if !resume.is_some_and(|t| constant_time_eq(t, &old.token)) {
                     return Err(Code::PeerIdTaken);
                 }
                 let old = map.insert(id.clone(), entry).expect("present");
                 Ok(Claimed::TookOver(old))
             }
-        }
+        })
     }
 
     /// Take `id` over from its live holder if `resume` matches its token; never claims a
     /// free id. Used for server-assigned (numeric) ids, which a client may present only to
     /// resume: it must not be able to pick a numeric id that was never its own.
     pub fn take_over(&self, id: &Arc<str>, entry: Entry, resume: &[u8]) -> Option<Entry> {
-        let mut map = self.stripe(id).write().unwrap_or_else(|e| e.into_inner());
-        let old = map.get(id)?;
-        if !constant_time_eq(resume, &old.token) {
-            return None;
-        }
-        map.insert(id.clone(), entry)
+        self.map.write(id, |map| {
+            let old = map.get(id)?;
+            if !constant_time_eq(resume, &old.token) {
+                return None;
+            }
+            map.insert(id.clone(), entry)
+        })
     }
 
     /// Remove `id` if `session` still owns it. Returns whether it did.
     pub fn release(&self, id: &str, session: u64) -> bool {
-        let mut map = self.stripe(id).write().unwrap_or_else(|e| e.into_inner());
-        if map.get(id).is_some_and(|e| e.session == session) {
-            map.remove(id);
-            true
-        } else {
-            false
-        }
+        self.map.write(id, |map| {
+            if map.get(id).is_some_and(|e| e.session == session) {
+                map.remove(id);
+                true
+            } else {
+                false
+            }
+        })
     }
 
     /// Where `id` lives now.
     pub fn lookup(&self, id: &str) -> Option<(usize, u64)> {
-        let map = self.stripe(id).read().unwrap_or_else(|e| e.into_inner());
-        map.get(id).map(|e| (e.shard, e.session))
+        self.map.read(id, |e| e.map(|e| (e.shard, e.session)))
     }
 
-    /// Every registered peer: (id, shard, session). Not a consistent snapshot across
-    /// stripes, which is fine for listing: each entry was true when read.
+    /// Every registered peer: (id, shard, session), each entry true when read.
     pub fn snapshot(&self) -> Vec<(Arc<str>, usize, u64)> {
         let mut out = Vec::new();
-        for s in &self.stripes {
-            let map = s.read().unwrap_or_else(|e| e.into_inner());
-            out.extend(map.iter().map(|(k, e)| (k.clone(), e.shard, e.session)));
-        }
+        self.map
+            .for_each(|k, e| out.push((k.clone(), e.shard, e.session)));
         out
     }
 
     /// Every registered peer id, sorted.
     pub fn sorted_ids(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .snapshot()
-            .into_iter()
-            .map(|(id, _, _)| id.to_string())
-            .collect();
-        v.sort();
-        v
+        sorted(self.snapshot().into_iter().map(|(id, _, _)| id))
     }
 
     pub fn len(&self) -> usize {
-        self.stripes
-            .iter()
-            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.map.len()
     }
+}
+
+/// Peer ids as sorted strings (listings are sorted so that they are stable to compare).
+pub(crate) fn sorted(ids: impl Iterator<Item = Arc<str>>) -> Vec<String> {
+    let mut v: Vec<String> = ids.map(|id| id.to_string()).collect();
+    v.sort();
+    v
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -5,10 +5,15 @@
 //! - [`CallError`]: a server -> peer RPC failed (the peer answered with an error, went away,
 //!   or the deadline passed).
 //! - [`SendError`]: a frame could not be queued to a peer (closed, or too large).
+//! - `Refused` (crate-internal): what the server answers a peer's frame that it will not
+//!   carry out, with the wire code: sent back as Status, RpcError or, for a protocol
+//!   violation, Close. Every arm of the dispatch table refuses with this one type.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
-use peerd_codec::{Code, EncodeError};
+use peerd_codec::handshake::Refusal;
+use peerd_codec::{Code, EncodeError, WireError};
 
 /// `listen()` failed.
 #[derive(Debug, thiserror::Error)]
@@ -158,5 +163,50 @@ impl RpcFailure {
 impl From<CallError> for RpcFailure {
     fn from(e: CallError) -> RpcFailure {
         RpcFailure::new(e.code(), e.to_string())
+    }
+}
+
+/// A peer's frame refused: the code and reason the peer gets back. The peer is at fault
+/// (bad name, limit reached, not a member, ...) or the server cannot serve it now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {reason}", Code::describe(code.as_u16()))]
+pub(crate) struct Refused {
+    /// The wire code.
+    pub code: Code,
+    /// Why, for the peer.
+    pub reason: Cow<'static, str>,
+    /// A protocol violation: the connection is closed with `code` instead of answered.
+    pub closes: bool,
+}
+
+impl Refused {
+    /// Answer the frame with `code` and go on.
+    pub fn new(code: Code, reason: impl Into<Cow<'static, str>>) -> Refused {
+        Refused {
+            code,
+            reason: reason.into(),
+            closes: false,
+        }
+    }
+
+    /// Close the connection with `code`.
+    pub fn close(code: Code, reason: impl Into<Cow<'static, str>>) -> Refused {
+        Refused {
+            closes: true,
+            ..Refused::new(code, reason)
+        }
+    }
+}
+
+impl From<WireError> for Refused {
+    /// Bytes that are not a valid frame close the connection.
+    fn from(e: WireError) -> Refused {
+        Refused::close(e.code(), e.to_string())
+    }
+}
+
+impl From<Refusal> for Refused {
+    fn from(r: Refusal) -> Refused {
+        Refused::close(r.code, r.reason)
     }
 }

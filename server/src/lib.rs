@@ -3,37 +3,68 @@
 //! [`listen`] starts one glommio executor per shard, each pinned to a core and accepting on
 //! its own SO_REUSEPORT socket. A connection lives its whole life on the shard that
 //! accepted it: handshake, read loop, dispatch, outbound queue. Shards talk to each other
-//! only through flume inboxes; the one structure they share is the peer directory.
+//! only through flume inboxes; the structures they share are the peer directory and the
+//! topic index. `docs/ARCHITECTURE.md` draws the module map and follows one publish.
 //!
 //! # Layout
 //!
-//! - [`server`]: [`listen`], [`PeerServer`], the state shards share, start-up checks.
-//! - `shard`: one executor's state: connection map, receive-buffer pool, encode arena,
-//!   inbox, heartbeat, shutdown gate.
-//! - `conn`: one connection: receive buffer (none while idle), read loop, dispatch,
-//!   outbound queue with vectored writes, close and linger.
-//! - `handshake`: Hello -> Welcome | Reject, peer-id claims and takeovers.
-//! - `directory`: the striped cross-shard peer directory.
-//! - `topics`: topics, presence, direct messages, peer-to-peer RPC, signaling.
+//! Public API:
+//! - [`server`]: [`listen`], [`PeerServer`] (usable from any thread), start-up checks.
 //! - [`peer`]: [`ConnectedPeer`], the handle user code gets in `on_connection`.
-//! - [`options`]: [`ListenOptions`], [`Limits`], [`Endpoint`].
+//! - [`options`]: [`ListenOptions`], [`Limits`], [`Endpoint`], callback types.
+//! - [`request`]: [`Request`], [`EventRef`], [`HandlerFuture`].
 //! - [`error`]: [`ListenError`], [`CallError`], [`SendError`], [`RpcFailure`].
-//! - `stream`, `util`: the socket wrapper and shard-local primitives.
+//!
+//! A shard, from the socket up (each module imports only modules listed before it):
+//! - `stream`, `util`, `config`, `striped`, `msg`: the socket wrapper, shard-local
+//!   primitives, plain settings, the striped map, the cross-shard message type.
+//! - `directory`, `topic_index`, `shared`: what shards share (peer directory, topic
+//!   index, inbox senders, counters).
+//! - `inbound` (receive buffers, reads), `outbound` (send queue, vectored writes, the
+//!   shard's write set), `local` (what a connection needs of its shard).
+//! - `conn`: one connection and its state machine.
+//! - `members`, `watchers`, `relays`: a shard's topic members, presence watchers and
+//!   relayed calls (data); `shard`: the shard's state, holding them.
+//! - `route`: do a [`msg`]-typed piece of work here, or send it to the shard that must.
+//! - `presence`, `topics`, `p2p`, `signaling`: what peers do with each other.
+//! - `lifecycle`: tearing down closed connections and settling a shard after a batch.
+//! - `handshake` (Hello -> Welcome | Reject), `dispatch` (the table of client frames),
+//!   `executor` (a shard's tasks: accept, serve, inbox, heartbeat, shutdown).
 
+mod config;
 mod conn;
 mod directory;
+mod dispatch;
 pub mod error;
+mod executor;
 mod handshake;
+mod inbound;
+mod lifecycle;
+mod local;
+mod members;
+mod msg;
 pub mod options;
+mod outbound;
+mod p2p;
 pub mod peer;
+mod presence;
+mod relays;
+pub mod request;
+mod route;
 pub mod server;
 mod shard;
+mod shared;
+mod signaling;
 mod stream;
+mod striped;
+mod topic_index;
 mod topics;
 mod util;
+mod watchers;
 
 pub use error::{CallError, ListenError, RpcFailure, SendError};
 pub use options::{Endpoint, Limits, ListenOptions, PresenceNotice};
-pub use peer::{ConnectedPeer, EventRef, Request};
+pub use peer::ConnectedPeer;
 pub use peerd_codec::Code;
+pub use request::{EventRef, HandlerFuture, Request};
 pub use server::{listen, PeerInfo, PeerServer, ServerStats};

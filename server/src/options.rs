@@ -1,15 +1,19 @@
 //! `listen()` options.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::error::RpcFailure;
-use crate::peer::{ConnectedPeer, Request};
+use crate::config::Config;
+pub use crate::config::Limits;
+use crate::error::{ListenError, RpcFailure};
+use crate::peer::ConnectedPeer;
+pub use crate::request::HandlerFuture;
+use crate::request::Request;
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,44 +43,6 @@ impl std::fmt::Display for Endpoint {
         }
     }
 }
-
-/// Limits the server enforces. Defaults are documented on each field and in the README.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Largest frame body accepted from a peer (default 1 MiB). Larger -> Close{TooLarge}.
-    pub max_frame_len: u32,
-    /// Most concurrent connections across all shards (default 100 000). Past it a
-    /// connection is accepted, sent Reject{Overloaded}, closed and counted as dropped.
-    pub max_connections: usize,
-    /// Bytes queued toward one peer before it is closed as a slow consumer (default 8 MiB).
-    pub outbound_queue_bytes: usize,
-    /// Server-side handler calls in flight per connection before new ones are refused
-    /// with Overloaded (default 1024).
-    pub max_inflight_per_conn: usize,
-    /// Topics one peer may join (default 1024).
-    pub max_topics_per_peer: u32,
-    /// Members one topic may have (default 100 000).
-    pub max_members_per_topic: u32,
-    /// Longest topic name in bytes (default 128).
-    pub max_topic_len: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_frame_len: peerd_codec::DEFAULT_MAX_FRAME_LEN,
-            max_connections: 100_000,
-            outbound_queue_bytes: 8 << 20,
-            max_inflight_per_conn: 1024,
-            max_topics_per_peer: 1024,
-            max_members_per_topic: 100_000,
-            max_topic_len: peerd_codec::DEFAULT_MAX_TOPIC_LEN,
-        }
-    }
-}
-
-/// The future an RPC handler returns.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, RpcFailure>>>>;
 
 /// A server-wide RPC handler: runs on the shard of the calling peer. It must be `Send +
 /// Sync` because every shard shares it; the future it returns need not be `Send`.
@@ -131,6 +97,11 @@ pub struct ListenOptions {
     /// How long the executors spin looking for work before sleeping in the kernel (default
     /// 0: sleep at once). Spinning trades CPU for latency; see the README's tuning section.
     pub spin_before_park: Duration,
+    /// After closing a connection, how long to keep reading (and discarding) until the
+    /// peer closes too, so that unread input does not make the kernel reset the connection
+    /// and destroy the Close frame before the peer reads it (default 2 s). Shutdown waits
+    /// at most this long for peers to go.
+    pub close_linger: Duration,
     /// Limits.
     pub limits: Limits,
     pub(crate) on_connection: Option<OnConnection>,
@@ -154,6 +125,7 @@ impl Default for ListenOptions {
             heartbeat: Duration::from_secs(15),
             default_call_timeout: Duration::from_secs(30),
             spin_before_park: Duration::ZERO,
+            close_linger: Duration::from_secs(2),
             limits: Limits::default(),
             on_connection: None,
             on_presence: None,
@@ -233,4 +205,74 @@ impl ListenOptions {
         self.relay_broadcasts = on;
         self
     }
+}
+
+impl ListenOptions {
+    /// Refuse options that cannot work, before anything is started. `cpus` are the cores
+    /// this process may run on.
+    pub(crate) fn validate(&self, cpus: &[usize]) -> Result<(), ListenError> {
+        let bad = |m: String| Err(ListenError::InvalidOptions(m));
+        if self.shards == 0 {
+            return bad("shards must be at least 1".into());
+        }
+        for (name, d) in [
+            ("heartbeat", self.heartbeat),
+            ("handshake_timeout", self.handshake_timeout),
+            ("default_call_timeout", self.default_call_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(format!("{name} must be greater than 0"));
+            }
+        }
+        if self.backlog == 0 {
+            return bad("backlog must be at least 1".into());
+        }
+        self.limits.validate().or_else(bad)?;
+        if self.pin {
+            if let Some(core) = self.cores.iter().find(|c| !cpus.contains(c)) {
+                return bad(format!(
+                    "core {core} is not available to this process (allowed: {cpus:?})"
+                ));
+            }
+            if self.cores.is_empty() && self.shards > cpus.len() {
+                return bad(format!(
+                    "{} shards but only {} cores are available to this process; \
+                     use fewer shards, name cores to share, or turn pinning off",
+                    self.shards,
+                    cpus.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The plain settings shards run with.
+    pub(crate) fn config(&self) -> Config {
+        Config {
+            limits: self.limits.clone(),
+            handshake_timeout: self.handshake_timeout,
+            heartbeat: self.heartbeat,
+            default_call_timeout: self.default_call_timeout,
+            close_linger: self.close_linger,
+            relay_broadcasts: self.relay_broadcasts,
+        }
+    }
+
+    /// The user callbacks, shared by every shard.
+    pub(crate) fn hooks(&self) -> Hooks {
+        Hooks {
+            on_connection: self.on_connection.clone(),
+            on_presence: self.on_presence.clone(),
+            handlers: self.handlers.iter().cloned().collect(),
+            authenticator: self.authenticator.clone(),
+        }
+    }
+}
+
+/// The callbacks embedding code registered, as the shards use them.
+pub(crate) struct Hooks {
+    pub on_connection: Option<OnConnection>,
+    pub on_presence: Option<OnPresence>,
+    pub handlers: HashMap<String, SharedHandler>,
+    pub authenticator: Option<Authenticator>,
 }

@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,30 +10,7 @@ use peerd_codec::{self as codec, Code};
 
 use crate::conn::Conn;
 use crate::error::{CallError, RpcFailure, SendError};
-
-/// An incoming RPC request, as a handler sees it.
-#[derive(Debug, Clone)]
-pub struct Request {
-    /// The caller's request id.
-    pub id: u64,
-    /// The method called.
-    pub method: Box<str>,
-    /// The calling peer for a relayed peer-to-peer call; `None` when the peer on this
-    /// connection called the server.
-    pub from: Option<Arc<str>>,
-    /// The parameters: one copy out of the receive buffer, so the handler may hold them
-    /// across awaits.
-    pub params: Bytes,
-}
-
-/// An event as a listener sees it, borrowed from the receive buffer (no copy).
-#[derive(Debug, Clone, Copy)]
-pub struct EventRef<'a> {
-    /// The event name.
-    pub name: &'a str,
-    /// The payload.
-    pub payload: &'a [u8],
-}
+use crate::request::{EventRef, Request};
 
 /// The server side of one connected peer. Lives on the peer's shard (`!Send`): handlers,
 /// listeners and calls run there. Cloning is cheap (a reference count).
@@ -70,7 +46,7 @@ impl ConnectedPeer {
 
     /// The shard this peer lives on.
     pub fn shard(&self) -> usize {
-        self.conn.shard.index
+        self.conn.local.index
     }
 
     /// Whether the connection is still active.
@@ -88,7 +64,9 @@ impl ConnectedPeer {
         Events(self)
     }
 
-    /// Call `f` with the close code once the peer is gone (at once if it already is).
+    /// Call `f` with the close code once the peer is gone (at once if it already is). The
+    /// peer is gone once the server has torn the connection down: after `disconnect()`,
+    /// that happens when the current batch of work on the shard ends, not inside the call.
     pub fn on_disconnected(&self, f: impl FnOnce(u16) + 'static) {
         self.conn.add_on_disconnect(Box::new(f));
     }
@@ -101,7 +79,6 @@ impl ConnectedPeer {
     /// Close this peer with a chosen code and reason. Idempotent.
     pub fn close_with(&self, code: Code, reason: &str) {
         self.conn.close(code, reason);
-        self.conn.shard.flush_dirty();
     }
 }
 
@@ -127,7 +104,7 @@ impl Rpc<'_> {
         method: &str,
         params: &[u8],
     ) -> impl Future<Output = Result<Bytes, CallError>> + 'static {
-        let t = self.0.conn.shard.shared.opts.default_call_timeout;
+        let t = self.0.conn.local.shared.config.default_call_timeout;
         self.call_with_timeout(method, params, t)
     }
 
@@ -141,8 +118,8 @@ impl Rpc<'_> {
         timeout: Duration,
     ) -> impl Future<Output = Result<Bytes, CallError>> + 'static {
         let conn = self.0.conn.clone();
-        let started = conn.start_call(method, None, params, timeout);
-        conn.shard.flush_dirty();
+        let started = conn.start_call(method, params, timeout);
+        conn.local.writes.flush();
         async move {
             let (id, rx) = started?;
             let r = glommio::timer::timeout(timeout, async { Ok(rx.await) }).await;
@@ -170,7 +147,7 @@ impl Events<'_> {
             peer: None,
             payload: Cow::Borrowed(payload),
         })?;
-        conn.shard.flush_dirty();
+        conn.local.writes.flush();
         Ok(())
     }
 
@@ -183,6 +160,6 @@ impl Events<'_> {
 impl ConnectedPeer {
     /// Ids of every peer connected to this server, across all shards (sorted).
     pub fn connected_peers(&self) -> Vec<String> {
-        self.conn.shard.shared.directory.sorted_ids()
+        self.conn.local.shared.directory.sorted_ids()
     }
 }

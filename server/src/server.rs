@@ -1,79 +1,20 @@
 //! `listen()` and [`PeerServer`]: starting shards, the state they share, shutting down.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
-use peerd_codec::{self as codec, Code, EncodeError};
+use peerd_codec::{self as codec, EncodeError};
 
-use crate::directory::Directory;
 use crate::error::{ListenError, SendError};
+use crate::executor;
+use crate::msg::ShardMsg;
 use crate::options::{Endpoint, ListenOptions};
-use crate::shard::{self, ListenerSource, ShardMsg};
-
-/// State shared by all shards. Only what must cross threads lives here, each piece `Arc` or
-/// atomic for that reason: the inbox senders (any shard may message any other), the peer
-/// directory (any shard may route to any peer), and counters read by `PeerServer`.
-pub(crate) struct Shared {
-    pub opts: ListenOptions,
-    pub senders: Vec<flume::Sender<ShardMsg>>,
-    pub directory: Directory,
-    pub topics: crate::topics::TopicIndex,
-    conn_count: AtomicUsize,
-    dropped: AtomicU64,
-    pub accept_errors: AtomicU64,
-    next_peer: AtomicU64,
-    next_session: AtomicU64,
-    pub stopping: std::sync::atomic::AtomicBool,
-}
-
-impl Shared {
-    pub fn next_session(&self) -> u64 {
-        self.next_session.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub fn assign_peer_id(&self) -> String {
-        self.next_peer.fetch_add(1, Ordering::Relaxed).to_string()
-    }
-
-    /// Count a new connection against `max_connections`.
-    pub fn try_admit(&self) -> bool {
-        let max = self.opts.limits.max_connections;
-        let prev = self.conn_count.fetch_add(1, Ordering::AcqRel);
-        if prev >= max {
-            self.conn_count.fetch_sub(1, Ordering::AcqRel);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    pub fn connection_ended(&self) {
-        self.conn_count.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// One message per shard, not one per peer; the frame is shared by reference count.
-    pub fn broadcast_frame(&self, frame: Bytes, exclude_session: u64) {
-        for tx in &self.senders {
-            let _ = tx.send(ShardMsg::Broadcast {
-                frame: frame.clone(),
-                exclude: exclude_session,
-            });
-        }
-    }
-
-    pub fn kick(&self, shard: usize, session: u64, code: Code, reason: &'static str) {
-        let _ = self.senders[shard].send(ShardMsg::Kick {
-            session,
-            code,
-            reason,
-        });
-    }
-}
+use crate::shared::Shared;
 
 /// A connected peer as seen from any thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +47,7 @@ pub struct ServerStats {
 pub struct PeerServer {
     shared: Arc<Shared>,
     threads: Mutex<Option<Vec<glommio::ExecutorJoinHandle<()>>>>,
-    unix_acceptor: Mutex<Option<(std::os::fd::RawFd, std::thread::JoinHandle<()>)>>,
+    unix_acceptor: Mutex<Option<UnixAcceptor>>,
     local_addr: Option<SocketAddr>,
     endpoint: Endpoint,
 }
@@ -136,7 +77,7 @@ impl PeerServer {
 
     /// Number of shards.
     pub fn shards(&self) -> usize {
-        self.shared.senders.len()
+        self.shared.shards()
     }
 
     /// Every handshaken peer across all shards.
@@ -158,12 +99,12 @@ impl PeerServer {
 
     /// Open connections (handshaking ones included).
     pub fn connection_count(&self) -> usize {
-        self.shared.conn_count.load(Ordering::Acquire)
+        self.shared.connection_count()
     }
 
     /// Connections refused because the server was at `max_connections` (Node's `drop`).
     pub fn dropped_connections(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
+        self.shared.dropped()
     }
 
     /// Send event `name` to every connected peer (as Broadcast with no origin). Encoded
@@ -188,7 +129,8 @@ impl PeerServer {
             peer: None,
             payload: payload.into(),
         })?;
-        let _ = self.shared.senders[shard].send(ShardMsg::Deliver { session, frame });
+        self.shared
+            .send(shard, ShardMsg::Deliver { session, frame });
         Ok(true)
     }
 
@@ -201,7 +143,7 @@ impl PeerServer {
             direct: false,
             payload: payload.into(),
         })?;
-        crate::topics::fan_out_from_any_thread(&self.shared, topic, frame);
+        self.shared.publish_frame(topic, frame);
         Ok(())
     }
 
@@ -217,7 +159,8 @@ impl PeerServer {
             direct: true,
             payload: payload.into(),
         })?;
-        let _ = self.shared.senders[shard].send(ShardMsg::Deliver { session, frame });
+        self.shared
+            .send(shard, ShardMsg::Deliver { session, frame });
         Ok(true)
     }
 
@@ -233,7 +176,7 @@ impl PeerServer {
             peers: self.shared.directory.len(),
             topics: self.shared.topics.len(),
             dropped: self.dropped_connections(),
-            accept_errors: self.shared.accept_errors.load(Ordering::Relaxed),
+            accept_errors: self.shared.accept_errors(),
         }
     }
 
@@ -245,6 +188,10 @@ impl PeerServer {
 
     /// Like [`close`](Self::close), but first give in-flight server-side handlers up to
     /// `drain` to finish and answer.
+    ///
+    /// Works from any thread. Called from one of this server's own shards (inside a
+    /// handler, say), it cannot wait for that shard to stop without deadlocking: it starts
+    /// the shutdown, returns at once, and a helper thread waits for the shards to stop.
     pub fn close_graceful(&self, drain: Duration) {
         let Some(threads) = self
             .threads
@@ -254,25 +201,35 @@ impl PeerServer {
         else {
             return;
         };
-        if let Some((fd, t)) = self
+        let acceptor = self
             .unix_acceptor
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            self.shared.stopping.store(true, Ordering::Release);
-            // Wakes the blocked accept(2) with EINVAL.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-            let _ = t.join();
+            .take();
+        if let Some(a) = &acceptor {
+            a.stop();
         }
-        for tx in &self.shared.senders {
-            let _ = tx.send(ShardMsg::Shutdown { drain });
+        for i in 0..self.shared.shards() {
+            self.shared.send(i, ShardMsg::Shutdown { drain });
         }
-        for t in threads {
-            let _ = t.join();
-        }
-        if let Endpoint::Unix(p) = &self.endpoint {
-            let _ = std::fs::remove_file(p);
+        let endpoint = self.endpoint.clone();
+        let wait = move || {
+            if let Some(a) = acceptor {
+                a.join();
+            }
+            for t in threads {
+                let _ = t.join();
+            }
+            if let Endpoint::Unix(p) = &endpoint {
+                let _ = std::fs::remove_file(p);
+            }
+        };
+        if executor::on_own_shard(&self.shared) {
+            let _ = std::thread::Builder::new()
+                .name("peerd-close".into())
+                .spawn(wait);
+        } else {
+            wait();
         }
     }
 
@@ -376,37 +333,48 @@ fn bind_tcp(
     Ok((bound, fds))
 }
 
+/// The cores this process may run on (its CPU affinity, as `taskset` or a cgroup set it).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for this thread.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) }
+            == 0;
+    let cpus: Vec<usize> = if ok {
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if cpus.is_empty() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (0..n).collect()
+    } else {
+        cpus
+    }
+}
+
 /// Start a server. Returns once every shard is accepting.
+///
+/// Every option is checked before anything starts: on an error no thread, socket or file
+/// is left behind.
 pub fn listen(opts: ListenOptions) -> Result<PeerServer, ListenError> {
-    if opts.shards == 0 {
-        return Err(ListenError::InvalidOptions(
-            "shards must be at least 1".into(),
-        ));
-    }
-    if opts.heartbeat.is_zero() || opts.handshake_timeout.is_zero() {
-        return Err(ListenError::InvalidOptions(
-            "heartbeat and handshake_timeout must be > 0".into(),
-        ));
-    }
+    let cpus = allowed_cpus();
+    opts.validate(&cpus)?;
     preflight()?;
     let n = opts.shards;
-    let cores: Vec<usize> = if opts.cores.is_empty() {
-        (0..n).collect()
+    // Default pinning: shard i on the i-th core this process may use.
+    let cores = if opts.cores.is_empty() {
+        cpus
     } else {
         opts.cores.clone()
     };
-    let online = std::thread::available_parallelism()
-        .map(|c| c.get())
-        .unwrap_or(1);
     let mut unix_listener = None;
-    let (local_addr, mut sources): (Option<SocketAddr>, Vec<ListenerSource>) = match &opts.endpoint
-    {
+    let (local_addr, mut tcp_fds): (Option<SocketAddr>, Vec<OwnedFd>) = match &opts.endpoint {
         Endpoint::Tcp(a) => {
             let (addr, fds) = bind_tcp(a, n, opts.backlog)?;
-            (
-                Some(addr),
-                fds.into_iter().map(ListenerSource::Tcp).collect(),
-            )
+            (Some(addr), fds)
         }
         Endpoint::Unix(p) => {
             // A socket file whose listener is alive refuses to be replaced; a stale one
@@ -417,12 +385,12 @@ pub fn listen(opts: ListenOptions) -> Result<PeerServer, ListenError> {
                 }
                 let _ = std::fs::remove_file(p);
             }
-            let l = std::os::unix::net::UnixListener::bind(p).map_err(|e| ListenError::Bind {
+            let l = UnixListener::bind(p).map_err(|e| ListenError::Bind {
                 addr: format!("unix:{}", p.display()),
                 source: e,
             })?;
             unix_listener = Some(l);
-            (None, (0..n).map(|_| ListenerSource::None).collect())
+            (None, Vec::new())
         }
     };
     let mut senders = Vec::with_capacity(n);
@@ -432,35 +400,21 @@ pub fn listen(opts: ListenOptions) -> Result<PeerServer, ListenError> {
         senders.push(tx);
         receivers.push(rx);
     }
-    let endpoint = opts.endpoint.clone();
-    let spin = opts.spin_before_park;
-    let pin = opts.pin;
-    let shared = Arc::new(Shared {
-        opts,
-        senders,
-        directory: Directory::new(),
-        topics: crate::topics::TopicIndex::new(),
-        conn_count: AtomicUsize::new(0),
-        dropped: AtomicU64::new(0),
-        accept_errors: AtomicU64::new(0),
-        next_peer: AtomicU64::new(1),
-        next_session: AtomicU64::new(1),
-        stopping: Default::default(),
-    });
+    let shared = Arc::new(Shared::new(opts.config(), senders));
+    let hooks = Arc::new(opts.hooks());
     let mut threads = Vec::with_capacity(n);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<(usize, Result<(), String>)>();
-    for (i, rx) in receivers.into_iter().enumerate().rev() {
-        let source = sources.pop().expect("one source per shard");
-        let shared = shared.clone();
-        let ready = ready_tx.clone();
-        let placement = if pin {
-            let core = cores[i % cores.len()];
-            if core >= online {
-                return Err(ListenError::InvalidOptions(format!(
-                    "core {core} does not exist (this machine has {online})"
-                )));
-            }
-            Placement::Fixed(core)
+    let mut failure = None;
+    // Each shard says when its executor is running: creating one (its io_uring rings)
+    // happens on the new thread, and a failure there shows only as the thread ending.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
+    for (i, rx) in receivers.into_iter().enumerate() {
+        let listener = if tcp_fds.is_empty() {
+            None
+        } else {
+            Some(tcp_fds.remove(0))
+        };
+        let placement = if opts.pin {
+            Placement::Fixed(cores[i % cores.len()])
         } else {
             Placement::Unbound
         };
@@ -469,45 +423,48 @@ pub fn listen(opts: ListenOptions) -> Result<PeerServer, ListenError> {
             // peerd does no file IO through glommio's registered DMA buffers; keep the
             // locked-memory footprint to the rings.
             .io_memory(128 << 10);
-        if !spin.is_zero() {
-            b = b.spin_before_park(spin);
+        if !opts.spin_before_park.is_zero() {
+            b = b.spin_before_park(opts.spin_before_park);
         }
-        let handle = b
-            .spawn(move || async move {
-                let _ = ready.send((i, Ok(())));
-                drop(ready);
-                shard::run(i, shared, source, rx).await;
-            })
-            .map_err(|e| classify_glommio_error(i, e))?;
-        threads.push(handle);
-    }
-    drop(ready_tx);
-    let mut failure = None;
-    for _ in 0..n {
-        match ready_rx.recv() {
-            Ok((_, Ok(()))) => {}
-            Ok((i, Err(detail))) => failure = Some(ListenError::Shard { shard: i, detail }),
-            Err(_) => {
-                failure = Some(ListenError::Shard {
-                    shard: 0,
-                    detail: "shard thread exited during start-up".into(),
-                });
+        let (shared, hooks, ready) = (shared.clone(), hooks.clone(), ready_tx.clone());
+        match b.spawn(move || async move {
+            let _ = ready.send(i);
+            drop(ready);
+            executor::run(i, shared, hooks, listener, rx).await
+        }) {
+            Ok(h) => threads.push(h),
+            Err(e) => {
+                failure = Some(classify_glommio_error(i, e));
                 break;
             }
         }
     }
-    let unix_acceptor = unix_listener.map(|l| spawn_unix_acceptor(l, shared.clone()));
+    drop(ready_tx);
+    for _ in 0..threads.len() {
+        if ready_rx.recv().is_err() {
+            failure.get_or_insert(ListenError::Shard {
+                shard: 0,
+                detail: "a shard thread exited during start-up (could its io_uring be \
+                         created? see the kernel log and `ulimit -l`)"
+                    .into(),
+            });
+            break;
+        }
+    }
+    let unix_acceptor = unix_listener.map(|l| UnixAcceptor::spawn(l, shared.clone()));
     let server = PeerServer {
         shared,
         threads: Mutex::new(Some(threads)),
         unix_acceptor: Mutex::new(unix_acceptor),
         local_addr,
-        endpoint,
+        endpoint: opts.endpoint.clone(),
     };
     if let Some(e) = failure {
+        // Stop the shards that did start, and free the address.
         server.close();
         return Err(e);
     }
+    tracing::info!(endpoint = %server.endpoint_string(), shards = n, "listening");
     Ok(server)
 }
 
@@ -527,30 +484,58 @@ fn classify_glommio_error(shard: usize, e: glommio::GlommioError<()>) -> ListenE
 
 /// Unix sockets have no SO_REUSEPORT load balancing, so one plain thread accepts and deals
 /// connections round-robin to the shards, which adopt the fd into their executor.
-fn spawn_unix_acceptor(
-    l: std::os::unix::net::UnixListener,
-    shared: Arc<Shared>,
-) -> (std::os::fd::RawFd, std::thread::JoinHandle<()>) {
-    use std::os::fd::AsRawFd;
-    let fd = l.as_raw_fd();
-    let t = std::thread::Builder::new()
-        .name("peerd-unix-accept".into())
-        .spawn(move || {
-            let mut next = 0usize;
-            loop {
-                match l.accept() {
-                    Ok((s, _)) => {
-                        if shared.stopping.load(Ordering::Acquire) {
-                            return;
+///
+/// The listener is shared (`Arc`) between the thread and the server: `stop` shuts it down
+/// to wake the blocked accept(2), and because the server still holds it, its fd cannot
+/// have been closed and reused by another socket in the meantime.
+struct UnixAcceptor {
+    listener: Arc<UnixListener>,
+    stopping: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl UnixAcceptor {
+    fn spawn(l: UnixListener, shared: Arc<Shared>) -> UnixAcceptor {
+        let listener = Arc::new(l);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (l, stop) = (listener.clone(), stopping.clone());
+        let thread = std::thread::Builder::new()
+            .name("peerd-unix-accept".into())
+            .spawn(move || {
+                let mut next = 0usize;
+                loop {
+                    match l.accept() {
+                        Ok((s, _)) => {
+                            if stop.load(Ordering::Acquire) {
+                                return;
+                            }
+                            shared.send(next, ShardMsg::Adopt(OwnedFd::from(s)));
+                            next = (next + 1) % shared.shards();
                         }
-                        let _ = shared.senders[next].send(ShardMsg::Adopt(OwnedFd::from(s)));
-                        next = (next + 1) % shared.senders.len();
+                        Err(_) if stop.load(Ordering::Acquire) => return,
+                        Err(e) => {
+                            shared.accept_failed();
+                            tracing::warn!(error = %e, "unix accept failed; retrying in 10 ms");
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
                     }
-                    Err(_) if shared.stopping.load(Ordering::Acquire) => return,
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
-            }
-        })
-        .expect("spawn unix acceptor thread");
-    (fd, t)
+            })
+            .expect("spawn unix acceptor thread");
+        UnixAcceptor {
+            listener,
+            stopping,
+            thread,
+        }
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        // Wakes the blocked accept(2) with EINVAL.
+        crate::stream::shutdown(self.listener.as_raw_fd());
+    }
+
+    fn join(self) {
+        let _ = self.thread.join();
+    }
 }

@@ -71,17 +71,20 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<O
     }
 }
 
-/// Non-blocking single send, for the few bytes written before a connection is set up.
-pub(crate) fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<Option<usize>> {
-    send_vectored(fd, &[io::IoSlice::new(buf)])
-}
-
 /// Shut both directions. Wakes a read pending on the socket (it sees end-of-stream), and
 /// sends FIN after whatever the kernel already holds.
 pub(crate) fn shutdown(fd: RawFd) {
     // SAFETY: shutdown on an fd we own; errors (already shut, not connected) are harmless.
     unsafe {
         libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
+
+/// Shut the write side: FIN after whatever the kernel already holds.
+pub(crate) fn shutdown_write(fd: RawFd) {
+    // SAFETY: shutdown on an fd we own; errors (already shut, reset) are harmless.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_WR);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Small shard-local primitives: a one-shot channel and a single-waiter notification.
 //! Shard-local means `Rc`/`Cell`, no atomics: these never cross threads.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -71,6 +71,35 @@ impl<T> Future for OneshotRx<T> {
     }
 }
 
+/// Wakes one waiting task; a notification sent while nobody waits is kept until the next
+/// wait (so a wake-up can never be lost between a check and the wait).
+#[derive(Default)]
+pub(crate) struct Notify {
+    pending: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Notify {
+    pub fn notify(&self) {
+        self.pending.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// Resolves once `notify` has been called since the last wait returned.
+    pub fn notified(&self) -> impl Future<Output = ()> + '_ {
+        futures_lite::future::poll_fn(move |cx| {
+            if self.pending.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +113,17 @@ mod tests {
         let (tx, rx) = oneshot::<u32>();
         drop(tx);
         assert_eq!(block_on(rx), None);
+    }
+
+    #[test]
+    fn notify_is_kept_until_waited_for() {
+        let n = Notify::default();
+        n.notify();
+        block_on(n.notified());
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut wait = std::pin::pin!(n.notified());
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        n.notify();
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
     }
 }

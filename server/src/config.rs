@@ -1,0 +1,99 @@
+//! Plain settings every layer reads: [`Limits`] and the timing knobs of [`Config`].
+//!
+//! Kept apart from `options` (which also holds user callbacks that name `ConnectedPeer`) so
+//! that the connection layer can read its limits without depending on the public API
+//! above it.
+
+use std::time::Duration;
+
+/// Limits the server enforces. Defaults are documented on each field and in the README.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame body accepted from a peer (default 1 MiB). Larger -> Close{TooLarge}.
+    pub max_frame_len: u32,
+    /// Most concurrent connections across all shards (default 100 000). Past it a
+    /// connection is accepted, sent Reject{Overloaded}, closed and counted as dropped.
+    pub max_connections: usize,
+    /// Bytes queued toward one peer before it is closed as a slow consumer (default 8 MiB).
+    pub outbound_queue_bytes: usize,
+    /// Server-side handler calls in flight per connection before new ones are refused
+    /// with Overloaded (default 1024).
+    pub max_inflight_per_conn: usize,
+    /// Topics one peer may join (default 1024).
+    pub max_topics_per_peer: u32,
+    /// Members one topic may have (default 100 000).
+    pub max_members_per_topic: u32,
+    /// Longest topic name in bytes (default 128).
+    pub max_topic_len: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_frame_len: peerd_codec::DEFAULT_MAX_FRAME_LEN,
+            max_connections: 100_000,
+            outbound_queue_bytes: 8 << 20,
+            max_inflight_per_conn: 1024,
+            max_topics_per_peer: 1024,
+            max_members_per_topic: 100_000,
+            max_topic_len: peerd_codec::DEFAULT_MAX_TOPIC_LEN,
+        }
+    }
+}
+
+/// Smallest `max_frame_len` that makes sense: a Hello may be this large, so a smaller
+/// limit would refuse frames the handshake itself allows.
+pub(crate) const MIN_FRAME_LEN: u32 = 1024;
+
+impl Limits {
+    /// Refuse limits that cannot work, naming the field.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("max_connections", self.max_connections as u64),
+            ("outbound_queue_bytes", self.outbound_queue_bytes as u64),
+            ("max_inflight_per_conn", self.max_inflight_per_conn as u64),
+            ("max_topics_per_peer", self.max_topics_per_peer as u64),
+            ("max_members_per_topic", self.max_members_per_topic as u64),
+            ("max_topic_len", self.max_topic_len as u64),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("limits.{name} must be at least 1"));
+            }
+        }
+        if self.max_frame_len < MIN_FRAME_LEN {
+            return Err(format!(
+                "limits.max_frame_len must be at least {MIN_FRAME_LEN} bytes (got {})",
+                self.max_frame_len
+            ));
+        }
+        Ok(())
+    }
+
+    /// The limits as announced to the client in Welcome.
+    pub(crate) fn wire(&self) -> peerd_codec::Limits {
+        peerd_codec::Limits {
+            max_frame_len: self.max_frame_len,
+            max_topics_per_peer: self.max_topics_per_peer,
+            max_members_per_topic: self.max_members_per_topic,
+            max_topic_len: self.max_topic_len,
+            outbound_queue_bytes: self.outbound_queue_bytes.min(u32::MAX as usize) as u32,
+        }
+    }
+}
+
+/// The settings shards run with, copied out of `ListenOptions` at start.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub limits: Limits,
+    pub handshake_timeout: Duration,
+    pub heartbeat: Duration,
+    pub default_call_timeout: Duration,
+    pub close_linger: Duration,
+    pub relay_broadcasts: bool,
+}
+
+/// Milliseconds for a u32 wire field, saturating.
+pub(crate) fn millis_u32(d: Duration) -> u32 {
+    d.as_millis().min(u32::MAX as u128) as u32
+}

@@ -1,0 +1,288 @@
+//! The dispatch table: every frame a client may send, handled in one `match`.
+//!
+//! Each arm checks its input the same way ([`check_name`], [`check_topic`]) and either
+//! succeeds or refuses with one type, [`Refused`], carrying the wire code. How a refusal
+//! reaches the peer depends only on the frame: a request with an id gets RpcError, a frame
+//! with a `req` gets Status{req}, an Event or Broadcast gets Status{0}; a refusal marked
+//! `closes` (a protocol violation) closes the connection instead.
+
+use std::borrow::Cow;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use peerd_codec::{self as codec, ArchivedRpcRequest, Code, Frame};
+
+use crate::conn::Conn;
+use crate::error::{CallError, Refused, RpcFailure};
+use crate::lifecycle::settle;
+use crate::p2p;
+use crate::peer::ConnectedPeer;
+use crate::presence;
+use crate::request::{EventRef, HandlerFuture, Request};
+use crate::shard::Shard;
+use crate::signaling;
+use crate::topics;
+
+/// An RPC method or event name.
+fn check_name(name: &str) -> Result<(), Refused> {
+    codec::validate_name(name).map_err(|e| Refused::new(Code::InvalidArgument, e.to_string()))
+}
+
+/// A topic or room name, against the server's length limit.
+fn check_topic(shard: &Shard, topic: &str) -> Result<(), Refused> {
+    codec::validate_topic(topic, shard.local.limits().max_topic_len)
+        .map_err(|_| Refused::new(Code::InvalidArgument, "invalid topic name"))
+}
+
+fn check_opt_topic(shard: &Shard, topic: Option<&str>) -> Result<(), Refused> {
+    topic.map_or(Ok(()), |t| check_topic(shard, t))
+}
+
+/// Answer a frame that carries `req` with Status: Ok when asked for (req != 0), the code
+/// of a refusal always. A refusal that closes is handed up.
+fn reply_status(conn: &Conn, req: u64, result: Result<(), Refused>) -> Result<(), Refused> {
+    match result {
+        Ok(()) => conn.status(req, Code::Ok, ""),
+        Err(e) if e.closes => return Err(e),
+        Err(e) => conn.status(req, e.code, &e.reason),
+    }
+    Ok(())
+}
+
+/// Handle one validated frame from the peer. `Err`: close the connection with its code.
+pub(crate) fn dispatch(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    frame: Frame<'_>,
+) -> Result<(), Refused> {
+    match frame {
+        Frame::Ping(p) => {
+            let _ = conn.queue_msg(&codec::Pong {
+                nonce: p.nonce.to_native(),
+            });
+        }
+        Frame::Pong(_) => {}
+        Frame::RpcRequest(r) => {
+            if let Err(e) = request(shard, conn, r) {
+                if e.closes {
+                    return Err(e);
+                }
+                conn.send_rpc_error(r.id.to_native(), e.code.as_u16(), &e.reason);
+            }
+        }
+        Frame::RpcResponse(r) => {
+            let id = r.id.to_native();
+            let result = r.result.as_slice();
+            if !p2p::relay_answer(shard, conn, id, Ok(result)) {
+                conn.complete_call(id, Ok(Bytes::copy_from_slice(result)));
+            }
+        }
+        Frame::RpcError(e) => {
+            let (id, code, message) = (e.id.to_native(), e.code.to_native(), e.message.as_str());
+            if !p2p::relay_answer(shard, conn, id, Err((code, message))) {
+                let message = message.to_string();
+                conn.complete_call(id, Err(CallError::Remote { code, message }));
+            }
+        }
+        Frame::Event(ev) => {
+            let (name, payload) = (ev.name.as_str(), ev.payload.as_slice());
+            let result = check_name(name).and_then(|()| match codec::opt_str(&ev.peer) {
+                Some(target) => p2p::direct_event(shard, conn, target, name, payload),
+                None => {
+                    for l in conn.listeners(name) {
+                        l(EventRef { name, payload });
+                    }
+                    Ok(())
+                }
+            });
+            reply_status(conn, 0, result)?;
+        }
+        Frame::Broadcast(b) => {
+            let result = check_name(b.name.as_str())
+                .and_then(|()| broadcast(shard, conn, b.name.as_str(), b.payload.as_slice()));
+            reply_status(conn, 0, result)?;
+        }
+        Frame::Join(j) => {
+            let topic = j.topic.as_str();
+            let result = check_topic(shard, topic).and_then(|()| topics::join(shard, conn, topic));
+            reply_status(conn, j.req.to_native(), result)?;
+        }
+        Frame::Leave(l) => {
+            let topic = l.topic.as_str();
+            let result = check_topic(shard, topic).and_then(|()| topics::leave(shard, conn, topic));
+            reply_status(conn, l.req.to_native(), result)?;
+        }
+        Frame::Publish(p) => {
+            let topic = p.topic.as_str();
+            let result = check_topic(shard, topic)
+                .and_then(|()| topics::publish(shard, conn, topic, p.payload.as_slice(), p.echo));
+            reply_status(conn, p.req.to_native(), result)?;
+        }
+        Frame::TopicSend(s) => {
+            let topic = s.topic.as_str();
+            let result = check_topic(shard, topic).and_then(|()| {
+                topics::send_to_member(shard, conn, topic, s.to.as_str(), s.payload.as_slice())
+            });
+            reply_status(conn, s.req.to_native(), result)?;
+        }
+        Frame::Watch(w) => {
+            let topic = codec::opt_str(&w.topic);
+            let result =
+                check_opt_topic(shard, topic).and_then(|()| presence::watch(shard, conn, topic));
+            reply_status(conn, w.req.to_native(), result)?;
+        }
+        Frame::Unwatch(u) => {
+            let topic = codec::opt_str(&u.topic);
+            let result =
+                check_opt_topic(shard, topic).and_then(|()| presence::unwatch(shard, conn, topic));
+            reply_status(conn, u.req.to_native(), result)?;
+        }
+        Frame::ListPeers(l) => {
+            let req = l.req.to_native();
+            let topic = codec::opt_str(&l.topic);
+            match check_opt_topic(shard, topic) {
+                Ok(()) => {
+                    let shared = shard.shared();
+                    let peers = match topic {
+                        Some(t) => shared.topics.members(t),
+                        None => shared.directory.sorted_ids(),
+                    };
+                    let _ = conn.queue_msg(&codec::PeerList { req, peers });
+                }
+                Err(e) => reply_status(conn, req, Err(e))?,
+            }
+        }
+        Frame::Signal(s) => {
+            let result = check_topic(shard, s.room.as_str())
+                .and_then(|()| signaling::signal(shard, conn, s));
+            reply_status(conn, s.req.to_native(), result)?;
+        }
+        Frame::Close(c) => conn.peer_closed(c.code.to_native()),
+        Frame::Hello(_) => return Err(Refused::close(Code::BadFrame, "Hello after handshake")),
+        Frame::Welcome(_)
+        | Frame::Reject(_)
+        | Frame::TopicMessage(_)
+        | Frame::PresenceSnapshot(_)
+        | Frame::Presence(_)
+        | Frame::PeerList(_)
+        | Frame::Status(_) => {
+            return Err(Refused::close(
+                Code::BadFrame,
+                format!("{} frames are sent by servers only", frame.kind().name()),
+            ))
+        }
+        // `Frame` is non-exhaustive: a kind added to the codec is refused until it gets
+        // an arm here.
+        _ => {
+            return Err(Refused::close(
+                Code::BadFrame,
+                format!(
+                    "{} frames are not handled by this server",
+                    frame.kind().name()
+                ),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// A client's Broadcast: relayed to every other peer, marked as from it (when enabled).
+fn broadcast(shard: &Shard, conn: &Conn, name: &str, payload: &[u8]) -> Result<(), Refused> {
+    if !shard.shared().config.relay_broadcasts {
+        return Ok(());
+    }
+    let frame = shard
+        .local
+        .encode(&codec::Broadcast {
+            name: Cow::Borrowed(name),
+            peer: Some(Cow::Borrowed(&conn.peer_id)),
+            payload: Cow::Borrowed(payload),
+        })
+        .map_err(|e| Refused::new(Code::TooLarge, e.to_string()))?;
+    shard.shared().broadcast_frame(frame, conn.session);
+    Ok(())
+}
+
+/// An RpcRequest: to another peer (relayed), or to the server (a handler here).
+fn request(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    r: &ArchivedRpcRequest<'static>,
+) -> Result<(), Refused> {
+    let (id, method, params) = (r.id.to_native(), r.method.as_str(), r.params.as_slice());
+    check_name(method)?;
+    if let Some(target) = codec::opt_str(&r.peer) {
+        return p2p::forward_call(
+            shard,
+            conn,
+            id,
+            target,
+            method,
+            params,
+            r.timeout_ms.to_native(),
+        );
+    }
+    if conn.inflight.get() as usize >= shard.local.limits().max_inflight_per_conn {
+        return Err(Refused::new(Code::Overloaded, "too many calls in flight"));
+    }
+    let req = || Request {
+        id,
+        method: method.into(),
+        from: None,
+        params: Bytes::copy_from_slice(params),
+    };
+    let fut = if let Some(h) = conn.handler(method) {
+        h(req())
+    } else if let Some(h) = shard.hooks.handlers.get(method) {
+        h(ConnectedPeer::from_conn(conn.clone()), req())
+    } else {
+        return Err(Refused::new(
+            Code::MethodNotFound,
+            format!("no handler for method {method:?}"),
+        ));
+    };
+    run_handler(shard, conn, id, fut)
+}
+
+/// Run a handler: inline when it finishes without waiting (most do; no task), else as a
+/// task in the shard's handler gate, which shutdown waits for up to its drain deadline.
+fn run_handler(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    id: u64,
+    mut fut: HandlerFuture,
+) -> Result<(), Refused> {
+    let mut cx = Context::from_waker(Waker::noop());
+    if let Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
+        respond(conn, id, r);
+        return Ok(());
+    }
+    let (s, c) = (shard.clone(), conn.clone());
+    let task = shard.local.handlers.spawn(async move {
+        let r = fut.await;
+        c.inflight.set(c.inflight.get() - 1);
+        respond(&c, id, r);
+        settle(&s);
+    });
+    match task {
+        Ok(t) => {
+            conn.inflight.set(conn.inflight.get() + 1);
+            t.detach();
+            Ok(())
+        }
+        Err(_) => Err(Refused::new(Code::Shutdown, "server is shutting down")),
+    }
+}
+
+fn respond(conn: &Conn, id: u64, r: Result<Bytes, RpcFailure>) {
+    match r {
+        Ok(result) => {
+            let _ = conn.queue_msg(&codec::RpcResponse {
+                id,
+                result: Cow::Borrowed(&result),
+            });
+        }
+        Err(f) => conn.send_rpc_error(id, f.code, &f.message),
+    }
+}

@@ -1,0 +1,364 @@
+//! A shard's tasks, from start to stop: accepting, serving each connection (handshake, read
+//! loop, linger), draining the inbox, heartbeats, the janitor, relay expiry, and the
+//! shutdown sequence.
+//!
+//! Every task is spawned in the shard's task gate (`Local::tasks`), server-side handlers
+//! in its handler gate (`Local::handlers`). Stopping is: stop accepting; close the handler
+//! gate, waiting up to the drain deadline for handlers to answer; close every connection
+//! with Shutdown; stop the service tasks; close the task gate, waiting (up to the close
+//! linger) for connections to deliver their Close and end.
+
+use std::cell::Cell;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_lite::future::poll_fn;
+use glommio::net::TcpListener;
+use glommio::Task;
+use peerd_codec::{self as codec, Code};
+
+use crate::conn::{Conn, ConnState};
+use crate::dispatch::dispatch;
+use crate::handshake::{read_hello, register, reject};
+use crate::inbound::{poll_fill, RxBuf};
+use crate::lifecycle::settle;
+use crate::local::Local;
+use crate::msg::ShardMsg;
+use crate::options::Hooks;
+use crate::outbound::Outbound;
+use crate::route::{answer, handle, Control};
+use crate::shard::Shard;
+use crate::shared::Shared;
+use crate::stream::{self, Stream};
+
+thread_local! {
+    /// The `Shared` of the server whose shard runs on this thread (its address), so that
+    /// `PeerServer::close` can tell it is being called from one of its own shards.
+    static CURRENT_SERVER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Whether the calling thread is one of the shards of the server owning `shared`.
+pub(crate) fn on_own_shard(shared: &Arc<Shared>) -> bool {
+    CURRENT_SERVER.with(|c| c.get() == Arc::as_ptr(shared) as usize)
+}
+
+/// Most inbox messages handled in one batch before the shard's sockets get a turn.
+const INBOX_BATCH: usize = 256;
+
+/// The body of a shard's executor thread.
+pub(crate) async fn run(
+    index: usize,
+    shared: Arc<Shared>,
+    hooks: Arc<Hooks>,
+    listener: Option<OwnedFd>,
+    rx: flume::Receiver<ShardMsg>,
+) {
+    CURRENT_SERVER.with(|c| c.set(Arc::as_ptr(&shared) as usize));
+    let shard = Rc::new(Shard::new(Local::new(index, shared), hooks));
+    let tasks = &shard.local.tasks;
+    // The listener's fd, kept to shut it down at stop (glommio's listener does not expose
+    // it); valid for as long as we hold the listener.
+    let listener = listener.map(|fd| {
+        let raw = fd.into_raw_fd();
+        // SAFETY: the fd is a listening TCP socket we created and hand over exclusively.
+        (Rc::new(unsafe { TcpListener::from_raw_fd(raw) }), raw)
+    });
+    let mut services: Vec<Task<()>> = Vec::new();
+    let mut spawn_service = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>| {
+        if let Ok(t) = tasks.spawn(f) {
+            services.push(t);
+        }
+    };
+    if let Some((l, _)) = &listener {
+        spawn_service(Box::pin(accept_loop(shard.clone(), l.clone())));
+    }
+    spawn_service(Box::pin(heartbeat(shard.clone())));
+    spawn_service(Box::pin(janitor(shard.clone())));
+    spawn_service(Box::pin(expire_relays(shard.clone())));
+    let drain = inbox(&shard, rx).await;
+    tracing::debug!(shard = index, "shard stopping");
+    if let Some((_, fd)) = &listener {
+        // An io_uring accept in flight keeps the socket listening even after the listener
+        // is dropped; shutting it down fails that accept and frees the port now, so that
+        // `close()` returning means the address can be bound again. The listener is still
+        // alive here (we hold it), so the fd cannot have been reused.
+        stream::shutdown(*fd);
+    }
+    stop(&shard, drain, services).await;
+}
+
+/// Drain the inbox until Shutdown; returns the handlers' drain deadline.
+async fn inbox(shard: &Rc<Shard>, rx: flume::Receiver<ShardMsg>) -> Duration {
+    loop {
+        let Ok(first) = rx.recv_async().await else {
+            return Duration::ZERO;
+        };
+        let mut next = Some(first);
+        let mut n = 0;
+        // Take what else is waiting in one go, bounded so a flood of cross-shard traffic
+        // cannot starve this shard's own sockets.
+        while let Some(msg) = next.take() {
+            match handle(shard, msg) {
+                None => {}
+                Some(Control::Adopt(fd)) => spawn_conn(shard, stream::unix_from_fd(fd)),
+                Some(Control::Shutdown(drain)) => {
+                    settle(shard);
+                    return drain;
+                }
+            }
+            n += 1;
+            if n < INBOX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        settle(shard);
+    }
+}
+
+/// Stop: see the module doc.
+async fn stop(shard: &Rc<Shard>, drain: Duration, services: Vec<Task<()>>) {
+    let local = &shard.local;
+    let _ = glommio::timer::timeout(drain, async {
+        let _ = local.handlers.close().await;
+        Ok(())
+    })
+    .await;
+    for c in shard.all_conns() {
+        c.close(Code::Shutdown, "server shutting down");
+    }
+    settle(shard);
+    for t in services {
+        t.cancel().await;
+    }
+    // Connections end when the peer has read our Close (or at the close linger); a
+    // connection still in its handshake ends at the handshake deadline at the latest, but
+    // the shard does not wait past the linger for it.
+    let linger = local.shared.config.close_linger;
+    let _ = glommio::timer::timeout(linger + Duration::from_millis(100), async {
+        let _ = local.tasks.close().await;
+        Ok(())
+    })
+    .await;
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>) {
+    loop {
+        match listener.accept().await {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                spawn_conn(&shard, Stream::Tcp(s));
+            }
+            Err(e) => {
+                if !shard.local.tasks.is_open() {
+                    return;
+                }
+                // EMFILE/ENFILE and friends: back off instead of spinning on an accept
+                // that keeps failing; the kernel backlog holds the rest.
+                shard.shared().accept_failed();
+                tracing::warn!(shard = shard.index(), error = %e, "accept failed (file descriptors exhausted?); retrying in 10 ms");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Serve a new socket: admit it (or refuse it as Overloaded) and start its task.
+fn spawn_conn(shard: &Rc<Shard>, stream: Stream) {
+    let local = &shard.local;
+    let out = Outbound::new(
+        stream,
+        local.limits().outbound_queue_bytes,
+        local.writes.clone(),
+    );
+    if !local.shared.try_admit() {
+        reject(shard, &out, Code::Overloaded, "server at max connections");
+        return;
+    }
+    let s = shard.clone();
+    if !local.spawn(async move { serve(s, out).await }) {
+        // Stopping: the socket is dropped unanswered, like one still in the backlog.
+        local.shared.connection_ended();
+    }
+}
+
+/// One connection from handshake to close.
+async fn serve(shard: Rc<Shard>, out: Rc<Outbound>) {
+    let mut rx = RxBuf::default();
+    let timeout = shard.shared().config.handshake_timeout;
+    let hello = glommio::timer::timeout(timeout, async {
+        Ok(read_hello(&shard, &out, &mut rx).await)
+    })
+    .await;
+    let accepted = match hello {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            rx.clear(&shard.local.rx_pool);
+            shard.shared().connection_ended();
+            return;
+        }
+        Err(_) => {
+            rx.clear(&shard.local.rx_pool);
+            reject(
+                &shard,
+                &out,
+                Code::HandshakeTimeout,
+                "no Hello before the handshake deadline",
+            );
+            shard.shared().connection_ended();
+            return;
+        }
+    };
+    let conn = register(&shard, out, accepted);
+    // The bytes after Hello (a client may pipeline its first requests) are dispatched
+    // here, after on_connection ran, so handlers registered there see them.
+    read_loop(&shard, &conn, &mut rx).await;
+    rx.clear(&shard.local.rx_pool);
+    // Tearing down may have queued frames to other peers (presence leaves, PeerGone for
+    // relayed calls): send them now, not at this shard's next unrelated flush.
+    settle(&shard);
+    linger(&shard, &conn).await;
+    let code = conn.state().code().unwrap_or(Code::PeerGone.as_u16());
+    conn.transition(ConnState::Closed { code });
+    conn.out.discard();
+    stream::shutdown(conn.out.fd());
+}
+
+/// Dispatch every whole frame in `rx`; on a bad frame, close with its code.
+fn process(shard: &Rc<Shard>, conn: &Rc<Conn>, rx: &mut RxBuf) {
+    let max = shard.local.limits().max_frame_len;
+    while conn.is_active() {
+        let result = match rx.next_frame(max) {
+            Ok(Some((raw, n))) => {
+                let r = raw
+                    .decode()
+                    .map_err(Into::into)
+                    .and_then(|frame| dispatch(shard, conn, frame));
+                rx.consume(n);
+                r
+            }
+            Ok(None) => break,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
+            tracing::debug!(peer = %conn.peer_id, session = conn.session, error = %e, "closing on a bad frame");
+            conn.close(e.code, &e.reason);
+        }
+    }
+    rx.release_if_empty(&shard.local.rx_pool);
+}
+
+async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, rx: &mut RxBuf) {
+    loop {
+        process(shard, conn, rx);
+        settle(shard);
+        if !conn.is_active() {
+            return;
+        }
+        let r = poll_fn(|cx| {
+            let r = poll_fill(&conn.out, rx, &shard.local.rx_pool, cx);
+            if r.is_pending() {
+                if !conn.is_active() {
+                    // Closed from elsewhere while we were about to wait.
+                    return Poll::Ready(Ok(0));
+                }
+                *conn.reader_waker.borrow_mut() = Some(cx.waker().clone());
+            }
+            r
+        })
+        .await;
+        conn.reader_waker.borrow_mut().take();
+        if !conn.is_active() {
+            return;
+        }
+        match r {
+            Ok(n) if n > 0 => conn.rx_seen.set(true),
+            Ok(_) | Err(_) => {
+                conn.peer_closed(Code::PeerGone.as_u16());
+                return;
+            }
+        }
+    }
+}
+
+/// After Close: keep reading (and discarding) until the peer closes or the linger passes,
+/// so the kernel does not answer unread input with a reset that destroys our Close frame.
+async fn linger(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+    let pool = &shard.local.rx_pool;
+    let _ = glommio::timer::timeout(shard.shared().config.close_linger, async {
+        let mut rx = RxBuf::default();
+        loop {
+            let r = poll_fn(|cx| poll_fill(&conn.out, &mut rx, pool, cx)).await;
+            rx.clear(pool);
+            match r {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
+/// Ping peers that were silent for an interval; close those silent for three.
+async fn heartbeat(shard: Rc<Shard>) {
+    let interval = shard.shared().config.heartbeat;
+    let ping = shard
+        .local
+        .encode(&codec::Ping { nonce: 0 })
+        .expect("Ping always encodes");
+    loop {
+        glommio::timer::sleep(interval).await;
+        for c in shard.all_conns() {
+            if c.rx_seen.replace(false) {
+                c.missed_beats.set(0);
+                continue;
+            }
+            let missed = c.missed_beats.get() + 1;
+            c.missed_beats.set(missed);
+            if missed >= 3 {
+                c.close(
+                    Code::IdleTimeout,
+                    "no frame within three heartbeat intervals",
+                );
+            } else {
+                let _ = c.queue(ping.clone());
+            }
+        }
+        settle(&shard);
+    }
+}
+
+/// Settle connections closed outside any batch of work (by a user's `disconnect()` in a
+/// task of its own, or a handler's answer overflowing a queue).
+async fn janitor(shard: Rc<Shard>) {
+    loop {
+        shard.local.janitor.notified().await;
+        settle(&shard);
+    }
+}
+
+/// Expire relayed calls at their deadlines: sleep until the earliest (or until a call with
+/// an earlier deadline arrives) and fail what is due with Timeout.
+async fn expire_relays(shard: Rc<Shard>) {
+    // Nothing pending: only a new call wakes the task before this.
+    const IDLE: Duration = Duration::from_secs(3600);
+    loop {
+        let next = shard.relays.borrow().next_deadline();
+        let wait = next.map_or(IDLE, |d| d.saturating_duration_since(Instant::now()));
+        futures_lite::future::or(shard.relay_timer.notified(), glommio::timer::sleep(wait)).await;
+        let expired = shard.relays.borrow_mut().expired(Instant::now());
+        if expired.is_empty() {
+            continue;
+        }
+        for to in expired {
+            answer(
+                &shard,
+                to,
+                Err((Code::Timeout.as_u16(), "callee did not answer in time")),
+            );
+        }
+        settle(&shard);
+    }
+}

@@ -1,0 +1,55 @@
+//! The end of a connection, and settling a shard after a batch of work.
+//!
+//! Closing a connection (`Conn::close`, `Conn::peer_closed`) only changes its state and
+//! queues the session in `Local::closing`; [`settle`] then tears it down ([`teardown`]) and
+//! writes out everything queued. Keeping teardown out of `close` means a close can happen
+//! anywhere (in the middle of a fan-out, inside a user callback) without re-entering the
+//! tables being walked, and that the connection layer needs to know nothing above it.
+
+use std::rc::Rc;
+
+use peerd_codec::PresenceChange;
+
+use crate::conn::Conn;
+use crate::p2p::fail_relays_to;
+use crate::presence::{announce_global, drop_all_watches};
+use crate::shard::Shard;
+use crate::topics::leave_all;
+
+/// Tear down every connection closed since the last settle, then write out every queued
+/// frame; repeat while that closes more (a teardown's notices can overflow another queue).
+/// Call at the end of every batch of work: a read batch, an inbox batch, a timer tick, a
+/// handler's completion.
+pub(crate) fn settle(shard: &Rc<Shard>) {
+    loop {
+        let closing = shard.local.take_closing();
+        for session in &closing {
+            if let Some(conn) = shard.conn(*session) {
+                teardown(shard, &conn);
+            }
+        }
+        shard.local.writes.flush();
+        if closing.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Undo everything the connection took part in: the directory, topics, watches, relayed
+/// calls, presence; fail its pending calls (PeerGone) and run its disconnect callbacks.
+fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+    let Some((code, callbacks)) = conn.take_for_teardown() else {
+        return;
+    };
+    shard.unregister(conn.session);
+    let shared = shard.shared();
+    shared.directory.release(&conn.peer_id, conn.session);
+    shared.connection_ended();
+    leave_all(shard, conn);
+    drop_all_watches(shard, conn);
+    fail_relays_to(shard, conn.session);
+    announce_global(shard, conn, PresenceChange::Leave);
+    for cb in callbacks {
+        cb(code);
+    }
+}

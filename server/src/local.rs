@@ -1,0 +1,99 @@
+//! [`Local`]: the part of a shard that its connections use directly.
+//!
+//! A connection needs to encode frames, borrow receive buffers, join the write set, spawn
+//! tasks the shard will wait for, and report that it is closing. Those live here, below the
+//! connection in the module graph, so that `conn` never imports `shard` (which holds the
+//! connections): closing a connection only records its session in [`Local::closing`] and
+//! wakes the shard, which tears it down (`lifecycle::settle`).
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use glommio::sync::Gate;
+use peerd_codec::{self as codec, EncodeError};
+
+use crate::config::Limits;
+use crate::inbound::RxPool;
+use crate::outbound::WriteSet;
+use crate::shared::Shared;
+use crate::util::Notify;
+
+/// Size of an encode chunk; frames are carved out of it, so small frames cost no
+/// allocation of their own.
+const ENCODE_CHUNK: usize = 64 * 1024;
+
+pub(crate) struct Local {
+    /// This shard's index.
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    encoder: RefCell<BytesMut>,
+    pub rx_pool: RxPool,
+    pub writes: Rc<WriteSet>,
+    /// Every task the shard spawns (connections, drains, timers); closed last at shutdown.
+    pub tasks: Gate,
+    /// Server-side RPC handler tasks; closed first at shutdown, with the drain deadline.
+    pub handlers: Gate,
+    /// Sessions closed since the last settle, waiting to be torn down.
+    closing: RefCell<Vec<u64>>,
+    /// Wakes the shard's janitor when a connection closes outside any batch.
+    pub janitor: Notify,
+}
+
+impl Local {
+    pub fn new(index: usize, shared: Arc<Shared>) -> Local {
+        let tasks = Gate::new();
+        Local {
+            index,
+            shared,
+            encoder: RefCell::new(BytesMut::with_capacity(ENCODE_CHUNK)),
+            rx_pool: RxPool::default(),
+            writes: Rc::new(WriteSet::new(tasks.clone())),
+            tasks,
+            handlers: Gate::new(),
+            closing: RefCell::new(Vec::new()),
+            janitor: Notify::default(),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.shared.config.limits
+    }
+
+    /// Encode a message once into the shard's encode arena and return it as a shareable
+    /// frame.
+    pub fn encode<M: codec::Encode>(&self, msg: &M) -> Result<Bytes, EncodeError> {
+        let mut enc = self.encoder.borrow_mut();
+        if enc.capacity() - enc.len() < 1024 {
+            *enc = BytesMut::with_capacity(ENCODE_CHUNK);
+        }
+        codec::encode(msg, &mut enc, u32::MAX)?;
+        Ok(enc.split().freeze())
+    }
+
+    /// Spawn a task the shard waits for at shutdown. `false`: the shard is stopping and
+    /// the task was not started.
+    pub fn spawn(&self, f: impl Future<Output = ()> + 'static) -> bool {
+        match self.tasks.spawn(f) {
+            Ok(t) => {
+                t.detach();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Record that the connection with `session` is closing; it is torn down at the next
+    /// settle.
+    pub fn closing(&self, session: u64) {
+        self.closing.borrow_mut().push(session);
+        self.janitor.notify();
+    }
+
+    /// Sessions to tear down.
+    pub fn take_closing(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.closing.borrow_mut())
+    }
+}

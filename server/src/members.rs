@@ -1,0 +1,49 @@
+//! [`TopicMembers`]: this shard's member connections of each topic, for fan-out without
+//! touching shared state. Which *shards* have members is in the shared `topic_index`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::conn::Conn;
+
+#[derive(Default)]
+pub(crate) struct TopicMembers {
+    map: RefCell<HashMap<Arc<str>, Vec<Rc<Conn>>>>,
+}
+
+impl TopicMembers {
+    pub fn add(&self, topic: &Arc<str>, conn: Rc<Conn>) {
+        self.map
+            .borrow_mut()
+            .entry(topic.clone())
+            .or_default()
+            .push(conn);
+    }
+
+    pub fn remove(&self, topic: &str, session: u64) {
+        let mut map = self.map.borrow_mut();
+        if let Some(v) = map.get_mut(topic) {
+            v.retain(|c| c.session != session);
+            if v.is_empty() {
+                map.remove(topic);
+            }
+        }
+    }
+
+    /// Queue `frame` to every local member of `topic` except session `exclude`. Queuing
+    /// never tears a connection down on the spot (a slow consumer is only marked closing),
+    /// so the member list can be walked in place.
+    pub fn deliver(&self, topic: &str, frame: &Bytes, exclude: u64) {
+        if let Some(members) = self.map.borrow().get(topic) {
+            for c in members {
+                if c.session != exclude {
+                    let _ = c.queue(frame.clone());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The send side: a connection's socket and bounded queue of frames ([`Outbound`]), and the
+//! shard's set of connections with frames waiting to be written ([`WriteSet`]).
+//!
+//! Frames are `Bytes`: a frame for many recipients is encoded once and queued to each by
+//! reference count. Queuing never writes; the shard flushes its write set at the end of each
+//! batch (a read batch, an inbox batch, a timer tick), so frames queued together leave in
+//! one vectored `sendmsg` per connection. When the socket buffer is full a drain task (in
+//! the shard's gate) waits for writability and hands writing back to `flush`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use futures_lite::future::poll_fn;
+use glommio::sync::Gate;
+
+use crate::stream::{self, Stream};
+
+/// Most iovecs per sendmsg.
+const MAX_IOV: usize = 64;
+
+/// Who writes to the socket next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteState {
+    /// Nothing queued that is not already being written.
+    Idle,
+    /// Frames queued; this connection is on the shard's write set.
+    Dirty,
+    /// The socket buffer was full: a drain task owns writing until it has room.
+    Draining,
+}
+
+/// The queue went past its limit: the frame was not queued.
+#[derive(Debug)]
+pub(crate) struct Overflow;
+
+struct Queue {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl Queue {
+    fn consume(&mut self, mut n: usize) {
+        self.bytes -= n;
+        while n > 0 {
+            let front = self.frames.front_mut().expect("consumed more than queued");
+            if front.len() <= n {
+                n -= front.len();
+                self.frames.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.frames.clear();
+        self.bytes = 0;
+    }
+}
+
+/// One connection's socket and outbound queue.
+pub(crate) struct Outbound {
+    stream: RefCell<Stream>,
+    fd: RawFd,
+    queue: RefCell<Queue>,
+    limit: usize,
+    state: Cell<WriteState>,
+    /// Shut the write side once the queue is empty (the connection is closing).
+    finish: Cell<bool>,
+    writes: Rc<WriteSet>,
+}
+
+impl Outbound {
+    pub fn new(stream: Stream, limit: usize, writes: Rc<WriteSet>) -> Rc<Outbound> {
+        Rc::new(Outbound {
+            fd: stream.fd(),
+            stream: RefCell::new(stream),
+            queue: RefCell::new(Queue {
+                frames: VecDeque::new(),
+                bytes: 0,
+            }),
+            limit,
+            state: Cell::new(WriteState::Idle),
+            finish: Cell::new(false),
+            writes,
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// Read from the socket (the receive side shares it).
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.stream.borrow_mut().poll_read(cx, buf)
+    }
+
+    /// Queue a frame for the next flush. Past the limit nothing is queued.
+    pub fn push(self: &Rc<Self>, frame: Bytes) -> Result<(), Overflow> {
+        {
+            let mut q = self.queue.borrow_mut();
+            if q.bytes + frame.len() > self.limit {
+                return Err(Overflow);
+            }
+            q.bytes += frame.len();
+            q.frames.push_back(frame);
+        }
+        if self.state.get() == WriteState::Idle {
+            self.state.set(WriteState::Dirty);
+            self.writes.dirty.borrow_mut().push(self.clone());
+        }
+        Ok(())
+    }
+
+    /// Queue the connection's last frame (a Close) whatever the limit, drop what was
+    /// queued before it if `discard` (a slow consumer would never read it in time), and
+    /// shut the write side once it is written.
+    pub fn push_last(self: &Rc<Self>, frame: Option<Bytes>, discard: bool) {
+        {
+            let mut q = self.queue.borrow_mut();
+            if discard {
+                q.clear();
+            }
+            if let Some(f) = frame {
+                q.bytes += f.len();
+                q.frames.push_back(f);
+            }
+        }
+        self.finish.set(true);
+        self.flush();
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.borrow().bytes
+    }
+
+    /// Write as much of the queue as the socket takes now, without waiting.
+    pub fn flush(self: &Rc<Self>) {
+        if self.state.get() == WriteState::Draining {
+            return;
+        }
+        self.state.set(WriteState::Idle);
+        loop {
+            let result = {
+                let q = self.queue.borrow();
+                if q.frames.is_empty() {
+                    break;
+                }
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let mut k = 0;
+                for f in q.frames.iter().take(MAX_IOV) {
+                    iov[k] = IoSlice::new(f);
+                    k += 1;
+                }
+                stream::send_vectored(self.fd, &iov[..k])
+            };
+            match result {
+                Ok(Some(n)) => self.queue.borrow_mut().consume(n),
+                Ok(None) => {
+                    self.state.set(WriteState::Draining);
+                    let me = self.clone();
+                    if self.writes.tasks.spawn(drain(me)).is_ok() {
+                        return;
+                    }
+                    // The shard is stopping and its gate is closed: what is left will not
+                    // be written.
+                    self.state.set(WriteState::Idle);
+                    self.queue.borrow_mut().clear();
+                    break;
+                }
+                Err(_) => {
+                    // The peer reset the connection; the reader sees it too and tears
+                    // down. Nothing queued can be delivered any more.
+                    self.queue.borrow_mut().clear();
+                    break;
+                }
+            }
+        }
+        if self.finish.get() {
+            // Everything, the Close frame included, is in the kernel: send FIN.
+            stream::shutdown_write(self.fd);
+        }
+    }
+
+    /// Forget everything queued (the socket is being torn down).
+    pub fn discard(&self) {
+        self.queue.borrow_mut().clear();
+    }
+}
+
+/// Wait for the socket to take the front of the queue (it was full), then hand writing
+/// back to `flush`.
+async fn drain(out: Rc<Outbound>) {
+    let r = poll_fn(|cx| {
+        let q = out.queue.borrow();
+        let Some(front) = q.frames.front() else {
+            return Poll::Ready(Ok(0));
+        };
+        out.stream.borrow_mut().poll_write(cx, front)
+    })
+    .await;
+    out.state.set(WriteState::Idle);
+    match r {
+        Ok(n) => {
+            out.queue.borrow_mut().consume(n);
+            // The socket took data: the vectored path writes the rest, or finds the socket
+            // full again and starts a fresh drain.
+            out.flush();
+        }
+        Err(_) => out.queue.borrow_mut().clear(),
+    }
+}
+
+/// The shard's connections with frames queued since the last flush.
+pub(crate) struct WriteSet {
+    dirty: RefCell<Vec<Rc<Outbound>>>,
+    /// The shard's task gate: drain tasks are tracked like every other task.
+    tasks: Gate,
+}
+
+impl WriteSet {
+    pub fn new(tasks: Gate) -> WriteSet {
+        WriteSet {
+            dirty: RefCell::new(Vec::new()),
+            tasks,
+        }
+    }
+
+    /// Write out every connection that has queued frames. Returns whether there was any.
+    pub fn flush(&self) -> bool {
+        let mut any = false;
+        loop {
+            let list = std::mem::take(&mut *self.dirty.borrow_mut());
+            if list.is_empty() {
+                return any;
+            }
+            any = true;
+            for out in list {
+                out.flush();
+            }
+        }
+    }
+}

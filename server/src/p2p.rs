@@ -1,0 +1,111 @@
+//! Peer to peer through the server: direct events by peer id, and relayed RPC calls.
+//!
+//! A relayed call is forwarded to the callee's shard (`ShardMsg::RelayCall`); that shard
+//! gives the request an id of its own on the callee's connection and remembers the caller
+//! in its `relays` table. The callee's answer, the callee leaving, or the deadline passing
+//! sends exactly one RpcResponse or RpcError back to the caller's shard
+//! (`route::answer`).
+
+use std::borrow::Cow;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use peerd_codec::{self as codec, Code};
+
+use crate::config::millis_u32;
+use crate::conn::Conn;
+use crate::error::Refused;
+use crate::msg::{RelayedCall, ReplyTo, ShardMsg};
+use crate::route::{answer, deliver, route};
+use crate::shard::Shard;
+
+fn lookup(shard: &Shard, peer: &str) -> Result<(usize, u64), Refused> {
+    shard
+        .shared()
+        .directory
+        .lookup(peer)
+        .ok_or_else(|| Refused::new(Code::UnknownPeer, "no such peer"))
+}
+
+/// Send event `name` to peer `target`, marked as from `conn`.
+pub(crate) fn direct_event(
+    shard: &Rc<Shard>,
+    conn: &Conn,
+    target: &str,
+    name: &str,
+    payload: &[u8],
+) -> Result<(), Refused> {
+    let (at, session) = lookup(shard, target)?;
+    let frame = shard
+        .local
+        .encode(&codec::Event {
+            name: Cow::Borrowed(name),
+            peer: Some(Cow::Borrowed(&conn.peer_id)),
+            payload: Cow::Borrowed(payload),
+        })
+        .map_err(|e| Refused::new(Code::TooLarge, e.to_string()))?;
+    deliver(shard, at, session, frame);
+    Ok(())
+}
+
+/// Forward `conn`'s call `id` of `method` to peer `target`.
+pub(crate) fn forward_call(
+    shard: &Rc<Shard>,
+    conn: &Conn,
+    id: u64,
+    target: &str,
+    method: &str,
+    params: &[u8],
+    timeout_ms: u32,
+) -> Result<(), Refused> {
+    let (at, callee_session) = lookup(shard, target)?;
+    let timeout_ms = match timeout_ms {
+        0 => millis_u32(shard.shared().config.default_call_timeout),
+        t => t,
+    };
+    let call = RelayedCall {
+        caller: ReplyTo {
+            shard: shard.index(),
+            session: conn.session,
+            id,
+        },
+        caller_peer: conn.peer_id.clone(),
+        callee_session,
+        method: method.into(),
+        timeout_ms,
+        params: Bytes::copy_from_slice(params),
+    };
+    route(shard, at, ShardMsg::RelayCall(call));
+    Ok(())
+}
+
+/// An RpcResponse/RpcError from `conn`: if it answers a relayed call, forward it to the
+/// caller and return true.
+pub(crate) fn relay_answer(
+    shard: &Rc<Shard>,
+    conn: &Conn,
+    id: u64,
+    result: Result<&[u8], (u16, &str)>,
+) -> bool {
+    let Some(to) = shard.relays.borrow_mut().answer(conn.session, id) else {
+        return false;
+    };
+    // The callee's own code goes through unchanged (it may be an application code).
+    answer(shard, to, result);
+    true
+}
+
+/// The callee `session` left: every call relayed to it fails with PeerGone now.
+pub(crate) fn fail_relays_to(shard: &Rc<Shard>, session: u64) {
+    let gone = shard.relays.borrow_mut().callee_gone(session);
+    for to in gone {
+        answer(
+            shard,
+            to,
+            Err((
+                Code::PeerGone.as_u16(),
+                "peer disconnected before answering",
+            )),
+        );
+    }
+}

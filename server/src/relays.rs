@@ -1,0 +1,102 @@
+//! [`Relays`]: peer-to-peer calls waiting for an answer from a peer on this shard.
+//!
+//! Keyed by (callee session, the id the server gave the request toward the callee), so the
+//! callee's RpcResponse or RpcError finds its caller in one lookup. Deadlines sit in a
+//! min-heap: expiring costs per expired call, not a scan of every pending call. An entry
+//! answered before its deadline stays in the heap until that deadline and is skipped then.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Instant;
+
+use crate::msg::ReplyTo;
+
+#[derive(Default)]
+pub(crate) struct Relays {
+    waiting: HashMap<(u64, u64), (ReplyTo, Instant)>,
+    deadlines: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+}
+
+impl Relays {
+    pub fn insert(&mut self, callee_session: u64, id: u64, reply: ReplyTo, deadline: Instant) {
+        self.waiting.insert((callee_session, id), (reply, deadline));
+        self.deadlines.push(Reverse((deadline, callee_session, id)));
+    }
+
+    /// The caller waiting for the callee's answer to `id`, if any.
+    pub fn answer(&mut self, callee_session: u64, id: u64) -> Option<ReplyTo> {
+        self.waiting.remove(&(callee_session, id)).map(|(r, _)| r)
+    }
+
+    /// Every caller waiting for `callee_session` (it left).
+    pub fn callee_gone(&mut self, callee_session: u64) -> Vec<ReplyTo> {
+        let keys: Vec<(u64, u64)> = self
+            .waiting
+            .keys()
+            .filter(|(s, _)| *s == callee_session)
+            .copied()
+            .collect();
+        keys.iter()
+            .filter_map(|k| self.waiting.remove(k).map(|(r, _)| r))
+            .collect()
+    }
+
+    /// Callers whose deadline has passed.
+    pub fn expired(&mut self, now: Instant) -> Vec<ReplyTo> {
+        let mut out = Vec::new();
+        while let Some(Reverse((deadline, session, id))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            // Skip entries answered already (or replaced by a later call with the same key).
+            if self
+                .waiting
+                .get(&(session, id))
+                .is_some_and(|(_, d)| *d == deadline)
+            {
+                out.extend(self.waiting.remove(&(session, id)).map(|(r, _)| r));
+            }
+        }
+        if self.waiting.is_empty() {
+            self.deadlines.clear();
+        }
+        out
+    }
+
+    /// The earliest deadline still to check.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((d, _, _))| *d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn to(id: u64) -> ReplyTo {
+        ReplyTo {
+            shard: 0,
+            session: 1,
+            id,
+        }
+    }
+
+    #[test]
+    fn answered_gone_and_expired_each_once() {
+        let t0 = Instant::now();
+        let mut r = Relays::default();
+        r.insert(10, 1, to(1), t0 + Duration::from_millis(5));
+        r.insert(10, 2, to(2), t0 + Duration::from_millis(10));
+        r.insert(11, 3, to(3), t0 + Duration::from_millis(1));
+        assert_eq!(r.answer(10, 1), Some(to(1)));
+        assert_eq!(r.answer(10, 1), None);
+        assert_eq!(r.expired(t0), vec![]);
+        assert_eq!(r.expired(t0 + Duration::from_millis(6)), vec![to(3)]);
+        assert_eq!(r.callee_gone(10), vec![to(2)]);
+        assert_eq!(r.expired(t0 + Duration::from_secs(1)), vec![]);
+        assert_eq!(r.next_deadline(), None);
+    }
+}

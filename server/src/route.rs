@@ -1,0 +1,169 @@
+//! Work for a shard: [`route`] sends a [`ShardMsg`] to the shard that must do it (running
+//! it inline when that is the current shard), and [`handle`] does it, one `match` arm per
+//! kind of cross-shard work.
+
+use std::borrow::Cow;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use peerd_codec::{self as codec, Code, PresenceChange};
+
+use crate::msg::{RelayedCall, ReplyTo, ShardMsg};
+use crate::shard::Shard;
+
+/// What the executor itself must do: the two messages that are about the shard's tasks
+/// rather than its peers.
+pub(crate) enum Control {
+    /// Serve a connection accepted elsewhere.
+    Adopt(OwnedFd),
+    /// Stop, giving handlers up to this long.
+    Shutdown(Duration),
+}
+
+/// Have shard `target` do `msg`: here and now when `target` is this shard, else by one
+/// inbox message.
+pub(crate) fn route(shard: &Rc<Shard>, target: usize, msg: ShardMsg) {
+    if target == shard.index() {
+        let control = handle(shard, msg);
+        debug_assert!(control.is_none(), "control messages are never routed");
+    } else {
+        shard.shared().send(target, msg);
+    }
+}
+
+/// Queue `frame` to the peer with `session` on shard `target`. A peer that has left is
+/// skipped silently.
+pub(crate) fn deliver(shard: &Rc<Shard>, target: usize, session: u64, frame: Bytes) {
+    route(shard, target, ShardMsg::Deliver { session, frame });
+}
+
+/// Send a relayed call's outcome to its caller, wherever it lives.
+pub(crate) fn answer(shard: &Rc<Shard>, to: ReplyTo, result: Result<&[u8], (u16, &str)>) {
+    let frame = match result {
+        Ok(result) => shard.local.encode(&codec::RpcResponse {
+            id: to.id,
+            result: Cow::Borrowed(result),
+        }),
+        Err((code, message)) => shard.local.encode(&codec::RpcError {
+            id: to.id,
+            code,
+            message: Cow::Borrowed(message),
+        }),
+    };
+    if let Ok(frame) = frame {
+        deliver(shard, to.shard, to.session, frame);
+    }
+}
+
+/// Do one piece of work on this shard.
+pub(crate) fn handle(shard: &Rc<Shard>, msg: ShardMsg) -> Option<Control> {
+    match msg {
+        ShardMsg::Broadcast { frame, exclude } => {
+            for c in shard.all_conns() {
+                if c.session != exclude {
+                    let _ = c.queue(frame.clone());
+                }
+            }
+        }
+        ShardMsg::TopicFrame {
+            topic,
+            frame,
+            exclude,
+        } => shard.members.deliver(&topic, &frame, exclude),
+        ShardMsg::Deliver { session, frame } => {
+            if let Some(c) = shard.conn(session) {
+                let _ = c.queue(frame);
+            }
+        }
+        ShardMsg::Presence {
+            topic,
+            peer,
+            session,
+            change,
+        } => presence_here(shard, topic.as_ref(), &peer, session, change),
+        ShardMsg::RelayCall(call) => start_relayed_call(shard, call),
+        ShardMsg::Kick {
+            session,
+            code,
+            reason,
+        } => {
+            if let Some(c) = shard.conn(session) {
+                c.close(code, reason);
+            }
+        }
+        ShardMsg::Adopt(fd) => return Some(Control::Adopt(fd)),
+        ShardMsg::Shutdown { drain } => return Some(Control::Shutdown(drain)),
+    }
+    None
+}
+
+/// Apply one presence change to this shard's watchers and send them their events.
+fn presence_here(
+    shard: &Rc<Shard>,
+    topic: Option<&Arc<str>>,
+    peer: &Arc<str>,
+    session: u64,
+    change: PresenceChange,
+) {
+    let events = shard
+        .watchers
+        .borrow_mut()
+        .apply(topic.map(|t| &**t), peer, session, change);
+    if events.is_empty() {
+        return;
+    }
+    let frame = |change| {
+        shard.local.encode(&codec::Presence {
+            topic: topic.map(|t| Cow::Borrowed(&**t)),
+            peer: Cow::Borrowed(peer),
+            change,
+        })
+    };
+    let (Ok(join), Ok(leave)) = (frame(PresenceChange::Join), frame(PresenceChange::Leave)) else {
+        return;
+    };
+    for (conn, change) in events {
+        let f = match change {
+            PresenceChange::Join => &join,
+            PresenceChange::Leave => &leave,
+        };
+        let _ = conn.queue(f.clone());
+    }
+}
+
+/// On the callee's shard: send the request to the callee and remember where the answer
+/// goes.
+fn start_relayed_call(shard: &Rc<Shard>, call: RelayedCall) {
+    let Some(callee) = shard.conn(call.callee_session) else {
+        return answer(
+            shard,
+            call.caller,
+            Err((Code::UnknownPeer.as_u16(), "peer left")),
+        );
+    };
+    let id = callee.next_call_id();
+    let sent = callee.queue_msg(&codec::RpcRequest {
+        id,
+        method: Cow::Borrowed(&call.method),
+        peer: Some(Cow::Borrowed(&call.caller_peer)),
+        timeout_ms: call.timeout_ms,
+        params: Cow::Borrowed(&call.params),
+    });
+    if sent.is_err() {
+        return answer(
+            shard,
+            call.caller,
+            Err((Code::PeerGone.as_u16(), "peer gone")),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_millis(call.timeout_ms as u64);
+    let mut relays = shard.relays.borrow_mut();
+    let earliest = relays.next_deadline().is_none_or(|d| deadline < d);
+    relays.insert(call.callee_session, id, call.caller, deadline);
+    if earliest {
+        shard.relay_timer.notify();
+    }
+}

@@ -1,0 +1,142 @@
+//! [`Shared`]: the state every shard and every `PeerServer` handle share.
+//!
+//! Only what must cross threads lives here, each piece `Arc`ed or atomic for that reason:
+//! the inbox senders (any shard may message any other, and `PeerServer` may message all),
+//! the peer directory (any shard may route to any peer), the topic index (any shard may
+//! publish to any topic), and counters read by `PeerServer`. Per-shard state lives in
+//! `local` and `shard` behind `Rc`/`RefCell`.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use peerd_codec::Code;
+
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::msg::ShardMsg;
+use crate::topic_index::TopicIndex;
+
+pub(crate) struct Shared {
+    pub config: Config,
+    senders: Vec<flume::Sender<ShardMsg>>,
+    pub directory: Directory,
+    pub topics: TopicIndex,
+    /// Live global presence watches on all shards: a connect or disconnect is announced to
+    /// the shards only when this is non-zero (see `presence` for why checking it after the
+    /// directory changed is enough).
+    pub global_watchers: AtomicUsize,
+    conn_count: AtomicUsize,
+    dropped: AtomicU64,
+    accept_errors: AtomicU64,
+    next_peer: AtomicU64,
+    next_session: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(config: Config, senders: Vec<flume::Sender<ShardMsg>>) -> Shared {
+        let shards = senders.len();
+        Shared {
+            config,
+            senders,
+            directory: Directory::new(),
+            topics: TopicIndex::new(shards),
+            global_watchers: AtomicUsize::new(0),
+            conn_count: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+            next_peer: AtomicU64::new(1),
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Send `msg` to shard `target`'s inbox. A shard that has stopped drops it, which is
+    /// what a message to a stopped server should do.
+    pub fn send(&self, target: usize, msg: ShardMsg) {
+        let _ = self.senders[target].send(msg);
+    }
+
+    pub fn next_session(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn assign_peer_id(&self) -> String {
+        self.next_peer.fetch_add(1, Ordering::Relaxed).to_string()
+    }
+
+    /// Count a new connection against `max_connections`; false (and counted as dropped)
+    /// when the server is full.
+    pub fn try_admit(&self) -> bool {
+        let max = self.config.limits.max_connections;
+        let prev = self.conn_count.fetch_add(1, Ordering::AcqRel);
+        if prev >= max {
+            self.conn_count.fetch_sub(1, Ordering::AcqRel);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    pub fn connection_ended(&self) {
+        self.conn_count.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conn_count.load(Ordering::Acquire)
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn accept_failed(&self) {
+        self.accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn accept_errors(&self) -> u64 {
+        self.accept_errors.load(Ordering::Relaxed)
+    }
+
+    /// One message per shard, not one per peer; the frame is shared by reference count.
+    pub fn broadcast_frame(&self, frame: Bytes, exclude_session: u64) {
+        for i in 0..self.shards() {
+            self.send(
+                i,
+                ShardMsg::Broadcast {
+                    frame: frame.clone(),
+                    exclude: exclude_session,
+                },
+            );
+        }
+    }
+
+    /// A topic frame to every shard with members of `topic`.
+    pub fn publish_frame(&self, topic: &str, frame: Bytes) {
+        let topic: std::sync::Arc<str> = topic.into();
+        for i in self.topics.member_shards(&topic) {
+            self.send(
+                i,
+                ShardMsg::TopicFrame {
+                    topic: topic.clone(),
+                    frame: frame.clone(),
+                    exclude: 0,
+                },
+            );
+        }
+    }
+
+    pub fn kick(&self, shard: usize, session: u64, code: Code, reason: &'static str) {
+        self.send(
+            shard,
+            ShardMsg::Kick {
+                session,
+                code,
+                reason,
+            },
+        );
+    }
+}

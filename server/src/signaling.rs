@@ -1,0 +1,59 @@
+//! WebRTC signaling relay (Peero): offers to everyone else in a room, or answers, ICE
+//! candidates and byes to one member. A room is a topic; the sender must have joined it.
+//! Payloads (SDP, candidates) are relayed untouched, never parsed.
+
+use std::borrow::Cow;
+use std::rc::Rc;
+
+use peerd_codec::{self as codec, ArchivedSignal, ArchivedSignalKind, Code, SignalKind};
+
+use crate::conn::Conn;
+use crate::error::Refused;
+use crate::route::deliver;
+use crate::shard::Shard;
+use crate::topics::{fan_out, member};
+
+pub(crate) fn signal(
+    shard: &Rc<Shard>,
+    conn: &Conn,
+    s: &ArchivedSignal<'static>,
+) -> Result<(), Refused> {
+    let room = s.room.as_str();
+    if !conn.topics.borrow().joined.contains(room) {
+        return Err(Refused::new(
+            Code::NotMember,
+            "join the room before signaling in it",
+        ));
+    }
+    let kind = match s.kind {
+        ArchivedSignalKind::Offer => SignalKind::Offer,
+        ArchivedSignalKind::Answer => SignalKind::Answer,
+        ArchivedSignalKind::Candidate => SignalKind::Candidate,
+        ArchivedSignalKind::Bye => SignalKind::Bye,
+    };
+    let to = codec::opt_str(&s.peer);
+    if to.is_none() && kind != SignalKind::Offer {
+        return Err(Refused::new(
+            Code::InvalidArgument,
+            "only offers may go to the whole room",
+        ));
+    }
+    let frame = shard
+        .local
+        .encode(&codec::Signal {
+            req: 0,
+            room: Cow::Borrowed(room),
+            kind,
+            peer: Some(Cow::Borrowed(&conn.peer_id)),
+            payload: Cow::Borrowed(s.payload.as_slice()),
+        })
+        .map_err(|e| Refused::new(Code::TooLarge, e.to_string()))?;
+    match to {
+        None => fan_out(shard, room, frame, conn.session),
+        Some(to) => {
+            let (at, session) = member(shard, room, to)?;
+            deliver(shard, at, session, frame);
+        }
+    }
+    Ok(())
+}
