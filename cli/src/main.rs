@@ -1,4 +1,7 @@
 //! The `peerd` binary: `peerd serve` runs the server; client subcommands talk to one.
+//!
+//! The server itself is the `peerd-server` library; this crate adds what only a program
+//! needs: the command line, the builtin `echo` and `peers` RPCs, and signal handling.
 
 use std::process::ExitCode;
 use std::time::Duration;
