@@ -1,49 +1,75 @@
 //! `peerd serve`: flags to `ListenOptions`, the builtin RPCs, the ready line, signals.
 
+use std::fmt::Display;
 use std::io::Write;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use clap::builder::BoolishValueParser;
 use clap::Args;
 use peerd_server::{listen, ListenOptions};
 
 /// `peerd serve` flags.
+///
+/// Every flag `--some-flag` can also be given as the environment variable
+/// `PEERD_SOME_FLAG`; a flag on the command line wins over the environment. Values that
+/// cannot work (zero shards, a zero frame limit or deadline, ...) are refused here, before
+/// anything starts, with clap's usage error naming the flag (exit status 2).
 #[derive(Args)]
 pub struct ServeArgs {
     /// host:port (port 0 = any free port) or unix:/path.
     #[arg(long, default_value = "127.0.0.1:7400", env = "PEERD_LISTEN")]
     listen: String,
     /// Number of shards (executor threads); default: one per core.
-    #[arg(long)]
+    #[arg(long, env = "PEERD_SHARDS", value_parser = positive::<usize>)]
     shards: Option<usize>,
     /// Cores to pin shards to, e.g. 0,1 (shard i -> cores[i % len]); default: shard i on core i.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "PEERD_CORES", value_delimiter = ',')]
     cores: Vec<usize>,
-    /// Do not pin shards to cores.
-    #[arg(long)]
+    /// Do not pin shards to cores (env: 1/true/yes/on or 0/false/no/off).
+    #[arg(long, env = "PEERD_NO_PIN", value_parser = BoolishValueParser::new())]
     no_pin: bool,
     /// Maximum concurrent connections.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, env = "PEERD_MAX_CONNECTIONS", default_value_t = 100_000,
+          value_parser = positive::<usize>)]
     max_connections: usize,
     /// Maximum frame body accepted from a peer, in bytes.
-    #[arg(long, default_value_t = peerd_codec::DEFAULT_MAX_FRAME_LEN)]
+    #[arg(long, env = "PEERD_MAX_FRAME_LEN", default_value_t = peerd_codec::DEFAULT_MAX_FRAME_LEN,
+          value_parser = positive::<u32>)]
     max_frame_len: u32,
     /// Bytes queued toward one peer before it is closed as a slow consumer.
-    #[arg(long, default_value_t = 8 << 20)]
+    #[arg(long, env = "PEERD_OUTBOUND_QUEUE_BYTES", default_value_t = 8 << 20,
+          value_parser = positive::<usize>)]
     outbound_queue_bytes: usize,
     /// Handshake deadline in milliseconds.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, env = "PEERD_HANDSHAKE_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = positive::<u64>)]
     handshake_timeout_ms: u64,
     /// Heartbeat interval in milliseconds (three silent intervals close a peer).
-    #[arg(long, default_value_t = 15000)]
+    #[arg(long, env = "PEERD_HEARTBEAT_MS", default_value_t = 15000,
+          value_parser = positive::<u64>)]
     heartbeat_ms: u64,
     /// Spin this many microseconds before parking an idle shard (lower latency, more CPU).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "PEERD_SPIN_US", default_value_t = 0)]
     spin_us: u64,
     /// On SIGTERM, give in-flight handlers this many milliseconds before closing peers.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "PEERD_DRAIN_MS", default_value_t = 1000)]
     drain_ms: u64,
+}
+
+/// A number of at least 1 (clap names the flag in front of the message).
+fn positive<T>(s: &str) -> Result<T, String>
+where
+    T: FromStr + From<u8> + PartialOrd,
+    T::Err: Display,
+{
+    let v: T = s.parse().map_err(|e: T::Err| e.to_string())?;
+    if v < T::from(1) {
+        return Err("must be at least 1".into());
+    }
+    Ok(v)
 }
 
 impl ServeArgs {
