@@ -4,9 +4,11 @@
 //! needs: the command line, the builtin `echo` and `peers` RPCs, and signal handling.
 //!
 //! Layout: `main.rs` the command line and dispatch, `serve.rs` `peerd serve` (flags to
-//! `ListenOptions`, builtins, signals), `client.rs` the client subcommands.
+//! `ListenOptions`, builtins, signals), `client.rs` the client subcommands, `logging.rs`
+//! the `tracing` subscriber (stderr, `RUST_LOG`).
 
 mod client;
+mod logging;
 mod serve;
 
 use std::process::ExitCode;
@@ -128,6 +130,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init();
     let r = match cli.cmd {
         Cmd::Serve(a) => return serve::serve(a),
         Cmd::Call {

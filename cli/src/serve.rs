@@ -135,9 +135,9 @@ pub fn serve(a: ServeArgs) -> ExitCode {
     );
     let _ = std::io::stdout().flush();
     if let Some(sig) = signals.forever().next() {
-        eprintln!("peerd: signal {sig}, draining up to {} ms", a.drain_ms);
+        tracing::info!(signal = sig, drain_ms = a.drain_ms, "draining");
     }
     server.close_graceful(Duration::from_millis(a.drain_ms));
-    eprintln!("peerd: stopped");
+    tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -258,3 +258,27 @@ fn environment_sets_serve_flags_and_flags_win() {
     assert!(out.stderr.contains("--max-frame-len"), "{}", out.stderr);
     assert!(!out.stdout.contains("listening"), "{}", out.stdout);
 }
+
+#[test]
+fn logs_go_to_stderr_filtered_by_rust_log() {
+    // Default filter: peerd's own info events, plain text (stderr is a pipe, no colours).
+    let server = Server::start(peerd(), &["--shards", "1"]);
+    let (status, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("INFO") && stderr.contains("stopped"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in a pipe: {stderr:?}"
+    );
+
+    // RUST_LOG=off silences the log; the ready line on stdout is not a log line.
+    let mut c = peerd();
+    c.env("RUST_LOG", "off");
+    let server = Server::start(c, &["--shards", "1"]);
+    let (status, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+}
