@@ -16,7 +16,8 @@ use peerd_server::{listen, ListenOptions};
 /// Every flag `--some-flag` can also be given as the environment variable
 /// `PEERD_SOME_FLAG`; a flag on the command line wins over the environment. Values that
 /// cannot work (zero shards, a zero frame limit or deadline, ...) are refused here, before
-/// anything starts, with clap's usage error naming the flag (exit status 2).
+/// anything starts, with clap's usage error naming the flag (exit status 2). `listen()`
+/// checks the same again (and what only it can, like cores that exist), naming the field.
 #[derive(Args)]
 pub struct ServeArgs {
     /// host:port (port 0 = any free port) or unix:/path.
@@ -37,7 +38,7 @@ pub struct ServeArgs {
     max_connections: usize,
     /// Maximum frame body accepted from a peer, in bytes.
     #[arg(long, env = "PEERD_MAX_FRAME_LEN", default_value_t = peerd_codec::DEFAULT_MAX_FRAME_LEN,
-          value_parser = positive::<u32>)]
+          value_parser = frame_len)]
     max_frame_len: u32,
     /// Bytes queued toward one peer before it is closed as a slow consumer.
     #[arg(long, env = "PEERD_OUTBOUND_QUEUE_BYTES", default_value_t = 8 << 20,
@@ -59,17 +60,36 @@ pub struct ServeArgs {
     drain_ms: u64,
 }
 
-/// A number of at least 1 (clap names the flag in front of the message).
-fn positive<T>(s: &str) -> Result<T, String>
+/// Smallest `--max-frame-len`: a Hello may be this large, so a smaller limit would refuse
+/// frames the handshake itself allows. Mirrors the floor `listen()` enforces; the library
+/// does not export it.
+const MIN_FRAME_LEN: u32 = 1024;
+
+/// A number of at least `min` (clap names the flag in front of the message).
+fn at_least<T>(s: &str, min: T) -> Result<T, String>
 where
-    T: FromStr + From<u8> + PartialOrd,
+    T: FromStr + PartialOrd + Display,
     T::Err: Display,
 {
     let v: T = s.parse().map_err(|e: T::Err| e.to_string())?;
-    if v < T::from(1) {
-        return Err("must be at least 1".into());
+    if v < min {
+        return Err(format!("must be at least {min}"));
     }
     Ok(v)
+}
+
+/// A count, size or duration of at least 1.
+fn positive<T>(s: &str) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + Display + From<u8>,
+    T::Err: Display,
+{
+    at_least(s, T::from(1))
+}
+
+/// `--max-frame-len`: at least [`MIN_FRAME_LEN`].
+fn frame_len(s: &str) -> Result<u32, String> {
+    at_least(s, MIN_FRAME_LEN)
 }
 
 impl ServeArgs {
