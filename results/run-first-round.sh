@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # 10,000 idle connections need more than the default 1024 descriptors on each side.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-cargo build --release -p peerd-server -p peerd-loadgen
+cargo build --release -p peerd-cli -p peerd-loadgen
 L=target/release/peerd-loadgen
 COMMON="--duration 3 --warmup 1 --no-progress"
 

@@ -1,0 +1,189 @@
+//! Client subcommands (`call`, `ping`, `pub`, `sub`, `send`, `peers`, `watch`, `signal`), on
+//! the Rust client library.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use clap::Args;
+use peerd_client::{connect, Peer, PeerOptions, PresenceEvent, SignalKind};
+
+/// Flags every client subcommand takes.
+///
+/// Of these only `--server` has an environment variable (`PEERD_SERVER`): it says where
+/// the server is for a whole shell session, while `--id` is chosen per command.
+#[derive(Args)]
+pub struct ClientArgs {
+    /// Server address (host:port).
+    #[arg(
+        long,
+        short = 's',
+        default_value = "127.0.0.1:7400",
+        env = "PEERD_SERVER"
+    )]
+    server: String,
+    /// Peer id to connect as (default: server-assigned).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+type R = Result<(), String>;
+
+fn open(c: &ClientArgs) -> Result<Peer, String> {
+    let mut o = PeerOptions::new().client_name("peerd-cli").no_reconnect();
+    if let Some(id) = &c.id {
+        o = o.peer_id(id.clone());
+    }
+    connect(c.server.as_str(), o).map_err(|e| format!("connecting to {}: {e}", c.server))
+}
+
+fn arg_bytes(s: &str) -> Result<Vec<u8>, String> {
+    if s == "-" {
+        let mut v = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut v)
+            .map_err(|e| e.to_string())?;
+        Ok(v)
+    } else if let Some(path) = s.strip_prefix('@') {
+        std::fs::read(path).map_err(|e| format!("{path}: {e}"))
+    } else {
+        Ok(s.as_bytes().to_vec())
+    }
+}
+
+fn print_bytes(b: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(b);
+    if !b.ends_with(b"\n") {
+        let _ = out.write_all(b"\n");
+    }
+    let _ = out.flush();
+}
+
+pub fn call(c: &ClientArgs, method: &str, params: &str, peer: Option<&str>, timeout_ms: u64) -> R {
+    let p = open(c)?;
+    let params = arg_bytes(params)?;
+    let t = Duration::from_millis(timeout_ms);
+    let r = p.rpc().call_to(peer, method, &params, t);
+    let out = r.map_err(|e| format!("{method}: {e}"))?;
+    print_bytes(&out);
+    p.disconnect();
+    Ok(())
+}
+
+pub fn ping(c: &ClientArgs, count: u32) -> R {
+    let p = open(c)?;
+    for i in 0..count {
+        let rtt = p.ping(Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        println!(
+            "pong from {}: seq={i} time={:.1} us",
+            c.server,
+            rtt.as_secs_f64() * 1e6
+        );
+        if i + 1 < count {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    p.disconnect();
+    Ok(())
+}
+
+pub fn publish(c: &ClientArgs, topic: &str, message: &str) -> R {
+    let p = open(c)?;
+    let m = arg_bytes(message)?;
+    p.publish_confirmed(topic, &m, false)
+        .map_err(|e| e.to_string())?;
+    p.disconnect();
+    Ok(())
+}
+
+pub fn sub(c: &ClientArgs, topic: &str, count: Option<u64>) -> R {
+    let p = open(c)?;
+    let rx = p.subscribe(topic);
+    p.join(topic).map_err(|e| e.to_string())?;
+    eprintln!("joined {topic} as {}", p.peer_id().unwrap_or_default());
+    let mut n = 0;
+    while count.is_none_or(|c| n < c) {
+        let m = rx.recv().map_err(|_| "connection closed".to_string())?;
+        let kind = if m.direct { " (direct)" } else { "" };
+        println!("{}{kind}: {}", m.from, String::from_utf8_lossy(&m.payload));
+        n += 1;
+    }
+    p.disconnect();
+    Ok(())
+}
+
+pub fn send(c: &ClientArgs, topic: &str, to: &str, message: &str) -> R {
+    let p = open(c)?;
+    let m = arg_bytes(message)?;
+    p.send_confirmed(topic, to, &m).map_err(|e| e.to_string())?;
+    p.disconnect();
+    Ok(())
+}
+
+pub fn peers(c: &ClientArgs, topic: Option<&str>) -> R {
+    let p = open(c)?;
+    for id in p.list_peers(topic).map_err(|e| e.to_string())? {
+        println!("{id}");
+    }
+    p.disconnect();
+    Ok(())
+}
+
+pub fn watch(c: &ClientArgs, topic: Option<&str>, count: Option<u64>) -> R {
+    let p = open(c)?;
+    let w = p.watch(topic).map_err(|e| e.to_string())?;
+    let mut n = 0;
+    while count.is_none_or(|c| n < c) {
+        match w.recv() {
+            Some(PresenceEvent::Join(id)) => println!("join {id}"),
+            Some(PresenceEvent::Leave(id)) => println!("leave {id}"),
+            None => return Err("connection closed".into()),
+        }
+        n += 1;
+    }
+    p.disconnect();
+    Ok(())
+}
+
+pub fn signal(
+    c: &ClientArgs,
+    room: &str,
+    action: &str,
+    to: Option<&str>,
+    payload: &str,
+    count: u64,
+) -> R {
+    let p = open(c)?;
+    let rx = p.subscribe_signals();
+    p.join(room).map_err(|e| e.to_string())?;
+    let kind = match action {
+        "offer" => SignalKind::Offer,
+        "answer" => SignalKind::Answer,
+        "candidate" => SignalKind::Candidate,
+        "bye" => SignalKind::Bye,
+        "wait" => {
+            eprintln!("waiting in {room} as {}", p.peer_id().unwrap_or_default());
+            for _ in 0..count {
+                let s = rx.recv().map_err(|_| "connection closed".to_string())?;
+                eprintln!(
+                    "{:?} from {}",
+                    s.kind,
+                    s.from.as_deref().unwrap_or("server")
+                );
+                print_bytes(&s.payload);
+            }
+            p.disconnect();
+            return Ok(());
+        }
+        other => {
+            return Err(format!(
+                "unknown signal action {other:?} (offer|answer|candidate|bye|wait)"
+            ))
+        }
+    };
+    let data = arg_bytes(payload)?;
+    p.signal_confirmed(room, kind, to, &data)
+        .map_err(|e| e.to_string())?;
+    p.disconnect();
+    Ok(())
+}

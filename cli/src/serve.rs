@@ -1,0 +1,163 @@
+//! `peerd serve`: flags to `ListenOptions`, the builtin RPCs, the ready line, signals.
+
+use std::fmt::Display;
+use std::io::Write;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::builder::BoolishValueParser;
+use clap::Args;
+use peerd_server::{listen, ListenOptions};
+
+/// `peerd serve` flags.
+///
+/// Every flag `--some-flag` can also be given as the environment variable
+/// `PEERD_SOME_FLAG`; a flag on the command line wins over the environment. Values that
+/// cannot work (zero shards, a zero frame limit or deadline, ...) are refused here, before
+/// anything starts, with clap's usage error naming the flag (exit status 2). `listen()`
+/// checks the same again (and what only it can, like cores that exist), naming the field.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// host:port (port 0 = any free port) or unix:/path.
+    #[arg(long, default_value = "127.0.0.1:7400", env = "PEERD_LISTEN")]
+    listen: String,
+    /// Number of shards (executor threads); default: one per core.
+    #[arg(long, env = "PEERD_SHARDS", value_parser = positive::<usize>)]
+    shards: Option<usize>,
+    /// Cores to pin shards to, e.g. 0,1 (shard i -> cores[i % len]); default: shard i on core i.
+    #[arg(long, env = "PEERD_CORES", value_delimiter = ',')]
+    cores: Vec<usize>,
+    /// Do not pin shards to cores (env: 1/true/yes/on or 0/false/no/off).
+    #[arg(long, env = "PEERD_NO_PIN", value_parser = BoolishValueParser::new())]
+    no_pin: bool,
+    /// Maximum concurrent connections.
+    #[arg(long, env = "PEERD_MAX_CONNECTIONS", default_value_t = 100_000,
+          value_parser = positive::<usize>)]
+    max_connections: usize,
+    /// Maximum frame body accepted from a peer, in bytes.
+    #[arg(long, env = "PEERD_MAX_FRAME_LEN", default_value_t = peerd_codec::DEFAULT_MAX_FRAME_LEN,
+          value_parser = frame_len)]
+    max_frame_len: u32,
+    /// Bytes queued toward one peer before it is closed as a slow consumer.
+    #[arg(long, env = "PEERD_OUTBOUND_QUEUE_BYTES", default_value_t = 8 << 20,
+          value_parser = positive::<usize>)]
+    outbound_queue_bytes: usize,
+    /// Handshake deadline in milliseconds.
+    #[arg(long, env = "PEERD_HANDSHAKE_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = positive::<u64>)]
+    handshake_timeout_ms: u64,
+    /// Heartbeat interval in milliseconds (three silent intervals close a peer).
+    #[arg(long, env = "PEERD_HEARTBEAT_MS", default_value_t = 15000,
+          value_parser = positive::<u64>)]
+    heartbeat_ms: u64,
+    /// Spin this many microseconds before parking an idle shard (lower latency, more CPU).
+    #[arg(long, env = "PEERD_SPIN_US", default_value_t = 0)]
+    spin_us: u64,
+    /// On SIGTERM, give in-flight handlers this many milliseconds before closing peers.
+    #[arg(long, env = "PEERD_DRAIN_MS", default_value_t = 1000)]
+    drain_ms: u64,
+}
+
+/// Smallest `--max-frame-len`: a Hello may be this large, so a smaller limit would refuse
+/// frames the handshake itself allows. Mirrors the floor `listen()` enforces; the library
+/// does not export it.
+const MIN_FRAME_LEN: u32 = 1024;
+
+/// A number of at least `min` (clap names the flag in front of the message).
+fn at_least<T>(s: &str, min: T) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + Display,
+    T::Err: Display,
+{
+    let v: T = s.parse().map_err(|e: T::Err| e.to_string())?;
+    if v < min {
+        return Err(format!("must be at least {min}"));
+    }
+    Ok(v)
+}
+
+/// A count, size or duration of at least 1.
+fn positive<T>(s: &str) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + Display + From<u8>,
+    T::Err: Display,
+{
+    at_least(s, T::from(1))
+}
+
+/// `--max-frame-len`: at least [`MIN_FRAME_LEN`].
+fn frame_len(s: &str) -> Result<u32, String> {
+    at_least(s, MIN_FRAME_LEN)
+}
+
+impl ServeArgs {
+    /// The library's options for these flags (without the builtins).
+    fn listen_options(&self) -> ListenOptions {
+        let mut opts = ListenOptions::new(&self.listen);
+        if let Some(n) = self.shards {
+            opts.shards = n;
+        }
+        opts.cores = self.cores.clone();
+        opts.pin = !self.no_pin;
+        opts.limits.max_connections = self.max_connections;
+        opts.limits.max_frame_len = self.max_frame_len;
+        opts.limits.outbound_queue_bytes = self.outbound_queue_bytes;
+        opts.handshake_timeout = Duration::from_millis(self.handshake_timeout_ms);
+        opts.heartbeat = Duration::from_millis(self.heartbeat_ms);
+        opts.spin_before_park = Duration::from_micros(self.spin_us);
+        opts
+    }
+}
+
+/// Builtin services, so the binary is useful with no user code: RPC `echo` returns its
+/// params, RPC `peers` a JSON array of the connected peer ids. They live here rather than
+/// in the library so that the library carries no JSON dependency.
+fn with_builtins(opts: ListenOptions) -> ListenOptions {
+    opts.handle("echo", |_peer, req| async move { Ok(req.params) })
+        .handle("peers", |peer, _req| async move {
+            let ids = peer.connected_peers();
+            Ok(Bytes::from(
+                serde_json::to_vec(&ids).expect("strings serialize"),
+            ))
+        })
+}
+
+/// Run the server until SIGINT/SIGTERM, then drain and stop.
+pub fn serve(a: ServeArgs) -> ExitCode {
+    let opts = with_builtins(a.listen_options());
+    // Install the handlers before the shards start, so a signal that arrives during
+    // start-up is seen by the loop below instead of killing the process half started.
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("peerd: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match listen(opts) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("peerd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The loadgen and the tests parse this line; keep it byte for byte.
+    println!(
+        "peerd listening on {} shards={} pid={}",
+        server.endpoint_string(),
+        server.shards(),
+        std::process::id()
+    );
+    let _ = std::io::stdout().flush();
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, drain_ms = a.drain_ms, "draining");
+    }
+    server.close_graceful(Duration::from_millis(a.drain_ms));
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,286 @@
+//! The `peerd` binary end to end: start `peerd serve` on 127.0.0.1:0, wait for its ready
+//! line, talk to it with the client subcommands, stop it with SIGTERM; and the start-up
+//! refusals and environment variables of `serve`.
+//!
+//! Every child runs under a deadline (a watchdog SIGKILLs it), so a hung server fails the
+//! test instead of hanging it. Servers run with `--no-pin`: tests run in parallel.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// Longest any child may run.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// `peerd` with no `PEERD_*` or `RUST_LOG` from the environment running the tests.
+fn peerd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_peerd"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("PEERD_") || k == "RUST_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Wait for `child` to exit; SIGKILL it (and fail) if it takes longer than `limit`.
+fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
+    let pid = child.id() as libc::pid_t;
+    let (done, done_rx) = mpsc::channel::<()>();
+    let watchdog = thread::spawn(move || {
+        if let Err(RecvTimeoutError::Timeout) = done_rx.recv_timeout(limit) {
+            // The child is not reaped yet (the waiter below is still blocked), so the
+            // pid is still its own.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return true;
+        }
+        false
+    });
+    let status = child.wait().expect("wait for peerd");
+    drop(done);
+    assert!(
+        !watchdog.join().unwrap(),
+        "peerd did not exit within {limit:?}"
+    );
+    status
+}
+
+/// Lines of a child's pipe, read on a thread, as they arrive.
+fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Everything a pipe says until it closes, read on a thread.
+fn collect(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
+
+/// Run a command to completion under the deadline.
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(mut cmd: Command) -> Output {
+    let mut child = cmd.spawn().expect("spawn peerd");
+    let out = collect(child.stdout.take().unwrap());
+    let err = collect(child.stderr.take().unwrap());
+    let status = wait_bounded(&mut child, LIMIT);
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// A `peerd serve` that has printed its ready line.
+struct Server {
+    child: Child,
+    addr: String,
+    shards: usize,
+    stderr: Receiver<String>,
+}
+
+impl Server {
+    /// Start `peerd serve --listen 127.0.0.1:0 --no-pin <args>` and wait for the ready line.
+    fn start(mut cmd: Command, args: &[&str]) -> Server {
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--no-pin"])
+            .args(args);
+        let mut child = cmd.spawn().expect("spawn peerd serve");
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        let line = match stdout.recv_timeout(LIMIT) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait().unwrap();
+                let err: Vec<String> = stderr.try_iter().collect();
+                panic!("no ready line ({e}; {status}); stderr: {err:?}");
+            }
+        };
+        // `peerd listening on ADDR shards=N pid=PID`, exactly: the loadgen parses it.
+        let words: Vec<&str> = line.split(' ').collect();
+        assert_eq!(words.len(), 6, "ready line {line:?}");
+        assert_eq!(
+            &words[..3],
+            ["peerd", "listening", "on"],
+            "ready line {line:?}"
+        );
+        let addr = words[3].to_string();
+        assert!(addr.starts_with("127.0.0.1:"), "ready line {line:?}");
+        let shards = words[4]
+            .strip_prefix("shards=")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("ready line {line:?}"));
+        assert_eq!(
+            words[5],
+            format!("pid={}", child.id()),
+            "ready line {line:?}"
+        );
+        // Keep draining stdout so the server never blocks on a full pipe.
+        thread::spawn(move || for _ in stdout {});
+        Server {
+            child,
+            addr,
+            shards,
+            stderr,
+        }
+    }
+
+    /// A client subcommand against this server.
+    fn client(&self, args: &[&str]) -> Output {
+        let mut c = peerd();
+        c.arg(args[0])
+            .args(["--server", &self.addr])
+            .args(&args[1..]);
+        run(c)
+    }
+
+    /// SIGTERM, then the exit status and what the server wrote to stderr.
+    fn terminate(mut self) -> (ExitStatus, String) {
+        // The child is ours and not reaped yet, so the pid names it.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let status = wait_bounded(&mut self.child, LIMIT);
+        // The process is gone, so its stderr is at EOF and this ends.
+        let stderr: Vec<String> = self.stderr.iter().collect();
+        (status, stderr.join("\n"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A failed assertion must not leave a server running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn serve_answers_client_subcommands_and_exits_0_on_sigterm() {
+    // The smallest frame limit the flag accepts still carries the handshake and a call.
+    let server = Server::start(peerd(), &["--shards", "2", "--max-frame-len", "1024"]);
+    assert_eq!(server.shards, 2);
+
+    let echo = server.client(&["call", "echo", "hello"]);
+    assert!(echo.status.success(), "call echo: {}", echo.stderr);
+    assert_eq!(echo.stdout, "hello\n");
+
+    // The `peers` builtin (the binary's, not the library's): a JSON array of peer ids,
+    // holding at least the caller itself.
+    let peers = server.client(&["call", "--id", "asker", "peers"]);
+    assert!(peers.status.success(), "call peers: {}", peers.stderr);
+    let ids: Vec<String> = serde_json::from_str(peers.stdout.trim()).expect("JSON array");
+    assert!(ids.iter().any(|id| id == "asker"), "{ids:?}");
+
+    let missing = server.client(&["call", "no.such.method"]);
+    assert_eq!(missing.status.code(), Some(1), "{}", missing.stderr);
+    assert!(missing.stderr.starts_with("peerd: "), "{}", missing.stderr);
+
+    let (status, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{status}: {stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+}
+
+#[test]
+fn nonsense_values_are_refused_naming_the_flag() {
+    for (flag, value) in [
+        ("--max-frame-len", "0"),
+        ("--outbound-queue-bytes", "0"),
+        ("--max-connections", "0"),
+        ("--shards", "0"),
+        ("--heartbeat-ms", "0"),
+        ("--handshake-timeout-ms", "0"),
+        ("--max-frame-len", "1023"),
+        ("--max-frame-len", "5000000000"),
+        ("--shards", "many"),
+    ] {
+        let mut c = peerd();
+        c.args(["serve", "--listen", "127.0.0.1:0", "--no-pin", flag, value]);
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(flag),
+            "{flag} {value}: message does not name the flag: {}",
+            out.stderr
+        );
+        assert!(
+            !out.stdout.contains("listening"),
+            "{flag} {value} started: {}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn environment_sets_serve_flags_and_flags_win() {
+    // A shard count that is not this machine's default, so the variable is what set it.
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let want = if cores == 1 { 2 } else { 1 };
+    let mut c = peerd();
+    c.env("PEERD_SHARDS", want.to_string());
+    let server = Server::start(c, &[]);
+    assert_eq!(server.shards, want);
+    assert_eq!(server.terminate().0.code(), Some(0));
+
+    // A flag wins over the environment, even over a value the flag would refuse.
+    let mut c = peerd();
+    c.env("PEERD_SHARDS", "0");
+    let server = Server::start(c, &["--shards", "1"]);
+    assert_eq!(server.shards, 1);
+    assert_eq!(server.terminate().0.code(), Some(0));
+
+    // The environment is validated like the flag, and the message names the flag.
+    let mut c = peerd();
+    c.env("PEERD_MAX_FRAME_LEN", "0")
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-pin"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("--max-frame-len"), "{}", out.stderr);
+    assert!(!out.stdout.contains("listening"), "{}", out.stdout);
+}
+
+#[test]
+fn logs_go_to_stderr_filtered_by_rust_log() {
+    // Default filter: peerd's own info events, plain text (stderr is a pipe, no colours).
+    let server = Server::start(peerd(), &["--shards", "1"]);
+    let (status, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("INFO") && stderr.contains("stopped"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in a pipe: {stderr:?}"
+    );
+
+    // RUST_LOG=off silences the log; the ready line on stdout is not a log line.
+    let mut c = peerd();
+    c.env("RUST_LOG", "off");
+    let server = Server::start(c, &["--shards", "1"]);
+    let (status, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+}
