@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use peerd_benches::report::line;
-use peerd_benches::wire::Wire;
 use peerd_codec::{self as codec, Frame};
 use peerd_server::{listen, ListenOptions};
+use peerd_testkit::RawPeer;
 
 fn pin_to(core: usize) {
     // SAFETY: plain sched_setaffinity on the calling thread with a cpu_set_t we own.
@@ -37,7 +37,7 @@ fn iters() -> usize {
         .unwrap_or(20_000)
 }
 
-fn rpc_echo(w: &mut Wire, payload: &[u8], n: usize) -> Histogram<u64> {
+fn rpc_echo(w: &mut RawPeer, payload: &[u8], n: usize) -> Histogram<u64> {
     let mut h = hist();
     for i in 0..(n + n / 10) {
         let t = Instant::now();
@@ -49,7 +49,7 @@ fn rpc_echo(w: &mut Wire, payload: &[u8], n: usize) -> Histogram<u64> {
             params: Cow::Borrowed(payload),
         });
         loop {
-            let f = w.recv();
+            let f = w.recv_blocking();
             if let Frame::RpcResponse(r) = codec::codec::decode_bytes(&f).unwrap() {
                 assert_eq!(r.id.to_native(), i as u64);
                 break;
@@ -63,7 +63,7 @@ fn rpc_echo(w: &mut Wire, payload: &[u8], n: usize) -> Histogram<u64> {
     h
 }
 
-fn p2p(caller: &mut Wire, callee_id: &str, n: usize, payload: &[u8]) -> Histogram<u64> {
+fn p2p(caller: &mut RawPeer, callee_id: &str, n: usize, payload: &[u8]) -> Histogram<u64> {
     let mut h = hist();
     for i in 0..(n + n / 10) {
         let t = Instant::now();
@@ -75,7 +75,7 @@ fn p2p(caller: &mut Wire, callee_id: &str, n: usize, payload: &[u8]) -> Histogra
             params: Cow::Borrowed(payload),
         });
         loop {
-            let f = caller.recv();
+            let f = caller.recv_blocking();
             match codec::codec::decode_bytes(&f).unwrap() {
                 Frame::RpcResponse(r) if r.id.to_native() == i as u64 => break,
                 Frame::RpcError(e) => panic!("p2p error {}", e.message.as_str()),
@@ -95,13 +95,13 @@ fn spawn_callee(
     id: &str,
     core: Option<usize>,
 ) -> std::thread::JoinHandle<()> {
-    let mut w = Wire::connect(addr, id);
+    let mut w = RawPeer::connect(addr, Some(id));
     std::thread::spawn(move || {
         if let Some(c) = core {
             pin_to(c);
         }
         loop {
-            let f = w.recv();
+            let f = w.recv_blocking();
             let Ok(frame) = codec::codec::decode_bytes(&f) else {
                 return;
             };
@@ -133,13 +133,13 @@ fn fanout(
     let (tx, rx) = std::sync::mpsc::channel::<Histogram<u64>>();
     let mut ready = Vec::new();
     for s in 0..subs {
-        let mut w = Wire::connect(addr, &format!("sub{s}"));
+        let mut w = RawPeer::connect(addr, Some(&format!("sub{s}")));
         w.send(&codec::Join {
             req: 1,
             topic: Cow::Borrowed("bench"),
         });
         loop {
-            if let Frame::Status(_) = codec::codec::decode_bytes(&w.recv()).unwrap() {
+            if let Frame::Status(_) = codec::codec::decode_bytes(&w.recv_blocking()).unwrap() {
                 break;
             }
         }
@@ -152,7 +152,7 @@ fn fanout(
             let mut h = hist();
             let mut got = 0;
             while got < msgs {
-                let f = w.recv();
+                let f = w.recv_blocking();
                 if let Frame::TopicMessage(m) = codec::codec::decode_bytes(&f).unwrap() {
                     let p = m.payload.as_slice();
                     let sent = u64::from_le_bytes(p[..8].try_into().unwrap());
@@ -167,7 +167,7 @@ fn fanout(
             tx.send(h).unwrap();
         }));
     }
-    let mut publisher = Wire::connect(addr, "publisher");
+    let mut publisher = RawPeer::connect(addr, Some("publisher"));
     let mut payload = vec![0u8; 64];
     for i in 0..msgs {
         let now = base.elapsed().as_nanos() as u64;
@@ -235,7 +235,7 @@ fn main() {
         "peerd end-to-end (closed loop, loopback, server: 1 shard on core 0, spin {:?}, bench threads on cores {bench_cores:?})",
         srv_spin()
     );
-    let mut w = Wire::connect(addr, "bench");
+    let mut w = RawPeer::connect(addr, Some("bench"));
     println!(
         "{}",
         line("rpc echo 64 B", &rpc_echo(&mut w, &[7u8; 64], n))

@@ -1,8 +1,10 @@
 //! End to end through the real binary: the floor scenario (no peerd server needed), a short
 //! open-loop run on loopback, then the files it must leave behind.
+//!
+//! No wall-clock assertions: the loadgen's own --duration/--warmup/--drain bound each run,
+//! and the tests check what the report says (counts, errors), which is what can go wrong.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 fn out_dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("peerd-loadgen-{tag}-{}", std::process::id()));
@@ -13,7 +15,6 @@ fn out_dir(tag: &str) -> std::path::PathBuf {
 #[test]
 fn floor_open_loop_short_run_writes_reports() {
     let dir = out_dir("floor");
-    let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_peerd-loadgen"))
         .args([
             "floor",
@@ -25,21 +26,16 @@ fn floor_open_loop_short_run_writes_reports() {
             "0.2",
             "--repetitions",
             "1",
-            // The drain ends as soon as every answer is in; the bound only matters on a
-            // badly overloaded machine.
+            // The drain ends as soon as every answer is in: a generous bound costs nothing
+            // on a healthy run and keeps a busy machine from losing answers.
             "--drain",
-            "2",
+            "30",
             "--no-progress",
             "--out",
         ])
         .arg(&dir)
         .output()
         .expect("run peerd-loadgen");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        started.elapsed()
-    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -61,6 +57,10 @@ fn floor_open_loop_short_run_writes_reports() {
     assert_eq!(run["sent"], 1000);
     assert_eq!(run["received"], 1000);
     assert_eq!(run["missing"], 0);
+    assert_eq!(run["errors"], 0);
+    assert_eq!(run["error_samples"], serde_json::json!([]));
+    assert_eq!(run["dead_connections"], 0);
+    assert_eq!(run["overloaded"], false);
     assert_eq!(run["latency"]["count"], 1000);
     let p50 = run["latency"]["p50"].as_f64().unwrap();
     let max = run["latency"]["max"].as_f64().unwrap();
@@ -97,7 +97,7 @@ fn floor_closed_loop_is_labelled() {
             "--repetitions",
             "2",
             "--drain",
-            "0.5",
+            "30",
             "--no-progress",
             "--out",
         ])
@@ -118,6 +118,12 @@ fn floor_closed_loop_is_labelled() {
     assert_eq!(run["label"], "closed-p2");
     assert_eq!(run["reps"].as_array().unwrap().len(), 2);
     assert!(run["received"].as_u64().unwrap() > 10);
+    // Closed loop: every request sent in the windows was answered, without errors.
+    assert_eq!(run["missing"], 0);
+    assert_eq!(run["errors"], 0);
+    for rep in run["reps"].as_array().unwrap() {
+        assert!(rep["received"].as_u64().unwrap() > 0, "{rep}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

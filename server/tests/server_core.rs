@@ -331,14 +331,32 @@ fn handshake_rules() {
     silent.expect_close(Code::HandshakeTimeout);
     assert!(t.elapsed() < Duration::from_secs(3));
 
-    // One byte at a time, too slowly.
+    // One byte every 100 ms: each read is well within the deadline, so only a deadline on
+    // the whole handshake (not one that every byte renews) closes this peer before its
+    // Hello is complete. The 100 ms receive both paces the drip and watches for the answer.
     let mut slow = RawPeer::tcp(addr);
     let h = frame(&hello(Some("slow"), None));
-    for b in h.iter().take(4) {
-        slow.send_raw(&[*b]);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    slow.expect_close(Code::HandshakeTimeout);
+    let mut sent = 0;
+    let answer = loop {
+        assert!(
+            sent < h.len(),
+            "the whole Hello trickled in: no handshake deadline"
+        );
+        slow.send_raw(&h[sent..=sent]);
+        sent += 1;
+        match slow.recv_within(Duration::from_millis(100)) {
+            Recv::Timeout => {}
+            other => break other,
+        }
+    };
+    let f = answer.frame().expect("an answer before the stream ends");
+    let code = match codec::codec::decode_bytes(&f).unwrap() {
+        Frame::Reject(r) => r.code.to_native(),
+        Frame::Close(c) => c.code.to_native(),
+        other => panic!("expected handshake_timeout after {sent} bytes, got {other:?}"),
+    };
+    assert_eq!(code, Code::HandshakeTimeout.as_u16(), "after {sent} bytes");
+    slow.expect_end(WAIT);
 
     // Something other than Hello first.
     let mut wrong = RawPeer::tcp(addr);

@@ -30,8 +30,20 @@ macro_rules! any_msg {
 
             /// Append this message as one frame to `dst`.
             pub fn encode_into(&self, dst: &mut BytesMut) {
+                self.encode_limited(dst, u32::MAX).expect("encode");
+            }
+
+            /// [`encode`] with a body limit of `max` bytes.
+            pub fn encode_limited(&self, dst: &mut BytesMut, max: u32) -> Result<(), EncodeError> {
                 match self {
-                    $( AnyMsg::$name(m) => encode(m, dst, u32::MAX).expect("encode"), )*
+                    $( AnyMsg::$name(m) => encode(m, dst, max), )*
+                }
+            }
+
+            /// [`encode_to_bytes`] of the message inside.
+            pub fn to_bytes(&self) -> Result<bytes::Bytes, EncodeError> {
+                match self {
+                    $( AnyMsg::$name(m) => encode_to_bytes(m), )*
                 }
             }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::BytesMut;
+use peerd_codec::handshake::{hello_frame, ClientHandshake};
 use peerd_codec::{
     encode, split_frame, Broadcast, Code, Event, Frame, Hello, Join, Message, Pong, Publish,
     RpcRequest, RpcResponse, PROTOCOL_VERSION,
@@ -60,42 +61,29 @@ impl Adapter for Peerd {
     ) -> Result<Connected> {
         let deadline = Instant::now() + opts.timeout;
         let mut stream = tcp_connect(addr, opts)?;
-        let mut out = BytesMut::with_capacity(256);
-        put(
-            &mut out,
-            &Hello {
-                version: PROTOCOL_VERSION,
-                peer_id: peer_id.map(Cow::Borrowed),
-                credentials: None,
-                resume_token: None,
-                client: Cow::Borrowed("peerd-loadgen"),
-            },
-        )?;
-        write_all(&mut stream, &out)?;
+        let hello = hello_frame(&Hello {
+            version: PROTOCOL_VERSION,
+            peer_id: peer_id.map(Cow::Borrowed),
+            credentials: None,
+            resume_token: None,
+            client: Cow::Borrowed("peerd-loadgen"),
+        })
+        .map_err(|e| anyhow!("encoding Hello: {e}"))?;
+        write_all(&mut stream, &hello)?;
         let mut buf = Vec::new();
-        let id = read_until(&mut stream, &mut buf, deadline, |b| {
-            let Some((raw, n)) = split_frame(b, MAX_BODY)? else {
-                return Ok(None);
-            };
-            match raw.decode()? {
-                Frame::Welcome(w) => Ok(Some((w.peer_id.as_str().to_string(), n))),
-                Frame::Reject(r) => bail!(
-                    "server rejected the handshake: {} ({})",
-                    Code::describe(r.code.to_native()),
-                    r.reason.as_str()
-                ),
-                Frame::Close(c) => bail!(
-                    "server closed during the handshake: {} ({})",
-                    Code::describe(c.code.to_native()),
-                    c.reason.as_str()
-                ),
-                other => bail!("expected Welcome, got {other:?}"),
-            }
+        // The codec's handshake decides (Welcome, or Reject/Close with its code and reason);
+        // a fresh one per read fits read_until, which passes the whole buffer each time (the
+        // answer is a few hundred bytes).
+        let welcomed = read_until(&mut stream, &mut buf, deadline, |b| {
+            let mut hs = ClientHandshake::new(MAX_BODY);
+            Ok(hs
+                .receive(b)?
+                .map(|w| (w, b.len() - hs.into_framer().buffered())))
         })
         .with_context(|| format!("peerd handshake with {addr}"))?;
         Ok(Connected {
             stream,
-            peer_id: Some(id),
+            peer_id: Some(welcomed.peer_id),
             leftover: buf,
         })
     }
@@ -261,6 +249,8 @@ impl Adapter for Peerd {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
     use peerd_codec::{encode_to_bytes, Ping, RpcError, Status, TopicMessage};
 
@@ -315,6 +305,79 @@ mod tests {
         assert_eq!(seen[2], "Ping(9)");
         assert!(seen[3].contains("method_not_found"));
         assert_eq!(seen[4], "Ignored");
+    }
+
+    /// A one-connection server: reads the Hello, answers with `reply`, then waits for the
+    /// client to hang up.
+    fn answer_hello_with(reply: Vec<u8>) -> (SocketAddr, std::thread::JoinHandle<String>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            let id = loop {
+                if let Some((h, _)) = peerd_codec::handshake::parse_hello(&buf).unwrap() {
+                    break h.peer_id.unwrap_or_default().to_string();
+                }
+                let n = s.read(&mut chunk).unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+            };
+            std::io::Write::write_all(&mut s, &reply).unwrap();
+            while s.read(&mut chunk).is_ok_and(|n| n > 0) {}
+            id
+        });
+        (addr, t)
+    }
+
+    #[test]
+    fn handshake_keeps_what_follows_the_welcome() {
+        let mut reply = encode_to_bytes(&peerd_codec::Welcome {
+            version: PROTOCOL_VERSION,
+            peer_id: "lg-1".into(),
+            session_id: 1,
+            resume_token: Cow::Borrowed(&[]),
+            limits: peerd_codec::Limits {
+                max_frame_len: 1 << 20,
+                max_topics_per_peer: 1,
+                max_members_per_topic: 1,
+                max_topic_len: 1,
+                outbound_queue_bytes: 1,
+            },
+            heartbeat_ms: 1000,
+        })
+        .unwrap()
+        .to_vec();
+        let ping = encode_to_bytes(&Ping { nonce: 3 }).unwrap();
+        reply.extend_from_slice(&ping);
+        let (addr, t) = answer_hello_with(reply);
+        let c = Peerd::default()
+            .connect(addr, Some("lg-1"), &ConnectOptions::default())
+            .unwrap();
+        assert_eq!(c.peer_id.as_deref(), Some("lg-1"));
+        assert_eq!(c.leftover, ping.to_vec());
+        drop(c);
+        assert_eq!(t.join().unwrap(), "lg-1");
+    }
+
+    #[test]
+    fn refused_handshake_names_code_and_reason() {
+        let reject = encode_to_bytes(&peerd_codec::Reject {
+            code: Code::PeerIdTaken.as_u16(),
+            reason: "lg-1 is connected".into(),
+        })
+        .unwrap();
+        let (addr, t) = answer_hello_with(reject.to_vec());
+        let err = Peerd::default()
+            .connect(addr, Some("lg-1"), &ConnectOptions::default())
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("peer_id_taken") && msg.contains("lg-1 is connected"),
+            "{msg}"
+        );
+        assert!(msg.contains(&addr.to_string()), "{msg}");
+        t.join().unwrap();
     }
 
     #[test]
