@@ -1,13 +1,12 @@
 //! Encoding into caller buffers and validated, zero-copy decoding.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use rkyv::api::high::{HighSerializer, HighValidator};
-use rkyv::bytecheck::CheckBytes;
+use rkyv::api::high::HighSerializer;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::ser::sharing::Share;
 use rkyv::ser::{Positional, Writer};
-use rkyv::{Portable, Serialize};
+use rkyv::Serialize;
 
 use crate::error::{EncodeError, WireError};
 use crate::frames::{access_kind, Frame, Message};
@@ -160,16 +159,6 @@ pub fn decode_bytes(frame: &[u8]) -> Result<Frame<'_>, WireError> {
         Some(_) => Err(WireError::Violation("trailing bytes after frame")),
         None => Err(WireError::Violation("incomplete frame")),
     }
-}
-
-pub(crate) fn access<T>(kind: FrameKind, body: &[u8]) -> Result<&T, WireError>
-where
-    T: Portable + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-{
-    rkyv::access::<T, rancor::Error>(body).map_err(|e| WireError::InvalidArchive {
-        kind,
-        detail: e.to_string(),
-    })
 }
 
 /// Copy an archived message out into its owned Rust type (the slow path; for tests, tools

@@ -5,7 +5,7 @@
 //! [`EncodeError`]: the local caller asked to send something the protocol cannot carry.
 
 use crate::code::Code;
-use crate::header::FrameKind;
+use crate::kind::FrameKind;
 
 /// The peer sent bytes that are not a valid peerd frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

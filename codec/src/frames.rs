@@ -11,10 +11,14 @@
 
 use std::borrow::Cow;
 
+use rkyv::api::high::HighValidator;
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
 use rkyv::with::{AsOwned, Map};
-use rkyv::{Archive, Deserialize, Serialize};
+use rkyv::{Archive, Deserialize, Portable, Serialize};
 
-use crate::header::FrameKind;
+use crate::error::WireError;
+use crate::kind::FrameKind;
 
 /// Implemented by every message: which header kind carries it.
 pub trait Message: Archive {
@@ -407,7 +411,7 @@ macro_rules! frames {
         /// Validate `body` as the archive `kind` names and borrow it.
         pub(crate) fn access_kind(kind: FrameKind, body: &[u8]) -> Result<Frame<'_>, crate::WireError> {
             Ok(match kind {
-                $( FrameKind::$name => Frame::$name(crate::codec::access::<$archived>(kind, body)?), )*
+                $( FrameKind::$name => Frame::$name(access::<$archived>(kind, body)?), )*
             })
         }
     };
@@ -448,4 +452,15 @@ pub fn opt_str(v: &rkyv::option::ArchivedOption<rkyv::string::ArchivedString>) -
 /// Borrow an archived optional byte vector as `Option<&[u8]>`.
 pub fn opt_bytes(v: &rkyv::option::ArchivedOption<rkyv::vec::ArchivedVec<u8>>) -> Option<&[u8]> {
     v.as_ref().map(|s| s.as_slice())
+}
+
+/// Validate `body` as the archive of `T` (the message a `kind` frame carries).
+pub(crate) fn access<T>(kind: FrameKind, body: &[u8]) -> Result<&T, WireError>
+where
+    T: Portable + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    rkyv::access::<T, rancor::Error>(body).map_err(|e| WireError::InvalidArchive {
+        kind,
+        detail: e.to_string(),
+    })
 }

@@ -9,7 +9,8 @@
 //!
 //! # Layout
 //!
-//! - [`header`]: the fixed 8-byte frame header and [`FrameKind`], the frame-type byte.
+//! - [`header`]: the fixed 8-byte frame header.
+//! - [`kind`]: [`FrameKind`], the frame-type byte, with every kind's number and name.
 //! - [`frames`]: every message type (`Hello`, `RpcRequest`, `Publish`, ...) and [`Frame`],
 //!   the decoded, borrowed view of one frame.
 //! - [`codec`]: [`encode`] a message into a `BytesMut`, [`decode`] a complete frame,
@@ -37,6 +38,7 @@ pub mod framer;
 pub mod frames;
 pub mod handshake;
 pub mod header;
+pub mod kind;
 pub mod limits;
 
 pub use code::Code;
