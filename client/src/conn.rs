@@ -28,6 +28,7 @@ use crate::error::{ClientError, RequestError, SendFailure};
 use crate::events::{EventInfo, ServerError};
 use crate::options::PeerOptions;
 use crate::peer::{Inner, Reply, Resync, Session};
+use crate::pending::Outbound;
 use crate::rpc::RpcRequestInfo;
 use crate::state::{CloseInfo, Initiator, State};
 use crate::topics::{PresenceEvent, SignalInfo, TopicMessageInfo};
@@ -93,6 +94,16 @@ impl Link {
             w.buf = BytesMut::new();
         }
         Ok(())
+    }
+}
+
+impl Outbound for Link {
+    fn is_alive(&self) -> bool {
+        Link::is_alive(self)
+    }
+
+    fn send<M: Encode>(&self, msg: &M) -> Result<(), SendFailure> {
+        Link::send(self, msg)
     }
 }
 
@@ -724,9 +735,13 @@ fn on_frame(inner: &Arc<Inner>, link: &Arc<Link>, frame: Bytes) -> Option<End> {
             });
         }
         Frame::Pong(p) => {
-            inner
-                .pings
-                .complete(p.nonce.to_native(), Some(Instant::now()));
+            let nonce = p.nonce.to_native();
+            if !inner.pings.complete(nonce, Ok(Instant::now())) {
+                tracing::trace!(
+                    nonce,
+                    "Pong for no waiting ping (a keepalive probe, or late)"
+                );
+            }
         }
         Frame::Close(c) => {
             return Some(End::ServerClose {

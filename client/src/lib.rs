@@ -102,7 +102,9 @@
 //! - [`rpc`]: [`Rpc`] calls and handlers.
 //! - [`events`]: [`Events`], broadcasts, [`ServerError`].
 //! - [`topics`]: join/leave/publish/send, [`Watcher`] and presence, list peers, signaling.
-//! - `pending`: in-flight request tables and the deadline timer for futures.
+//! - `pending`: the one protocol every request that awaits an answer follows (`Waiter`:
+//!   register, write, wait with a deadline, fail at once when the link drops), and the
+//!   deadline timer of async waits.
 //! - `listeners`: copy-on-write listener and subscription registries.
 
 pub mod error;

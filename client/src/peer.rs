@@ -16,7 +16,7 @@ use crate::error::{ClientError, RequestError, SendFailure};
 use crate::events::{EventInfo, ServerError};
 use crate::listeners::{KeyedSinks, ListenerId, Sink, Sinks};
 use crate::options::PeerOptions;
-use crate::pending::{DeadlineKind, Deadlines, PendingTable};
+use crate::pending::{Deadlines, PendingTable, WaitError, Waiter};
 use crate::rpc::Handler;
 use crate::state::{CloseInfo, Initiator, State, StateCell};
 use crate::topics::{SignalInfo, TopicMessageInfo, TopicState, WatchKey};
@@ -111,10 +111,10 @@ pub(crate) struct Inner {
     pub(crate) last_close: Mutex<Option<CloseInfo>>,
     /// One counter for RPC ids, req ids and ping nonces: ids never collide across tables.
     next_id: AtomicU64,
-    pub(crate) calls: PendingTable<Result<Bytes, CallError>>,
-    pub(crate) requests: PendingTable<Result<Reply, RequestError>>,
-    /// Ping nonce -> when the Pong arrived; `None` = the connection dropped first.
-    pub(crate) pings: PendingTable<Option<Instant>>,
+    pub(crate) calls: Arc<PendingTable<Bytes, CallError>>,
+    pub(crate) requests: Arc<PendingTable<Reply, RequestError>>,
+    /// Ping nonce -> when the Pong arrived.
+    pub(crate) pings: Arc<PendingTable<Instant, RequestError>>,
     pub(crate) resync: Mutex<HashMap<u64, Resync>>,
     pub(crate) deadlines: Arc<Deadlines>,
     pub(crate) handlers: RwLock<HashMap<String, Handler>>,
@@ -205,44 +205,44 @@ impl Inner {
         }
     }
 
-    /// Register a deadline for an async wait, starting the timer thread on first use.
-    pub(crate) fn add_deadline(self: &Arc<Self>, when: Instant, id: u64, kind: DeadlineKind) {
-        if self.deadlines.add(when, id, kind) {
-            let weak = Arc::downgrade(self);
-            let dl = self.deadlines.clone();
-            std::thread::Builder::new()
-                .name("peerd-timer".into())
-                .spawn(move || {
-                    dl.run(|id, kind| {
-                        if let Some(inner) = weak.upgrade() {
-                            inner.expire(id, kind);
-                        }
-                    })
-                })
-                .expect("spawn peerd-timer thread");
-        }
-    }
-
-    fn expire(&self, id: u64, kind: DeadlineKind) {
-        match kind {
-            DeadlineKind::Call => {
-                self.calls.complete(id, Err(CallError::Timeout));
-            }
-            DeadlineKind::Request => {
-                self.requests.complete(id, Err(RequestError::Timeout));
-            }
-            DeadlineKind::Ping => {
-                self.pings.remove(id);
-            }
-        }
-    }
-
     /// Fail everything waiting on the connection that just ended.
     pub(crate) fn fail_pending(&self) {
-        self.calls.fail_all(|| Err(CallError::ConnectionLost));
-        self.requests.fail_all(|| Err(RequestError::ConnectionLost));
-        self.pings.fail_all(|| None);
+        self.calls.fail_all();
+        self.requests.fail_all();
+        self.pings.fail_all();
         self.resync.lock().unwrap().clear();
+    }
+
+    /// Write the request `build` makes for a fresh id, with its waiter registered in
+    /// `table` (see [`Waiter`]: the one protocol every request kind follows).
+    pub(crate) fn start<V, E, M>(
+        &self,
+        table: &Arc<PendingTable<V, E>>,
+        timeout: Duration,
+        build: impl FnOnce(u64) -> M,
+    ) -> Result<Waiter<V, E>, E>
+    where
+        V: Send + 'static,
+        E: WaitError + Send + 'static,
+        M: Encode,
+    {
+        let link = self.current_link()?;
+        Waiter::start(table, &*link, self.next_id(), timeout, build)
+    }
+
+    /// A started request as a future: its error at once, or its outcome. Takes the
+    /// [`start`](Self::start) result rather than the message, so the future captures
+    /// neither the message type nor its borrows (and so is `'static`).
+    pub(crate) fn wait_async<V, E>(
+        &self,
+        started: Result<Waiter<V, E>, E>,
+    ) -> impl Future<Output = Result<V, E>> + Send + 'static
+    where
+        V: Send + 'static,
+        E: WaitError + Send + 'static,
+    {
+        let wait = started.map(|w| w.wait_async(&self.deadlines));
+        async move { wait?.await }
     }
 
     /// Send a Status-confirmed request and wait for its Status (or PeerList).
@@ -254,53 +254,7 @@ impl Inner {
     where
         M: Encode,
     {
-        let link = self.current_link()?;
-        let id = self.next_id();
-        let rx = self.requests.insert(id);
-        // Checked after inserting: the reader marks the link dead before failing the table,
-        // so either it sees our entry or we see the dead link. Never a waiter left behind.
-        if !link.is_alive() {
-            self.requests.remove(id);
-            return Err(RequestError::ConnectionLost);
-        }
-        if let Err(e) = link.send(&build(id)) {
-            self.requests.remove(id);
-            return Err(e.into());
-        }
-        match rx.recv_timeout(timeout) {
-            Ok(r) => r,
-            Err(flume::RecvTimeoutError::Timeout) => {
-                if self.requests.remove(id) {
-                    Err(RequestError::Timeout)
-                } else {
-                    // Answered in the instant between the timeout and the removal.
-                    rx.try_recv().unwrap_or(Err(RequestError::Timeout))
-                }
-            }
-            Err(flume::RecvTimeoutError::Disconnected) => Err(RequestError::ConnectionLost),
-        }
-    }
-
-    /// The first half of an async request: send now, register the waiter and its deadline.
-    /// Kept separate from [`wait_reply`] so the returned future does not capture the
-    /// borrowed message type (and so is `'static`).
-    pub(crate) fn start_request<M>(
-        self: &Arc<Self>,
-        timeout: Duration,
-        build: impl FnOnce(u64) -> M,
-    ) -> Result<PendingReply, RequestError>
-    where
-        M: Encode,
-    {
-        let link = self.current_link()?;
-        let id = self.next_id();
-        let rx = self.requests.insert(id);
-        let guard = WaitGuard::new(self, id, DeadlineKind::Request, timeout);
-        if !link.is_alive() {
-            return Err(RequestError::ConnectionLost);
-        }
-        link.send(&build(id))?;
-        Ok((rx, guard))
+        self.start(&self.requests, timeout, build)?.wait()
     }
 
     /// `disconnect()`: idempotent; sends Close{Normal}, shuts the socket, fails pending
@@ -337,63 +291,6 @@ impl Inner {
         self.fail_pending();
         self.deadlines.stop();
         self.set_state(State::Closed);
-    }
-}
-
-/// A sent request awaiting its Status, with the guard that cleans up after it.
-pub(crate) type PendingReply = (flume::Receiver<Result<Reply, RequestError>>, WaitGuard);
-
-/// The second half of an async request: wait for the answer.
-pub(crate) async fn wait_reply(
-    started: Result<PendingReply, RequestError>,
-) -> Result<Reply, RequestError> {
-    let (rx, guard) = started?;
-    let r = rx
-        .recv_async()
-        .await
-        .unwrap_or(Err(RequestError::ConnectionLost));
-    drop(guard);
-    r
-}
-
-/// Removes an async waiter (and its deadline) when the future completes or is dropped,
-/// so a cancelled future leaves nothing behind.
-pub(crate) struct WaitGuard {
-    inner: Arc<Inner>,
-    id: u64,
-    kind: DeadlineKind,
-    when: Instant,
-}
-
-impl WaitGuard {
-    pub(crate) fn new(inner: &Arc<Inner>, id: u64, kind: DeadlineKind, timeout: Duration) -> Self {
-        let when = Instant::now()
-            .checked_add(timeout)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365));
-        inner.add_deadline(when, id, kind);
-        WaitGuard {
-            inner: inner.clone(),
-            id,
-            kind,
-            when,
-        }
-    }
-}
-
-impl Drop for WaitGuard {
-    fn drop(&mut self) {
-        self.inner.deadlines.cancel(self.when, self.id);
-        match self.kind {
-            DeadlineKind::Call => {
-                self.inner.calls.remove(self.id);
-            }
-            DeadlineKind::Request => {
-                self.inner.requests.remove(self.id);
-            }
-            DeadlineKind::Ping => {
-                self.inner.pings.remove(self.id);
-            }
-        }
     }
 }
 
@@ -496,9 +393,9 @@ impl Peer {
             connecting: Mutex::new(None),
             last_close: Mutex::new(None),
             next_id: AtomicU64::new(1),
-            calls: PendingTable::new(),
-            requests: PendingTable::new(),
-            pings: PendingTable::new(),
+            calls: Arc::new(PendingTable::new()),
+            requests: Arc::new(PendingTable::new()),
+            pings: Arc::new(PendingTable::new()),
             resync: Mutex::new(HashMap::new()),
             deadlines: Arc::new(Deadlines::new()),
             handlers: RwLock::new(HashMap::new()),
@@ -628,34 +525,11 @@ impl Peer {
     /// Round trip of a Ping to the server.
     pub fn ping(&self, timeout: Duration) -> Result<Duration, RequestError> {
         let inner = self.inner();
-        let link = inner.current_link()?;
-        let nonce = inner.next_id();
-        let rx = inner.pings.insert(nonce);
-        if !link.is_alive() {
-            inner.pings.remove(nonce);
-            return Err(RequestError::ConnectionLost);
-        }
-        let start = Instant::now();
-        if let Err(e) = link.send(&Ping { nonce }) {
-            inner.pings.remove(nonce);
-            return Err(e.into());
-        }
-        match rx.recv_timeout(timeout) {
-            Ok(Some(at)) => Ok(at.saturating_duration_since(start)),
-            Ok(None) if inner.gate.is_closed() => Err(RequestError::Closed),
-            Ok(None) => Err(RequestError::ConnectionLost),
-            Err(flume::RecvTimeoutError::Timeout) => {
-                inner.pings.remove(nonce);
-                Err(RequestError::Timeout)
-            }
-            Err(flume::RecvTimeoutError::Disconnected) => {
-                if inner.gate.is_closed() {
-                    Err(RequestError::Closed)
-                } else {
-                    Err(RequestError::ConnectionLost)
-                }
-            }
-        }
+        let sent = Instant::now();
+        let pong = inner
+            .start(&inner.pings, timeout, |nonce| Ping { nonce })?
+            .wait()?;
+        Ok(pong.saturating_duration_since(sent))
     }
 
     /// [`Peer::ping`] as a future; the Ping is sent when this is called.
@@ -663,30 +537,10 @@ impl Peer {
         &self,
         timeout: Duration,
     ) -> impl Future<Output = Result<Duration, RequestError>> + Send + 'static {
-        let inner = self.inner().clone();
-        let started = (|| -> Result<_, RequestError> {
-            let link = inner.current_link()?;
-            let nonce = inner.next_id();
-            let rx = inner.pings.insert(nonce);
-            let guard = WaitGuard::new(&inner, nonce, DeadlineKind::Ping, timeout);
-            if !link.is_alive() {
-                return Err(RequestError::ConnectionLost);
-            }
-            let start = Instant::now();
-            link.send(&Ping { nonce })?;
-            Ok((rx, guard, start))
-        })();
-        async move {
-            let (rx, guard, start) = started?;
-            let r = match rx.recv_async().await {
-                Ok(Some(at)) => Ok(at.saturating_duration_since(start)),
-                Ok(None) => Err(RequestError::ConnectionLost),
-                // The deadline thread removed the waiter without answering it.
-                Err(_) => Err(RequestError::Timeout),
-            };
-            drop(guard);
-            r
-        }
+        let inner = self.inner();
+        let sent = Instant::now();
+        let pong = inner.wait_async(inner.start(&inner.pings, timeout, |nonce| Ping { nonce }));
+        async move { Ok(pong.await?.saturating_duration_since(sent)) }
     }
 
     /// Stop a listener or subscription registered with any `on*`/`subscribe*` method.

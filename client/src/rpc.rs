@@ -11,8 +11,8 @@ use bytes::Bytes;
 use peerd_codec::{Code, RpcRequest};
 
 use crate::error::CallError;
-use crate::peer::{Peer, WaitGuard};
-use crate::pending::DeadlineKind;
+use crate::peer::Peer;
+use crate::pending::Waiter;
 
 /// An incoming call, as a handler sees it.
 #[derive(Debug, Clone)]
@@ -130,19 +130,7 @@ impl Rpc<'_> {
         params: &[u8],
         timeout: Duration,
     ) -> Result<Bytes, CallError> {
-        let inner = self.peer.inner();
-        let (id, rx) = self.start(target, method, params, timeout)?;
-        match rx.recv_timeout(timeout) {
-            Ok(r) => r,
-            Err(flume::RecvTimeoutError::Timeout) => {
-                if inner.calls.remove(id) {
-                    Err(CallError::Timeout)
-                } else {
-                    rx.try_recv().unwrap_or(Err(CallError::Timeout))
-                }
-            }
-            Err(flume::RecvTimeoutError::Disconnected) => Err(CallError::ConnectionLost),
-        }
+        self.start(target, method, params, timeout)?.wait()
     }
 
     /// [`Rpc::call`] as a future. The request is written when this is called; the future
@@ -174,19 +162,8 @@ impl Rpc<'_> {
         params: &[u8],
         timeout: Duration,
     ) -> impl Future<Output = Result<Bytes, CallError>> + Send + 'static {
-        let inner = self.peer.inner().clone();
-        let started = self
-            .start(target, method, params, timeout)
-            .map(|(id, rx)| (rx, WaitGuard::new(&inner, id, DeadlineKind::Call, timeout)));
-        async move {
-            let (rx, guard) = started?;
-            let r = rx
-                .recv_async()
-                .await
-                .unwrap_or(Err(CallError::ConnectionLost));
-            drop(guard);
-            r
-        }
+        let started = self.start(target, method, params, timeout);
+        self.peer.inner().wait_async(started)
     }
 
     /// Register the handler for `method`, replacing any previous one. Works before
@@ -216,45 +193,32 @@ impl Rpc<'_> {
             .is_some()
     }
 
-    /// Validate, register the waiter, write the request.
+    /// Validate, then write the request with its waiter registered.
     fn start(
         &self,
         target: Option<&str>,
         method: &str,
         params: &[u8],
         timeout: Duration,
-    ) -> Result<(u64, flume::Receiver<Result<Bytes, CallError>>), CallError> {
+    ) -> Result<Waiter<Bytes, CallError>, CallError> {
         peerd_codec::validate_name(method)
             .map_err(|e| CallError::InvalidArgument(format!("method {method:?}: {e}")))?;
         if let Some(t) = target {
             peerd_codec::validate_peer_id(t)
                 .map_err(|e| CallError::InvalidArgument(format!("peer id {t:?}: {e}")))?;
         }
-        let inner = self.peer.inner();
-        let link = inner.current_link()?;
-        let id = inner.next_id();
-        let rx = inner.calls.insert(id);
-        // After the insert: see Inner::request.
-        if !link.is_alive() {
-            inner.calls.remove(id);
-            return Err(CallError::ConnectionLost);
-        }
         // 0 on the wire means "the receiver's default"; a sub-millisecond deadline is 1 ms.
         let timeout_ms = u32::try_from(timeout.as_millis())
             .unwrap_or(u32::MAX)
             .max(1);
-        let sent = link.send(&RpcRequest {
+        let inner = self.peer.inner();
+        inner.start(&inner.calls, timeout, |id| RpcRequest {
             id,
             method: Cow::Borrowed(method),
             peer: target.map(Cow::Borrowed),
             timeout_ms,
             params: Cow::Borrowed(params),
-        });
-        if let Err(e) = sent {
-            inner.calls.remove(id);
-            return Err(e.into());
-        }
-        Ok((id, rx))
+        })
     }
 }
 

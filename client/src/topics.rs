@@ -21,7 +21,7 @@ use peerd_codec::{
 use crate::dispatch::Control;
 use crate::error::RequestError;
 use crate::listeners::{ListenerId, Sink};
-use crate::peer::{wait_reply, Inner, Peer, Reply};
+use crate::peer::{Inner, Peer, Reply};
 
 /// A presence watch target: `None` = every connected peer, `Some(topic)` = its members.
 pub(crate) type WatchKey = Option<String>;
@@ -245,11 +245,11 @@ impl Peer {
             .and_then(|()| inner.current_link().map_err(RequestError::from))
             .map(|_| {
                 let newly = inner.topics.lock().unwrap().mark_joined(topic);
-                let started = inner.start_request(self.default_timeout(), |req| Join {
+                let started = inner.start(&inner.requests, self.default_timeout(), |req| Join {
                     req,
                     topic: Cow::Borrowed(topic),
                 });
-                (newly, wait_reply(started))
+                (newly, inner.wait_async(started))
             });
         async move {
             let (newly, wait) = start?;
@@ -287,10 +287,11 @@ impl Peer {
             .and_then(|()| inner.current_link().map_err(RequestError::from))
             .map(|_| {
                 inner.topics.lock().unwrap().forget_topic(topic);
-                wait_reply(inner.start_request(self.default_timeout(), |req| Leave {
+                let started = inner.start(&inner.requests, self.default_timeout(), |req| Leave {
                     req,
                     topic: Cow::Borrowed(topic),
-                }))
+                });
+                inner.wait_async(started)
             });
         async move { start?.await.map(|_| ()) }
     }
@@ -471,14 +472,13 @@ impl Peer {
         topic: Option<&str>,
     ) -> impl Future<Output = Result<Vec<String>, RequestError>> + Send + 'static {
         let checked = topic.map_or(Ok(()), |t| self.check_topic(t));
+        let inner = self.inner();
         let wait = checked.map(|()| {
-            wait_reply(
-                self.inner()
-                    .start_request(self.default_timeout(), |req| ListPeers {
-                        req,
-                        topic: topic.map(Cow::Borrowed),
-                    }),
-            )
+            let started = inner.start(&inner.requests, self.default_timeout(), |req| ListPeers {
+                req,
+                topic: topic.map(Cow::Borrowed),
+            });
+            inner.wait_async(started)
         });
         async move { peers_reply(wait?.await?) }
     }
