@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use peerd_codec::{Code, RpcError, RpcResponse};
 
-use crate::conn::Link;
 use crate::error::SendFailure;
 use crate::events::{EventInfo, ServerError};
+use crate::link::Link;
 use crate::listeners::send_blocking;
 use crate::peer::Inner;
 use crate::rpc::{RpcFailure, RpcRequestInfo};

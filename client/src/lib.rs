@@ -96,8 +96,13 @@
 //! - [`state`]: [`State`], the connection state machine, and [`CloseInfo`].
 //! - [`error`]: [`ClientError`], [`CallError`], [`RequestError`], split by layer.
 //! - `peer`: [`Peer`], [`connect`], the shared state of a peer's threads, `disconnect`.
-//! - `conn`: sockets and threads: TCP connect, handshake, the write side, the reader
-//!   loop, keepalive, reconnect and resync.
+//! - `link`: the write side of a connection, shared by every sending thread.
+//! - `handshake`: TCP connect and Hello -> Welcome | Reject (the protocol is the codec's
+//!   sans-io `ClientHandshake`), what a reconnect presents, errors as [`ClientError`].
+//! - `inbound`: the read loop and keepalive probe; routes each frame to a waiter, the
+//!   dispatcher, or a Pong.
+//! - `supervisor`: the thread that owns the connection's life: read until it ends, fail
+//!   pending requests, reconnect with backoff and jitter, resume, re-join and re-watch.
 //! - `dispatch`: the dispatcher thread and the presence views (snapshot -> joins).
 //! - [`rpc`]: [`Rpc`] calls and handlers.
 //! - [`events`]: [`Events`], broadcasts, [`ServerError`].
@@ -114,11 +119,14 @@ pub mod rpc;
 pub mod state;
 pub mod topics;
 
-mod conn;
 mod dispatch;
+mod handshake;
+mod inbound;
+mod link;
 mod listeners;
 mod peer;
 mod pending;
+mod supervisor;
 
 pub use bytes::Bytes;
 pub use error::{CallError, ClientError, RequestError};

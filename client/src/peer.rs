@@ -10,15 +10,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use peerd_codec::{Close, Code, Encode, Limits, Ping};
 
-use crate::conn::{self, Link};
 use crate::dispatch::{self, Control, Work};
 use crate::error::{ClientError, RequestError, SendFailure};
 use crate::events::{EventInfo, ServerError};
+use crate::handshake;
+use crate::link::Link;
 use crate::listeners::{KeyedSinks, ListenerId, Sink, Sinks};
 use crate::options::PeerOptions;
 use crate::pending::{Deadlines, PendingTable, WaitError, Waiter};
 use crate::rpc::Handler;
 use crate::state::{CloseInfo, Initiator, State, StateCell};
+use crate::supervisor;
 use crate::topics::{SignalInfo, TopicMessageInfo, TopicState, WatchKey};
 use crate::CallError;
 
@@ -433,12 +435,12 @@ impl Peer {
             });
         }
         inner.ensure_dispatcher();
-        match conn::establish(inner, true) {
+        match handshake::establish(inner, true) {
             Ok(est) => {
-                if !conn::install(inner, &est, false) {
+                if !supervisor::install(inner, &est, false) {
                     return Err(ClientError::Closed);
                 }
-                conn::spawn_supervisor(inner.clone(), est);
+                supervisor::spawn(inner.clone(), est);
                 Ok(())
             }
             Err(e) => {
@@ -646,6 +648,32 @@ mod tests {
             states.try_iter().collect::<Vec<_>>(),
             vec![State::Connecting, State::Idle]
         );
+    }
+
+    #[test]
+    fn a_silent_server_is_a_handshake_timeout_and_a_hangup_is_closed_during_handshake() {
+        use std::io::Read;
+        let opts = PeerOptions::new().handshake_timeout(Duration::from_millis(100));
+
+        // The listen backlog completes the TCP connect; nobody ever answers the Hello.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = Peer::new(silent.local_addr().unwrap(), opts.clone()).unwrap();
+        let e = p.connect().unwrap_err();
+        assert!(matches!(e, ClientError::HandshakeTimeout), "{e}");
+        assert_eq!(p.state(), State::Idle);
+
+        // Reads the Hello, then hangs up without a word.
+        let rude = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = Peer::new(rude.local_addr().unwrap(), opts).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = rude.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "a Hello arrived");
+        });
+        let e = p.connect().unwrap_err();
+        server.join().unwrap();
+        assert!(matches!(e, ClientError::ClosedDuringHandshake), "{e}");
     }
 
     #[test]
