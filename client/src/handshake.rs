@@ -17,7 +17,7 @@ use peerd_codec::{Framer, Hello, DEFAULT_MAX_FRAME_LEN, PROTOCOL_VERSION};
 use crate::error::ClientError;
 use crate::link::Link;
 use crate::options::PeerOptions;
-use crate::peer::{Inner, Session};
+use crate::shared::{Inner, Session};
 use crate::state::State;
 
 /// Keepalive interval when neither the options nor the server say.

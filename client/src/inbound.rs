@@ -19,13 +19,13 @@ use peerd_codec::{
 
 use crate::dispatch::Work;
 use crate::error::{CallError, RequestError};
-use crate::events::{EventInfo, ServerError};
 use crate::handshake::Established;
 use crate::link::Link;
-use crate::peer::{Inner, Reply, Resync};
-use crate::rpc::RpcRequestInfo;
+use crate::messages::{
+    EventInfo, PresenceEvent, RpcRequestInfo, ServerError, SignalInfo, TopicMessageInfo,
+};
+use crate::shared::{Inner, Reply, Resync};
 use crate::state::{CloseInfo, Initiator};
-use crate::topics::{PresenceEvent, SignalInfo, TopicMessageInfo};
 
 /// Read chunk size. One copy from this buffer into the framer keeps the code free of
 /// `unsafe` uninitialized-buffer tricks; the framer then hands out frames zero-copy.

@@ -2,90 +2,18 @@
 //! handlers the server or other peers call.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use peerd_codec::{Code, RpcRequest};
+use peerd_codec::RpcRequest;
 
 use crate::error::CallError;
 use crate::peer::Peer;
 use crate::pending::Waiter;
 
-/// An incoming call, as a handler sees it.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct RpcRequestInfo {
-    /// The calling peer; `None` when the server itself calls.
-    pub from: Option<String>,
-    /// The method name.
-    pub method: String,
-    /// The parameters (a zero-copy slice of the received frame).
-    pub params: Bytes,
-}
-
-/// How a handler fails a call: a code and a message, sent back as RpcError.
-///
-/// Use an application code in 4000-4999 for your own failures ([`RpcFailure::app`]), or a
-/// protocol [`Code`] (`RpcFailure::from(Code::InvalidArgument)`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RpcFailure {
-    /// A [`Code`] number or an application code in 4000-4999.
-    pub code: u16,
-    /// Detail for the caller.
-    pub message: String,
-}
-
-impl RpcFailure {
-    /// A failure with any code.
-    pub fn new(code: u16, message: impl Into<String>) -> Self {
-        RpcFailure {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// An application failure; `code` should be in 4000-4999 (other values are sent as
-    /// given, but may collide with protocol codes).
-    pub fn app(code: u16, message: impl Into<String>) -> Self {
-        debug_assert!(
-            (4000..5000).contains(&code),
-            "application codes are 4000-4999"
-        );
-        Self::new(code, message)
-    }
-
-    /// `Internal` with a message.
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(Code::Internal.as_u16(), message)
-    }
-}
-
-impl From<Code> for RpcFailure {
-    fn from(c: Code) -> Self {
-        RpcFailure::new(c.as_u16(), c.name())
-    }
-}
-
-impl fmt::Display for RpcFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}): {}",
-            Code::describe(self.code),
-            self.code,
-            self.message
-        )
-    }
-}
-
-impl std::error::Error for RpcFailure {}
-
-/// A registered RPC handler.
-pub type Handler =
-    Arc<dyn Fn(RpcRequestInfo) -> Result<Vec<u8>, RpcFailure> + Send + Sync + 'static>;
+pub use crate::messages::{Handler, RpcFailure, RpcRequestInfo};
 
 /// RPC operations of a [`Peer`]; from [`Peer::rpc`].
 #[derive(Clone, Copy)]
@@ -176,6 +104,7 @@ impl Rpc<'_> {
     {
         self.peer
             .inner()
+            .registry
             .handlers
             .write()
             .unwrap()
@@ -186,6 +115,7 @@ impl Rpc<'_> {
     pub fn remove_handler(&self, method: &str) -> bool {
         self.peer
             .inner()
+            .registry
             .handlers
             .write()
             .unwrap()
@@ -255,20 +185,14 @@ mod tests {
     fn handlers_register_before_connect_and_can_be_removed() {
         let p = test_peer();
         p.rpc().handle("echo", |req| Ok(req.params.to_vec()));
-        assert!(p.inner().handlers.read().unwrap().contains_key("echo"));
+        assert!(p
+            .inner()
+            .registry
+            .handlers
+            .read()
+            .unwrap()
+            .contains_key("echo"));
         assert!(p.rpc().remove_handler("echo"));
         assert!(!p.rpc().remove_handler("echo"));
-    }
-
-    #[test]
-    fn failure_codes() {
-        assert_eq!(
-            RpcFailure::from(Code::InvalidArgument).code,
-            Code::InvalidArgument.as_u16()
-        );
-        assert_eq!(
-            RpcFailure::app(4001, "nope").to_string(),
-            "app_4001 (4001): nope"
-        );
     }
 }

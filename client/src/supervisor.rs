@@ -1,5 +1,5 @@
 //! The supervisor: one thread per peer, for the peer's whole life. It reads the current
-//! connection until it ends ([`inbound::read_loop`]), fails what was pending on it, then
+//! connection until it ends ([`read_loop`]), fails what was pending on it, then
 //! reconnects with exponential backoff and full jitter, presenting the last session's
 //! resume token, re-joins topics and re-opens presence watches, and reads the next
 //! connection.
@@ -17,7 +17,7 @@ use peerd_codec::{Code, Join, Watch};
 use crate::handshake::{establish, Established};
 use crate::inbound::{read_loop, End};
 use crate::link::Link;
-use crate::peer::{Inner, Resync};
+use crate::shared::{Inner, Resync};
 use crate::state::{CloseInfo, Initiator, State};
 
 /// Make `est` the live connection; on a reconnect, re-join topics and re-watch presence.
