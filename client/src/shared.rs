@@ -53,6 +53,10 @@ pub(crate) struct Gate {
     /// Mirror of `closed` for lock-free checks by the dispatcher's blocking sends (the
     /// registry holds a clone).
     flag: Arc<AtomicBool>,
+    /// Threads inside `sleep`, counted under the lock: a test waits for this instead of
+    /// sleeping, and then knows its `close` wakes a thread that is really waiting.
+    #[cfg(test)]
+    sleepers: std::sync::atomic::AtomicUsize,
 }
 
 impl Gate {
@@ -61,6 +65,8 @@ impl Gate {
             closed: Mutex::new(false),
             cv: Condvar::new(),
             flag: Arc::new(AtomicBool::new(false)),
+            #[cfg(test)]
+            sleepers: Default::default(),
         }
     }
 
@@ -82,14 +88,18 @@ impl Gate {
     pub(crate) fn sleep(&self, d: Duration) -> bool {
         let deadline = Instant::now() + d;
         let mut c = self.closed.lock().unwrap();
+        #[cfg(test)]
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
         while !*c {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                break;
             }
             c = self.cv.wait_timeout(c, left).unwrap().0;
         }
-        true
+        #[cfg(test)]
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        *c
     }
 }
 
@@ -326,7 +336,11 @@ mod tests {
             let start = Instant::now();
             (g2.sleep(Duration::from_secs(30)), start.elapsed())
         });
-        std::thread::sleep(Duration::from_millis(20));
+        // The sleeper counts itself under the lock and releases the lock only by waiting:
+        // once it is counted, the close below (which takes the lock) wakes a waiting thread.
+        while g.sleepers.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
         assert!(g.close());
         assert!(!g.close());
         let (closed, waited) = t.join().unwrap();
