@@ -11,18 +11,64 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use peerd_codec::{Code, RpcError, RpcResponse};
 
-use crate::conn::Link;
 use crate::error::SendFailure;
-use crate::events::{EventInfo, ServerError};
-use crate::listeners::send_blocking;
-use crate::peer::Inner;
-use crate::rpc::{RpcFailure, RpcRequestInfo};
+use crate::link::Link;
+use crate::listeners::{send_blocking, KeyedSinks, ListenerId, Sinks};
+use crate::membership::WatchKey;
+use crate::messages::{
+    EventInfo, Handler, PresenceEvent, RpcFailure, RpcRequestInfo, ServerError, SignalInfo,
+    TopicMessageInfo,
+};
 use crate::state::State;
-use crate::topics::{PresenceEvent, SignalInfo, TopicMessageInfo, WatchKey};
+
+/// What the dispatcher delivers to: RPC handlers, listeners and subscriptions. Registered
+/// from any thread; listener lists are copy-on-write, so delivery never holds their locks
+/// while user code runs.
+pub(crate) struct Registry {
+    pub(crate) handlers: RwLock<HashMap<String, Handler>>,
+    pub(crate) events: KeyedSinks<EventInfo>,
+    pub(crate) any_events: Sinks<EventInfo>,
+    pub(crate) broadcasts: Sinks<EventInfo>,
+    pub(crate) topic_sinks: KeyedSinks<TopicMessageInfo>,
+    pub(crate) signals: Sinks<SignalInfo>,
+    pub(crate) errors: Sinks<ServerError>,
+    /// State listeners get (state, version) and filter out changes older than their
+    /// registration (see `StateCell`).
+    pub(crate) states: Sinks<(State, u64)>,
+    /// The peer's closed flag: a blocking send to a full receiver gives up once it is set.
+    closed: Arc<AtomicBool>,
+}
+
+impl Registry {
+    pub(crate) fn new(closed: Arc<AtomicBool>) -> Self {
+        Registry {
+            handlers: RwLock::new(HashMap::new()),
+            events: KeyedSinks::new(closed.clone()),
+            any_events: Sinks::new(closed.clone()),
+            broadcasts: Sinks::new(closed.clone()),
+            topic_sinks: KeyedSinks::new(closed.clone()),
+            signals: Sinks::new(closed.clone()),
+            errors: Sinks::new(closed.clone()),
+            states: Sinks::new(closed.clone()),
+            closed,
+        }
+    }
+
+    /// Remove a listener or subscription, whichever list it is in.
+    pub(crate) fn remove(&self, id: ListenerId) -> bool {
+        self.events.remove(id)
+            || self.any_events.remove(id)
+            || self.broadcasts.remove(id)
+            || self.topic_sinks.remove(id)
+            || self.signals.remove(id)
+            || self.errors.remove(id)
+            || self.states.remove(id)
+    }
+}
 
 /// Data from the reader, in arrival order (bounded queue).
 pub(crate) enum Work {
@@ -139,14 +185,14 @@ impl View {
     }
 }
 
-pub(crate) fn run(inner: Arc<Inner>, work: flume::Receiver<Work>, ctl: flume::Receiver<Control>) {
+pub(crate) fn run(reg: Arc<Registry>, work: flume::Receiver<Work>, ctl: flume::Receiver<Control>) {
     let mut views: HashMap<WatchKey, View> = HashMap::new();
     loop {
         // Control first: a watcher attached before its Watch frame was sent must be in
         // place before the snapshot that the Watch provokes is processed.
         while let Ok(c) = ctl.try_recv() {
-            if !on_control(&inner, &mut views, c) {
-                drain(&inner, &mut views, &work);
+            if !on_control(&reg, &mut views, c) {
+                drain(&reg, &mut views, &work);
                 return;
             }
         }
@@ -160,31 +206,32 @@ pub(crate) fn run(inner: Arc<Inner>, work: flume::Receiver<Work>, ctl: flume::Re
             .wait();
         match next {
             Next::Ctl(Ok(c)) => {
-                if !on_control(&inner, &mut views, c) {
-                    drain(&inner, &mut views, &work);
+                if !on_control(&reg, &mut views, c) {
+                    drain(&reg, &mut views, &work);
                     return;
                 }
             }
-            Next::Work(Ok(w)) => on_work(&inner, &mut views, w),
-            // Both senders live in `Inner`, which this thread holds: cannot happen.
+            Next::Work(Ok(w)) => on_work(&reg, &mut views, w),
+            // The senders live in the peer's shared state; once that is gone (after the
+            // Stop that closing sends), nothing more can come.
             Next::Ctl(Err(_)) | Next::Work(Err(_)) => return,
         }
     }
 }
 
 /// Deliver what the reader queued before the close, then stop.
-fn drain(inner: &Inner, views: &mut HashMap<WatchKey, View>, work: &flume::Receiver<Work>) {
+fn drain(reg: &Registry, views: &mut HashMap<WatchKey, View>, work: &flume::Receiver<Work>) {
     while let Ok(w) = work.try_recv() {
-        on_work(inner, views, w);
+        on_work(reg, views, w);
     }
 }
 
-fn on_control(inner: &Inner, views: &mut HashMap<WatchKey, View>, c: Control) -> bool {
+fn on_control(reg: &Registry, views: &mut HashMap<WatchKey, View>, c: Control) -> bool {
     match c {
-        Control::State(s, v) => inner.states.emit((s, v)),
+        Control::State(s, v) => reg.states.emit((s, v)),
         Control::Attach { key, id, tx } => {
             let view = views.entry(key).or_default();
-            let closed = &inner.gate.flag;
+            let closed = &reg.closed;
             if view
                 .catch_up()
                 .into_iter()
@@ -206,41 +253,41 @@ fn on_control(inner: &Inner, views: &mut HashMap<WatchKey, View>, c: Control) ->
     true
 }
 
-fn on_work(inner: &Inner, views: &mut HashMap<WatchKey, View>, w: Work) {
+fn on_work(reg: &Registry, views: &mut HashMap<WatchKey, View>, w: Work) {
     match w {
-        Work::Request { link, id, info } => answer(inner, &link, id, info),
+        Work::Request { link, id, info } => answer(reg, &link, id, info),
         Work::Event(e) => {
-            inner.any_events.emit(e.clone());
+            reg.any_events.emit(e.clone());
             let name = e.name.clone();
-            inner.events.emit(&name, e);
+            reg.events.emit(&name, e);
         }
-        Work::Broadcast(e) => inner.broadcasts.emit(e),
+        Work::Broadcast(e) => reg.broadcasts.emit(e),
         Work::Topic(m) => {
             let topic = m.topic.clone();
-            inner.topic_sinks.emit(&topic, m);
+            reg.topic_sinks.emit(&topic, m);
         }
-        Work::Signal(s) => inner.signals.emit(s),
-        Work::Error(e) => inner.errors.emit(e),
+        Work::Signal(s) => reg.signals.emit(s),
+        Work::Error(e) => reg.errors.emit(e),
         Work::Snapshot { key, peers } => {
             // No view: nobody watches this key any more (unwatched while the snapshot was
             // in flight).
             if let Some(view) = views.get_mut(&key) {
                 let events = view.apply_snapshot(peers);
-                view.send_all(&events, &inner.gate.flag);
+                view.send_all(&events, &reg.closed);
             }
         }
         Work::Presence { key, event } => {
             if let Some(view) = views.get_mut(&key) {
                 view.apply(&event);
-                view.send_all(std::slice::from_ref(&event), &inner.gate.flag);
+                view.send_all(std::slice::from_ref(&event), &reg.closed);
             }
         }
     }
 }
 
 /// Run the handler for an incoming call and send its answer.
-fn answer(inner: &Inner, link: &Link, id: u64, info: RpcRequestInfo) {
-    let handler = inner.handlers.read().unwrap().get(&info.method).cloned();
+fn answer(reg: &Registry, link: &Link, id: u64, info: RpcRequestInfo) {
+    let handler = reg.handlers.read().unwrap().get(&info.method).cloned();
     let result = match handler {
         None => Err(RpcFailure::new(
             Code::MethodNotFound.as_u16(),

@@ -2,58 +2,15 @@
 //! asynchronous errors the server reports.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use peerd_codec::{Broadcast, Code, Event};
+use peerd_codec::{Broadcast, Event};
 
 use crate::error::RequestError;
 use crate::listeners::{ListenerId, Sink};
 use crate::peer::Peer;
 
-/// An event or a broadcast, as listeners see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct EventInfo {
-    /// Event name.
-    pub name: String,
-    /// The sending peer; `None` when the server itself sent it.
-    pub from: Option<String>,
-    /// Payload (a zero-copy slice of the received frame).
-    pub payload: Bytes,
-}
-
-/// An asynchronous failure the server reported with `Status{req: 0, code != 0}`: a
-/// fire-and-forget request failed (a direct event to an unknown peer, a publish to an
-/// invalid topic, ...), or a topic/watch could not be re-established after a reconnect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ServerError {
-    /// A [`Code`] number.
-    pub code: u16,
-    /// The server's detail.
-    pub message: String,
-}
-
-impl ServerError {
-    /// The code as a known [`Code`], if it is one.
-    pub fn known_code(&self) -> Option<Code> {
-        Code::from_u16(self.code)
-    }
-}
-
-impl fmt::Display for ServerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}): {}",
-            Code::describe(self.code),
-            self.code,
-            self.message
-        )
-    }
-}
+pub use crate::messages::{EventInfo, ServerError};
 
 /// Event operations of a [`Peer`]; from [`Peer::events`].
 #[derive(Clone, Copy)]
@@ -71,7 +28,10 @@ impl Peer {
     /// logged through `tracing` at warn level whether or not anyone listens.
     pub fn on_error(&self, f: impl Fn(ServerError) + Send + Sync + 'static) -> ListenerId {
         let id = self.new_listener_id();
-        self.inner().errors.add(id, Sink::Callback(Arc::new(f)));
+        self.inner()
+            .registry
+            .errors
+            .add(id, Sink::Callback(Arc::new(f)));
         id
     }
 
@@ -79,6 +39,7 @@ impl Peer {
     pub fn errors(&self) -> flume::Receiver<ServerError> {
         let (tx, rx) = self.channel();
         self.inner()
+            .registry
             .errors
             .add(self.new_listener_id(), Sink::Channel(tx));
         rx
@@ -132,6 +93,7 @@ impl Events<'_> {
         let id = self.peer.new_listener_id();
         self.peer
             .inner()
+            .registry
             .events
             .add(name, id, Sink::Callback(Arc::new(f)));
         id
@@ -141,7 +103,11 @@ impl Events<'_> {
     pub fn subscribe(&self, name: &str) -> flume::Receiver<EventInfo> {
         let (tx, rx) = self.peer.channel();
         let id = self.peer.new_listener_id();
-        self.peer.inner().events.add(name, id, Sink::Channel(tx));
+        self.peer
+            .inner()
+            .registry
+            .events
+            .add(name, id, Sink::Channel(tx));
         rx
     }
 
@@ -150,6 +116,7 @@ impl Events<'_> {
         let id = self.peer.new_listener_id();
         self.peer
             .inner()
+            .registry
             .any_events
             .add(id, Sink::Callback(Arc::new(f)));
         id
@@ -160,6 +127,7 @@ impl Events<'_> {
         let id = self.peer.new_listener_id();
         self.peer
             .inner()
+            .registry
             .broadcasts
             .add(id, Sink::Callback(Arc::new(f)));
         id
@@ -169,7 +137,11 @@ impl Events<'_> {
     pub fn subscribe_broadcasts(&self) -> flume::Receiver<EventInfo> {
         let (tx, rx) = self.peer.channel();
         let id = self.peer.new_listener_id();
-        self.peer.inner().broadcasts.add(id, Sink::Channel(tx));
+        self.peer
+            .inner()
+            .registry
+            .broadcasts
+            .add(id, Sink::Channel(tx));
         rx
     }
 }
@@ -213,14 +185,5 @@ mod tests {
             assert!(p.remove_listener(id));
             assert!(!p.remove_listener(id));
         }
-    }
-
-    #[test]
-    fn server_error_display() {
-        let e = ServerError {
-            code: Code::UnknownPeer.as_u16(),
-            message: "bob".into(),
-        };
-        assert_eq!(e.to_string(), "unknown_peer (1006): bob");
     }
 }

@@ -92,18 +92,40 @@
 //!
 //! # Layout
 //!
+//! The API, as users see it:
+//! - `peer`: [`Peer`], [`connect`], [`WeakPeer`]: connect, state, session facts, ping,
+//!   `disconnect`.
+//! - [`rpc`]: [`Rpc`] calls and handlers.
+//! - [`events`]: [`Events`], broadcasts, asynchronous [`ServerError`]s.
+//! - [`topics`]: join/leave/publish/send, [`Watcher`] and presence, list peers, signaling.
 //! - [`options`]: [`PeerOptions`], [`ReconnectPolicy`] and its backoff schedule.
 //! - [`state`]: [`State`], the connection state machine, and [`CloseInfo`].
 //! - [`error`]: [`ClientError`], [`CallError`], [`RequestError`], split by layer.
-//! - `peer`: [`Peer`], [`connect`], the shared state of a peer's threads, `disconnect`.
-//! - `conn`: sockets and threads: TCP connect, handshake, the write side, the reader
-//!   loop, keepalive, reconnect and resync.
-//! - `dispatch`: the dispatcher thread and the presence views (snapshot -> joins).
-//! - [`rpc`]: [`Rpc`] calls and handlers.
-//! - [`events`]: [`Events`], broadcasts, [`ServerError`].
-//! - [`topics`]: join/leave/publish/send, [`Watcher`] and presence, list peers, signaling.
-//! - `pending`: in-flight request tables and the deadline timer for futures.
-//! - `listeners`: copy-on-write listener and subscription registries.
+//! - `messages`: what handlers, listeners and receivers are given ([`EventInfo`],
+//!   [`RpcRequestInfo`], [`TopicMessageInfo`], ...) and what a handler answers
+//!   ([`RpcFailure`]); re-exported by the modules above.
+//!
+//! The machinery behind it:
+//! - `shared`: `Inner`, the state a peer's threads share, and the operations more than
+//!   one of them needs (the live link, starting requests, state changes, closing).
+//! - `pending`: the one protocol every request that awaits an answer follows (`Waiter`:
+//!   register, write, wait with a deadline, fail at once when the link drops), and the
+//!   deadline timer of async waits.
+//! - `link`: the write side of a connection, shared by every sending thread.
+//! - `handshake`: TCP connect and Hello -> Welcome | Reject (the protocol is the codec's
+//!   sans-io `ClientHandshake`), what a reconnect presents, errors as [`ClientError`].
+//! - `inbound`: the read loop and keepalive probe; routes each frame to a waiter, the
+//!   dispatcher, or a Pong.
+//! - `supervisor`: the thread that owns the connection's life: read until it ends, fail
+//!   pending requests, reconnect with backoff and jitter, resume, re-join and re-watch.
+//! - `dispatch`: the dispatcher thread, the registry of handlers and listeners it runs,
+//!   and the presence views (snapshot -> joins).
+//! - `membership`: the topics joined and watches open (the receive filter; what a
+//!   reconnect re-establishes).
+//! - `listeners`: copy-on-write listener and subscription lists.
+//!
+//! The machinery uses only the API's leaf modules (`options`, `state`, `error`, `messages`),
+//! never `peer`, `rpc`, `events` or `topics`, and no modules import each other in a circle.
 
 pub mod error;
 pub mod events;
@@ -112,11 +134,17 @@ pub mod rpc;
 pub mod state;
 pub mod topics;
 
-mod conn;
 mod dispatch;
+mod handshake;
+mod inbound;
+mod link;
 mod listeners;
+mod membership;
+mod messages;
 mod peer;
 mod pending;
+mod shared;
+mod supervisor;
 
 pub use bytes::Bytes;
 pub use error::{CallError, ClientError, RequestError};

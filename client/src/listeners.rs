@@ -237,11 +237,17 @@ mod tests {
         tx.send(1).unwrap();
         let c = closed.clone();
         let t = std::thread::spawn(move || send_blocking(&tx, 2, &c));
-        std::thread::sleep(Duration::from_millis(150));
+        // Full and not closed: it cannot have returned, however long it has run. (No
+        // sleep to let it block first: if it dropped the value instead of waiting, the
+        // last receive below fails.)
         assert!(!t.is_finished(), "backpressure: waits for the reader");
-        assert_eq!(rx.recv().unwrap(), 1);
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok(1));
         assert_eq!(t.join().unwrap(), Ok(()));
-        assert_eq!(rx.recv().unwrap(), 2);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Ok(2),
+            "the waiting value goes in once there is room"
+        );
 
         let (tx, rx) = flume::bounded(1);
         tx.send(1).unwrap();

@@ -1,401 +1,20 @@
-//! [`Peer`], the handle users hold, and `Inner`, the state its threads share.
+//! [`Peer`], the handle users hold: connect, state, session facts, ping, disconnect.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use peerd_codec::{Close, Code, Encode, Limits, Ping};
+use peerd_codec::{Limits, Ping};
 
-use crate::conn::{self, Link};
-use crate::dispatch::{self, Control, Work};
-use crate::error::{ClientError, RequestError, SendFailure};
-use crate::events::{EventInfo, ServerError};
-use crate::listeners::{KeyedSinks, ListenerId, Sink, Sinks};
+use crate::error::{ClientError, RequestError};
+use crate::handshake;
+use crate::listeners::{ListenerId, Sink};
 use crate::options::PeerOptions;
-use crate::pending::{DeadlineKind, Deadlines, PendingTable};
-use crate::rpc::Handler;
-use crate::state::{CloseInfo, Initiator, State, StateCell};
-use crate::topics::{SignalInfo, TopicMessageInfo, TopicState, WatchKey};
-use crate::CallError;
-
-/// What the last Welcome said about the session.
-#[derive(Debug, Clone)]
-pub(crate) struct Session {
-    pub(crate) peer_id: String,
-    pub(crate) session_id: u64,
-    pub(crate) resume_token: Vec<u8>,
-    pub(crate) limits: Limits,
-    pub(crate) heartbeat: Duration,
-}
-
-/// The answer to a Status-confirmed request.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    Ok,
-    Peers(Vec<String>),
-}
-
-/// A request the client sends on its own after a reconnect; its Status is not awaited by
-/// anyone, so a failure is reported through `on_error` instead.
-#[derive(Debug, Clone)]
-pub(crate) enum Resync {
-    Join(String),
-    Watch(WatchKey),
-}
-
-/// Closed once, never reopened; sleeping on it wakes early when it closes (so a reconnect
-/// backoff ends at once on `disconnect()`).
-pub(crate) struct Gate {
-    closed: Mutex<bool>,
-    cv: Condvar,
-    /// Mirror of `closed` for lock-free checks by the dispatcher's blocking sends.
-    pub(crate) flag: Arc<AtomicBool>,
-}
-
-impl Gate {
-    fn new() -> Self {
-        Gate {
-            closed: Mutex::new(false),
-            cv: Condvar::new(),
-            flag: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    /// Close; true the first time.
-    pub(crate) fn close(&self) -> bool {
-        let mut c = self.closed.lock().unwrap();
-        let first = !*c;
-        *c = true;
-        self.flag.store(true, Ordering::SeqCst);
-        self.cv.notify_all();
-        first
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        *self.closed.lock().unwrap()
-    }
-
-    /// Sleep up to `d`; true if the gate closed.
-    pub(crate) fn sleep(&self, d: Duration) -> bool {
-        let deadline = Instant::now() + d;
-        let mut c = self.closed.lock().unwrap();
-        while !*c {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            c = self.cv.wait_timeout(c, left).unwrap().0;
-        }
-        true
-    }
-}
-
-/// Everything the user's handle, the reader/supervisor thread, the dispatcher thread and
-/// the deadline thread share. `Arc`/locks because these really are different threads;
-/// the hot paths (write, complete a call) take one short uncontended lock each.
-pub(crate) struct Inner {
-    pub(crate) opts: PeerOptions,
-    pub(crate) addrs: Vec<SocketAddr>,
-    pub(crate) state: StateCell,
-    pub(crate) gate: Gate,
-    /// The live connection's write side; `None` while not Active.
-    pub(crate) link: Mutex<Option<Arc<Link>>>,
-    /// The last Welcome (kept while reconnecting: its token and id are presented again).
-    pub(crate) session: Mutex<Option<Arc<Session>>>,
-    /// The socket of a connect/handshake in progress, so `disconnect()` can interrupt it.
-    pub(crate) connecting: Mutex<Option<TcpStream>>,
-    pub(crate) last_close: Mutex<Option<CloseInfo>>,
-    /// One counter for RPC ids, req ids and ping nonces: ids never collide across tables.
-    next_id: AtomicU64,
-    pub(crate) calls: PendingTable<Result<Bytes, CallError>>,
-    pub(crate) requests: PendingTable<Result<Reply, RequestError>>,
-    /// Ping nonce -> when the Pong arrived; `None` = the connection dropped first.
-    pub(crate) pings: PendingTable<Option<Instant>>,
-    pub(crate) resync: Mutex<HashMap<u64, Resync>>,
-    pub(crate) deadlines: Arc<Deadlines>,
-    pub(crate) handlers: RwLock<HashMap<String, Handler>>,
-    pub(crate) events: KeyedSinks<EventInfo>,
-    pub(crate) any_events: Sinks<EventInfo>,
-    pub(crate) broadcasts: Sinks<EventInfo>,
-    pub(crate) topic_sinks: KeyedSinks<TopicMessageInfo>,
-    pub(crate) signals: Sinks<SignalInfo>,
-    pub(crate) errors: Sinks<ServerError>,
-    /// State listeners get (state, version) and filter out changes older than their
-    /// registration (see `StateCell`).
-    pub(crate) states: Sinks<(State, u64)>,
-    pub(crate) topics: Mutex<TopicState>,
-    /// Reader -> dispatcher, bounded: the backpressure path.
-    pub(crate) work: flume::Sender<Work>,
-    /// Control -> dispatcher, unbounded but low-volume (state changes, watcher attach and
-    /// detach), so that `disconnect()` from inside a handler can never block on a full
-    /// queue that only its own thread drains.
-    pub(crate) ctl: flume::Sender<Control>,
-    dispatch_rx: Mutex<Option<(flume::Receiver<Work>, flume::Receiver<Control>)>>,
-}
-
-impl Inner {
-    pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub(crate) fn session(&self) -> Option<Arc<Session>> {
-        self.session.lock().unwrap().clone()
-    }
-
-    /// Change state and tell the dispatcher (which runs `on_state` listeners).
-    pub(crate) fn set_state(&self, s: State) {
-        if let Some(v) = self.state.set(s) {
-            self.notify_state(s, v);
-        }
-    }
-
-    pub(crate) fn transition_state(&self, from: State, to: State) -> bool {
-        let changed = self.state.transition(from, to);
-        if let Some(v) = changed {
-            self.notify_state(to, v);
-        }
-        changed.is_some()
-    }
-
-    fn notify_state(&self, s: State, version: u64) {
-        tracing::debug!(state = %s, "peerd-client state");
-        let _ = self.ctl.send(Control::State(s, version));
-        if s == State::Closed {
-            let _ = self.ctl.send(Control::Stop);
-        }
-    }
-
-    pub(crate) fn set_last_close(&self, info: CloseInfo) {
-        *self.last_close.lock().unwrap() = Some(info);
-    }
-
-    pub(crate) fn current_link(&self) -> Result<Arc<Link>, SendFailure> {
-        if let Some(l) = self.link.lock().unwrap().as_ref() {
-            return Ok(l.clone());
-        }
-        if self.gate.is_closed() {
-            Err(SendFailure::Closed)
-        } else {
-            Err(SendFailure::NotConnected)
-        }
-    }
-
-    /// Write one frame on the live connection.
-    pub(crate) fn send<M>(&self, msg: &M) -> Result<(), SendFailure>
-    where
-        M: Encode,
-    {
-        self.current_link()?.send(msg)
-    }
-
-    /// Start the dispatcher thread once. It is started before the first connect so that
-    /// state listeners see Connecting and handlers see the very first frame.
-    pub(crate) fn ensure_dispatcher(self: &Arc<Self>) {
-        let rx = self.dispatch_rx.lock().unwrap().take();
-        if let Some((work, ctl)) = rx {
-            let inner = self.clone();
-            std::thread::Builder::new()
-                .name("peerd-dispatch".into())
-                .spawn(move || dispatch::run(inner, work, ctl))
-                .expect("spawn peerd-dispatch thread");
-        }
-    }
-
-    /// Register a deadline for an async wait, starting the timer thread on first use.
-    pub(crate) fn add_deadline(self: &Arc<Self>, when: Instant, id: u64, kind: DeadlineKind) {
-        if self.deadlines.add(when, id, kind) {
-            let weak = Arc::downgrade(self);
-            let dl = self.deadlines.clone();
-            std::thread::Builder::new()
-                .name("peerd-timer".into())
-                .spawn(move || {
-                    dl.run(|id, kind| {
-                        if let Some(inner) = weak.upgrade() {
-                            inner.expire(id, kind);
-                        }
-                    })
-                })
-                .expect("spawn peerd-timer thread");
-        }
-    }
-
-    fn expire(&self, id: u64, kind: DeadlineKind) {
-        match kind {
-            DeadlineKind::Call => {
-                self.calls.complete(id, Err(CallError::Timeout));
-            }
-            DeadlineKind::Request => {
-                self.requests.complete(id, Err(RequestError::Timeout));
-            }
-            DeadlineKind::Ping => {
-                self.pings.remove(id);
-            }
-        }
-    }
-
-    /// Fail everything waiting on the connection that just ended.
-    pub(crate) fn fail_pending(&self) {
-        self.calls.fail_all(|| Err(CallError::ConnectionLost));
-        self.requests.fail_all(|| Err(RequestError::ConnectionLost));
-        self.pings.fail_all(|| None);
-        self.resync.lock().unwrap().clear();
-    }
-
-    /// Send a Status-confirmed request and wait for its Status (or PeerList).
-    pub(crate) fn request<M>(
-        &self,
-        timeout: Duration,
-        build: impl FnOnce(u64) -> M,
-    ) -> Result<Reply, RequestError>
-    where
-        M: Encode,
-    {
-        let link = self.current_link()?;
-        let id = self.next_id();
-        let rx = self.requests.insert(id);
-        // Checked after inserting: the reader marks the link dead before failing the table,
-        // so either it sees our entry or we see the dead link. Never a waiter left behind.
-        if !link.is_alive() {
-            self.requests.remove(id);
-            return Err(RequestError::ConnectionLost);
-        }
-        if let Err(e) = link.send(&build(id)) {
-            self.requests.remove(id);
-            return Err(e.into());
-        }
-        match rx.recv_timeout(timeout) {
-            Ok(r) => r,
-            Err(flume::RecvTimeoutError::Timeout) => {
-                if self.requests.remove(id) {
-                    Err(RequestError::Timeout)
-                } else {
-                    // Answered in the instant between the timeout and the removal.
-                    rx.try_recv().unwrap_or(Err(RequestError::Timeout))
-                }
-            }
-            Err(flume::RecvTimeoutError::Disconnected) => Err(RequestError::ConnectionLost),
-        }
-    }
-
-    /// The first half of an async request: send now, register the waiter and its deadline.
-    /// Kept separate from [`wait_reply`] so the returned future does not capture the
-    /// borrowed message type (and so is `'static`).
-    pub(crate) fn start_request<M>(
-        self: &Arc<Self>,
-        timeout: Duration,
-        build: impl FnOnce(u64) -> M,
-    ) -> Result<PendingReply, RequestError>
-    where
-        M: Encode,
-    {
-        let link = self.current_link()?;
-        let id = self.next_id();
-        let rx = self.requests.insert(id);
-        let guard = WaitGuard::new(self, id, DeadlineKind::Request, timeout);
-        if !link.is_alive() {
-            return Err(RequestError::ConnectionLost);
-        }
-        link.send(&build(id))?;
-        Ok((rx, guard))
-    }
-
-    /// `disconnect()`: idempotent; sends Close{Normal}, shuts the socket, fails pending
-    /// waits, state Closed. Does not join threads, so it is safe from inside a handler.
-    pub(crate) fn shutdown(&self, reason: &str) {
-        if !self.gate.close() {
-            return;
-        }
-        let link = self.link.lock().unwrap().take();
-        if let Some(link) = link {
-            let _ = link.send(&Close {
-                code: Code::Normal.as_u16(),
-                reason: reason.into(),
-            });
-            link.kill();
-            self.set_last_close(CloseInfo {
-                code: Some(Code::Normal.as_u16()),
-                reason: reason.to_string(),
-                initiator: Initiator::Client,
-            });
-        }
-        if let Some(s) = self.connecting.lock().unwrap().take() {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-        self.fail_pending();
-        self.deadlines.stop();
-        self.set_state(State::Closed);
-    }
-
-    /// The end when the connection ends for good without `disconnect()` (replaced,
-    /// reconnect disabled or given up).
-    pub(crate) fn finish(&self) {
-        self.gate.close();
-        self.fail_pending();
-        self.deadlines.stop();
-        self.set_state(State::Closed);
-    }
-}
-
-/// A sent request awaiting its Status, with the guard that cleans up after it.
-pub(crate) type PendingReply = (flume::Receiver<Result<Reply, RequestError>>, WaitGuard);
-
-/// The second half of an async request: wait for the answer.
-pub(crate) async fn wait_reply(
-    started: Result<PendingReply, RequestError>,
-) -> Result<Reply, RequestError> {
-    let (rx, guard) = started?;
-    let r = rx
-        .recv_async()
-        .await
-        .unwrap_or(Err(RequestError::ConnectionLost));
-    drop(guard);
-    r
-}
-
-/// Removes an async waiter (and its deadline) when the future completes or is dropped,
-/// so a cancelled future leaves nothing behind.
-pub(crate) struct WaitGuard {
-    inner: Arc<Inner>,
-    id: u64,
-    kind: DeadlineKind,
-    when: Instant,
-}
-
-impl WaitGuard {
-    pub(crate) fn new(inner: &Arc<Inner>, id: u64, kind: DeadlineKind, timeout: Duration) -> Self {
-        let when = Instant::now()
-            .checked_add(timeout)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365));
-        inner.add_deadline(when, id, kind);
-        WaitGuard {
-            inner: inner.clone(),
-            id,
-            kind,
-            when,
-        }
-    }
-}
-
-impl Drop for WaitGuard {
-    fn drop(&mut self) {
-        self.inner.deadlines.cancel(self.when, self.id);
-        match self.kind {
-            DeadlineKind::Call => {
-                self.inner.calls.remove(self.id);
-            }
-            DeadlineKind::Request => {
-                self.inner.requests.remove(self.id);
-            }
-            DeadlineKind::Ping => {
-                self.inner.pings.remove(self.id);
-            }
-        }
-    }
-}
+use crate::shared::Inner;
+use crate::state::{CloseInfo, State};
+use crate::supervisor;
 
 /// Owned by every [`Peer`] clone; dropping the last one disconnects. The background
 /// threads hold `Inner`, not this, so they do not keep the connection alive by themselves.
@@ -482,38 +101,7 @@ impl Peer {
             peerd_codec::validate_declared_peer_id(id)
                 .map_err(|e| ClientError::InvalidOptions(format!("peer_id {id:?}: {e}")))?;
         }
-        let (work_tx, work_rx) = flume::bounded(options.dispatch_queue.max(1));
-        let (ctl_tx, ctl_rx) = flume::unbounded();
-        let gate = Gate::new();
-        let closed = gate.flag.clone();
-        let inner = Arc::new(Inner {
-            opts: options,
-            addrs,
-            state: StateCell::new(),
-            gate,
-            link: Mutex::new(None),
-            session: Mutex::new(None),
-            connecting: Mutex::new(None),
-            last_close: Mutex::new(None),
-            next_id: AtomicU64::new(1),
-            calls: PendingTable::new(),
-            requests: PendingTable::new(),
-            pings: PendingTable::new(),
-            resync: Mutex::new(HashMap::new()),
-            deadlines: Arc::new(Deadlines::new()),
-            handlers: RwLock::new(HashMap::new()),
-            events: KeyedSinks::new(closed.clone()),
-            any_events: Sinks::new(closed.clone()),
-            broadcasts: Sinks::new(closed.clone()),
-            topic_sinks: KeyedSinks::new(closed.clone()),
-            signals: Sinks::new(closed.clone()),
-            errors: Sinks::new(closed.clone()),
-            states: Sinks::new(closed.clone()),
-            topics: Mutex::new(TopicState::default()),
-            work: work_tx,
-            ctl: ctl_tx,
-            dispatch_rx: Mutex::new(Some((work_rx, ctl_rx))),
-        });
+        let inner = Inner::new(options, addrs);
         Ok(Peer {
             h: Arc::new(PeerHandle { inner }),
         })
@@ -536,12 +124,12 @@ impl Peer {
             });
         }
         inner.ensure_dispatcher();
-        match conn::establish(inner, true) {
+        match handshake::establish(inner, true) {
             Ok(est) => {
-                if !conn::install(inner, &est, false) {
+                if !supervisor::install(inner, &est, false) {
                     return Err(ClientError::Closed);
                 }
-                conn::spawn_supervisor(inner.clone(), est);
+                supervisor::spawn(inner.clone(), est);
                 Ok(())
             }
             Err(e) => {
@@ -583,6 +171,7 @@ impl Peer {
             }
         };
         self.inner()
+            .registry
             .states
             .add(id, Sink::Callback(Arc::new(filtered)));
         // Read the version only once registered, so no change after it can be missed.
@@ -628,34 +217,11 @@ impl Peer {
     /// Round trip of a Ping to the server.
     pub fn ping(&self, timeout: Duration) -> Result<Duration, RequestError> {
         let inner = self.inner();
-        let link = inner.current_link()?;
-        let nonce = inner.next_id();
-        let rx = inner.pings.insert(nonce);
-        if !link.is_alive() {
-            inner.pings.remove(nonce);
-            return Err(RequestError::ConnectionLost);
-        }
-        let start = Instant::now();
-        if let Err(e) = link.send(&Ping { nonce }) {
-            inner.pings.remove(nonce);
-            return Err(e.into());
-        }
-        match rx.recv_timeout(timeout) {
-            Ok(Some(at)) => Ok(at.saturating_duration_since(start)),
-            Ok(None) if inner.gate.is_closed() => Err(RequestError::Closed),
-            Ok(None) => Err(RequestError::ConnectionLost),
-            Err(flume::RecvTimeoutError::Timeout) => {
-                inner.pings.remove(nonce);
-                Err(RequestError::Timeout)
-            }
-            Err(flume::RecvTimeoutError::Disconnected) => {
-                if inner.gate.is_closed() {
-                    Err(RequestError::Closed)
-                } else {
-                    Err(RequestError::ConnectionLost)
-                }
-            }
-        }
+        let sent = Instant::now();
+        let pong = inner
+            .start(&inner.pings, timeout, |nonce| Ping { nonce })?
+            .wait()?;
+        Ok(pong.saturating_duration_since(sent))
     }
 
     /// [`Peer::ping`] as a future; the Ping is sent when this is called.
@@ -663,43 +229,16 @@ impl Peer {
         &self,
         timeout: Duration,
     ) -> impl Future<Output = Result<Duration, RequestError>> + Send + 'static {
-        let inner = self.inner().clone();
-        let started = (|| -> Result<_, RequestError> {
-            let link = inner.current_link()?;
-            let nonce = inner.next_id();
-            let rx = inner.pings.insert(nonce);
-            let guard = WaitGuard::new(&inner, nonce, DeadlineKind::Ping, timeout);
-            if !link.is_alive() {
-                return Err(RequestError::ConnectionLost);
-            }
-            let start = Instant::now();
-            link.send(&Ping { nonce })?;
-            Ok((rx, guard, start))
-        })();
-        async move {
-            let (rx, guard, start) = started?;
-            let r = match rx.recv_async().await {
-                Ok(Some(at)) => Ok(at.saturating_duration_since(start)),
-                Ok(None) => Err(RequestError::ConnectionLost),
-                // The deadline thread removed the waiter without answering it.
-                Err(_) => Err(RequestError::Timeout),
-            };
-            drop(guard);
-            r
-        }
+        let inner = self.inner();
+        let sent = Instant::now();
+        let pong = inner.wait_async(inner.start(&inner.pings, timeout, |nonce| Ping { nonce }));
+        async move { Ok(pong.await?.saturating_duration_since(sent)) }
     }
 
     /// Stop a listener or subscription registered with any `on*`/`subscribe*` method.
     /// False if it was not registered (or already removed).
     pub fn remove_listener(&self, id: ListenerId) -> bool {
-        let i = self.inner();
-        i.events.remove(id)
-            || i.any_events.remove(id)
-            || i.broadcasts.remove(id)
-            || i.topic_sinks.remove(id)
-            || i.signals.remove(id)
-            || i.errors.remove(id)
-            || i.states.remove(id)
+        self.inner().registry.remove(id)
     }
 
     /// Close the session: sends Close{Normal}, closes the socket, fails pending calls with
@@ -795,6 +334,32 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_server_is_a_handshake_timeout_and_a_hangup_is_closed_during_handshake() {
+        use std::io::Read;
+        let opts = PeerOptions::new().handshake_timeout(Duration::from_millis(100));
+
+        // The listen backlog completes the TCP connect; nobody ever answers the Hello.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = Peer::new(silent.local_addr().unwrap(), opts.clone()).unwrap();
+        let e = p.connect().unwrap_err();
+        assert!(matches!(e, ClientError::HandshakeTimeout), "{e}");
+        assert_eq!(p.state(), State::Idle);
+
+        // Reads the Hello, then hangs up without a word.
+        let rude = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = Peer::new(rude.local_addr().unwrap(), opts).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = rude.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "a Hello arrived");
+        });
+        let e = p.connect().unwrap_err();
+        server.join().unwrap();
+        assert!(matches!(e, ClientError::ClosedDuringHandshake), "{e}");
+    }
+
+    #[test]
     fn unresolvable_addresses_name_the_address() {
         let e = Peer::new("no-port-here", PeerOptions::default()).unwrap_err();
         assert!(matches!(e, ClientError::Resolve { .. }), "{e}");
@@ -814,22 +379,5 @@ mod tests {
             State::Closed,
             "dropping the last handle disconnects"
         );
-    }
-
-    #[test]
-    fn gate_sleep_wakes_on_close() {
-        let g = Arc::new(Gate::new());
-        let g2 = g.clone();
-        let t = std::thread::spawn(move || {
-            let start = Instant::now();
-            (g2.sleep(Duration::from_secs(30)), start.elapsed())
-        });
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(g.close());
-        assert!(!g.close());
-        let (closed, waited) = t.join().unwrap();
-        assert!(closed);
-        assert!(waited < Duration::from_secs(5));
-        assert!(!Gate::new().sleep(Duration::from_millis(1)));
     }
 }

@@ -1,58 +1,106 @@
-//! In-flight requests awaiting an answer, and the deadline timer for async waits.
+//! Requests that wait for an answer: one protocol for every kind (RPC calls, requests
+//! confirmed by Status, list peers, ping), blocking and async alike.
 //!
-//! Every waiter is a one-shot flume channel: a blocking caller waits with
-//! `recv_timeout`, an async caller awaits `recv_async`, and the reader thread completes
-//! either kind the same way. The channel is bounded(1) and completed at most once (the
-//! entry is removed from the table before the send), so a completion never blocks the
-//! reader.
+//! A [`Waiter`] owns the whole sequence:
+//! 1. it registers its id in a [`PendingTable`] *before* the request is written, so an
+//!    answer can never arrive for an id nobody registered;
+//! 2. it checks that the link is alive, then writes the request; if either fails it
+//!    un-registers itself and the caller gets the error at once;
+//! 3. it waits for the outcome until its deadline: blocking ([`Waiter::wait`]) or as a
+//!    future ([`Waiter::wait_async`]) whose deadline the [`Deadlines`] timer enforces,
+//!    because the crate borrows no runtime's timer;
+//! 4. it un-registers itself when it is done or dropped (a dropped future leaves nothing
+//!    behind).
+//!
+//! **Who decides the outcome.** Whoever removes the entry from the table: the reader
+//! ([`PendingTable::complete`]: the answer), the supervisor when the link drops
+//! ([`PendingTable::fail_all`]: lost, at once rather than at the deadline), the timer
+//! (timeout, async waits), or the waiter itself at its deadline (timeout). The remover then
+//! sends that outcome on the waiter's one-shot channel. A waiter whose deadline passes but
+//! whose entry is already gone waits for what the remover is sending, so an answer that
+//! arrives in the same instant as the deadline is delivered: `complete` returning true
+//! always means the caller got the answer.
+//!
+//! **Link drop.** The supervisor marks the link dead *before* failing the table, and a
+//! waiter checks the link *after* registering: either `fail_all` sees the entry or the
+//! waiter sees the dead link. No waiter is left behind to run into its deadline.
+//!
+//! Each channel is bounded(1) and fed at most once (by the remover), so completing never
+//! blocks the reader.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::future::Future;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
 
-/// Waiters keyed by request id.
-pub(crate) struct PendingTable<T> {
-    map: Mutex<HashMap<u64, flume::Sender<T>>>,
+use peerd_codec::Encode;
+
+use crate::error::{CallError, RequestError, SendFailure};
+
+/// The errors a waiter produces on its own, besides the answer's.
+pub(crate) trait WaitError: From<SendFailure> {
+    /// The deadline passed before the answer.
+    fn timeout() -> Self;
+    /// The connection dropped before the answer.
+    fn lost() -> Self;
 }
 
-impl<T> PendingTable<T> {
+impl WaitError for CallError {
+    fn timeout() -> Self {
+        CallError::Timeout
+    }
+    fn lost() -> Self {
+        CallError::ConnectionLost
+    }
+}
+
+impl WaitError for RequestError {
+    fn timeout() -> Self {
+        RequestError::Timeout
+    }
+    fn lost() -> Self {
+        RequestError::ConnectionLost
+    }
+}
+
+/// Where a waiter writes its request: the connection's write side.
+pub(crate) trait Outbound {
+    /// False once the connection is known to be dead (marked before `fail_all` runs).
+    fn is_alive(&self) -> bool;
+    /// Write one frame.
+    fn send<M: Encode>(&self, msg: &M) -> Result<(), SendFailure>;
+}
+
+/// Registered waiters of one kind, keyed by request id.
+pub(crate) struct PendingTable<V, E> {
+    map: Mutex<HashMap<u64, flume::Sender<Result<V, E>>>>,
+}
+
+impl<V, E> PendingTable<V, E> {
     pub(crate) fn new() -> Self {
         PendingTable {
             map: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Register `id`; the receiver yields its one answer.
-    pub(crate) fn insert(&self, id: u64) -> flume::Receiver<T> {
+    fn register(&self, id: u64) -> flume::Receiver<Result<V, E>> {
         let (tx, rx) = flume::bounded(1);
         self.map.lock().unwrap().insert(id, tx);
         rx
     }
 
-    /// Deliver the answer for `id`. False when nobody waits for it any more (it timed out,
-    /// was cancelled, or the id is unknown): late answers are dropped.
-    pub(crate) fn complete(&self, id: u64, value: T) -> bool {
-        let tx = self.map.lock().unwrap().remove(&id);
-        match tx {
+    /// Take `id`'s entry out: the caller now decides its outcome.
+    fn take(&self, id: u64) -> Option<flume::Sender<Result<V, E>>> {
+        self.map.lock().unwrap().remove(&id)
+    }
+
+    /// Deliver the outcome for `id`. True: its waiter gets it. False: nobody waits for it
+    /// any more (it timed out, was dropped, or the id is unknown) and the value is dropped.
+    pub(crate) fn complete(&self, id: u64, value: Result<V, E>) -> bool {
+        match self.take(id) {
             Some(tx) => tx.try_send(value).is_ok(),
             None => false,
         }
-    }
-
-    /// Forget `id` (the waiter gave up).
-    pub(crate) fn remove(&self, id: u64) -> bool {
-        self.map.lock().unwrap().remove(&id).is_some()
-    }
-
-    /// Fail every waiter at once (the connection dropped): nobody waits for a deadline
-    /// that can no longer be met by an answer.
-    pub(crate) fn fail_all(&self, mut err: impl FnMut() -> T) -> usize {
-        let drained: Vec<_> = self.map.lock().unwrap().drain().collect();
-        let n = drained.len();
-        for (_, tx) in drained {
-            let _ = tx.try_send(err());
-        }
-        n
     }
 
     #[cfg(test)]
@@ -61,25 +109,141 @@ impl<T> PendingTable<T> {
     }
 }
 
-/// Which table a deadline belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum DeadlineKind {
-    Call,
-    Request,
-    Ping,
+impl<V, E: WaitError> PendingTable<V, E> {
+    /// The connection dropped: fail every waiter at once with [`WaitError::lost`], since
+    /// no answer can come any more. Returns how many there were.
+    pub(crate) fn fail_all(&self) -> usize {
+        let drained: Vec<_> = self.map.lock().unwrap().drain().collect();
+        let n = drained.len();
+        for (_, tx) in drained {
+            let _ = tx.try_send(Err(E::lost()));
+        }
+        n
+    }
 }
 
-/// Deadlines of async waits. Blocking waits use `recv_timeout` and need none of this; an
-/// async wait has no runtime timer to lean on (the crate is runtime-agnostic), so one
-/// lazily started thread per peer fails expired waiters.
+/// What the deadline timer calls when an async wait's deadline passes.
+pub(crate) trait Expire: Send + Sync {
+    fn expire(&self, id: u64);
+}
+
+impl<V: Send, E: WaitError + Send> Expire for PendingTable<V, E> {
+    fn expire(&self, id: u64) {
+        self.complete(id, Err(E::timeout()));
+    }
+}
+
+/// One request in flight: registered in its table, written, awaiting the outcome. See the
+/// module docs for the protocol.
+pub(crate) struct Waiter<V, E> {
+    table: Arc<PendingTable<V, E>>,
+    id: u64,
+    rx: flume::Receiver<Result<V, E>>,
+    deadline: Instant,
+    /// The timer holding this waiter's deadline (async waits only), to cancel it on drop.
+    timer: Option<Arc<Deadlines>>,
+}
+
+impl<V, E> Waiter<V, E>
+where
+    V: Send + 'static,
+    E: WaitError + Send + 'static,
+{
+    /// Register `id` in `table`, then write `build(id)` on `link`. On `Err` nothing stays
+    /// registered. The deadline runs from now.
+    pub(crate) fn start<L, M>(
+        table: &Arc<PendingTable<V, E>>,
+        link: &L,
+        id: u64,
+        timeout: Duration,
+        build: impl FnOnce(u64) -> M,
+    ) -> Result<Self, E>
+    where
+        L: Outbound + ?Sized,
+        M: Encode,
+    {
+        let waiter = Waiter {
+            table: table.clone(),
+            id,
+            rx: table.register(id),
+            deadline: deadline_after(timeout),
+            timer: None,
+        };
+        // After registering: see "Link drop" in the module docs. Returning drops the
+        // waiter, which un-registers it.
+        if !link.is_alive() {
+            return Err(E::lost());
+        }
+        link.send(&build(id))?;
+        Ok(waiter)
+    }
+
+    /// Block until the outcome: the answer, the link dropping, or the deadline.
+    pub(crate) fn wait(self) -> Result<V, E> {
+        match self.rx.recv_deadline(self.deadline) {
+            Ok(r) => r,
+            Err(flume::RecvTimeoutError::Timeout) => self.deadline_passed(),
+            Err(flume::RecvTimeoutError::Disconnected) => Err(E::lost()),
+        }
+    }
+
+    /// The deadline passed with nothing received. If the entry is still ours, it is a
+    /// timeout; if someone already took it, their outcome is on its way: wait for it (the
+    /// remover sends right after removing, so this returns at once).
+    fn deadline_passed(&self) -> Result<V, E> {
+        if self.table.take(self.id).is_some() {
+            return Err(E::timeout());
+        }
+        self.rx.recv().unwrap_or_else(|_| Err(E::lost()))
+    }
+
+    /// [`wait`](Self::wait) as a future that needs no particular runtime. The deadline is
+    /// registered with `timer` now, so it runs from the call, not from the first poll.
+    pub(crate) fn wait_async(
+        mut self,
+        timer: &Arc<Deadlines>,
+    ) -> impl Future<Output = Result<V, E>> + Send + 'static {
+        let table: Arc<dyn Expire> = self.table.clone();
+        timer.add(self.deadline, self.id, Arc::downgrade(&table));
+        self.timer = Some(timer.clone());
+        async move {
+            // Disconnected: the sender went without a word, which no remover does; count
+            // it as lost rather than hang.
+            self.rx
+                .recv_async()
+                .await
+                .unwrap_or_else(|_| Err(E::lost()))
+        }
+    }
+}
+
+impl<V, E> Drop for Waiter<V, E> {
+    fn drop(&mut self) {
+        if let Some(timer) = &self.timer {
+            timer.cancel(self.deadline, self.id);
+        }
+        self.table.take(self.id);
+    }
+}
+
+/// `now + timeout`, or a year from now when that does not fit an `Instant`.
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86400 * 365))
+}
+
+/// Deadlines of async waits. A blocking wait times out by itself; an async one has no
+/// runtime timer to lean on (the crate is runtime-agnostic), so one thread per peer,
+/// started on first use, expires them in order.
 pub(crate) struct Deadlines {
     inner: Mutex<DeadlineState>,
     cv: Condvar,
 }
 
 struct DeadlineState {
-    // Keyed by (when, id) so the earliest is first and an id can be cancelled in O(log n).
-    due: BTreeMap<(Instant, u64), DeadlineKind>,
+    // Keyed by (when, id) so the earliest is first and a wait can be cancelled in O(log n).
+    due: BTreeMap<(Instant, u64), Weak<dyn Expire>>,
     stopped: bool,
     started: bool,
 }
@@ -96,23 +260,33 @@ impl Deadlines {
         }
     }
 
-    /// Add a deadline; returns true if the caller must start the timer thread.
-    pub(crate) fn add(&self, when: Instant, id: u64, kind: DeadlineKind) -> bool {
+    /// Expire `id` in `table` at `when`, unless cancelled first. Starts the timer thread
+    /// on first use.
+    pub(crate) fn add(self: &Arc<Self>, when: Instant, id: u64, table: Weak<dyn Expire>) {
         let mut st = self.inner.lock().unwrap();
+        if st.stopped {
+            return;
+        }
         let earliest = st.due.keys().next().is_none_or(|(w, _)| when < *w);
-        st.due.insert((when, id), kind);
+        st.due.insert((when, id), table);
         if earliest {
             self.cv.notify_one();
         }
-        let start = !st.started && !st.stopped;
-        st.started = true;
-        start
+        if !st.started {
+            st.started = true;
+            let me = self.clone();
+            std::thread::Builder::new()
+                .name("peerd-timer".into())
+                .spawn(move || me.run())
+                .expect("spawn peerd-timer thread");
+        }
     }
 
     pub(crate) fn cancel(&self, when: Instant, id: u64) {
         self.inner.lock().unwrap().due.remove(&(when, id));
     }
 
+    /// Forget every deadline and end the timer thread.
     pub(crate) fn stop(&self) {
         let mut st = self.inner.lock().unwrap();
         st.stopped = true;
@@ -120,22 +294,23 @@ impl Deadlines {
         self.cv.notify_all();
     }
 
-    /// The timer thread's body: call `expire` for each deadline as it passes.
-    pub(crate) fn run(self: &Arc<Self>, mut expire: impl FnMut(u64, DeadlineKind)) {
+    fn run(&self) {
         let mut st = self.inner.lock().unwrap();
         loop {
             if st.stopped {
                 return;
             }
             let now = Instant::now();
-            match st.due.first_key_value().map(|(k, v)| (*k, *v)) {
-                Some(((when, id), kind)) if when <= now => {
-                    st.due.remove(&(when, id));
+            match st.due.first_key_value().map(|(k, _)| *k) {
+                Some((when, id)) if when <= now => {
+                    let table = st.due.remove(&(when, id));
                     drop(st);
-                    expire(id, kind);
+                    if let Some(t) = table.and_then(|t| t.upgrade()) {
+                        t.expire(id);
+                    }
                     st = self.inner.lock().unwrap();
                 }
-                Some(((when, _), _)) => {
+                Some((when, _)) => {
                     st = self.cv.wait_timeout(st, when - now).unwrap().0;
                 }
                 None => {
@@ -154,80 +329,262 @@ impl Deadlines {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::test_util::block_on;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Barrier;
 
-    #[derive(Debug, PartialEq)]
-    enum Answer {
-        Ok(u32),
-        Lost,
+    type Table = PendingTable<u32, RequestError>;
+
+    /// A link whose liveness and writes the test controls.
+    struct FakeLink {
+        alive: AtomicBool,
+        fail_send: bool,
+        sent: AtomicUsize,
+        /// Runs inside `send`, after the frame is "written".
+        during_send: Box<dyn Fn() + Send + Sync>,
+    }
+
+    impl FakeLink {
+        fn up() -> Self {
+            FakeLink {
+                alive: AtomicBool::new(true),
+                fail_send: false,
+                sent: AtomicUsize::new(0),
+                during_send: Box::new(|| {}),
+            }
+        }
+    }
+
+    impl Outbound for FakeLink {
+        fn is_alive(&self) -> bool {
+            self.alive.load(Ordering::SeqCst)
+        }
+        fn send<M: Encode>(&self, _msg: &M) -> Result<(), SendFailure> {
+            if self.fail_send {
+                return Err(SendFailure::ConnectionLost);
+            }
+            self.sent.fetch_add(1, Ordering::SeqCst);
+            (self.during_send)();
+            Ok(())
+        }
+    }
+
+    fn ping(nonce: u64) -> peerd_codec::Ping {
+        peerd_codec::Ping { nonce }
+    }
+
+    fn start(
+        t: &Arc<Table>,
+        link: &FakeLink,
+        id: u64,
+        timeout: Duration,
+    ) -> Waiter<u32, RequestError> {
+        Waiter::start(t, link, id, timeout, ping).unwrap()
     }
 
     #[test]
-    fn complete_delivers_once_and_late_answers_are_dropped() {
-        let t = PendingTable::new();
-        let rx = t.insert(1);
-        assert!(t.complete(1, Answer::Ok(7)));
-        assert!(
-            !t.complete(1, Answer::Ok(8)),
-            "second answer for the same id"
-        );
-        assert_eq!(rx.recv().unwrap(), Answer::Ok(7));
-        assert!(!t.complete(99, Answer::Ok(0)), "unknown id");
-        let rx2 = t.insert(2);
-        assert!(t.remove(2));
-        assert!(
-            !t.complete(2, Answer::Ok(1)),
-            "answer after the waiter gave up"
-        );
-        assert!(rx2.recv().is_err());
+    fn answer_is_delivered_once_and_late_answers_are_dropped() {
+        let t = Arc::new(Table::new());
+        let link = FakeLink::up();
+        let w = start(&t, &link, 1, Duration::from_secs(30));
+        assert_eq!(link.sent.load(Ordering::SeqCst), 1);
+        assert!(t.complete(1, Ok(7)));
+        assert!(!t.complete(1, Ok(8)), "second answer for the same id");
+        assert!(!t.complete(99, Ok(0)), "unknown id");
+        assert_eq!(w.wait(), Ok(7));
+        assert_eq!(t.len(), 0);
     }
 
     #[test]
-    fn fail_all_fails_every_waiter_immediately() {
-        let t = Arc::new(PendingTable::new());
+    fn timeout_unregisters_and_a_later_answer_is_reported_late() {
+        let t = Arc::new(Table::new());
+        let link = FakeLink::up();
+        let w = start(&t, &link, 1, Duration::from_millis(1));
+        assert_eq!(w.wait(), Err(RequestError::Timeout));
+        assert_eq!(t.len(), 0);
+        assert!(!t.complete(1, Ok(1)), "nobody waits any more");
+    }
+
+    #[test]
+    fn an_answer_taken_out_as_the_deadline_passes_wins_over_the_timeout() {
+        // The reader has removed the entry (it is inside `complete`) but not yet sent when
+        // the waiter's deadline passes: the waiter must get the answer, not Timeout.
+        let t = Arc::new(Table::new());
+        let link = FakeLink::up();
+        let w = start(&t, &link, 1, Duration::ZERO);
+        let tx = t.take(1).expect("registered");
+        tx.send(Ok(5)).unwrap();
+        assert_eq!(w.deadline_passed(), Ok(5));
+
+        // The same with the sender still mid-way on another thread when the waiter looks.
+        let w = start(&t, &link, 2, Duration::ZERO);
+        let tx = t.take(2).expect("registered");
+        let gate = Arc::new(Barrier::new(2));
+        let g = gate.clone();
+        let answer = std::thread::spawn(move || {
+            g.wait();
+            tx.send(Ok(6)).unwrap();
+        });
+        gate.wait();
+        assert_eq!(w.wait(), Ok(6));
+        answer.join().unwrap();
+    }
+
+    #[test]
+    fn answers_racing_the_deadline_are_never_lost() {
+        // Whatever the interleaving, exactly one of these holds: the waiter got the answer
+        // and `complete` said so, or the waiter timed out and `complete` said it was late.
+        let t = Arc::new(Table::new());
+        let link = FakeLink::up();
+        let mut outcomes = [0usize; 2];
+        for id in 0..300u64 {
+            let w = start(&t, &link, id, Duration::from_micros(id % 40));
+            let t2 = t.clone();
+            let reader = std::thread::spawn(move || t2.complete(id, Ok(id as u32)));
+            let got = w.wait();
+            let delivered = reader.join().unwrap();
+            match got {
+                Ok(v) => {
+                    assert!(delivered, "id {id}: answered but reported late");
+                    assert_eq!(u64::from(v), id);
+                    outcomes[0] += 1;
+                }
+                Err(RequestError::Timeout) => {
+                    assert!(
+                        !delivered,
+                        "id {id}: reported delivered but the caller timed out"
+                    );
+                    outcomes[1] += 1;
+                }
+                Err(e) => panic!("id {id}: {e:?}"),
+            }
+        }
+        assert_eq!(t.len(), 0);
+        assert_eq!(outcomes.iter().sum::<usize>(), 300);
+    }
+
+    #[test]
+    fn link_drop_fails_every_waiter_at_once() {
+        let t = Arc::new(Table::new());
+        let link = FakeLink::up();
+        let started = Arc::new(Barrier::new(51));
         let waiters: Vec<_> = (1..=50u64)
             .map(|id| {
-                let rx = t.insert(id);
+                let w = start(&t, &link, id, Duration::from_secs(30));
+                let started = started.clone();
                 std::thread::spawn(move || {
-                    let start = Instant::now();
-                    let r = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-                    (r, start.elapsed())
+                    started.wait();
+                    let t0 = Instant::now();
+                    (w.wait(), t0.elapsed())
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(20));
-        assert_eq!(t.fail_all(|| Answer::Lost), 50);
+        started.wait();
+        assert_eq!(t.fail_all(), 50);
         assert_eq!(t.len(), 0);
         for w in waiters {
             let (r, waited) = w.join().unwrap();
-            assert_eq!(r, Answer::Lost);
+            assert_eq!(r, Err(RequestError::ConnectionLost));
             assert!(
                 waited < Duration::from_secs(5),
                 "failed at once, not at the deadline"
             );
         }
         // A waiter registered after the failure is unaffected.
-        let rx = t.insert(51);
-        assert!(t.complete(51, Answer::Ok(1)));
-        assert_eq!(rx.recv().unwrap(), Answer::Ok(1));
+        let w = start(&t, &link, 51, Duration::from_secs(30));
+        assert!(t.complete(51, Ok(1)));
+        assert_eq!(w.wait(), Ok(1));
+    }
+
+    #[test]
+    fn a_dead_link_or_a_failed_write_leaves_nothing_registered() {
+        let t = Arc::new(Table::new());
+        let dead = FakeLink::up();
+        dead.alive.store(false, Ordering::SeqCst);
+        let r = Waiter::start(&t, &dead, 1, Duration::from_secs(30), ping);
+        assert_eq!(r.err(), Some(RequestError::ConnectionLost));
+        assert_eq!(dead.sent.load(Ordering::SeqCst), 0, "nothing written");
+        assert_eq!(t.len(), 0);
+
+        let failing = FakeLink {
+            fail_send: true,
+            ..FakeLink::up()
+        };
+        let r = Waiter::start(&t, &failing, 2, Duration::from_secs(30), ping);
+        assert_eq!(r.err(), Some(RequestError::ConnectionLost));
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn a_link_dropping_during_the_write_fails_the_waiter_at_once() {
+        // The supervisor fails the table while the request is being written: the waiter
+        // is registered by then, so it is failed too and does not sit out its deadline.
+        let t = Arc::new(Table::new());
+        let t2 = t.clone();
+        let link = FakeLink {
+            during_send: Box::new(move || {
+                t2.fail_all();
+            }),
+            ..FakeLink::up()
+        };
+        let w = start(&t, &link, 1, Duration::from_secs(30));
+        let t0 = Instant::now();
+        assert_eq!(w.wait(), Err(RequestError::ConnectionLost));
+        assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn async_waits_answer_time_out_and_unregister_when_dropped() {
+        let timer = Arc::new(Deadlines::new());
+        let t = Arc::new(Table::new());
+        let link = FakeLink::up();
+
+        let f = start(&t, &link, 1, Duration::from_secs(30)).wait_async(&timer);
+        assert!(t.complete(1, Ok(3)));
+        assert_eq!(block_on(f), Ok(3));
+        assert_eq!(timer.len(), 0, "deadline cancelled once answered");
+
+        let f = start(&t, &link, 2, Duration::from_millis(5)).wait_async(&timer);
+        assert_eq!(block_on(f), Err(RequestError::Timeout));
+        assert_eq!(t.len(), 0);
+
+        let f = start(&t, &link, 3, Duration::from_secs(30)).wait_async(&timer);
+        assert_eq!((t.len(), timer.len()), (1, 1));
+        drop(f);
+        assert_eq!(
+            (t.len(), timer.len()),
+            (0, 0),
+            "a dropped future leaves nothing"
+        );
+
+        let f = start(&t, &link, 4, Duration::from_secs(30)).wait_async(&timer);
+        assert_eq!(t.fail_all(), 1);
+        assert_eq!(block_on(f), Err(RequestError::ConnectionLost));
+        timer.stop();
     }
 
     #[test]
     fn deadlines_fire_in_order_and_cancel() {
+        struct Record(flume::Sender<u64>);
+        impl Expire for Record {
+            fn expire(&self, id: u64) {
+                self.0.send(id).unwrap();
+            }
+        }
+        let (tx, rx) = flume::unbounded();
+        let target: Arc<dyn Expire> = Arc::new(Record(tx));
         let d = Arc::new(Deadlines::new());
         let now = Instant::now();
-        assert!(d.add(now + Duration::from_millis(30), 3, DeadlineKind::Call));
-        assert!(!d.add(now + Duration::from_millis(10), 1, DeadlineKind::Ping));
-        d.add(now + Duration::from_millis(20), 2, DeadlineKind::Request);
+        d.add(now + Duration::from_millis(30), 3, Arc::downgrade(&target));
+        d.add(now + Duration::from_millis(10), 1, Arc::downgrade(&target));
+        d.add(now + Duration::from_millis(20), 2, Arc::downgrade(&target));
         d.cancel(now + Duration::from_millis(20), 2);
-        assert_eq!(d.len(), 2);
-        let (tx, rx) = flume::unbounded();
-        let d2 = d.clone();
-        let t = std::thread::spawn(move || d2.run(|id, kind| tx.send((id, kind)).unwrap()));
-        assert_eq!(rx.recv().unwrap(), (1, DeadlineKind::Ping));
-        assert_eq!(rx.recv().unwrap(), (3, DeadlineKind::Call));
+        assert_eq!(rx.recv().unwrap(), 1);
+        assert_eq!(rx.recv().unwrap(), 3);
         assert!(Instant::now() >= now + Duration::from_millis(30));
+        assert_eq!(d.len(), 0);
         d.stop();
-        t.join().unwrap();
+        d.add(now, 4, Arc::downgrade(&target));
+        assert_eq!(d.len(), 0, "a stopped timer takes no more deadlines");
     }
 }

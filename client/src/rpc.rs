@@ -2,90 +2,18 @@
 //! handlers the server or other peers call.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use peerd_codec::{Code, RpcRequest};
+use peerd_codec::RpcRequest;
 
 use crate::error::CallError;
-use crate::peer::{Peer, WaitGuard};
-use crate::pending::DeadlineKind;
+use crate::peer::Peer;
+use crate::pending::Waiter;
 
-/// An incoming call, as a handler sees it.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct RpcRequestInfo {
-    /// The calling peer; `None` when the server itself calls.
-    pub from: Option<String>,
-    /// The method name.
-    pub method: String,
-    /// The parameters (a zero-copy slice of the received frame).
-    pub params: Bytes,
-}
-
-/// How a handler fails a call: a code and a message, sent back as RpcError.
-///
-/// Use an application code in 4000-4999 for your own failures ([`RpcFailure::app`]), or a
-/// protocol [`Code`] (`RpcFailure::from(Code::InvalidArgument)`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RpcFailure {
-    /// A [`Code`] number or an application code in 4000-4999.
-    pub code: u16,
-    /// Detail for the caller.
-    pub message: String,
-}
-
-impl RpcFailure {
-    /// A failure with any code.
-    pub fn new(code: u16, message: impl Into<String>) -> Self {
-        RpcFailure {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// An application failure; `code` should be in 4000-4999 (other values are sent as
-    /// given, but may collide with protocol codes).
-    pub fn app(code: u16, message: impl Into<String>) -> Self {
-        debug_assert!(
-            (4000..5000).contains(&code),
-            "application codes are 4000-4999"
-        );
-        Self::new(code, message)
-    }
-
-    /// `Internal` with a message.
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(Code::Internal.as_u16(), message)
-    }
-}
-
-impl From<Code> for RpcFailure {
-    fn from(c: Code) -> Self {
-        RpcFailure::new(c.as_u16(), c.name())
-    }
-}
-
-impl fmt::Display for RpcFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}): {}",
-            Code::describe(self.code),
-            self.code,
-            self.message
-        )
-    }
-}
-
-impl std::error::Error for RpcFailure {}
-
-/// A registered RPC handler.
-pub type Handler =
-    Arc<dyn Fn(RpcRequestInfo) -> Result<Vec<u8>, RpcFailure> + Send + Sync + 'static>;
+pub use crate::messages::{Handler, RpcFailure, RpcRequestInfo};
 
 /// RPC operations of a [`Peer`]; from [`Peer::rpc`].
 #[derive(Clone, Copy)]
@@ -130,19 +58,7 @@ impl Rpc<'_> {
         params: &[u8],
         timeout: Duration,
     ) -> Result<Bytes, CallError> {
-        let inner = self.peer.inner();
-        let (id, rx) = self.start(target, method, params, timeout)?;
-        match rx.recv_timeout(timeout) {
-            Ok(r) => r,
-            Err(flume::RecvTimeoutError::Timeout) => {
-                if inner.calls.remove(id) {
-                    Err(CallError::Timeout)
-                } else {
-                    rx.try_recv().unwrap_or(Err(CallError::Timeout))
-                }
-            }
-            Err(flume::RecvTimeoutError::Disconnected) => Err(CallError::ConnectionLost),
-        }
+        self.start(target, method, params, timeout)?.wait()
     }
 
     /// [`Rpc::call`] as a future. The request is written when this is called; the future
@@ -174,19 +90,8 @@ impl Rpc<'_> {
         params: &[u8],
         timeout: Duration,
     ) -> impl Future<Output = Result<Bytes, CallError>> + Send + 'static {
-        let inner = self.peer.inner().clone();
-        let started = self
-            .start(target, method, params, timeout)
-            .map(|(id, rx)| (rx, WaitGuard::new(&inner, id, DeadlineKind::Call, timeout)));
-        async move {
-            let (rx, guard) = started?;
-            let r = rx
-                .recv_async()
-                .await
-                .unwrap_or(Err(CallError::ConnectionLost));
-            drop(guard);
-            r
-        }
+        let started = self.start(target, method, params, timeout);
+        self.peer.inner().wait_async(started)
     }
 
     /// Register the handler for `method`, replacing any previous one. Works before
@@ -199,6 +104,7 @@ impl Rpc<'_> {
     {
         self.peer
             .inner()
+            .registry
             .handlers
             .write()
             .unwrap()
@@ -209,6 +115,7 @@ impl Rpc<'_> {
     pub fn remove_handler(&self, method: &str) -> bool {
         self.peer
             .inner()
+            .registry
             .handlers
             .write()
             .unwrap()
@@ -216,45 +123,32 @@ impl Rpc<'_> {
             .is_some()
     }
 
-    /// Validate, register the waiter, write the request.
+    /// Validate, then write the request with its waiter registered.
     fn start(
         &self,
         target: Option<&str>,
         method: &str,
         params: &[u8],
         timeout: Duration,
-    ) -> Result<(u64, flume::Receiver<Result<Bytes, CallError>>), CallError> {
+    ) -> Result<Waiter<Bytes, CallError>, CallError> {
         peerd_codec::validate_name(method)
             .map_err(|e| CallError::InvalidArgument(format!("method {method:?}: {e}")))?;
         if let Some(t) = target {
             peerd_codec::validate_peer_id(t)
                 .map_err(|e| CallError::InvalidArgument(format!("peer id {t:?}: {e}")))?;
         }
-        let inner = self.peer.inner();
-        let link = inner.current_link()?;
-        let id = inner.next_id();
-        let rx = inner.calls.insert(id);
-        // After the insert: see Inner::request.
-        if !link.is_alive() {
-            inner.calls.remove(id);
-            return Err(CallError::ConnectionLost);
-        }
         // 0 on the wire means "the receiver's default"; a sub-millisecond deadline is 1 ms.
         let timeout_ms = u32::try_from(timeout.as_millis())
             .unwrap_or(u32::MAX)
             .max(1);
-        let sent = link.send(&RpcRequest {
+        let inner = self.peer.inner();
+        inner.start(&inner.calls, timeout, |id| RpcRequest {
             id,
             method: Cow::Borrowed(method),
             peer: target.map(Cow::Borrowed),
             timeout_ms,
             params: Cow::Borrowed(params),
-        });
-        if let Err(e) = sent {
-            inner.calls.remove(id);
-            return Err(e.into());
-        }
-        Ok((id, rx))
+        })
     }
 }
 
@@ -291,20 +185,14 @@ mod tests {
     fn handlers_register_before_connect_and_can_be_removed() {
         let p = test_peer();
         p.rpc().handle("echo", |req| Ok(req.params.to_vec()));
-        assert!(p.inner().handlers.read().unwrap().contains_key("echo"));
+        assert!(p
+            .inner()
+            .registry
+            .handlers
+            .read()
+            .unwrap()
+            .contains_key("echo"));
         assert!(p.rpc().remove_handler("echo"));
         assert!(!p.rpc().remove_handler("echo"));
-    }
-
-    #[test]
-    fn failure_codes() {
-        assert_eq!(
-            RpcFailure::from(Code::InvalidArgument).code,
-            Code::InvalidArgument.as_u16()
-        );
-        assert_eq!(
-            RpcFailure::app(4001, "nope").to_string(),
-            "app_4001 (4001): nope"
-        );
     }
 }

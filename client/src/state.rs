@@ -91,6 +91,10 @@ pub(crate) struct StateCell {
     /// `state_changes()` receivers, fed right here under the same lock as the change:
     /// in order, at once, and never held up by a slow handler on the dispatcher.
     channels: Mutex<Vec<flume::Sender<State>>>,
+    /// Threads inside `wait_active`, counted under the lock: a test waits for this instead
+    /// of sleeping, and then knows the change it makes wakes a thread that is really waiting.
+    #[cfg(test)]
+    waiters: std::sync::atomic::AtomicUsize,
 }
 
 impl StateCell {
@@ -99,6 +103,8 @@ impl StateCell {
             cur: Mutex::new((State::Idle, 0)),
             cv: Condvar::new(),
             channels: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            waiters: Default::default(),
         }
     }
 
@@ -155,11 +161,14 @@ impl StateCell {
     pub(crate) fn wait_active(&self, timeout: Duration) -> Result<(), Option<State>> {
         let deadline = Instant::now().checked_add(timeout);
         let mut cur = self.cur.lock().unwrap();
-        loop {
+        #[cfg(test)]
+        self.waiters
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let r = loop {
             match cur.0 {
-                State::Active => return Ok(()),
-                State::Closed => return Err(Some(State::Closed)),
-                State::Idle => return Err(Some(State::Idle)),
+                State::Active => break Ok(()),
+                State::Closed => break Err(Some(State::Closed)),
+                State::Idle => break Err(Some(State::Idle)),
                 _ => {}
             }
             let left = match deadline {
@@ -167,10 +176,14 @@ impl StateCell {
                 None => Duration::from_secs(3600),
             };
             if left.is_zero() {
-                return Err(None);
+                break Err(None);
             }
             cur = self.cv.wait_timeout(cur, left).unwrap().0;
-        }
+        };
+        #[cfg(test)]
+        self.waiters
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        r
     }
 }
 
@@ -198,7 +211,11 @@ mod tests {
         s.set(State::Reconnecting);
         let s2 = s.clone();
         let t = std::thread::spawn(move || s2.wait_active(Duration::from_secs(10)));
-        std::thread::sleep(Duration::from_millis(20));
+        // Counted under the lock, which the waiter gives up only by waiting: the change
+        // below (which takes the lock) wakes a thread that is really waiting.
+        while s.waiters.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
         s.set(State::Active);
         assert_eq!(t.join().unwrap(), Ok(()));
         let (tx, rx) = flume::bounded(8);

@@ -7,12 +7,10 @@
 //! after a reconnect.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use peerd_codec::{
     Join, Leave, ListPeers, Publish, Signal, SignalKind, TopicSend, Unwatch, Watch,
     DEFAULT_MAX_TOPIC_LEN,
@@ -21,116 +19,11 @@ use peerd_codec::{
 use crate::dispatch::Control;
 use crate::error::RequestError;
 use crate::listeners::{ListenerId, Sink};
-use crate::peer::{wait_reply, Inner, Peer, Reply};
+use crate::membership::WatchKey;
+use crate::peer::Peer;
+use crate::shared::{Inner, Reply};
 
-/// A presence watch target: `None` = every connected peer, `Some(topic)` = its members.
-pub(crate) type WatchKey = Option<String>;
-
-/// A message delivered on a topic this client has joined.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct TopicMessageInfo {
-    /// The topic.
-    pub topic: String,
-    /// The sending peer.
-    pub from: String,
-    /// true: sent to this peer alone ([`Peer::send`]); false: published to all members.
-    pub direct: bool,
-    /// Payload (a zero-copy slice of the received frame).
-    pub payload: Bytes,
-}
-
-/// A presence change seen by a [`Watcher`]. The members present when the watch started
-/// arrive first, as `Join`s.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum PresenceEvent {
-    /// The peer connected (global watch) or joined the topic.
-    Join(String),
-    /// The peer disconnected or left the topic.
-    Leave(String),
-}
-
-impl PresenceEvent {
-    /// The peer concerned.
-    pub fn peer(&self) -> &str {
-        match self {
-            PresenceEvent::Join(p) | PresenceEvent::Leave(p) => p,
-        }
-    }
-}
-
-/// A relayed WebRTC signaling message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SignalInfo {
-    /// The room (topic) it was sent in.
-    pub room: String,
-    /// Offer, answer, candidate or bye.
-    pub kind: SignalKind,
-    /// The sending peer.
-    pub from: Option<String>,
-    /// The SDP / candidate blob, untouched by the server.
-    pub payload: Bytes,
-}
-
-/// What the client has joined and watches; shared by user threads (join/leave/watch), the
-/// reader (message filter) and the supervisor (resync after reconnect).
-#[derive(Debug, Default)]
-pub(crate) struct TopicState {
-    joined: HashSet<String>,
-    watches: HashMap<WatchKey, usize>,
-}
-
-impl TopicState {
-    /// Whether a TopicMessage for `topic` is delivered (joined) or discarded.
-    pub(crate) fn accepts(&self, topic: &str) -> bool {
-        self.joined.contains(topic)
-    }
-
-    /// Record a join (before the Join frame is sent, so messages that follow the server's
-    /// acceptance are not discarded). True if it was not joined already.
-    pub(crate) fn mark_joined(&mut self, topic: &str) -> bool {
-        self.joined.insert(topic.to_string())
-    }
-
-    pub(crate) fn forget_topic(&mut self, topic: &str) -> bool {
-        self.joined.remove(topic)
-    }
-
-    pub(crate) fn joined_topics(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.joined.iter().cloned().collect();
-        v.sort();
-        v
-    }
-
-    /// One more watcher on `key`; true if it is the first (a Watch frame is needed).
-    pub(crate) fn add_watch(&mut self, key: &WatchKey) -> bool {
-        let n = self.watches.entry(key.clone()).or_insert(0);
-        *n += 1;
-        *n == 1
-    }
-
-    /// One watcher fewer on `key`; true if it was the last (an Unwatch frame is due).
-    pub(crate) fn remove_watch(&mut self, key: &WatchKey) -> bool {
-        match self.watches.get_mut(key) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            Some(_) => {
-                self.watches.remove(key);
-                true
-            }
-            None => false,
-        }
-    }
-
-    pub(crate) fn watch_keys(&self) -> Vec<WatchKey> {
-        let mut v: Vec<WatchKey> = self.watches.keys().cloned().collect();
-        v.sort();
-        v
-    }
-}
+pub use crate::messages::{PresenceEvent, SignalInfo, TopicMessageInfo};
 
 /// A presence watch: yields [`PresenceEvent`]s, the current members first (as joins),
 /// then changes as they happen. Survives reconnects (after one, watchers see only the
@@ -245,11 +138,11 @@ impl Peer {
             .and_then(|()| inner.current_link().map_err(RequestError::from))
             .map(|_| {
                 let newly = inner.topics.lock().unwrap().mark_joined(topic);
-                let started = inner.start_request(self.default_timeout(), |req| Join {
+                let started = inner.start(&inner.requests, self.default_timeout(), |req| Join {
                     req,
                     topic: Cow::Borrowed(topic),
                 });
-                (newly, wait_reply(started))
+                (newly, inner.wait_async(started))
             });
         async move {
             let (newly, wait) = start?;
@@ -287,10 +180,11 @@ impl Peer {
             .and_then(|()| inner.current_link().map_err(RequestError::from))
             .map(|_| {
                 inner.topics.lock().unwrap().forget_topic(topic);
-                wait_reply(inner.start_request(self.default_timeout(), |req| Leave {
+                let started = inner.start(&inner.requests, self.default_timeout(), |req| Leave {
                     req,
                     topic: Cow::Borrowed(topic),
-                }))
+                });
+                inner.wait_async(started)
             });
         async move { start?.await.map(|_| ()) }
     }
@@ -398,6 +292,7 @@ impl Peer {
     ) -> ListenerId {
         let id = self.new_listener_id();
         self.inner()
+            .registry
             .topic_sinks
             .add(topic, id, Sink::Callback(Arc::new(f)));
         id
@@ -408,7 +303,10 @@ impl Peer {
     pub fn subscribe(&self, topic: &str) -> flume::Receiver<TopicMessageInfo> {
         let (tx, rx) = self.channel();
         let id = self.new_listener_id();
-        self.inner().topic_sinks.add(topic, id, Sink::Channel(tx));
+        self.inner()
+            .registry
+            .topic_sinks
+            .add(topic, id, Sink::Channel(tx));
         rx
     }
 
@@ -471,14 +369,13 @@ impl Peer {
         topic: Option<&str>,
     ) -> impl Future<Output = Result<Vec<String>, RequestError>> + Send + 'static {
         let checked = topic.map_or(Ok(()), |t| self.check_topic(t));
+        let inner = self.inner();
         let wait = checked.map(|()| {
-            wait_reply(
-                self.inner()
-                    .start_request(self.default_timeout(), |req| ListPeers {
-                        req,
-                        topic: topic.map(Cow::Borrowed),
-                    }),
-            )
+            let started = inner.start(&inner.requests, self.default_timeout(), |req| ListPeers {
+                req,
+                topic: topic.map(Cow::Borrowed),
+            });
+            inner.wait_async(started)
         });
         async move { peers_reply(wait?.await?) }
     }
@@ -537,7 +434,10 @@ impl Peer {
     /// Call `f` for every signaling message relayed to this client.
     pub fn on_signal(&self, f: impl Fn(SignalInfo) + Send + Sync + 'static) -> ListenerId {
         let id = self.new_listener_id();
-        self.inner().signals.add(id, Sink::Callback(Arc::new(f)));
+        self.inner()
+            .registry
+            .signals
+            .add(id, Sink::Callback(Arc::new(f)));
         id
     }
 
@@ -545,6 +445,7 @@ impl Peer {
     pub fn subscribe_signals(&self) -> flume::Receiver<SignalInfo> {
         let (tx, rx) = self.channel();
         self.inner()
+            .registry
             .signals
             .add(self.new_listener_id(), Sink::Channel(tx));
         rx
@@ -567,40 +468,6 @@ fn peers_reply(r: Reply) -> Result<Vec<String>, RequestError> {
 mod tests {
     use super::*;
     use crate::peer::test_peer;
-
-    #[test]
-    fn messages_for_unjoined_topics_are_discarded() {
-        let mut t = TopicState::default();
-        assert!(!t.accepts("chat"));
-        assert!(t.mark_joined("chat"));
-        assert!(!t.mark_joined("chat"), "joining twice is one membership");
-        assert!(t.accepts("chat"));
-        assert!(!t.accepts("Chat"), "names are exact");
-        assert!(!t.accepts("other"));
-        assert!(t.forget_topic("chat"));
-        assert!(!t.accepts("chat"), "left: in-flight messages are dropped");
-    }
-
-    #[test]
-    fn joined_topics_and_watches_are_listed_for_resync() {
-        let mut t = TopicState::default();
-        t.mark_joined("b");
-        t.mark_joined("a");
-        assert_eq!(t.joined_topics(), vec!["a".to_string(), "b".to_string()]);
-        let g: WatchKey = None;
-        let r: WatchKey = Some("room".into());
-        assert!(t.add_watch(&g));
-        assert!(
-            !t.add_watch(&g),
-            "second watcher shares the server-side watch"
-        );
-        assert!(t.add_watch(&r));
-        assert_eq!(t.watch_keys(), vec![None, Some("room".to_string())]);
-        assert!(!t.remove_watch(&g));
-        assert!(t.remove_watch(&g), "last watcher gone: Unwatch");
-        assert!(!t.remove_watch(&g));
-        assert_eq!(t.watch_keys(), vec![Some("room".to_string())]);
-    }
 
     #[test]
     fn requests_without_connection_fail_fast_and_validate() {
