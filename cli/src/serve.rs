@@ -60,10 +60,8 @@ pub struct ServeArgs {
     drain_ms: u64,
 }
 
-/// Smallest `--max-frame-len`: a Hello may be this large, so a smaller limit would refuse
-/// frames the handshake itself allows. Mirrors the floor `listen()` enforces; the library
-/// does not export it.
-const MIN_FRAME_LEN: u32 = 1024;
+/// Smallest `--max-frame-len`: the floor `listen()` enforces.
+use peerd_server::options::MIN_FRAME_LEN;
 
 /// A number of at least `min` (clap names the flag in front of the message).
 fn at_least<T>(s: &str, min: T) -> Result<T, String>

@@ -284,3 +284,31 @@ fn logs_go_to_stderr_filtered_by_rust_log() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert_eq!(stderr, "");
 }
+
+#[test]
+fn the_server_logs_connections_at_debug_and_refusals_at_warn() {
+    let mut c = peerd();
+    c.env("RUST_LOG", "peerd_server=debug");
+    let server = Server::start(c, &["--shards", "1"]);
+    let out = server.client(&["call", "--id", "logged", "echo", "hi"]);
+    assert!(out.status.success(), "{}", out.stderr);
+    // Garbage instead of a Hello: refused, and said so at warn.
+    let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
+    std::io::Write::write_all(&mut s, &[0xff; 16]).unwrap();
+    let mut sink = Vec::new();
+    // The server answers with a Reject and shuts the connection: read to its end.
+    let _ = std::io::Read::read_to_end(&mut s, &mut sink);
+    let (status, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let has = |level: &str, what: &str| {
+        stderr
+            .lines()
+            .any(|l| l.contains(level) && l.contains(what))
+    };
+    assert!(
+        has("DEBUG", "peer connected") && has("DEBUG", "logged"),
+        "{stderr}"
+    );
+    assert!(has("DEBUG", "peer closed"), "{stderr}");
+    assert!(has("WARN", "handshake refused"), "{stderr}");
+}

@@ -41,9 +41,9 @@ impl Default for Limits {
     }
 }
 
-/// Smallest `max_frame_len` that makes sense: a Hello may be this large, so a smaller
-/// limit would refuse frames the handshake itself allows.
-pub(crate) const MIN_FRAME_LEN: u32 = 1024;
+/// Smallest `max_frame_len` accepted: below it, ordinary frames whose names, ids and topic
+/// at their longest take a few hundred bytes (before any payload) would be refused.
+pub const MIN_FRAME_LEN: u32 = 1024;
 
 impl Limits {
     /// Refuse limits that cannot work, naming the field.

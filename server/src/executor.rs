@@ -121,6 +121,7 @@ async fn inbox(shard: &Rc<Shard>, rx: flume::Receiver<ShardMsg>) -> Duration {
 /// Stop: see the module doc.
 async fn stop(shard: &Rc<Shard>, drain: Duration, services: Vec<Task<()>>) {
     let local = &shard.local;
+    local.stopping.set(true);
     let _ = glommio::timer::timeout(drain, async {
         let _ = local.handlers.close().await;
         Ok(())

@@ -85,6 +85,11 @@ pub(crate) async fn read_hello(
 }
 
 fn accept(shard: &Shard, h: &HelloFields<'_>) -> Result<Accepted, Refused> {
+    if shard.local.stopping.get() {
+        // Welcoming now would register a peer after the shard closed every peer, and leave
+        // it open until the thread ends.
+        return Err(Refused::new(Code::Shutdown, "server shutting down"));
+    }
     if let Some(auth) = &shard.hooks.authenticator {
         auth(h.peer_id, h.credentials)
             .map_err(|reason| Refused::new(Code::Unauthorized, reason))?;

@@ -6,7 +6,7 @@
 //! connections): closing a connection only records its session in [`Local::closing`] and
 //! wakes the shard, which tears it down (`lifecycle::settle`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -40,6 +40,8 @@ pub(crate) struct Local {
     closing: RefCell<Vec<u64>>,
     /// Wakes the shard's janitor when a connection closes outside any batch.
     pub janitor: Notify,
+    /// The shard is shutting down: handshakes still in progress are refused, not welcomed.
+    pub stopping: Cell<bool>,
 }
 
 impl Local {
@@ -55,6 +57,7 @@ impl Local {
             handlers: Gate::new(),
             closing: RefCell::new(Vec::new()),
             janitor: Notify::default(),
+            stopping: Cell::new(false),
         }
     }
 

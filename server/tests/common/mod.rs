@@ -12,5 +12,8 @@ pub fn server(opts: ListenOptions) -> PeerServer {
     opts.endpoint = peerd_server::Endpoint::Tcp("127.0.0.1:0".into());
     // Tests run in parallel on a small machine; do not pin every test's shards.
     opts.pin = false;
+    // Peers in these tests read their Close at once; no test should wait out the default
+    // 2 s linger when it closes the server under a connected peer.
+    opts.close_linger = std::time::Duration::from_millis(300);
     listen(opts).expect("listen")
 }
