@@ -3,7 +3,9 @@
 //! Keyed by (callee session, the id the server gave the request toward the callee), so the
 //! callee's RpcResponse or RpcError finds its caller in one lookup. Deadlines sit in a
 //! min-heap: expiring costs per expired call, not a scan of every pending call. An entry
-//! answered before its deadline stays in the heap until that deadline and is skipped then.
+//! answered before its deadline stays in the heap until that deadline and is skipped then;
+//! so that quickly answered calls with long deadlines cannot grow the heap without bound,
+//! it is rebuilt from the waiting calls when it holds more than twice as many entries.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -98,5 +100,20 @@ mod tests {
         assert_eq!(r.callee_gone(10), vec![to(2)]);
         assert_eq!(r.expired(t0 + Duration::from_secs(1)), vec![]);
         assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn answered_calls_do_not_pile_up_in_the_heap() {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut r = Relays::default();
+        for id in 0..100_000 {
+            r.insert(1, id, to(id), far);
+            assert_eq!(r.answer(1, id), Some(to(id)));
+        }
+        assert!(
+            r.deadlines.len() <= 1025,
+            "heap holds {}",
+            r.deadlines.len()
+        );
     }
 }
