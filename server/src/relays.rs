@@ -23,6 +23,13 @@ impl Relays {
     pub fn insert(&mut self, callee_session: u64, id: u64, reply: ReplyTo, deadline: Instant) {
         self.waiting.insert((callee_session, id), (reply, deadline));
         self.deadlines.push(Reverse((deadline, callee_session, id)));
+        if self.deadlines.len() > 2 * self.waiting.len() + 1024 {
+            self.deadlines = self
+                .waiting
+                .iter()
+                .map(|(&(s, i), &(_, d))| Reverse((d, s, i)))
+                .collect();
+        }
     }
 
     /// The caller waiting for the callee's answer to `id`, if any.
