@@ -192,14 +192,11 @@ fn broadcast(shard: &Shard, conn: &Conn, name: &str, payload: &[u8]) -> Result<(
     if !shard.shared().config.relay_broadcasts {
         return Ok(());
     }
-    let frame = shard
-        .local
-        .encode(&codec::Broadcast {
-            name: Cow::Borrowed(name),
-            peer: Some(Cow::Borrowed(&conn.peer_id)),
-            payload: Cow::Borrowed(payload),
-        })
-        .map_err(|e| Refused::new(Code::TooLarge, e.to_string()))?;
+    let frame = shard.local.encode(&codec::Broadcast {
+        name: Cow::Borrowed(name),
+        peer: Some(Cow::Borrowed(&conn.peer_id)),
+        payload: Cow::Borrowed(payload),
+    })?;
     shard.shared().broadcast_frame(frame, conn.session);
     Ok(())
 }

@@ -205,6 +205,14 @@ impl From<WireError> for Refused {
     }
 }
 
+impl From<EncodeError> for Refused {
+    /// What the peer asked for does not fit in a frame (a relayed message grown past the
+    /// format's limit by the ids and names the server adds).
+    fn from(e: EncodeError) -> Refused {
+        Refused::new(Code::TooLarge, e.to_string())
+    }
+}
+
 impl From<Refusal> for Refused {
     fn from(r: Refusal) -> Refused {
         Refused::close(r.code, r.reason)

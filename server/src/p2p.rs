@@ -36,14 +36,11 @@ pub(crate) fn direct_event(
     payload: &[u8],
 ) -> Result<(), Refused> {
     let (at, session) = lookup(shard, target)?;
-    let frame = shard
-        .local
-        .encode(&codec::Event {
-            name: Cow::Borrowed(name),
-            peer: Some(Cow::Borrowed(&conn.peer_id)),
-            payload: Cow::Borrowed(payload),
-        })
-        .map_err(|e| Refused::new(Code::TooLarge, e.to_string()))?;
+    let frame = shard.local.encode(&codec::Event {
+        name: Cow::Borrowed(name),
+        peer: Some(Cow::Borrowed(&conn.peer_id)),
+        payload: Cow::Borrowed(payload),
+    })?;
     deliver(shard, at, session, frame);
     Ok(())
 }

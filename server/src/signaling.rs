@@ -38,16 +38,13 @@ pub(crate) fn signal(
             "only offers may go to the whole room",
         ));
     }
-    let frame = shard
-        .local
-        .encode(&codec::Signal {
-            req: 0,
-            room: Cow::Borrowed(room),
-            kind,
-            peer: Some(Cow::Borrowed(&conn.peer_id)),
-            payload: Cow::Borrowed(s.payload.as_slice()),
-        })
-        .map_err(|e| Refused::new(Code::TooLarge, e.to_string()))?;
+    let frame = shard.local.encode(&codec::Signal {
+        req: 0,
+        room: Cow::Borrowed(room),
+        kind,
+        peer: Some(Cow::Borrowed(&conn.peer_id)),
+        payload: Cow::Borrowed(s.payload.as_slice()),
+    })?;
     match to {
         None => fan_out(shard, room, frame, conn.session),
         Some(to) => {

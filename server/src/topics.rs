@@ -90,15 +90,12 @@ pub(crate) fn publish(
     payload: &[u8],
     echo: bool,
 ) -> Result<(), Refused> {
-    let frame = shard
-        .local
-        .encode(&codec::TopicMessage {
-            topic: Cow::Borrowed(topic),
-            from: Cow::Borrowed(&conn.peer_id),
-            direct: false,
-            payload: Cow::Borrowed(payload),
-        })
-        .map_err(|e| Refused::new(Code::TooLarge, e.to_string()))?;
+    let frame = shard.local.encode(&codec::TopicMessage {
+        topic: Cow::Borrowed(topic),
+        from: Cow::Borrowed(&conn.peer_id),
+        direct: false,
+        payload: Cow::Borrowed(payload),
+    })?;
     let exclude = if echo { 0 } else { conn.session };
     fan_out(shard, topic, frame, exclude);
     Ok(())
@@ -127,15 +124,12 @@ pub(crate) fn send_to_member(
     payload: &[u8],
 ) -> Result<(), Refused> {
     let (target, session) = member(shard, topic, to)?;
-    let frame = shard
-        .local
-        .encode(&codec::TopicMessage {
-            topic: Cow::Borrowed(topic),
-            from: Cow::Borrowed(&conn.peer_id),
-            direct: true,
-            payload: Cow::Borrowed(payload),
-        })
-        .map_err(|e| Refused::new(Code::TooLarge, e.to_string()))?;
+    let frame = shard.local.encode(&codec::TopicMessage {
+        topic: Cow::Borrowed(topic),
+        from: Cow::Borrowed(&conn.peer_id),
+        direct: true,
+        payload: Cow::Borrowed(payload),
+    })?;
     deliver(shard, target, session, frame);
     Ok(())
 }
