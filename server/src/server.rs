@@ -143,7 +143,9 @@ impl PeerServer {
             direct: false,
             payload: payload.into(),
         })?;
-        self.shared.publish_frame(topic, frame);
+        for (i, msg) in self.shared.topic_frames(topic, frame, 0) {
+            self.shared.send(i, msg);
+        }
         Ok(())
     }
 

@@ -114,19 +114,23 @@ impl Shared {
         }
     }
 
-    /// A topic frame to every shard with members of `topic`.
-    pub fn publish_frame(&self, topic: &str, frame: Bytes) {
+    /// The messages that deliver a topic frame: one per shard with members of `topic`
+    /// (each carrying the same `Bytes`), to every member but session `exclude` (0: none).
+    pub fn topic_frames(
+        &self,
+        topic: &str,
+        frame: Bytes,
+        exclude: u64,
+    ) -> impl Iterator<Item = (usize, ShardMsg)> {
         let topic: std::sync::Arc<str> = topic.into();
-        for i in self.topics.member_shards(&topic) {
-            self.send(
-                i,
-                ShardMsg::TopicFrame {
-                    topic: topic.clone(),
-                    frame: frame.clone(),
-                    exclude: 0,
-                },
-            );
-        }
+        self.topics.member_shards(&topic).into_iter().map(move |i| {
+            let msg = ShardMsg::TopicFrame {
+                topic: topic.clone(),
+                frame: frame.clone(),
+                exclude,
+            };
+            (i, msg)
+        })
     }
 
     pub fn kick(&self, shard: usize, session: u64, code: Code, reason: &'static str) {

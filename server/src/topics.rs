@@ -19,7 +19,6 @@ use peerd_codec::{self as codec, Code, PresenceChange};
 
 use crate::conn::Conn;
 use crate::error::Refused;
-use crate::msg::ShardMsg;
 use crate::presence::announce_topic;
 use crate::route::{deliver, route};
 use crate::shard::Shard;
@@ -104,13 +103,7 @@ pub(crate) fn publish(
 /// Deliver a topic frame to every member except session `exclude`: one message per shard
 /// that has members (inline for this one).
 pub(crate) fn fan_out(shard: &Rc<Shard>, topic: &str, frame: Bytes, exclude: u64) {
-    let topic: Arc<str> = topic.into();
-    for i in shard.shared().topics.member_shards(&topic) {
-        let msg = ShardMsg::TopicFrame {
-            topic: topic.clone(),
-            frame: frame.clone(),
-            exclude,
-        };
+    for (i, msg) in shard.shared().topic_frames(topic, frame, exclude) {
         route(shard, i, msg);
     }
 }
