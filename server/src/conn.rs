@@ -82,9 +82,8 @@ pub(crate) struct Conn {
     pub local: Rc<Local>,
     pub out: Rc<Outbound>,
     state: Cell<ConnState>,
-    /// Any frame received since the last heartbeat tick.
-    pub rx_seen: Cell<bool>,
-    pub missed_beats: Cell<u8>,
+    /// The heartbeat tick (`Local::tick`) at which bytes last arrived.
+    pub last_rx_tick: Cell<u32>,
     /// The reader, while it waits for the socket; woken when the connection closes.
     pub reader_waker: RefCell<Option<Waker>>,
     /// Server-side handler calls running for this peer.
@@ -100,13 +99,12 @@ pub(crate) struct Conn {
 impl Conn {
     pub fn new(local: Rc<Local>, out: Rc<Outbound>, session: u64, peer_id: Arc<str>) -> Conn {
         Conn {
+            last_rx_tick: Cell::new(local.tick.get()),
             session,
             peer_id,
             local,
             out,
             state: Cell::new(ConnState::Active),
-            rx_seen: Cell::new(false),
-            missed_beats: Cell::new(0),
             reader_waker: RefCell::new(None),
             inflight: Cell::new(0),
             next_call: Cell::new(1),

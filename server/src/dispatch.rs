@@ -192,7 +192,7 @@ fn broadcast(shard: &Shard, conn: &Conn, name: &str, payload: &[u8]) -> Result<(
     if !shard.shared().config.relay_broadcasts {
         return Ok(());
     }
-    let frame = shard.local.encode(&codec::Broadcast {
+    let frame = shard.local.encode_relayed(&codec::Broadcast {
         name: Cow::Borrowed(name),
         peer: Some(Cow::Borrowed(&conn.peer_id)),
         payload: Cow::Borrowed(payload),

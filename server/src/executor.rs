@@ -202,12 +202,14 @@ async fn serve(shard: Rc<Shard>, out: Rc<Outbound>) {
         }
         Err(_) => {
             rx.clear(&shard.local.rx_pool);
-            reject(
-                &shard,
-                &out,
-                Code::HandshakeTimeout,
-                "no Hello before the handshake deadline",
-            );
+            // docs/PROTOCOL.md §6.1: Close{handshake_timeout}, not a Reject (the peer may
+            // not even have started a Hello).
+            let close = shard.local.encode(&codec::Close {
+                code: Code::HandshakeTimeout.as_u16(),
+                reason: "no Hello before the handshake deadline".into(),
+            });
+            tracing::debug!(shard = shard.index(), "handshake timed out");
+            out.push_last(close.ok(), false);
             shard.shared().connection_ended();
             return;
         }
@@ -275,7 +277,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, rx: &mut RxBuf) {
             return;
         }
         match r {
-            Ok(n) if n > 0 => conn.rx_seen.set(true),
+            Ok(n) if n > 0 => conn.last_rx_tick.set(shard.local.tick.get()),
             Ok(_) | Err(_) => {
                 conn.peer_closed(Code::PeerGone.as_u16());
                 return;
@@ -302,7 +304,31 @@ async fn linger(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     .await;
 }
 
-/// Ping peers that were silent for an interval; close those silent for three.
+/// Ticks per heartbeat interval: the idle close comes at most a quarter of an interval
+/// after the third silent interval (docs/PROTOCOL.md §6.6), not up to a whole one late.
+const TICKS_PER_BEAT: u32 = 4;
+
+#[derive(Debug, PartialEq, Eq)]
+enum Beat {
+    Quiet,
+    Ping,
+    Close,
+}
+
+/// What a peer silent for `silent` ticks gets: a Ping after each whole silent interval,
+/// Close{idle_timeout} once three intervals have passed.
+fn beat(silent: u32) -> Beat {
+    if silent >= 3 * TICKS_PER_BEAT {
+        Beat::Close
+    } else if silent > 0 && silent % TICKS_PER_BEAT == 0 {
+        Beat::Ping
+    } else {
+        Beat::Quiet
+    }
+}
+
+/// Ping peers silent for an interval (and every interval after); close those silent for
+/// three intervals.
 async fn heartbeat(shard: Rc<Shard>) {
     let interval = shard.shared().config.heartbeat;
     let ping = shard
@@ -310,21 +336,19 @@ async fn heartbeat(shard: Rc<Shard>) {
         .encode(&codec::Ping { nonce: 0 })
         .expect("Ping always encodes");
     loop {
-        glommio::timer::sleep(interval).await;
+        glommio::timer::sleep(interval / TICKS_PER_BEAT).await;
+        let tick = shard.local.tick.get().wrapping_add(1);
+        shard.local.tick.set(tick);
         for c in shard.all_conns() {
-            if c.rx_seen.replace(false) {
-                c.missed_beats.set(0);
-                continue;
-            }
-            let missed = c.missed_beats.get() + 1;
-            c.missed_beats.set(missed);
-            if missed >= 3 {
-                c.close(
+            match beat(tick.wrapping_sub(c.last_rx_tick.get())) {
+                Beat::Quiet => {}
+                Beat::Ping => {
+                    let _ = c.queue(ping.clone());
+                }
+                Beat::Close => c.close(
                     Code::IdleTimeout,
                     "no frame within three heartbeat intervals",
-                );
-            } else {
-                let _ = c.queue(ping.clone());
+                ),
             }
         }
         settle(&shard);
@@ -361,5 +385,22 @@ async fn expire_relays(shard: Rc<Shard>) {
             );
         }
         settle(&shard);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pings_after_each_silent_interval_and_closes_after_three() {
+        let actions: Vec<Beat> = (0..=3 * TICKS_PER_BEAT).map(beat).collect();
+        let pings: Vec<u32> = (0..=3 * TICKS_PER_BEAT)
+            .filter(|t| beat(*t) == Beat::Ping)
+            .collect();
+        assert_eq!(pings, vec![TICKS_PER_BEAT, 2 * TICKS_PER_BEAT]);
+        assert_eq!(actions.iter().filter(|a| **a == Beat::Close).count(), 1);
+        assert_eq!(beat(3 * TICKS_PER_BEAT - 1), Beat::Quiet);
+        assert_eq!(beat(3 * TICKS_PER_BEAT), Beat::Close);
     }
 }

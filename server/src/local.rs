@@ -40,6 +40,8 @@ pub(crate) struct Local {
     closing: RefCell<Vec<u64>>,
     /// Wakes the shard's janitor when a connection closes outside any batch.
     pub janitor: Notify,
+    /// Heartbeat ticks since the shard started (four per heartbeat interval).
+    pub tick: Cell<u32>,
     /// The shard is shutting down: handshakes still in progress are refused, not welcomed.
     pub stopping: Cell<bool>,
 }
@@ -57,6 +59,7 @@ impl Local {
             handlers: Gate::new(),
             closing: RefCell::new(Vec::new()),
             janitor: Notify::default(),
+            tick: Cell::new(0),
             stopping: Cell::new(false),
         }
     }
@@ -68,11 +71,24 @@ impl Local {
     /// Encode a message once into the shard's encode arena and return it as a shareable
     /// frame.
     pub fn encode<M: codec::Encode>(&self, msg: &M) -> Result<Bytes, EncodeError> {
+        self.encode_within(msg, u32::MAX)
+    }
+
+    /// Encode a frame that carries a peer's payload to other peers (a publish, a direct
+    /// event, a relayed call...). It must fit the limit peers were told in Welcome
+    /// (`max_frame_len`): the envelope the server adds (sender id, topic) can push a payload
+    /// that fitted when it arrived past it, and then the sender is refused (too_large)
+    /// rather than the receivers getting a frame larger than they were promised.
+    pub fn encode_relayed<M: codec::Encode>(&self, msg: &M) -> Result<Bytes, EncodeError> {
+        self.encode_within(msg, self.limits().max_frame_len)
+    }
+
+    fn encode_within<M: codec::Encode>(&self, msg: &M, max: u32) -> Result<Bytes, EncodeError> {
         let mut enc = self.encoder.borrow_mut();
         if enc.capacity() - enc.len() < 1024 {
             *enc = BytesMut::with_capacity(ENCODE_CHUNK);
         }
-        codec::encode(msg, &mut enc, u32::MAX)?;
+        codec::encode(msg, &mut enc, max)?;
         Ok(enc.split().freeze())
     }
 

@@ -36,7 +36,7 @@ pub(crate) fn direct_event(
     payload: &[u8],
 ) -> Result<(), Refused> {
     let (at, session) = lookup(shard, target)?;
-    let frame = shard.local.encode(&codec::Event {
+    let frame = shard.local.encode_relayed(&codec::Event {
         name: Cow::Borrowed(name),
         peer: Some(Cow::Borrowed(&conn.peer_id)),
         payload: Cow::Borrowed(payload),

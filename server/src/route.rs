@@ -145,14 +145,18 @@ fn start_relayed_call(shard: &Rc<Shard>, call: RelayedCall) {
         );
     };
     let id = callee.next_call_id();
-    let sent = callee.queue_msg(&codec::RpcRequest {
+    let request = shard.local.encode_relayed(&codec::RpcRequest {
         id,
         method: Cow::Borrowed(&call.method),
         peer: Some(Cow::Borrowed(&call.caller_peer)),
         timeout_ms: call.timeout_ms,
         params: Cow::Borrowed(&call.params),
     });
-    if sent.is_err() {
+    let Ok(request) = request else {
+        let why = "request too large once the caller's id is added";
+        return answer(shard, call.caller, Err((Code::TooLarge.as_u16(), why)));
+    };
+    if callee.queue(request).is_err() {
         return answer(
             shard,
             call.caller,

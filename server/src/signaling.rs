@@ -38,7 +38,7 @@ pub(crate) fn signal(
             "only offers may go to the whole room",
         ));
     }
-    let frame = shard.local.encode(&codec::Signal {
+    let frame = shard.local.encode_relayed(&codec::Signal {
         req: 0,
         room: Cow::Borrowed(room),
         kind,

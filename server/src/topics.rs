@@ -89,7 +89,7 @@ pub(crate) fn publish(
     payload: &[u8],
     echo: bool,
 ) -> Result<(), Refused> {
-    let frame = shard.local.encode(&codec::TopicMessage {
+    let frame = shard.local.encode_relayed(&codec::TopicMessage {
         topic: Cow::Borrowed(topic),
         from: Cow::Borrowed(&conn.peer_id),
         direct: false,
@@ -117,7 +117,7 @@ pub(crate) fn send_to_member(
     payload: &[u8],
 ) -> Result<(), Refused> {
     let (target, session) = member(shard, topic, to)?;
-    let frame = shard.local.encode(&codec::TopicMessage {
+    let frame = shard.local.encode_relayed(&codec::TopicMessage {
         topic: Cow::Borrowed(topic),
         from: Cow::Borrowed(&conn.peer_id),
         direct: true,

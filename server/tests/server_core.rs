@@ -462,9 +462,24 @@ fn idle_peer_is_pinged_then_closed() {
     o.heartbeat = Duration::from_millis(100);
     let srv = server(o);
     let mut p = RawPeer::connect(srv.local_addr().unwrap(), None);
-    // The raw peer never answers: first a Ping, then IdleTimeout.
-    p.recv_until(|f| matches!(f, Frame::Ping(_)).then_some(()));
-    p.expect_close(Code::IdleTimeout);
+    let silent_since = std::time::Instant::now();
+    // The raw peer never answers: a Ping after each silent interval, then IdleTimeout once
+    // three intervals have passed (docs/PROTOCOL.md §6.6), not before.
+    let mut pings = 0;
+    let code = p.recv_until(|f| match f {
+        Frame::Ping(_) => {
+            pings += 1;
+            None
+        }
+        Frame::Close(c) => Some(c.code.to_native()),
+        _ => None,
+    });
+    assert_eq!(Code::from_u16(code), Some(Code::IdleTimeout));
+    assert!(
+        silent_since.elapsed() >= Duration::from_millis(300),
+        "closed early"
+    );
+    assert_eq!(pings, 2, "one Ping per silent interval before the close");
 }
 
 #[test]
