@@ -225,8 +225,7 @@ async fn serve(shard: Rc<Shard>, out: Rc<Outbound>) {
     linger(&shard, &conn).await;
     let code = conn.state().code().unwrap_or(Code::PeerGone.as_u16());
     conn.transition(ConnState::Closed { code });
-    conn.out.discard();
-    stream::shutdown(conn.out.fd());
+    conn.out.abandon();
 }
 
 /// Dispatch every whole frame in `rx`; on a bad frame, close with its code.

@@ -41,6 +41,8 @@ pub(crate) struct Overflow;
 struct Queue {
     frames: VecDeque<Bytes>,
     bytes: usize,
+    /// The front frame is partly written: the peer has its first bytes.
+    front_started: bool,
 }
 
 impl Queue {
@@ -51,8 +53,10 @@ impl Queue {
             if front.len() <= n {
                 n -= front.len();
                 self.frames.pop_front();
+                self.front_started = false;
             } else {
                 front.advance(n);
+                self.front_started = true;
                 n = 0;
             }
         }
@@ -61,13 +65,25 @@ impl Queue {
     fn clear(&mut self) {
         self.frames.clear();
         self.bytes = 0;
+        self.front_started = false;
+    }
+
+    /// Drop every frame not yet started. A partly written frame stays: whatever follows it
+    /// on the wire must start at a frame boundary.
+    fn drop_unstarted(&mut self) {
+        let keep = if self.front_started { 1 } else { 0 };
+        while self.frames.len() > keep {
+            let f = self.frames.pop_back().expect("len checked");
+            self.bytes -= f.len();
+        }
     }
 }
 
 /// One connection's socket and outbound queue.
 pub(crate) struct Outbound {
-    stream: RefCell<Stream>,
-    fd: RawFd,
+    /// `None` once the connection is finished: the fd is closed then, so nothing may use
+    /// its number again (another socket may have it by now).
+    stream: RefCell<Option<Stream>>,
     queue: RefCell<Queue>,
     limit: usize,
     state: Cell<WriteState>,
@@ -79,11 +95,11 @@ pub(crate) struct Outbound {
 impl Outbound {
     pub fn new(stream: Stream, limit: usize, writes: Rc<WriteSet>) -> Rc<Outbound> {
         Rc::new(Outbound {
-            fd: stream.fd(),
-            stream: RefCell::new(stream),
+            stream: RefCell::new(Some(stream)),
             queue: RefCell::new(Queue {
                 frames: VecDeque::new(),
                 bytes: 0,
+                front_started: false,
             }),
             limit,
             state: Cell::new(WriteState::Idle),
@@ -92,13 +108,17 @@ impl Outbound {
         })
     }
 
-    pub fn fd(&self) -> RawFd {
-        self.fd
+    fn fd(&self) -> Option<RawFd> {
+        self.stream.borrow().as_ref().map(Stream::fd)
     }
 
-    /// Read from the socket (the receive side shares it).
+    /// Read from the socket (the receive side shares it). A finished socket reads as
+    /// end of stream.
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        self.stream.borrow_mut().poll_read(cx, buf)
+        match self.stream.borrow_mut().as_mut() {
+            Some(s) => s.poll_read(cx, buf),
+            None => Poll::Ready(Ok(0)),
+        }
     }
 
     /// Queue a frame for the next flush. Past the limit nothing is queued.
@@ -118,14 +138,15 @@ impl Outbound {
         Ok(())
     }
 
-    /// Queue the connection's last frame (a Close) whatever the limit, drop what was
-    /// queued before it if `discard` (a slow consumer would never read it in time), and
-    /// shut the write side once it is written.
+    /// Queue the connection's last frame (a Close) whatever the limit, and shut the write
+    /// side once it is written. With `discard` (a slow consumer would never read it in
+    /// time) the frames queued before it are dropped, except one the peer already has the
+    /// start of: the Close then follows that frame's end, so it arrives whole.
     pub fn push_last(self: &Rc<Self>, frame: Option<Bytes>, discard: bool) {
         {
             let mut q = self.queue.borrow_mut();
             if discard {
-                q.clear();
+                q.drop_unstarted();
             }
             if let Some(f) = frame {
                 q.bytes += f.len();
@@ -146,6 +167,10 @@ impl Outbound {
         if self.state.get() == WriteState::Draining {
             return;
         }
+        let Some(fd) = self.fd() else {
+            self.queue.borrow_mut().clear();
+            return;
+        };
         self.state.set(WriteState::Idle);
         loop {
             let result = {
@@ -159,14 +184,15 @@ impl Outbound {
                     iov[k] = IoSlice::new(f);
                     k += 1;
                 }
-                stream::send_vectored(self.fd, &iov[..k])
+                stream::send_vectored(fd, &iov[..k])
             };
             match result {
                 Ok(Some(n)) => self.queue.borrow_mut().consume(n),
                 Ok(None) => {
                     self.state.set(WriteState::Draining);
-                    let me = self.clone();
-                    if self.writes.tasks.spawn(drain(me)).is_ok() {
+                    // Detached: a glommio task whose handle is dropped is cancelled.
+                    if let Ok(task) = self.writes.tasks.spawn(drain(self.clone())) {
+                        task.detach();
                         return;
                     }
                     // The shard is stopping and its gate is closed: what is left will not
@@ -185,13 +211,22 @@ impl Outbound {
         }
         if self.finish.get() {
             // Everything, the Close frame included, is in the kernel: send FIN.
-            stream::shutdown_write(self.fd);
+            stream::shutdown_write(fd);
         }
     }
 
-    /// Forget everything queued (the socket is being torn down).
-    pub fn discard(&self) {
-        self.queue.borrow_mut().clear();
+    /// The socket is being torn down. If the peer never read the end of what was queued
+    /// (our Close among it), reset the connection rather than end it with a FIN after a
+    /// truncated frame: a reset says "cut", a FIN would look like a clean end.
+    pub fn abandon(&self) {
+        let mut q = self.queue.borrow_mut();
+        if let Some(s) = self.stream.borrow_mut().take() {
+            if !q.frames.is_empty() {
+                stream::reset_on_close(s.fd());
+            }
+            // Dropping the stream closes the fd, whoever still holds this connection.
+        }
+        q.clear();
     }
 }
 
@@ -203,7 +238,10 @@ async fn drain(out: Rc<Outbound>) {
         let Some(front) = q.frames.front() else {
             return Poll::Ready(Ok(0));
         };
-        out.stream.borrow_mut().poll_write(cx, front)
+        match out.stream.borrow_mut().as_mut() {
+            Some(s) => s.poll_write(cx, front),
+            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
     })
     .await;
     out.state.set(WriteState::Idle);

@@ -88,6 +88,24 @@ pub(crate) fn shutdown_write(fd: RawFd) {
     }
 }
 
+/// Make the coming close(2) send a reset (SO_LINGER with a zero timeout) instead of a FIN.
+pub(crate) fn reset_on_close(fd: RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on an fd we own, with a properly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Adopt an accepted Unix-socket fd into this shard's executor.
 pub(crate) fn unix_from_fd(fd: std::os::fd::OwnedFd) -> Stream {
     use std::os::fd::{FromRawFd, IntoRawFd};

@@ -112,3 +112,53 @@ fn a_silent_connection_is_closed_with_handshake_timeout() {
     p.s.set_read_timeout(Some(WAIT)).unwrap();
     assert_eq!(p.s.read_to_end(&mut rest).unwrap(), 0);
 }
+
+#[test]
+fn a_slow_consumer_gets_whole_frames_then_its_close() {
+    let mut o = ListenOptions::new("127.0.0.1:0").shards(1);
+    o.limits.outbound_queue_bytes = 256 * 1024;
+    // Long enough for the test to read everything before the server gives up on it (so
+    // not `server()`, which shortens the linger).
+    o.close_linger = Duration::from_secs(10);
+    o.pin = false;
+    let srv = peerd_server::listen(o).expect("listen");
+    let addr = srv.local_addr().unwrap();
+    let mut slow = RawPeer::connect(addr, Some("slow"));
+    slow.send(&codec::Join {
+        req: 1,
+        topic: "t".into(),
+    });
+    assert_eq!(status(&mut slow, 1).0, 0);
+    let mut publisher = RawPeer::connect(addr, Some("pub"));
+    // Odd-sized messages, so that the socket buffer fills in the middle of a frame.
+    let payload = vec![1u8; 3001];
+    let mut n = 0u64;
+    while srv.connections().iter().any(|c| c.peer_id == "slow") {
+        n += 1;
+        assert!(n < 1_000_000, "the slow consumer was never cut");
+        publisher.send(&codec::Publish {
+            req: 0,
+            topic: "t".into(),
+            echo: false,
+            payload: payload.as_slice().into(),
+        });
+        if n % 64 == 0 {
+            publisher.sync(n);
+        }
+    }
+    // Now read everything: every frame must be whole and valid (RawPeer panics on a bad
+    // one), the last one the Close, then the end of the stream.
+    let mut messages = 0;
+    let code = slow.recv_until(|f| match f {
+        Frame::TopicMessage(m) => {
+            assert_eq!(m.payload.as_slice(), payload.as_slice());
+            messages += 1;
+            None
+        }
+        Frame::Close(c) => Some(c.code.to_native()),
+        _ => None,
+    });
+    assert_eq!(Code::from_u16(code), Some(Code::SlowConsumer));
+    assert!(messages > 0);
+    slow.expect_end(WAIT);
+}
