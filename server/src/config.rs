@@ -25,6 +25,11 @@ pub struct Limits {
     pub max_members_per_topic: u32,
     /// Longest topic name in bytes (default 128).
     pub max_topic_len: u32,
+    /// Memory the server may hold in outbound queues and receive buffers together, split
+    /// evenly between shards (default: a quarter of the machine's memory). A shard past its
+    /// share closes its largest holders first: slow_consumer for a queue, overloaded for
+    /// receive buffers (partial frames).
+    pub memory_budget: usize,
 }
 
 impl Default for Limits {
@@ -37,9 +42,29 @@ impl Default for Limits {
             max_topics_per_peer: 1024,
             max_members_per_topic: 100_000,
             max_topic_len: peerd_codec::DEFAULT_MAX_TOPIC_LEN,
+            memory_budget: default_memory_budget(),
         }
     }
 }
+
+/// A quarter of the machine's physical memory (1 GiB if it cannot be read).
+fn default_memory_budget() -> usize {
+    // SAFETY: sysconf only reads system configuration.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    if pages > 0 && page > 0 {
+        (pages as usize).saturating_mul(page as usize) / 4
+    } else {
+        1 << 30
+    }
+}
+
+/// Smallest `memory_budget` accepted: below it a shard could not hold one full queue.
+pub const MIN_MEMORY_BUDGET: usize = 16 << 20;
 
 /// Smallest `max_frame_len` accepted: below it, ordinary frames whose names, ids and topic
 /// at their longest take a few hundred bytes (before any payload) would be refused.
@@ -60,6 +85,12 @@ impl Limits {
             if v == 0 {
                 return Err(format!("limits.{name} must be at least 1"));
             }
+        }
+        if self.memory_budget < MIN_MEMORY_BUDGET {
+            return Err(format!(
+                "limits.memory_budget must be at least {MIN_MEMORY_BUDGET} bytes (got {})",
+                self.memory_budget
+            ));
         }
         if self.max_frame_len < MIN_FRAME_LEN {
             return Err(format!(

@@ -84,6 +84,11 @@ pub(crate) struct Conn {
     state: Cell<ConnState>,
     /// The heartbeat tick (`Local::tick`) at which bytes last arrived.
     pub last_rx_tick: Cell<u32>,
+    /// The tick by which the frame being received must be complete (None: no partial
+    /// frame). Set when a frame starts, not moved by each byte of it.
+    pub frame_deadline: Cell<Option<u32>>,
+    /// Bytes of receive buffer the reader holds (for the shard's memory budget).
+    pub rx_held: Cell<usize>,
     /// The reader, while it waits for the socket; woken when the connection closes.
     pub reader_waker: RefCell<Option<Waker>>,
     /// Server-side handler calls running for this peer.
@@ -100,6 +105,8 @@ impl Conn {
     pub fn new(local: Rc<Local>, out: Rc<Outbound>, session: u64, peer_id: Arc<str>) -> Conn {
         Conn {
             last_rx_tick: Cell::new(local.tick.get()),
+            frame_deadline: Cell::new(None),
+            rx_held: Cell::new(0),
             session,
             peer_id,
             local,
@@ -146,7 +153,7 @@ impl Conn {
             tracing::warn!(
                 peer = %self.peer_id,
                 session = self.session,
-                queued = self.out.queued_bytes(),
+                queued = self.out.charged(),
                 "closing slow consumer: outbound queue limit exceeded"
             );
             self.close(Code::SlowConsumer, "outbound queue limit exceeded");

@@ -231,9 +231,11 @@ async fn serve(shard: Rc<Shard>, out: Rc<Outbound>) {
 /// Dispatch every whole frame in `rx`; on a bad frame, close with its code.
 fn process(shard: &Rc<Shard>, conn: &Rc<Conn>, rx: &mut RxBuf) {
     let max = shard.local.limits().max_frame_len;
+    let mut completed = false;
     while conn.is_active() {
         let result = match rx.next_frame(max) {
             Ok(Some((raw, n))) => {
+                completed = true;
                 let r = raw
                     .decode()
                     .map_err(Into::into)
@@ -250,6 +252,32 @@ fn process(shard: &Rc<Shard>, conn: &Rc<Conn>, rx: &mut RxBuf) {
         }
     }
     rx.release_if_empty(&shard.local.rx_pool);
+    conn.rx_held.set(rx.held());
+    // A frame that has started must finish by its deadline, set when it started: bytes
+    // trickling in do not move it (a peer dripping one byte a second into a large frame
+    // would otherwise hold its buffer for ever).
+    match rx.incomplete() {
+        None => conn.frame_deadline.set(None),
+        Some(len) if completed || conn.frame_deadline.get().is_none() => {
+            let tick = shard.shared().config.heartbeat / TICKS_PER_BEAT;
+            let now = shard.local.tick.get();
+            conn.frame_deadline
+                .set(Some(now.wrapping_add(frame_ticks(len, tick))));
+        }
+        Some(_) => {}
+    }
+}
+
+/// Bytes a started frame must at least make progress by, per second, on top of one
+/// heartbeat interval.
+const MIN_FRAME_RATE: u64 = 64 * 1024;
+
+/// Heartbeat ticks (each `tick` long) a frame of `len` bytes gets to arrive: one heartbeat
+/// interval, plus one second per 64 KiB (a 1 MiB frame: the interval + 16 s).
+fn frame_ticks(len: usize, tick: Duration) -> u32 {
+    let secs = len as f64 / MIN_FRAME_RATE as f64;
+    let extra = (secs / tick.as_secs_f64().max(1e-3)).ceil();
+    TICKS_PER_BEAT + extra.min(u32::MAX as f64 / 4.0) as u32
 }
 
 async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, rx: &mut RxBuf) {
@@ -307,6 +335,11 @@ async fn linger(shard: &Rc<Shard>, conn: &Rc<Conn>) {
 /// after the third silent interval (docs/PROTOCOL.md §6.6), not up to a whole one late.
 const TICKS_PER_BEAT: u32 = 4;
 
+/// Whether tick `now` is at or past `deadline` (ticks wrap around).
+fn reached(now: u32, deadline: u32) -> bool {
+    now.wrapping_sub(deadline) < u32::MAX / 2
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Beat {
     Quiet,
@@ -339,6 +372,13 @@ async fn heartbeat(shard: Rc<Shard>) {
         let tick = shard.local.tick.get().wrapping_add(1);
         shard.local.tick.set(tick);
         for c in shard.all_conns() {
+            if c.frame_deadline.get().is_some_and(|d| reached(tick, d)) {
+                c.close(
+                    Code::IdleTimeout,
+                    "a started frame did not complete in time",
+                );
+                continue;
+            }
             match beat(tick.wrapping_sub(c.last_rx_tick.get())) {
                 Beat::Quiet => {}
                 Beat::Ping => {
@@ -401,5 +441,14 @@ mod tests {
         assert_eq!(actions.iter().filter(|a| **a == Beat::Close).count(), 1);
         assert_eq!(beat(3 * TICKS_PER_BEAT - 1), Beat::Quiet);
         assert_eq!(beat(3 * TICKS_PER_BEAT), Beat::Close);
+    }
+
+    #[test]
+    fn a_started_frame_gets_an_interval_plus_a_second_per_64_kib() {
+        let tick = Duration::from_millis(250); // a 1 s heartbeat
+        assert_eq!(frame_ticks(100, tick), TICKS_PER_BEAT + 1);
+        assert_eq!(frame_ticks(1 << 20, tick), TICKS_PER_BEAT + 64);
+        assert!(reached(10, 10) && reached(11, 10) && !reached(9, 10));
+        assert!(reached(2, u32::MAX - 1), "across the wrap");
     }
 }

@@ -5,8 +5,13 @@
 //! it reads (the buffer is used only inside the synchronous read), so a buffer is taken from
 //! the pool when the socket is readable and returned as soon as every received byte has
 //! been dispatched.
+//!
+//! A frame larger than a pooled buffer grows its buffer as its bytes arrive (doubling, up
+//! to the size the header declared), never to the declared size up front: a header alone
+//! must not make the server hold `max_frame_len` of memory. The pool counts every byte of
+//! receive buffer out of it, for the shard's memory budget.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::task::{Context, Poll};
 
@@ -21,23 +26,39 @@ pub(crate) const RX_BUF: usize = 32 * 1024;
 /// Most receive buffers a shard keeps for reuse.
 const RX_POOL_MAX: usize = 256;
 
-/// The shard's spare receive buffers.
+/// The shard's spare receive buffers, and the bytes of those lent out.
 #[derive(Default)]
-pub(crate) struct RxPool(RefCell<Vec<Vec<u8>>>);
+pub(crate) struct RxPool {
+    spare: RefCell<Vec<Vec<u8>>>,
+    lent: Cell<usize>,
+}
 
 impl RxPool {
     fn take(&self) -> Vec<u8> {
-        self.0
+        self.lent.set(self.lent.get() + RX_BUF);
+        self.spare
             .borrow_mut()
             .pop()
             .unwrap_or_else(|| vec![0u8; RX_BUF])
     }
 
     fn put(&self, buf: Vec<u8>) {
-        let mut pool = self.0.borrow_mut();
-        if buf.len() == RX_BUF && pool.len() < RX_POOL_MAX {
-            pool.push(buf);
+        self.lent.set(self.lent.get() - buf.len());
+        let mut spare = self.spare.borrow_mut();
+        if buf.len() == RX_BUF && spare.len() < RX_POOL_MAX {
+            spare.push(buf);
         }
+    }
+
+    /// Grow a lent buffer to `len` bytes.
+    fn grow(&self, buf: &mut Vec<u8>, len: usize) {
+        self.lent.set(self.lent.get() + len - buf.len());
+        buf.resize(len, 0);
+    }
+
+    /// Bytes of receive buffer held by connections now.
+    pub fn lent(&self) -> usize {
+        self.lent.get()
     }
 }
 
@@ -47,6 +68,8 @@ pub(crate) struct RxBuf {
     buf: Option<Vec<u8>>,
     start: usize,
     end: usize,
+    /// Length of the incomplete frame at `start`, once its header has arrived (0: unknown).
+    want: usize,
 }
 
 impl RxBuf {
@@ -62,19 +85,31 @@ impl RxBuf {
         self.start += n;
     }
 
-    /// The next whole frame (`Ok(None)`: more bytes needed, and room is made for the frame
-    /// the header announces). Consume it with [`consume`](Self::consume) once handled.
+    /// The next whole frame (`Ok(None)`: more bytes needed). Consume it with
+    /// [`consume`](Self::consume) once handled.
     pub fn next_frame(
         &mut self,
         max_body: u32,
     ) -> Result<Option<(RawFrame<'_>, usize)>, WireError> {
         if split_frame(self.pending(), max_body)?.is_none() {
-            if let Ok(Some(h)) = peerd_codec::Header::parse(self.pending(), max_body) {
-                self.reserve_frame(h.frame_len());
-            }
+            self.want = match peerd_codec::Header::parse(self.pending(), max_body) {
+                Ok(Some(h)) => h.frame_len(),
+                _ => 0,
+            };
             return Ok(None);
         }
+        self.want = 0;
         split_frame(self.pending(), max_body)
+    }
+
+    /// The declared length of the frame being received, if one is incomplete.
+    pub fn incomplete(&self) -> Option<usize> {
+        (self.start < self.end).then_some(self.want)
+    }
+
+    /// Bytes of buffer this connection holds.
+    pub fn held(&self) -> usize {
+        self.buf.as_ref().map_or(0, Vec::len)
     }
 
     /// Give the buffer back to the pool if everything in it was consumed.
@@ -91,27 +126,8 @@ impl RxBuf {
     /// Drop everything buffered and give the buffer back.
     pub fn clear(&mut self, pool: &RxPool) {
         self.start = self.end;
+        self.want = 0;
         self.release_if_empty(pool);
-    }
-
-    /// Make sure a frame of `frame_len` bytes starting at `start` fits.
-    fn reserve_frame(&mut self, frame_len: usize) {
-        let Some(buf) = self.buf.as_mut() else { return };
-        if buf.len() - self.start >= frame_len {
-            return;
-        }
-        let have = self.end - self.start;
-        if frame_len <= buf.len() {
-            buf.copy_within(self.start..self.end, 0);
-        } else {
-            // A frame larger than the pooled buffer (bounded by max_frame_len, checked on
-            // the header before we get here).
-            let mut big = vec![0u8; frame_len];
-            big[..have].copy_from_slice(&buf[self.start..self.end]);
-            *buf = big;
-        }
-        self.start = 0;
-        self.end = have;
     }
 }
 
@@ -131,6 +147,12 @@ pub(crate) fn poll_fill(
         buf.copy_within(rx.start..rx.end, 0);
         rx.end -= rx.start;
         rx.start = 0;
+        if rx.end == buf.len() {
+            // Full of one incomplete frame: grow with what arrives, doubling, up to the
+            // declared length (module doc).
+            let len = (buf.len() * 2).min(rx.want).max(buf.len() + 1);
+            pool.grow(&mut buf, len);
+        }
     }
     let r = socket.poll_read(cx, &mut buf[rx.end..]);
     if let Poll::Ready(Ok(n)) = r {

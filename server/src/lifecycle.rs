@@ -8,7 +8,7 @@
 
 use std::rc::Rc;
 
-use peerd_codec::PresenceChange;
+use peerd_codec::{Code, PresenceChange};
 
 use crate::conn::Conn;
 use crate::p2p::fail_relays_to;
@@ -29,10 +29,57 @@ pub(crate) fn settle(shard: &Rc<Shard>) {
             }
         }
         shard.local.writes.flush();
-        if closing.is_empty() {
+        if shard.local.memory_held() > shard.local.memory_budget {
+            enforce_budget(shard);
+        }
+        if closing.is_empty() && shard.local.nothing_closing() {
             return;
         }
     }
+}
+
+/// The shard holds more than its memory budget in queues and receive buffers: close the
+/// connections holding the most, until what the live ones hold is back under three
+/// quarters of it. Memory of connections already closing is on its way out and not counted
+/// (their buffers go when their tasks next run), so they are never closed twice over.
+fn enforce_budget(shard: &Rc<Shard>) {
+    let budget = shard.local.memory_budget;
+    let mut holders: Vec<(usize, Rc<Conn>)> = shard
+        .all_conns()
+        .into_iter()
+        .filter(|c| c.is_active())
+        .map(|c| (c.out.charged() + c.rx_held.get(), c))
+        .collect();
+    let mut live: usize = holders.iter().map(|(n, _)| n).sum();
+    if live <= budget {
+        return;
+    }
+    holders.sort_unstable_by_key(|(held, _)| std::cmp::Reverse(*held));
+    let mut closed = 0;
+    for (held, c) in holders {
+        if live <= budget / 4 * 3 || held == 0 {
+            break;
+        }
+        if c.rx_held.get() > c.out.charged() {
+            c.close(
+                Code::Overloaded,
+                "shard memory budget exceeded: largest receive buffer",
+            );
+        } else {
+            c.close(
+                Code::SlowConsumer,
+                "shard memory budget exceeded: largest outbound queue",
+            );
+        }
+        live -= held;
+        closed += 1;
+    }
+    tracing::warn!(
+        shard = shard.index(),
+        budget,
+        closed,
+        "memory budget exceeded; closed the largest holders"
+    );
 }
 
 /// Undo everything the connection took part in: the directory, topics, watches, relayed

@@ -40,6 +40,8 @@ pub(crate) struct Local {
     closing: RefCell<Vec<u64>>,
     /// Wakes the shard's janitor when a connection closes outside any batch.
     pub janitor: Notify,
+    /// This shard's share of `Limits::memory_budget`.
+    pub memory_budget: usize,
     /// Heartbeat ticks since the shard started (four per heartbeat interval).
     pub tick: Cell<u32>,
     /// The shard is shutting down: handshakes still in progress are refused, not welcomed.
@@ -49,7 +51,9 @@ pub(crate) struct Local {
 impl Local {
     pub fn new(index: usize, shared: Arc<Shared>) -> Local {
         let tasks = Gate::new();
+        let memory_budget = shared.config.limits.memory_budget / shared.shards();
         Local {
+            memory_budget,
             index,
             shared,
             encoder: RefCell::new(BytesMut::with_capacity(ENCODE_CHUNK)),
@@ -88,8 +92,17 @@ impl Local {
         if enc.capacity() - enc.len() < 1024 {
             *enc = BytesMut::with_capacity(ENCODE_CHUNK);
         }
+        let room = enc.capacity() - enc.len();
         codec::encode(msg, &mut enc, max)?;
-        Ok(enc.split().freeze())
+        let frame = enc.split().freeze();
+        if frame.len() > room {
+            // It outgrew the chunk: the encoder reallocated, with slack. Give the frame an
+            // allocation of exactly its size (what queues are charged; `outbound`) and start
+            // a fresh chunk rather than carve later frames out of this one.
+            *enc = BytesMut::with_capacity(ENCODE_CHUNK);
+            return Ok(Bytes::copy_from_slice(&frame));
+        }
+        Ok(frame)
     }
 
     /// Spawn a task the shard waits for at shutdown. `false`: the shard is stopping and
@@ -109,6 +122,16 @@ impl Local {
     pub fn closing(&self, session: u64) {
         self.closing.borrow_mut().push(session);
         self.janitor.notify();
+    }
+
+    /// Memory held in this shard's queues and receive buffers.
+    pub fn memory_held(&self) -> usize {
+        self.writes.charged() + self.rx_pool.lent()
+    }
+
+    /// Whether no session waits to be torn down.
+    pub fn nothing_closing(&self) -> bool {
+        self.closing.borrow().is_empty()
     }
 
     /// Sessions to tear down.

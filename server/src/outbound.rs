@@ -6,6 +6,17 @@
 //! batch (a read batch, an inbox batch, a timer tick), so frames queued together leave in
 //! one vectored `sendmsg` per connection. When the socket buffer is full a drain task (in
 //! the shard's gate) waits for writability and hands writing back to `flush`.
+//!
+//! # What a queue costs
+//!
+//! A queue's limit (`outbound_queue_bytes`) and the shard's memory budget must bound memory,
+//! not just the frames' lengths. Two things would make them lie: small frames are carved out
+//! of the shard's 64 KiB encode chunks (a queue holding one small frame of each of many
+//! chunks would pin them all), and each queued frame has bookkeeping of its own. So a
+//! queue is charged `len + FRAME_OVERHEAD` per frame, and the moment frames have to wait
+//! (the socket is full) those that share a chunk are copied out into allocations of their
+//! own: a waiting queue then holds what it is charged, and frames that go out at once cost
+//! no copy. (Frames larger than a chunk get an exact allocation when encoded, `local`.)
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -22,6 +33,22 @@ use crate::stream::{self, Stream};
 
 /// Most iovecs per sendmsg.
 const MAX_IOV: usize = 64;
+
+/// What a queued frame costs besides its bytes: its slot in the queue and its allocation's
+/// header, rounded up.
+pub(crate) const FRAME_OVERHEAD: usize = 64;
+
+/// Frames up to this size may share an encode chunk; they are copied out when they wait.
+const SHARED_MAX: usize = 64 * 1024;
+
+/// A frame that will wait in a queue, in memory of its own if it may share a chunk.
+fn own(frame: Bytes) -> Bytes {
+    if frame.len() <= SHARED_MAX {
+        Bytes::copy_from_slice(&frame)
+    } else {
+        frame
+    }
+}
 
 /// Who writes to the socket next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +93,11 @@ impl Queue {
         self.frames.clear();
         self.bytes = 0;
         self.front_started = false;
+    }
+
+    /// What the queue is charged: its bytes and each frame's overhead.
+    fn charge(&self) -> usize {
+        self.bytes + self.frames.len() * FRAME_OVERHEAD
     }
 
     /// Drop every frame not yet started. A partly written frame stays: whatever follows it
@@ -121,16 +153,28 @@ impl Outbound {
         }
     }
 
+    /// Change the queue, keeping the shard's total of queued charges in step.
+    fn with_queue<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> R {
+        let mut q = self.queue.borrow_mut();
+        let before = q.charge();
+        let r = f(&mut q);
+        let after = q.charge();
+        let total = &self.writes.charged;
+        total.set(total.get() - before + after);
+        r
+    }
+
     /// Queue a frame for the next flush. Past the limit nothing is queued.
     pub fn push(self: &Rc<Self>, frame: Bytes) -> Result<(), Overflow> {
-        {
-            let mut q = self.queue.borrow_mut();
-            if q.bytes + frame.len() > self.limit {
+        let waiting = self.state.get() == WriteState::Draining;
+        self.with_queue(|q| {
+            if q.charge() + frame.len() + FRAME_OVERHEAD > self.limit {
                 return Err(Overflow);
             }
             q.bytes += frame.len();
-            q.frames.push_back(frame);
-        }
+            q.frames.push_back(if waiting { own(frame) } else { frame });
+            Ok(())
+        })?;
         if self.state.get() == WriteState::Idle {
             self.state.set(WriteState::Dirty);
             self.writes.dirty.borrow_mut().push(self.clone());
@@ -143,8 +187,7 @@ impl Outbound {
     /// time) the frames queued before it are dropped, except one the peer already has the
     /// start of: the Close then follows that frame's end, so it arrives whole.
     pub fn push_last(self: &Rc<Self>, frame: Option<Bytes>, discard: bool) {
-        {
-            let mut q = self.queue.borrow_mut();
+        self.with_queue(|q| {
             if discard {
                 q.drop_unstarted();
             }
@@ -152,14 +195,14 @@ impl Outbound {
                 q.bytes += f.len();
                 q.frames.push_back(f);
             }
-        }
+        });
         self.finish.set(true);
         self.flush();
     }
 
-    /// Bytes queued and not yet written.
-    pub fn queued_bytes(&self) -> usize {
-        self.queue.borrow().bytes
+    /// What the queue is charged now (bytes not yet written, plus per-frame overhead).
+    pub fn charged(&self) -> usize {
+        self.queue.borrow().charge()
     }
 
     /// Write as much of the queue as the socket takes now, without waiting.
@@ -168,7 +211,7 @@ impl Outbound {
             return;
         }
         let Some(fd) = self.fd() else {
-            self.queue.borrow_mut().clear();
+            self.with_queue(Queue::clear);
             return;
         };
         self.state.set(WriteState::Idle);
@@ -187,9 +230,15 @@ impl Outbound {
                 stream::send_vectored(fd, &iov[..k])
             };
             match result {
-                Ok(Some(n)) => self.queue.borrow_mut().consume(n),
+                Ok(Some(n)) => self.with_queue(|q| q.consume(n)),
                 Ok(None) => {
                     self.state.set(WriteState::Draining);
+                    // From now on frames wait: give them memory of their own (module doc).
+                    self.with_queue(|q| {
+                        for f in q.frames.iter_mut() {
+                            *f = own(std::mem::take(f));
+                        }
+                    });
                     // Detached: a glommio task whose handle is dropped is cancelled.
                     if let Ok(task) = self.writes.tasks.spawn(drain(self.clone())) {
                         task.detach();
@@ -198,13 +247,13 @@ impl Outbound {
                     // The shard is stopping and its gate is closed: what is left will not
                     // be written.
                     self.state.set(WriteState::Idle);
-                    self.queue.borrow_mut().clear();
+                    self.with_queue(Queue::clear);
                     break;
                 }
                 Err(_) => {
                     // The peer reset the connection; the reader sees it too and tears
                     // down. Nothing queued can be delivered any more.
-                    self.queue.borrow_mut().clear();
+                    self.with_queue(Queue::clear);
                     break;
                 }
             }
@@ -219,14 +268,20 @@ impl Outbound {
     /// (our Close among it), reset the connection rather than end it with a FIN after a
     /// truncated frame: a reset says "cut", a FIN would look like a clean end.
     pub fn abandon(&self) {
-        let mut q = self.queue.borrow_mut();
         if let Some(s) = self.stream.borrow_mut().take() {
-            if !q.frames.is_empty() {
+            if !self.queue.borrow().frames.is_empty() {
                 stream::reset_on_close(s.fd());
             }
             // Dropping the stream closes the fd, whoever still holds this connection.
         }
-        q.clear();
+        self.with_queue(Queue::clear);
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        // Whatever is left no longer counts against the shard's budget.
+        self.with_queue(Queue::clear);
     }
 }
 
@@ -247,18 +302,20 @@ async fn drain(out: Rc<Outbound>) {
     out.state.set(WriteState::Idle);
     match r {
         Ok(n) => {
-            out.queue.borrow_mut().consume(n);
+            out.with_queue(|q| q.consume(n));
             // The socket took data: the vectored path writes the rest, or finds the socket
             // full again and starts a fresh drain.
             out.flush();
         }
-        Err(_) => out.queue.borrow_mut().clear(),
+        Err(_) => out.with_queue(Queue::clear),
     }
 }
 
 /// The shard's connections with frames queued since the last flush.
 pub(crate) struct WriteSet {
     dirty: RefCell<Vec<Rc<Outbound>>>,
+    /// What every queue of the shard is charged, together (for the memory budget).
+    charged: Cell<usize>,
     /// The shard's task gate: drain tasks are tracked like every other task.
     tasks: Gate,
 }
@@ -267,8 +324,14 @@ impl WriteSet {
     pub fn new(tasks: Gate) -> WriteSet {
         WriteSet {
             dirty: RefCell::new(Vec::new()),
+            charged: Cell::new(0),
             tasks,
         }
+    }
+
+    /// What the shard's queues are charged together.
+    pub fn charged(&self) -> usize {
+        self.charged.get()
     }
 
     /// Write out every connection that has queued frames. Returns whether there was any.
