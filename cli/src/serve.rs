@@ -44,6 +44,10 @@ pub struct ServeArgs {
     #[arg(long, env = "PEERD_OUTBOUND_QUEUE_BYTES", default_value_t = 8 << 20,
           value_parser = positive::<usize>)]
     outbound_queue_bytes: usize,
+    /// Memory for outbound queues and receive buffers, all shards together, in bytes; past
+    /// it the largest holders are closed. Default: a quarter of the machine's memory.
+    #[arg(long, env = "PEERD_MEMORY_BUDGET", value_parser = memory_budget)]
+    memory_budget: Option<usize>,
     /// Handshake deadline in milliseconds.
     #[arg(long, env = "PEERD_HANDSHAKE_TIMEOUT_MS", default_value_t = 5000,
           value_parser = positive::<u64>)]
@@ -60,8 +64,8 @@ pub struct ServeArgs {
     drain_ms: u64,
 }
 
-/// Smallest `--max-frame-len`: the floor `listen()` enforces.
-use peerd_server::options::MIN_FRAME_LEN;
+/// The floors `listen()` enforces for `--max-frame-len` and `--memory-budget`.
+use peerd_server::options::{MIN_FRAME_LEN, MIN_MEMORY_BUDGET};
 
 /// A number of at least `min` (clap names the flag in front of the message).
 fn at_least<T>(s: &str, min: T) -> Result<T, String>
@@ -85,6 +89,11 @@ where
     at_least(s, T::from(1))
 }
 
+/// `--memory-budget`: at least [`MIN_MEMORY_BUDGET`].
+fn memory_budget(s: &str) -> Result<usize, String> {
+    at_least(s, MIN_MEMORY_BUDGET)
+}
+
 /// `--max-frame-len`: at least [`MIN_FRAME_LEN`].
 fn frame_len(s: &str) -> Result<u32, String> {
     at_least(s, MIN_FRAME_LEN)
@@ -102,6 +111,9 @@ impl ServeArgs {
         opts.limits.max_connections = self.max_connections;
         opts.limits.max_frame_len = self.max_frame_len;
         opts.limits.outbound_queue_bytes = self.outbound_queue_bytes;
+        if let Some(b) = self.memory_budget {
+            opts.limits.memory_budget = b;
+        }
         opts.handshake_timeout = Duration::from_millis(self.handshake_timeout_ms);
         opts.heartbeat = Duration::from_millis(self.heartbeat_ms);
         opts.spin_before_park = Duration::from_micros(self.spin_us);

@@ -25,6 +25,12 @@ pub struct Limits {
     pub max_members_per_topic: u32,
     /// Longest topic name in bytes (default 128).
     pub max_topic_len: u32,
+    /// Peer-to-peer calls one peer may have waiting for answers at once; more are refused
+    /// with overloaded (default 1024).
+    pub max_relayed_calls_per_peer: u32,
+    /// Longest deadline a peer-to-peer call may ask for; longer ones are shortened to it
+    /// (default 5 minutes).
+    pub max_call_timeout: Duration,
     /// Memory the server may hold in outbound queues and receive buffers together, split
     /// evenly between shards (default: a quarter of the machine's memory). A shard past its
     /// share closes its largest holders first: slow_consumer for a queue, overloaded for
@@ -42,6 +48,8 @@ impl Default for Limits {
             max_topics_per_peer: 1024,
             max_members_per_topic: 100_000,
             max_topic_len: peerd_codec::DEFAULT_MAX_TOPIC_LEN,
+            max_relayed_calls_per_peer: 1024,
+            max_call_timeout: Duration::from_secs(300),
             memory_budget: default_memory_budget(),
         }
     }
@@ -80,6 +88,11 @@ impl Limits {
             ("max_topics_per_peer", self.max_topics_per_peer as u64),
             ("max_members_per_topic", self.max_members_per_topic as u64),
             ("max_topic_len", self.max_topic_len as u64),
+            (
+                "max_relayed_calls_per_peer",
+                self.max_relayed_calls_per_peer as u64,
+            ),
+            ("max_call_timeout", self.max_call_timeout.as_millis() as u64),
         ];
         for (name, v) in positive {
             if v == 0 {

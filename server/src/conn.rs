@@ -93,6 +93,8 @@ pub(crate) struct Conn {
     pub reader_waker: RefCell<Option<Waker>>,
     /// Server-side handler calls running for this peer.
     pub inflight: Cell<u32>,
+    /// Peer-to-peer calls this peer made that still wait for their outcome.
+    pub relayed_calls: Cell<u32>,
     next_call: Cell<u64>,
     pending: RefCell<HashMap<u64, Waiter>>,
     handlers: RefCell<HashMap<Box<str>, LocalHandler>>,
@@ -114,6 +116,7 @@ impl Conn {
             state: Cell::new(ConnState::Active),
             reader_waker: RefCell::new(None),
             inflight: Cell::new(0),
+            relayed_calls: Cell::new(0),
             next_call: Cell::new(1),
             pending: RefCell::new(HashMap::new()),
             handlers: RefCell::new(HashMap::new()),

@@ -146,6 +146,11 @@ async fn stop(shard: &Rc<Shard>, drain: Duration, services: Vec<Task<()>>) {
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>) {
+    // A descriptor held in reserve: when the process runs out (EMFILE), it is given up for
+    // one accept, so that the waiting connection is told Reject{overloaded} and closed
+    // instead of left silent in the backlog, then taken again.
+    let mut spare = open_spare();
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
         match listener.accept().await {
             Ok(s) => {
@@ -156,14 +161,40 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>) {
                 if !shard.local.tasks.is_open() {
                     return;
                 }
-                // EMFILE/ENFILE and friends: back off instead of spinning on an accept
-                // that keeps failing; the kernel backlog holds the rest.
+                let e = std::io::Error::from(e);
                 shard.shared().accept_failed();
-                tracing::warn!(shard = shard.index(), error = %e, "accept failed (file descriptors exhausted?); retrying in 10 ms");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    // At most once a second: a flood must not turn into a flood of logs.
+                    tracing::warn!(shard = shard.index(), error = %e, "accept failed");
+                    last_warning = Some(std::time::Instant::now());
+                }
+                let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                if spare.is_none() {
+                    spare = open_spare();
+                }
+                if out_of_fds && spare.take().is_some() {
+                    if let Ok(s) = listener.accept().await {
+                        shard.shared().count_dropped();
+                        let out = Outbound::new(Stream::Tcp(s), 1024, shard.local.writes.clone());
+                        reject(
+                            &shard,
+                            &out,
+                            Code::Overloaded,
+                            "server out of file descriptors",
+                        );
+                    }
+                    spare = open_spare();
+                } else {
+                    // Back off instead of spinning on an accept that keeps failing.
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
             }
         }
     }
+}
+
+fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }
 
 /// Serve a new socket: admit it (or refuse it as Overloaded) and start its task.
@@ -371,6 +402,7 @@ async fn heartbeat(shard: Rc<Shard>) {
         glommio::timer::sleep(interval / TICKS_PER_BEAT).await;
         let tick = shard.local.tick.get().wrapping_add(1);
         shard.local.tick.set(tick);
+        shard.local.return_memory_after_burst();
         for c in shard.all_conns() {
             if c.frame_deadline.get().is_some_and(|d| reached(tick, d)) {
                 c.close(

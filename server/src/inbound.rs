@@ -31,11 +31,18 @@ const RX_POOL_MAX: usize = 256;
 pub(crate) struct RxPool {
     spare: RefCell<Vec<Vec<u8>>>,
     lent: Cell<usize>,
+    /// The most `lent` has been since the last `take_peak`.
+    peak: Cell<usize>,
 }
 
 impl RxPool {
+    fn lend(&self, n: usize) {
+        self.lent.set(self.lent.get() + n);
+        self.peak.set(self.peak.get().max(self.lent.get()));
+    }
+
     fn take(&self) -> Vec<u8> {
-        self.lent.set(self.lent.get() + RX_BUF);
+        self.lend(RX_BUF);
         self.spare
             .borrow_mut()
             .pop()
@@ -52,8 +59,13 @@ impl RxPool {
 
     /// Grow a lent buffer to `len` bytes.
     fn grow(&self, buf: &mut Vec<u8>, len: usize) {
-        self.lent.set(self.lent.get() + len - buf.len());
+        self.lend(len - buf.len());
         buf.resize(len, 0);
+    }
+
+    /// The most bytes lent since the last call; starts over from now.
+    pub fn take_peak(&self) -> usize {
+        self.peak.replace(self.lent.get())
     }
 
     /// Bytes of receive buffer held by connections now.

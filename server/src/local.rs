@@ -21,6 +21,9 @@ use crate::outbound::WriteSet;
 use crate::shared::Shared;
 use crate::util::Notify;
 
+/// How far held memory must fall from its peak before the shard trims the allocator.
+const TRIM_AFTER: usize = 16 << 20;
+
 /// Size of an encode chunk; frames are carved out of it, so small frames cost no
 /// allocation of their own.
 const ENCODE_CHUNK: usize = 64 * 1024;
@@ -127,6 +130,19 @@ impl Local {
     /// Memory held in this shard's queues and receive buffers.
     pub fn memory_held(&self) -> usize {
         self.writes.charged() + self.rx_pool.lent()
+    }
+
+    /// Give freed memory back to the system after a burst: when what the shard held has
+    /// dropped by more than [`TRIM_AFTER`] since the last call (slow consumers were cut, a
+    /// flood of partial frames ended), `malloc_trim` returns the allocator's free pages.
+    /// Without it glibc keeps each shard thread's arena at its peak for good. Called every
+    /// heartbeat tick; the trim itself is rare.
+    pub fn return_memory_after_burst(&self) {
+        let peak = self.writes.take_peak() + self.rx_pool.take_peak();
+        if peak > self.memory_held() + TRIM_AFTER {
+            // SAFETY: malloc_trim only releases free memory of the allocator's arenas.
+            unsafe { libc::malloc_trim(0) };
+        }
     }
 
     /// Whether no session waits to be torn down.

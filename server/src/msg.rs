@@ -21,7 +21,7 @@ pub(crate) enum ShardMsg {
         exclude: u64,
     },
     /// Queue `frame` to the peer with this session, if it is still here: a direct event, a
-    /// message to one topic member, a signal to one peer, or the answer to a relayed call.
+    /// message to one topic member, a signal to one peer.
     Deliver { session: u64, frame: Bytes },
     /// Tell this shard's presence watchers of `topic` (None: global watchers) that `peer`
     /// (its connection `session`) joined or left.
@@ -33,6 +33,9 @@ pub(crate) enum ShardMsg {
     },
     /// Start a peer-to-peer call on the callee's shard.
     RelayCall(RelayedCall),
+    /// The outcome of a relayed call (RpcResponse or RpcError), for its caller: frees one
+    /// of the caller's relayed-call slots and delivers the frame.
+    RelayAnswer { session: u64, frame: Bytes },
     /// Close the peer with this session (a takeover closes the old session as Replaced).
     Kick {
         session: u64,

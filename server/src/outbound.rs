@@ -161,6 +161,8 @@ impl Outbound {
         let after = q.charge();
         let total = &self.writes.charged;
         total.set(total.get() - before + after);
+        let peak = &self.writes.peak;
+        peak.set(peak.get().max(total.get()));
         r
     }
 
@@ -316,6 +318,8 @@ pub(crate) struct WriteSet {
     dirty: RefCell<Vec<Rc<Outbound>>>,
     /// What every queue of the shard is charged, together (for the memory budget).
     charged: Cell<usize>,
+    /// The most `charged` has been since the last `take_peak`.
+    peak: Cell<usize>,
     /// The shard's task gate: drain tasks are tracked like every other task.
     tasks: Gate,
 }
@@ -325,6 +329,7 @@ impl WriteSet {
         WriteSet {
             dirty: RefCell::new(Vec::new()),
             charged: Cell::new(0),
+            peak: Cell::new(0),
             tasks,
         }
     }
@@ -332,6 +337,11 @@ impl WriteSet {
     /// What the shard's queues are charged together.
     pub fn charged(&self) -> usize {
         self.charged.get()
+    }
+
+    /// The highest total charge since the last call; starts over from now.
+    pub fn take_peak(&self) -> usize {
+        self.peak.replace(self.charged.get())
     }
 
     /// Write out every connection that has queued frames. Returns whether there was any.

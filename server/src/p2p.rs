@@ -56,10 +56,19 @@ pub(crate) fn forward_call(
     timeout_ms: u32,
 ) -> Result<(), Refused> {
     let (at, callee_session) = lookup(shard, target)?;
+    let config = &shard.shared().config;
+    if conn.relayed_calls.get() >= config.limits.max_relayed_calls_per_peer {
+        return Err(Refused::new(
+            Code::Overloaded,
+            "too many peer-to-peer calls waiting for answers",
+        ));
+    }
+    // 0 asks for the default; no call may hold a relay slot longer than the maximum.
     let timeout_ms = match timeout_ms {
-        0 => millis_u32(shard.shared().config.default_call_timeout),
+        0 => millis_u32(config.default_call_timeout),
         t => t,
-    };
+    }
+    .min(millis_u32(config.limits.max_call_timeout));
     let call = RelayedCall {
         caller: ReplyTo {
             shard: shard.index(),
@@ -72,6 +81,9 @@ pub(crate) fn forward_call(
         timeout_ms,
         params: Bytes::copy_from_slice(params),
     };
+    // Freed when the outcome comes back (`ShardMsg::RelayAnswer`): an answer, an error,
+    // the callee leaving, or the deadline.
+    conn.relayed_calls.set(conn.relayed_calls.get() + 1);
     route(shard, at, ShardMsg::RelayCall(call));
     Ok(())
 }

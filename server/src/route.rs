@@ -54,7 +54,8 @@ pub(crate) fn answer(shard: &Rc<Shard>, to: ReplyTo, result: Result<&[u8], (u16,
         }),
     };
     if let Ok(frame) = frame {
-        deliver(shard, to.shard, to.session, frame);
+        let session = to.session;
+        route(shard, to.shard, ShardMsg::RelayAnswer { session, frame });
     }
 }
 
@@ -75,6 +76,12 @@ pub(crate) fn handle(shard: &Rc<Shard>, msg: ShardMsg) -> Option<Control> {
         } => shard.members.deliver(&topic, &frame, exclude),
         ShardMsg::Deliver { session, frame } => {
             if let Some(c) = shard.conn(session) {
+                let _ = c.queue(frame);
+            }
+        }
+        ShardMsg::RelayAnswer { session, frame } => {
+            if let Some(c) = shard.conn(session) {
+                c.relayed_calls.set(c.relayed_calls.get().saturating_sub(1));
                 let _ = c.queue(frame);
             }
         }

@@ -97,6 +97,12 @@ impl PeerServer {
         v
     }
 
+    /// The connection limit in force: `Limits::max_connections`, or less when the
+    /// process's file-descriptor limit could not fit it (see [`listen`]).
+    pub fn max_connections(&self) -> usize {
+        self.shared.config.limits.max_connections
+    }
+
     /// Open connections (handshaking ones included).
     pub fn connection_count(&self) -> usize {
         self.shared.connection_count()
@@ -335,6 +341,58 @@ fn bind_tcp(
     Ok((bound, fds))
 }
 
+/// Descriptors a server needs besides its connections: listeners, io_uring rings and
+/// eventfds per shard, a spare per shard, the process's own (stdio, logs).
+fn fd_reserve(shards: usize) -> u64 {
+    64 + 8 * shards as u64
+}
+
+/// Make `max_connections` fit the process's file-descriptor limit (RLIMIT_NOFILE), as
+/// Redis does with maxclients: raise the soft limit toward the hard one if that is needed
+/// and allowed, else lower `max_connections` to what fits and say so. A limit too low for
+/// even a few connections is an error.
+fn fit_fd_limit(opts: &mut ListenOptions) -> Result<(), ListenError> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Ok(());
+    }
+    let reserve = fd_reserve(opts.shards);
+    let want = opts.limits.max_connections as u64 + reserve;
+    if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < want {
+        let raised = libc::rlimit {
+            rlim_cur: want.min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = raised.rlim_cur;
+        }
+    }
+    if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= want {
+        return Ok(());
+    }
+    let fits = lim.rlim_cur.saturating_sub(reserve);
+    if fits < 16 {
+        return Err(ListenError::InvalidOptions(format!(
+            "the file-descriptor limit ({}) leaves room for {fits} connections; raise it \
+             (`ulimit -n`, LimitNOFILE= in systemd)",
+            lim.rlim_cur
+        )));
+    }
+    tracing::warn!(
+        requested = opts.limits.max_connections,
+        max_connections = fits,
+        nofile = lim.rlim_cur,
+        "max_connections lowered to fit the file-descriptor limit (raise it with `ulimit -n` or LimitNOFILE=)"
+    );
+    opts.limits.max_connections = fits as usize;
+    Ok(())
+}
+
 /// The cores this process may run on (its CPU affinity, as `taskset` or a cgroup set it).
 fn allowed_cpus() -> Vec<usize> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for this thread.
@@ -361,10 +419,11 @@ fn allowed_cpus() -> Vec<usize> {
 ///
 /// Every option is checked before anything starts: on an error no thread, socket or file
 /// is left behind.
-pub fn listen(opts: ListenOptions) -> Result<PeerServer, ListenError> {
+pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
     let cpus = allowed_cpus();
     opts.validate(&cpus)?;
     preflight()?;
+    fit_fd_limit(&mut opts)?;
     let n = opts.shards;
     // Default pinning: shard i on the i-th core this process may use.
     let cores = if opts.cores.is_empty() {

@@ -81,6 +81,11 @@ impl Shared {
         true
     }
 
+    /// A connection refused for want of resources (file descriptors), counted as dropped.
+    pub fn count_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn connection_ended(&self) {
         self.conn_count.fetch_sub(1, Ordering::AcqRel);
     }
