@@ -162,3 +162,93 @@ fn a_slow_consumer_gets_whole_frames_then_its_close() {
     assert!(messages > 0);
     slow.expect_end(WAIT);
 }
+
+/// A self-call through the server (peer-to-peer RPC addressed to its own id).
+fn self_call(p: &mut RawPeer, id: u64, timeout_ms: u32) {
+    let me = p.peer_id.clone();
+    p.send(&codec::RpcRequest {
+        id,
+        method: "m".into(),
+        peer: Some(me.as_str().into()),
+        timeout_ms,
+        params: b"".as_slice().into(),
+    });
+}
+
+#[test]
+fn relayed_calls_are_capped_per_caller_and_in_time() {
+    let mut o = ListenOptions::new("127.0.0.1:0").shards(2);
+    o.limits.max_relayed_calls_per_peer = 16;
+    o.limits.max_call_timeout = Duration::from_millis(300);
+    let srv = server(o);
+    let mut p = RawPeer::connect(srv.local_addr().unwrap(), Some("flooder"));
+    // 20 calls to itself that it never answers: 16 are relayed (it receives them as
+    // requests), the other 4 are refused at once.
+    for id in 1..=20 {
+        self_call(&mut p, id, 60_000);
+    }
+    let (mut relayed, mut refused) = (Vec::new(), Vec::new());
+    while relayed.len() + refused.len() < 20 {
+        p.recv_until(|f| match f {
+            Frame::RpcRequest(r) => Some(relayed.push(r.id.to_native())),
+            Frame::RpcError(e) if e.code.to_native() == Code::Overloaded.as_u16() => {
+                Some(refused.push(e.id.to_native()))
+            }
+            _ => None,
+        });
+    }
+    assert_eq!((relayed.len(), refused), (16, vec![17, 18, 19, 20]));
+    // The 60 s deadline asked for is cut to the server's 300 ms: all 16 time out, and
+    // their slots are free again.
+    let mut timed_out = 0;
+    while timed_out < 16 {
+        p.recv_until(|f| match f {
+            Frame::RpcError(e) if e.code.to_native() == Code::Timeout.as_u16() => Some(()),
+            _ => None,
+        });
+        timed_out += 1;
+    }
+    self_call(&mut p, 21, 60_000);
+    p.recv_until(|f| match f {
+        Frame::RpcRequest(_) => Some(()),
+        Frame::RpcError(e) => panic!("refused after the slots were freed: {}", e.message.as_str()),
+        _ => None,
+    });
+}
+
+#[test]
+fn a_frame_dripping_in_is_cut_at_its_deadline() {
+    let mut o = ListenOptions::new("127.0.0.1:0").shards(1);
+    // Ticks of 50 ms; a 64 KiB frame gets one interval + 1 s.
+    o.heartbeat = Duration::from_millis(200);
+    let srv = server(o);
+    let mut p = RawPeer::connect(srv.local_addr().unwrap(), Some("drip"));
+    let mut header = [0u8; codec::HEADER_LEN];
+    codec::Header {
+        body_len: 64 * 1024,
+        kind: codec::FrameKind::Event,
+    }
+    .write(&mut header);
+    p.send_raw(&header);
+    p.send_raw(&[0u8; 1000]);
+    // One byte every 100 ms: the connection is never silent, but the frame never ends.
+    // Used to hold its buffer for as long as the peer kept dripping.
+    let started = std::time::Instant::now();
+    let code = loop {
+        assert!(started.elapsed() < Duration::from_secs(10), "never cut");
+        p.send_raw(&[0u8]);
+        match p.recv_within(Duration::from_millis(100)) {
+            Recv::Frame(f) => match codec::codec::decode_bytes(&f).unwrap() {
+                Frame::Close(c) => break c.code.to_native(),
+                _ => continue,
+            },
+            Recv::Timeout => continue,
+            other => panic!("ended without a Close: {other:?}"),
+        }
+    };
+    assert_eq!(Code::from_u16(code), Some(Code::IdleTimeout));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1100),
+        "cut before its deadline"
+    );
+}
