@@ -190,9 +190,13 @@ fn relayed_calls_are_capped_per_caller_and_in_time() {
     let (mut relayed, mut refused) = (Vec::new(), Vec::new());
     while relayed.len() + refused.len() < 20 {
         p.recv_until(|f| match f {
-            Frame::RpcRequest(r) => Some(relayed.push(r.id.to_native())),
+            Frame::RpcRequest(r) => {
+                relayed.push(r.id.to_native());
+                Some(())
+            }
             Frame::RpcError(e) if e.code.to_native() == Code::Overloaded.as_u16() => {
-                Some(refused.push(e.id.to_native()))
+                refused.push(e.id.to_native());
+                Some(())
             }
             _ => None,
         });
