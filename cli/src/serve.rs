@@ -121,6 +121,24 @@ impl ServeArgs {
     }
 }
 
+/// glibc malloc, tuned so that memory the server frees goes back to the system.
+///
+/// Receive buffers for large frames and queued large frames are big allocations. By
+/// default glibc serves those from `mmap` only until the first is freed, then raises its
+/// threshold and keeps later ones in its heaps, where freed memory stays resident: after a
+/// flood of partial frames was cut, the server kept its peak. A fixed threshold keeps every
+/// allocation of 128 KiB or more in its own mapping, returned on free (one `mmap` and
+/// `munmap` per large buffer, which is small next to filling it). Small allocations are
+/// trimmed by the shards after a burst (`malloc_trim`). The library leaves the allocator to
+/// the embedding program; this is the binary's choice.
+fn tune_allocator() {
+    // SAFETY: mallopt only changes glibc's allocation parameters; called before any
+    // thread of ours exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 /// Builtin services, so the binary is useful with no user code: RPC `echo` returns its
 /// params, RPC `peers` a JSON array of the connected peer ids. They live here rather than
 /// in the library so that the library carries no JSON dependency.
@@ -136,6 +154,7 @@ fn with_builtins(opts: ListenOptions) -> ListenOptions {
 
 /// Run the server until SIGINT/SIGTERM, then drain and stop.
 pub fn serve(a: ServeArgs) -> ExitCode {
+    tune_allocator();
     let opts = with_builtins(a.listen_options());
     // Install the handlers before the shards start, so a signal that arrives during
     // start-up is seen by the loop below instead of killing the process half started.

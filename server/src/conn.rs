@@ -27,6 +27,7 @@ use bytes::Bytes;
 use peerd_codec::{self as codec, Code};
 
 use crate::error::{CallError, SendError};
+use crate::inbound::RxBuf;
 use crate::local::Local;
 use crate::outbound::Outbound;
 use crate::request::{EventRef, HandlerFuture, Request};
@@ -87,6 +88,10 @@ pub(crate) struct Conn {
     /// The tick by which the frame being received must be complete (None: no partial
     /// frame). Set when a frame starts, not moved by each byte of it.
     pub frame_deadline: Cell<Option<u32>>,
+    /// Bytes received and not yet dispatched. Here rather than in the reader task, so that
+    /// tearing the connection down frees the buffer at once instead of whenever the reader
+    /// next runs (a shard cutting peers over its memory budget counts on that).
+    pub rx: RefCell<RxBuf>,
     /// Bytes of receive buffer the reader holds (for the shard's memory budget).
     pub rx_held: Cell<usize>,
     /// The reader, while it waits for the socket; woken when the connection closes.
@@ -108,6 +113,7 @@ impl Conn {
         Conn {
             last_rx_tick: Cell::new(local.tick.get()),
             frame_deadline: Cell::new(None),
+            rx: RefCell::new(RxBuf::default()),
             rx_held: Cell::new(0),
             session,
             peer_id,

@@ -248,8 +248,10 @@ async fn serve(shard: Rc<Shard>, out: Rc<Outbound>) {
     let conn = register(&shard, out, accepted);
     // The bytes after Hello (a client may pipeline its first requests) are dispatched
     // here, after on_connection ran, so handlers registered there see them.
-    read_loop(&shard, &conn, &mut rx).await;
-    rx.clear(&shard.local.rx_pool);
+    *conn.rx.borrow_mut() = rx;
+    read_loop(&shard, &conn).await;
+    // Teardown freed the buffer; the reader's last read may have taken one since.
+    conn.rx.borrow_mut().clear(&shard.local.rx_pool);
     // Tearing down may have queued frames to other peers (presence leaves, PeerGone for
     // relayed calls): send them now, not at this shard's next unrelated flush.
     settle(&shard);
@@ -260,7 +262,8 @@ async fn serve(shard: Rc<Shard>, out: Rc<Outbound>) {
 }
 
 /// Dispatch every whole frame in `rx`; on a bad frame, close with its code.
-fn process(shard: &Rc<Shard>, conn: &Rc<Conn>, rx: &mut RxBuf) {
+fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+    let rx = &mut *conn.rx.borrow_mut();
     let max = shard.local.limits().max_frame_len;
     let mut completed = false;
     while conn.is_active() {
@@ -311,16 +314,33 @@ fn frame_ticks(len: usize, tick: Duration) -> u32 {
     TICKS_PER_BEAT + extra.min(u32::MAX as f64 / 4.0) as u32
 }
 
-async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, rx: &mut RxBuf) {
+/// Reads in a row that found data waiting before a reader lets the shard's other tasks run.
+const READS_BEFORE_YIELD: u32 = 4;
+
+async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+    let mut ready_in_a_row = 0;
     loop {
-        process(shard, conn, rx);
+        process(shard, conn);
         settle(shard);
         if !conn.is_active() {
             return;
         }
+        // A peer that keeps the socket full would keep this task running: glommio does
+        // not preempt, and other peers, closed readers and timers would wait behind it.
+        if ready_in_a_row >= READS_BEFORE_YIELD {
+            ready_in_a_row = 0;
+            futures_lite::future::yield_now().await;
+        }
+        let mut waited = false;
         let r = poll_fn(|cx| {
-            let r = poll_fill(&conn.out, rx, &shard.local.rx_pool, cx);
+            let r = poll_fill(
+                &conn.out,
+                &mut conn.rx.borrow_mut(),
+                &shard.local.rx_pool,
+                cx,
+            );
             if r.is_pending() {
+                waited = true;
                 if !conn.is_active() {
                     // Closed from elsewhere while we were about to wait.
                     return Poll::Ready(Ok(0));
@@ -331,6 +351,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, rx: &mut RxBuf) {
         })
         .await;
         conn.reader_waker.borrow_mut().take();
+        ready_in_a_row = if waited { 0 } else { ready_in_a_row + 1 };
         if !conn.is_active() {
             return;
         }

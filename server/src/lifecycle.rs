@@ -78,6 +78,7 @@ fn enforce_budget(shard: &Rc<Shard>) {
         shard = shard.index(),
         budget,
         closed,
+        held = shard.local.memory_held(),
         "memory budget exceeded; closed the largest holders"
     );
 }
@@ -89,6 +90,8 @@ fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         return;
     };
     shard.unregister(conn.session);
+    conn.rx.borrow_mut().clear(&shard.local.rx_pool);
+    conn.rx_held.set(0);
     let shared = shard.shared();
     shared.directory.release(&conn.peer_id, conn.session);
     shared.connection_ended();
