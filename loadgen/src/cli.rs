@@ -69,6 +69,10 @@ pub struct ServerArgs {
     /// Extra argument for the spawned server (repeatable).
     #[arg(long, allow_hyphen_values = true)]
     pub server_arg: Vec<String>,
+    /// Pin neither the spawned server (it is started with --no-pin) nor the loadgen's
+    /// threads: for runs beside other work, such as tests running in parallel.
+    #[arg(long)]
+    pub no_pin: bool,
 }
 
 /// Settings shared by every load scenario.

@@ -111,6 +111,9 @@ pub struct RunConfig {
     pub track_slowest: bool,
     /// Stop sending on a connection whose unsent bytes exceed this.
     pub max_unsent: usize,
+    /// Time of the run's message 0 (the start of the warm-up), when the caller fixes it
+    /// to line the run up with something else; default 150 ms after the call.
+    pub start_ns: Option<u64>,
 }
 
 /// Readings taken at each window boundary.
@@ -314,7 +317,7 @@ pub fn run(
         .filter(|s| s.send.is_some())
         .count() as u64;
 
-    let t0 = now_ns() + 150_000_000;
+    let t0 = cfg.start_ns.unwrap_or_else(|| now_ns() + 150_000_000);
     let windows = Windows {
         measure_start_ns: t0 + cfg.warmup.as_nanos() as u64,
         window_ns: cfg.window.as_nanos() as u64,

@@ -37,11 +37,27 @@ pub mod schedule;
 pub mod server;
 pub mod sys;
 
+use std::sync::Mutex;
+
 use anyhow::Result;
 use clap::Parser;
 
 use cli::{Cli, Cmd};
 use scenarios::Shape;
+
+/// The arguments of the last [`main_with_args`] call, for the reports (so that a run
+/// started in-process, from a test, records its own command line rather than the test's).
+static COMMAND_LINE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The command line reports record.
+pub fn command_line() -> Vec<String> {
+    let v = COMMAND_LINE.lock().map(|v| v.clone()).unwrap_or_default();
+    if v.is_empty() {
+        std::env::args().collect()
+    } else {
+        v
+    }
+}
 
 /// Parse the command line and run it.
 pub fn main_with_args<I, T>(args: I) -> Result<()>
@@ -49,6 +65,13 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    if let Ok(mut v) = COMMAND_LINE.lock() {
+        *v = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+    }
     let cli = Cli::parse_from(args);
     match &cli.cmd {
         Cmd::Rpc(a) => {

@@ -36,15 +36,15 @@ pub struct Shape {
 }
 
 /// The server being measured and how to read its CPU.
-struct Target {
-    addr: SocketAddr,
-    info: ServerInfo,
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    pub(crate) info: ServerInfo,
     spawned: Option<SpawnedServer>,
     echo: Option<Arc<EchoServer>>,
     server_cores: Option<Vec<usize>>,
 }
 
-struct ServerProbe {
+pub(crate) struct ServerProbe {
     pid: Option<u32>,
     echo: Option<Arc<EchoServer>>,
 }
@@ -97,6 +97,7 @@ fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
     if scenario == "floor" {
         let cores = match &s.server_cores {
             Some(c) => Some(sys::parse_cpu_list(c)?),
+            None if s.no_pin => None,
             None => default_server_cores(1),
         };
         let echo = Arc::new(EchoServer::start(cores.clone())?);
@@ -120,13 +121,18 @@ fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
     }
     let cores = match &s.server_cores {
         Some(c) => Some(sys::parse_cpu_list(c)?),
+        None if s.no_pin => None,
         None => default_server_cores(s.shards as usize),
     };
+    let mut extra_args = s.server_arg.clone();
+    if s.no_pin {
+        extra_args.push("--no-pin".into());
+    }
     let spawned = SpawnedServer::start(&SpawnConfig {
         bin: s.server_bin.clone(),
         shards: s.shards,
         cores: cores.clone(),
-        extra_args: s.server_arg.clone(),
+        extra_args,
     })?;
     eprintln!(
         "started {} (pid {}, {} shards) on {}",
@@ -152,14 +158,19 @@ fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
 }
 
 impl Target {
-    fn probe(&self) -> ServerProbe {
+    /// The server's pid, when it is a separate process on this machine.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.info.pid.filter(|_| self.echo.is_none())
+    }
+
+    pub(crate) fn probe(&self) -> ServerProbe {
         ServerProbe {
             pid: self.info.pid.filter(|_| self.echo.is_none()),
             echo: self.echo.clone(),
         }
     }
 
-    fn finish(mut self) -> Result<ServerInfo> {
+    pub(crate) fn finish(mut self) -> Result<ServerInfo> {
         if let Some(s) = self.spawned.take() {
             let exit = s.stop()?;
             self.info.exit = Some(exit);
@@ -172,6 +183,9 @@ fn loadgen_cores(a: &MsgArgs, server_cores: &Option<Vec<usize>>) -> Result<Optio
     if let Some(c) = &a.cores {
         return Ok(Some(sys::parse_cpu_list(c)?));
     }
+    if a.server.no_pin {
+        return Ok(None);
+    }
     Ok(server_cores.as_ref().and_then(|sc| {
         let rest: Vec<usize> = sys::allowed_cores()
             .into_iter()
@@ -181,7 +195,7 @@ fn loadgen_cores(a: &MsgArgs, server_cores: &Option<Vec<usize>>) -> Result<Optio
     }))
 }
 
-fn progress_bar(a: &MsgArgs, total_ms: u64, label: &str) -> Option<ProgressBar> {
+pub(crate) fn progress_bar(a: &MsgArgs, total_ms: u64, label: &str) -> Option<ProgressBar> {
     if a.no_progress {
         return None;
     }
@@ -195,7 +209,7 @@ fn progress_bar(a: &MsgArgs, total_ms: u64, label: &str) -> Option<ProgressBar> 
     Some(pb)
 }
 
-fn run_nonce() -> u64 {
+pub(crate) fn run_nonce() -> u64 {
     (now_ns() / 1000) % 1_000_000
 }
 
@@ -314,20 +328,20 @@ fn build_specs(
 }
 
 /// What every scenario runner sets up before it measures.
-struct Prepared {
-    dir: PathBuf,
-    name: String,
-    started: u64,
-    environment: Environment,
-    target: Target,
-    lg_cores: Option<Vec<usize>>,
-    pin: Pinning,
-    warnings: Vec<String>,
+pub(crate) struct Prepared {
+    pub(crate) dir: PathBuf,
+    pub(crate) name: String,
+    pub(crate) started: u64,
+    pub(crate) environment: Environment,
+    pub(crate) target: Target,
+    pub(crate) lg_cores: Option<Vec<usize>>,
+    pub(crate) pin: Pinning,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Output paths, environment, the target server (spawned or external), core pinning and the
 /// pinning warnings, in the order the reports expect.
-fn prepare(scenario: &str, protocol: &str, a: &MsgArgs) -> Result<Prepared> {
+pub(crate) fn prepare(scenario: &str, protocol: &str, a: &MsgArgs) -> Result<Prepared> {
     let (dir, name) = output_paths(scenario, protocol, a)?;
     let started = now_unix();
     let environment = Environment::collect();
@@ -375,7 +389,7 @@ fn output_paths(scenario: &str, protocol: &str, a: &MsgArgs) -> Result<(PathBuf,
     Ok((dir, name))
 }
 
-fn check_args(a: &MsgArgs) -> Result<()> {
+pub(crate) fn check_args(a: &MsgArgs) -> Result<()> {
     if a.duration <= 0.0 || a.warmup < 0.0 || a.drain < 0.0 {
         bail!("--duration must be > 0, --warmup and --drain >= 0");
     }
@@ -496,6 +510,7 @@ pub fn run_messages(
                 answers_per_msg: answers,
                 track_slowest,
                 max_unsent: 64 << 20,
+                start_ns: None,
             };
             let total_ms = ((a.warmup + a.duration * a.repetitions as f64) * 1000.0) as u64 + 150;
             let label = match mode {
@@ -569,7 +584,7 @@ pub fn run_messages(
         protocol: adapter.name().into(),
         mode: modes[0].label().into(),
         started_unix_s: started,
-        command_line: std::env::args().collect(),
+        command_line: crate::command_line(),
         environment,
         server,
         pinning: pin,
@@ -582,7 +597,7 @@ pub fn run_messages(
     finish_report(&rep, &dir, &name, &series)
 }
 
-fn finish_report(
+pub(crate) fn finish_report(
     rep: &Report,
     dir: &Path,
     name: &str,
@@ -817,7 +832,7 @@ pub fn run_connect(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
         protocol: adapter.name().into(),
         mode: mode.label().into(),
         started_unix_s: started,
-        command_line: std::env::args().collect(),
+        command_line: crate::command_line(),
         environment,
         server,
         pinning: pin,
@@ -849,7 +864,7 @@ pub fn run_idle(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
     if let Some(c) = &lg_cores {
         sys::set_affinity(0, c)?;
     }
-    let pid = target.info.pid.filter(|_| target.echo.is_none());
+    let pid = target.pid();
     if pid.is_none() {
         warnings
             .push("server pid unknown (--spawn-server or --server-pid): no RSS readings".into());
@@ -995,7 +1010,7 @@ pub fn run_idle(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
         protocol: adapter.name().into(),
         mode: "idle".into(),
         started_unix_s: started,
-        command_line: std::env::args().collect(),
+        command_line: crate::command_line(),
         environment,
         server,
         pinning: pin,

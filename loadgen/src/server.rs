@@ -154,6 +154,15 @@ impl SpawnedServer {
         })
     }
 
+    /// How the server exited, if it has (without waiting).
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot tell: {e}")),
+        }
+    }
+
     /// SIGTERM, wait up to 10 s (then SIGKILL). Returns the exit description.
     pub fn stop(mut self) -> Result<String> {
         // SAFETY: signalling our own child by pid.
