@@ -17,6 +17,8 @@
 //! - [`hist`]: histograms, percentile summaries, the `.hgrm` writer and reader.
 //! - [`report`]: the JSON report and its assembly.
 //! - [`output`]: terminal table, markdown, SVG plot.
+//! - [`hostile`]: hostile connections that cost the server memory or CPU on purpose;
+//!   [`sampler`]: server RSS and CPU over time.
 //! - [`server`]: starting and stopping `peerd serve`.
 //! - [`echo`]: the floor's blocking echo server.
 //! - [`envinfo`], [`sys`]: environment, /proc readings, pinning, limits.
@@ -29,9 +31,11 @@ pub mod echo;
 pub mod engine;
 pub mod envinfo;
 pub mod hist;
+pub mod hostile;
 pub mod output;
 pub mod payload;
 pub mod report;
+pub mod sampler;
 pub mod scenarios;
 pub mod schedule;
 pub mod server;
