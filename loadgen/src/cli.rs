@@ -42,6 +42,11 @@ pub enum Cmd {
     Floor(MsgArgs),
     /// Overlay existing .hgrm files in one SVG percentile plot.
     Plot(PlotArgs),
+    /// Hostile peers (--hostile N of one --kind) against the server while one well-behaved
+    /// peer measures echo RPC latency at --rate: server RSS every --sample-ms (peak, end of
+    /// attack, --after s after closing them), server CPU, which hostile connections the
+    /// server closed and with which codes.
+    Attack(AttackArgs),
 }
 
 /// Where the server is.
@@ -178,6 +183,54 @@ pub struct BroadcastArgs {
     pub publishers: usize,
 }
 
+/// Attack settings. Of the common flags, --rate, --payload and --connections describe the
+/// well-behaved peer (echo RPC; default 1000/s, 64 B, 1 connection); --duration is the
+/// length of the attack, measured in --repetitions windows after --warmup s of calm.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct AttackArgs {
+    /// Common settings.
+    #[command(flatten)]
+    pub msg: MsgArgs,
+    /// The attack.
+    #[arg(long, value_enum)]
+    pub kind: crate::hostile::Kind,
+    /// Hostile connections.
+    #[arg(long, default_value_t = 5000)]
+    pub hostile: usize,
+    /// Topics the hostile peers join (hostile peer i joins topic i % topics). Default:
+    /// slow-reader 100, slow-subscribers one per hostile peer.
+    #[arg(long)]
+    pub topics: Option<usize>,
+    /// Publishes per second of the well-behaved publisher (slow-reader default 2000,
+    /// slow-subscribers 4000).
+    #[arg(long)]
+    pub publish_rate: Option<f64>,
+    /// Payload bytes of the publishes (slow-reader default 32, slow-subscribers 16384) or of
+    /// the hostile requests (relay-flood, pipeline: default 64).
+    #[arg(long)]
+    pub hostile_payload: Option<usize>,
+    /// Requests per second over all hostile connections (relay-flood, pipeline); 0 = as
+    /// fast as each socket takes them.
+    #[arg(long, default_value_t = 0.0)]
+    pub hostile_rate: f64,
+    /// Declared body length of the partial frame (partial-frames); half of it is sent.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub partial_bytes: u32,
+    /// Interval between the single bytes that follow a half frame, ms (partial-frames).
+    #[arg(long, default_value_t = 1000)]
+    pub trickle_ms: u64,
+    /// timeout_ms of the relayed calls (relay-flood).
+    #[arg(long, default_value_t = 3_600_000)]
+    pub call_timeout_ms: u32,
+    /// Seconds to wait after closing the hostile connections before the "RSS after"
+    /// reading; units as for --duration.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    pub after: f64,
+    /// Interval of the server RSS/CPU samples, ms.
+    #[arg(long, default_value_t = 250)]
+    pub sample_ms: u64,
+}
+
 /// Plot settings.
 #[derive(Args, Debug, Clone)]
 pub struct PlotArgs {
@@ -275,6 +328,32 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn attack_flags_parse() {
+        let c = Cli::try_parse_from([
+            "peerd-loadgen",
+            "attack",
+            "--kind",
+            "slow-subscribers",
+            "--hostile",
+            "200",
+            "--spawn-server",
+            "--after",
+            "2s",
+        ])
+        .unwrap();
+        match c.cmd {
+            Cmd::Attack(a) => {
+                assert_eq!(a.kind, crate::hostile::Kind::SlowSubscribers);
+                assert_eq!(a.hostile, 200);
+                assert_eq!(a.after, 2.0);
+                assert_eq!(a.msg.rate, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["peerd-loadgen", "attack", "--kind", "nonsense"]).is_err());
     }
 }
 

@@ -17,14 +17,16 @@
 //! - [`hist`]: histograms, percentile summaries, the `.hgrm` writer and reader.
 //! - [`report`]: the JSON report and its assembly.
 //! - [`output`]: terminal table, markdown, SVG plot.
-//! - [`hostile`]: hostile connections that cost the server memory or CPU on purpose;
-//!   [`sampler`]: server RSS and CPU over time.
+//! - [`attack`]: hostile peers of one kind against the server while a well-behaved peer
+//!   measures; [`hostile`]: the hostile connections; [`sampler`]: server RSS and CPU over
+//!   time.
 //! - [`server`]: starting and stopping `peerd serve`.
 //! - [`echo`]: the floor's blocking echo server.
 //! - [`envinfo`], [`sys`]: environment, /proc readings, pinning, limits.
 //! - [`clock`]: the process clock and a nanosecond timerfd.
 
 pub mod adapter;
+pub mod attack;
 pub mod cli;
 pub mod clock;
 pub mod echo;
@@ -112,5 +114,6 @@ where
         Cmd::Connect(a) => scenarios::run_connect(a, serde_json::to_value(a)?),
         Cmd::Idle(a) => scenarios::run_idle(a, serde_json::to_value(a)?),
         Cmd::Plot(p) => scenarios::run_plot(p),
+        Cmd::Attack(a) => attack::run_attack(a, serde_json::to_value(a)?),
     }
 }

@@ -8,6 +8,7 @@ use plotters::prelude::*;
 
 use crate::hist::{self, Hist, PercentilePoint};
 use crate::report::{Report, RunReport};
+use crate::sampler::MemoryReport;
 
 /// Column header of the run table.
 pub fn table_header() -> String {
@@ -189,6 +190,84 @@ pub fn plot_percentiles(
     Ok(())
 }
 
+/// Plot server RSS and kernel TCP memory over a run (MiB against seconds), with the
+/// run's phases as vertical lines, to an SVG file.
+pub fn plot_memory(path: &Path, title: &str, m: &MemoryReport) -> Result<()> {
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let rss: Vec<(f64, f64)> = m
+        .series
+        .iter()
+        .filter_map(|s| s.rss_bytes.map(|r| (s.t_s, mib(r))))
+        .collect();
+    let kernel: Vec<(f64, f64)> = m
+        .series
+        .iter()
+        .filter_map(|s| s.kernel_tcp_mem_bytes.map(|r| (s.t_s, mib(r))))
+        .collect();
+    let max_x = m.series.last().map(|s| s.t_s).unwrap_or(1.0).max(1.0);
+    let max_y = rss
+        .iter()
+        .chain(&kernel)
+        .map(|p| p.1)
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let root = SVGBackend::new(path, (1000, 620)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..max_x, 0f64..max_y)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("MiB")
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    for ph in &m.phases {
+        chart
+            .draw_series(LineSeries::new(
+                vec![(ph.t_s, 0.0), (ph.t_s, max_y)],
+                BLACK.mix(0.25),
+            ))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                ph.name.clone(),
+                (ph.t_s, max_y * 0.98),
+                ("sans-serif", 12),
+            )))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    for (i, (label, data)) in [
+        ("server RSS", rss),
+        ("kernel TCP memory (all sockets)", kernel),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(data, color.stroke_width(2)))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(())
+}
+
 /// Write `h` as a `.hgrm` file.
 pub fn write_hgrm(path: &Path, h: &Hist) -> Result<()> {
     std::fs::write(path, hist::hgrm_string(h))
@@ -251,6 +330,12 @@ pub fn write_markdown(path: &Path, rep: &Report) -> Result<()> {
             r.missing,
             r.per_server_cpu_s.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into())
         );
+    }
+    if let Some(a) = &rep.attack {
+        let _ = writeln!(s, "\n## Attack\n");
+        for l in crate::attack::summary_lines(a) {
+            let _ = writeln!(s, "- {l}");
+        }
     }
     if !rep.warnings.is_empty() {
         let _ = writeln!(s, "\nWarnings:\n");

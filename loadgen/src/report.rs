@@ -19,7 +19,7 @@ pub struct Report {
     pub schema_version: u32,
     /// Always "peerd-loadgen".
     pub tool: &'static str,
-    /// rpc, p2p, fanout, direct, broadcast, connect, idle or floor.
+    /// rpc, p2p, fanout, direct, broadcast, connect, idle, floor or attack.
     pub scenario: String,
     /// Protocol adapter: peerd, floor or redis.
     pub protocol: String,
@@ -43,6 +43,8 @@ pub struct Report {
     pub knee: Option<Knee>,
     /// The idle scenario's memory readings.
     pub idle: Option<IdleReport>,
+    /// The attack scenario's readings (the well-behaved peer's latency is `runs[0]`).
+    pub attack: Option<crate::attack::AttackReport>,
     /// Everything that makes the numbers doubtful (loadgen saturated, lost answers, ...).
     pub warnings: Vec<String>,
 }
@@ -498,6 +500,7 @@ mod tests {
                 rates_tested: vec![1000.0],
             }),
             idle: None,
+            attack: None,
             warnings: vec![],
         }
     }

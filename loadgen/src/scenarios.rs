@@ -163,9 +163,22 @@ impl Target {
         self.info.pid.filter(|_| self.echo.is_none())
     }
 
+    /// Whether the server is still running: a spawned one has not exited, an external one
+    /// with a known pid is still in /proc (without a pid: assumed, the caller checks by
+    /// connecting).
+    pub(crate) fn alive(&mut self) -> bool {
+        if let Some(s) = &mut self.spawned {
+            return s.exited().is_none();
+        }
+        match self.pid() {
+            Some(p) => Path::new(&format!("/proc/{p}")).exists(),
+            None => true,
+        }
+    }
+
     pub(crate) fn probe(&self) -> ServerProbe {
         ServerProbe {
-            pid: self.info.pid.filter(|_| self.echo.is_none()),
+            pid: self.pid(),
             echo: self.echo.clone(),
         }
     }
@@ -592,6 +605,7 @@ pub fn run_messages(
         runs,
         knee,
         idle: None,
+        attack: None,
         warnings,
     };
     finish_report(&rep, &dir, &name, &series)
@@ -840,6 +854,7 @@ pub fn run_connect(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
         runs: vec![rr],
         knee: None,
         idle: None,
+        attack: None,
         warnings,
     };
     finish_report(&rep, &dir, &name, &series)
@@ -1018,6 +1033,7 @@ pub fn run_idle(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
         runs: Vec::new(),
         knee: None,
         idle: Some(idle),
+        attack: None,
         warnings,
     };
     finish_report(&rep, &dir, &name, &[])
