@@ -602,6 +602,7 @@ pub fn run_attack(a: &AttackArgs, settings: serde_json::Value) -> Result<()> {
         knee: None,
         idle: None,
         attack: Some(attack),
+        soak: None,
         warnings,
     };
     scenarios::finish_report(&rep, &dir, &name, &series)?;

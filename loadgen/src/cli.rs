@@ -47,6 +47,11 @@ pub enum Cmd {
     /// attack, --after s after closing them), server CPU, which hostile connections the
     /// server closed and with which codes.
     Attack(AttackArgs),
+    /// A bounded mixed run for --duration: churn, takeovers, resets, slow consumers, partial
+    /// frames, relay floods and pipelines, while well-behaved publishers stamp sequence
+    /// numbers that well-behaved subscribers check. Exits non-zero if a subscriber lost a
+    /// message or the server died.
+    Soak(SoakArgs),
 }
 
 /// Where the server is.
@@ -231,6 +236,63 @@ pub struct AttackArgs {
     pub sample_ms: u64,
 }
 
+/// Soak settings. Of the common flags, --duration is the whole soak, --rate the
+/// well-behaved publishes per second over all publishers (default 1000), --payload their
+/// size, --drain the most to wait for the last deliveries.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct SoakArgs {
+    /// Common settings.
+    #[command(flatten)]
+    pub msg: MsgArgs,
+    /// Well-behaved publishers.
+    #[arg(long, default_value_t = 2)]
+    pub publishers: usize,
+    /// Well-behaved subscribers per topic.
+    #[arg(long, default_value_t = 3)]
+    pub subscribers: usize,
+    /// Topics; each publisher cycles through them.
+    #[arg(long, default_value_t = 2)]
+    pub topics: usize,
+    /// Connect + handshake + Close loops per second.
+    #[arg(long, default_value_t = 50.0)]
+    pub churn_rate: f64,
+    /// Takeovers per second (a second connection resumes the first's peer id with its
+    /// resume token; the first must get Close{replaced}).
+    #[arg(long, default_value_t = 10.0)]
+    pub takeover_rate: f64,
+    /// Connect + handshake + Join + RST loops per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub reset_rate: f64,
+    /// Slow consumers held at once: joined to every topic, never reading.
+    #[arg(long, default_value_t = 4)]
+    pub slow_consumers: usize,
+    /// Partial-frame senders held at once.
+    #[arg(long, default_value_t = 4)]
+    pub partial_frames: usize,
+    /// Relay flooders held at once (self-calls with long timeouts, never answered).
+    #[arg(long, default_value_t = 2)]
+    pub relay_floods: usize,
+    /// Pipeliners held at once (echo requests, answers never read).
+    #[arg(long, default_value_t = 2)]
+    pub pipeliners: usize,
+    /// Requests per second of each relay flooder and pipeliner.
+    #[arg(long, default_value_t = 500.0)]
+    pub hostile_rate: f64,
+    /// Declared body length of the partial frames.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub partial_bytes: u32,
+    /// Seconds a hostile connection is held before the loadgen resets it and opens a new
+    /// one (unless the server closed it first); units as for --duration.
+    #[arg(long, default_value_t = 3.0, value_parser = parse_seconds)]
+    pub hold: f64,
+    /// Seconds to wait after the soak before the "RSS after" reading.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    pub after: f64,
+    /// Interval of the server RSS/CPU samples, ms.
+    #[arg(long, default_value_t = 250)]
+    pub sample_ms: u64,
+}
+
 /// Plot settings.
 #[derive(Args, Debug, Clone)]
 pub struct PlotArgs {
@@ -354,6 +416,28 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["peerd-loadgen", "attack", "--kind", "nonsense"]).is_err());
+    }
+
+    #[test]
+    fn soak_flags_parse() {
+        let c = Cli::try_parse_from([
+            "peerd-loadgen",
+            "soak",
+            "--duration",
+            "5",
+            "--target",
+            "127.0.0.1:7400",
+            "--no-pin",
+        ])
+        .unwrap();
+        match c.cmd {
+            Cmd::Soak(s) => {
+                assert_eq!(s.msg.duration, 5.0);
+                assert!(s.msg.server.no_pin);
+                assert_eq!(s.publishers, 2);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
 

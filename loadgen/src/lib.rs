@@ -18,8 +18,9 @@
 //! - [`report`]: the JSON report and its assembly.
 //! - [`output`]: terminal table, markdown, SVG plot.
 //! - [`attack`]: hostile peers of one kind against the server while a well-behaved peer
-//!   measures; [`hostile`]: the hostile connections; [`sampler`]: server RSS and CPU over
-//!   time.
+//!   measures; [`soak`]: a bounded mixed run with well-behaved pub/sub checking sequence
+//!   numbers; [`hostile`]: the hostile connections both use; [`sampler`]: server RSS and CPU
+//!   over time.
 //! - [`server`]: starting and stopping `peerd serve`.
 //! - [`echo`]: the floor's blocking echo server.
 //! - [`envinfo`], [`sys`]: environment, /proc readings, pinning, limits.
@@ -41,6 +42,7 @@ pub mod sampler;
 pub mod scenarios;
 pub mod schedule;
 pub mod server;
+pub mod soak;
 pub mod sys;
 
 use std::sync::Mutex;
@@ -115,5 +117,6 @@ where
         Cmd::Idle(a) => scenarios::run_idle(a, serde_json::to_value(a)?),
         Cmd::Plot(p) => scenarios::run_plot(p),
         Cmd::Attack(a) => attack::run_attack(a, serde_json::to_value(a)?),
+        Cmd::Soak(s) => soak::run_soak(s, serde_json::to_value(s)?),
     }
 }

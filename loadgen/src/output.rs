@@ -337,6 +337,12 @@ pub fn write_markdown(path: &Path, rep: &Report) -> Result<()> {
             let _ = writeln!(s, "- {l}");
         }
     }
+    if let Some(k) = &rep.soak {
+        let _ = writeln!(s, "\n## Soak\n");
+        for l in crate::soak::summary_lines(k) {
+            let _ = writeln!(s, "- {l}");
+        }
+    }
     if !rep.warnings.is_empty() {
         let _ = writeln!(s, "\nWarnings:\n");
         for w in &rep.warnings {

@@ -19,7 +19,7 @@ pub struct Report {
     pub schema_version: u32,
     /// Always "peerd-loadgen".
     pub tool: &'static str,
-    /// rpc, p2p, fanout, direct, broadcast, connect, idle, floor or attack.
+    /// rpc, p2p, fanout, direct, broadcast, connect, idle, floor, attack or soak.
     pub scenario: String,
     /// Protocol adapter: peerd, floor or redis.
     pub protocol: String,
@@ -45,6 +45,8 @@ pub struct Report {
     pub idle: Option<IdleReport>,
     /// The attack scenario's readings (the well-behaved peer's latency is `runs[0]`).
     pub attack: Option<crate::attack::AttackReport>,
+    /// The soak scenario's readings.
+    pub soak: Option<crate::soak::SoakReport>,
     /// Everything that makes the numbers doubtful (loadgen saturated, lost answers, ...).
     pub warnings: Vec<String>,
 }
@@ -501,6 +503,7 @@ mod tests {
             }),
             idle: None,
             attack: None,
+            soak: None,
             warnings: vec![],
         }
     }

@@ -606,6 +606,7 @@ pub fn run_messages(
         knee,
         idle: None,
         attack: None,
+        soak: None,
         warnings,
     };
     finish_report(&rep, &dir, &name, &series)
@@ -855,6 +856,7 @@ pub fn run_connect(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
         knee: None,
         idle: None,
         attack: None,
+        soak: None,
         warnings,
     };
     finish_report(&rep, &dir, &name, &series)
@@ -1034,6 +1036,7 @@ pub fn run_idle(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
         knee: None,
         idle: Some(idle),
         attack: None,
+        soak: None,
         warnings,
     };
     finish_report(&rep, &dir, &name, &[])
