@@ -578,16 +578,22 @@ impl Swarm {
 
     /// Close connection `slot` from this side (reset: no linger, unread data discarded).
     pub fn retire(&mut self, slot: usize) {
-        if let Some(h) = self.conns.get_mut(slot).and_then(Option::take) {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&h.stream.as_raw_fd()));
+        if let Some(h) = self.take(slot) {
             let _ = socket2::SockRef::from(&h.stream).set_linger(Some(Duration::ZERO));
             self.stats.entry(h.beh.kind).or_default().closed_by_loadgen += 1;
-            self.free.push(slot);
-            self.gauges.open.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Take connection `slot` out of the swarm (its socket closes when dropped).
+    fn take(&mut self, slot: usize) -> Option<Hostile> {
+        let h = self.conns.get_mut(slot).and_then(Option::take)?;
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&h.stream.as_raw_fd()));
+        self.free.push(slot);
+        self.gauges.open.fetch_sub(1, Ordering::Relaxed);
+        Some(h)
     }
 
     /// One turn of the loop: wait for events at most until `until` (ns), send what is due,
@@ -733,15 +739,9 @@ impl Swarm {
 
     /// Connection `i` ended as `end` (the server closed it at `at`): count and drop it.
     fn settle(&mut self, i: usize, end: &End, at: u64) {
-        if let Some(h) = self.conns.get_mut(i).and_then(Option::take) {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&h.stream.as_raw_fd()));
+        if let Some(h) = self.take(i) {
             let at_s = at.saturating_sub(self.origin) as f64 / 1e9;
             self.stats.entry(h.beh.kind).or_default().ended(end, at_s);
-            self.free.push(i);
-            self.gauges.open.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -806,7 +806,7 @@ impl Swarm {
             } else {
                 let kind = h.beh.kind;
                 self.stats.entry(kind).or_default().open_at_end += 1;
-                self.retire_quietly(i);
+                self.take(i);
             }
         }
         for s in self.stats.values_mut() {
@@ -815,17 +815,6 @@ impl Swarm {
         if let Some(p) = &mut self.publisher {
             p.report.unsent_at_end = p.wbuf.len() as u64;
             p.active = false;
-        }
-    }
-
-    fn retire_quietly(&mut self, slot: usize) {
-        if let Some(h) = self.conns.get_mut(slot).and_then(Option::take) {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&h.stream.as_raw_fd()));
-            self.free.push(slot);
-            self.gauges.open.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

@@ -29,14 +29,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytes::BytesMut;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use peerd_codec::handshake::{hello_frame, ClientHandshake, Welcomed};
-use peerd_codec::{
-    encode, split_frame, Close, Code, Frame, Hello, Join, Pong, Publish, RpcRequest,
-    PROTOCOL_VERSION,
-};
+use peerd_codec::{encode, split_frame, Close, Code, Frame, Join, Pong, Publish, RpcRequest};
 use serde::Serialize;
 
-use crate::adapter::{self, read_until, tcp_connect, Adapter, ConnectOptions, Connected};
+use crate::adapter::peerd::handshake;
+use crate::adapter::{self, read_until, Adapter, ConnectOptions, Connected};
 use crate::attack::mib;
 use crate::cli::SoakArgs;
 use crate::clock::{self, now_ns};
@@ -707,35 +704,6 @@ fn run_pubsub(
 // ---------------------------------------------------------------------------------------
 // Connect loops.
 
-/// Connect and handshake declaring `peer_id`, optionally resuming with `token`.
-fn handshake(
-    addr: SocketAddr,
-    peer_id: &str,
-    token: Option<&[u8]>,
-) -> Result<(TcpStream, Welcomed, Vec<u8>)> {
-    let opts = ConnectOptions::default();
-    let deadline = Instant::now() + opts.timeout;
-    let mut stream = tcp_connect(addr, &opts)?;
-    let hello = hello_frame(&Hello {
-        version: PROTOCOL_VERSION,
-        peer_id: Some(Cow::Borrowed(peer_id)),
-        credentials: None,
-        resume_token: token.map(Cow::Borrowed),
-        client: Cow::Borrowed("peerd-loadgen soak"),
-    })
-    .map_err(|e| anyhow!("encoding Hello: {e}"))?;
-    stream.write_all(&hello)?;
-    let mut buf = Vec::new();
-    let w = read_until(&mut stream, &mut buf, deadline, |b| {
-        let mut hs = ClientHandshake::new(MAX_BODY);
-        Ok(hs
-            .receive(b)?
-            .map(|w| (w, b.len() - hs.into_framer().buffered())))
-    })
-    .with_context(|| format!("handshake as {peer_id}"))?;
-    Ok((stream, w, buf))
-}
-
 /// Read `s` until a Close frame (its code), EOF (None) or the deadline.
 fn read_close(s: &mut TcpStream, leftover: &[u8], within: Duration) -> Result<Option<u16>> {
     let mut sk = Skimmer::default();
@@ -1109,13 +1077,19 @@ pub fn run_soak(a: &SoakArgs, settings: serde_json::Value) -> Result<()> {
                     cores,
                     |i, counts| {
                         let id = format!("{tag}-tk{i}");
-                        let (mut first, w, left) = handshake(addr, &id, None)?;
-                        let (mut second, w2, _) = handshake(addr, &id, Some(&w.resume_token))?;
+                        let opts = ConnectOptions::default();
+                        let (mut first, w) = handshake(addr, Some(&id), None, &opts)?;
+                        let (mut second, w2) =
+                            handshake(addr, Some(&id), Some(&w.resume_token), &opts)?;
                         if w2.peer_id != id {
                             bail!("the takeover was welcomed as {} instead of {id}", w2.peer_id);
                         }
-                        let code = read_close(&mut first, &left, Duration::from_secs(5))?;
-                        send_close(&mut second);
+                        let code = read_close(
+                            &mut first.stream,
+                            &first.leftover,
+                            Duration::from_secs(5),
+                        )?;
+                        send_close(&mut second.stream);
                         let what = match code {
                             Some(c) => format!("old connection got {}", code_name(c)),
                             None => "old connection got EOF without Close".into(),

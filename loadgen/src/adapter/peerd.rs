@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::BytesMut;
-use peerd_codec::handshake::{hello_frame, ClientHandshake};
+use peerd_codec::handshake::{hello_frame, ClientHandshake, Welcomed};
 use peerd_codec::{
     encode, split_frame, Broadcast, Code, Event, Frame, Hello, Join, Message, Pong, Publish,
     RpcRequest, RpcResponse, PROTOCOL_VERSION,
@@ -48,6 +48,44 @@ where
     encode(msg, out, u32::MAX).map_err(|e| anyhow!("encoding {:?}: {e}", M::KIND))
 }
 
+/// Connect and handshake, declaring `peer_id` and presenting `resume_token` (to take over
+/// the session that token belongs to); returns the connection and the Welcome.
+pub fn handshake(
+    addr: SocketAddr,
+    peer_id: Option<&str>,
+    resume_token: Option<&[u8]>,
+    opts: &ConnectOptions,
+) -> Result<(Connected, Welcomed)> {
+    let deadline = Instant::now() + opts.timeout;
+    let mut stream = tcp_connect(addr, opts)?;
+    let hello = hello_frame(&Hello {
+        version: PROTOCOL_VERSION,
+        peer_id: peer_id.map(Cow::Borrowed),
+        credentials: None,
+        resume_token: resume_token.map(Cow::Borrowed),
+        client: Cow::Borrowed("peerd-loadgen"),
+    })
+    .map_err(|e| anyhow!("encoding Hello: {e}"))?;
+    write_all(&mut stream, &hello)?;
+    let mut buf = Vec::new();
+    // The codec's handshake decides (Welcome, or Reject/Close with its code and reason);
+    // a fresh one per read fits read_until, which passes the whole buffer each time (the
+    // answer is a few hundred bytes).
+    let welcomed = read_until(&mut stream, &mut buf, deadline, |b| {
+        let mut hs = ClientHandshake::new(MAX_BODY);
+        Ok(hs
+            .receive(b)?
+            .map(|w| (w, b.len() - hs.into_framer().buffered())))
+    })
+    .with_context(|| format!("peerd handshake with {addr}"))?;
+    let c = Connected {
+        stream,
+        peer_id: Some(welcomed.peer_id.clone()),
+        leftover: buf,
+    };
+    Ok((c, welcomed))
+}
+
 impl Adapter for Peerd {
     fn name(&self) -> &'static str {
         "peerd"
@@ -59,33 +97,8 @@ impl Adapter for Peerd {
         peer_id: Option<&str>,
         opts: &ConnectOptions,
     ) -> Result<Connected> {
-        let deadline = Instant::now() + opts.timeout;
-        let mut stream = tcp_connect(addr, opts)?;
-        let hello = hello_frame(&Hello {
-            version: PROTOCOL_VERSION,
-            peer_id: peer_id.map(Cow::Borrowed),
-            credentials: None,
-            resume_token: None,
-            client: Cow::Borrowed("peerd-loadgen"),
-        })
-        .map_err(|e| anyhow!("encoding Hello: {e}"))?;
-        write_all(&mut stream, &hello)?;
-        let mut buf = Vec::new();
-        // The codec's handshake decides (Welcome, or Reject/Close with its code and reason);
-        // a fresh one per read fits read_until, which passes the whole buffer each time (the
-        // answer is a few hundred bytes).
-        let welcomed = read_until(&mut stream, &mut buf, deadline, |b| {
-            let mut hs = ClientHandshake::new(MAX_BODY);
-            Ok(hs
-                .receive(b)?
-                .map(|w| (w, b.len() - hs.into_framer().buffered())))
-        })
-        .with_context(|| format!("peerd handshake with {addr}"))?;
-        Ok(Connected {
-            stream,
-            peer_id: Some(welcomed.peer_id),
-            leftover: buf,
-        })
+        let (c, _) = handshake(addr, peer_id, None, opts)?;
+        Ok(c)
     }
 
     fn subscribe(&self, conn: &mut Connected, topic: &str) -> Result<()> {
