@@ -6,8 +6,8 @@
 //! the pool when the socket is readable and returned as soon as every received byte has
 //! been dispatched.
 //!
-//! A frame larger than a pooled buffer grows its buffer as its bytes arrive (doubling, up
-//! to the size the header declared), never to the declared size up front: a header alone
+//! A frame larger than a pooled buffer grows its buffer as its bytes arrive (by a quarter at
+//! a time, up to the size the header declared), never to the declared size up front: a header alone
 //! must not make the server hold `max_frame_len` of memory. The pool counts every byte of
 //! receive buffer out of it, for the shard's memory budget.
 
@@ -60,6 +60,8 @@ impl RxPool {
     /// Grow a lent buffer to `len` bytes.
     fn grow(&self, buf: &mut Vec<u8>, len: usize) {
         self.lend(len - buf.len());
+        // Exact: `resize` alone would double the capacity, holding memory not counted.
+        buf.reserve_exact(len - buf.len());
         buf.resize(len, 0);
     }
 
@@ -160,9 +162,11 @@ pub(crate) fn poll_fill(
         rx.end -= rx.start;
         rx.start = 0;
         if rx.end == buf.len() {
-            // Full of one incomplete frame: grow with what arrives, doubling, up to the
-            // declared length (module doc).
-            let len = (buf.len() * 2).min(rx.want).max(buf.len() + 1);
+            // Full of one incomplete frame: grow with what arrives, by a quarter (at least
+            // one pooled buffer's worth), up to the declared length (module doc). A peer that
+            // sent half of a large frame makes the server hold about that half, not double.
+            let step = (buf.len() / 4).max(RX_BUF);
+            let len = (buf.len() + step).min(rx.want).max(buf.len() + 1);
             pool.grow(&mut buf, len);
         }
     }

@@ -1,21 +1,22 @@
 //! [`Relays`]: peer-to-peer calls waiting for an answer from a peer on this shard.
 //!
 //! Keyed by (callee session, the id the server gave the request toward the callee), so the
-//! callee's RpcResponse or RpcError finds its caller in one lookup. Deadlines sit in a
+//! callee's RpcResponse or RpcError finds its caller in one lookup, and a callee that leaves
+//! finds its calls in one range (ordered map: no scan of other callees' calls). Deadlines sit in a
 //! min-heap: expiring costs per expired call, not a scan of every pending call. An entry
 //! answered before its deadline stays in the heap until that deadline and is skipped then;
 //! so that quickly answered calls with long deadlines cannot grow the heap without bound,
 //! it is rebuilt from the waiting calls when it holds more than twice as many entries.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Instant;
 
 use crate::msg::ReplyTo;
 
 #[derive(Default)]
 pub(crate) struct Relays {
-    waiting: HashMap<(u64, u64), (ReplyTo, Instant)>,
+    waiting: BTreeMap<(u64, u64), (ReplyTo, Instant)>,
     deadlines: BinaryHeap<Reverse<(Instant, u64, u64)>>,
 }
 
@@ -41,9 +42,8 @@ impl Relays {
     pub fn callee_gone(&mut self, callee_session: u64) -> Vec<ReplyTo> {
         let keys: Vec<(u64, u64)> = self
             .waiting
-            .keys()
-            .filter(|(s, _)| *s == callee_session)
-            .copied()
+            .range((callee_session, 0)..=(callee_session, u64::MAX))
+            .map(|(k, _)| *k)
             .collect();
         keys.iter()
             .filter_map(|k| self.waiting.remove(k).map(|(r, _)| r))
