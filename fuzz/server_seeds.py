@@ -174,6 +174,7 @@ def seeds():
         connect(2, ("none",)),
         sleep(2, 80),
         sleep(2, 80),
+        sleep(2, 80),
         read(2),
         read(1),
         op(1, ANSWER) + bytes([2]) + payload(b""),
