@@ -15,7 +15,7 @@
 //! - after every socket of the input is closed: connections, directory entries or topics
 //!   still held after [`TEARDOWN`];
 //! - then a control peer on *each* shard must complete the handshake and a Ping/Pong round
-//!   trip within [`BOUND`] (a shard that died or hangs fails this).
+//!   trip within [`BOUND`] (a shard that died or hangs fails this; see [`alive`]).
 //!
 //! Every socket operation is bounded (read deadlines, write timeouts) and the time an input
 //! may spend reading, sleeping and repeating is capped, so no input can hang the run.
