@@ -26,7 +26,7 @@ pub struct Limits {
     /// Longest topic name in bytes (default 128).
     pub max_topic_len: u32,
     /// Peer-to-peer calls one peer may have waiting for answers at once; more are refused
-    /// with overloaded (default 1024).
+    /// with overloaded (default 256). Each counts against the memory budget too.
     pub max_relayed_calls_per_peer: u32,
     /// Longest deadline a peer-to-peer call may ask for; longer ones are shortened to it
     /// (default 5 minutes).
@@ -48,7 +48,7 @@ impl Default for Limits {
             max_topics_per_peer: 1024,
             max_members_per_topic: 100_000,
             max_topic_len: peerd_codec::DEFAULT_MAX_TOPIC_LEN,
-            max_relayed_calls_per_peer: 1024,
+            max_relayed_calls_per_peer: 256,
             max_call_timeout: Duration::from_secs(300),
             memory_budget: default_memory_budget(),
         }

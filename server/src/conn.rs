@@ -248,6 +248,20 @@ impl Conn {
         Some((code, std::mem::take(&mut *self.on_disconnect.borrow_mut())))
     }
 
+    /// A peer-to-peer call of this peer was forwarded: it holds a slot until its outcome.
+    pub fn relay_started(&self) {
+        self.relayed_calls.set(self.relayed_calls.get() + 1);
+        self.local.relays_changed(true, 1);
+    }
+
+    /// The outcome of one of this peer's relayed calls came back (or, with `all`, the peer
+    /// is gone and no longer waits for any).
+    pub fn relay_ended(&self, all: bool) {
+        let n = if all { self.relayed_calls.get() } else { 1 }.min(self.relayed_calls.get());
+        self.relayed_calls.set(self.relayed_calls.get() - n);
+        self.local.relays_changed(false, n as usize);
+    }
+
     pub fn add_on_disconnect(&self, f: DisconnectCallback) {
         match self.state.get() {
             ConnState::Active | ConnState::Closing { .. } => {

@@ -11,6 +11,7 @@ use std::rc::Rc;
 use peerd_codec::{Code, PresenceChange};
 
 use crate::conn::Conn;
+use crate::local::RELAY_COST;
 use crate::p2p::fail_relays_to;
 use crate::presence::{announce_global, drop_all_watches};
 use crate::shard::Shard;
@@ -48,7 +49,7 @@ fn enforce_budget(shard: &Rc<Shard>) {
         .all_conns()
         .into_iter()
         .filter(|c| c.is_active())
-        .map(|c| (c.out.charged() + c.rx_held.get(), c))
+        .map(|c| (held_by(&c), c))
         .collect();
     let mut live: usize = holders.iter().map(|(n, _)| n).sum();
     if live <= budget {
@@ -60,15 +61,17 @@ fn enforce_budget(shard: &Rc<Shard>) {
         if live <= budget / 4 * 3 || held == 0 {
             break;
         }
-        if c.rx_held.get() > c.out.charged() {
-            c.close(
-                Code::Overloaded,
-                "shard memory budget exceeded: largest receive buffer",
-            );
-        } else {
+        // Mostly its queue: it does not read (slow_consumer); else it sends what the server
+        // must hold (a large partial frame, relayed calls): overloaded.
+        if c.out.charged() * 2 >= held {
             c.close(
                 Code::SlowConsumer,
                 "shard memory budget exceeded: largest outbound queue",
+            );
+        } else {
+            c.close(
+                Code::Overloaded,
+                "shard memory budget exceeded: largest receive buffer or relayed calls",
             );
         }
         live -= held;
@@ -83,6 +86,12 @@ fn enforce_budget(shard: &Rc<Shard>) {
     );
 }
 
+/// What a connection holds, as the memory budget counts it: its queue, its receive buffer,
+/// and its relayed calls waiting for answers.
+fn held_by(c: &Conn) -> usize {
+    c.out.charged() + c.rx_held.get() + c.relayed_calls.get() as usize * RELAY_COST
+}
+
 /// Undo everything the connection took part in: the directory, topics, watches, relayed
 /// calls, presence; fail its pending calls (PeerGone) and run its disconnect callbacks.
 fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>) {
@@ -92,6 +101,8 @@ fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     shard.unregister(conn.session);
     conn.rx.borrow_mut().clear(&shard.local.rx_pool);
     conn.rx_held.set(0);
+    // Answers to its calls will find no one: stop counting them now.
+    conn.relay_ended(true);
     let shared = shard.shared();
     shared.directory.release(&conn.peer_id, conn.session);
     shared.connection_ended();

@@ -21,6 +21,11 @@ use crate::outbound::WriteSet;
 use crate::shared::Shared;
 use crate::util::Notify;
 
+/// What one relayed call waiting for its answer costs, as the memory budget counts it: the
+/// callee shard's table and deadline entries and the request queued toward the callee,
+/// rounded up.
+pub(crate) const RELAY_COST: usize = 256;
+
 /// How far held memory must fall from its peak before the shard trims the allocator.
 const TRIM_AFTER: usize = 16 << 20;
 
@@ -43,6 +48,11 @@ pub(crate) struct Local {
     closing: RefCell<Vec<u64>>,
     /// Wakes the shard's janitor when a connection closes outside any batch.
     pub janitor: Notify,
+    /// Peer-to-peer calls made by this shard's peers and not answered yet (each holds a
+    /// table entry and a request on the callee's shard: [`RELAY_COST`] bytes, counted in
+    /// the memory budget).
+    relay_slots: Cell<usize>,
+    relay_peak: Cell<usize>,
     /// This shard's share of `Limits::memory_budget`.
     pub memory_budget: usize,
     /// Heartbeat ticks since the shard started (four per heartbeat interval).
@@ -56,6 +66,8 @@ impl Local {
         let tasks = Gate::new();
         let memory_budget = shared.config.limits.memory_budget / shared.shards();
         Local {
+            relay_slots: Cell::new(0),
+            relay_peak: Cell::new(0),
             memory_budget,
             index,
             shared,
@@ -127,9 +139,20 @@ impl Local {
         self.janitor.notify();
     }
 
-    /// Memory held in this shard's queues and receive buffers.
+    /// Memory held for this shard's peers: queues, receive buffers, relayed calls.
     pub fn memory_held(&self) -> usize {
-        self.writes.charged() + self.rx_pool.lent()
+        self.writes.charged() + self.rx_pool.lent() + self.relay_slots.get() * RELAY_COST
+    }
+
+    /// `n` relayed calls of this shard's peers started (or, negative, ended).
+    pub fn relays_changed(&self, started: bool, n: usize) {
+        let v = if started {
+            self.relay_slots.get() + n
+        } else {
+            self.relay_slots.get().saturating_sub(n)
+        };
+        self.relay_slots.set(v);
+        self.relay_peak.set(self.relay_peak.get().max(v));
     }
 
     /// Give freed memory back to the system after a burst: when what the shard held has
@@ -138,7 +161,8 @@ impl Local {
     /// Without it glibc keeps each shard thread's arena at its peak for good. Called every
     /// heartbeat tick; the trim itself is rare.
     pub fn return_memory_after_burst(&self) {
-        let peak = self.writes.take_peak() + self.rx_pool.take_peak();
+        let relay_peak = self.relay_peak.replace(self.relay_slots.get()) * RELAY_COST;
+        let peak = self.writes.take_peak() + self.rx_pool.take_peak() + relay_peak;
         if peak > self.memory_held() + TRIM_AFTER {
             // SAFETY: malloc_trim only releases free memory of the allocator's arenas.
             unsafe { libc::malloc_trim(0) };

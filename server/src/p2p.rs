@@ -83,7 +83,7 @@ pub(crate) fn forward_call(
     };
     // Freed when the outcome comes back (`ShardMsg::RelayAnswer`): an answer, an error,
     // the callee leaving, or the deadline.
-    conn.relayed_calls.set(conn.relayed_calls.get() + 1);
+    conn.relay_started();
     route(shard, at, ShardMsg::RelayCall(call));
     Ok(())
 }

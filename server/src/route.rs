@@ -81,7 +81,7 @@ pub(crate) fn handle(shard: &Rc<Shard>, msg: ShardMsg) -> Option<Control> {
         }
         ShardMsg::RelayAnswer { session, frame } => {
             if let Some(c) = shard.conn(session) {
-                c.relayed_calls.set(c.relayed_calls.get().saturating_sub(1));
+                c.relay_ended(false);
                 let _ = c.queue(frame);
             }
         }
