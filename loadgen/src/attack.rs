@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::adapter::{self, Adapter, ConnectOptions};
@@ -159,11 +158,7 @@ pub fn summary_lines(a: &AttackReport) -> Vec<String> {
     let codes = if h.close_codes.is_empty() {
         "no Close frame".to_string()
     } else {
-        h.close_codes
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        crate::output::join_counts(&h.close_codes)
     };
     v.push(format!(
         "hostile connections closed by the server: {} of {} ({codes}; EOF without Close {}, reset {}, unread {}, other {}){}; open at the end {}",
@@ -188,11 +183,7 @@ pub fn summary_lines(a: &AttackReport) -> Vec<String> {
         } else {
             format!(
                 "; received {}",
-                h.frames_received
-                    .iter()
-                    .map(|(k, n)| format!("{k} {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                crate::output::join_counts(&h.frames_received)
             )
         }
     ));
@@ -319,16 +310,7 @@ pub fn run_attack(a: &AttackArgs, settings: serde_json::Value) -> Result<()> {
             .map(|t| format!("{tag}-t{t}"))
             .collect();
 
-        let pb = (!a.msg.no_progress).then(|| {
-            let pb = ProgressBar::new(a.hostile as u64);
-            pb.set_style(
-                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            pb.set_prefix("hostile");
-            pb
-        });
+        let pb = crate::scenarios::count_bar(!a.msg.no_progress, a.hostile as u64, "hostile");
         let loopback = target.addr.ip().is_loopback() && target.addr.is_ipv4();
         let t_setup = now_ns();
         let mut failed = 0;

@@ -353,6 +353,17 @@ pub fn write_markdown(path: &Path, rep: &Report) -> Result<()> {
 }
 
 /// Quote argv for a shell, minimally.
+/// `name count, name count, ...` for a report line.
+pub fn join_counts<'a, K: std::fmt::Display + 'a, V: std::fmt::Display + 'a>(
+    counts: impl IntoIterator<Item = (&'a K, &'a V)>,
+) -> String {
+    counts
+        .into_iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn shell_join(args: &[String]) -> String {
     args.iter()
         .map(|a| {

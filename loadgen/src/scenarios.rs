@@ -222,6 +222,20 @@ pub(crate) fn progress_bar(a: &MsgArgs, total_ms: u64, label: &str) -> Option<Pr
     Some(pb)
 }
 
+/// A progress bar counting `len` items (connections opened), unless progress is off.
+pub(crate) fn count_bar(show: bool, len: u64, label: &str) -> Option<ProgressBar> {
+    show.then(|| {
+        let pb = ProgressBar::new(len);
+        pb.set_style(
+            ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        pb.set_prefix(label.to_string());
+        pb
+    })
+}
+
 pub(crate) fn run_nonce() -> u64 {
     (now_ns() / 1000) % 1_000_000
 }
@@ -893,16 +907,7 @@ pub fn run_idle(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
         let rss_before = pid.and_then(|p| sys::rss_bytes(p).ok());
         let sock_before = sys::sockstat().ok();
         let slab_before = sys::tcp_slab_bytes();
-        let pb = (!a.no_progress).then(|| {
-            let pb = ProgressBar::new(n as u64);
-            pb.set_style(
-                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            pb.set_prefix("connecting");
-            pb
-        });
+        let pb = count_bar(!a.no_progress, n as u64, "connecting");
         let loopback = target.addr.ip().is_loopback() && target.addr.is_ipv4();
         let t_start = now_ns();
         let mut conns = Vec::with_capacity(n);

@@ -198,14 +198,7 @@ pub fn summary_lines(s: &SoakReport) -> Vec<String> {
             if lp.counts.is_empty() {
                 String::new()
             } else {
-                format!(
-                    "; {}",
-                    lp.counts
-                        .iter()
-                        .map(|(k, n)| format!("{k} {n}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
+                format!("; {}", crate::output::join_counts(&lp.counts))
             }
         ));
     }
