@@ -39,10 +39,11 @@ pub(crate) fn settle(shard: &Rc<Shard>) {
     }
 }
 
-/// The shard holds more than its memory budget in queues and receive buffers: close the
-/// connections holding the most, until what the live ones hold is back under three
-/// quarters of it. Memory of connections already closing is on its way out and not counted
-/// (their buffers go when their tasks next run), so they are never closed twice over.
+/// The shard holds more than its memory budget (queues, receive buffers, relayed calls):
+/// close the connections holding the most, until what the live ones hold is back under
+/// three quarters of it. Connections already closing are not counted: their receive
+/// buffers and relay slots go at their teardown (this settle), their queues once the
+/// Close is out, so they are never closed twice over.
 fn enforce_budget(shard: &Rc<Shard>) {
     let budget = shard.local.memory_budget;
     let mut holders: Vec<(usize, Rc<Conn>)> = shard
