@@ -295,8 +295,9 @@ fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         Some(len) if completed || conn.frame_deadline.get().is_none() => {
             let tick = shard.shared().config.heartbeat / TICKS_PER_BEAT;
             let now = shard.local.tick.get();
+            // One tick more: `now` may be about to end (see `beat`).
             conn.frame_deadline
-                .set(Some(now.wrapping_add(frame_ticks(len, tick))));
+                .set(Some(now.wrapping_add(frame_ticks(len, tick) + 1)));
         }
         Some(_) => {}
     }
@@ -400,11 +401,14 @@ enum Beat {
 }
 
 /// What a peer silent for `silent` ticks gets: a Ping after each whole silent interval,
-/// Close{idle_timeout} once three intervals have passed.
+/// Close{idle_timeout} once three intervals have passed. `silent` counts tick boundaries
+/// crossed since the last bytes, which may have arrived just before a boundary: so it
+/// takes one tick more than three intervals' worth to be sure three have passed.
 fn beat(silent: u32) -> Beat {
-    if silent >= 3 * TICKS_PER_BEAT {
+    let idle = 3 * TICKS_PER_BEAT;
+    if silent > idle {
         Beat::Close
-    } else if silent > 0 && silent % TICKS_PER_BEAT == 0 {
+    } else if silent > 0 && silent < idle && silent % TICKS_PER_BEAT == 0 {
         Beat::Ping
     } else {
         Beat::Quiet
@@ -487,13 +491,14 @@ mod tests {
     #[test]
     fn pings_after_each_silent_interval_and_closes_after_three() {
         let actions: Vec<Beat> = (0..=3 * TICKS_PER_BEAT).map(beat).collect();
-        let pings: Vec<u32> = (0..=3 * TICKS_PER_BEAT)
+        let pings: Vec<u32> = (0..=3 * TICKS_PER_BEAT + 1)
             .filter(|t| beat(*t) == Beat::Ping)
             .collect();
         assert_eq!(pings, vec![TICKS_PER_BEAT, 2 * TICKS_PER_BEAT]);
-        assert_eq!(actions.iter().filter(|a| **a == Beat::Close).count(), 1);
-        assert_eq!(beat(3 * TICKS_PER_BEAT - 1), Beat::Quiet);
-        assert_eq!(beat(3 * TICKS_PER_BEAT), Beat::Close);
+        assert_eq!(actions.iter().filter(|a| **a == Beat::Close).count(), 0);
+        // Three intervals are sure to have passed only after one more tick boundary.
+        assert_eq!(beat(3 * TICKS_PER_BEAT), Beat::Quiet);
+        assert_eq!(beat(3 * TICKS_PER_BEAT + 1), Beat::Close);
     }
 
     #[test]
