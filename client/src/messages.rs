@@ -42,15 +42,14 @@ impl ServerError {
     }
 }
 
+/// `name (code): message`, how every coded error reads.
+fn write_coded(f: &mut fmt::Formatter<'_>, code: u16, message: &str) -> fmt::Result {
+    write!(f, "{} ({code}): {message}", Code::describe(code))
+}
+
 impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}): {}",
-            Code::describe(self.code),
-            self.code,
-            self.message
-        )
+        write_coded(f, self.code, &self.message)
     }
 }
 
@@ -111,13 +110,7 @@ impl From<Code> for RpcFailure {
 
 impl fmt::Display for RpcFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}): {}",
-            Code::describe(self.code),
-            self.code,
-            self.message
-        )
+        write_coded(f, self.code, &self.message)
     }
 }
 

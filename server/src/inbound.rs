@@ -15,7 +15,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::task::{Context, Poll};
 
-use peerd_codec::{split_frame, RawFrame, WireError};
+use peerd_codec::{Header, RawFrame, WireError, HEADER_LEN};
 
 use crate::outbound::Outbound;
 
@@ -105,15 +105,20 @@ impl RxBuf {
         &mut self,
         max_body: u32,
     ) -> Result<Option<(RawFrame<'_>, usize)>, WireError> {
-        if split_frame(self.pending(), max_body)?.is_none() {
-            self.want = match peerd_codec::Header::parse(self.pending(), max_body) {
-                Ok(Some(h)) => h.frame_len(),
-                _ => 0,
-            };
+        // The header is parsed once: it says both whether the frame is whole and, if not,
+        // how long it will be (`want`, for growing the buffer).
+        let Some(header) = Header::parse(self.pending(), max_body)? else {
+            self.want = 0;
+            return Ok(None);
+        };
+        let len = header.frame_len();
+        if self.pending().len() < len {
+            self.want = len;
             return Ok(None);
         }
         self.want = 0;
-        split_frame(self.pending(), max_body)
+        let body = &self.pending()[HEADER_LEN..len];
+        Ok(Some((RawFrame { header, body }, len)))
     }
 
     /// The declared length of the frame being received, if one is incomplete.
