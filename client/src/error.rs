@@ -5,6 +5,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use peerd_codec::{Code, EncodeError, WireError};
 
@@ -30,6 +31,40 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// Connecting to a Unix socket, or a read/write on one, failed.
+    #[error("connecting to unix:{}: {source}", path.display())]
+    UnixIo {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The endpoint string is not one this client understands.
+    #[error("invalid endpoint {endpoint}: {source}")]
+    InvalidEndpoint {
+        /// The endpoint as given (its `Debug` form: a string is quoted).
+        endpoint: String,
+        /// What is wrong with it.
+        #[source]
+        source: crate::endpoint::EndpointError,
+    },
+    /// The TLS handshake failed, or the TLS session broke: an untrusted or mismatched
+    /// certificate, no common protocol version or cipher suite, an alert from the server.
+    #[error("TLS with {name} at {addr}: {source}")]
+    Tls {
+        /// The name the server's certificate was checked against (the endpoint's host).
+        name: String,
+        /// The server's address.
+        addr: SocketAddr,
+        /// What rustls said.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The TLS options cannot be used (a CA file that cannot be read or holds no
+    /// certificate, no system CA certificates found). Local misuse: fix the options.
+    #[error("TLS setup: {0}")]
+    TlsSetup(String),
     /// TCP connect did not complete within `connect_timeout` (for every address tried).
     #[error("connect to {addr} timed out")]
     ConnectTimeout {
@@ -85,7 +120,11 @@ impl ClientError {
     pub fn is_permanent(&self) -> bool {
         match self {
             ClientError::Rejected { code, .. } => permanent_code(*code),
-            ClientError::Protocol(_) | ClientError::InvalidOptions(_) | ClientError::Closed => true,
+            ClientError::Protocol(_)
+            | ClientError::InvalidOptions(_)
+            | ClientError::InvalidEndpoint { .. }
+            | ClientError::TlsSetup(_)
+            | ClientError::Closed => true,
             _ => false,
         }
     }

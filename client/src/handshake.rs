@@ -1,24 +1,24 @@
-//! TCP connect and the Hello -> Welcome | Reject handshake.
+//! Connect and the Hello -> Welcome | Reject handshake, over any transport.
 //!
 //! The protocol side (encoding Hello, recognising Welcome, Reject or a Close, the version
 //! check) is the codec's sans-io [`ClientHandshake`]; this module does the socket, the
-//! deadline, what to present in Hello on a reconnect, and maps failures to
-//! [`ClientError`].
+//! transport's own handshake (TLS, WebSocket upgrade), the deadline, what to present in
+//! Hello on a reconnect, and maps failures to [`ClientError`].
 
 use std::borrow::Cow;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use peerd_codec::handshake::{hello_frame, ClientHandshake, HandshakeError, Welcomed};
-use peerd_codec::{Framer, Hello, DEFAULT_MAX_FRAME_LEN, PROTOCOL_VERSION};
+use peerd_codec::handshake::{ClientHandshake, HandshakeError, Welcomed};
+use peerd_codec::{Framer, Hello, DEFAULT_MAX_FRAME_LEN, MAX_HELLO_LEN, PROTOCOL_VERSION};
 
 use crate::error::ClientError;
-use crate::link::Link;
+use crate::link::{Link, WriteError};
 use crate::options::PeerOptions;
 use crate::shared::{Inner, Session};
 use crate::state::State;
+use crate::transport::{Chunk, Remote, Socket, WireReader};
 
 /// Keepalive interval when neither the options nor the server say.
 const FALLBACK_KEEPALIVE: Duration = Duration::from_secs(15);
@@ -26,8 +26,8 @@ const FALLBACK_KEEPALIVE: Duration = Duration::from_secs(15);
 /// A connection that completed the handshake, not yet being read.
 pub(crate) struct Established {
     pub(crate) link: Arc<Link>,
-    /// The read side; its read timeout is the keepalive interval.
-    pub(crate) stream: TcpStream,
+    /// The read side; the socket's read timeout is the keepalive interval.
+    pub(crate) reader: WireReader,
     /// Holds whatever the server sent right behind its Welcome.
     pub(crate) framer: Framer,
     pub(crate) session: Arc<Session>,
@@ -52,47 +52,26 @@ pub(crate) fn hello_identity<'a>(
     (id, token)
 }
 
-/// TCP connect (each address in turn) and handshake.
+/// Connect (each address in turn) and handshake.
 pub(crate) fn establish(inner: &Arc<Inner>, initial: bool) -> Result<Established, ClientError> {
-    let opts = &inner.opts;
-    let mut last_err = None;
-    let mut connected = None;
-    for addr in &inner.addrs {
-        if inner.gate.is_closed() {
-            return Err(ClientError::Closed);
-        }
-        match TcpStream::connect_timeout(addr, opts.connect_timeout) {
-            Ok(s) => {
-                connected = Some((s, *addr));
-                break;
-            }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                last_err = Some(ClientError::ConnectTimeout { addr: *addr });
-            }
-            Err(e) => {
-                last_err = Some(ClientError::Io {
-                    addr: *addr,
-                    source: e,
-                })
-            }
-        }
-    }
-    let Some((stream, addr)) = connected else {
-        return Err(last_err.unwrap_or(ClientError::Closed));
-    };
-    let io_err = |e| ClientError::Io { addr, source: e };
-    *inner.connecting.lock().unwrap() = Some(stream.try_clone().map_err(io_err)?);
+    let (sock, remote) = inner
+        .target
+        .connect(inner.opts.connect_timeout, || inner.gate.is_closed())?;
+    let clone = sock
+        .try_clone()
+        .map_err(|e| remote.io_error(e, &inner.target))?;
+    *inner.connecting.lock().unwrap() = Some(clone);
     // Checked after publishing the socket: disconnect() closes the gate first, then shuts
     // whatever socket it finds, so one of the two sides always sees the other.
     if inner.gate.is_closed() {
-        let _ = stream.shutdown(Shutdown::Both);
+        sock.shutdown();
         inner.connecting.lock().unwrap().take();
         return Err(ClientError::Closed);
     }
     if initial {
         inner.transition_state(State::Connecting, State::Negotiating);
     }
-    let r = handshake(inner, stream, addr);
+    let r = handshake(inner, sock, &remote);
     inner.connecting.lock().unwrap().take();
     if r.is_err() && inner.gate.is_closed() {
         return Err(ClientError::Closed);
@@ -102,8 +81,8 @@ pub(crate) fn establish(inner: &Arc<Inner>, initial: bool) -> Result<Established
 
 fn handshake(
     inner: &Arc<Inner>,
-    mut stream: TcpStream,
-    addr: SocketAddr,
+    sock: Socket,
+    remote: &Remote,
 ) -> Result<Established, ClientError> {
     let opts = &inner.opts;
     let io_err = |e: io::Error| {
@@ -113,39 +92,44 @@ fn handshake(
         ) {
             ClientError::HandshakeTimeout
         } else {
-            ClientError::Io { addr, source: e }
+            remote.io_error(e, &inner.target)
         }
     };
-    stream.set_nodelay(true).map_err(io_err)?;
     let deadline = Instant::now() + opts.handshake_timeout;
+    sock.set_write_timeout(Some(opts.handshake_timeout.max(Duration::from_millis(1))))
+        .map_err(io_err)?;
+    let (mut reader, writer) = inner.target.open(&sock).map_err(io_err)?;
+    let link = Arc::new(Link::new(
+        writer,
+        sock.try_clone().map_err(io_err)?,
+        MAX_HELLO_LEN,
+    ));
 
     let last = inner.session();
     let (peer_id, resume_token) = hello_identity(opts, last.as_deref());
-    let hello = hello_frame(&Hello {
+    let hello = Hello {
         version: PROTOCOL_VERSION,
         peer_id: peer_id.map(Cow::Borrowed),
         credentials: opts.credentials.as_deref().map(Cow::Borrowed),
         resume_token: resume_token.map(Cow::Borrowed),
         client: Cow::Borrowed(&opts.client_name),
-    })
-    .map_err(|e| ClientError::InvalidOptions(format!("Hello does not fit: {e}")))?;
-    stream
-        .set_write_timeout(Some(opts.handshake_timeout.max(Duration::from_millis(1))))
-        .map_err(io_err)?;
-    stream.write_all(&hello).map_err(io_err)?;
+    };
+    link.write(&hello).map_err(|e| match e {
+        WriteError::Encode(e) => ClientError::InvalidOptions(format!("Hello does not fit: {e}")),
+        WriteError::Io(e) => io_err(e),
+    })?;
 
     let mut hs = ClientHandshake::new(opts.max_frame_len);
-    let mut rbuf = vec![0u8; 16 * 1024];
     let welcomed = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(ClientError::HandshakeTimeout);
         }
-        stream.set_read_timeout(Some(left)).map_err(io_err)?;
-        match stream.read(&mut rbuf) {
-            Ok(0) => return Err(ClientError::ClosedDuringHandshake),
-            Ok(n) => {
-                if let Some(w) = hs.receive(&rbuf[..n]).map_err(handshake_error)? {
+        sock.set_read_timeout(Some(left)).map_err(io_err)?;
+        match reader.read() {
+            Ok(Chunk::Eof) => return Err(ClientError::ClosedDuringHandshake),
+            Ok(Chunk::Data(d)) => {
+                if let Some(w) = hs.receive(d).map_err(handshake_error)? {
                     break w;
                 }
             }
@@ -164,18 +148,16 @@ fn handshake(
         session.heartbeat
     });
     let keepalive = keepalive.max(Duration::from_millis(10));
-    stream.set_read_timeout(Some(keepalive)).map_err(io_err)?;
-    stream
-        .set_write_timeout(Some((keepalive * 2).max(Duration::from_secs(1))))
+    sock.set_read_timeout(Some(keepalive)).map_err(io_err)?;
+    sock.set_write_timeout(Some((keepalive * 2).max(Duration::from_secs(1))))
         .map_err(io_err)?;
-    let max_send = match session.limits.max_frame_len {
+    link.set_max_send(match session.limits.max_frame_len {
         0 => DEFAULT_MAX_FRAME_LEN,
         n => n,
-    };
-    let link = Arc::new(Link::new(&stream, max_send).map_err(io_err)?);
+    });
     Ok(Established {
         link,
-        stream,
+        reader,
         framer: hs.into_framer(),
         session: Arc::new(session),
     })

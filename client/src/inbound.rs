@@ -6,15 +6,14 @@
 //! keepalive, or a protocol violation ends the connection with an [`End`] for the
 //! supervisor. User code never runs on this thread.
 
-use std::borrow::Cow;
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use peerd_codec::codec::decode_bytes;
 use peerd_codec::{
-    opt_str, ArchivedPresenceChange, ArchivedSignalKind, Close, Code, Frame, Ping, Pong, SignalKind,
+    opt_str, ArchivedPresenceChange, ArchivedSignalKind, Code, Frame, Ping, Pong, SignalKind,
 };
 
 use crate::dispatch::Work;
@@ -26,10 +25,7 @@ use crate::messages::{
 };
 use crate::shared::{Inner, Reply, Resync};
 use crate::state::{CloseInfo, Initiator};
-
-/// Read chunk size. One copy from this buffer into the framer keeps the code free of
-/// `unsafe` uninitialized-buffer tricks; the framer then hands out frames zero-copy.
-const READ_CHUNK: usize = 64 * 1024;
+use crate::transport::Chunk;
 
 /// Why a connection's read loop ended.
 #[derive(Debug)]
@@ -77,7 +73,6 @@ impl End {
 
 /// Read `est` until the connection ends; why it ended is for the supervisor.
 pub(crate) fn read_loop(inner: &Arc<Inner>, est: &mut Established) -> End {
-    let mut rbuf = vec![0u8; READ_CHUNK];
     // A Ping is outstanding because the connection went silent for one interval.
     let mut probing = false;
     loop {
@@ -92,11 +87,11 @@ pub(crate) fn read_loop(inner: &Arc<Inner>, est: &mut Established) -> End {
                 Err(e) => return violation(&est.link, e.code(), e.to_string()),
             }
         }
-        match est.stream.read(&mut rbuf) {
-            Ok(0) => return End::Eof,
-            Ok(n) => {
+        match est.reader.read() {
+            Ok(Chunk::Eof) => return End::Eof,
+            Ok(Chunk::Data(d)) => {
                 probing = false;
-                est.framer.extend(&rbuf[..n]);
+                est.framer.extend(d);
             }
             Err(e)
                 if matches!(
@@ -108,10 +103,8 @@ pub(crate) fn read_loop(inner: &Arc<Inner>, est: &mut Established) -> End {
                     return End::Killed;
                 }
                 if probing {
-                    let _ = est.link.send(&Close {
-                        code: Code::IdleTimeout.as_u16(),
-                        reason: "no data from server".into(),
-                    });
+                    est.link
+                        .send_close(Code::IdleTimeout.as_u16(), "no data from server");
                     return End::Keepalive;
                 }
                 probing = true;
@@ -131,10 +124,7 @@ pub(crate) fn read_loop(inner: &Arc<Inner>, est: &mut Established) -> End {
 
 fn violation(link: &Link, code: Code, reason: String) -> End {
     tracing::warn!(%reason, "peerd-client: protocol violation by server");
-    let _ = link.send(&Close {
-        code: code.as_u16(),
-        reason: Cow::Borrowed(&reason),
-    });
+    link.send_close(code.as_u16(), &reason);
     End::Violation {
         code: code.as_u16(),
         reason,

@@ -127,6 +127,7 @@
 //! The machinery uses only the API's leaf modules (`options`, `state`, `error`, `messages`),
 //! never `peer`, `rpc`, `events` or `topics`, and no modules import each other in a circle.
 
+pub mod endpoint;
 pub mod error;
 pub mod events;
 pub mod options;
@@ -145,13 +146,16 @@ mod peer;
 mod pending;
 mod shared;
 mod supervisor;
+mod tls;
+mod transport;
 
 pub use bytes::Bytes;
+pub use endpoint::{Endpoint, EndpointError, HostPort, ToEndpoint};
 pub use error::{CallError, ClientError, RequestError};
 pub use events::{EventInfo, Events, ServerError};
 pub use listeners::ListenerId;
-pub use options::{PeerOptions, ReconnectPolicy};
-pub use peer::{connect, Peer, WeakPeer};
+pub use options::{PeerOptions, ReconnectPolicy, TlsOptions};
+pub use peer::{connect, connect_endpoint, Peer, WeakPeer};
 pub use peerd_codec::{Code, Limits, SignalKind};
 pub use rpc::{Handler, Rpc, RpcFailure, RpcRequestInfo};
 pub use state::{CloseInfo, Initiator, State};
@@ -159,6 +163,9 @@ pub use topics::{PresenceEvent, SignalInfo, TopicMessageInfo, Watcher};
 
 /// Re-exported so users can name the receivers' types without depending on flume.
 pub use flume;
+/// Re-exported for [`TlsOptions`] (its `ClientConfig`, and `rustls::pki_types` for
+/// certificates) and [`ClientError::Tls`], so users need not match this crate's version.
+pub use rustls;
 
 #[cfg(test)]
 pub(crate) mod test_util {

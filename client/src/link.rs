@@ -1,55 +1,69 @@
 //! The write side of one connection, shared by every thread that sends.
 //!
-//! Writers serialize on a mutex around the socket: each frame is encoded into the writer's
-//! reused buffer and written with one `write_all`, so frames never interleave and a small
-//! frame costs one syscall. A second handle on the socket lets anyone shut it down without
+//! Writers serialize on a mutex around the transport's write half: each frame is encoded
+//! into the writer's reused buffer (behind room for a WebSocket header, where one is
+//! needed) and written with one `write_all`, so frames never interleave and a small frame
+//! costs one syscall. A second handle on the socket lets anyone shut it down without
 //! taking that lock (a writer blocked on a full socket would otherwise hold it), which also
 //! wakes the reader.
 
-use std::io::{self, Write};
-use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 
-use bytes::BytesMut;
-use peerd_codec::{encode, Encode};
+use bytes::{BufMut, BytesMut};
+use peerd_codec::{encode, Close, Encode, EncodeError};
 
 use crate::error::SendFailure;
 use crate::pending::Outbound;
+use crate::transport::{Socket, WireWriter};
 
 /// A write buffer bigger than this is not kept after its frame went out: one huge frame
 /// should not pin its buffer for the life of the connection.
 const KEEP_BUF: usize = 256 * 1024;
 
+/// Why a frame was not written.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    Encode(EncodeError),
+    Io(io::Error),
+}
+
 /// The write side of one connection.
 pub(crate) struct Link {
     writer: Mutex<Writer>,
     /// A second handle on the socket, to shut it down without taking the writer lock.
-    sock: TcpStream,
+    sock: Socket,
     alive: AtomicBool,
-    /// The server's body limit from Welcome: bigger messages fail locally with
-    /// `Encode(TooLarge)` instead of getting the connection closed.
-    max_send: u32,
+    /// The largest body this side may send: the Hello's cap during the handshake, then the
+    /// server's limit from Welcome. Bigger messages fail locally with `Encode(TooLarge)`
+    /// instead of getting the connection closed.
+    max_send: AtomicU32,
 }
 
 struct Writer {
-    stream: TcpStream,
+    wire: WireWriter,
     buf: BytesMut,
 }
 
 impl Link {
-    /// The write side of `stream` (which the caller keeps for reading), sending frames of
-    /// at most `max_send` body bytes.
-    pub(crate) fn new(stream: &TcpStream, max_send: u32) -> io::Result<Link> {
-        Ok(Link {
+    /// The write side `wire` of the connection on `sock`, sending frames of at most
+    /// `max_send` body bytes.
+    pub(crate) fn new(wire: WireWriter, sock: Socket, max_send: u32) -> Link {
+        Link {
             writer: Mutex::new(Writer {
-                stream: stream.try_clone()?,
+                wire,
                 buf: BytesMut::with_capacity(4096),
             }),
-            sock: stream.try_clone()?,
+            sock,
             alive: AtomicBool::new(true),
-            max_send,
-        })
+            max_send: AtomicU32::new(max_send),
+        }
+    }
+
+    /// The server's limit, once Welcome announced it.
+    pub(crate) fn set_max_send(&self, n: u32) {
+        self.max_send.store(n, Ordering::Relaxed);
     }
 
     pub(crate) fn is_alive(&self) -> bool {
@@ -59,10 +73,26 @@ impl Link {
     /// Mark dead and shut the socket down, which wakes the reader (and any blocked writer).
     pub(crate) fn kill(&self) {
         self.alive.store(false, Ordering::SeqCst);
-        let _ = self.sock.shutdown(Shutdown::Both);
+        self.sock.shutdown();
     }
 
-    /// Encode and write one frame.
+    /// Encode and write one frame; an IO error is returned, not acted on.
+    pub(crate) fn write<M: Encode>(&self, msg: &M) -> Result<(), WriteError> {
+        let mut guard = self.writer.lock().unwrap();
+        let w = &mut *guard;
+        w.buf.clear();
+        let headroom = w.wire.headroom();
+        w.buf.put_bytes(0, headroom);
+        encode(msg, &mut w.buf, self.max_send.load(Ordering::Relaxed))
+            .map_err(WriteError::Encode)?;
+        let r = w.wire.write_frame(&mut w.buf);
+        if w.buf.capacity() > KEEP_BUF {
+            w.buf = BytesMut::new();
+        }
+        r.map_err(WriteError::Io)
+    }
+
+    /// Encode and write one frame; a failed write kills the connection.
     pub(crate) fn send<M>(&self, msg: &M) -> Result<(), SendFailure>
     where
         M: Encode,
@@ -70,21 +100,28 @@ impl Link {
         if !self.is_alive() {
             return Err(SendFailure::ConnectionLost);
         }
-        let mut guard = self.writer.lock().unwrap();
-        let w = &mut *guard;
-        w.buf.clear();
-        encode(msg, &mut w.buf, self.max_send).map_err(SendFailure::Encode)?;
-        if let Err(e) = w.stream.write_all(&w.buf) {
-            drop(guard);
-            // A partial write leaves the stream mid-frame: the connection is unusable.
-            tracing::debug!(error = %e, "peerd-client write failed");
-            self.kill();
-            return Err(SendFailure::ConnectionLost);
+        match self.write(msg) {
+            Ok(()) => Ok(()),
+            Err(WriteError::Encode(e)) => Err(SendFailure::Encode(e)),
+            Err(WriteError::Io(e)) => {
+                // A partial write leaves the stream mid-frame: the connection is unusable.
+                tracing::debug!(error = %e, "peerd-client write failed");
+                self.kill();
+                Err(SendFailure::ConnectionLost)
+            }
         }
-        if w.buf.capacity() > KEEP_BUF {
-            w.buf = BytesMut::new();
+    }
+
+    /// Send Close{code, reason}, then end the transport's own session (TLS close_notify),
+    /// best effort. The caller kills the link next.
+    pub(crate) fn send_close(&self, code: u16, reason: &str) {
+        let _ = self.send(&Close {
+            code,
+            reason: reason.into(),
+        });
+        if self.is_alive() {
+            self.writer.lock().unwrap().wire.close();
         }
-        Ok(())
     }
 }
 

@@ -1,8 +1,11 @@
 //! Connection options and the reconnect schedule.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use peerd_codec::DEFAULT_MAX_FRAME_LEN;
+use rustls::pki_types::CertificateDer;
 
 /// How a [`Peer`](crate::Peer) connects, authenticates and recovers from a dropped
 /// connection. Every field has a default ([`PeerOptions::default`]); the builder-style
@@ -18,8 +21,11 @@ pub struct PeerOptions {
     pub client_name: String,
     /// Limit for the TCP connect of each address tried.
     pub connect_timeout: Duration,
-    /// Limit from the first Hello byte written to the Welcome/Reject read.
+    /// Limit from the first byte written (TLS ClientHello, WebSocket upgrade request or
+    /// Hello) to the Welcome/Reject read: covers the TLS and WebSocket handshakes too.
     pub handshake_timeout: Duration,
+    /// Whom to trust on `tls://` and `wss://` endpoints (ignored on the others).
+    pub tls: TlsOptions,
     /// Deadline of `rpc().call` and of Status-confirmed requests (join, watch, ...).
     pub default_call_timeout: Duration,
     /// What to do when an established connection drops.
@@ -50,6 +56,7 @@ impl Default for PeerOptions {
             client_name: concat!("peerd-client/", env!("CARGO_PKG_VERSION")).to_string(),
             connect_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
+            tls: TlsOptions::default(),
             default_call_timeout: Duration::from_secs(30),
             reconnect: ReconnectPolicy::default(),
             // Relayed frames carry the sender's payload plus an envelope (topic, sender id),
@@ -98,6 +105,19 @@ impl PeerOptions {
         self
     }
 
+    /// Replace the TLS options.
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Trust the CA certificates in this PEM file (one or more) instead of the system's,
+    /// on `tls://` and `wss://` endpoints: shorthand for `tls.ca_file`.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.ca_file = Some(path.into());
+        self
+    }
+
     /// Default deadline of calls and confirmed requests.
     pub fn default_call_timeout(mut self, d: Duration) -> Self {
         self.default_call_timeout = d;
@@ -137,6 +157,50 @@ impl PeerOptions {
     /// Capacity of each subscription receiver.
     pub fn subscription_capacity(mut self, n: usize) -> Self {
         self.subscription_capacity = n.max(1);
+        self
+    }
+}
+
+/// Whom a `tls://` or `wss://` connection trusts.
+///
+/// With nothing set, the system's CA certificates (loaded once per process from where
+/// OpenSSL looks: `SSL_CERT_FILE`, `SSL_CERT_DIR`, the distribution's bundle). With a CA
+/// file or roots, exactly those and not the system's: a private deployment's CA should
+/// not widen to every public CA. The server's certificate must name the endpoint's host
+/// (a DNS name, or an IP address in an IP SAN).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct TlsOptions {
+    /// A PEM file with one or more CA certificates to trust.
+    pub ca_file: Option<PathBuf>,
+    /// CA certificates (DER) to trust, together with `ca_file`'s.
+    pub roots: Vec<CertificateDer<'static>>,
+    /// A complete rustls configuration (client certificates, a custom verifier, ALPN),
+    /// used as it is: the fields above are then ignored.
+    pub config: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl TlsOptions {
+    /// System roots; see the type's docs.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trust the CA certificates in this PEM file.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// Trust this CA certificate (DER) too.
+    pub fn root(mut self, cert: CertificateDer<'static>) -> Self {
+        self.roots.push(cert);
+        self
+    }
+
+    /// Use this rustls configuration as it is.
+    pub fn client_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.config = Some(config);
         self
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use peerd_codec::{Limits, Ping};
 
+use crate::endpoint::ToEndpoint;
 use crate::error::{ClientError, RequestError};
 use crate::handshake;
 use crate::listeners::{ListenerId, Sink};
@@ -15,6 +16,7 @@ use crate::options::PeerOptions;
 use crate::shared::Inner;
 use crate::state::{CloseInfo, State};
 use crate::supervisor;
+use crate::transport::Target;
 
 /// Owned by every [`Peer`] clone; dropping the last one disconnects. The background
 /// threads hold `Inner`, not this, so they do not keep the connection alive by themselves.
@@ -77,9 +79,52 @@ pub fn connect(
     Ok(peer)
 }
 
+/// Connect to `endpoint` and complete the handshake: returns an Active [`Peer`] or why not.
+///
+/// `endpoint` is an [`Endpoint`](crate::Endpoint) or a string in one of its forms:
+/// `host:port`, `tcp://host:port`, `unix:/path`, `tls://host:port`, `ws://host:port/path`,
+/// `wss://host:port/path` ([`PeerOptions::tls`] says whom TLS trusts). The host is
+/// resolved once, here; reconnects go to the same endpoint (the same addresses, in order).
+///
+/// ```no_run
+/// use peerd_client::{connect_endpoint, PeerOptions};
+///
+/// let opts = PeerOptions::new().peer_id("alice").ca_file("ca.pem");
+/// let peer = connect_endpoint("wss://localhost:7443/", opts)?;
+/// # Ok::<(), peerd_client::ClientError>(())
+/// ```
+pub fn connect_endpoint(
+    endpoint: impl ToEndpoint,
+    options: PeerOptions,
+) -> Result<Peer, ClientError> {
+    let peer = Peer::with_endpoint(endpoint, options)?;
+    peer.connect()?;
+    Ok(peer)
+}
+
 impl Peer {
+    /// A peer in state [`State::Idle`] for `endpoint` (see [`connect_endpoint`] for the
+    /// forms): register handlers and listeners, then call [`Peer::connect`].
+    pub fn with_endpoint(
+        endpoint: impl ToEndpoint,
+        options: PeerOptions,
+    ) -> Result<Peer, ClientError> {
+        let ep = endpoint
+            .to_endpoint()
+            .map_err(|source| ClientError::InvalidEndpoint {
+                endpoint: format!("{endpoint:?}"),
+                source,
+            })?;
+        validate(&options)?;
+        let target = Target::new(&ep, &options)?;
+        Ok(Peer::from_inner(Inner::new(options, target)))
+    }
+
     /// A peer in state [`State::Idle`]: register handlers and listeners, then call
     /// [`Peer::connect`] so they see the very first frame the server sends.
+    ///
+    /// `addr` is plain TCP, as for [`connect`]; [`Peer::with_endpoint`] takes every
+    /// transport.
     pub fn new(
         addr: impl ToSocketAddrs + std::fmt::Debug,
         options: PeerOptions,
@@ -97,14 +142,14 @@ impl Peer {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
             });
         }
-        if let Some(id) = &options.peer_id {
-            peerd_codec::validate_declared_peer_id(id)
-                .map_err(|e| ClientError::InvalidOptions(format!("peer_id {id:?}: {e}")))?;
-        }
-        let inner = Inner::new(options, addrs);
-        Ok(Peer {
+        validate(&options)?;
+        Ok(Peer::from_inner(Inner::new(options, Target::tcp(addrs))))
+    }
+
+    fn from_inner(inner: Arc<Inner>) -> Peer {
+        Peer {
             h: Arc::new(PeerHandle { inner }),
-        })
+        }
     }
 
     pub(crate) fn inner(&self) -> &Arc<Inner> {
@@ -268,6 +313,15 @@ impl Peer {
     pub(crate) fn default_timeout(&self) -> Duration {
         self.inner().opts.default_call_timeout
     }
+}
+
+/// What can be checked before connecting.
+fn validate(options: &PeerOptions) -> Result<(), ClientError> {
+    if let Some(id) = &options.peer_id {
+        peerd_codec::validate_declared_peer_id(id)
+            .map_err(|e| ClientError::InvalidOptions(format!("peer_id {id:?}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Test helper: an `Inner` that never connects.

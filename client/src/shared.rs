@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use peerd_codec::{Close, Code, Encode, Limits};
+use peerd_codec::{Code, Encode, Limits};
 
 use crate::dispatch::{self, Control, Registry, Work};
 use crate::error::{CallError, RequestError, SendFailure};
@@ -19,6 +18,7 @@ use crate::membership::{TopicState, WatchKey};
 use crate::options::PeerOptions;
 use crate::pending::{Deadlines, PendingTable, WaitError, Waiter};
 use crate::state::{CloseInfo, Initiator, State, StateCell};
+use crate::transport::{Socket, Target};
 
 /// What the last Welcome said about the session.
 #[derive(Debug, Clone)]
@@ -108,7 +108,8 @@ impl Gate {
 /// the hot paths (write, complete a call) take one short uncontended lock each.
 pub(crate) struct Inner {
     pub(crate) opts: PeerOptions,
-    pub(crate) addrs: Vec<SocketAddr>,
+    /// Where to connect, for the first connection and every reconnect.
+    pub(crate) target: Target,
     pub(crate) state: StateCell,
     pub(crate) gate: Gate,
     /// The live connection's write side; `None` while not Active.
@@ -116,7 +117,7 @@ pub(crate) struct Inner {
     /// The last Welcome (kept while reconnecting: its token and id are presented again).
     pub(crate) session: Mutex<Option<Arc<Session>>>,
     /// The socket of a connect/handshake in progress, so `disconnect()` can interrupt it.
-    pub(crate) connecting: Mutex<Option<TcpStream>>,
+    pub(crate) connecting: Mutex<Option<Socket>>,
     pub(crate) last_close: Mutex<Option<CloseInfo>>,
     /// One counter for RPC ids, req ids and ping nonces: ids never collide across tables.
     next_id: AtomicU64,
@@ -140,14 +141,14 @@ pub(crate) struct Inner {
 
 impl Inner {
     /// The state of a peer that has not connected yet.
-    pub(crate) fn new(options: PeerOptions, addrs: Vec<SocketAddr>) -> Arc<Inner> {
+    pub(crate) fn new(options: PeerOptions, target: Target) -> Arc<Inner> {
         let (work_tx, work_rx) = flume::bounded(options.dispatch_queue.max(1));
         let (ctl_tx, ctl_rx) = flume::unbounded();
         let gate = Gate::new();
         let closed = gate.flag.clone();
         Arc::new(Inner {
             opts: options,
-            addrs,
+            target,
             state: StateCell::new(),
             gate,
             link: Mutex::new(None),
@@ -295,10 +296,7 @@ impl Inner {
         }
         let link = self.link.lock().unwrap().take();
         if let Some(link) = link {
-            let _ = link.send(&Close {
-                code: Code::Normal.as_u16(),
-                reason: reason.into(),
-            });
+            link.send_close(Code::Normal.as_u16(), reason);
             link.kill();
             self.set_last_close(CloseInfo {
                 code: Some(Code::Normal.as_u16()),
@@ -307,7 +305,7 @@ impl Inner {
             });
         }
         if let Some(s) = self.connecting.lock().unwrap().take() {
-            let _ = s.shutdown(std::net::Shutdown::Both);
+            s.shutdown();
         }
         self.fail_pending();
         self.deadlines.stop();

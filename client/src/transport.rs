@@ -1,0 +1,359 @@
+//! The byte streams under peerd's framing: TCP or a Unix socket, optionally inside TLS,
+//! optionally carrying one peerd frame per WebSocket message.
+//!
+//! A connection is split in two halves that never share a lock on the plain transports:
+//! - [`WireReader`], owned by the one reader thread: yields the peerd bytes that arrived
+//!   ([`Chunk`]); over WebSocket it also answers Ping and reports the server's Close;
+//! - [`WireWriter`], held by [`Link`](crate::link::Link) under the writers' mutex: writes
+//!   one encoded frame (masked into a WebSocket message where needed) or raw bytes.
+//!
+//! Plus a third handle on the socket ([`Socket::shutdown`]) to end it from anywhere.
+//! Enums, not trait objects: the match costs nothing next to a syscall, and the plain-TCP
+//! path stays a direct `read`/`write` on the `TcpStream`.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+#[cfg(unix)]
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+
+use crate::endpoint::{Endpoint, EndpointError};
+use crate::error::ClientError;
+use crate::options::PeerOptions;
+use crate::tls::{self, TlsReader, TlsShared};
+
+/// Read chunk size. One copy from this buffer into the framer keeps the code free of
+/// `unsafe` uninitialized-buffer tricks; the framer then hands out frames zero-copy.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A connected stream socket.
+pub(crate) enum Socket {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(UnixStream),
+}
+
+impl Socket {
+    pub(crate) fn try_clone(&self) -> io::Result<Socket> {
+        Ok(match self {
+            Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
+            #[cfg(unix)]
+            Socket::Unix(s) => Socket::Unix(s.try_clone()?),
+        })
+    }
+
+    /// Shut both directions down: wakes a reader blocked on it, fails blocked writers.
+    pub(crate) fn shutdown(&self) {
+        let _ = match self {
+            Socket::Tcp(s) => s.shutdown(Shutdown::Both),
+            #[cfg(unix)]
+            Socket::Unix(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+
+    /// Applies to the socket, so to every handle of it.
+    pub(crate) fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.set_read_timeout(d),
+            #[cfg(unix)]
+            Socket::Unix(s) => s.set_read_timeout(d),
+        }
+    }
+
+    pub(crate) fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.set_write_timeout(d),
+            #[cfg(unix)]
+            Socket::Unix(s) => s.set_write_timeout(d),
+        }
+    }
+}
+
+impl Read for &Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match *self {
+            Socket::Tcp(s) => (&*s).read(buf),
+            #[cfg(unix)]
+            Socket::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl Write for &Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match *self {
+            Socket::Tcp(s) => (&*s).write(buf),
+            #[cfg(unix)]
+            Socket::Unix(s) => (&*s).write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where a connection attempt went, for errors.
+#[derive(Debug, Clone)]
+pub(crate) enum Remote {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Remote {
+    /// A socket error on this remote, typed; a TLS failure carried in it becomes
+    /// [`ClientError::Tls`].
+    pub(crate) fn io_error(&self, e: io::Error, target: &Target) -> ClientError {
+        match self {
+            Remote::Inet(addr) => match tls::tls_error(&e) {
+                Some(t) => ClientError::Tls {
+                    name: target.tls_name().unwrap_or_default(),
+                    addr: *addr,
+                    source: t.clone(),
+                },
+                None => ClientError::Io {
+                    addr: *addr,
+                    source: e,
+                },
+            },
+            Remote::Unix(path) => ClientError::UnixIo {
+                path: path.clone(),
+                source: e,
+            },
+        }
+    }
+}
+
+/// Where and how a peer connects, worked out once (addresses resolved, TLS configured)
+/// when the peer is made; every reconnect uses it again.
+pub(crate) struct Target {
+    pub(crate) place: Place,
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+}
+
+pub(crate) enum Place {
+    /// Tried in order until one accepts.
+    Inet(Vec<SocketAddr>),
+    Unix(PathBuf),
+}
+
+impl Target {
+    /// Plain TCP to already resolved addresses (the `ToSocketAddrs` constructors).
+    pub(crate) fn tcp(addrs: Vec<SocketAddr>) -> Target {
+        Target {
+            place: Place::Inet(addrs),
+            tls: None,
+        }
+    }
+
+    /// Resolve `ep`'s host and set up TLS as `opts` say.
+    pub(crate) fn new(ep: &Endpoint, opts: &PeerOptions) -> Result<Target, ClientError> {
+        if ep.websocket_path().is_some() {
+            return Err(ClientError::InvalidOptions(format!(
+                "{ep}: the WebSocket transport is not implemented yet"
+            )));
+        }
+        let place = match ep {
+            Endpoint::Unix(p) => Place::Unix(p.clone()),
+            _ => {
+                let hp = ep.host_port().expect("every endpoint but unix has a host");
+                let addrs: Vec<SocketAddr> = (hp.host.as_str(), hp.port)
+                    .to_socket_addrs()
+                    .map_err(|e| ClientError::Resolve {
+                        addr: ep.to_string(),
+                        source: e,
+                    })?
+                    .collect();
+                if addrs.is_empty() {
+                    return Err(ClientError::Resolve {
+                        addr: ep.to_string(),
+                        source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
+                    });
+                }
+                Place::Inet(addrs)
+            }
+        };
+        let tls = match ep.host_port() {
+            Some(hp) if ep.uses_tls() => {
+                let name =
+                    tls::server_name(&hp.host).map_err(|_| ClientError::InvalidEndpoint {
+                        endpoint: format!("{:?}", ep.to_string()),
+                        source: EndpointError::InvalidHost(hp.host.clone()),
+                    })?;
+                Some((tls::client_config(&opts.tls)?, name))
+            }
+            _ => None,
+        };
+        Ok(Target { place, tls })
+    }
+
+    fn tls_name(&self) -> Option<String> {
+        self.tls.as_ref().map(|(_, n)| n.to_str().into_owned())
+    }
+
+    /// Connect the socket: each address in turn, each within `timeout`. `stop` is asked
+    /// before each attempt (a disconnect meanwhile ends the loop with `Closed`).
+    pub(crate) fn connect(
+        &self,
+        timeout: Duration,
+        stop: impl Fn() -> bool,
+    ) -> Result<(Socket, Remote), ClientError> {
+        match &self.place {
+            Place::Inet(addrs) => {
+                let mut last_err = None;
+                for addr in addrs {
+                    if stop() {
+                        return Err(ClientError::Closed);
+                    }
+                    match TcpStream::connect_timeout(addr, timeout) {
+                        Ok(s) => {
+                            let r = Remote::Inet(*addr);
+                            s.set_nodelay(true).map_err(|e| r.io_error(e, self))?;
+                            return Ok((Socket::Tcp(s), r));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                            last_err = Some(ClientError::ConnectTimeout { addr: *addr });
+                        }
+                        Err(e) => {
+                            last_err = Some(ClientError::Io {
+                                addr: *addr,
+                                source: e,
+                            })
+                        }
+                    }
+                }
+                Err(last_err.unwrap_or(ClientError::Closed))
+            }
+            Place::Unix(path) => {
+                if stop() {
+                    return Err(ClientError::Closed);
+                }
+                let r = Remote::Unix(path.clone());
+                // No connect timeout: a local connect either completes or fails at once.
+                #[cfg(unix)]
+                return UnixStream::connect(path)
+                    .map(|s| (Socket::Unix(s), r.clone()))
+                    .map_err(|e| r.io_error(e, self));
+                #[cfg(not(unix))]
+                return Err(r.io_error(io::ErrorKind::Unsupported.into(), self));
+            }
+        }
+    }
+
+    /// The two halves of a connection over `sock`. Nothing is sent yet.
+    pub(crate) fn open(&self, sock: &Socket) -> io::Result<(WireReader, WireWriter)> {
+        let (src, sink) = match &self.tls {
+            None => (
+                Source::Plain(sock.try_clone()?),
+                Sink::Plain(sock.try_clone()?),
+            ),
+            Some((config, name)) => {
+                let shared = TlsShared::new(config.clone(), name.clone(), sock.try_clone()?)?;
+                (
+                    Source::Tls(TlsReader::new(shared.clone(), sock.try_clone()?)),
+                    Sink::Tls(shared),
+                )
+            }
+        };
+        let reader = WireReader {
+            src,
+            buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+        };
+        Ok((reader, WireWriter { sink }))
+    }
+}
+
+/// What one read of the layer under a WebSocket (or under peerd) gave.
+pub(crate) enum Got {
+    /// This many bytes were put at the start of the buffer.
+    Bytes(usize),
+    /// Bytes arrived but none for the layer above (TLS handshake records).
+    Nothing,
+    /// The stream ended.
+    Eof,
+}
+
+/// The layer under peerd (or under WebSocket): the socket, or TLS on it.
+pub(crate) enum Source {
+    Plain(Socket),
+    Tls(TlsReader),
+}
+
+impl Source {
+    fn read(&mut self, dst: &mut [u8]) -> io::Result<Got> {
+        match self {
+            Source::Plain(s) => match (&*s).read(dst)? {
+                0 => Ok(Got::Eof),
+                n => Ok(Got::Bytes(n)),
+            },
+            Source::Tls(t) => t.read(dst),
+        }
+    }
+}
+
+/// What the reader got for peerd.
+pub(crate) enum Chunk<'a> {
+    /// peerd bytes (possibly none: something arrived that was not for peerd).
+    Data(&'a [u8]),
+    /// The stream ended without a transport-level close.
+    Eof,
+}
+
+/// The read half of a connection; owned by the reader thread.
+pub(crate) struct WireReader {
+    src: Source,
+    buf: Box<[u8]>,
+}
+
+impl WireReader {
+    /// Block (up to the socket's read timeout) until something arrives.
+    pub(crate) fn read(&mut self) -> io::Result<Chunk<'_>> {
+        match self.src.read(&mut self.buf)? {
+            Got::Bytes(n) => Ok(Chunk::Data(&self.buf[..n])),
+            Got::Nothing => Ok(Chunk::Data(&[])),
+            Got::Eof => Ok(Chunk::Eof),
+        }
+    }
+}
+
+/// The write half of a connection; held under the writers' mutex.
+pub(crate) struct WireWriter {
+    sink: Sink,
+}
+
+enum Sink {
+    Plain(Socket),
+    Tls(Arc<TlsShared>),
+}
+
+impl WireWriter {
+    /// Bytes to leave free in front of an encoded frame for the transport's own header.
+    pub(crate) fn headroom(&self) -> usize {
+        0
+    }
+
+    /// Write `buf`: [`headroom`](Self::headroom) free bytes, then one whole peerd frame.
+    pub(crate) fn write_frame(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.write_raw(buf)
+    }
+
+    /// Write bytes as they are (below any WebSocket framing).
+    pub(crate) fn write_raw(&mut self, data: &[u8]) -> io::Result<()> {
+        match &mut self.sink {
+            Sink::Plain(s) => (&*s).write_all(data),
+            Sink::Tls(t) => t.write_all(data),
+        }
+    }
+
+    /// End the transport's own session, best effort: TLS close_notify.
+    pub(crate) fn close(&mut self) {
+        if let Sink::Tls(t) = &self.sink {
+            t.close_notify();
+        }
+    }
+}
