@@ -2,25 +2,34 @@
 //! the Rust client library.
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use peerd_client::{connect, Peer, PeerOptions, PresenceEvent, SignalKind};
+use peerd_client::{connect_endpoint, Endpoint, Peer, PeerOptions, PresenceEvent, SignalKind};
 
 /// Flags every client subcommand takes.
 ///
-/// Of these only `--server` has an environment variable (`PEERD_SERVER`): it says where
-/// the server is for a whole shell session, while `--id` is chosen per command.
+/// `--server` and `--ca` have environment variables (`PEERD_SERVER`, `PEERD_CA`): they say
+/// where the server is and whom it is trusted through for a whole shell session, while
+/// `--id` is chosen per command.
 #[derive(Args)]
 pub struct ClientArgs {
-    /// Server address (host:port).
+    /// Server endpoint: host:port, tcp://host:port, unix:/path, tls://host:port,
+    /// ws://host:port[/path] or wss://host:port[/path].
     #[arg(
         long,
         short = 's',
+        value_name = "ENDPOINT",
         default_value = "127.0.0.1:7400",
-        env = "PEERD_SERVER"
+        env = "PEERD_SERVER",
+        value_parser = parse_endpoint
     )]
-    server: String,
+    server: Endpoint,
+    /// CA certificate(s) to trust for tls:// and wss:// (PEM file), instead of the
+    /// system's.
+    #[arg(long, value_name = "FILE", env = "PEERD_CA")]
+    ca: Option<PathBuf>,
     /// Peer id to connect as (default: server-assigned).
     #[arg(long)]
     id: Option<String>,
@@ -28,12 +37,21 @@ pub struct ClientArgs {
 
 type R = Result<(), String>;
 
+/// A malformed endpoint is a usage error (exit status 2) naming `--server`, like every
+/// other flag's nonsense value.
+fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    Endpoint::parse(s).map_err(|e| e.to_string())
+}
+
 fn open(c: &ClientArgs) -> Result<Peer, String> {
     let mut o = PeerOptions::new().client_name("peerd-cli").no_reconnect();
     if let Some(id) = &c.id {
         o = o.peer_id(id.clone());
     }
-    connect(c.server.as_str(), o).map_err(|e| format!("connecting to {}: {e}", c.server))
+    if let Some(ca) = &c.ca {
+        o = o.ca_file(ca.clone());
+    }
+    connect_endpoint(&c.server, o).map_err(|e| format!("connecting to {}: {e}", c.server))
 }
 
 fn arg_bytes(s: &str) -> Result<Vec<u8>, String> {

@@ -153,11 +153,6 @@ impl Target {
 
     /// Resolve `ep`'s host and set up TLS as `opts` say.
     pub(crate) fn new(ep: &Endpoint, opts: &PeerOptions) -> Result<Target, ClientError> {
-        if ep.websocket_path().is_some() {
-            return Err(ClientError::InvalidOptions(format!(
-                "{ep}: the WebSocket transport is not implemented yet"
-            )));
-        }
         let place = match ep {
             Endpoint::Unix(p) => Place::Unix(p.clone()),
             _ => {
@@ -189,6 +184,11 @@ impl Target {
             }
             _ => None,
         };
+        if ep.websocket_path().is_some() {
+            return Err(ClientError::InvalidOptions(format!(
+                "{ep}: the WebSocket transport is not implemented yet"
+            )));
+        }
         Ok(Target { place, tls })
     }
 

@@ -1,0 +1,187 @@
+//! The client subcommands' `--server ENDPOINT` and `--ca FILE`: a Unix socket end to end
+//! through the binary (`peerd serve --listen unix:PATH`, then `peerd call`, `pub`/`sub`,
+//! `peers` with `--server unix:PATH`), and the refusals: a malformed endpoint is a usage
+//! error naming `--server`, an unreadable CA file names the file.
+//!
+//! Every child runs under a deadline (killed if it overstays), so a hang fails the test.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn peerd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_peerd"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("PEERD_") || k == "RUST_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Run to completion, killed past `LIMIT`.
+fn run(mut cmd: Command) -> Output {
+    let mut child = cmd.spawn().expect("spawn peerd");
+    let deadline = Instant::now() + LIMIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("peerd did not exit within {LIMIT:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `peerd serve --listen unix:PATH`, killed on drop.
+struct UnixServer {
+    child: Child,
+    path: PathBuf,
+}
+
+impl UnixServer {
+    fn start(name: &str) -> UnixServer {
+        let path =
+            std::env::temp_dir().join(format!("peerd-cli-{}-{name}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut child = peerd()
+            .args(["serve", "--no-pin", "--shards", "1", "--listen"])
+            .arg(format!("unix:{}", path.display()))
+            .spawn()
+            .expect("spawn peerd serve");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let mut stderr = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+        });
+        let line = rx.recv_timeout(LIMIT).expect("a ready line");
+        assert!(line.starts_with("peerd listening on unix:"), "{line}");
+        UnixServer { child, path }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("unix:{}", self.path.display())
+    }
+
+    fn client(&self, args: &[&str]) -> Output {
+        let mut c = peerd();
+        c.arg(args[0])
+            .args(["--server", &self.endpoint()])
+            .args(&args[1..]);
+        run(c)
+    }
+}
+
+impl Drop for UnixServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[test]
+fn client_subcommands_reach_a_unix_socket() {
+    let srv = UnixServer::start("subcommands");
+    let out = srv.client(&["call", "echo", "over unix"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "over unix\n");
+
+    // A subscriber on the socket receives a publish made through the socket.
+    let mut sub = peerd();
+    sub.args([
+        "sub",
+        "--server",
+        &srv.endpoint(),
+        "--id",
+        "listener",
+        "news",
+    ])
+    .args(["--count", "1"]);
+    let sub = thread::spawn(move || run(sub));
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let peers = srv.client(&["peers", "--topic", "news"]);
+        assert!(peers.status.success(), "{}", text(&peers.stderr));
+        if text(&peers.stdout).lines().any(|l| l == "listener") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the subscriber joined");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = srv.client(&["pub", "--id", "speaker", "news", "hello"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sub = sub.join().unwrap();
+    assert!(sub.status.success(), "{}", text(&sub.stderr));
+    assert_eq!(text(&sub.stdout), "speaker: hello\n");
+}
+
+#[test]
+fn a_malformed_endpoint_is_a_usage_error_naming_the_flag() {
+    for bad in [
+        "http://h:1",
+        "localhost",
+        "tcp://h:1/x",
+        "ws://h:1/a b",
+        "unix:",
+    ] {
+        let mut c = peerd();
+        c.args(["call", "--server", bad, "echo"]);
+        let out = run(c);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("--server"), "{bad}");
+    }
+    // From the environment too.
+    let mut c = peerd();
+    c.env("PEERD_SERVER", "gopher://h:1").args(["peers"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_unreadable_ca_file_is_named() {
+    let mut c = peerd();
+    c.args([
+        "ping",
+        "--server",
+        "tls://localhost:1",
+        "--ca",
+        "/nonexistent/ca.pem",
+    ]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    // PEERD_CA sets it for a whole session.
+    let mut c = peerd();
+    c.env("PEERD_CA", "/nonexistent/env-ca.pem")
+        .args(["ping", "--server", "wss://localhost:1/"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("/nonexistent/env-ca.pem"),
+        "{}",
+        text(&out.stderr)
+    );
+}
