@@ -61,6 +61,17 @@ pub enum ClientError {
         #[source]
         source: rustls::Error,
     },
+    /// The WebSocket upgrade failed: the server answered with an HTTP status other than
+    /// 101 (a peerd server's body says what to fix: the path, the subprotocol), or not
+    /// with a valid acceptance of subprotocol `peerd.v1`.
+    #[error("WebSocket upgrade at {addr}: {source}")]
+    Upgrade {
+        /// The server's address.
+        addr: SocketAddr,
+        /// What was wrong with the response.
+        #[source]
+        source: crate::UpgradeError,
+    },
     /// The TLS options cannot be used (a CA file that cannot be read or holds no
     /// certificate, no system CA certificates found). Local misuse: fix the options.
     #[error("TLS setup: {0}")]
@@ -120,6 +131,14 @@ impl ClientError {
     pub fn is_permanent(&self) -> bool {
         match self {
             ClientError::Rejected { code, .. } => permanent_code(*code),
+            // A 4xx says the request is wrong (path, subprotocol, origin), which a retry
+            // does not change; a 5xx (a proxy whose backend is restarting) may pass.
+            ClientError::Upgrade { source, .. } => match source {
+                crate::UpgradeError::Status { status, .. } => {
+                    (400..500).contains(status) && !matches!(status, 408 | 429)
+                }
+                _ => true,
+            },
             ClientError::Protocol(_)
             | ClientError::InvalidOptions(_)
             | ClientError::InvalidEndpoint { .. }

@@ -19,6 +19,7 @@ use crate::options::PeerOptions;
 use crate::shared::{Inner, Session};
 use crate::state::State;
 use crate::transport::{Chunk, Remote, Socket, WireReader};
+use crate::ws::{ws_violation_code, Upgrading};
 
 /// Keepalive interval when neither the options nor the server say.
 const FALLBACK_KEEPALIVE: Duration = Duration::from_secs(15);
@@ -105,6 +106,25 @@ fn handshake(
         MAX_HELLO_LEN,
     ));
 
+    if let Some(request) = reader.upgrade_request(&inner.target) {
+        link.write_raw(&request).map_err(io_err)?;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClientError::HandshakeTimeout);
+            }
+            sock.set_read_timeout(Some(left)).map_err(io_err)?;
+            match reader.read_upgrade() {
+                Ok(Upgrading::Done) => break,
+                Ok(Upgrading::More) => {}
+                Ok(Upgrading::Refused(e)) => return Err(remote.upgrade_error(e)),
+                Ok(Upgrading::Eof) => return Err(ClientError::ClosedDuringHandshake),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+    }
+
     let last = inner.session();
     let (peer_id, resume_token) = hello_identity(opts, last.as_deref());
     let hello = Hello {
@@ -132,6 +152,20 @@ fn handshake(
                 if let Some(w) = hs.receive(d).map_err(handshake_error)? {
                     break w;
                 }
+            }
+            Ok(Chunk::Ping(p)) => link.send_pong(p),
+            // A WebSocket Close with no Reject before it: its status, if it stands for a
+            // peerd code, is the refusal.
+            Ok(Chunk::Closed { status, reason }) => {
+                link.close_transport(status);
+                return Err(match status.and_then(peerd_ws::close::code_for) {
+                    Some(code) => ClientError::Rejected { code, reason },
+                    None => ClientError::ClosedDuringHandshake,
+                });
+            }
+            Ok(Chunk::Violation(e)) => {
+                link.send_close(ws_violation_code(&e).as_u16(), e.reason);
+                return Err(ClientError::Protocol(e.to_string()));
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(io_err(e)),

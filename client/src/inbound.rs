@@ -26,6 +26,7 @@ use crate::messages::{
 use crate::shared::{Inner, Reply, Resync};
 use crate::state::{CloseInfo, Initiator};
 use crate::transport::Chunk;
+use crate::ws::ws_violation_code;
 
 /// Why a connection's read loop ended.
 #[derive(Debug)]
@@ -34,6 +35,8 @@ pub(crate) enum End {
     ServerClose { code: u16, reason: String },
     /// EOF without a Close.
     Eof,
+    /// The server's WebSocket Close, without a peerd Close before it.
+    TransportClose { status: Option<u16>, reason: String },
     /// A socket error.
     Io(io::Error),
     /// Nothing arrived for two keepalive intervals, a probe included.
@@ -53,6 +56,14 @@ impl End {
                 None,
                 "connection closed by peer".into(),
                 Initiator::Transport,
+            ),
+            End::TransportClose { status, reason } => (
+                status.and_then(peerd_ws::close::code_for),
+                match status {
+                    Some(s) => format!("WebSocket close {s}: {reason}"),
+                    None => "WebSocket close without a status".into(),
+                },
+                Initiator::Server,
             ),
             End::Io(e) => (None, e.to_string(), Initiator::Transport),
             End::Keepalive => (
@@ -80,6 +91,11 @@ pub(crate) fn read_loop(inner: &Arc<Inner>, est: &mut Established) -> End {
             match est.framer.next_frame() {
                 Ok(Some(frame)) => {
                     if let Some(end) = on_frame(inner, &est.link, frame) {
+                        if let End::ServerClose { code, .. } = &end {
+                            // Over WebSocket the server's Close status follows; answer it.
+                            est.link
+                                .close_transport(Some(peerd_ws::close::status_for(*code)));
+                        }
                         return end;
                     }
                 }
@@ -92,6 +108,17 @@ pub(crate) fn read_loop(inner: &Arc<Inner>, est: &mut Established) -> End {
             Ok(Chunk::Data(d)) => {
                 probing = false;
                 est.framer.extend(d);
+            }
+            Ok(Chunk::Ping(p)) => {
+                probing = false;
+                est.link.send_pong(p);
+            }
+            Ok(Chunk::Closed { status, reason }) => {
+                est.link.close_transport(status);
+                return End::TransportClose { status, reason };
+            }
+            Ok(Chunk::Violation(e)) => {
+                return violation(&est.link, ws_violation_code(&e), e.reason.to_string())
             }
             Err(e)
                 if matches!(

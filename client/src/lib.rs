@@ -148,6 +148,7 @@ mod shared;
 mod supervisor;
 mod tls;
 mod transport;
+mod ws;
 
 pub use bytes::Bytes;
 pub use endpoint::{Endpoint, EndpointError, HostPort, ToEndpoint};
@@ -157,6 +158,8 @@ pub use listeners::ListenerId;
 pub use options::{PeerOptions, ReconnectPolicy, TlsOptions};
 pub use peer::{connect, connect_endpoint, Peer, WeakPeer};
 pub use peerd_codec::{Code, Limits, SignalKind};
+/// Why a WebSocket upgrade failed ([`ClientError::Upgrade`]).
+pub use peerd_ws::handshake::HandshakeError as UpgradeError;
 pub use rpc::{Handler, Rpc, RpcFailure, RpcRequestInfo};
 pub use state::{CloseInfo, Initiator, State};
 pub use topics::{PresenceEvent, SignalInfo, TopicMessageInfo, Watcher};

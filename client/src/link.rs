@@ -112,15 +112,39 @@ impl Link {
         }
     }
 
-    /// Send Close{code, reason}, then end the transport's own session (TLS close_notify),
-    /// best effort. The caller kills the link next.
+    /// Write bytes below the peerd framing (the WebSocket upgrade request).
+    pub(crate) fn write_raw(&self, data: &[u8]) -> io::Result<()> {
+        self.writer.lock().unwrap().wire.write_raw(data)
+    }
+
+    /// Answer a WebSocket Ping; a failed write kills the connection.
+    pub(crate) fn send_pong(&self, payload: &[u8]) {
+        let r = self.writer.lock().unwrap().wire.write_pong(payload);
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "peerd-client pong write failed");
+            self.kill();
+        }
+    }
+
+    /// Send Close{code, reason}, then end the transport's own session (a WebSocket Close
+    /// whose status stands for `code`, TLS close_notify), best effort. The caller kills
+    /// the link next.
     pub(crate) fn send_close(&self, code: u16, reason: &str) {
         let _ = self.send(&Close {
             code,
             reason: reason.into(),
         });
         if self.is_alive() {
-            self.writer.lock().unwrap().wire.close();
+            let status = peerd_ws::close::status_for(code);
+            self.writer.lock().unwrap().wire.close(Some(status), reason);
+        }
+    }
+
+    /// End the transport's own session after the server ended the peerd one: echo its
+    /// WebSocket Close `status` (as RFC 6455 wants), TLS close_notify. Best effort.
+    pub(crate) fn close_transport(&self, status: Option<u16>) {
+        if self.is_alive() {
+            self.writer.lock().unwrap().wire.close(status, "");
         }
     }
 }

@@ -97,12 +97,19 @@ pub(crate) fn spawn(inner: Arc<Inner>, est: Established) {
 /// comes back at the same address.
 fn may_reconnect(end: &End) -> bool {
     match end {
-        End::ServerClose { code, .. } => !matches!(
-            Code::from_u16(*code),
-            Some(Code::Replaced | Code::Normal | Code::Unauthorized)
-        ),
+        End::ServerClose { code, .. } => !final_code(*code),
+        End::TransportClose { status, .. } => !status
+            .and_then(peerd_ws::close::code_for)
+            .is_some_and(final_code),
         _ => true,
     }
+}
+
+fn final_code(code: u16) -> bool {
+    matches!(
+        Code::from_u16(code),
+        Some(Code::Replaced | Code::Normal | Code::Unauthorized)
+    )
 }
 
 fn supervise(inner: Arc<Inner>, mut est: Established) {
@@ -201,6 +208,17 @@ mod tests {
         assert!(may_reconnect(&close(Code::IdleTimeout)));
         assert!(may_reconnect(&End::Eof));
         assert!(may_reconnect(&End::Keepalive));
+        // A WebSocket Close without a peerd Close before it: its status decides.
+        let ws = |status: Option<u16>| End::TransportClose {
+            status,
+            reason: String::new(),
+        };
+        assert!(!may_reconnect(&ws(Some(4011))), "replaced");
+        assert!(!may_reconnect(&ws(Some(1000))), "normal");
+        assert!(may_reconnect(&ws(Some(1001))), "going away");
+        assert!(may_reconnect(&ws(Some(1008))));
+        assert!(may_reconnect(&ws(None)));
+        assert_eq!(ws(Some(4011)).info().code, Some(Code::Replaced.as_u16()));
         assert_eq!(close(Code::Replaced).info().initiator, Initiator::Server);
     }
 }

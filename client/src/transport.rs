@@ -3,7 +3,8 @@
 //!
 //! A connection is split in two halves that never share a lock on the plain transports:
 //! - [`WireReader`], owned by the one reader thread: yields the peerd bytes that arrived
-//!   ([`Chunk`]); over WebSocket it also answers Ping and reports the server's Close;
+//!   ([`Chunk`]), and over WebSocket the server's Pings (for the caller to answer through
+//!   the write half) and its Close;
 //! - [`WireWriter`], held by [`Link`](crate::link::Link) under the writers' mutex: writes
 //!   one encoded frame (masked into a WebSocket message where needed) or raw bytes.
 //!
@@ -19,6 +20,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use peerd_codec::HEADER_LEN;
+use peerd_ws::close::close_payload;
+use peerd_ws::frame::{Opcode, WsError, MAX_CONTROL_PAYLOAD};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 
@@ -26,6 +30,7 @@ use crate::endpoint::{Endpoint, EndpointError};
 use crate::error::ClientError;
 use crate::options::PeerOptions;
 use crate::tls::{self, TlsReader, TlsShared};
+use crate::ws::{self, Upgrading, WsRead, WsReader};
 
 /// Read chunk size. One copy from this buffer into the framer keeps the code free of
 /// `unsafe` uninitialized-buffer tricks; the framer then hands out frames zero-copy.
@@ -129,11 +134,30 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// A refused WebSocket upgrade, typed.
+    pub(crate) fn upgrade_error(&self, e: crate::UpgradeError) -> ClientError {
+        match self {
+            Remote::Inet(addr) => ClientError::Upgrade {
+                addr: *addr,
+                source: e,
+            },
+            // No endpoint form puts WebSocket on a Unix socket.
+            Remote::Unix(path) => {
+                ClientError::Protocol(format!("WebSocket upgrade at {}: {e}", path.display()))
+            }
+        }
+    }
+}
+
 /// Where and how a peer connects, worked out once (addresses resolved, TLS configured)
 /// when the peer is made; every reconnect uses it again.
 pub(crate) struct Target {
     pub(crate) place: Place,
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    pub(crate) ws: Option<WsTarget>,
+    /// The largest message the WebSocket reader accepts: one whole peerd frame.
+    max_message: usize,
 }
 
 pub(crate) enum Place {
@@ -142,12 +166,22 @@ pub(crate) enum Place {
     Unix(PathBuf),
 }
 
+/// What the WebSocket upgrade request names.
+pub(crate) struct WsTarget {
+    /// The `Host` header: `host:port`, IPv6 in brackets.
+    pub(crate) host: String,
+    /// The request target.
+    pub(crate) path: String,
+}
+
 impl Target {
     /// Plain TCP to already resolved addresses (the `ToSocketAddrs` constructors).
     pub(crate) fn tcp(addrs: Vec<SocketAddr>) -> Target {
         Target {
             place: Place::Inet(addrs),
             tls: None,
+            ws: None,
+            max_message: 0,
         }
     }
 
@@ -184,12 +218,19 @@ impl Target {
             }
             _ => None,
         };
-        if ep.websocket_path().is_some() {
-            return Err(ClientError::InvalidOptions(format!(
-                "{ep}: the WebSocket transport is not implemented yet"
-            )));
-        }
-        Ok(Target { place, tls })
+        let ws = match (ep.host_port(), ep.websocket_path()) {
+            (Some(hp), Some(path)) => Some(WsTarget {
+                host: hp.to_string(),
+                path: path.to_string(),
+            }),
+            _ => None,
+        };
+        Ok(Target {
+            place,
+            tls,
+            ws,
+            max_message: opts.max_frame_len as usize + HEADER_LEN,
+        })
     }
 
     fn tls_name(&self) -> Option<String> {
@@ -260,11 +301,19 @@ impl Target {
                 )
             }
         };
+        let ws = self.ws.as_ref().map(|_| WsReader::new(self.max_message));
         let reader = WireReader {
             src,
-            buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            // The WebSocket reader has its own buffer.
+            buf: vec![0u8; if ws.is_some() { 0 } else { READ_CHUNK }].into_boxed_slice(),
+            ws,
+            ping: [0; MAX_CONTROL_PAYLOAD],
         };
-        Ok((reader, WireWriter { sink }))
+        let writer = WireWriter {
+            sink,
+            ws: self.ws.is_some(),
+        };
+        Ok((reader, writer))
     }
 }
 
@@ -285,7 +334,7 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    fn read(&mut self, dst: &mut [u8]) -> io::Result<Got> {
+    pub(crate) fn read(&mut self, dst: &mut [u8]) -> io::Result<Got> {
         match self {
             Source::Plain(s) => match (&*s).read(dst)? {
                 0 => Ok(Got::Eof),
@@ -300,6 +349,12 @@ impl Source {
 pub(crate) enum Chunk<'a> {
     /// peerd bytes (possibly none: something arrived that was not for peerd).
     Data(&'a [u8]),
+    /// A WebSocket Ping: answer with a Pong carrying this payload.
+    Ping(&'a [u8]),
+    /// The server's WebSocket Close frame.
+    Closed { status: Option<u16>, reason: String },
+    /// The server broke the WebSocket protocol; close with this status.
+    Violation(WsError),
     /// The stream ended without a transport-level close.
     Eof,
 }
@@ -308,22 +363,51 @@ pub(crate) enum Chunk<'a> {
 pub(crate) struct WireReader {
     src: Source,
     buf: Box<[u8]>,
+    ws: Option<WsReader>,
+    ping: [u8; MAX_CONTROL_PAYLOAD],
 }
 
 impl WireReader {
     /// Block (up to the socket's read timeout) until something arrives.
     pub(crate) fn read(&mut self) -> io::Result<Chunk<'_>> {
-        match self.src.read(&mut self.buf)? {
-            Got::Bytes(n) => Ok(Chunk::Data(&self.buf[..n])),
-            Got::Nothing => Ok(Chunk::Data(&[])),
-            Got::Eof => Ok(Chunk::Eof),
-        }
+        let Some(ws) = &mut self.ws else {
+            return match self.src.read(&mut self.buf)? {
+                Got::Bytes(n) => Ok(Chunk::Data(&self.buf[..n])),
+                Got::Nothing => Ok(Chunk::Data(&[])),
+                Got::Eof => Ok(Chunk::Eof),
+            };
+        };
+        Ok(match ws.read(&mut self.src)? {
+            WsRead::Data(n) => Chunk::Data(ws.data(n)),
+            WsRead::Ping { payload, len } => {
+                self.ping = payload;
+                Chunk::Ping(&self.ping[..len])
+            }
+            WsRead::Closed { status, reason } => Chunk::Closed { status, reason },
+            WsRead::Violation(e) => Chunk::Violation(e),
+            WsRead::Eof => Chunk::Eof,
+        })
+    }
+
+    /// For a WebSocket transport, the upgrade request (sent before anything else), whose
+    /// response [`read_upgrade`](Self::read_upgrade) then reads.
+    pub(crate) fn upgrade_request(&mut self, target: &Target) -> Option<Vec<u8>> {
+        let t = target.ws.as_ref()?;
+        Some(self.ws.as_mut()?.upgrade_request(&t.host, &t.path))
+    }
+
+    /// Read (at most once) and check the upgrade response.
+    pub(crate) fn read_upgrade(&mut self) -> io::Result<Upgrading> {
+        let ws = self.ws.as_mut().expect("a WebSocket transport");
+        ws.read_upgrade(&mut self.src)
     }
 }
 
 /// The write half of a connection; held under the writers' mutex.
 pub(crate) struct WireWriter {
     sink: Sink,
+    /// Frames go out as masked WebSocket messages.
+    ws: bool,
 }
 
 enum Sink {
@@ -334,12 +418,21 @@ enum Sink {
 impl WireWriter {
     /// Bytes to leave free in front of an encoded frame for the transport's own header.
     pub(crate) fn headroom(&self) -> usize {
-        0
+        if self.ws {
+            ws::HEADROOM
+        } else {
+            0
+        }
     }
 
     /// Write `buf`: [`headroom`](Self::headroom) free bytes, then one whole peerd frame.
     pub(crate) fn write_frame(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        self.write_raw(buf)
+        if self.ws {
+            let start = ws::frame_in_place(buf);
+            self.write_raw(&buf[start..])
+        } else {
+            self.write_raw(buf)
+        }
     }
 
     /// Write bytes as they are (below any WebSocket framing).
@@ -350,8 +443,19 @@ impl WireWriter {
         }
     }
 
-    /// End the transport's own session, best effort: TLS close_notify.
-    pub(crate) fn close(&mut self) {
+    /// A WebSocket Pong.
+    pub(crate) fn write_pong(&mut self, payload: &[u8]) -> io::Result<()> {
+        debug_assert!(self.ws);
+        self.write_raw(&ws::control_frame(Opcode::Pong, payload))
+    }
+
+    /// End the transport's own session, best effort: a WebSocket Close with `status`
+    /// (none: an empty Close), then TLS close_notify.
+    pub(crate) fn close(&mut self, status: Option<u16>, reason: &str) {
+        if self.ws {
+            let payload = status.map_or(Vec::new(), |s| close_payload(s, reason));
+            let _ = self.write_raw(&ws::control_frame(Opcode::Close, &payload));
+        }
         if let Sink::Tls(t) = &self.sink {
             t.close_notify();
         }
