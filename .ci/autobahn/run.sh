@@ -98,7 +98,7 @@ if [ "$(cat "$venv/.peerd-stamp" 2>/dev/null)" != "$want_stamp" ] || [ ! -x "$ve
     # virtualenv 16.7.12: the last of the single-file virtualenvs, runs on 2.7 with no
     # dependencies and carries the last pip (20.3.4), setuptools (44.1.1) and wheel for 2.7,
     # so --no-download makes the venv without fetching anything else. (Python 2.7 has no
-    # venv module; virtualenv 20.x on 2.7 drags in half a dozen backports.)
+    # venv module; virtualenv 20.15, the last 20.x for 2.7, has dependencies of its own.)
     # (That python's own pip may be older than 20.0, which has no --no-python-version-warning
     # and prints a DEPRECATION line even with --quiet: filtered out.)
     "$py2" -m pip install --quiet --disable-pip-version-check --target "$boot" virtualenv==16.7.12 2>&1 |
