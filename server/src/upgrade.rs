@@ -35,8 +35,7 @@ pub(crate) async fn read_upgrade(
     let ws = &config.websocket;
     let policy = UpgradePolicy {
         path: Some(path),
-        // Echo mode is for conformance suites, which offer no subprotocol.
-        protocol: (!ws.echo).then_some(SUBPROTOCOL),
+        protocol: Some(SUBPROTOCOL),
         origins: ws.origins.as_deref(),
         max_header: MAX_REQUEST,
     };
