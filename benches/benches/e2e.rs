@@ -215,6 +215,7 @@ fn main() {
         .unwrap_or(1);
     let bench_cores: Vec<usize> = (1..cores).collect();
     let mut o = ListenOptions::new("127.0.0.1:0")
+        .unwrap()
         .shards(1)
         .handle("echo", |_p, r| async move { Ok(r.params) });
     o.cores = vec![0];

@@ -2,6 +2,7 @@
 
 use std::fmt::Display;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::builder::BoolishValueParser;
 use clap::Args;
-use peerd_server::{listen, ListenOptions};
+use peerd_server::{listen, Endpoint, ListenOptions, TlsFiles, WebSocketOptions};
 
 /// `peerd serve` flags.
 ///
@@ -20,9 +21,26 @@ use peerd_server::{listen, ListenOptions};
 /// checks the same again (and what only it can, like cores that exist), naming the field.
 #[derive(Args)]
 pub struct ServeArgs {
-    /// host:port (port 0 = any free port) or unix:/path.
-    #[arg(long, default_value = "127.0.0.1:7400", env = "PEERD_LISTEN")]
-    listen: String,
+    /// Where to listen; repeat (or separate with commas) for several endpoints:
+    /// host:port or tcp://host:port (port 0 = any free port), unix:/path,
+    /// ws://host:port[/path], wss://host:port[/path], tls://host:port.
+    #[arg(long, default_value = "127.0.0.1:7400", env = "PEERD_LISTEN",
+          value_delimiter = ',', value_parser = endpoint)]
+    listen: Vec<Endpoint>,
+    /// Certificate chain (PEM, leaf first) for tls:// and wss:// endpoints.
+    #[arg(long, env = "PEERD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for the certificate of --tls-cert.
+    #[arg(long, env = "PEERD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Origins allowed on ws:// and wss:// endpoints (repeat or separate with commas), e.g.
+    /// https://app.example.com; default: any. Others get HTTP 403.
+    #[arg(long, env = "PEERD_WS_ORIGIN", value_delimiter = ',')]
+    ws_origin: Vec<String>,
+    /// Conformance testing only: WebSocket endpoints echo every message instead of speaking
+    /// peerd (for Autobahn|Testsuite).
+    #[arg(long, env = "PEERD_WS_ECHO", hide = true, value_parser = BoolishValueParser::new())]
+    ws_echo: bool,
     /// Number of shards (executor threads); default: one per core.
     #[arg(long, env = "PEERD_SHARDS", value_parser = positive::<usize>)]
     shards: Option<usize>,
@@ -94,6 +112,11 @@ fn memory_budget(s: &str) -> Result<usize, String> {
     at_least(s, MIN_MEMORY_BUDGET)
 }
 
+/// `--listen`: an endpoint `Endpoint::parse` takes.
+fn endpoint(s: &str) -> Result<Endpoint, String> {
+    Endpoint::parse(s).map_err(|e| e.to_string())
+}
+
 /// `--max-frame-len`: at least [`MIN_FRAME_LEN`].
 fn frame_len(s: &str) -> Result<u32, String> {
     at_least(s, MIN_FRAME_LEN)
@@ -102,7 +125,18 @@ fn frame_len(s: &str) -> Result<u32, String> {
 impl ServeArgs {
     /// The library's options for these flags (without the builtins).
     fn listen_options(&self) -> ListenOptions {
-        let mut opts = ListenOptions::new(&self.listen);
+        let mut opts = ListenOptions::default();
+        opts.endpoints = self.listen.clone();
+        if let (Some(cert_chain), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            opts.tls = Some(TlsFiles {
+                cert_chain: cert_chain.clone(),
+                key: key.clone(),
+            });
+        }
+        opts.websocket = WebSocketOptions {
+            origins: (!self.ws_origin.is_empty()).then(|| self.ws_origin.clone()),
+            echo: self.ws_echo,
+        };
         if let Some(n) = self.shards {
             opts.shards = n;
         }
@@ -175,13 +209,16 @@ pub fn serve(a: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The loadgen and the tests parse this line; keep it byte for byte.
-    println!(
-        "peerd listening on {} shards={} pid={}",
-        server.endpoint_string(),
-        server.shards(),
-        std::process::id()
-    );
+    // The loadgen and the tests parse these lines (one per endpoint, in the order given;
+    // the first is the one tools read); keep them byte for byte.
+    for e in server.endpoints() {
+        println!(
+            "peerd listening on {} shards={} pid={}",
+            e,
+            server.shards(),
+            std::process::id()
+        );
+    }
     let _ = std::io::stdout().flush();
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, drain_ms = a.drain_ms, "draining");

@@ -14,13 +14,14 @@ use peerd_server::{listen, Endpoint, ListenOptions, PeerServer};
 
 /// Start `opts` on 127.0.0.1:0, shards unpinned (tests run in parallel on small machines).
 fn server(mut opts: ListenOptions) -> PeerServer {
-    opts.endpoint = Endpoint::Tcp("127.0.0.1:0".into());
+    opts.endpoints = vec![Endpoint::Tcp("127.0.0.1:0".into())];
     opts.pin = false;
     listen(opts).expect("listen")
 }
 
 fn opts() -> ListenOptions {
     ListenOptions::new("127.0.0.1:0")
+        .unwrap()
         .shards(2)
         .handle("echo", |_p, r| async move { Ok(r.params) })
 }
@@ -171,7 +172,7 @@ fn server_disconnect_fails_pending_calls_and_client_reconnects_with_resume() {
 
     // A new server on the same port: the client comes back with the same peer id.
     let mut o = opts();
-    o.endpoint = Endpoint::Tcp(addr.to_string());
+    o.endpoints = vec![Endpoint::Tcp(addr.to_string())];
     o.pin = false;
     let srv2 = listen(o).unwrap();
     // Wait for the session on the new server, not just for Active: a reconnect that

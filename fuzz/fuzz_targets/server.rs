@@ -85,6 +85,7 @@ fn server() -> &'static PeerServer {
         // SAFETY: setting a signal disposition to SIG_IGN, before any thread of ours runs.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
         let mut o = ListenOptions::new("127.0.0.1:0")
+            .unwrap()
             .shards(SHARDS)
             // Answered inline.
             .handle("echo", |_p, r| async move { Ok(r.params) })

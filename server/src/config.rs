@@ -4,6 +4,7 @@
 //! that the connection layer can read its limits without depending on the public API
 //! above it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Limits the server enforces. Defaults are documented on each field and in the README.
@@ -126,8 +127,32 @@ impl Limits {
     }
 }
 
+/// The certificate chain and private key (PEM files) for `tls://` and `wss://` endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (PEM).
+    pub cert_chain: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// WebSocket settings for `ws://` and `wss://` endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebSocketOptions {
+    /// Origins allowed to connect (the browser's `Origin` header, e.g.
+    /// `https://app.example.com`); `None` allows any. A request from another origin gets
+    /// 403. Clients that are not browsers usually send no Origin and are then refused when
+    /// a list is set.
+    pub origins: Option<Vec<String>>,
+    /// Conformance testing only: WebSocket endpoints echo every message back instead of
+    /// speaking peerd (same handshake, framing, fragmentation and close code), for
+    /// Autobahn|Testsuite. Text messages are accepted (UTF-8 checked) in this mode.
+    #[doc(hidden)]
+    pub echo: bool,
+}
+
 /// The settings shards run with, copied out of `ListenOptions` at start.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Config {
     pub limits: Limits,
     pub handshake_timeout: Duration,
@@ -135,6 +160,9 @@ pub(crate) struct Config {
     pub default_call_timeout: Duration,
     pub close_linger: Duration,
     pub relay_broadcasts: bool,
+    pub websocket: WebSocketOptions,
+    /// The TLS configuration built from `ListenOptions::tls` (certificate and key loaded).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// Milliseconds for a u32 wire field, saturating.

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use peerd_codec::{self as codec, Code};
 
 use crate::error::{CallError, SendError};
+use crate::frame::Frame;
 use crate::inbound::RxBuf;
 use crate::local::Local;
 use crate::outbound::Outbound;
@@ -154,7 +155,7 @@ impl Conn {
 
     /// Queue a frame; it is written at the shard's next flush. Past the outbound limit the
     /// peer is closed as a slow consumer and the frame is dropped.
-    pub fn queue(&self, frame: Bytes) -> Result<(), SendError> {
+    pub fn queue(&self, frame: &Frame) -> Result<(), SendError> {
         if !self.is_active() {
             return Err(SendError::Closed);
         }
@@ -174,7 +175,7 @@ impl Conn {
     /// Encode and queue a message.
     pub fn queue_msg<M: codec::Encode>(&self, msg: &M) -> Result<(), SendError> {
         let frame = self.local.encode(msg)?;
-        self.queue(frame)
+        self.queue(&frame)
     }
 
     /// Send Status{req, code, message} if the request asked for one (req != 0) or failed.
@@ -214,15 +215,41 @@ impl Conn {
                 reason: Cow::Borrowed(reason),
             })
             .ok();
-        self.out.push_last(frame, code == Code::SlowConsumer);
+        let ws_close = (peerd_ws::close::status_for(code.as_u16()), reason);
+        self.out
+            .push_last(frame.as_ref(), code == Code::SlowConsumer, Some(ws_close));
         self.after_close();
     }
 
-    /// The peer is gone (end of stream, error, or its own Close): close without sending.
-    pub fn peer_closed(&self, code: u16) {
+    /// Close because the WebSocket layer refused what the peer sent (a protocol error, a
+    /// text message, a message too large): the WebSocket Close carries `status`, the
+    /// peerd Close before it `code`.
+    pub fn close_websocket(&self, code: Code, status: u16, reason: &str) {
+        if !self.transition(ConnState::Closing {
+            code: code.as_u16(),
+        }) {
+            return;
+        }
+        tracing::debug!(peer = %self.peer_id, session = self.session, status, reason, "closing on a WebSocket error");
+        let frame = self
+            .local
+            .encode(&codec::Close {
+                code: code.as_u16(),
+                reason: Cow::Borrowed(reason),
+            })
+            .ok();
+        self.out
+            .push_last(frame.as_ref(), false, Some((status, reason)));
+        self.after_close();
+    }
+
+    /// The peer is gone (end of stream, error, or its own Close): close without sending a
+    /// Close of our own, except the WebSocket Close that answers the peer's (`ws_echo`:
+    /// the status it sent, RFC 6455 §5.5.1).
+    pub fn peer_closed(&self, code: u16, ws_echo: Option<u16>) {
         if self.transition(ConnState::Closing { code }) {
             tracing::debug!(peer = %self.peer_id, session = self.session, code = Code::describe(code), "peer closed");
-            self.out.push_last(None, false);
+            self.out.push_last(None, false, ws_echo.map(|s| (s, "")));
             self.after_close();
         }
     }

@@ -158,7 +158,10 @@ pub(crate) fn dispatch(
                 .and_then(|()| signaling::signal(shard, conn, s));
             reply_status(conn, s.req.to_native(), result)?;
         }
-        Frame::Close(c) => conn.peer_closed(c.code.to_native()),
+        Frame::Close(c) => {
+            let code = c.code.to_native();
+            conn.peer_closed(code, Some(peerd_ws::close::status_for(code)))
+        }
         Frame::Hello(_) => return Err(Refused::close(Code::BadFrame, "Hello after handshake")),
         Frame::Welcome(_)
         | Frame::Reject(_)

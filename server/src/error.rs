@@ -70,6 +70,9 @@ pub enum ListenError {
         /// What was observed.
         detail: String,
     },
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The options are inconsistent (zero shards, a core that does not exist, ...).
     #[error("invalid options: {0}")]
     InvalidOptions(String),

@@ -23,7 +23,7 @@ use peerd_codec::{self as codec, Code};
 use crate::conn::{Conn, ConnState};
 use crate::dispatch::dispatch;
 use crate::handshake::{read_hello, register, reject};
-use crate::inbound::{poll_fill, RxBuf};
+use crate::inbound::{poll_fill, RxBuf, WsEnd};
 use crate::lifecycle::settle;
 use crate::local::Local;
 use crate::msg::ShardMsg;
@@ -33,6 +33,8 @@ use crate::route::{answer, handle, Control};
 use crate::shard::Shard;
 use crate::shared::Shared;
 use crate::stream::{self, Stream};
+use crate::tls::TlsSession;
+use crate::upgrade::read_upgrade;
 
 thread_local! {
     /// The `Shared` of the server whose shard runs on this thread (its address), so that
@@ -48,39 +50,68 @@ pub(crate) fn on_own_shard(shared: &Arc<Shared>) -> bool {
 /// Most inbox messages handled in one batch before the shard's sockets get a turn.
 const INBOX_BATCH: usize = 256;
 
-/// The body of a shard's executor thread.
+/// What a listener's connections speak.
+#[derive(Debug, Clone)]
+pub(crate) struct Transport {
+    /// They start with a TLS handshake.
+    pub tls: bool,
+    /// They start with a WebSocket upgrade for this path.
+    pub ws_path: Option<Arc<str>>,
+}
+
+impl Transport {
+    /// Plain peerd (TCP or Unix).
+    pub const PLAIN: Transport = Transport {
+        tls: false,
+        ws_path: None,
+    };
+}
+
+/// The body of a shard's executor thread. `listeners`: this shard's own socket for each
+/// TCP-based endpoint.
 pub(crate) async fn run(
     index: usize,
     shared: Arc<Shared>,
     hooks: Arc<Hooks>,
-    listener: Option<OwnedFd>,
+    listeners: Vec<(OwnedFd, Transport)>,
     rx: flume::Receiver<ShardMsg>,
 ) {
     CURRENT_SERVER.with(|c| c.set(Arc::as_ptr(&shared) as usize));
     let shard = Rc::new(Shard::new(Local::new(index, shared), hooks));
     let tasks = &shard.local.tasks;
-    // The listener's fd, kept to shut it down at stop (glommio's listener does not expose
-    // it); valid for as long as we hold the listener.
-    let listener = listener.map(|fd| {
-        let raw = fd.into_raw_fd();
-        // SAFETY: the fd is a listening TCP socket we created and hand over exclusively.
-        (Rc::new(unsafe { TcpListener::from_raw_fd(raw) }), raw)
-    });
+    // Each listener's fd, kept to shut it down at stop (glommio's listener does not
+    // expose it); valid for as long as we hold the listener.
+    let listeners: Vec<(Rc<TcpListener>, i32, Transport)> = listeners
+        .into_iter()
+        .map(|(fd, transport)| {
+            let raw = fd.into_raw_fd();
+            // SAFETY: the fd is a listening TCP socket we created and hand over exclusively.
+            (
+                Rc::new(unsafe { TcpListener::from_raw_fd(raw) }),
+                raw,
+                transport,
+            )
+        })
+        .collect();
     let mut services: Vec<Task<()>> = Vec::new();
     let mut spawn_service = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>| {
         if let Ok(t) = tasks.spawn(f) {
             services.push(t);
         }
     };
-    if let Some((l, _)) = &listener {
-        spawn_service(Box::pin(accept_loop(shard.clone(), l.clone())));
+    for (l, _, transport) in &listeners {
+        spawn_service(Box::pin(accept_loop(
+            shard.clone(),
+            l.clone(),
+            transport.clone(),
+        )));
     }
     spawn_service(Box::pin(heartbeat(shard.clone())));
     spawn_service(Box::pin(janitor(shard.clone())));
     spawn_service(Box::pin(expire_relays(shard.clone())));
     let drain = inbox(&shard, rx).await;
     tracing::debug!(shard = index, "shard stopping");
-    if let Some((_, fd)) = &listener {
+    for (_, fd, _) in &listeners {
         // An io_uring accept in flight keeps the socket listening even after the listener
         // is dropped; shutting it down fails that accept and frees the port now, so that
         // `close()` returning means the address can be bound again. The listener is still
@@ -103,7 +134,9 @@ async fn inbox(shard: &Rc<Shard>, rx: flume::Receiver<ShardMsg>) -> Duration {
         while let Some(msg) = next.take() {
             match handle(shard, msg) {
                 None => {}
-                Some(Control::Adopt(fd)) => spawn_conn(shard, stream::unix_from_fd(fd)),
+                Some(Control::Adopt(fd)) => {
+                    spawn_conn(shard, stream::unix_from_fd(fd), &Transport::PLAIN)
+                }
                 Some(Control::Shutdown(drain)) => {
                     settle(shard);
                     return drain;
@@ -145,7 +178,7 @@ async fn stop(shard: &Rc<Shard>, drain: Duration, services: Vec<Task<()>>) {
     .await;
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>) {
+async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, transport: Transport) {
     // A descriptor held in reserve: when the process runs out (EMFILE), it is given up for
     // one accept, so that the waiting connection is told Reject{overloaded} and closed
     // instead of left silent in the backlog, then taken again.
@@ -155,7 +188,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>) {
         match listener.accept().await {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
-                spawn_conn(&shard, Stream::Tcp(s));
+                spawn_conn(&shard, Stream::Tcp(s), &transport);
             }
             Err(e) => {
                 if !shard.local.tasks.is_open() {
@@ -175,7 +208,10 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>) {
                 if out_of_fds && spare.take().is_some() {
                     if let Ok(s) = listener.accept().await {
                         shard.shared().count_dropped();
-                        let out = Outbound::new(Stream::Tcp(s), 1024, shard.local.writes.clone());
+                        // Refused in plain peerd framing whatever the endpoint: a TLS or
+                        // WebSocket client sees a failed handshake, which is the point.
+                        let out =
+                            Outbound::new(Stream::Tcp(s), None, 1024, shard.local.writes.clone());
                         reject(
                             &shard,
                             &out,
@@ -198,10 +234,21 @@ fn open_spare() -> Option<std::fs::File> {
 }
 
 /// Serve a new socket: admit it (or refuse it as Overloaded) and start its task.
-fn spawn_conn(shard: &Rc<Shard>, stream: Stream) {
+fn spawn_conn(shard: &Rc<Shard>, stream: Stream, transport: &Transport) {
     let local = &shard.local;
+    let tls = match (&local.shared.config.tls, transport.tls) {
+        (Some(config), true) => match TlsSession::new(config) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(shard = shard.index(), error = %e, "TLS session not created");
+                return;
+            }
+        },
+        _ => None,
+    };
     let out = Outbound::new(
         stream,
+        tls,
         local.limits().outbound_queue_bytes,
         local.writes.clone(),
     );
@@ -210,24 +257,66 @@ fn spawn_conn(shard: &Rc<Shard>, stream: Stream) {
         return;
     }
     let s = shard.clone();
-    if !local.spawn(async move { serve(s, out).await }) {
+    let ws_path = transport.ws_path.clone();
+    if !local.spawn(async move { serve(s, out, ws_path).await }) {
         // Stopping: the socket is dropped unanswered, like one still in the backlog.
         local.shared.connection_ended();
     }
 }
 
+/// What the handshake phase ended with.
+enum Opened {
+    /// A peer, welcomed.
+    Peer(crate::handshake::Accepted),
+    /// An upgraded WebSocket in echo mode (conformance testing).
+    Echo,
+    /// Refused, timed out or gone: already answered.
+    Failed,
+}
+
+/// Upgrade (WebSocket endpoints) and Hello, under the handshake deadline.
+async fn open(
+    shard: &Rc<Shard>,
+    out: &Rc<Outbound>,
+    rx: &mut RxBuf,
+    ws_path: Option<Arc<str>>,
+) -> Opened {
+    if let Some(path) = &ws_path {
+        if !read_upgrade(shard, out, rx, path).await {
+            return Opened::Failed;
+        }
+        if shard.shared().config.websocket.echo {
+            return Opened::Echo;
+        }
+    }
+    match read_hello(shard, out, rx).await {
+        Some(a) => Opened::Peer(a),
+        None => Opened::Failed,
+    }
+}
+
 /// One connection from handshake to close.
-async fn serve(shard: Rc<Shard>, out: Rc<Outbound>) {
+async fn serve(shard: Rc<Shard>, out: Rc<Outbound>, ws_path: Option<Arc<str>>) {
     let mut rx = RxBuf::default();
     let timeout = shard.shared().config.handshake_timeout;
-    let hello = glommio::timer::timeout(timeout, async {
-        Ok(read_hello(&shard, &out, &mut rx).await)
+    let opened = glommio::timer::timeout(timeout, async {
+        Ok(open(&shard, &out, &mut rx, ws_path).await)
     })
     .await;
-    let accepted = match hello {
-        Ok(Some(a)) => a,
-        Ok(None) => {
+    let accepted = match opened {
+        Ok(Opened::Peer(a)) => a,
+        Ok(Opened::Echo) => {
+            echo_loop(&shard, &out, &mut rx).await;
             rx.clear(&shard.local.rx_pool);
+            linger(&shard, &out).await;
+            out.abandon();
+            shard.shared().connection_ended();
+            return;
+        }
+        Ok(Opened::Failed) => {
+            rx.clear(&shard.local.rx_pool);
+            linger(&shard, &out).await;
+            out.abandon();
             shard.shared().connection_ended();
             return;
         }
@@ -235,12 +324,14 @@ async fn serve(shard: Rc<Shard>, out: Rc<Outbound>) {
             rx.clear(&shard.local.rx_pool);
             // docs/PROTOCOL.md §6.1: Close{handshake_timeout}, not a Reject (the peer may
             // not even have started a Hello).
+            let reason = "no Hello before the handshake deadline";
             let close = shard.local.encode(&codec::Close {
                 code: Code::HandshakeTimeout.as_u16(),
-                reason: "no Hello before the handshake deadline".into(),
+                reason: reason.into(),
             });
             tracing::debug!(shard = shard.index(), "handshake timed out");
-            out.push_last(close.ok(), false);
+            let status = peerd_ws::close::status_for(Code::HandshakeTimeout.as_u16());
+            out.push_last(close.ok().as_ref(), false, Some((status, reason)));
             shard.shared().connection_ended();
             return;
         }
@@ -255,10 +346,26 @@ async fn serve(shard: Rc<Shard>, out: Rc<Outbound>) {
     // Tearing down may have queued frames to other peers (presence leaves, PeerGone for
     // relayed calls): send them now, not at this shard's next unrelated flush.
     settle(&shard);
-    linger(&shard, &conn).await;
+    linger(&shard, &conn.out).await;
     let code = conn.state().code().unwrap_or(Code::PeerGone.as_u16());
     conn.transition(ConnState::Closed { code });
     conn.out.abandon();
+}
+
+/// Echo mode: every WebSocket message goes back as it came (`inbound` does the echoing),
+/// until the peer closes or breaks the protocol.
+async fn echo_loop(shard: &Rc<Shard>, out: &Rc<Outbound>, rx: &mut RxBuf) {
+    loop {
+        shard.local.writes.flush();
+        if let Some(end) = rx.take_ws_end() {
+            out.push_last(None, false, Some(end.answer()));
+            return;
+        }
+        match poll_fn(|cx| poll_fill(out, rx, &shard.local.rx_pool, cx)).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
 }
 
 /// Dispatch every whole frame in `rx`; on a bad frame, close with its code.
@@ -283,6 +390,25 @@ fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         if let Err(e) = result {
             tracing::debug!(peer = %conn.peer_id, session = conn.session, error = %e, "closing on a bad frame");
             conn.close(e.code, &e.reason);
+        }
+    }
+    // The frames deframed before the WebSocket input ended were dispatched above.
+    if let Some(end) = rx.take_ws_end() {
+        match end {
+            WsEnd::PeerClosed(status) => {
+                let code = status.map_or(Code::Normal.as_u16(), |s| {
+                    peerd_ws::close::code_for(s).unwrap_or(s)
+                });
+                conn.peer_closed(code, Some(end.answer().0));
+            }
+            WsEnd::Refused { status, reason } => {
+                let code = if status == 1009 {
+                    Code::TooLarge
+                } else {
+                    Code::BadFrame
+                };
+                conn.close_websocket(code, status, reason);
+            }
         }
     }
     rx.release_if_empty(&shard.local.rx_pool);
@@ -359,7 +485,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         match r {
             Ok(n) if n > 0 => conn.last_rx_tick.set(shard.local.tick.get()),
             Ok(_) | Err(_) => {
-                conn.peer_closed(Code::PeerGone.as_u16());
+                conn.peer_closed(Code::PeerGone.as_u16(), None);
                 return;
             }
         }
@@ -368,12 +494,12 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
 
 /// After Close: keep reading (and discarding) until the peer closes or the linger passes,
 /// so the kernel does not answer unread input with a reset that destroys our Close frame.
-async fn linger(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+async fn linger(shard: &Rc<Shard>, out: &Rc<Outbound>) {
     let pool = &shard.local.rx_pool;
     let _ = glommio::timer::timeout(shard.shared().config.close_linger, async {
         let mut rx = RxBuf::default();
         loop {
-            let r = poll_fn(|cx| poll_fill(&conn.out, &mut rx, pool, cx)).await;
+            let r = poll_fn(|cx| poll_fill(out, &mut rx, pool, cx)).await;
             rx.clear(pool);
             match r {
                 Ok(0) | Err(_) => return Ok(()),
@@ -439,7 +565,7 @@ async fn heartbeat(shard: Rc<Shard>) {
             match beat(tick.wrapping_sub(c.last_rx_tick.get())) {
                 Beat::Quiet => {}
                 Beat::Ping => {
-                    let _ = c.queue(ping.clone());
+                    let _ = c.queue(&ping);
                 }
                 Beat::Close => c.close(
                     Code::IdleTimeout,

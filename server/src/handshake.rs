@@ -40,7 +40,8 @@ pub(crate) fn reject(shard: &Shard, out: &Rc<Outbound>, code: Code, reason: &str
             reason: Cow::Borrowed(reason),
         })
         .ok();
-    out.push_last(frame, false);
+    let status = peerd_ws::close::status_for(code.as_u16());
+    out.push_last(frame.as_ref(), false, Some((status, reason)));
 }
 
 /// A Hello that passed every check; the peer id is claimed in the directory.
@@ -59,6 +60,11 @@ pub(crate) async fn read_hello(
     rx: &mut RxBuf,
 ) -> Option<Accepted> {
     loop {
+        if let Some(end) = rx.take_ws_end() {
+            // Closed or broke the WebSocket protocol before its Hello was whole.
+            out.push_last(None, false, Some(end.answer()));
+            return None;
+        }
         match parse_hello(rx.pending()) {
             Ok(Some((hello, n))) => {
                 let result = accept(shard, &hello);

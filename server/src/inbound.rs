@@ -10,12 +10,22 @@
 //! a time, up to the size the header declared), never to the declared size up front: a header alone
 //! must not make the server hold `max_frame_len` of memory. The pool counts every byte of
 //! receive buffer out of it, for the shard's memory budget.
+//!
+//! On a WebSocket connection the buffer holds the raw stream: after each read the frames
+//! that are whole are deframed in place ([`peerd_ws::Deframer`]: payloads unmasked and
+//! moved down to follow the bytes already deframed), so what the peerd framer sees is the
+//! same byte stream as on TCP, with no buffer of its own. Pings are answered here; a Close
+//! from the peer or a WebSocket protocol error is kept for the connection to act on
+//! ([`RxBuf::take_ws_end`]).
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use peerd_codec::{Header, RawFrame, WireError, HEADER_LEN};
+use peerd_ws::frame::{self as wsframe, Deframer, Event, MessageKind, Opcode, Role};
 
 use crate::outbound::Outbound;
 
@@ -77,20 +87,85 @@ impl RxPool {
 }
 
 /// Bytes received but not yet consumed; no buffer while there are none.
+///
+/// `buf[start..app]` are bytes for the peerd framer, `buf[raw..end]` bytes not yet
+/// deframed (WebSocket only; on other transports `app == raw == end`).
 #[derive(Default)]
 pub(crate) struct RxBuf {
     buf: Option<Vec<u8>>,
     start: usize,
+    app: usize,
+    raw: usize,
     end: usize,
     /// Length of the incomplete frame at `start`, once its header has arrived (0: unknown).
     want: usize,
+    /// The WebSocket receive state, once the connection was upgraded.
+    ws: Option<Box<WsRx>>,
+}
+
+/// The receive side of a WebSocket connection.
+struct WsRx {
+    deframer: Deframer,
+    /// Echo every message back instead of passing it on (conformance testing).
+    echo: bool,
+    /// Raw bytes the frame being received needs in all (0: unknown).
+    want: usize,
+    /// The peer's Close, or why its input was refused; nothing after it is deframed.
+    end: Option<WsEnd>,
+}
+
+/// How the WebSocket input ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WsEnd {
+    /// The peer sent Close (with this status, if any).
+    PeerClosed(Option<u16>),
+    /// The input broke RFC 6455 or peerd's use of it: close with this status.
+    Refused { status: u16, reason: &'static str },
+}
+
+impl WsEnd {
+    /// The WebSocket Close that answers it: the peer's own status echoed (RFC 6455
+    /// §5.5.1), or the status of what it broke.
+    pub fn answer(&self) -> (u16, &'static str) {
+        match self {
+            WsEnd::PeerClosed(status) => (status.unwrap_or(1000), ""),
+            WsEnd::Refused { status, reason } => (*status, reason),
+        }
+    }
 }
 
 impl RxBuf {
+    /// Deframe WebSocket frames from now on (the upgrade was answered). The largest
+    /// message accepted is one peerd frame of `max_body` bytes; with `echo` messages are
+    /// echoed (and text accepted) instead of being passed to the peerd framer.
+    ///
+    /// The bytes not yet consumed (what the client sent right behind its upgrade request)
+    /// are WebSocket frames: they are deframed now.
+    pub fn start_websocket(&mut self, max_body: u32, echo: bool, out: &Rc<Outbound>) {
+        let max_message = max_body as usize + HEADER_LEN;
+        self.ws = Some(Box::new(WsRx {
+            deframer: Deframer::new(Role::Server, max_message, echo),
+            echo,
+            want: 0,
+            end: None,
+        }));
+        self.raw = self.start;
+        self.app = self.start;
+        if let Some(mut buf) = self.buf.take() {
+            self.received(&mut buf, out);
+            self.buf = Some(buf);
+        }
+    }
+
+    /// The peer's Close or a refused input, once (the WebSocket layer's verdict).
+    pub fn take_ws_end(&mut self) -> Option<WsEnd> {
+        self.ws.as_mut().and_then(|w| w.end.take())
+    }
+
     /// The bytes not yet consumed.
     pub fn pending(&self) -> &[u8] {
         match &self.buf {
-            Some(b) => &b[self.start..self.end],
+            Some(b) => &b[self.start..self.app],
             None => &[],
         }
     }
@@ -123,7 +198,15 @@ impl RxBuf {
 
     /// The declared length of the frame being received, if one is incomplete.
     pub fn incomplete(&self) -> Option<usize> {
-        (self.start < self.end).then_some(self.want)
+        (self.start < self.end).then_some(self.want.max(self.ws_want()))
+    }
+
+    /// Bytes the buffer must hold for the frames being received to complete.
+    fn ws_want(&self) -> usize {
+        match &self.ws {
+            Some(w) if w.want > 0 => (self.app - self.start) + w.want,
+            _ => 0,
+        }
     }
 
     /// Bytes of buffer this connection holds.
@@ -133,11 +216,13 @@ impl RxBuf {
 
     /// Give the buffer back to the pool if everything in it was consumed.
     pub fn release_if_empty(&mut self, pool: &RxPool) {
-        if self.start == self.end {
+        if self.start == self.end || (self.start == self.app && self.raw == self.end) {
             if let Some(b) = self.buf.take() {
                 pool.put(b);
             }
             self.start = 0;
+            self.app = 0;
+            self.raw = 0;
             self.end = 0;
         }
     }
@@ -145,15 +230,99 @@ impl RxBuf {
     /// Drop everything buffered and give the buffer back.
     pub fn clear(&mut self, pool: &RxPool) {
         self.start = self.end;
+        self.app = self.end;
+        self.raw = self.end;
         self.want = 0;
         self.release_if_empty(pool);
     }
+
+    /// Bytes just read: pass them on (plain) or deframe what is whole (WebSocket).
+    fn received(&mut self, buf: &mut [u8], out: &Rc<Outbound>) {
+        let Some(ws) = self.ws.as_mut() else {
+            self.app = self.end;
+            self.raw = self.end;
+            return;
+        };
+        while ws.end.is_none() && self.raw < self.end {
+            let step = match ws.deframer.step(buf, self.app, self.raw, self.end) {
+                Ok(step) => step,
+                Err(e) => {
+                    ws.end = Some(WsEnd::Refused {
+                        status: e.status,
+                        reason: e.reason,
+                    });
+                    break;
+                }
+            };
+            self.raw += step.consumed;
+            match step.event {
+                Event::NeedMore { want } => {
+                    ws.want = want;
+                    break;
+                }
+                Event::Data {
+                    len,
+                    end_of_message,
+                } => {
+                    self.app += len;
+                    if let Some((kind, msg_len)) = end_of_message {
+                        let msg = self.app - msg_len..self.app;
+                        if ws.echo {
+                            echo(out, kind, &buf[msg.clone()]);
+                            // Nothing else reads the deframed bytes in echo mode.
+                            self.app = msg.start;
+                        } else if !one_frame(&buf[msg]) {
+                            ws.end = Some(WsEnd::Refused {
+                                status: 1002,
+                                reason: "a WebSocket message must carry exactly one peerd frame",
+                            });
+                        }
+                    }
+                }
+                Event::Ping { payload } => {
+                    let mut pong = Vec::with_capacity(2 + payload.len());
+                    wsframe::write_frame(Opcode::Pong, true, &buf[payload], &mut pong);
+                    // Bounded like any frame: past the queue limit a pong is dropped.
+                    let _ = out.push_bytes(Bytes::from(pong));
+                }
+                Event::Pong => {}
+                Event::Close { status, .. } => ws.end = Some(WsEnd::PeerClosed(status)),
+            }
+            ws.want = 0;
+        }
+        if self.raw == self.end {
+            // Everything read is deframed: the raw region is empty again.
+            self.raw = self.app;
+            self.end = self.app;
+            ws.want = 0;
+        }
+    }
+}
+
+/// Whether a whole WebSocket message is exactly one peerd frame (its header's length is
+/// the message's).
+fn one_frame(msg: &[u8]) -> bool {
+    match Header::parse(msg, u32::MAX) {
+        Ok(Some(h)) => h.frame_len() == msg.len(),
+        _ => false,
+    }
+}
+
+/// Send a message back as it came (echo mode).
+fn echo(out: &Rc<Outbound>, kind: MessageKind, payload: &[u8]) {
+    let opcode = match kind {
+        MessageKind::Text => Opcode::Text,
+        MessageKind::Binary => Opcode::Binary,
+    };
+    let mut v = Vec::with_capacity(wsframe::MAX_SERVER_HEADER + payload.len());
+    wsframe::write_frame(opcode, true, payload, &mut v);
+    let _ = out.push_bytes(Bytes::from(v));
 }
 
 /// Read once from `socket` into `rx`, taking a pooled buffer only for the duration of the
 /// read (and keeping it only while it holds unconsumed bytes).
 pub(crate) fn poll_fill(
-    socket: &Outbound,
+    socket: &Rc<Outbound>,
     rx: &mut RxBuf,
     pool: &RxPool,
     cx: &mut Context<'_>,
@@ -161,26 +330,40 @@ pub(crate) fn poll_fill(
     let mut buf = rx.buf.take().unwrap_or_else(|| pool.take());
     if rx.start == rx.end {
         rx.start = 0;
+        rx.app = 0;
+        rx.raw = 0;
         rx.end = 0;
     } else if rx.end == buf.len() {
-        buf.copy_within(rx.start..rx.end, 0);
-        rx.end -= rx.start;
+        // Move what is left to the front: the peerd bytes, then the raw ones after them
+        // (closing the gap deframing left).
+        let app_len = rx.app - rx.start;
+        buf.copy_within(rx.start..rx.app, 0);
+        buf.copy_within(rx.raw..rx.end, app_len);
+        rx.end = app_len + (rx.end - rx.raw);
         rx.start = 0;
+        rx.app = app_len;
+        rx.raw = app_len;
         if rx.end == buf.len() {
             // Full of one incomplete frame: grow with what arrives, by a quarter (at least
             // one pooled buffer's worth), up to the declared length (module doc). A peer that
             // sent half of a large frame makes the server hold about that half, not double.
             let step = (buf.len() / 4).max(RX_BUF);
-            let len = (buf.len() + step).min(rx.want).max(buf.len() + 1);
+            let want = rx.want.max(rx.ws_want());
+            let len = (buf.len() + step).min(want).max(buf.len() + 1);
             pool.grow(&mut buf, len);
         }
     }
     let r = socket.poll_read(cx, &mut buf[rx.end..]);
     if let Poll::Ready(Ok(n)) = r {
         rx.end += n;
+        rx.received(&mut buf, socket);
     }
     if rx.start == rx.end {
         pool.put(buf);
+        rx.start = 0;
+        rx.app = 0;
+        rx.raw = 0;
+        rx.end = 0;
     } else {
         rx.buf = Some(buf);
     }

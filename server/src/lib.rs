@@ -16,19 +16,23 @@
 //! - [`error`]: [`ListenError`], [`CallError`], [`SendError`], [`RpcFailure`].
 //!
 //! A shard, from the socket up (each module imports only modules listed before it):
-//! - `stream`, `util`, `config`, `striped`, `msg`: the socket wrapper, shard-local
-//!   primitives, plain settings, the striped map, the cross-shard message type.
+//! - `stream`, `tls`, `frame`, `util`, `config`, `striped`, `msg`: the socket wrapper, a
+//!   connection's TLS session, a frame ready for any transport (its WebSocket header in
+//!   front), shard-local primitives, plain settings, the striped map, the cross-shard
+//!   message type.
 //! - `directory`, `topic_index`, `shared`: what shards share (peer directory, topic
 //!   index, inbox senders, counters).
-//! - `inbound` (receive buffers, reads), `outbound` (send queue, vectored writes, the
-//!   shard's write set), `local` (what a connection needs of its shard).
+//! - `inbound` (receive buffers, reads, in-place WebSocket deframing), `outbound` (send
+//!   queue, vectored writes or TLS records, the shard's write set), `local` (what a
+//!   connection needs of its shard).
 //! - `conn`: one connection and its state machine.
 //! - `members`, `watchers`, `relays`: a shard's topic members, presence watchers and
 //!   relayed calls (data); `shard`: the shard's state, holding them.
 //! - `route`: do a [`msg`]-typed piece of work here, or send it to the shard that must.
 //! - `presence`, `topics`, `p2p`, `signaling`: what peers do with each other.
 //! - `lifecycle`: tearing down closed connections and settling a shard after a batch.
-//! - `handshake` (Hello -> Welcome | Reject), `dispatch` (the table of client frames),
+//! - `upgrade` (the WebSocket HTTP upgrade), `handshake` (Hello -> Welcome | Reject),
+//!   `dispatch` (the table of client frames),
 //!   `executor` (a shard's tasks: accept, serve, inbox, heartbeat, shutdown).
 
 mod config;
@@ -37,6 +41,7 @@ mod directory;
 mod dispatch;
 pub mod error;
 mod executor;
+mod frame;
 mod handshake;
 mod inbound;
 mod lifecycle;
@@ -57,13 +62,15 @@ mod shared;
 mod signaling;
 mod stream;
 mod striped;
+mod tls;
 mod topic_index;
 mod topics;
+mod upgrade;
 mod util;
 mod watchers;
 
 pub use error::{CallError, ListenError, RpcFailure, SendError};
-pub use options::{Endpoint, Limits, ListenOptions, PresenceNotice};
+pub use options::{Endpoint, Limits, ListenOptions, PresenceNotice, TlsFiles, WebSocketOptions};
 pub use peer::ConnectedPeer;
 pub use peerd_codec::Code;
 pub use request::{EventRef, HandlerFuture, Request};

@@ -11,11 +11,12 @@ use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use glommio::sync::Gate;
 use peerd_codec::{self as codec, EncodeError};
 
 use crate::config::Limits;
+use crate::frame::Frame;
 use crate::inbound::RxPool;
 use crate::outbound::WriteSet;
 use crate::shared::Shared;
@@ -88,8 +89,8 @@ impl Local {
     }
 
     /// Encode a message once into the shard's encode arena and return it as a shareable
-    /// frame.
-    pub fn encode<M: codec::Encode>(&self, msg: &M) -> Result<Bytes, EncodeError> {
+    /// frame (for every transport: `outbound::Frame`).
+    pub fn encode<M: codec::Encode>(&self, msg: &M) -> Result<Frame, EncodeError> {
         self.encode_within(msg, u32::MAX)
     }
 
@@ -98,26 +99,27 @@ impl Local {
     /// (`max_frame_len`): the envelope the server adds (sender id, topic) can push a payload
     /// that fitted when it arrived past it, and then the sender is refused (too_large)
     /// rather than the receivers getting a frame larger than they were promised.
-    pub fn encode_relayed<M: codec::Encode>(&self, msg: &M) -> Result<Bytes, EncodeError> {
+    pub fn encode_relayed<M: codec::Encode>(&self, msg: &M) -> Result<Frame, EncodeError> {
         self.encode_within(msg, self.limits().max_frame_len)
     }
 
-    fn encode_within<M: codec::Encode>(&self, msg: &M, max: u32) -> Result<Bytes, EncodeError> {
+    fn encode_within<M: codec::Encode>(&self, msg: &M, max: u32) -> Result<Frame, EncodeError> {
         let mut enc = self.encoder.borrow_mut();
         if enc.capacity() - enc.len() < 1024 {
             *enc = BytesMut::with_capacity(ENCODE_CHUNK);
         }
         let room = enc.capacity() - enc.len();
-        codec::encode(msg, &mut enc, max)?;
+        let skip = Frame::encode_into(msg, &mut enc, max)?;
+        enc.advance(skip);
         let frame = enc.split().freeze();
-        if frame.len() > room {
+        if frame.len() + skip > room {
             // It outgrew the chunk: the encoder reallocated, with slack. Give the frame an
             // allocation of exactly its size (what queues are charged; `outbound`) and start
             // a fresh chunk rather than carve later frames out of this one.
             *enc = BytesMut::with_capacity(ENCODE_CHUNK);
-            return Ok(Bytes::copy_from_slice(&frame));
+            return Ok(Frame::from_framed(Bytes::copy_from_slice(&frame)));
         }
-        Ok(frame)
+        Ok(Frame::from_framed(frame))
     }
 
     /// Spawn a task the shard waits for at shutdown. `false`: the shard is stopping and

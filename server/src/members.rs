@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use crate::frame::Frame;
 
 use crate::conn::Conn;
 
@@ -37,11 +37,11 @@ impl TopicMembers {
     /// Queue `frame` to every local member of `topic` except session `exclude`. Queuing
     /// never tears a connection down on the spot (a slow consumer is only marked closing),
     /// so the member list can be walked in place.
-    pub fn deliver(&self, topic: &str, frame: &Bytes, exclude: u64) {
+    pub fn deliver(&self, topic: &str, frame: &Frame, exclude: u64) {
         if let Some(members) = self.map.borrow().get(topic) {
             for c in members {
                 if c.session != exclude {
-                    let _ = c.queue(frame.clone());
+                    let _ = c.queue(frame);
                 }
             }
         }

@@ -9,20 +9,22 @@ use std::time::Duration;
 use bytes::Bytes;
 use peerd_codec::{Code, PresenceChange};
 
+use crate::frame::Frame;
+
 /// A message to a shard, sent over its flume inbox.
 pub(crate) enum ShardMsg {
     /// Queue `frame` to every local peer except session `exclude` (0 = none).
-    Broadcast { frame: Bytes, exclude: u64 },
+    Broadcast { frame: Frame, exclude: u64 },
     /// Queue `frame` to every local member of `topic` except session `exclude` (0 = none):
     /// a publish, or a signaling offer to a room. Encoded once on the sender's shard.
     TopicFrame {
         topic: Arc<str>,
-        frame: Bytes,
+        frame: Frame,
         exclude: u64,
     },
     /// Queue `frame` to the peer with this session, if it is still here: a direct event, a
     /// message to one topic member, a signal to one peer.
-    Deliver { session: u64, frame: Bytes },
+    Deliver { session: u64, frame: Frame },
     /// Tell this shard's presence watchers of `topic` (None: global watchers) that `peer`
     /// (its connection `session`) joined or left.
     Presence {
@@ -35,7 +37,7 @@ pub(crate) enum ShardMsg {
     RelayCall(RelayedCall),
     /// The outcome of a relayed call (RpcResponse or RpcError), for its caller: frees one
     /// of the caller's relayed-call slots and delivers the frame.
-    RelayAnswer { session: u64, frame: Bytes },
+    RelayAnswer { session: u64, frame: Frame },
     /// Close the peer with this session (a takeover closes the old session as Replaced).
     Kick {
         session: u64,

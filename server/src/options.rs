@@ -9,29 +9,131 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::config::Config;
-pub use crate::config::{Limits, MIN_FRAME_LEN, MIN_MEMORY_BUDGET};
+pub use crate::config::{Limits, TlsFiles, WebSocketOptions, MIN_FRAME_LEN, MIN_MEMORY_BUDGET};
 use crate::error::{ListenError, RpcFailure};
 use crate::peer::ConnectedPeer;
 pub use crate::request::HandlerFuture;
 use crate::request::Request;
 
-/// Where the server listens.
+/// Where the server listens, and what it speaks there.
+///
+/// Every TCP-based endpoint (`Tcp`, `Tls`, `Ws`, `Wss`) is served by every shard, each with
+/// its own SO_REUSEPORT socket; peers on different endpoints see each other exactly as on
+/// one (topics, presence, calls, signaling).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `host:port` for TCP; port 0 picks a free port (all shards share it).
+    /// `host:port` (or `tcp://host:port`): peerd's protocol on TCP; port 0 picks a free port
+    /// (all shards share it).
     Tcp(String),
-    /// A Unix stream socket path. A stale socket file left by a dead server is replaced;
-    /// one with a live listener is an error.
+    /// `unix:/path`: a Unix stream socket. A stale socket file left by a dead server is
+    /// replaced; one with a live listener is an error.
     Unix(PathBuf),
+    /// `tls://host:port`: peerd's protocol inside TLS (needs [`ListenOptions::tls`]).
+    Tls(String),
+    /// `ws://host:port[/path]`: WebSocket (RFC 6455), subprotocol `peerd.v1`, one peerd
+    /// frame per binary message. Requests for another path get 404.
+    Ws {
+        /// `host:port`.
+        addr: String,
+        /// The request path served (default `/`).
+        path: String,
+    },
+    /// `wss://host:port[/path]`: WebSocket inside TLS (needs [`ListenOptions::tls`]).
+    Wss {
+        /// `host:port`.
+        addr: String,
+        /// The request path served (default `/`).
+        path: String,
+    },
 }
 
 impl Endpoint {
-    /// Parse `unix:/path` or `host:port`.
-    pub fn parse(s: &str) -> Endpoint {
-        match s.strip_prefix("unix:") {
-            Some(p) => Endpoint::Unix(PathBuf::from(p)),
-            None => Endpoint::Tcp(s.to_string()),
+    /// Parse `host:port`, `tcp://host:port`, `unix:/path`, `tls://host:port`,
+    /// `ws://host:port[/path]` or `wss://host:port[/path]`.
+    pub fn parse(s: &str) -> Result<Endpoint, ListenError> {
+        let bad = |reason: &str| ListenError::BadAddress {
+            addr: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let host_port = |rest: &str| -> Result<String, ListenError> {
+            if rest.is_empty() || !rest.contains(':') {
+                return Err(bad("expected host:port"));
+            }
+            Ok(rest.to_string())
+        };
+        let with_path = |rest: &str| -> Result<(String, String), ListenError> {
+            let (addr, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            Ok((host_port(addr)?, path.to_string()))
+        };
+        if let Some(p) = s.strip_prefix("unix:") {
+            let p = p.strip_prefix("//").unwrap_or(p);
+            if p.is_empty() {
+                return Err(bad("expected unix:/path"));
+            }
+            return Ok(Endpoint::Unix(PathBuf::from(p)));
         }
+        if let Some(rest) = s.strip_prefix("tcp://") {
+            return Ok(Endpoint::Tcp(host_port(rest)?));
+        }
+        if let Some(rest) = s.strip_prefix("tls://") {
+            return Ok(Endpoint::Tls(host_port(rest)?));
+        }
+        if let Some(rest) = s.strip_prefix("ws://") {
+            let (addr, path) = with_path(rest)?;
+            return Ok(Endpoint::Ws { addr, path });
+        }
+        if let Some(rest) = s.strip_prefix("wss://") {
+            let (addr, path) = with_path(rest)?;
+            return Ok(Endpoint::Wss { addr, path });
+        }
+        if s.contains("://") {
+            return Err(bad(
+                "unknown scheme (expected tcp://, unix:, tls://, ws:// or wss://)",
+            ));
+        }
+        Ok(Endpoint::Tcp(host_port(s)?))
+    }
+
+    /// The `host:port` of a TCP-based endpoint; `None` for Unix.
+    pub fn tcp_addr(&self) -> Option<&str> {
+        match self {
+            Endpoint::Tcp(a) | Endpoint::Tls(a) => Some(a),
+            Endpoint::Ws { addr, .. } | Endpoint::Wss { addr, .. } => Some(addr),
+            Endpoint::Unix(_) => None,
+        }
+    }
+
+    /// Whether connections here start with a TLS handshake.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Endpoint::Tls(_) | Endpoint::Wss { .. })
+    }
+
+    /// This endpoint with its port replaced by the one actually bound (port 0 asked for).
+    pub(crate) fn with_addr(&self, bound: std::net::SocketAddr) -> Endpoint {
+        let a = bound.to_string();
+        match self {
+            Endpoint::Tcp(_) => Endpoint::Tcp(a),
+            Endpoint::Tls(_) => Endpoint::Tls(a),
+            Endpoint::Ws { path, .. } => Endpoint::Ws {
+                addr: a,
+                path: path.clone(),
+            },
+            Endpoint::Wss { path, .. } => Endpoint::Wss {
+                addr: a,
+                path: path.clone(),
+            },
+            Endpoint::Unix(p) => Endpoint::Unix(p.clone()),
+        }
+    }
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = ListenError;
+    fn from_str(s: &str) -> Result<Endpoint, ListenError> {
+        Endpoint::parse(s)
     }
 }
 
@@ -40,6 +142,9 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Tcp(a) => write!(f, "{a}"),
             Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            Endpoint::Tls(a) => write!(f, "tls://{a}"),
+            Endpoint::Ws { addr, path } => write!(f, "ws://{addr}{path}"),
+            Endpoint::Wss { addr, path } => write!(f, "wss://{addr}{path}"),
         }
     }
 }
@@ -75,8 +180,13 @@ pub type OnPresence = Arc<dyn Fn(PresenceNotice) + Send + Sync>;
 /// Options for [`crate::listen`].
 #[derive(Clone)]
 pub struct ListenOptions {
-    /// Where to listen (default `127.0.0.1:7400`).
-    pub endpoint: Endpoint,
+    /// Where to listen (default `127.0.0.1:7400`); one server may listen on several
+    /// endpoints at once.
+    pub endpoints: Vec<Endpoint>,
+    /// Certificate and key for `tls://` and `wss://` endpoints.
+    pub tls: Option<TlsFiles>,
+    /// WebSocket settings for `ws://` and `wss://` endpoints.
+    pub websocket: WebSocketOptions,
     /// Number of shards, one executor thread each (default: available cores).
     pub shards: usize,
     /// Pin shard *i* to `cores[i % cores.len()]`; empty = pin shard *i* to core *i* when
@@ -114,7 +224,9 @@ pub struct ListenOptions {
 impl Default for ListenOptions {
     fn default() -> ListenOptions {
         ListenOptions {
-            endpoint: Endpoint::Tcp("127.0.0.1:7400".into()),
+            endpoints: vec![Endpoint::Tcp("127.0.0.1:7400".into())],
+            tls: None,
+            websocket: WebSocketOptions::default(),
             shards: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
@@ -139,7 +251,7 @@ impl Default for ListenOptions {
 impl std::fmt::Debug for ListenOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ListenOptions")
-            .field("endpoint", &self.endpoint)
+            .field("endpoints", &self.endpoints)
             .field("shards", &self.shards)
             .field("cores", &self.cores)
             .field("backlog", &self.backlog)
@@ -149,12 +261,19 @@ impl std::fmt::Debug for ListenOptions {
 }
 
 impl ListenOptions {
-    /// Options with `endpoint` (`host:port` or `unix:/path`) and defaults otherwise.
-    pub fn new(endpoint: &str) -> ListenOptions {
-        ListenOptions {
-            endpoint: Endpoint::parse(endpoint),
+    /// Options listening on `endpoint` (any form [`Endpoint::parse`] takes) and defaults
+    /// otherwise.
+    pub fn new(endpoint: &str) -> Result<ListenOptions, ListenError> {
+        Ok(ListenOptions {
+            endpoints: vec![Endpoint::parse(endpoint)?],
             ..ListenOptions::default()
-        }
+        })
+    }
+
+    /// Listen on `endpoint` only.
+    pub fn endpoint(mut self, endpoint: Endpoint) -> Self {
+        self.endpoints = vec![endpoint];
+        self
     }
 
     /// Set the shard count.
@@ -227,6 +346,16 @@ impl ListenOptions {
         if self.backlog == 0 {
             return bad("backlog must be at least 1".into());
         }
+        if self.endpoints.is_empty() {
+            return bad("at least one endpoint to listen on is needed".into());
+        }
+        if let Some(e) = self.endpoints.iter().find(|e| e.is_tls()) {
+            if self.tls.is_none() {
+                return bad(format!(
+                    "{e} needs a certificate and key (--tls-cert and --tls-key)"
+                ));
+            }
+        }
         self.limits.validate().or_else(bad)?;
         if self.pin {
             if let Some(core) = self.cores.iter().find(|c| !cpus.contains(c)) {
@@ -255,6 +384,8 @@ impl ListenOptions {
             default_call_timeout: self.default_call_timeout,
             close_linger: self.close_linger,
             relay_broadcasts: self.relay_broadcasts,
+            websocket: self.websocket.clone(),
+            tls: None,
         }
     }
 

@@ -17,6 +17,15 @@
 //! (the socket is full) those that share a chunk are copied out into allocations of their
 //! own: a waiting queue then holds what it is charged, and frames that go out at once cost
 //! no copy. (Frames larger than a chunk get an exact allocation when encoded, `local`.)
+//!
+//! # Transports
+//!
+//! A [`Frame`] is encoded once with the header of a WebSocket binary message in front of
+//! it (server frames are unmasked, so that header depends only on the length): TCP, Unix
+//! and `tls://` peers are queued the slice after it, WebSocket peers the whole, both by
+//! reference count. So one publish to TCP and WebSocket members is one encode and no copy.
+//! Over TLS the queued bytes are plaintext: [`Outbound::flush`] hands them to the
+//! connection's [`TlsSession`] and writes its records instead.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -29,7 +38,11 @@ use bytes::{Buf, Bytes};
 use futures_lite::future::poll_fn;
 use glommio::sync::Gate;
 
+use peerd_ws::frame::{self as wsframe, Opcode};
+
+use crate::frame::Frame;
 use crate::stream::{self, Stream};
+use crate::tls::TlsSession;
 
 /// Most iovecs per sendmsg.
 const MAX_IOV: usize = 64;
@@ -116,6 +129,10 @@ pub(crate) struct Outbound {
     /// `None` once the connection is finished: the fd is closed then, so nothing may use
     /// its number again (another socket may have it by now).
     stream: RefCell<Option<Stream>>,
+    /// The TLS session of a `tls://` or `wss://` connection.
+    tls: Option<Box<RefCell<TlsSession>>>,
+    /// Frames go out as WebSocket messages (set once the upgrade is answered).
+    ws: Cell<bool>,
     queue: RefCell<Queue>,
     limit: usize,
     state: Cell<WriteState>,
@@ -125,9 +142,16 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(stream: Stream, limit: usize, writes: Rc<WriteSet>) -> Rc<Outbound> {
+    pub fn new(
+        stream: Stream,
+        tls: Option<TlsSession>,
+        limit: usize,
+        writes: Rc<WriteSet>,
+    ) -> Rc<Outbound> {
         Rc::new(Outbound {
             stream: RefCell::new(Some(stream)),
+            tls: tls.map(|t| Box::new(RefCell::new(t))),
+            ws: Cell::new(false),
             queue: RefCell::new(Queue {
                 frames: VecDeque::new(),
                 bytes: 0,
@@ -144,13 +168,67 @@ impl Outbound {
         self.stream.borrow().as_ref().map(Stream::fd)
     }
 
-    /// Read from the socket (the receive side shares it). A finished socket reads as
-    /// end of stream.
-    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        match self.stream.borrow_mut().as_mut() {
-            Some(s) => s.poll_read(cx, buf),
-            None => Poll::Ready(Ok(0)),
+    /// Read from the socket (the receive side shares it): plaintext, for a TLS connection.
+    /// A finished socket reads as end of stream.
+    pub fn poll_read(
+        self: &Rc<Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let Some(tls) = &self.tls else {
+            return match self.stream.borrow_mut().as_mut() {
+                Some(s) => s.poll_read(cx, buf),
+                None => Poll::Ready(Ok(0)),
+            };
+        };
+        let Some(fd) = self.fd() else {
+            return Poll::Ready(Ok(0));
+        };
+        loop {
+            let r = {
+                let mut t = tls.borrow_mut();
+                match t.read_plaintext(buf) {
+                    Ok(Some(n)) => return Poll::Ready(Ok(n)),
+                    Ok(None) => t.read_socket(fd),
+                    Err(e) => Err(e),
+                }
+            };
+            // Handshake messages, alerts, session tickets: rustls may have records to send
+            // after any input.
+            if tls.borrow().wants_write() {
+                self.flush();
+            }
+            match r {
+                Ok(crate::tls::Fed::Progress) => continue,
+                Ok(crate::tls::Fed::Eof) => return Poll::Ready(Ok(0)),
+                Ok(crate::tls::Fed::WouldBlock) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            // Wait for readability through glommio with a one-byte read (tls module doc).
+            let mut one = [0u8; 1];
+            let r = match self.stream.borrow_mut().as_mut() {
+                Some(s) => s.poll_read(cx, &mut one),
+                None => return Poll::Ready(Ok(0)),
+            };
+            match r {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(0)),
+                Poll::Ready(Ok(_)) => {
+                    let fed = tls.borrow_mut().feed(&one);
+                    if tls.borrow().wants_write() {
+                        self.flush();
+                    }
+                    // On an error the alert for it was just flushed.
+                    fed?;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            }
         }
+    }
+
+    /// From now on frames go out as WebSocket binary messages.
+    pub fn start_websocket(&self) {
+        self.ws.set(true);
     }
 
     /// Change the queue, keeping the shard's total of queued charges in step.
@@ -166,8 +244,19 @@ impl Outbound {
         r
     }
 
-    /// Queue a frame for the next flush. Past the limit nothing is queued.
-    pub fn push(self: &Rc<Self>, frame: Bytes) -> Result<(), Overflow> {
+    /// Queue a frame for the next flush, as this connection's transport sends it. Past the
+    /// limit nothing is queued.
+    pub fn push(self: &Rc<Self>, frame: &Frame) -> Result<(), Overflow> {
+        self.push_bytes(if self.ws.get() {
+            frame.websocket()
+        } else {
+            frame.peerd()
+        })
+    }
+
+    /// Queue bytes to go out exactly as they are (an HTTP answer, a WebSocket control
+    /// frame, an echoed message). Past the limit nothing is queued.
+    pub fn push_bytes(self: &Rc<Self>, frame: Bytes) -> Result<(), Overflow> {
         let waiting = self.state.get() == WriteState::Draining;
         self.with_queue(|q| {
             if q.charge() + frame.len() + FRAME_OVERHEAD > self.limit {
@@ -187,13 +276,36 @@ impl Outbound {
     /// Queue the connection's last frame (a Close) whatever the limit, and shut the write
     /// side once it is written. With `discard` (a slow consumer would never read it in
     /// time) the frames queued before it are dropped, except one the peer already has the
-    /// start of: the Close then follows that frame's end, so it arrives whole.
-    pub fn push_last(self: &Rc<Self>, frame: Option<Bytes>, discard: bool) {
+    /// start of: the Close then follows that frame's end, so it arrives whole. On a
+    /// WebSocket, `ws_close` (status, reason) follows as the WebSocket Close frame.
+    pub fn push_last(
+        self: &Rc<Self>,
+        frame: Option<&Frame>,
+        discard: bool,
+        ws_close: Option<(u16, &str)>,
+    ) {
+        let last = frame.map(|f| {
+            if self.ws.get() {
+                f.websocket()
+            } else {
+                f.peerd()
+            }
+        });
+        let ws_close = ws_close.filter(|_| self.ws.get()).map(|(status, reason)| {
+            let mut v = Vec::with_capacity(4 + 125);
+            wsframe::write_frame(
+                Opcode::Close,
+                true,
+                &peerd_ws::close::close_payload(status, reason),
+                &mut v,
+            );
+            Bytes::from(v)
+        });
         self.with_queue(|q| {
             if discard {
                 q.drop_unstarted();
             }
-            if let Some(f) = frame {
+            for f in last.into_iter().chain(ws_close) {
                 q.bytes += f.len();
                 q.frames.push_back(f);
             }
@@ -217,11 +329,50 @@ impl Outbound {
             return;
         };
         self.state.set(WriteState::Idle);
+        let written = match &self.tls {
+            None => self.write_plain(fd),
+            Some(tls) => self.write_tls(&mut tls.borrow_mut(), fd),
+        };
+        match written {
+            Written::All => {
+                if self.finish.get() {
+                    // Everything, the Close frame included, is in the kernel: send FIN.
+                    stream::shutdown_write(fd);
+                }
+            }
+            Written::SocketFull => {
+                self.state.set(WriteState::Draining);
+                // From now on frames wait: give them memory of their own (module doc).
+                self.with_queue(|q| {
+                    for f in q.frames.iter_mut() {
+                        *f = own(std::mem::take(f));
+                    }
+                });
+                // Detached: a glommio task whose handle is dropped is cancelled.
+                if let Ok(task) = self.writes.tasks.spawn(drain(self.clone())) {
+                    task.detach();
+                    return;
+                }
+                // The shard is stopping and its gate is closed: what is left will not be
+                // written.
+                self.state.set(WriteState::Idle);
+                self.with_queue(Queue::clear);
+            }
+            Written::Failed => {
+                // The peer reset the connection; the reader sees it too and tears down.
+                // Nothing queued can be delivered any more.
+                self.with_queue(Queue::clear);
+            }
+        }
+    }
+
+    /// Vectored writes straight from the queue.
+    fn write_plain(&self, fd: RawFd) -> Written {
         loop {
             let result = {
                 let q = self.queue.borrow();
                 if q.frames.is_empty() {
-                    break;
+                    return Written::All;
                 }
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
                 let mut k = 0;
@@ -233,36 +384,46 @@ impl Outbound {
             };
             match result {
                 Ok(Some(n)) => self.with_queue(|q| q.consume(n)),
-                Ok(None) => {
-                    self.state.set(WriteState::Draining);
-                    // From now on frames wait: give them memory of their own (module doc).
-                    self.with_queue(|q| {
-                        for f in q.frames.iter_mut() {
-                            *f = own(std::mem::take(f));
-                        }
-                    });
-                    // Detached: a glommio task whose handle is dropped is cancelled.
-                    if let Ok(task) = self.writes.tasks.spawn(drain(self.clone())) {
-                        task.detach();
-                        return;
-                    }
-                    // The shard is stopping and its gate is closed: what is left will not
-                    // be written.
-                    self.state.set(WriteState::Idle);
-                    self.with_queue(Queue::clear);
-                    break;
-                }
-                Err(_) => {
-                    // The peer reset the connection; the reader sees it too and tears
-                    // down. Nothing queued can be delivered any more.
-                    self.with_queue(Queue::clear);
-                    break;
-                }
+                Ok(None) => return Written::SocketFull,
+                Err(_) => return Written::Failed,
             }
         }
-        if self.finish.get() {
-            // Everything, the Close frame included, is in the kernel: send FIN.
-            stream::shutdown_write(fd);
+    }
+
+    /// Records first, then as much of the queue as rustls takes (its buffer limit keeps
+    /// what it holds bounded), until both are out or the socket is full. A closing
+    /// connection ends its session with close_notify.
+    fn write_tls(&self, tls: &mut TlsSession, fd: RawFd) -> Written {
+        loop {
+            match tls.write_socket(fd) {
+                Ok(true) => {}
+                Ok(false) => return Written::SocketFull,
+                Err(_) => return Written::Failed,
+            }
+            let fed = self.with_queue(|q| {
+                let mut fed = 0;
+                while let Some(front) = q.frames.front() {
+                    let len = front.len();
+                    let n = tls.encrypt(front);
+                    if n == 0 {
+                        break;
+                    }
+                    q.consume(n);
+                    fed += n;
+                    if n < len {
+                        break;
+                    }
+                }
+                fed
+            });
+            if fed > 0 {
+                continue;
+            }
+            if self.finish.get() && self.queue.borrow().frames.is_empty() && !tls.closed() {
+                tls.close_notify();
+                continue;
+            }
+            return Written::All;
         }
     }
 
@@ -271,7 +432,8 @@ impl Outbound {
     /// truncated frame: a reset says "cut", a FIN would look like a clean end.
     pub fn abandon(&self) {
         if let Some(s) = self.stream.borrow_mut().take() {
-            if !self.queue.borrow().frames.is_empty() {
+            let unsent_records = self.tls.as_ref().is_some_and(|t| t.borrow().unsent());
+            if !self.queue.borrow().frames.is_empty() || unsent_records {
                 stream::reset_on_close(s.fd());
             }
             // Dropping the stream closes the fd, whoever still holds this connection.
@@ -287,24 +449,48 @@ impl Drop for Outbound {
     }
 }
 
-/// Wait for the socket to take the front of the queue (it was full), then hand writing
-/// back to `flush`.
+/// How far a flush got.
+enum Written {
+    /// Everything queued is in the kernel.
+    All,
+    /// The socket is full: a drain task waits for room.
+    SocketFull,
+    /// The socket failed (reset): nothing more can be written.
+    Failed,
+}
+
+/// Wait for the socket to take the front of what is waiting (the queue's first frame, or a
+/// TLS connection's stalled records), then hand writing back to `flush`.
 async fn drain(out: Rc<Outbound>) {
     let r = poll_fn(|cx| {
-        let q = out.queue.borrow();
-        let Some(front) = q.frames.front() else {
-            return Poll::Ready(Ok(0));
+        let mut stream = out.stream.borrow_mut();
+        let Some(s) = stream.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
         };
-        match out.stream.borrow_mut().as_mut() {
-            Some(s) => s.poll_write(cx, front),
-            None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        if let Some(tls) = &out.tls {
+            let t = tls.borrow();
+            return s.poll_write(cx, &t.stalled[t.stalled_sent..]);
+        }
+        let q = out.queue.borrow();
+        match q.frames.front() {
+            Some(front) => s.poll_write(cx, front),
+            None => Poll::Ready(Ok(0)),
         }
     })
     .await;
     out.state.set(WriteState::Idle);
     match r {
         Ok(n) => {
-            out.with_queue(|q| q.consume(n));
+            match &out.tls {
+                Some(tls) => {
+                    let mut t = tls.borrow_mut();
+                    t.stalled_sent += n;
+                    if t.stalled_sent >= t.stalled.len() {
+                        t.stalled_consumed();
+                    }
+                }
+                None => out.with_queue(|q| q.consume(n)),
+            }
             // The socket took data: the vectored path writes the rest, or finds the socket
             // full again and starts a fresh drain.
             out.flush();

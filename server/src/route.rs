@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use crate::frame::Frame;
 use peerd_codec::{self as codec, Code, PresenceChange};
 
 use crate::msg::{RelayedCall, ReplyTo, ShardMsg};
@@ -36,7 +36,7 @@ pub(crate) fn route(shard: &Rc<Shard>, target: usize, msg: ShardMsg) {
 
 /// Queue `frame` to the peer with `session` on shard `target`. A peer that has left is
 /// skipped silently.
-pub(crate) fn deliver(shard: &Rc<Shard>, target: usize, session: u64, frame: Bytes) {
+pub(crate) fn deliver(shard: &Rc<Shard>, target: usize, session: u64, frame: Frame) {
     route(shard, target, ShardMsg::Deliver { session, frame });
 }
 
@@ -65,7 +65,7 @@ pub(crate) fn handle(shard: &Rc<Shard>, msg: ShardMsg) -> Option<Control> {
         ShardMsg::Broadcast { frame, exclude } => {
             for c in shard.all_conns() {
                 if c.session != exclude {
-                    let _ = c.queue(frame.clone());
+                    let _ = c.queue(&frame);
                 }
             }
         }
@@ -76,13 +76,13 @@ pub(crate) fn handle(shard: &Rc<Shard>, msg: ShardMsg) -> Option<Control> {
         } => shard.members.deliver(&topic, &frame, exclude),
         ShardMsg::Deliver { session, frame } => {
             if let Some(c) = shard.conn(session) {
-                let _ = c.queue(frame);
+                let _ = c.queue(&frame);
             }
         }
         ShardMsg::RelayAnswer { session, frame } => {
             if let Some(c) = shard.conn(session) {
                 c.relay_ended(false);
-                let _ = c.queue(frame);
+                let _ = c.queue(&frame);
             }
         }
         ShardMsg::Presence {
@@ -137,7 +137,7 @@ fn presence_here(
             PresenceChange::Join => &join,
             PresenceChange::Leave => &leave,
         };
-        let _ = conn.queue(f.clone());
+        let _ = conn.queue(f);
     }
 }
 
@@ -163,7 +163,7 @@ fn start_relayed_call(shard: &Rc<Shard>, call: RelayedCall) {
         let why = "request too large once the caller's id is added";
         return answer(shard, call.caller, Err((Code::TooLarge.as_u16(), why)));
     };
-    if callee.queue(request).is_err() {
+    if callee.queue(&request).is_err() {
         return answer(
             shard,
             call.caller,

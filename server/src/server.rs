@@ -11,7 +11,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 use peerd_codec::{self as codec, EncodeError};
 
 use crate::error::{ListenError, SendError};
-use crate::executor;
+use crate::executor::{self, Transport};
+use crate::frame::Frame;
 use crate::msg::ShardMsg;
 use crate::options::{Endpoint, ListenOptions};
 use crate::shared::Shared;
@@ -47,9 +48,11 @@ pub struct ServerStats {
 pub struct PeerServer {
     shared: Arc<Shared>,
     threads: Mutex<Option<Vec<glommio::ExecutorJoinHandle<()>>>>,
-    unix_acceptor: Mutex<Option<UnixAcceptor>>,
-    local_addr: Option<SocketAddr>,
-    endpoint: Endpoint,
+    unix_acceptors: Mutex<Vec<UnixAcceptor>>,
+    /// The endpoints listened on, with the ports actually bound.
+    endpoints: Vec<Endpoint>,
+    /// The address of each TCP-based endpoint, in the order of `endpoints`.
+    addrs: Vec<Option<SocketAddr>>,
 }
 
 impl std::fmt::Debug for PeerServer {
@@ -62,17 +65,23 @@ impl std::fmt::Debug for PeerServer {
 }
 
 impl PeerServer {
-    /// The bound TCP address (with the real port when 0 was asked for); `None` for Unix.
+    /// The bound address of the first TCP-based endpoint (with the real port when 0 was
+    /// asked for); `None` when the server listens only on Unix sockets.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.local_addr
+        self.addrs.iter().flatten().next().copied()
     }
 
-    /// The bound endpoint as a string: `127.0.0.1:7400` or `unix:/path`.
+    /// Every endpoint listened on, with the real ports, in the order they were given.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// The first endpoint as a string: `127.0.0.1:7400`, `unix:/path`, `ws://...`.
     pub fn endpoint_string(&self) -> String {
-        match (&self.endpoint, self.local_addr) {
-            (Endpoint::Tcp(_), Some(a)) => a.to_string(),
-            (e, _) => e.to_string(),
-        }
+        self.endpoints
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default()
     }
 
     /// Number of shards.
@@ -116,7 +125,7 @@ impl PeerServer {
     /// Send event `name` to every connected peer (as Broadcast with no origin). Encoded
     /// once; one message per shard.
     pub fn broadcast(&self, name: &str, payload: &[u8]) -> Result<(), EncodeError> {
-        let frame = codec::encode_to_bytes(&codec::Broadcast {
+        let frame = Frame::encode(&codec::Broadcast {
             name: name.into(),
             peer: None,
             payload: payload.into(),
@@ -130,7 +139,7 @@ impl PeerServer {
         let Some((shard, session)) = self.shared.directory.lookup(peer_id) else {
             return Ok(false);
         };
-        let frame = codec::encode_to_bytes(&codec::Event {
+        let frame = Frame::encode(&codec::Event {
             name: name.into(),
             peer: None,
             payload: payload.into(),
@@ -143,7 +152,7 @@ impl PeerServer {
     /// Publish `payload` on `topic` to every member, from the server (the TopicMessage's
     /// `from` is empty). Encoded once; one message per shard with members.
     pub fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), EncodeError> {
-        let frame = codec::encode_to_bytes(&codec::TopicMessage {
+        let frame = Frame::encode(&codec::TopicMessage {
             topic: topic.into(),
             from: "".into(),
             direct: false,
@@ -161,7 +170,7 @@ impl PeerServer {
         let Some((shard, session)) = self.shared.topics.member(topic, to) else {
             return Ok(false);
         };
-        let frame = codec::encode_to_bytes(&codec::TopicMessage {
+        let frame = Frame::encode(&codec::TopicMessage {
             topic: topic.into(),
             from: "".into(),
             direct: true,
@@ -209,27 +218,30 @@ impl PeerServer {
         else {
             return;
         };
-        let acceptor = self
-            .unix_acceptor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(a) = &acceptor {
+        let acceptors = std::mem::take(
+            &mut *self
+                .unix_acceptors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for a in &acceptors {
             a.stop();
         }
         for i in 0..self.shared.shards() {
             self.shared.send(i, ShardMsg::Shutdown { drain });
         }
-        let endpoint = self.endpoint.clone();
+        let endpoints = self.endpoints.clone();
         let wait = move || {
-            if let Some(a) = acceptor {
+            for a in acceptors {
                 a.join();
             }
             for t in threads {
                 let _ = t.join();
             }
-            if let Endpoint::Unix(p) = &endpoint {
-                let _ = std::fs::remove_file(p);
+            for e in &endpoints {
+                if let Endpoint::Unix(p) = e {
+                    let _ = std::fs::remove_file(p);
+                }
             }
         };
         if executor::on_own_shard(&self.shared) {
@@ -282,6 +294,21 @@ fn preflight() -> Result<(), ListenError> {
         });
     }
     Ok(())
+}
+
+/// Bind a Unix stream socket. A socket file whose listener is alive refuses to be
+/// replaced; a stale one (connect fails) is removed.
+fn bind_unix(p: &std::path::Path) -> Result<UnixListener, ListenError> {
+    if p.exists() {
+        if std::os::unix::net::UnixStream::connect(p).is_ok() {
+            return Err(ListenError::UnixPathInUse { path: p.into() });
+        }
+        let _ = std::fs::remove_file(p);
+    }
+    UnixListener::bind(p).map_err(|e| ListenError::Bind {
+        addr: format!("unix:{}", p.display()),
+        source: e,
+    })
 }
 
 fn bind_tcp(
@@ -431,29 +458,47 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
     } else {
         opts.cores.clone()
     };
-    let mut unix_listener = None;
-    let (local_addr, mut tcp_fds): (Option<SocketAddr>, Vec<OwnedFd>) = match &opts.endpoint {
-        Endpoint::Tcp(a) => {
-            let (addr, fds) = bind_tcp(a, n, opts.backlog)?;
-            (Some(addr), fds)
-        }
-        Endpoint::Unix(p) => {
-            // A socket file whose listener is alive refuses to be replaced; a stale one
-            // (connect fails) is removed.
-            if p.exists() {
-                if std::os::unix::net::UnixStream::connect(p).is_ok() {
-                    return Err(ListenError::UnixPathInUse { path: p.clone() });
-                }
-                let _ = std::fs::remove_file(p);
+    let mut config = opts.config();
+    if opts.endpoints.iter().any(Endpoint::is_tls) {
+        let files = opts.tls.as_ref().expect("validate checked");
+        config.tls = Some(
+            crate::tls::server_config(&files.cert_chain, &files.key).map_err(ListenError::Tls)?,
+        );
+    }
+    // Bind everything before starting anything: an error leaves nothing behind.
+    let mut unix_listeners = Vec::new();
+    // Per TCP-based endpoint: one socket per shard.
+    let mut tcp: Vec<(Vec<OwnedFd>, Transport)> = Vec::new();
+    let mut endpoints = Vec::with_capacity(opts.endpoints.len());
+    let mut addrs = Vec::with_capacity(opts.endpoints.len());
+    for e in &opts.endpoints {
+        match e {
+            Endpoint::Unix(p) => {
+                unix_listeners.push(bind_unix(p)?);
+                endpoints.push(e.clone());
+                addrs.push(None);
             }
-            let l = UnixListener::bind(p).map_err(|e| ListenError::Bind {
-                addr: format!("unix:{}", p.display()),
-                source: e,
-            })?;
-            unix_listener = Some(l);
-            (None, Vec::new())
+            _ => {
+                let addr = e.tcp_addr().expect("TCP-based endpoint");
+                let (bound, fds) = bind_tcp(addr, n, opts.backlog)?;
+                let ws_path = match e {
+                    Endpoint::Ws { path, .. } | Endpoint::Wss { path, .. } => {
+                        Some(Arc::<str>::from(path.as_str()))
+                    }
+                    _ => None,
+                };
+                tcp.push((
+                    fds,
+                    Transport {
+                        tls: e.is_tls(),
+                        ws_path,
+                    },
+                ));
+                endpoints.push(e.with_addr(bound));
+                addrs.push(Some(bound));
+            }
         }
-    };
+    }
     let mut senders = Vec::with_capacity(n);
     let mut receivers = Vec::with_capacity(n);
     for _ in 0..n {
@@ -461,7 +506,7 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
         senders.push(tx);
         receivers.push(rx);
     }
-    let shared = Arc::new(Shared::new(opts.config(), senders));
+    let shared = Arc::new(Shared::new(config, senders));
     let hooks = Arc::new(opts.hooks());
     let mut threads = Vec::with_capacity(n);
     let mut failure = None;
@@ -469,11 +514,11 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
     // happens on the new thread, and a failure there shows only as the thread ending.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
     for (i, rx) in receivers.into_iter().enumerate() {
-        let listener = if tcp_fds.is_empty() {
-            None
-        } else {
-            Some(tcp_fds.remove(0))
-        };
+        // This shard's socket of every TCP-based endpoint.
+        let listeners: Vec<(OwnedFd, Transport)> = tcp
+            .iter_mut()
+            .map(|(fds, t)| (fds.remove(0), t.clone()))
+            .collect();
         let placement = if opts.pin {
             Placement::Fixed(cores[i % cores.len()])
         } else {
@@ -491,7 +536,7 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
         match b.spawn(move || async move {
             let _ = ready.send(i);
             drop(ready);
-            executor::run(i, shared, hooks, listener, rx).await
+            executor::run(i, shared, hooks, listeners, rx).await
         }) {
             Ok(h) => threads.push(h),
             Err(e) => {
@@ -512,20 +557,25 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
             break;
         }
     }
-    let unix_acceptor = unix_listener.map(|l| UnixAcceptor::spawn(l, shared.clone()));
+    let unix_acceptors = unix_listeners
+        .into_iter()
+        .map(|l| UnixAcceptor::spawn(l, shared.clone()))
+        .collect();
     let server = PeerServer {
         shared,
         threads: Mutex::new(Some(threads)),
-        unix_acceptor: Mutex::new(unix_acceptor),
-        local_addr,
-        endpoint: opts.endpoint.clone(),
+        unix_acceptors: Mutex::new(unix_acceptors),
+        endpoints,
+        addrs,
     };
     if let Some(e) = failure {
         // Stop the shards that did start, and free the address.
         server.close();
         return Err(e);
     }
-    tracing::info!(endpoint = %server.endpoint_string(), shards = n, "listening");
+    for e in &server.endpoints {
+        tracing::info!(endpoint = %e, shards = n, "listening");
+    }
     Ok(server)
 }
 

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use bytes::Bytes;
+use crate::frame::Frame;
 use peerd_codec::Code;
 
 use crate::config::Config;
@@ -107,7 +107,7 @@ impl Shared {
     }
 
     /// One message per shard, not one per peer; the frame is shared by reference count.
-    pub fn broadcast_frame(&self, frame: Bytes, exclude_session: u64) {
+    pub fn broadcast_frame(&self, frame: Frame, exclude_session: u64) {
         for i in 0..self.shards() {
             self.send(
                 i,
@@ -120,11 +120,11 @@ impl Shared {
     }
 
     /// The messages that deliver a topic frame: one per shard with members of `topic`
-    /// (each carrying the same `Bytes`), to every member but session `exclude` (0: none).
+    /// (each carrying the same `Frame`), to every member but session `exclude` (0: none).
     pub fn topic_frames(
         &self,
         topic: &str,
-        frame: Bytes,
+        frame: Frame,
         exclude: u64,
     ) -> impl Iterator<Item = (usize, ShardMsg)> {
         let topic: std::sync::Arc<str> = topic.into();

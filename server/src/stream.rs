@@ -71,6 +71,21 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<O
     }
 }
 
+/// Non-blocking recv. `WouldBlock` when there is nothing to read.
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: recv into a buffer we own, of the length we pass.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 /// Shut both directions. Wakes a read pending on the socket (it sees end-of-stream), and
 /// sends FIN after whatever the kernel already holds.
 pub(crate) fn shutdown(fd: RawFd) {

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use crate::frame::Frame;
 use peerd_codec::{self as codec, Code, PresenceChange};
 
 use crate::conn::Conn;
@@ -102,7 +102,7 @@ pub(crate) fn publish(
 
 /// Deliver a topic frame to every member except session `exclude`: one message per shard
 /// that has members (inline for this one).
-pub(crate) fn fan_out(shard: &Rc<Shard>, topic: &str, frame: Bytes, exclude: u64) {
+pub(crate) fn fan_out(shard: &Rc<Shard>, topic: &str, frame: Frame, exclude: u64) {
     for (i, msg) in shard.shared().topic_frames(topic, frame, exclude) {
         route(shard, i, msg);
     }

@@ -22,7 +22,7 @@ fn status(p: &mut RawPeer, req: u64) -> (u16, String) {
 
 #[test]
 fn relayed_frames_never_exceed_the_limit_receivers_were_told() {
-    let mut o = ListenOptions::new("127.0.0.1:0").shards(2);
+    let mut o = ListenOptions::new("127.0.0.1:0").unwrap().shards(2);
     o.limits.max_frame_len = 4096;
     let srv = server(o);
     let addr = srv.local_addr().unwrap();
@@ -73,7 +73,7 @@ fn relayed_frames_never_exceed_the_limit_receivers_were_told() {
 
 #[test]
 fn publish_checks_its_topic_name_like_join() {
-    let srv = server(ListenOptions::new("127.0.0.1:0").shards(2));
+    let srv = server(ListenOptions::new("127.0.0.1:0").unwrap().shards(2));
     let mut p = RawPeer::connect(srv.local_addr().unwrap(), Some("p"));
     let long = "x".repeat(100_000);
     p.send(&codec::Publish {
@@ -95,7 +95,7 @@ fn publish_checks_its_topic_name_like_join() {
 
 #[test]
 fn a_silent_connection_is_closed_with_handshake_timeout() {
-    let mut o = ListenOptions::new("127.0.0.1:0").shards(1);
+    let mut o = ListenOptions::new("127.0.0.1:0").unwrap().shards(1);
     o.handshake_timeout = Duration::from_millis(200);
     let srv = server(o);
     let mut p = RawPeer::tcp(srv.local_addr().unwrap());
@@ -115,7 +115,7 @@ fn a_silent_connection_is_closed_with_handshake_timeout() {
 
 #[test]
 fn a_slow_consumer_gets_whole_frames_then_its_close() {
-    let mut o = ListenOptions::new("127.0.0.1:0").shards(1);
+    let mut o = ListenOptions::new("127.0.0.1:0").unwrap().shards(1);
     o.limits.outbound_queue_bytes = 256 * 1024;
     // Long enough for the test to read everything before the server gives up on it (so
     // not `server()`, which shortens the linger).
@@ -177,7 +177,7 @@ fn self_call(p: &mut RawPeer, id: u64, timeout_ms: u32) {
 
 #[test]
 fn relayed_calls_are_capped_per_caller_and_in_time() {
-    let mut o = ListenOptions::new("127.0.0.1:0").shards(2);
+    let mut o = ListenOptions::new("127.0.0.1:0").unwrap().shards(2);
     o.limits.max_relayed_calls_per_peer = 16;
     o.limits.max_call_timeout = Duration::from_millis(300);
     let srv = server(o);
@@ -222,7 +222,7 @@ fn relayed_calls_are_capped_per_caller_and_in_time() {
 
 #[test]
 fn a_frame_dripping_in_is_cut_at_its_deadline() {
-    let mut o = ListenOptions::new("127.0.0.1:0").shards(1);
+    let mut o = ListenOptions::new("127.0.0.1:0").unwrap().shards(1);
     // Ticks of 50 ms; a 64 KiB frame gets one interval + 1 s.
     o.heartbeat = Duration::from_millis(200);
     let srv = server(o);

@@ -51,7 +51,7 @@ fn invalid(o: ListenOptions) -> String {
 fn invalid_options_are_refused_before_any_shard_starts() {
     let _g = serial();
     let before = shard_threads();
-    let base = || ListenOptions::new("127.0.0.1:0").shards(1);
+    let base = || ListenOptions::new("127.0.0.1:0").unwrap().shards(1);
 
     // More shards than cores with pinning on used to start the first shards, then fail,
     // leaving them running.
@@ -97,13 +97,13 @@ fn default_pinning_uses_the_cores_this_process_may_run_on() {
                 0
             );
         }
-        let mut o =
-            ListenOptions::new("127.0.0.1:0")
-                .shards(1)
-                .handle("cpu", |_p, _r| async move {
-                    let cpu = unsafe { libc::sched_getcpu() };
-                    Ok(Bytes::from(cpu.to_string()))
-                });
+        let mut o = ListenOptions::new("127.0.0.1:0").unwrap().shards(1).handle(
+            "cpu",
+            |_p, _r| async move {
+                let cpu = unsafe { libc::sched_getcpu() };
+                Ok(Bytes::from(cpu.to_string()))
+            },
+        );
         o.pin = true;
         listen(o).expect("listen")
     })
@@ -119,14 +119,16 @@ fn close_from_inside_a_handler_stops_the_server() {
     let _g = serial();
     let cell: Arc<OnceLock<PeerServer>> = Arc::new(OnceLock::new());
     let c = cell.clone();
-    let mut o = ListenOptions::new("127.0.0.1:0")
-        .shards(2)
-        .handle("stop", move |_p, _r| {
-            // Used to panic the shard thread: "failed to join thread: Resource deadlock
-            // avoided".
-            c.get().expect("server set").close();
-            async { Ok(Bytes::from_static(b"stopping")) }
-        });
+    let mut o =
+        ListenOptions::new("127.0.0.1:0")
+            .unwrap()
+            .shards(2)
+            .handle("stop", move |_p, _r| {
+                // Used to panic the shard thread: "failed to join thread: Resource deadlock
+                // avoided".
+                c.get().expect("server set").close();
+                async { Ok(Bytes::from_static(b"stopping")) }
+            });
     o.pin = false;
     o.close_linger = Duration::from_millis(200);
     let srv = cell.get_or_init(|| listen(o).expect("listen"));
@@ -146,7 +148,9 @@ fn unix_listener_closes_cleanly_while_peers_connect() {
     let _g = serial();
     let path = std::env::temp_dir().join(format!("peerd-close-{}.sock", std::process::id()));
     for round in 0..20 {
-        let mut o = ListenOptions::new(&format!("unix:{}", path.display())).shards(2);
+        let mut o = ListenOptions::new(&format!("unix:{}", path.display()))
+            .unwrap()
+            .shards(2);
         o.pin = false;
         o.close_linger = Duration::from_millis(50);
         let srv = listen(o).expect("listen");

@@ -15,6 +15,7 @@ use peerd_server::{listen, CallError, ListenError, ListenOptions, RpcFailure};
 
 fn opts() -> ListenOptions {
     ListenOptions::new("127.0.0.1:0")
+        .unwrap()
         .shards(2)
         .handle("echo", |_p, r| async move { Ok(r.params) })
 }
@@ -255,7 +256,7 @@ fn second_listen_on_a_taken_port_is_a_typed_error() {
     let srv = server(opts());
     let addr = srv.local_addr().unwrap();
     let mut o = opts();
-    o.endpoint = peerd_server::Endpoint::Tcp(addr.to_string());
+    o.endpoints = vec![peerd_server::Endpoint::Tcp(addr.to_string())];
     o.pin = false;
     match listen(o) {
         Err(ListenError::AddrInUse { addr: a }) => assert_eq!(a, addr.to_string()),
@@ -413,7 +414,7 @@ fn unix_socket_endpoint() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("s.sock");
     let mut o = opts();
-    o.endpoint = peerd_server::Endpoint::Unix(path.clone());
+    o.endpoints = vec![peerd_server::Endpoint::Unix(path.clone())];
     o.pin = false;
     let srv = listen(o).unwrap();
     assert_eq!(srv.endpoint_string(), format!("unix:{}", path.display()));
@@ -450,7 +451,7 @@ fn unix_socket_endpoint() {
     }
     // A second server on the same live path is refused.
     let mut o = opts();
-    o.endpoint = peerd_server::Endpoint::Unix(path.clone());
+    o.endpoints = vec![peerd_server::Endpoint::Unix(path.clone())];
     assert!(matches!(listen(o), Err(ListenError::UnixPathInUse { .. })));
     srv.close();
     assert!(!path.exists(), "socket file removed on close");

@@ -14,7 +14,7 @@ use peerd_codec::{self as codec, Code, Frame, PresenceChange, SignalKind};
 use peerd_server::{ListenOptions, PeerServer};
 
 fn srv() -> PeerServer {
-    server(ListenOptions::new("127.0.0.1:0").shards(2))
+    server(ListenOptions::new("127.0.0.1:0").unwrap().shards(2))
 }
 
 fn status(p: &mut RawPeer, req: u64) -> u16 {
@@ -139,7 +139,7 @@ fn fan_out_reaches_every_member_once_in_order() {
 
 #[test]
 fn topic_limits_and_errors() {
-    let mut o = ListenOptions::new("127.0.0.1:0").shards(2);
+    let mut o = ListenOptions::new("127.0.0.1:0").unwrap().shards(2);
     o.limits.max_topics_per_peer = 2;
     o.limits.max_members_per_topic = 2;
     o.limits.max_topic_len = 8;
@@ -602,6 +602,7 @@ fn subscriber_that_never_reads_is_closed_as_slow_consumer() {
     let (gone_tx, gone) = std::sync::mpsc::channel::<(String, u16)>();
     let gone_tx = std::sync::Mutex::new(gone_tx);
     let mut o = ListenOptions::new("127.0.0.1:0")
+        .unwrap()
         .shards(2)
         .on_connection(move |peer| {
             let tx = gone_tx.lock().unwrap().clone();
@@ -682,6 +683,7 @@ fn embedding_code_sees_presence() {
     let tx = std::sync::Mutex::new(tx);
     let srv = server(
         ListenOptions::new("127.0.0.1:0")
+            .unwrap()
             .shards(2)
             .on_presence(move |n| tx.lock().unwrap().send(n).unwrap()),
     );

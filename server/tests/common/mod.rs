@@ -9,7 +9,7 @@ pub use peerd_testkit::{frame, hello, wait_until, RawPeer, Recv, WAIT};
 /// `opts` listening on an ephemeral loopback port, shards unpinned.
 pub fn server(opts: ListenOptions) -> PeerServer {
     let mut opts = opts;
-    opts.endpoint = peerd_server::Endpoint::Tcp("127.0.0.1:0".into());
+    opts.endpoints = vec![peerd_server::Endpoint::Tcp("127.0.0.1:0".into())];
     // Tests run in parallel on a small machine; do not pin every test's shards.
     opts.pin = false;
     // Peers in these tests read their Close at once; no test should wait out the default
