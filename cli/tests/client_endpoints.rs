@@ -1,7 +1,8 @@
-//! The client subcommands' `--server ENDPOINT` and `--ca FILE`: a Unix socket end to end
-//! through the binary (`peerd serve --listen unix:PATH`, then `peerd call`, `pub`/`sub`,
-//! `peers` with `--server unix:PATH`), and the refusals: a malformed endpoint is a usage
-//! error naming `--server`, an unreadable CA file names the file.
+//! The client subcommands' `--server ENDPOINT` and `--ca FILE` through the binary: a Unix
+//! socket (`peerd serve --listen unix:PATH`, then `peerd call`, `pub`/`sub`, `peers`),
+//! `ws://`, `wss://` and `tls://` with the test CA (`--ca`, `PEERD_CA`), and the refusals:
+//! a malformed endpoint is a usage error naming `--server`, an unreadable CA file names
+//! the file, an unknown CA is a TLS error.
 //!
 //! Every child runs under a deadline (killed if it overstays), so a hang fails the test.
 
@@ -46,22 +47,26 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// `peerd serve --listen unix:PATH`, killed on drop.
-struct UnixServer {
-    child: Child,
-    path: PathBuf,
+fn pki(file: &str) -> String {
+    format!("{}/../testdata/tls/{file}", env!("CARGO_MANIFEST_DIR"))
 }
 
-impl UnixServer {
-    fn start(name: &str) -> UnixServer {
-        let path =
-            std::env::temp_dir().join(format!("peerd-cli-{}-{name}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let mut child = peerd()
-            .args(["serve", "--no-pin", "--shards", "1", "--listen"])
-            .arg(format!("unix:{}", path.display()))
-            .spawn()
-            .expect("spawn peerd serve");
+/// `peerd serve` on the `--listen` endpoints given, killed on drop.
+struct Server {
+    child: Child,
+    /// The endpoints from the ready lines, real ports filled in.
+    endpoints: Vec<String>,
+    path: Option<PathBuf>,
+}
+
+impl Server {
+    fn start(listen: &[String], extra: &[String]) -> Server {
+        let mut cmd = peerd();
+        cmd.args(["serve", "--no-pin", "--shards", "1"]);
+        for l in listen {
+            cmd.args(["--listen", l]);
+        }
+        let mut child = cmd.args(extra).spawn().expect("spawn peerd serve");
         let (tx, rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         thread::spawn(move || {
@@ -75,13 +80,35 @@ impl UnixServer {
             let mut s = String::new();
             let _ = stderr.read_to_string(&mut s);
         });
-        let line = rx.recv_timeout(LIMIT).expect("a ready line");
-        assert!(line.starts_with("peerd listening on unix:"), "{line}");
-        UnixServer { child, path }
+        // One `peerd listening on ENDPOINT shards=N pid=PID` line per endpoint.
+        let endpoints = listen
+            .iter()
+            .map(|_| {
+                let line = rx.recv_timeout(LIMIT).expect("a ready line");
+                let words: Vec<&str> = line.split(' ').collect();
+                assert_eq!(&words[..3], ["peerd", "listening", "on"], "{line}");
+                words[3].to_string()
+            })
+            .collect();
+        Server {
+            child,
+            endpoints,
+            path: None,
+        }
+    }
+
+    fn unix(name: &str) -> Server {
+        let path =
+            std::env::temp_dir().join(format!("peerd-cli-{}-{name}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut s = Server::start(&[format!("unix:{}", path.display())], &[]);
+        assert!(s.endpoints[0].starts_with("unix:"), "{:?}", s.endpoints);
+        s.path = Some(path);
+        s
     }
 
     fn endpoint(&self) -> String {
-        format!("unix:{}", self.path.display())
+        self.endpoints[0].clone()
     }
 
     fn client(&self, args: &[&str]) -> Output {
@@ -93,17 +120,68 @@ impl UnixServer {
     }
 }
 
-impl Drop for UnixServer {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
 #[test]
+fn call_over_websocket_tls_and_websocket_over_tls_with_a_private_ca() {
+    let listen: Vec<String> = [
+        "ws://127.0.0.1:0",
+        "wss://127.0.0.1:0/peerd",
+        "tls://127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    let tls = [
+        "--tls-cert".to_string(),
+        pki("server.pem"),
+        "--tls-key".to_string(),
+        pki("server.key"),
+    ];
+    let srv = Server::start(&listen, &tls);
+    for ep in &srv.endpoints {
+        // By name: the certificate is for localhost.
+        let ep = ep.replace("127.0.0.1", "localhost");
+        let mut c = peerd();
+        c.args([
+            "call",
+            "--server",
+            &ep,
+            "--ca",
+            &pki("ca.pem"),
+            "echo",
+            "hi",
+        ]);
+        let out = run(c);
+        assert!(out.status.success(), "{ep}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "hi\n", "{ep}");
+        // PEERD_CA instead of --ca.
+        let mut c = peerd();
+        c.env("PEERD_CA", pki("ca.pem"))
+            .env("PEERD_SERVER", &ep)
+            .args(["peers"]);
+        let out = run(c);
+        assert!(out.status.success(), "{ep}: {}", text(&out.stderr));
+    }
+    // Without the CA the system's roots do not know the test CA: a TLS error, exit 1.
+    let wss = srv.endpoints[1].replace("127.0.0.1", "localhost");
+    let mut c = peerd();
+    c.args(["call", "--server", &wss, "echo", "hi"]);
+    let out = run(c);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("TLS"), "{}", text(&out.stderr));
+}
+
+#[test]
 fn client_subcommands_reach_a_unix_socket() {
-    let srv = UnixServer::start("subcommands");
+    let srv = Server::unix("subcommands");
     let out = srv.client(&["call", "echo", "over unix"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "over unix\n");

@@ -17,8 +17,9 @@ use crate::error::ClientError;
 use crate::link::{Link, WriteError};
 use crate::options::PeerOptions;
 use crate::shared::{Inner, Session};
+use crate::socket::Socket;
 use crate::state::State;
-use crate::transport::{Chunk, Remote, Socket, WireReader};
+use crate::transport::{Chunk, Remote, WireReader};
 use crate::ws::{ws_violation_code, Upgrading};
 
 /// Keepalive interval when neither the options nor the server say.

@@ -8,6 +8,12 @@
 //! of the last session to keep its peer id, and re-joins its topics and re-opens its
 //! presence watches.
 //!
+//! It connects over TCP ([`connect`], or `host:port` / `tcp://host:port`), a Unix socket
+//! (`unix:/path`), TLS (`tls://host:port`) or WebSocket (`ws://host:port/path`, and
+//! `wss://` inside TLS): [`connect_endpoint`] / [`Peer::with_endpoint`] take any
+//! [`Endpoint`]; [`PeerOptions::ca_file`] / [`TlsOptions`] say whom TLS trusts (the
+//! system's CA certificates by default). Everything below works the same on each.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use peerd_client::{connect, PeerOptions, RpcFailure};
@@ -49,14 +55,18 @@
 //! started on first use, because there is no runtime timer to borrow.
 //!
 //! Per peer there are:
-//! - one *reader/supervisor* thread: reads the socket into a [`peerd_codec::Framer`],
+//! - one *reader/supervisor* thread: reads the connection (decrypting TLS, deframing
+//!   WebSocket messages and answering their Pings) into a [`peerd_codec::Framer`],
 //!   decodes each frame with validated access, completes pending calls and requests
 //!   directly, answers Ping, and queues everything that runs user code; when the
 //!   connection ends it runs the reconnect loop, then reads the next connection;
 //! - one *dispatcher* thread: runs RPC handlers and listeners in arrival order and feeds
 //!   subscription channels and presence watchers. User code never runs on the reader, so a
 //!   handler that makes a blocking `call` cannot deadlock the connection;
-//! - writes from any thread through a mutex around the socket's write half: a frame is
+//! - writes from any thread through a mutex around the connection's write half (the
+//!   socket, or the TLS session shared with the reader, which reads ciphertext without
+//!   the lock and takes it only to decrypt; over WebSocket a frame is one masked message,
+//!   masked in place behind room left for its header): a frame is
 //!   encoded with [`peerd_codec::encode`] into a reused buffer and written with one
 //!   `write_all`, so frames never interleave.
 //!
@@ -98,7 +108,10 @@
 //! - [`rpc`]: [`Rpc`] calls and handlers.
 //! - [`events`]: [`Events`], broadcasts, asynchronous [`ServerError`]s.
 //! - [`topics`]: join/leave/publish/send, [`Watcher`] and presence, list peers, signaling.
-//! - [`options`]: [`PeerOptions`], [`ReconnectPolicy`] and its backoff schedule.
+//! - [`options`]: [`PeerOptions`], [`ReconnectPolicy`] and its backoff schedule,
+//!   [`TlsOptions`].
+//! - [`endpoint`]: [`Endpoint`], parsed from `host:port`, `tcp://`, `unix:`, `tls://`,
+//!   `ws://`, `wss://` with typed errors ([`EndpointError`]).
 //! - [`state`]: [`State`], the connection state machine, and [`CloseInfo`].
 //! - [`error`]: [`ClientError`], [`CallError`], [`RequestError`], split by layer.
 //! - `messages`: what handlers, listeners and receivers are given ([`EventInfo`],
@@ -112,7 +125,14 @@
 //!   register, write, wait with a deadline, fail at once when the link drops), and the
 //!   deadline timer of async waits.
 //! - `link`: the write side of a connection, shared by every sending thread.
-//! - `handshake`: TCP connect and Hello -> Welcome | Reject (the protocol is the codec's
+//! - `transport`: where a peer connects (resolved once) and the two halves of a
+//!   connection over any transport: the reader's `WireReader`, the writers' `WireWriter`.
+//! - `socket`: the TCP or Unix socket, and `ReadSome`, one read of a transport layer.
+//! - `tls`: the rustls configuration (CA file, system roots) and the TLS session shared
+//!   by the reader and the writers.
+//! - `ws`: the WebSocket upgrade, the in-place deframing reader and masked frames, on
+//!   `peerd-ws`.
+//! - `handshake`: connect and Hello -> Welcome | Reject (the protocol is the codec's
 //!   sans-io `ClientHandshake`), what a reconnect presents, errors as [`ClientError`].
 //! - `inbound`: the read loop and keepalive probe; routes each frame to a waiter, the
 //!   dispatcher, or a Pong.
@@ -124,7 +144,8 @@
 //!   reconnect re-establishes).
 //! - `listeners`: copy-on-write listener and subscription lists.
 //!
-//! The machinery uses only the API's leaf modules (`options`, `state`, `error`, `messages`),
+//! The machinery uses only the API's leaf modules (`options`, `endpoint`, `state`, `error`,
+//! `messages`),
 //! never `peer`, `rpc`, `events` or `topics`, and no modules import each other in a circle.
 
 pub mod endpoint;
@@ -145,6 +166,7 @@ mod messages;
 mod peer;
 mod pending;
 mod shared;
+mod socket;
 mod supervisor;
 mod tls;
 mod transport;

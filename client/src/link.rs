@@ -16,7 +16,8 @@ use peerd_codec::{encode, Close, Encode, EncodeError};
 
 use crate::error::SendFailure;
 use crate::pending::Outbound;
-use crate::transport::{Socket, WireWriter};
+use crate::socket::Socket;
+use crate::transport::WireWriter;
 
 /// A write buffer bigger than this is not kept after its frame went out: one huge frame
 /// should not pin its buffer for the life of the connection.

@@ -17,8 +17,9 @@ use crate::link::Link;
 use crate::membership::{TopicState, WatchKey};
 use crate::options::PeerOptions;
 use crate::pending::{Deadlines, PendingTable, WaitError, Waiter};
+use crate::socket::Socket;
 use crate::state::{CloseInfo, Initiator, State, StateCell};
-use crate::transport::{Socket, Target};
+use crate::transport::Target;
 
 /// What the last Welcome said about the session.
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
 use crate::error::ClientError;
 use crate::options::TlsOptions;
-use crate::transport::{Got, Socket};
+use crate::socket::{Got, ReadSome, Socket};
 
 /// Ciphertext read size: a few full TLS records (16 KiB + overhead each).
 const CIPHER_CHUNK: usize = 64 * 1024;
@@ -206,11 +206,13 @@ impl TlsReader {
             end: 0,
         }
     }
+}
 
+impl ReadSome for TlsReader {
     /// Plaintext into `dst`. Blocks on the socket (without the lock) at most once per
     /// call, so a caller keeps control of its deadline: `Got::Nothing` means TLS records
     /// arrived that carried no application data (handshake, session tickets).
-    pub(crate) fn read(&mut self, dst: &mut [u8]) -> io::Result<Got> {
+    fn read_some(&mut self, dst: &mut [u8]) -> io::Result<Got> {
         let mut did_read = false;
         loop {
             {

@@ -8,12 +8,12 @@
 //! - [`WireWriter`], held by [`Link`](crate::link::Link) under the writers' mutex: writes
 //!   one encoded frame (masked into a WebSocket message where needed) or raw bytes.
 //!
-//! Plus a third handle on the socket ([`Socket::shutdown`]) to end it from anywhere.
+//! Plus a third handle on the socket (`Socket::shutdown`) to end it from anywhere.
 //! Enums, not trait objects: the match costs nothing next to a syscall, and the plain-TCP
 //! path stays a direct `read`/`write` on the `TcpStream`.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 #[cfg(unix)]
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -29,79 +29,13 @@ use rustls::ClientConfig;
 use crate::endpoint::{Endpoint, EndpointError};
 use crate::error::ClientError;
 use crate::options::PeerOptions;
+use crate::socket::{Got, ReadSome, Socket};
 use crate::tls::{self, TlsReader, TlsShared};
 use crate::ws::{self, Upgrading, WsRead, WsReader};
 
 /// Read chunk size. One copy from this buffer into the framer keeps the code free of
 /// `unsafe` uninitialized-buffer tricks; the framer then hands out frames zero-copy.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// A connected stream socket.
-pub(crate) enum Socket {
-    Tcp(TcpStream),
-    #[cfg(unix)]
-    Unix(UnixStream),
-}
-
-impl Socket {
-    pub(crate) fn try_clone(&self) -> io::Result<Socket> {
-        Ok(match self {
-            Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
-            #[cfg(unix)]
-            Socket::Unix(s) => Socket::Unix(s.try_clone()?),
-        })
-    }
-
-    /// Shut both directions down: wakes a reader blocked on it, fails blocked writers.
-    pub(crate) fn shutdown(&self) {
-        let _ = match self {
-            Socket::Tcp(s) => s.shutdown(Shutdown::Both),
-            #[cfg(unix)]
-            Socket::Unix(s) => s.shutdown(Shutdown::Both),
-        };
-    }
-
-    /// Applies to the socket, so to every handle of it.
-    pub(crate) fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.set_read_timeout(d),
-            #[cfg(unix)]
-            Socket::Unix(s) => s.set_read_timeout(d),
-        }
-    }
-
-    pub(crate) fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.set_write_timeout(d),
-            #[cfg(unix)]
-            Socket::Unix(s) => s.set_write_timeout(d),
-        }
-    }
-}
-
-impl Read for &Socket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match *self {
-            Socket::Tcp(s) => (&*s).read(buf),
-            #[cfg(unix)]
-            Socket::Unix(s) => (&*s).read(buf),
-        }
-    }
-}
-
-impl Write for &Socket {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match *self {
-            Socket::Tcp(s) => (&*s).write(buf),
-            #[cfg(unix)]
-            Socket::Unix(s) => (&*s).write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Where a connection attempt went, for errors.
 #[derive(Debug, Clone)]
@@ -132,9 +66,7 @@ impl Remote {
             },
         }
     }
-}
 
-impl Remote {
     /// A refused WebSocket upgrade, typed.
     pub(crate) fn upgrade_error(&self, e: crate::UpgradeError) -> ClientError {
         match self {
@@ -153,25 +85,25 @@ impl Remote {
 /// Where and how a peer connects, worked out once (addresses resolved, TLS configured)
 /// when the peer is made; every reconnect uses it again.
 pub(crate) struct Target {
-    pub(crate) place: Place,
+    place: Place,
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
-    pub(crate) ws: Option<WsTarget>,
+    ws: Option<WsTarget>,
     /// The largest message the WebSocket reader accepts: one whole peerd frame.
     max_message: usize,
 }
 
-pub(crate) enum Place {
+enum Place {
     /// Tried in order until one accepts.
     Inet(Vec<SocketAddr>),
     Unix(PathBuf),
 }
 
 /// What the WebSocket upgrade request names.
-pub(crate) struct WsTarget {
+struct WsTarget {
     /// The `Host` header: `host:port`, IPv6 in brackets.
-    pub(crate) host: String,
+    host: String,
     /// The request target.
-    pub(crate) path: String,
+    path: String,
 }
 
 impl Target {
@@ -317,30 +249,17 @@ impl Target {
     }
 }
 
-/// What one read of the layer under a WebSocket (or under peerd) gave.
-pub(crate) enum Got {
-    /// This many bytes were put at the start of the buffer.
-    Bytes(usize),
-    /// Bytes arrived but none for the layer above (TLS handshake records).
-    Nothing,
-    /// The stream ended.
-    Eof,
-}
-
 /// The layer under peerd (or under WebSocket): the socket, or TLS on it.
 pub(crate) enum Source {
     Plain(Socket),
     Tls(TlsReader),
 }
 
-impl Source {
-    pub(crate) fn read(&mut self, dst: &mut [u8]) -> io::Result<Got> {
+impl ReadSome for Source {
+    fn read_some(&mut self, dst: &mut [u8]) -> io::Result<Got> {
         match self {
-            Source::Plain(s) => match (&*s).read(dst)? {
-                0 => Ok(Got::Eof),
-                n => Ok(Got::Bytes(n)),
-            },
-            Source::Tls(t) => t.read(dst),
+            Source::Plain(s) => s.read_some(dst),
+            Source::Tls(t) => t.read_some(dst),
         }
     }
 }
@@ -371,7 +290,7 @@ impl WireReader {
     /// Block (up to the socket's read timeout) until something arrives.
     pub(crate) fn read(&mut self) -> io::Result<Chunk<'_>> {
         let Some(ws) = &mut self.ws else {
-            return match self.src.read(&mut self.buf)? {
+            return match self.src.read_some(&mut self.buf)? {
                 Got::Bytes(n) => Ok(Chunk::Data(&self.buf[..n])),
                 Got::Nothing => Ok(Chunk::Data(&[])),
                 Got::Eof => Ok(Chunk::Eof),

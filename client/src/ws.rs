@@ -5,23 +5,22 @@
 //! Each peerd frame goes out as one masked binary message with a fresh random mask. The
 //! read side treats the payloads of the server's binary messages as one byte stream for
 //! the peerd framer (the server sends one frame per message; nothing here depends on it),
-//! answers Ping with Pong, and reports the server's Close. Text messages, masked server
-//! frames, reserved bits and the like are refused by the deframer.
+//! and reports the server's Pings (answered through the write side) and its Close. Text
+//! messages, masked server frames, reserved bits and the like are refused by the deframer.
 
 use std::io;
 
 use peerd_codec::Code;
-
 use peerd_ws::frame::{
     apply_mask, header, random_mask, write_masked_frame, Deframer, Event, Opcode, Role, Step,
     WsError, MAX_CLIENT_HEADER, MAX_CONTROL_PAYLOAD,
 };
 use peerd_ws::handshake::{check_response, client_key, client_request, HandshakeError};
 
-use crate::transport::{Got, Source};
+use crate::socket::{Got, ReadSome};
 
 /// The subprotocol a peerd server requires.
-pub(crate) const SUBPROTOCOL: &str = "peerd.v1";
+const SUBPROTOCOL: &str = "peerd.v1";
 
 /// Largest upgrade response head accepted.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
@@ -98,8 +97,8 @@ impl WsReader {
 
     /// Read (at most one blocking read) and check the upgrade response. Bytes behind it
     /// are the first WebSocket frames and stay in the buffer.
-    pub(crate) fn read_upgrade(&mut self, src: &mut Source) -> io::Result<Upgrading> {
-        match src.read(&mut self.buf[self.end..])? {
+    pub(crate) fn read_upgrade(&mut self, src: &mut impl ReadSome) -> io::Result<Upgrading> {
+        match src.read_some(&mut self.buf[self.end..])? {
             Got::Bytes(n) => self.end += n,
             Got::Nothing => return Ok(Upgrading::More),
             Got::Eof => return Ok(Upgrading::Eof),
@@ -126,7 +125,7 @@ impl WsReader {
     }
 
     /// Deframe what is buffered; if that yields nothing, read once and deframe again.
-    pub(crate) fn read(&mut self, src: &mut Source) -> io::Result<WsRead> {
+    pub(crate) fn read(&mut self, src: &mut impl ReadSome) -> io::Result<WsRead> {
         // The data handed out last time has been consumed by the caller.
         self.app_end = 0;
         if let Some((payload, len)) = self.ping.take() {
@@ -141,7 +140,7 @@ impl WsReader {
             Err(e) => return Ok(WsRead::Violation(e)),
         };
         self.make_room(want);
-        match src.read(&mut self.buf[self.end..])? {
+        match src.read_some(&mut self.buf[self.end..])? {
             Got::Bytes(n) => self.end += n,
             Got::Nothing => return Ok(WsRead::Data(0)),
             Got::Eof => return Ok(WsRead::Eof),
@@ -261,14 +260,12 @@ mod tests {
     use peerd_ws::frame::write_frame;
 
     /// A reader whose source is a preloaded byte string (served through a socket pair).
-    fn reader_over(bytes: &[u8]) -> (WsReader, Source) {
+    fn reader_over(bytes: &[u8]) -> (WsReader, crate::socket::Socket) {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         use std::io::Write;
         (&a).write_all(bytes).unwrap();
         drop(a);
-        let mut r = WsReader::new(1 << 20);
-        r.key = None;
-        (r, Source::Plain(crate::transport::Socket::Unix(b)))
+        (WsReader::new(1 << 20), crate::socket::Socket::Unix(b))
     }
 
     fn server_frame(op: Opcode, payload: &[u8]) -> Vec<u8> {
@@ -345,7 +342,7 @@ mod tests {
             }
         });
         let mut r = WsReader::new(1 << 20);
-        let mut src = Source::Plain(crate::transport::Socket::Unix(b));
+        let mut src = crate::socket::Socket::Unix(b);
         let (mut got, mut pings) = (Vec::new(), 0);
         loop {
             match r.read(&mut src).unwrap() {

@@ -30,6 +30,7 @@ fn pki(file: &str) -> PathBuf {
 
 fn server_opts() -> ListenOptions {
     let mut o = ListenOptions::new("127.0.0.1:0")
+        .unwrap()
         .shards(2)
         .handle("echo", |_p, r| async move { Ok(r.params) });
     o.pin = false;
@@ -42,7 +43,7 @@ fn tcp_server() -> PeerServer {
 
 fn unix_server(path: &Path) -> PeerServer {
     let mut o = server_opts();
-    o.endpoint = ServerEndpoint::Unix(path.to_path_buf());
+    o.endpoints = vec![ServerEndpoint::Unix(path.to_path_buf())];
     listen(o).expect("listen on a unix socket")
 }
 
@@ -500,4 +501,256 @@ fn bad_ca_files_are_setup_errors_before_connecting() {
     assert!(matches!(e, ClientError::InvalidEndpoint { .. }), "{e}");
     assert!(e.is_permanent());
     let _ = Code::Normal;
+}
+
+// ---------------------------------------------------------------------------------------
+// Every transport against the real server's own listeners (tcp, unix, tls, ws, wss)
+
+/// A server listening on `endpoints`, with the test certificate for tls:// and wss://, a
+/// `kick` RPC that disconnects the caller, and `echo`.
+fn multi_server(endpoints: Vec<ServerEndpoint>) -> PeerServer {
+    let mut o = server_opts().handle("kick", |p, _r| async move {
+        p.disconnect();
+        Ok(Vec::new().into())
+    });
+    o.endpoints = endpoints;
+    o.tls = Some(peerd_server::TlsFiles {
+        cert_chain: pki("server.pem"),
+        key: pki("server.key"),
+    });
+    listen(o).expect("listen on every transport")
+}
+
+/// The client endpoints of a server's listeners, in order, with the host of the TLS
+/// ones as `localhost` (the name in the certificate, so that name checks are exercised
+/// too) where `by_name`.
+fn client_endpoints(srv: &PeerServer, by_name: bool) -> Vec<String> {
+    srv.endpoints()
+        .iter()
+        .map(|e| {
+            let s = e.to_string();
+            if by_name && e.is_tls() {
+                s.replace("127.0.0.1", "localhost")
+            } else {
+                s
+            }
+        })
+        .collect()
+}
+
+fn every_endpoint(sock: &TempSock) -> Vec<ServerEndpoint> {
+    [
+        "127.0.0.1:0",
+        "tls://127.0.0.1:0",
+        "ws://127.0.0.1:0/peerd",
+        "wss://127.0.0.1:0/peerd",
+    ]
+    .iter()
+    .map(|s| ServerEndpoint::parse(s).unwrap())
+    .chain([ServerEndpoint::Unix(sock.0.clone())])
+    .collect()
+}
+
+#[test]
+fn every_transport_reaches_every_other_through_the_real_server() {
+    let sock = TempSock::new("every");
+    let srv = multi_server(every_endpoint(&sock));
+    let eps = client_endpoints(&srv, true);
+    assert_eq!(eps.len(), 5, "{eps:?}");
+    let names = ["tcp", "tls", "ws", "wss", "unix"];
+    let peers: Vec<Peer> = eps
+        .iter()
+        .zip(names)
+        .map(|(ep, name)| {
+            connect_endpoint(ep, tls_opts(&format!("p-{name}")))
+                .unwrap_or_else(|e| panic!("{ep}: {e}"))
+        })
+        .collect();
+    let watcher = peers[0].watch(Some("all")).unwrap();
+    let inboxes: Vec<_> = peers.iter().map(|p| p.subscribe("all")).collect();
+    for (p, name) in peers.iter().zip(names) {
+        // A frame far larger than one read, one TLS record or one WebSocket read buffer.
+        let big: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
+        assert_eq!(p.rpc().call("echo", &big).unwrap(), big, "{name}");
+        assert!(p.ping(WAIT).is_ok(), "{name}");
+        p.rpc()
+            .handle("name", move |_| Ok(name.as_bytes().to_vec()));
+        p.join("all").unwrap();
+    }
+    let mut joined = Vec::new();
+    while joined.len() < names.len() {
+        match watcher.recv_timeout(WAIT) {
+            Some(PresenceEvent::Join(id)) => joined.push(id),
+            other => panic!("{other:?} after {joined:?}"),
+        }
+    }
+    let mut listed = peers[2].list_peers(Some("all")).unwrap();
+    listed.sort();
+    let mut want: Vec<String> = names.iter().map(|n| format!("p-{n}")).collect();
+    want.sort();
+    assert_eq!(listed, want);
+
+    // Every transport calls every other, peer to peer.
+    for (i, from) in peers.iter().enumerate() {
+        for (j, to) in names.iter().enumerate() {
+            if i != j {
+                let r = from
+                    .rpc()
+                    .call_peer(&format!("p-{to}"), "name", b"")
+                    .unwrap();
+                assert_eq!(&r[..], to.as_bytes(), "{} -> {to}", names[i]);
+            }
+        }
+    }
+    // A publish from WebSocket over TLS reaches every member, whatever its transport.
+    peers[3]
+        .publish_confirmed("all", b"to everyone", true)
+        .unwrap();
+    for (inbox, name) in inboxes.iter().zip(names) {
+        let m = inbox
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            (m.from.as_str(), &m.payload[..]),
+            ("p-wss", &b"to everyone"[..])
+        );
+    }
+    // Our own close over WebSocket (peerd Close, then a WebSocket Close) is a clean leave.
+    for (i, name) in [(2, "ws"), (3, "wss"), (1, "tls")] {
+        peers[i].disconnect();
+        assert_eq!(
+            watcher.recv_timeout(WAIT),
+            Some(PresenceEvent::Leave(format!("p-{name}")))
+        );
+    }
+}
+
+#[test]
+fn websocket_and_tls_peers_reconnect_to_the_same_endpoint_and_resume() {
+    let sock = TempSock::new("ws-resume");
+    let srv = multi_server(every_endpoint(&sock));
+    // The ports actually bound, so that the second server listens where the first did.
+    let bound: Vec<ServerEndpoint> = srv.endpoints().to_vec();
+    let eps = client_endpoints(&srv, true);
+    let mut peers = Vec::new();
+    for (ep, name) in eps[1..4].iter().zip(["tls", "ws", "wss"]) {
+        let p = connect_endpoint(
+            ep,
+            tls_opts(&format!("r-{name}"))
+                .reconnect(fast_reconnect())
+                .keepalive(Duration::from_millis(250)),
+        )
+        .unwrap();
+        p.join("t").unwrap();
+        let states = p.state_changes();
+        peers.push((p, states, name));
+    }
+    srv.close();
+    for (p, states, name) in &peers {
+        assert_eq!(states.recv_timeout(WAIT), Ok(State::Reconnecting), "{name}");
+        let close = p.last_close().unwrap();
+        assert_eq!(
+            close.known_code(),
+            Some(Code::Shutdown),
+            "{name}: {close:?}"
+        );
+    }
+    drop(srv);
+
+    let srv2 = multi_server(bound);
+    for (p, _, name) in &peers {
+        let id = format!("r-{name}");
+        wait_listed(&srv2, &id);
+        p.when_ready(WAIT).unwrap();
+        assert_eq!(p.peer_id().as_deref(), Some(id.as_str()));
+        assert_eq!(
+            &p.rpc().call("echo", b"back").unwrap()[..],
+            b"back",
+            "{name}"
+        );
+    }
+    let q = connect(srv2.local_addr().unwrap(), PeerOptions::new()).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut members = q.list_peers(Some("t")).unwrap();
+        members.sort();
+        if members == ["r-tls", "r-ws", "r-wss"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "re-joined: {members:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_server_side_disconnect_over_websocket_is_final() {
+    let sock = TempSock::new("kick");
+    let srv = multi_server(every_endpoint(&sock));
+    let eps = client_endpoints(&srv, false);
+    for ep in &eps[2..4] {
+        let p = connect_endpoint(ep, tls_opts("kicked").reconnect(fast_reconnect())).unwrap();
+        let states = p.state_changes();
+        // The answer may or may not beat the Close; either way the session ends.
+        let _ = p.rpc().call("kick", b"");
+        let deadline = Instant::now() + WAIT;
+        while p.state() != State::Closed {
+            assert!(Instant::now() < deadline, "{ep}: {}", p.state());
+            let _ = states.recv_timeout(Duration::from_millis(50));
+        }
+        let close = p.last_close().unwrap();
+        assert_eq!(close.known_code(), Some(Code::Normal), "{ep}: {close:?}");
+        assert_eq!(close.initiator, peerd_client::Initiator::Server, "{ep}");
+    }
+}
+
+#[test]
+fn websocket_refusals_are_typed() {
+    let sock = TempSock::new("ws-refused");
+    let srv = multi_server(every_endpoint(&sock));
+    let eps = client_endpoints(&srv, false);
+    // A path the server does not serve: HTTP 404, which a retry cannot fix.
+    let wrong = eps[2].replace("/peerd", "/elsewhere");
+    let e = connect_endpoint(&wrong, PeerOptions::new()).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            ClientError::Upgrade {
+                source: peerd_client::UpgradeError::Status { status: 404, .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.is_permanent());
+    // ws:// to a port that speaks plain peerd: the answer is no HTTP at all.
+    let plain = format!("ws://{}/", srv.local_addr().unwrap());
+    let start = Instant::now();
+    let e = connect_endpoint(&plain, PeerOptions::new()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientError::Upgrade { .. } | ClientError::ClosedDuringHandshake
+        ),
+        "{e:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // wss:// with the wrong trust: a TLS error, before any HTTP.
+    let e = connect_endpoint(&eps[3], PeerOptions::new().ca_file(pki("server.pem"))).unwrap_err();
+    assert!(matches!(e, ClientError::Tls { .. }), "{e:?}");
+    // Plain ws:// to the wss:// port.
+    let e = connect_endpoint(
+        eps[3].replace("wss://", "ws://"),
+        PeerOptions::new().handshake_timeout(Duration::from_secs(2)),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ClientError::Upgrade { .. }
+                | ClientError::ClosedDuringHandshake
+                | ClientError::HandshakeTimeout
+                | ClientError::Io { .. }
+        ),
+        "{e:?}"
+    );
 }
