@@ -457,13 +457,22 @@ fn tls_to_a_plaintext_port_fails_fast() {
 }
 
 #[test]
-fn the_handshake_deadline_covers_the_tls_handshake() {
+fn the_handshake_deadline_covers_the_tls_handshake_and_the_websocket_upgrade() {
     // The backlog completes the TCP connect; nobody answers the ClientHello.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let start = Instant::now();
     let e = connect_endpoint(
         format!("tls://localhost:{}", silent.local_addr().unwrap().port()),
         tls_opts("x").handshake_timeout(Duration::from_millis(200)),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ClientError::HandshakeTimeout), "{e:?}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // Nobody answers the WebSocket upgrade request either.
+    let start = Instant::now();
+    let e = connect_endpoint(
+        format!("ws://127.0.0.1:{}/", silent.local_addr().unwrap().port()),
+        PeerOptions::new().handshake_timeout(Duration::from_millis(200)),
     )
     .unwrap_err();
     assert!(matches!(e, ClientError::HandshakeTimeout), "{e:?}");
