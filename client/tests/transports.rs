@@ -1,9 +1,11 @@
 //! The client over its other transports against the real server: a Unix socket
-//! (`unix:/path`, served by `peerd_server::listen`), and TLS (`tls://`) through a small
-//! rustls terminator in this file that decrypts and forwards to the server's TCP port,
-//! so the client's whole TLS path runs against a real session. Features, presence across
-//! transports, reconnect with resume, and the typed failures (untrusted or mismatched
-//! certificate, a plaintext port, a silent server, a bad CA file).
+//! (`unix:/path`); `tls://`, `ws://` and `wss://` against the server's own listeners
+//! (`peerd_server::listen` with several endpoints and the test certificate); and `tls://`
+//! through a small rustls terminator in this file that decrypts and forwards to the
+//! server's TCP port (an independent TLS server, and one whose connections a test can cut).
+//! Features, presence across transports, reconnect with resume, and the typed failures
+//! (untrusted or mismatched certificate, a plaintext port, a silent server, a refused
+//! upgrade, a bad CA file).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
