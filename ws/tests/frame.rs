@@ -43,7 +43,7 @@ impl Caller {
     fn new(role: Role, max: usize, text: bool) -> Caller {
         Caller {
             d: Deframer::new(role, max, text),
-            buf: vec![0; 1 << 18],
+            buf: vec![0; 1 << 22],
             app_end: 0,
             raw: 0,
             end: 0,
