@@ -802,14 +802,29 @@ fn a_full_peerd_session_over_tls_and_wss_with_rustls() {
         echo: true,
         payload: b"over TLS"[..].into(),
     });
-    for p in [&mut a, &mut b] {
-        let got = p.recv_until(|f| match f {
-            Frame::TopicMessage(m) => Some((m.from.as_str().to_string(), m.payload.to_vec())),
+    // The publisher gets its own copy (echo) and the Status, in either order.
+    let (mut own, mut status) = (None, None);
+    while own.is_none() || status.is_none() {
+        a.recv_until(|f| match f {
+            Frame::TopicMessage(m) if own.is_none() => {
+                own = Some((m.from.as_str().to_string(), m.payload.to_vec()));
+                Some(())
+            }
+            Frame::Status(s) if s.req.to_native() == 4 && status.is_none() => {
+                status = Some(s.code.to_native());
+                Some(())
+            }
             _ => None,
         });
+    }
+    assert_eq!(status, Some(0));
+    let theirs = b.recv_until(|f| match f {
+        Frame::TopicMessage(m) => Some((m.from.as_str().to_string(), m.payload.to_vec())),
+        _ => None,
+    });
+    for got in [own.unwrap(), theirs] {
         assert_eq!(got, ("over-tls".to_string(), b"over TLS".to_vec()));
     }
-    assert_eq!(a.status(4), 0);
     // Peer to peer, both ways.
     b.send(&codec::RpcRequest {
         id: 5,
