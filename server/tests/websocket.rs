@@ -1,8 +1,9 @@
 //! Bad input on the WebSocket and TLS transports (issue 10, "Bad input"), each through real
 //! sockets against an in-process server: the documented HTTP status or WebSocket close,
 //! never a hang, and never a cost to other peers: every test connects well-behaved
-//! bystanders (TCP and `ws://`, on the same single shard) before the bad input and checks
-//! they still get answers after it.
+//! bystanders (TCP and `ws://`; on the same, single, shard as the bad input except in the
+//! two-shard full-session test) before the bad input and checks they still get answers
+//! after it.
 //!
 //! Requests, frames and TLS records are made by hand over std sockets (client frames with
 //! `peerd_ws::write_masked_frame`; server frames parsed in `transport`). No sleeps: every
