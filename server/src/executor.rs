@@ -299,6 +299,7 @@ async fn open(
 async fn serve(shard: Rc<Shard>, out: Rc<Outbound>, ws_path: Option<Arc<str>>) {
     let mut rx = RxBuf::default();
     let timeout = shard.shared().config.handshake_timeout;
+    let ws_endpoint = ws_path.is_some();
     let opened = glommio::timer::timeout(timeout, async {
         Ok(open(&shard, &out, &mut rx, ws_path).await)
     })
@@ -317,6 +318,15 @@ async fn serve(shard: Rc<Shard>, out: Rc<Outbound>, ws_path: Option<Arc<str>>) {
             rx.clear(&shard.local.rx_pool);
             linger(&shard, &out).await;
             out.abandon();
+            shard.shared().connection_ended();
+            return;
+        }
+        Err(_) if ws_endpoint && !out.is_websocket() => {
+            // The upgrade request did not complete: the connection still speaks HTTP.
+            rx.clear(&shard.local.rx_pool);
+            tracing::debug!(shard = shard.index(), "WebSocket upgrade timed out");
+            let _ = out.push_bytes(crate::upgrade::timeout_response());
+            out.push_last(None, false, None);
             shard.shared().connection_ended();
             return;
         }

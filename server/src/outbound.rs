@@ -231,6 +231,11 @@ impl Outbound {
         self.ws.set(true);
     }
 
+    /// Whether the WebSocket upgrade was answered (frames go out as binary messages).
+    pub fn is_websocket(&self) -> bool {
+        self.ws.get()
+    }
+
     /// Change the queue, keeping the shard's total of queued charges in step.
     fn with_queue<R>(&self, f: impl FnOnce(&mut Queue) -> R) -> R {
         let mut q = self.queue.borrow_mut();

@@ -23,6 +23,18 @@ pub(crate) const SUBPROTOCOL: &str = "peerd.v1";
 /// Largest upgrade request (request line and headers) accepted.
 pub(crate) const MAX_REQUEST: usize = 8 * 1024;
 
+/// The answer to an upgrade request that did not complete before the handshake deadline
+/// (a slowloris): the connection is still HTTP, so an HTTP 408, not a peerd Close frame.
+pub(crate) fn timeout_response() -> bytes::Bytes {
+    const BODY: &str = "no complete WebSocket upgrade request before the handshake deadline\n";
+    format!(
+        "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    )
+    .into()
+}
+
 /// Read the upgrade request for `path` and answer it. `true`: upgraded, `rx` and `out` now
 /// speak WebSocket. `false`: refused (and answered) or the peer went away.
 pub(crate) async fn read_upgrade(

@@ -1,0 +1,268 @@
+//! Interop with a WebSocket client no one here wrote (issue 10, point 7): a spawned
+//! `peerd serve` with `ws://` and `wss://` endpoints, driven by
+//! `tests/interop/peerd_ws_client.py`, which speaks WebSocket through the PyPI package
+//! `websockets` and peerd's frames from an encoder/decoder written by hand from
+//! `docs/PROTOCOL.md`: a refused upgrade (wrong subprotocol: HTTP 400), Hello -> Welcome,
+//! an `echo` RPC, Join, a Publish the publisher gets back with echo and a second peer
+//! receives, and a clean close (the server's WebSocket close status must be 1000).
+//!
+//! Needs `python3` with `websockets` (`pip install -r cli/tests/interop/requirements.txt`);
+//! without it the test fails saying so, it does not skip. Loopback only; every child runs
+//! under a deadline (a watchdog SIGKILLs it).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Longest the server may take to start, and to stop on SIGTERM.
+const SERVER_LIMIT: Duration = Duration::from_secs(20);
+
+/// Longest one run of the script may take (it bounds itself at 60 s).
+const SCRIPT_LIMIT: Duration = Duration::from_secs(90);
+
+const REQUIREMENTS: &str = "cli/tests/interop/requirements.txt";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_path_buf()
+}
+
+/// Wait for `child`; SIGKILL it (and fail naming `what`) if it takes longer than `limit`.
+fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let pid = child.id() as libc::pid_t;
+    let (done, done_rx) = mpsc::channel::<()>();
+    let watchdog = thread::spawn(move || {
+        if let Err(RecvTimeoutError::Timeout) = done_rx.recv_timeout(limit) {
+            // Not reaped yet (the wait below is still blocked), so the pid is the child's.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return true;
+        }
+        false
+    });
+    let status = child.wait().expect("wait for a child");
+    drop(done);
+    assert!(
+        !watchdog.join().unwrap(),
+        "{what} did not exit within {limit:?}"
+    );
+    status
+}
+
+/// Everything a pipe says until it closes, read on a thread.
+fn collect(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
+
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(mut cmd: Command, limit: Duration, what: &str) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let out = collect(child.stdout.take().unwrap());
+    let err = collect(child.stderr.take().unwrap());
+    let status = wait_bounded(&mut child, limit, what);
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// `python3` with the script's dependency, or a failure that says how to get it.
+fn python() -> Command {
+    let mut probe = Command::new("python3");
+    probe.args(["-c", "import websockets; print(websockets.__version__)"]);
+    let how = format!(
+        "the interop test needs python3 with the `websockets` package: \
+         pip install -r {REQUIREMENTS}"
+    );
+    let mut probe_child = match probe
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("{how} (python3 did not start: {e})"),
+    };
+    let err = collect(probe_child.stderr.take().unwrap());
+    let out = collect(probe_child.stdout.take().unwrap());
+    let status = wait_bounded(
+        &mut probe_child,
+        SCRIPT_LIMIT,
+        "python3 -c 'import websockets'",
+    );
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(status.success(), "{how}\n{}", err.trim());
+    eprintln!("interop: python websockets {}", out.trim());
+    let mut c = Command::new("python3");
+    // No proxies (the script also passes proxy=None), no user site oddities in the output.
+    for k in [
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        c.env_remove(k);
+    }
+    c.env("PYTHONDONTWRITEBYTECODE", "1");
+    c
+}
+
+/// A `peerd serve` with a TCP, a `ws://` and a `wss://` endpoint, ready.
+struct Server {
+    child: Child,
+    ws: String,
+    wss: String,
+    stderr: Receiver<String>,
+}
+
+impl Server {
+    fn start() -> Server {
+        let tls = repo().join("testdata/tls");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_peerd"));
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            if k.starts_with("PEERD_") || k == "RUST_LOG" {
+                c.env_remove(k);
+            }
+        }
+        c.args(["serve", "--no-pin", "--shards", "2"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "ws://127.0.0.1:0"])
+            .args(["--listen", "wss://127.0.0.1:0"])
+            .arg("--tls-cert")
+            .arg(tls.join("server.pem"))
+            .arg("--tls-key")
+            .arg(tls.join("server.key"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn peerd serve");
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        // One ready line per endpoint, in the order given:
+        // `peerd listening on ws://127.0.0.1:PORT/ shards=N pid=P`.
+        let deadline = Instant::now() + SERVER_LIMIT;
+        let mut endpoints = Vec::new();
+        while endpoints.len() < 3 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match stdout.recv_timeout(left) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let err: Vec<String> = stderr.try_iter().collect();
+                    panic!("no ready lines ({e}); got {endpoints:?}; stderr: {err:?}");
+                }
+            };
+            let words: Vec<&str> = line.split(' ').collect();
+            assert_eq!(words.len(), 6, "ready line {line:?}");
+            assert_eq!(&words[..3], ["peerd", "listening", "on"], "{line:?}");
+            assert_eq!(words[5], format!("pid={}", child.id()), "{line:?}");
+            endpoints.push(words[3].to_string());
+        }
+        thread::spawn(move || for _ in stdout {});
+        let ws = endpoints[1].clone();
+        let wss = endpoints[2].clone();
+        assert!(
+            ws.starts_with("ws://127.0.0.1:") && ws.ends_with('/'),
+            "{ws}"
+        );
+        assert!(
+            wss.starts_with("wss://127.0.0.1:") && wss.ends_with('/'),
+            "{wss}"
+        );
+        Server {
+            child,
+            ws,
+            wss,
+            stderr,
+        }
+    }
+
+    /// SIGTERM; the exit status and the server's stderr.
+    fn terminate(mut self) -> (ExitStatus, String) {
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let status = wait_bounded(&mut self.child, SERVER_LIMIT, "peerd serve");
+        let stderr: Vec<String> = self.stderr.iter().collect();
+        (status, stderr.join("\n"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Run the script against `url`; it must succeed.
+fn drive(url: &str, ca: Option<&PathBuf>) {
+    let mut c = python();
+    c.arg(repo().join("cli/tests/interop/peerd_ws_client.py"))
+        .arg(url);
+    if let Some(ca) = ca {
+        c.arg("--ca").arg(ca);
+    }
+    let out = run(c, SCRIPT_LIMIT, "peerd_ws_client.py");
+    assert!(
+        out.status.success(),
+        "python websockets session against {url} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        out.stdout.trim(),
+        out.stderr.trim()
+    );
+    assert_eq!(
+        out.stdout.trim(),
+        format!("interop OK {url}"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn python_websockets_speaks_peerd_over_ws_and_wss() {
+    // Before the server: a missing dependency fails here, with the command that fixes it.
+    drop(python());
+    let server = Server::start();
+    drive(&server.ws, None);
+    drive(&server.wss, Some(&repo().join("testdata/tls/ca.pem")));
+    let (status, stderr) = server.terminate();
+    assert_eq!(status.code(), Some(0), "{status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
