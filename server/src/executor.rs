@@ -34,7 +34,7 @@ use crate::shard::Shard;
 use crate::shared::Shared;
 use crate::stream::{self, Stream};
 use crate::tls::TlsSession;
-use crate::upgrade::read_upgrade;
+use crate::upgrade::{read_upgrade, unavailable_response};
 
 thread_local! {
     /// The `Shared` of the server whose shard runs on this thread (its address), so that
@@ -212,10 +212,10 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, transport: Tra
                         // WebSocket client sees a failed handshake, which is the point.
                         let out =
                             Outbound::new(Stream::Tcp(s), None, 1024, shard.local.writes.clone());
-                        reject(
+                        refuse_overloaded(
                             &shard,
                             &out,
-                            Code::Overloaded,
+                            &transport,
                             "server out of file descriptors",
                         );
                     }
@@ -253,7 +253,7 @@ fn spawn_conn(shard: &Rc<Shard>, stream: Stream, transport: &Transport) {
         local.writes.clone(),
     );
     if !local.shared.try_admit() {
-        reject(shard, &out, Code::Overloaded, "server at max connections");
+        refuse_overloaded(shard, &out, transport, "server at max connections");
         return;
     }
     let s = shard.clone();
@@ -261,6 +261,26 @@ fn spawn_conn(shard: &Rc<Shard>, stream: Stream, transport: &Transport) {
     if !local.spawn(async move { serve(s, out, ws_path).await }) {
         // Stopping: the socket is dropped unanswered, like one still in the backlog.
         local.shared.connection_ended();
+    }
+}
+
+/// Refuse a connection the server cannot take, in the terms its endpoint speaks: a peerd
+/// Reject{overloaded}, an HTTP 503 to a WebSocket client, and to a TLS client (whose
+/// handshake has not even started) just the end of the connection.
+fn refuse_overloaded(shard: &Rc<Shard>, out: &Rc<Outbound>, transport: &Transport, reason: &str) {
+    if transport.tls {
+        tracing::warn!(shard = shard.index(), reason, "TLS connection refused");
+        out.push_last(None, false, None);
+    } else if transport.ws_path.is_some() {
+        tracing::warn!(
+            shard = shard.index(),
+            reason,
+            "WebSocket connection refused"
+        );
+        let _ = out.push_bytes(unavailable_response(reason));
+        out.push_last(None, false, None);
+    } else {
+        reject(shard, out, Code::Overloaded, reason);
     }
 }
 

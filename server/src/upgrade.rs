@@ -11,7 +11,7 @@
 use std::rc::Rc;
 
 use futures_lite::future::poll_fn;
-use peerd_ws::handshake::{parse_upgrade, UpgradePolicy};
+use peerd_ws::handshake::{parse_upgrade, Refusal, UpgradePolicy};
 
 use crate::inbound::{poll_fill, RxBuf};
 use crate::outbound::Outbound;
@@ -26,13 +26,18 @@ pub(crate) const MAX_REQUEST: usize = 8 * 1024;
 /// The answer to an upgrade request that did not complete before the handshake deadline
 /// (a slowloris): the connection is still HTTP, so an HTTP 408, not a peerd Close frame.
 pub(crate) fn timeout_response() -> bytes::Bytes {
-    const BODY: &str = "no complete WebSocket upgrade request before the handshake deadline\n";
-    format!(
-        "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
-        BODY.len()
+    Refusal::new(
+        408,
+        "no complete WebSocket upgrade request before the handshake deadline",
     )
+    .response()
     .into()
+}
+
+/// The answer to a WebSocket client arriving when the server is at its connection limit:
+/// the connection is still HTTP, so a 503 rather than a peerd Reject frame.
+pub(crate) fn unavailable_response(reason: &str) -> bytes::Bytes {
+    Refusal::new(503, reason).response().into()
 }
 
 /// Read the upgrade request for `path` and answer it. `true`: upgraded, `rx` and `out` now

@@ -226,6 +226,34 @@ fn plain_http_gets_a_short_http_answer_426_for_get_405_for_post() {
 const MAX_HEAD: usize = 8 * 1024;
 
 #[test]
+fn at_the_connection_limit_a_websocket_client_gets_503_and_a_tls_client_the_end() {
+    let s = server(1, |o| o.limits.max_connections = 1);
+    // Hold the one slot with a connection that has not said Hello yet.
+    let _hold = tcp(s.tcp);
+    peerd_testkit::wait_until("the held connection is counted", || {
+        s.srv.connection_count() == 1
+    });
+    let r = refused(&s, &upgrade_request("/", "peerd.v1"), 503);
+    assert!(r.body.contains("max connections"), "{}", r.body);
+    // A TLS client gets no plaintext: at most a TLS alert record (type 21), then the end.
+    let mut io = tcp(s.tls);
+    let mut buf = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = read_some(&mut io, deadline, &mut buf);
+    while got == Got::Data {
+        got = read_some(&mut io, deadline, &mut buf);
+    }
+    assert!(
+        buf.is_empty() || buf[0] == 21,
+        "nothing but an alert: {buf:?}"
+    );
+    assert!(
+        matches!(got, Got::Eof | Got::Reset),
+        "the connection ends at once, not {got:?}"
+    );
+}
+
+#[test]
 fn oversized_headers_get_431_at_the_bound_without_waiting_for_their_end() {
     let s = one_shard();
     let mut by = Bystanders::new(&s);

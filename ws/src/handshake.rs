@@ -84,7 +84,10 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(status: u16, body: impl Into<String>) -> Refusal {
+    /// A refusal with `status` (its standard reason phrase) and a one-line `body`. Besides
+    /// what [`parse_upgrade`] refuses, a server answers with it when it cannot even read the
+    /// request: 408 (not complete before its deadline), 503 (at its connection limit).
+    pub fn new(status: u16, body: impl Into<String>) -> Refusal {
         let mut body = body.into();
         if !body.ends_with('\n') {
             body.push('\n');
@@ -144,8 +147,10 @@ fn reason_phrase(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",
         _ => "Error",
     }
