@@ -58,11 +58,34 @@ LOG=$OUT/run.log
     echo "node: $(node --version); bun: $("$BUN" --version); ws: $(node -p 'require("./bench-peers/node_modules/ws/package.json").version')"
     echo "ulimit -n: $(ulimit -n)"
     echo "settings: ECHO1_RATE=$ECHO1_RATE ECHO64_RATE=$ECHO64_RATE FANOUT_RATE=$FANOUT_RATE IDLE_CONNS=$IDLE_CONNS DUR=$DUR REPS=$REPS"
-    echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee -a "$LOG"
-if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
-    echo "WARNING: load average $(cut -d' ' -f1 /proc/loadavg) > 0.5: the machine is not quiet" | tee -a "$LOG"
+
+# Is the machine quiet? The build just ran, so the load average says little: let it settle,
+# then measure how busy both cores are for 3 s.
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+sleep 5
+read -r b0 t0 < <(busy)
+sleep 3
+read -r b1 t1 < <(busy)
+IDLE_BUSY=$(awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) 'BEGIN{printf "%.1f", 100 * b / t}')
+echo "CPU busy before measuring (3 s, both cores): $IDLE_BUSY %" | tee -a "$LOG"
+if awk -v x="$IDLE_BUSY" 'BEGIN{exit !(x > 5)}'; then
+    echo "WARNING: the machine is not quiet ($IDLE_BUSY % busy before measuring)" | tee -a "$LOG"
 fi
+
+# Watch for other work while measuring: every 5 s, any process outside this run using more
+# than 10 % of a core over one second goes into other-activity.log.
+ACT=$OUT/other-activity.log
+: >"$ACT"
+(
+    while :; do
+        top -b -n 2 -d 1 -w 250 2>/dev/null | awk -v t="$(date +%T)" '
+            /^top -/ {frame++}
+            frame == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 > 10 && $12 !~ /^(peerd|peerd-loadgen|bun|bun.exe|node|top|loadgen-0|peerd-shard-0|peerd-shard-0-1)$/ {print t, $12, $9 "%"}' >>"$ACT"
+        sleep 4
+    done
+) &
+MONITOR=$!
 
 PEER_PID=
 PEER_URL=
@@ -92,7 +115,7 @@ stop_peer() {
         PEER_PID=
     fi
 }
-trap stop_peer EXIT
+trap 'stop_peer; kill $MONITOR 2>/dev/null || true' EXIT
 
 # run SERVER SCENARIO-NAME LOADGEN-ARGS...: one loadgen invocation against SERVER.
 run() {
@@ -136,7 +159,14 @@ for s in $SERVERS; do
     [ "$s" = peerd-tls ] && continue
     want idle && run "$s" idle idle --connections "$IDLE_CONNS" --duration 3
 done
-echo "measured in $(($(date +%s) - T0)) s; load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$LOG"
+echo "measured in $(($(date +%s) - T0)) s" | tee -a "$LOG"
+kill $MONITOR 2>/dev/null || true
+if [ -s "$ACT" ]; then
+    echo "WARNING: other processes used the CPU while measuring ($(wc -l <"$ACT") samples, other-activity.log):" | tee -a "$LOG"
+    awk '{print $2}' "$ACT" | sort | uniq -c | sort -rn | head -5 | tee -a "$LOG"
+else
+    echo "no other process above 10 % of a core in any sample while measuring" | tee -a "$LOG"
+fi
 
 # --- overlays and the summary table ---
 overlay() {
@@ -153,4 +183,8 @@ want echo1 && overlay echo1 ""
 want echo64 && overlay echo64 ""
 want fanout && overlay fanout "" && overlay fanout "-slowest"
 rm -f "$OUT"/.ready-*
-python3 results/summarize-websocket.py "$OUT" | tee "$OUT/summary.md"
+{
+    python3 results/summarize-websocket.py "$OUT"
+    echo
+    echo "Quiet? CPU busy before measuring: $IDLE_BUSY %; other processes above 10 % of a core while measuring: $(wc -l <"$ACT") samples (other-activity.log)."
+} | tee "$OUT/summary.md"
