@@ -230,6 +230,7 @@ pub fn run_attack(a: &AttackArgs, settings: serde_json::Value) -> Result<()> {
     if let Some(p) = a.msg.protocol.as_deref().filter(|p| *p != "peerd") {
         bail!("attack speaks peerd's protocol, not {p}");
     }
+    scenarios::require_tcp("attack", &a.msg)?;
     if a.hostile == 0 {
         bail!("--hostile must be at least 1");
     }

@@ -57,10 +57,12 @@ pub enum Cmd {
 /// Where the server is.
 #[derive(Args, Debug, Clone, Serialize)]
 pub struct ServerArgs {
-    /// Drive a running server at host:port.
-    #[arg(long, value_name = "HOST:PORT")]
+    /// Drive a running server at host:port, or at a URL whose scheme picks the transport:
+    /// tcp://host:port, tls://host:port, ws://host:port[/path], wss://host:port[/path].
+    #[arg(long, value_name = "HOST:PORT|URL")]
     pub target: Option<String>,
-    /// Start a local `peerd serve --listen 127.0.0.1:0` and stop it at the end.
+    /// Start a local `peerd serve --listen 127.0.0.1:0` (with --transport ws:
+    /// `--listen ws://127.0.0.1:0`, and so on) and stop it at the end.
     #[arg(long)]
     pub spawn_server: bool,
     /// The peerd binary for --spawn-server.
@@ -79,6 +81,12 @@ pub struct ServerArgs {
     /// Extra argument for the spawned server (repeatable).
     #[arg(long, allow_hyphen_values = true)]
     pub server_arg: Vec<String>,
+    /// Certificate chain (PEM) of a spawned server's tls:// or wss:// listener.
+    #[arg(long, default_value = "testdata/tls/server.pem")]
+    pub tls_cert: PathBuf,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, default_value = "testdata/tls/server.key")]
+    pub tls_key: PathBuf,
     /// Pin neither the spawned server (it is started with --no-pin) nor the loadgen's
     /// threads: for runs beside other work, such as tests running in parallel.
     #[arg(long)]
@@ -91,9 +99,19 @@ pub struct MsgArgs {
     /// Server location.
     #[command(flatten)]
     pub server: ServerArgs,
-    /// Protocol adapter: peerd, floor or redis.
+    /// Protocol adapter: peerd, wsop (the WebSocket peers in bench-peers/), floor or redis.
     #[arg(long)]
     pub protocol: Option<String>,
+    /// How connections are carried: tcp, tls, ws (WebSocket, one message per binary
+    /// WebSocket message) or wss (WebSocket in TLS). Default: the scheme of --target, else
+    /// tcp (wsop: ws).
+    #[arg(long, value_name = "tcp|tls|ws|wss")]
+    pub transport: Option<String>,
+    /// CA certificate(s) (PEM) that the server's certificate must chain to, for tls and wss.
+    /// Default with --spawn-server: testdata/tls/ca.pem (the test CA that signed the
+    /// default --tls-cert).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     /// Offered rate, messages/s over all senders (open loop). Default 1000; for `connect`
     /// without --rate the run is closed loop.
     #[arg(long)]

@@ -8,7 +8,7 @@
 //! always `receipt time - time stamped in the payload`; in open loop the stamp is the intended
 //! send time, in closed loop (labelled as such) the actual send time.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +18,8 @@ use bytes::BytesMut;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::adapter::{Adapter, Connected, Incoming};
+use crate::adapter::link::{self, Inbox};
+use crate::adapter::{Adapter, Connected, Incoming, Link};
 use crate::clock::{self, now_ns, TimerFd};
 use crate::hist::{self, Hist};
 use crate::payload;
@@ -195,9 +196,11 @@ struct Sender {
 
 struct Conn {
     stream: mio::net::TcpStream,
-    rbuf: Vec<u8>,
-    rstart: usize,
-    rend: usize,
+    /// TLS session, if any.
+    link: Link,
+    /// Messages travel as WebSocket messages.
+    ws: bool,
+    inbox: Inbox,
     wbuf: BytesMut,
     wpos: usize,
     sender: Option<Sender>,
@@ -538,7 +541,10 @@ fn worker(
     let mut conns = Vec::with_capacity(specs.len());
     for (i, spec) in specs.into_iter().enumerate() {
         let Connected {
-            stream, leftover, ..
+            stream,
+            leftover,
+            link,
+            ..
         } = spec.conn;
         stream.set_nonblocking(true)?;
         stream.set_read_timeout(None)?;
@@ -548,9 +554,8 @@ fn worker(
             Token(i),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        let mut rbuf = vec![0u8; 256 * 1024];
-        let rend = leftover.len().min(rbuf.len());
-        rbuf[..rend].copy_from_slice(&leftover[..rend]);
+        let inbox = link.inbox(256 * 1024, &leftover);
+        let ws = link.is_ws();
         let sender = spec.send.map(|(kind, index)| Sender {
             kind,
             index,
@@ -566,9 +571,9 @@ fn worker(
         });
         conns.push(Conn {
             stream,
-            rbuf,
-            rstart: 0,
-            rend,
+            link,
+            ws,
+            inbox,
             wbuf: BytesMut::with_capacity(64 * 1024),
             wpos: 0,
             sender,
@@ -779,18 +784,23 @@ fn generate(
         }
     };
     payload::fill(pbuf, cfg.payload, intended, payload::seq(s.index, k));
+    let out = &mut c.wbuf;
     match &s.kind {
         SendKind::Request { target } => {
-            adapter.encode_request(&mut c.wbuf, k, target.as_deref(), pbuf)?;
+            link::frame(c.ws, out, |o| {
+                adapter.encode_request(o, k, target.as_deref(), pbuf)
+            })?;
             c.outstanding += 1;
         }
         SendKind::Publish { topics } => {
             let t = &topics[s.rr % topics.len()];
             s.rr = s.rr.wrapping_add(1);
-            adapter.encode_publish(&mut c.wbuf, t, pbuf)?;
+            link::frame(c.ws, out, |o| adapter.encode_publish(o, t, pbuf))?;
         }
-        SendKind::Direct { target } => adapter.encode_direct(&mut c.wbuf, target, pbuf)?,
-        SendKind::Broadcast => adapter.encode_broadcast(&mut c.wbuf, pbuf)?,
+        SendKind::Direct { target } => {
+            link::frame(c.ws, out, |o| adapter.encode_direct(o, target, pbuf))?
+        }
+        SendKind::Broadcast => link::frame(c.ws, out, |o| adapter.encode_broadcast(o, pbuf))?,
     }
     // Requests and deliveries alike: the run drains until every thread has seen every
     // expected answer (a p2p callee's thread must keep answering until the callers are done).
@@ -808,7 +818,7 @@ fn generate(
 /// Write as much of the write buffer as the socket takes.
 fn flush(c: &mut Conn, acc: &mut Acc) {
     while c.wpos < c.wbuf.len() {
-        match c.stream.write(&c.wbuf[c.wpos..]) {
+        match c.link.write(&mut c.stream, &c.wbuf[c.wpos..]) {
             Ok(0) => {
                 kill(c, acc, "write returned 0".into());
                 return;
@@ -828,6 +838,14 @@ fn flush(c: &mut Conn, acc: &mut Acc) {
     } else if c.wpos > 1 << 20 {
         let _ = c.wbuf.split_to(c.wpos);
         c.wpos = 0;
+    }
+    if c.link.is_tls() && !c.dead {
+        // Records rustls still holds (the socket was full, or it wrote on its own).
+        match c.link.flush_tls(&mut c.stream) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => kill(c, acc, format!("write: {e}")),
+        }
     }
 }
 
@@ -851,30 +869,21 @@ fn on_readable(
 ) -> Result<()> {
     let mut eof = false;
     loop {
-        if c.rbuf.len() - c.rend < 16 * 1024 {
-            if c.rstart > 0 {
-                c.rbuf.copy_within(c.rstart..c.rend, 0);
-                c.rend -= c.rstart;
-                c.rstart = 0;
-            }
-            if c.rbuf.len() - c.rend < 16 * 1024 {
-                let n = c.rbuf.len() * 2;
-                c.rbuf.resize(n, 0);
-            }
-        }
-        match c.stream.read(&mut c.rbuf[c.rend..]) {
+        let spare = c.inbox.spare(16 * 1024);
+        match c.link.read(&mut c.stream, spare) {
             Ok(0) => {
                 eof = true;
                 break;
             }
             Ok(n) => {
-                let short = c.rend + n < c.rbuf.len();
-                c.rend += n;
+                c.inbox.filled(n);
+                let short = !c.inbox.full();
                 process(c, adapter, cfg, acc, pbuf, sending)?;
                 // A short read drained the socket; anything arriving later raises a new
                 // edge, so skip the read that would only return EAGAIN (one syscall less
-                // per message at low rates).
-                if short || c.dead {
+                // per message at low rates). Not over TLS: a short read of plaintext says
+                // nothing about the ciphertext left in the socket.
+                if (short && !c.link.is_tls()) || c.dead {
                     break;
                 }
             }
@@ -907,14 +916,14 @@ fn process(
     let mut reply_err = None;
     {
         let Conn {
-            rbuf,
-            rstart,
-            rend,
+            inbox,
             wbuf,
             outstanding,
+            ws,
             ..
         } = c;
-        let used = adapter.parse(&rbuf[*rstart..*rend], &mut |inc| match inc {
+        let ws = *ws;
+        let mut on = |inc: Incoming<'_>| match inc {
             Incoming::Response(p) => {
                 acc.answer(p, now, false);
                 *outstanding = outstanding.saturating_sub(1);
@@ -922,12 +931,12 @@ fn process(
             }
             Incoming::Delivery(p) => acc.answer(p, now, true),
             Incoming::Request { id, payload } => {
-                if let Err(e) = adapter.encode_response(wbuf, id, payload) {
+                if let Err(e) = link::frame(ws, wbuf, |o| adapter.encode_response(o, id, payload)) {
                     reply_err = Some(e);
                 }
             }
             Incoming::Ping(n) => {
-                let _ = adapter.encode_pong(wbuf, n);
+                let _ = link::frame(ws, wbuf, |o| adapter.encode_pong(o, n));
             }
             Incoming::Error {
                 ends_request,
@@ -942,18 +951,20 @@ fn process(
             }
             Incoming::Closed(why) => closed = Some(why),
             Incoming::Ignored => {}
-        });
-        let used = match used {
-            Ok(u) => u,
+        };
+        match inbox.deliver(&mut |m| Ok((adapter.parse(m, &mut on)?, false))) {
+            Ok(d) => {
+                if let Some(why) = d.closed {
+                    closed.get_or_insert(why);
+                }
+            }
             Err(e) => {
                 closed = Some(format!("unparseable data from the server: {e:#}"));
-                *rend - *rstart
             }
-        };
-        *rstart += used;
-        if *rstart == *rend {
-            *rstart = 0;
-            *rend = 0;
+        }
+        if !inbox.control.is_empty() {
+            wbuf.extend_from_slice(&inbox.control);
+            inbox.control.clear();
         }
     }
     if let Some(e) = reply_err {

@@ -12,7 +12,8 @@
 //!   connections per scenario, sweeps; the `connect` and `idle` scenarios.
 //! - [`engine`]: the per-thread mio event loop that sends on schedule and records answers.
 //! - [`schedule`]: exact intended send times and measurement windows.
-//! - [`adapter`]: the protocol trait and its `peerd`, `floor` and `redis` implementations.
+//! - [`adapter`]: the protocol trait and its `peerd`, `wsop`, `floor` and `redis`
+//!   implementations; `adapter::link`: TLS and WebSocket under any adapter.
 //! - [`payload`]: the stamps (intended send time, sequence) every message carries.
 //! - [`hist`]: histograms, percentile summaries, the `.hgrm` writer and reader.
 //! - [`report`]: the JSON report and its assembly.

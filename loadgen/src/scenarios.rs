@@ -21,7 +21,7 @@ use crate::hist::{self, PercentilePoint};
 use crate::output;
 use crate::report::{self, IdleReport, Knee, Pinning, Report, RunMeta, ServerInfo};
 use crate::schedule::{Pacer, Schedule, Windows};
-use crate::server::{SpawnConfig, SpawnedServer};
+use crate::server::{parse_endpoint, Endpoint, SpawnConfig, SpawnedServer};
 use crate::sys;
 
 /// Shape of the fan-out scenarios.
@@ -38,6 +38,8 @@ pub struct Shape {
 /// The server being measured and how to read its CPU.
 pub(crate) struct Target {
     pub(crate) addr: SocketAddr,
+    /// Where it listens (scheme, host, port, path): what the adapter's transport connects to.
+    pub(crate) endpoint: Endpoint,
     pub(crate) info: ServerInfo,
     spawned: Option<SpawnedServer>,
     echo: Option<Arc<EchoServer>>,
@@ -70,18 +72,122 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
         .with_context(|| format!("{addr} resolves to nothing"))
 }
 
+/// The protocol adapter a scenario uses: --protocol, else the floor's own for `floor`,
+/// else peerd.
+pub(crate) fn protocol_name<'a>(scenario: &str, a: &'a MsgArgs) -> Result<&'a str> {
+    Ok(match (scenario, a.protocol.as_deref()) {
+        ("floor", None | Some("floor")) => "floor",
+        ("floor", Some(p)) => bail!("the floor scenario speaks the floor protocol, not {p}"),
+        (_, Some(p)) => p,
+        (_, None) => "peerd",
+    })
+}
+
+/// The endpoint asked for on the command line: --target (its scheme, or --transport for a
+/// bare host:port), or for --spawn-server 127.0.0.1 port 0 with --transport's scheme.
+pub(crate) fn wanted_endpoint(scenario: &str, a: &MsgArgs) -> Result<Endpoint> {
+    let transport = a.transport.as_deref().map(str::to_ascii_lowercase);
+    if let Some(t) = &transport {
+        if !matches!(t.as_str(), "tcp" | "tls" | "ws" | "wss") {
+            bail!("--transport {t:?}: expected tcp, tls, ws or wss");
+        }
+    }
+    let default_scheme = match protocol_name(scenario, a)? {
+        "wsop" => "ws",
+        _ => "tcp",
+    };
+    let mut ep = match &a.server.target {
+        Some(t) => {
+            let has_scheme = t.contains("://");
+            let mut ep = parse_endpoint(t)?;
+            match (&transport, has_scheme) {
+                (Some(tr), true) if *tr != ep.scheme => {
+                    bail!("--target {t} says {} but --transport says {tr}", ep.scheme)
+                }
+                (Some(tr), false) => ep.scheme = tr.clone(),
+                (None, false) => ep.scheme = default_scheme.into(),
+                _ => {}
+            }
+            ep
+        }
+        None => Endpoint {
+            scheme: transport.unwrap_or_else(|| default_scheme.into()),
+            host: "127.0.0.1".into(),
+            port: 0,
+            path: String::new(),
+        },
+    };
+    if ep.is_ws() && ep.path.is_empty() {
+        ep.path = "/".into();
+    }
+    if scenario == "floor" && ep.scheme != "tcp" {
+        bail!("the floor runs over plain TCP only");
+    }
+    Ok(ep)
+}
+
+/// Plain TCP only (the hostile scenarios write peerd frames straight to the socket).
+pub(crate) fn require_tcp(scenario: &str, a: &MsgArgs) -> Result<()> {
+    let ep = wanted_endpoint(scenario, a)?;
+    if ep.scheme != "tcp" {
+        bail!(
+            "{scenario} runs over plain TCP only (its hostile peers write peerd frames straight to the socket), not {}",
+            ep.scheme
+        );
+    }
+    Ok(())
+}
+
+/// The adapter for `scenario` over the transport `ep` names (TLS trust: --ca, or the test
+/// CA for a spawned server).
+pub(crate) fn make_adapter(scenario: &str, a: &MsgArgs, ep: &Endpoint) -> Result<Arc<dyn Adapter>> {
+    let name = protocol_name(scenario, a)?;
+    let tls = if ep.is_tls() {
+        let ca = match (&a.ca, a.server.spawn_server) {
+            (Some(c), _) => c.clone(),
+            (None, true) => PathBuf::from("testdata/tls/ca.pem"),
+            (None, false) => bail!(
+                "{} needs --ca FILE: the CA certificate the server's certificate chains to",
+                ep.scheme
+            ),
+        };
+        Some(adapter::link::TlsSettings {
+            config: adapter::link::tls_config(&ca)?,
+            server_name: adapter::link::server_name(&ep.host)?,
+        })
+    } else {
+        None
+    };
+    let ws = ep.is_ws().then(|| adapter::link::WsSettings {
+        host: if ep.port == 0 {
+            ep.host.clone()
+        } else {
+            ep.host_port()
+        },
+        path: ep.path.clone(),
+        subprotocol: String::new(),
+    });
+    let ad: Arc<dyn Adapter> = Arc::from(adapter::build(name, adapter::Transport { tls, ws })?);
+    if !ad.supports(scenario) {
+        bail!("protocol {} cannot run the {scenario} scenario", ad.name());
+    }
+    Ok(ad)
+}
+
 fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
     let s = &a.server;
     if s.target.is_some() && s.spawn_server {
         bail!("give either --target or --spawn-server, not both");
     }
-    if let Some(t) = &s.target {
-        let addr = resolve(t)?;
+    let wanted = wanted_endpoint(scenario, a)?;
+    if s.target.is_some() {
+        let addr = resolve(&wanted.host_port())?;
         return Ok(Target {
             addr,
+            endpoint: wanted.clone(),
             info: ServerInfo {
                 kind: "external".into(),
-                address: addr.to_string(),
+                address: wanted.to_string(),
                 pid: s.server_pid,
                 ..Default::default()
             },
@@ -103,6 +209,12 @@ fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
         let echo = Arc::new(EchoServer::start(cores.clone())?);
         return Ok(Target {
             addr: echo.addr(),
+            endpoint: Endpoint {
+                scheme: "tcp".into(),
+                host: echo.addr().ip().to_string(),
+                port: echo.addr().port(),
+                path: String::new(),
+            },
             info: ServerInfo {
                 kind: "floor echo (in-process, blocking, thread per connection)".into(),
                 address: echo.addr().to_string(),
@@ -128,24 +240,44 @@ fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
     if s.no_pin {
         extra_args.push("--no-pin".into());
     }
+    if wanted.is_tls() && !extra_args.iter().any(|x| x.starts_with("--tls-cert")) {
+        extra_args.push("--tls-cert".into());
+        extra_args.push(s.tls_cert.display().to_string());
+        extra_args.push("--tls-key".into());
+        extra_args.push(s.tls_key.display().to_string());
+    }
+    let listen = match wanted.scheme.as_str() {
+        "tcp" => "127.0.0.1:0".to_string(),
+        sc => format!("{sc}://127.0.0.1:0{}", wanted.path),
+    };
     let spawned = SpawnedServer::start(&SpawnConfig {
         bin: s.server_bin.clone(),
         shards: s.shards,
         cores: cores.clone(),
         extra_args,
+        listen: Some(listen),
     })?;
     eprintln!(
         "started {} (pid {}, {} shards) on {}",
         spawned.command.join(" "),
         spawned.ready.pid,
         spawned.ready.shards,
-        spawned.ready.addr
+        spawned.ready.endpoint
     );
+    if spawned.ready.endpoint.scheme != wanted.scheme {
+        let got = spawned.ready.endpoint.to_string();
+        let _ = spawned.stop();
+        bail!(
+            "asked the server for a {} listener, it announced {got}",
+            wanted.scheme
+        );
+    }
     Ok(Target {
         addr: spawned.ready.addr,
+        endpoint: spawned.ready.endpoint.clone(),
         info: ServerInfo {
             kind: "peerd (spawned)".into(),
-            address: spawned.ready.addr.to_string(),
+            address: spawned.ready.endpoint.to_string(),
             pid: Some(spawned.ready.pid),
             shards: Some(spawned.ready.shards),
             command: Some(spawned.command.clone()),
@@ -429,18 +561,11 @@ pub(crate) fn check_args(a: &MsgArgs) -> Result<()> {
     Ok(())
 }
 
+/// The adapter before the server is started (to check the scenario and name the files),
+/// and the adapter for the server as it announced itself (a spawned server's real port in
+/// the WebSocket Host header).
 fn pick_adapter(scenario: &str, a: &MsgArgs) -> Result<Arc<dyn Adapter>> {
-    let name = match (scenario, a.protocol.as_deref()) {
-        ("floor", None | Some("floor")) => "floor",
-        ("floor", Some(p)) => bail!("the floor scenario speaks the floor protocol, not {p}"),
-        (_, Some(p)) => p,
-        (_, None) => "peerd",
-    };
-    let ad: Arc<dyn Adapter> = Arc::from(adapter::by_name(name)?);
-    if !ad.supports(scenario) {
-        bail!("protocol {name} cannot run the {scenario} scenario");
-    }
-    Ok(ad)
+    make_adapter(scenario, a, &wanted_endpoint(scenario, a)?)
 }
 
 fn pinning(a: &MsgArgs, lg: &Option<Vec<usize>>, srv: &Option<Vec<usize>>) -> Pinning {
@@ -492,6 +617,7 @@ pub fn run_messages(
         pin,
         mut warnings,
     } = prepare(scenario, adapter.name(), a)?;
+    let adapter = make_adapter(scenario, a, &target.endpoint)?;
 
     let modes: Vec<Mode> = if a.closed_loop {
         vec![Mode::Closed {
@@ -516,7 +642,7 @@ pub fn run_messages(
         adapter.name(),
         modes[0].label(),
         target.info.kind,
-        target.addr
+        target.endpoint
     );
     println!("{}", output::table_header());
     let result = (|| -> Result<()> {
@@ -674,11 +800,7 @@ pub fn run_connect(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
     check_args(a)?;
     sys::raise_nofile();
     let scenario = "connect";
-    let adapter = {
-        let name = a.protocol.as_deref().unwrap_or("peerd");
-        let ad: Arc<dyn Adapter> = Arc::from(adapter::by_name(name)?);
-        ad
-    };
+    let adapter = pick_adapter(scenario, a)?;
     let Prepared {
         dir,
         name,
@@ -689,6 +811,7 @@ pub fn run_connect(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
         pin,
         mut warnings,
     } = prepare(scenario, adapter.name(), a)?;
+    let adapter = make_adapter(scenario, a, &target.endpoint)?;
     let mode = match a.rate {
         Some(rate) => Mode::Open { rate },
         None => Mode::Closed { pipeline: 1 },
@@ -880,8 +1003,7 @@ pub fn run_connect(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
 pub fn run_idle(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
     sys::raise_nofile();
     let scenario = "idle";
-    let adapter: Arc<dyn Adapter> =
-        Arc::from(adapter::by_name(a.protocol.as_deref().unwrap_or("peerd"))?);
+    let adapter = pick_adapter(scenario, a)?;
     let Prepared {
         dir,
         name,
@@ -892,6 +1014,7 @@ pub fn run_idle(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
         pin,
         mut warnings,
     } = prepare(scenario, adapter.name(), a)?;
+    let adapter = make_adapter(scenario, a, &target.endpoint)?;
     if let Some(c) = &lg_cores {
         sys::set_affinity(0, c)?;
     }
@@ -1047,10 +1170,10 @@ pub fn run_idle(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
     finish_report(&rep, &dir, &name, &[])
 }
 
-/// Keep idle connections alive for `d`: answer the server's pings, notice closes.
+/// Keep idle connections alive for `d`: answer the server's pings (the protocol's and,
+/// over a WebSocket, the WebSocket's), notice closes.
 fn hold(adapter: &dyn Adapter, conns: &mut Vec<Connected>, d: Duration) -> Result<()> {
     use mio::{Events, Interest, Poll, Token};
-    use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
     let mut poll = Poll::new()?;
     // Register the sockets' own fds (no try_clone): a duplicate per connection would halve
@@ -1063,28 +1186,52 @@ fn hold(adapter: &dyn Adapter, conns: &mut Vec<Connected>, d: Duration) -> Resul
             Interest::READABLE,
         )?;
     }
+    // A receive buffer only for connections that get something (most get nothing).
+    let mut inboxes: Vec<Option<adapter::link::Inbox>> = (0..conns.len()).map(|_| None).collect();
     let mut events = Events::with_capacity(1024);
     let end = now_ns() + d.as_nanos() as u64;
-    let mut buf = vec![0u8; 64 * 1024];
     let mut closed = vec![false; conns.len()];
     while now_ns() < end {
         poll.poll(&mut events, Some(Duration::from_millis(50)))?;
         for ev in events.iter() {
             let i = ev.token().0;
+            let c = &mut conns[i];
+            let inbox = inboxes[i]
+                .get_or_insert_with(|| c.link.inbox(4096, &std::mem::take(&mut c.leftover)));
             loop {
-                match (&conns[i].stream).read(&mut buf) {
+                let spare = inbox.spare(4096);
+                match c.link.read(&mut &c.stream, spare) {
                     Ok(0) => {
                         closed[i] = true;
                         break;
                     }
                     Ok(n) => {
+                        inbox.filled(n);
+                        let ws = c.link.is_ws();
                         let mut out = bytes::BytesMut::new();
-                        let _ = adapter.parse(&buf[..n], &mut |inc| {
-                            if let Incoming::Ping(nonce) = inc {
-                                let _ = adapter.encode_pong(&mut out, nonce);
-                            }
+                        let d = inbox.deliver(&mut |m| {
+                            let used = adapter.parse(m, &mut |inc| {
+                                if let Incoming::Ping(nonce) = inc {
+                                    let _ = adapter::link::frame(ws, &mut out, |o| {
+                                        adapter.encode_pong(o, nonce)
+                                    });
+                                }
+                            })?;
+                            Ok((used, false))
                         });
-                        let _ = (&conns[i].stream).write_all(&out);
+                        out.extend_from_slice(&inbox.control);
+                        inbox.control.clear();
+                        let mut at = 0;
+                        while at < out.len() {
+                            match c.link.write(&mut &c.stream, &out[at..]) {
+                                Ok(n) => at += n,
+                                Err(_) => break,
+                            }
+                        }
+                        if !matches!(d, Ok(ref d) if d.closed.is_none()) {
+                            closed[i] = true;
+                            break;
+                        }
                     }
                     Err(_) => break,
                 }
@@ -1095,6 +1242,13 @@ fn hold(adapter: &dyn Adapter, conns: &mut Vec<Connected>, d: Duration) -> Resul
         let _ = poll
             .registry()
             .deregister(&mut mio::unix::SourceFd(&c.stream.as_raw_fd()));
+    }
+    // Put back what was read and not handed out, so a later reader of these connections
+    // starts where this one stopped.
+    for (c, inbox) in conns.iter_mut().zip(inboxes) {
+        if let Some(inbox) = inbox {
+            c.leftover = inbox.into_leftover();
+        }
     }
     let mut i = 0;
     conns.retain(|_| {

@@ -13,22 +13,108 @@ use serde::Serialize;
 
 use crate::sys;
 
+/// Where a server listens: `host:port`, `tcp://host:port`, `tls://host:port`,
+/// `ws://host:port[/path]` or `wss://host:port[/path]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// `tcp`, `tls`, `ws` or `wss`.
+    pub scheme: String,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Request path of a WebSocket endpoint (`/` when not given); empty otherwise.
+    pub path: String,
+}
+
+impl Endpoint {
+    /// `host:port`, with brackets around an IPv6 address.
+    pub fn host_port(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Whether the scheme is `ws` or `wss`.
+    pub fn is_ws(&self) -> bool {
+        matches!(self.scheme.as_str(), "ws" | "wss")
+    }
+
+    /// Whether the scheme is `tls` or `wss`.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.scheme.as_str(), "tls" | "wss")
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.host_port(), self.path)
+    }
+}
+
+/// Parse an endpoint (see [`Endpoint`]); a bare `host:port` is `tcp`.
+pub fn parse_endpoint(s: &str) -> Result<Endpoint> {
+    let s = s.trim();
+    let (scheme, rest) = match s.split_once("://") {
+        Some((sc, r)) => (sc.to_ascii_lowercase(), r),
+        None => ("tcp".to_string(), s),
+    };
+    if !matches!(scheme.as_str(), "tcp" | "tls" | "ws" | "wss") {
+        bail!("{s:?}: unknown scheme {scheme:?} (expected tcp, tls, ws or wss)");
+    }
+    let (hp, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let (host, port) = hp
+        .rsplit_once(':')
+        .with_context(|| format!("{s:?}: no port"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        bail!("{s:?}: no host");
+    }
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("{s:?}: bad port {port:?}"))?;
+    let path = match (scheme.as_str(), path) {
+        ("ws" | "wss", "") => "/".to_string(),
+        ("ws" | "wss", p) => p.to_string(),
+        (_, "" | "/") => String::new(),
+        (_, p) => bail!("{s:?}: a {scheme} endpoint has no path ({p:?})"),
+    };
+    Ok(Endpoint {
+        scheme,
+        host: host.to_string(),
+        port,
+        path,
+    })
+}
+
 /// What the ready line told us.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReadyLine {
     /// Listening address.
     pub addr: SocketAddr,
+    /// The endpoint as announced (scheme, host, port, path).
+    pub endpoint: Endpoint,
     /// Shard count.
     pub shards: u32,
     /// Server process id.
     pub pid: u32,
 }
 
-/// Parse `peerd listening on 127.0.0.1:PORT shards=N pid=PID`.
+/// Parse `peerd listening on ENDPOINT shards=N pid=PID`, where ENDPOINT is `127.0.0.1:PORT`
+/// or a URL such as `ws://127.0.0.1:PORT/` (a Unix socket's line gives `None`).
 pub fn parse_ready_line(line: &str) -> Option<ReadyLine> {
     let rest = line.trim().strip_prefix("peerd listening on ")?;
     let mut it = rest.split_whitespace();
-    let addr = it.next()?.parse().ok()?;
+    let endpoint = parse_endpoint(it.next()?).ok()?;
+    let addr = SocketAddr::new(endpoint.host.parse().ok()?, endpoint.port);
     let mut shards = None;
     let mut pid = None;
     for kv in it {
@@ -40,6 +126,7 @@ pub fn parse_ready_line(line: &str) -> Option<ReadyLine> {
     }
     Some(ReadyLine {
         addr,
+        endpoint,
         shards: shards?,
         pid: pid?,
     })
@@ -57,6 +144,8 @@ pub struct SpawnConfig {
     pub cores: Option<Vec<usize>>,
     /// Extra arguments after `serve ...`.
     pub extra_args: Vec<String>,
+    /// `--listen` (default `127.0.0.1:0`), e.g. `ws://127.0.0.1:0`.
+    pub listen: Option<String>,
 }
 
 /// A running server we started.
@@ -75,7 +164,7 @@ impl SpawnedServer {
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            cfg.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into()),
             "--shards".into(),
             cfg.shards.to_string(),
         ];
@@ -196,5 +285,32 @@ mod tests {
         assert_eq!(r.pid, 777);
         assert!(parse_ready_line("something else").is_none());
         assert!(parse_ready_line("peerd listening on 127.0.0.1:1 shards=2").is_none());
+        let r =
+            parse_ready_line("peerd listening on ws://127.0.0.1:40459/ shards=1 pid=5449").unwrap();
+        assert_eq!(r.addr, "127.0.0.1:40459".parse::<SocketAddr>().unwrap());
+        assert_eq!(r.endpoint.scheme, "ws");
+        assert_eq!(r.endpoint.path, "/");
+        let r = parse_ready_line("peerd listening on wss://[::1]:7/x shards=1 pid=2").unwrap();
+        assert_eq!(r.addr, "[::1]:7".parse::<SocketAddr>().unwrap());
+        assert_eq!(r.endpoint.to_string(), "wss://[::1]:7/x");
+        assert!(parse_ready_line("peerd listening on unix:/tmp/p shards=1 pid=2").is_none());
+    }
+
+    #[test]
+    fn endpoints_parse() {
+        let e = parse_endpoint("localhost:7400").unwrap();
+        assert_eq!(
+            (e.scheme.as_str(), e.host.as_str(), e.port),
+            ("tcp", "localhost", 7400)
+        );
+        assert_eq!(e.path, "");
+        let e = parse_endpoint("WSS://h:1/a/b?c").unwrap();
+        assert_eq!((e.scheme.as_str(), e.path.as_str()), ("wss", "/a/b?c"));
+        assert!(e.is_ws() && e.is_tls());
+        assert_eq!(parse_endpoint("tls://h:2/").unwrap().path, "");
+        assert!(parse_endpoint("tls://h:2/x").is_err());
+        assert!(parse_endpoint("http://h:1").is_err());
+        assert!(parse_endpoint("h").is_err());
+        assert!(parse_endpoint("ws://:1").is_err());
     }
 }

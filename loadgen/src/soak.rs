@@ -920,6 +920,7 @@ pub fn run_soak(a: &SoakArgs, settings: serde_json::Value) -> Result<()> {
     if let Some(p) = a.msg.protocol.as_deref().filter(|p| *p != "peerd") {
         bail!("soak speaks peerd's protocol, not {p}");
     }
+    scenarios::require_tcp("soak", &a.msg)?;
     if a.publishers == 0 || a.subscribers == 0 || a.topics == 0 {
         bail!("--publishers, --subscribers and --topics must be at least 1");
     }

@@ -26,11 +26,7 @@ impl Adapter for Floor {
         _: Option<&str>,
         opts: &ConnectOptions,
     ) -> Result<Connected> {
-        Ok(Connected {
-            stream: tcp_connect(addr, opts)?,
-            peer_id: None,
-            leftover: Vec::new(),
-        })
+        Ok(Connected::plain(tcp_connect(addr, opts)?, None, Vec::new()))
     }
 
     fn encode_request(

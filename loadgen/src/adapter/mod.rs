@@ -15,8 +15,12 @@ use anyhow::{bail, Context, Result};
 use bytes::BytesMut;
 
 pub mod floor;
+pub mod link;
 pub mod peerd;
 pub mod redis;
+pub mod wsop;
+
+pub use link::{Link, Transport};
 
 /// A connected, handshaken socket, still in blocking mode.
 #[derive(Debug)]
@@ -25,8 +29,23 @@ pub struct Connected {
     pub stream: TcpStream,
     /// This connection's identity on the server (peer id), where the protocol has one.
     pub peer_id: Option<String>,
-    /// Bytes read during set-up past the last frame it consumed.
+    /// Bytes read during set-up past the last message it consumed: plaintext (after TLS),
+    /// still in WebSocket frames over a WebSocket.
     pub leftover: Vec<u8>,
+    /// TLS session and WebSocket framing, if any ([`Link::plain`] for plain TCP).
+    pub link: Link,
+}
+
+impl Connected {
+    /// A plain TCP connection.
+    pub fn plain(stream: TcpStream, peer_id: Option<String>, leftover: Vec<u8>) -> Connected {
+        Connected {
+            stream,
+            peer_id,
+            leftover,
+            link: Link::plain(),
+        }
+    }
 }
 
 /// Something the server sent, as a scenario sees it.
@@ -192,12 +211,42 @@ pub fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> Result<()> {
     stream.write_all(bytes).context("writing to server")
 }
 
-/// The adapter called `name`.
+/// The adapter called `name`, over plain TCP.
 pub fn by_name(name: &str) -> Result<Box<dyn Adapter>> {
+    build(name, Transport::default())
+}
+
+/// The adapter called `name` over `transport` (peerd: any; wsop: a WebSocket; floor and
+/// redis: plain TCP only).
+pub fn build(name: &str, transport: Transport) -> Result<Box<dyn Adapter>> {
+    let plain_only = |p: &str| -> Result<()> {
+        if !transport.is_plain() {
+            bail!(
+                "protocol {p} runs over plain TCP only, not {}",
+                transport.scheme()
+            );
+        }
+        Ok(())
+    };
     Ok(match name {
-        "peerd" => Box::new(peerd::Peerd::default()),
-        "floor" => Box::new(floor::Floor),
-        "redis" => Box::new(redis::Redis),
-        other => bail!("unknown protocol {other:?} (expected peerd, floor or redis)"),
+        "peerd" => {
+            let mut transport = transport;
+            if let Some(w) = &mut transport.ws {
+                if w.subprotocol.is_empty() {
+                    w.subprotocol = peerd::WS_SUBPROTOCOL.into();
+                }
+            }
+            Box::new(peerd::Peerd::over(transport))
+        }
+        "wsop" => Box::new(wsop::WsOp::new(transport)?),
+        "floor" => {
+            plain_only(name)?;
+            Box::new(floor::Floor)
+        }
+        "redis" => {
+            plain_only(name)?;
+            Box::new(redis::Redis)
+        }
+        other => bail!("unknown protocol {other:?} (expected peerd, wsop, floor or redis)"),
     })
 }

@@ -15,7 +15,11 @@ use peerd_codec::{
 };
 use rkyv::Serialize;
 
-use super::{read_until, tcp_connect, write_all, Adapter, ConnectOptions, Connected, Incoming};
+use super::link::{self, Transport};
+use super::{Adapter, ConnectOptions, Connected, Incoming};
+
+/// The WebSocket subprotocol of a peerd endpoint.
+pub const WS_SUBPROTOCOL: &str = "peerd.v1";
 
 /// Largest frame body the loadgen accepts from the server.
 const MAX_BODY: u32 = 64 << 20;
@@ -29,14 +33,25 @@ pub struct Peerd {
     pub p2p_method: String,
     /// Event name of direct messages and broadcasts.
     pub event_name: String,
+    /// How connections are carried: TCP, TLS, WebSocket (one peerd frame per binary
+    /// message, subprotocol `peerd.v1`) or WebSocket in TLS.
+    pub transport: Transport,
 }
 
 impl Default for Peerd {
     fn default() -> Self {
+        Peerd::over(Transport::default())
+    }
+}
+
+impl Peerd {
+    /// The peerd adapter over `transport`.
+    pub fn over(transport: Transport) -> Peerd {
         Peerd {
             echo_method: "echo".into(),
             p2p_method: "lg.echo".into(),
             event_name: "lg".into(),
+            transport,
         }
     }
 }
@@ -48,16 +63,28 @@ where
     encode(msg, out, u32::MAX).map_err(|e| anyhow!("encoding {:?}: {e}", M::KIND))
 }
 
-/// Connect and handshake, declaring `peer_id` and presenting `resume_token` (to take over
-/// the session that token belongs to); returns the connection and the Welcome.
+/// Connect over plain TCP and handshake, declaring `peer_id` and presenting `resume_token`
+/// (to take over the session that token belongs to); returns the connection and the
+/// Welcome.
 pub fn handshake(
     addr: SocketAddr,
     peer_id: Option<&str>,
     resume_token: Option<&[u8]>,
     opts: &ConnectOptions,
 ) -> Result<(Connected, Welcomed)> {
+    handshake_over(addr, &Transport::default(), peer_id, resume_token, opts)
+}
+
+/// [`handshake`] over any transport.
+pub fn handshake_over(
+    addr: SocketAddr,
+    transport: &Transport,
+    peer_id: Option<&str>,
+    resume_token: Option<&[u8]>,
+    opts: &ConnectOptions,
+) -> Result<(Connected, Welcomed)> {
     let deadline = Instant::now() + opts.timeout;
-    let mut stream = tcp_connect(addr, opts)?;
+    let mut c = link::open(addr, transport, opts)?;
     let hello = hello_frame(&Hello {
         version: PROTOCOL_VERSION,
         peer_id: peer_id.map(Cow::Borrowed),
@@ -66,29 +93,31 @@ pub fn handshake(
         client: Cow::Borrowed("peerd-loadgen"),
     })
     .map_err(|e| anyhow!("encoding Hello: {e}"))?;
-    write_all(&mut stream, &hello)?;
-    let mut buf = Vec::new();
+    c.send(&hello)?;
     // The codec's handshake decides (Welcome, or Reject/Close with its code and reason);
-    // a fresh one per read fits read_until, which passes the whole buffer each time (the
-    // answer is a few hundred bytes).
-    let welcomed = read_until(&mut stream, &mut buf, deadline, |b| {
-        let mut hs = ClientHandshake::new(MAX_BODY);
-        Ok(hs
-            .receive(b)?
-            .map(|w| (w, b.len() - hs.into_framer().buffered())))
-    })
-    .with_context(|| format!("peerd handshake with {addr}"))?;
-    let c = Connected {
-        stream,
-        peer_id: Some(welcomed.peer_id.clone()),
-        leftover: buf,
-    };
+    // a fresh one per read fits read_messages, which passes every unparsed byte each time
+    // over TCP (the answer is a few hundred bytes) and the whole message over a WebSocket.
+    let welcomed = c
+        .read_messages(deadline, |b| {
+            let mut hs = ClientHandshake::new(MAX_BODY);
+            Ok(match hs.receive(b)? {
+                Some(w) => (b.len() - hs.into_framer().buffered(), Some(w)),
+                None => (0, None),
+            })
+        })
+        .with_context(|| format!("peerd handshake with {addr}"))?;
+    c.peer_id = Some(welcomed.peer_id.clone());
     Ok((c, welcomed))
 }
 
 impl Adapter for Peerd {
     fn name(&self) -> &'static str {
-        "peerd"
+        match self.transport.scheme() {
+            "tls" => "peerd-tls",
+            "ws" => "peerd-ws",
+            "wss" => "peerd-wss",
+            _ => "peerd",
+        }
     }
 
     fn connect(
@@ -97,7 +126,7 @@ impl Adapter for Peerd {
         peer_id: Option<&str>,
         opts: &ConnectOptions,
     ) -> Result<Connected> {
-        let (c, _) = handshake(addr, peer_id, None, opts)?;
+        let (c, _) = handshake_over(addr, &self.transport, peer_id, None, opts)?;
         Ok(c)
     }
 
@@ -111,10 +140,9 @@ impl Adapter for Peerd {
                 topic: Cow::Borrowed(topic),
             },
         )?;
-        write_all(&mut conn.stream, &out)?;
+        conn.send(&out)?;
         let deadline = Instant::now() + std::time::Duration::from_secs(5);
-        let mut buf = std::mem::take(&mut conn.leftover);
-        read_until(&mut conn.stream, &mut buf, deadline, |b| {
+        conn.read_messages(deadline, |b| {
             let mut used = 0;
             while let Some((raw, n)) = split_frame(&b[used..], MAX_BODY)? {
                 used += n;
@@ -128,14 +156,12 @@ impl Adapter for Peerd {
                                 s.message.as_str()
                             );
                         }
-                        return Ok(Some(((), used)));
+                        return Ok((used, Some(())));
                     }
                 }
             }
-            Ok(None)
-        })?;
-        conn.leftover = buf;
-        Ok(())
+            Ok((used, None))
+        })
     }
 
     fn encode_request(

@@ -122,11 +122,7 @@ impl Adapter for Redis {
             Some((other, _)) => bail!("expected +PONG, got {other:?}"),
             None => Ok(None),
         })?;
-        Ok(Connected {
-            stream,
-            peer_id: None,
-            leftover: buf,
-        })
+        Ok(Connected::plain(stream, None, buf))
     }
 
     fn subscribe(&self, conn: &mut Connected, topic: &str) -> Result<()> {
