@@ -8,44 +8,15 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Child;
+
+mod common;
+use common::{peerd, run, Output};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn peerd() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_peerd"));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("PEERD_") || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-/// Run to completion, killed past `LIMIT`.
-fn run(mut cmd: Command) -> Output {
-    let mut child = cmd.spawn().expect("spawn peerd");
-    let deadline = Instant::now() + LIMIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("peerd did not exit within {LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn pki(file: &str) -> String {
     format!("{}/../testdata/tls/{file}", env!("CARGO_MANIFEST_DIR"))
@@ -116,7 +87,7 @@ impl Server {
         c.arg(args[0])
             .args(["--server", &self.endpoint()])
             .args(&args[1..]);
-        run(c)
+        run(c, LIMIT, "peerd")
     }
 }
 
@@ -159,32 +130,32 @@ fn call_over_websocket_tls_and_websocket_over_tls_with_a_private_ca() {
             "echo",
             "hi",
         ]);
-        let out = run(c);
-        assert!(out.status.success(), "{ep}: {}", text(&out.stderr));
-        assert_eq!(text(&out.stdout), "hi\n", "{ep}");
+        let out = run(c, LIMIT, "peerd");
+        assert!(out.status.success(), "{ep}: {}", out.stderr);
+        assert_eq!(out.stdout, "hi\n", "{ep}");
         // PEERD_CA instead of --ca.
         let mut c = peerd();
         c.env("PEERD_CA", pki("ca.pem"))
             .env("PEERD_SERVER", &ep)
             .args(["peers"]);
-        let out = run(c);
-        assert!(out.status.success(), "{ep}: {}", text(&out.stderr));
+        let out = run(c, LIMIT, "peerd");
+        assert!(out.status.success(), "{ep}: {}", out.stderr);
     }
     // Without the CA the system's roots do not know the test CA: a TLS error, exit 1.
     let wss = srv.endpoints[1].replace("127.0.0.1", "localhost");
     let mut c = peerd();
     c.args(["call", "--server", &wss, "echo", "hi"]);
-    let out = run(c);
+    let out = run(c, LIMIT, "peerd");
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("TLS"), "{}", text(&out.stderr));
+    assert!(out.stderr.contains("TLS"), "{}", out.stderr);
 }
 
 #[test]
 fn client_subcommands_reach_a_unix_socket() {
     let srv = Server::unix("subcommands");
     let out = srv.client(&["call", "echo", "over unix"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "over unix\n");
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stdout, "over unix\n");
 
     // A subscriber on the socket receives a publish made through the socket.
     let mut sub = peerd();
@@ -197,22 +168,22 @@ fn client_subcommands_reach_a_unix_socket() {
         "news",
     ])
     .args(["--count", "1"]);
-    let sub = thread::spawn(move || run(sub));
+    let sub = thread::spawn(move || run(sub, LIMIT, "peerd"));
     let deadline = Instant::now() + LIMIT;
     loop {
         let peers = srv.client(&["peers", "--topic", "news"]);
-        assert!(peers.status.success(), "{}", text(&peers.stderr));
-        if text(&peers.stdout).lines().any(|l| l == "listener") {
+        assert!(peers.status.success(), "{}", peers.stderr);
+        if peers.stdout.lines().any(|l| l == "listener") {
             break;
         }
         assert!(Instant::now() < deadline, "the subscriber joined");
         thread::sleep(Duration::from_millis(20));
     }
     let out = srv.client(&["pub", "--id", "speaker", "news", "hello"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.status.success(), "{}", out.stderr);
     let sub = sub.join().unwrap();
-    assert!(sub.status.success(), "{}", text(&sub.stderr));
-    assert_eq!(text(&sub.stdout), "speaker: hello\n");
+    assert!(sub.status.success(), "{}", sub.stderr);
+    assert_eq!(sub.stdout, "speaker: hello\n");
 }
 
 #[test]
@@ -226,15 +197,15 @@ fn a_malformed_endpoint_is_a_usage_error_naming_the_flag() {
     ] {
         let mut c = peerd();
         c.args(["call", "--server", bad, "echo"]);
-        let out = run(c);
-        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out.stderr));
-        assert!(text(&out.stderr).contains("--server"), "{bad}");
+        let out = run(c, LIMIT, "peerd");
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", out.stderr);
+        assert!(out.stderr.contains("--server"), "{bad}");
     }
     // From the environment too.
     let mut c = peerd();
     c.env("PEERD_SERVER", "gopher://h:1").args(["peers"]);
-    let out = run(c);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = run(c, LIMIT, "peerd");
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
 }
 
 #[test]
@@ -247,19 +218,19 @@ fn an_unreadable_ca_file_is_named() {
         "--ca",
         "/nonexistent/ca.pem",
     ]);
-    let out = run(c);
+    let out = run(c, LIMIT, "peerd");
     assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    let err = out.stderr;
     assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     // PEERD_CA sets it for a whole session.
     let mut c = peerd();
     c.env("PEERD_CA", "/nonexistent/env-ca.pem")
         .args(["ping", "--server", "wss://localhost:1/"]);
-    let out = run(c);
+    let out = run(c, LIMIT, "peerd");
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("/nonexistent/env-ca.pem"),
+        out.stderr.contains("/nonexistent/env-ca.pem"),
         "{}",
-        text(&out.stderr)
+        out.stderr
     );
 }

@@ -10,12 +10,14 @@
 //! without it the test fails saying so, it does not skip. Loopback only; every child runs
 //! under a deadline (a watchdog SIGKILLs it).
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread::{self, JoinHandle};
+use std::sync::mpsc::Receiver;
+use std::thread;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{collect, lines, peerd, run, wait_bounded};
 
 /// Longest the server may take to start, and to stop on SIGTERM.
 const SERVER_LIMIT: Duration = Duration::from_secs(20);
@@ -30,59 +32,6 @@ fn repo() -> PathBuf {
         .parent()
         .expect("cli/ has a parent")
         .to_path_buf()
-}
-
-/// Wait for `child`; SIGKILL it (and fail naming `what`) if it takes longer than `limit`.
-fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
-    let pid = child.id() as libc::pid_t;
-    let (done, done_rx) = mpsc::channel::<()>();
-    let watchdog = thread::spawn(move || {
-        if let Err(RecvTimeoutError::Timeout) = done_rx.recv_timeout(limit) {
-            // Not reaped yet (the wait below is still blocked), so the pid is the child's.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            return true;
-        }
-        false
-    });
-    let status = child.wait().expect("wait for a child");
-    drop(done);
-    assert!(
-        !watchdog.join().unwrap(),
-        "{what} did not exit within {limit:?}"
-    );
-    status
-}
-
-/// Everything a pipe says until it closes, read on a thread.
-fn collect(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut s = String::new();
-        let _ = r.read_to_string(&mut s);
-        s
-    })
-}
-
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(mut cmd: Command, limit: Duration, what: &str) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let out = collect(child.stdout.take().unwrap());
-    let err = collect(child.stderr.take().unwrap());
-    let status = wait_bounded(&mut child, limit, what);
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
 }
 
 /// `python3` with the script's dependency, or a failure that says how to get it.
@@ -139,13 +88,7 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let tls = repo().join("testdata/tls");
-        let mut c = Command::new(env!("CARGO_BIN_EXE_peerd"));
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            if k.starts_with("PEERD_") || k == "RUST_LOG" {
-                c.env_remove(k);
-            }
-        }
+        let mut c = peerd();
         c.args(["serve", "--no-pin", "--shards", "2"])
             .args(["--listen", "127.0.0.1:0"])
             .args(["--listen", "ws://127.0.0.1:0"])
@@ -153,10 +96,7 @@ impl Server {
             .arg("--tls-cert")
             .arg(tls.join("server.pem"))
             .arg("--tls-key")
-            .arg(tls.join("server.key"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .arg(tls.join("server.key"));
         let mut child = c.spawn().expect("spawn peerd serve");
         let stdout = lines(child.stdout.take().unwrap());
         let stderr = lines(child.stderr.take().unwrap());
@@ -216,19 +156,6 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
-}
-
-fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// Run the script against `url`; it must succeed.

@@ -5,93 +5,16 @@
 //! Every child runs under a deadline (a watchdog SIGKILLs it), so a hung server fails the
 //! test instead of hanging it. Servers run with `--no-pin`: tests run in parallel.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread::{self, JoinHandle};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::mpsc::Receiver;
+use std::thread;
 use std::time::Duration;
+
+mod common;
+use common::{lines, peerd, run, wait_bounded, Output};
 
 /// Longest any child may run.
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// `peerd` with no `PEERD_*` or `RUST_LOG` from the environment running the tests.
-fn peerd() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_peerd"));
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if k.starts_with("PEERD_") || k == "RUST_LOG" {
-            c.env_remove(k);
-        }
-    }
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
-}
-
-/// Wait for `child` to exit; SIGKILL it (and fail) if it takes longer than `limit`.
-fn wait_bounded(child: &mut Child, limit: Duration) -> ExitStatus {
-    let pid = child.id() as libc::pid_t;
-    let (done, done_rx) = mpsc::channel::<()>();
-    let watchdog = thread::spawn(move || {
-        if let Err(RecvTimeoutError::Timeout) = done_rx.recv_timeout(limit) {
-            // The child is not reaped yet (the waiter below is still blocked), so the
-            // pid is still its own.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            return true;
-        }
-        false
-    });
-    let status = child.wait().expect("wait for peerd");
-    drop(done);
-    assert!(
-        !watchdog.join().unwrap(),
-        "peerd did not exit within {limit:?}"
-    );
-    status
-}
-
-/// Lines of a child's pipe, read on a thread, as they arrive.
-fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(r).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Everything a pipe says until it closes, read on a thread.
-fn collect(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut s = String::new();
-        let _ = r.read_to_string(&mut s);
-        s
-    })
-}
-
-/// Run a command to completion under the deadline.
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(mut cmd: Command) -> Output {
-    let mut child = cmd.spawn().expect("spawn peerd");
-    let out = collect(child.stdout.take().unwrap());
-    let err = collect(child.stderr.take().unwrap());
-    let status = wait_bounded(&mut child, LIMIT);
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
 
 /// A `peerd serve` that has printed its ready line.
 struct Server {
@@ -153,14 +76,14 @@ impl Server {
         c.arg(args[0])
             .args(["--server", &self.addr])
             .args(&args[1..]);
-        run(c)
+        run(c, LIMIT, "peerd")
     }
 
     /// SIGTERM, then the exit status and what the server wrote to stderr.
     fn terminate(mut self) -> (ExitStatus, String) {
         // The child is ours and not reaped yet, so the pid names it.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let status = wait_bounded(&mut self.child, LIMIT);
+        let status = wait_bounded(&mut self.child, LIMIT, "peerd");
         // The process is gone, so its stderr is at EOF and this ends.
         let stderr: Vec<String> = self.stderr.iter().collect();
         (status, stderr.join("\n"))
@@ -218,7 +141,7 @@ fn nonsense_values_are_refused_naming_the_flag() {
     ] {
         let mut c = peerd();
         c.args(["serve", "--listen", "127.0.0.1:0", "--no-pin", flag, value]);
-        let out = run(c);
+        let out = run(c, LIMIT, "peerd");
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: {}", out.stderr);
         assert!(
             out.stderr.contains(flag),
@@ -255,7 +178,7 @@ fn environment_sets_serve_flags_and_flags_win() {
     let mut c = peerd();
     c.env("PEERD_MAX_FRAME_LEN", "0")
         .args(["serve", "--listen", "127.0.0.1:0", "--no-pin"]);
-    let out = run(c);
+    let out = run(c, LIMIT, "peerd");
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("--max-frame-len"), "{}", out.stderr);
     assert!(!out.stdout.contains("listening"), "{}", out.stdout);

@@ -1,0 +1,97 @@
+//! What the `peerd` binary's integration tests share: the binary with a clean environment,
+//! and running children under a deadline (a watchdog SIGKILLs a child that overstays, so a
+//! hang fails the test instead of hanging it), their pipes read on threads.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// `peerd` with no `PEERD_*` or `RUST_LOG` from the environment running the tests, its
+/// stdin closed and its output piped.
+pub fn peerd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_peerd"));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("PEERD_") || k == "RUST_LOG" {
+            c.env_remove(k);
+        }
+    }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Wait for `child`; SIGKILL it (and fail naming `what`) if it takes longer than `limit`.
+pub fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let pid = child.id() as libc::pid_t;
+    let (done, done_rx) = mpsc::channel::<()>();
+    let watchdog = thread::spawn(move || {
+        if let Err(RecvTimeoutError::Timeout) = done_rx.recv_timeout(limit) {
+            // The child is not reaped yet (the wait below is still blocked), so the pid is
+            // still its own.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return true;
+        }
+        false
+    });
+    let status = child.wait().expect("wait for a child");
+    drop(done);
+    assert!(
+        !watchdog.join().unwrap(),
+        "{what} did not exit within {limit:?}"
+    );
+    status
+}
+
+/// Lines of a child's pipe, read on a thread, as they arrive.
+pub fn lines(r: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Everything a pipe says until it closes, read on a thread.
+pub fn collect(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
+
+/// What a command run to completion said.
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `cmd` to completion under `limit` (its output piped and read while it runs, so a
+/// chatty child never blocks on a full pipe).
+pub fn run(mut cmd: Command, limit: Duration, what: &str) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let out = collect(child.stdout.take().unwrap());
+    let err = collect(child.stderr.take().unwrap());
+    let status = wait_bounded(&mut child, limit, what);
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
