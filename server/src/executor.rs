@@ -326,15 +326,10 @@ async fn serve(shard: Rc<Shard>, out: Rc<Outbound>, ws_path: Option<Arc<str>>) {
     .await;
     let accepted = match opened {
         Ok(Opened::Peer(a)) => a,
-        Ok(Opened::Echo) => {
-            echo_loop(&shard, &out, &mut rx).await;
-            rx.clear(&shard.local.rx_pool);
-            linger(&shard, &out).await;
-            out.abandon();
-            shard.shared().connection_ended();
-            return;
-        }
-        Ok(Opened::Failed) => {
+        Ok(opened @ (Opened::Echo | Opened::Failed)) => {
+            if let Opened::Echo = opened {
+                echo_loop(&shard, &out, &mut rx).await;
+            }
             rx.clear(&shard.local.rx_pool);
             linger(&shard, &out).await;
             out.abandon();
