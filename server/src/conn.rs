@@ -200,37 +200,27 @@ impl Conn {
     // ---- close ---------------------------------------------------------------------------
 
     /// Close with `code`: queue Close{code, reason} (after what is queued, or alone for a
-    /// slow consumer), and hand the connection to the shard for teardown. Idempotent.
+    /// slow consumer), and hand the connection to the shard for teardown. Idempotent. On a
+    /// WebSocket the WebSocket Close that follows carries the status mapped from `code`.
     pub fn close(&self, code: Code, reason: &str) {
-        if !self.transition(ConnState::Closing {
-            code: code.as_u16(),
-        }) {
-            return;
-        }
-        tracing::debug!(peer = %self.peer_id, session = self.session, code = code.name(), reason, "closing connection");
-        let frame = self
-            .local
-            .encode(&codec::Close {
-                code: code.as_u16(),
-                reason: Cow::Borrowed(reason),
-            })
-            .ok();
-        let ws_close = (peerd_ws::close::status_for(code.as_u16()), reason);
-        self.out
-            .push_last(frame.as_ref(), code == Code::SlowConsumer, Some(ws_close));
-        self.after_close();
+        let status = peerd_ws::close::status_for(code.as_u16());
+        self.close_with(code, status, reason);
     }
 
     /// Close because the WebSocket layer refused what the peer sent (a protocol error, a
     /// text message, a message too large): the WebSocket Close carries `status`, the
     /// peerd Close before it `code`.
     pub fn close_websocket(&self, code: Code, status: u16, reason: &str) {
+        self.close_with(code, status, reason);
+    }
+
+    fn close_with(&self, code: Code, ws_status: u16, reason: &str) {
         if !self.transition(ConnState::Closing {
             code: code.as_u16(),
         }) {
             return;
         }
-        tracing::debug!(peer = %self.peer_id, session = self.session, status, reason, "closing on a WebSocket error");
+        tracing::debug!(peer = %self.peer_id, session = self.session, code = code.name(), ws_status, reason, "closing connection");
         let frame = self
             .local
             .encode(&codec::Close {
@@ -238,8 +228,11 @@ impl Conn {
                 reason: Cow::Borrowed(reason),
             })
             .ok();
-        self.out
-            .push_last(frame.as_ref(), false, Some((status, reason)));
+        self.out.push_last(
+            frame.as_ref(),
+            code == Code::SlowConsumer,
+            Some((ws_status, reason)),
+        );
         self.after_close();
     }
 
