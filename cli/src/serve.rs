@@ -10,7 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::builder::BoolishValueParser;
 use clap::Args;
-use peerd_server::{listen, Endpoint, ListenOptions, TlsFiles, WebSocketOptions};
+use peerd_server::{
+    listen, CallError, Code, ConnectedPeer, Endpoint, ListenOptions, RpcFailure, TlsFiles,
+    WebSocketOptions,
+};
 
 /// `peerd serve` flags.
 ///
@@ -174,8 +177,9 @@ fn tune_allocator() {
 }
 
 /// Builtin services, so the binary is useful with no user code: RPC `echo` returns its
-/// params, RPC `peers` a JSON array of the connected peer ids. They live here rather than
-/// in the library so that the library carries no JSON dependency.
+/// params, RPC `peers` a JSON array of the connected peer ids, RPC `callback` makes the
+/// server call the caller back (see [`callback`]). They live here rather than in the
+/// library so that the library carries no JSON dependency.
 fn with_builtins(opts: ListenOptions) -> ListenOptions {
     opts.handle("echo", |_peer, req| async move { Ok(req.params) })
         .handle("peers", |peer, _req| async move {
@@ -183,6 +187,35 @@ fn with_builtins(opts: ListenOptions) -> ListenOptions {
             Ok(Bytes::from(
                 serde_json::to_vec(&ids).expect("strings serialize"),
             ))
+        })
+        .handle("callback", |peer, req| callback(peer, req.params))
+}
+
+/// What `callback` asks for: call `method` on me with the UTF-8 bytes of `params`.
+#[derive(serde::Deserialize)]
+struct CallbackRequest {
+    method: String,
+    #[serde(default)]
+    params: String,
+}
+
+/// RPC `callback`: the server calls `method` on the *calling* peer and answers with that
+/// call's result (or its failure, code and message unchanged). It lets any client, a
+/// browser included, see a server-to-client call from the stock binary; it reaches only the
+/// caller, so it gives a peer no power over others.
+async fn callback(peer: ConnectedPeer, params: Bytes) -> Result<Bytes, RpcFailure> {
+    let ask: CallbackRequest = serde_json::from_slice(&params).map_err(|e| {
+        RpcFailure::code(
+            Code::InvalidArgument,
+            format!("callback wants {{\"method\": .., \"params\": ..}}: {e}"),
+        )
+    })?;
+    peer.rpc()
+        .call(&ask.method, ask.params.as_bytes())
+        .await
+        .map_err(|e| match e {
+            CallError::Remote { code, message } => RpcFailure::new(code, message),
+            other => RpcFailure::new(other.code(), other.to_string()),
         })
 }
 
