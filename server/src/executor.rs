@@ -258,7 +258,11 @@ fn spawn_conn(shard: &Rc<Shard>, stream: Stream, transport: &Transport) {
     }
     let s = shard.clone();
     let ws_path = transport.ws_path.clone();
-    if !local.spawn(async move { serve(s, out, ws_path).await }) {
+    // Boxed: glommio's task gate wraps a spawned future in an async block that stores it
+    // twice (as the block's captured value and as the value it awaits), so an unboxed
+    // `serve` would be paid for twice by every connection for its whole life; boxed, the
+    // doubled part is one pointer.
+    if !local.spawn(Box::pin(serve(s, out, ws_path))) {
         // Stopping: the socket is dropped unanswered, like one still in the backlog.
         local.shared.connection_ended();
     }
@@ -316,25 +320,59 @@ async fn open(
 }
 
 /// One connection from handshake to close.
+///
+/// This future is the connection's task for as long as the connection lives, and a future
+/// is as large as its largest state: every idle peer pays for it. So the states that are
+/// brief and large (the handshake with its deadline timer and upgrade parsing, echo mode,
+/// the close linger) run in their own boxed futures, allocated while they run and freed
+/// after, and what stays for the connection's life is `read_loop`'s small state.
 async fn serve(shard: Rc<Shard>, out: Rc<Outbound>, ws_path: Option<Arc<str>>) {
+    let Some((accepted, rx)) = Box::pin(handshake(&shard, &out, ws_path)).await else {
+        return;
+    };
+    let conn = register(&shard, out, accepted);
+    // The bytes after Hello (a client may pipeline its first requests) are dispatched
+    // here, after on_connection ran, so handlers registered there see them.
+    *conn.rx.borrow_mut() = rx;
+    read_loop(&shard, &conn).await;
+    // Teardown freed the buffer; the reader's last read may have taken one since.
+    conn.rx.borrow_mut().clear(&shard.local.rx_pool);
+    // Tearing down may have queued frames to other peers (presence leaves, PeerGone for
+    // relayed calls): send them now, not at this shard's next unrelated flush.
+    settle(&shard);
+    Box::pin(linger(&shard, &conn.out)).await;
+    let code = conn.state().code().unwrap_or(Code::PeerGone.as_u16());
+    conn.transition(ConnState::Closed { code });
+    conn.out.abandon();
+}
+
+/// The handshake phase of [`serve`]: upgrade and Hello under the deadline. Returns the
+/// welcomed peer and the bytes it sent after its Hello; `None` when the connection ended
+/// here (refused, timed out, gone, or an echo-mode connection that finished), already
+/// answered and accounted for.
+async fn handshake(
+    shard: &Rc<Shard>,
+    out: &Rc<Outbound>,
+    ws_path: Option<Arc<str>>,
+) -> Option<(crate::handshake::Accepted, RxBuf)> {
     let mut rx = RxBuf::default();
     let timeout = shard.shared().config.handshake_timeout;
     let ws_endpoint = ws_path.is_some();
     let opened = glommio::timer::timeout(timeout, async {
-        Ok(open(&shard, &out, &mut rx, ws_path).await)
+        Ok(open(shard, out, &mut rx, ws_path).await)
     })
     .await;
-    let accepted = match opened {
-        Ok(Opened::Peer(a)) => a,
+    match opened {
+        Ok(Opened::Peer(a)) => Some((a, rx)),
         Ok(opened @ (Opened::Echo | Opened::Failed)) => {
             if let Opened::Echo = opened {
-                echo_loop(&shard, &out, &mut rx).await;
+                echo_loop(shard, out, &mut rx).await;
             }
             rx.clear(&shard.local.rx_pool);
-            linger(&shard, &out).await;
+            linger(shard, out).await;
             out.abandon();
             shard.shared().connection_ended();
-            return;
+            None
         }
         Err(_) if ws_endpoint && !out.is_websocket() => {
             // The upgrade request did not complete: the connection still speaks HTTP.
@@ -343,7 +381,7 @@ async fn serve(shard: Rc<Shard>, out: Rc<Outbound>, ws_path: Option<Arc<str>>) {
             let _ = out.push_bytes(crate::upgrade::timeout_response());
             out.push_last(None, false, None);
             shard.shared().connection_ended();
-            return;
+            None
         }
         Err(_) => {
             rx.clear(&shard.local.rx_pool);
@@ -358,23 +396,9 @@ async fn serve(shard: Rc<Shard>, out: Rc<Outbound>, ws_path: Option<Arc<str>>) {
             let status = peerd_ws::close::status_for(Code::HandshakeTimeout.as_u16());
             out.push_last(close.ok().as_ref(), false, Some((status, reason)));
             shard.shared().connection_ended();
-            return;
+            None
         }
-    };
-    let conn = register(&shard, out, accepted);
-    // The bytes after Hello (a client may pipeline its first requests) are dispatched
-    // here, after on_connection ran, so handlers registered there see them.
-    *conn.rx.borrow_mut() = rx;
-    read_loop(&shard, &conn).await;
-    // Teardown freed the buffer; the reader's last read may have taken one since.
-    conn.rx.borrow_mut().clear(&shard.local.rx_pool);
-    // Tearing down may have queued frames to other peers (presence leaves, PeerGone for
-    // relayed calls): send them now, not at this shard's next unrelated flush.
-    settle(&shard);
-    linger(&shard, &conn.out).await;
-    let code = conn.state().code().unwrap_or(Code::PeerGone.as_u16());
-    conn.transition(ConnState::Closed { code });
-    conn.out.abandon();
+    }
 }
 
 /// Echo mode: every WebSocket message goes back as it came (`inbound` does the echoing),

@@ -99,8 +99,20 @@ pub(crate) struct RxBuf {
     end: usize,
     /// Length of the incomplete frame at `start`, once its header has arrived (0: unknown).
     want: usize,
-    /// The WebSocket receive state, once the connection was upgraded.
+    /// How to deframe WebSocket input, once the connection was upgraded.
+    ws_config: Option<WsConfig>,
+    /// The WebSocket receive state while a message or a verdict is in progress. Between
+    /// messages it holds nothing worth keeping, so it is dropped then and rebuilt from
+    /// `ws_config` by the next bytes: an idle WebSocket connection holds no deframer (96
+    /// bytes with its allocation), for one small allocation per busy read.
     ws: Option<Box<WsRx>>,
+}
+
+/// What a WebSocket connection's deframer is built from.
+#[derive(Debug, Clone, Copy)]
+struct WsConfig {
+    max_message: u32,
+    echo: bool,
 }
 
 /// The receive side of a WebSocket connection.
@@ -142,13 +154,10 @@ impl RxBuf {
     /// The bytes not yet consumed (what the client sent right behind its upgrade request)
     /// are WebSocket frames: they are deframed now.
     pub fn start_websocket(&mut self, max_body: u32, echo: bool, out: &Rc<Outbound>) {
-        let max_message = max_body as usize + HEADER_LEN;
-        self.ws = Some(Box::new(WsRx {
-            deframer: Deframer::new(Role::Server, max_message, echo),
+        self.ws_config = Some(WsConfig {
+            max_message: max_body.saturating_add(HEADER_LEN as u32),
             echo,
-            want: 0,
-            end: None,
-        }));
+        });
         self.raw = self.start;
         self.app = self.start;
         if let Some(mut buf) = self.buf.take() {
@@ -238,11 +247,19 @@ impl RxBuf {
 
     /// Bytes just read: pass them on (plain) or deframe what is whole (WebSocket).
     fn received(&mut self, buf: &mut [u8], out: &Rc<Outbound>) {
-        let Some(ws) = self.ws.as_mut() else {
+        let Some(config) = self.ws_config else {
             self.app = self.end;
             self.raw = self.end;
             return;
         };
+        let ws = self.ws.get_or_insert_with(|| {
+            Box::new(WsRx {
+                deframer: Deframer::new(Role::Server, config.max_message as usize, config.echo),
+                echo: config.echo,
+                want: 0,
+                end: None,
+            })
+        });
         while ws.end.is_none() && self.raw < self.end {
             let step = match ws.deframer.step(buf, self.app, self.raw, self.end) {
                 Ok(step) => step,
@@ -295,6 +312,10 @@ impl RxBuf {
             self.raw = self.app;
             self.end = self.app;
             ws.want = 0;
+            if ws.end.is_none() && ws.deframer.message_in_progress().is_none() {
+                // Between messages: nothing to keep (see `ws`).
+                self.ws = None;
+            }
         }
     }
 }

@@ -97,7 +97,7 @@ pub(crate) fn watch(
     let shared = shard.shared();
     let (topic, members): (Option<Arc<str>>, Vec<Member>) = match topic {
         None => {
-            if std::mem::replace(&mut conn.topics.borrow_mut().watch_global, true) {
+            if std::mem::replace(&mut conn.topics.borrow_mut().held_mut().watch_global, true) {
                 return Ok(());
             }
             // Register, then snapshot (module doc).
@@ -109,7 +109,8 @@ pub(crate) fn watch(
             )
         }
         Some(t) => {
-            let mut mine = conn.topics.borrow_mut();
+            let mut topics = conn.topics.borrow_mut();
+            let mine = topics.held_mut();
             if mine.watched.contains(t) {
                 return Ok(());
             }
@@ -142,8 +143,8 @@ pub(crate) fn watch(
 /// Stop watching `topic` (None: the global watch).
 pub(crate) fn unwatch(shard: &Rc<Shard>, conn: &Conn, topic: Option<&str>) -> Result<(), Refused> {
     let held = match topic {
-        None => std::mem::take(&mut conn.topics.borrow_mut().watch_global),
-        Some(t) => conn.topics.borrow_mut().watched.remove(t),
+        None => std::mem::take(&mut conn.topics.borrow_mut().held_mut().watch_global),
+        Some(t) => conn.topics.borrow_mut().held_mut().watched.remove(t),
     };
     if !held {
         return Err(Refused::new(
@@ -173,13 +174,7 @@ fn drop_watch(shard: &Shard, session: u64, topic: Option<&str>) {
 
 /// The peer is gone: drop every watch it held.
 pub(crate) fn drop_all_watches(shard: &Shard, conn: &Conn) {
-    let (global, watched) = {
-        let mut mine = conn.topics.borrow_mut();
-        (
-            std::mem::take(&mut mine.watch_global),
-            std::mem::take(&mut mine.watched),
-        )
-    };
+    let (global, watched) = conn.topics.borrow_mut().take_watches();
     if global {
         drop_watch(shard, conn.session, None);
     }

@@ -19,7 +19,7 @@ pub(crate) fn signal(
     s: &ArchivedSignal<'static>,
 ) -> Result<(), Refused> {
     let room = s.room.as_str();
-    if !conn.topics.borrow().joined.contains(room) {
+    if !conn.topics.borrow().is_member(room) {
         return Err(Refused::new(
             Code::NotMember,
             "join the room before signaling in it",

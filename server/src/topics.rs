@@ -28,10 +28,11 @@ pub(crate) fn join(shard: &Rc<Shard>, conn: &Rc<Conn>, topic: &str) -> Result<()
     let limits = shard.local.limits();
     {
         let mine = conn.topics.borrow();
-        if mine.joined.contains(topic) {
+        let joined = mine.held().map_or(0, |h| h.joined.len());
+        if mine.is_member(topic) {
             return Ok(());
         }
-        if mine.joined.len() >= limits.max_topics_per_peer as usize {
+        if joined >= limits.max_topics_per_peer as usize {
             return Err(Refused::new(
                 Code::LimitExceeded,
                 "too many topics for this peer",
@@ -49,7 +50,11 @@ pub(crate) fn join(shard: &Rc<Shard>, conn: &Rc<Conn>, topic: &str) -> Result<()
             limits.max_members_per_topic,
         )
         .map_err(|_| Refused::new(Code::LimitExceeded, "topic is full"))?;
-    conn.topics.borrow_mut().joined.insert(topic.clone());
+    conn.topics
+        .borrow_mut()
+        .held_mut()
+        .joined
+        .insert(topic.clone());
     shard.members.add(&topic, conn.clone());
     announce_topic(shard, conn, &topic, notify, PresenceChange::Join);
     Ok(())
@@ -57,7 +62,8 @@ pub(crate) fn join(shard: &Rc<Shard>, conn: &Rc<Conn>, topic: &str) -> Result<()
 
 /// Leave `topic`.
 pub(crate) fn leave(shard: &Rc<Shard>, conn: &Conn, topic: &str) -> Result<(), Refused> {
-    let Some(topic) = conn.topics.borrow_mut().joined.take(topic) else {
+    let taken = conn.topics.borrow_mut().leave(topic);
+    let Some(topic) = taken else {
         return Err(Refused::new(Code::NotMember, "not a member of this topic"));
     };
     leave_joined(shard, conn, &topic);
@@ -66,7 +72,7 @@ pub(crate) fn leave(shard: &Rc<Shard>, conn: &Conn, topic: &str) -> Result<(), R
 
 /// The peer is gone: leave every topic it joined.
 pub(crate) fn leave_all(shard: &Rc<Shard>, conn: &Conn) {
-    let joined = std::mem::take(&mut conn.topics.borrow_mut().joined);
+    let joined = conn.topics.borrow_mut().take_joined();
     for t in &joined {
         leave_joined(shard, conn, t);
     }
