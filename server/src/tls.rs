@@ -62,15 +62,26 @@ pub(crate) struct TlsSession {
     pub stalled_sent: usize,
     /// close_notify was queued.
     closed: bool,
+    /// The last read from the socket was short: the socket was empty after it, so the next
+    /// wait should not start with another `recv` that can only say EAGAIN.
+    drained: bool,
 }
 
 /// `recv`/`send` on the connection's descriptor without blocking, as rustls's `Read` and
 /// `Write`.
 struct Fd(RawFd);
 
-impl Read for Fd {
+/// [`Fd`] for reading, remembering whether the read was short.
+struct FdReader {
+    fd: RawFd,
+    short: bool,
+}
+
+impl Read for FdReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        stream::recv(self.0, buf)
+        let n = stream::recv(self.fd, buf)?;
+        self.short = n < buf.len();
+        Ok(n)
     }
 }
 
@@ -108,6 +119,7 @@ impl TlsSession {
             stalled: Vec::new(),
             stalled_sent: 0,
             closed: false,
+            drained: false,
         })
     }
 
@@ -121,11 +133,18 @@ impl TlsSession {
         }
     }
 
-    /// Read what the socket has into rustls and process it.
+    /// Read what the socket has into rustls and process it. Right after a short read the
+    /// socket is known to be empty: say WouldBlock without asking it (the wait that follows
+    /// tries a read of its own first, so bytes that arrived since are not missed).
     pub fn read_socket(&mut self, fd: RawFd) -> io::Result<Fed> {
-        match self.conn.read_tls(&mut Fd(fd)) {
+        if std::mem::take(&mut self.drained) {
+            return Ok(Fed::WouldBlock);
+        }
+        let mut reader = FdReader { fd, short: false };
+        match self.conn.read_tls(&mut reader) {
             Ok(0) => Ok(Fed::Eof),
             Ok(_) => {
+                self.drained = reader.short;
                 self.process()?;
                 Ok(Fed::Progress)
             }
