@@ -88,12 +88,16 @@ impl RxPool {
 
 /// Bytes received but not yet consumed; no buffer while there are none.
 ///
-/// `buf[start..app]` are bytes for the peerd framer, `buf[raw..end]` bytes not yet
-/// deframed (WebSocket only; on other transports `app == raw == end`).
+/// `buf[start..app]` are deframed bytes, of which `buf[start..ready]` belong to whole
+/// messages and are for the peerd framer, and `buf[raw..end]` are bytes not yet deframed
+/// (WebSocket only; on other transports `ready == app == raw == end`). A WebSocket message
+/// reaches the framer only once it is whole and found to be exactly one peerd frame, so a
+/// message that is not (docs/PROTOCOL.md §1.1) is refused before any of it is acted on.
 #[derive(Default)]
 pub(crate) struct RxBuf {
     buf: Option<Vec<u8>>,
     start: usize,
+    ready: usize,
     app: usize,
     raw: usize,
     end: usize,
@@ -160,6 +164,7 @@ impl RxBuf {
         });
         self.raw = self.start;
         self.app = self.start;
+        self.ready = self.start;
         if let Some(mut buf) = self.buf.take() {
             self.received(&mut buf, out);
             self.buf = Some(buf);
@@ -174,7 +179,7 @@ impl RxBuf {
     /// The bytes not yet consumed.
     pub fn pending(&self) -> &[u8] {
         match &self.buf {
-            Some(b) => &b[self.start..self.app],
+            Some(b) => &b[self.start..self.ready],
             None => &[],
         }
     }
@@ -230,6 +235,7 @@ impl RxBuf {
                 pool.put(b);
             }
             self.start = 0;
+            self.ready = 0;
             self.app = 0;
             self.raw = 0;
             self.end = 0;
@@ -239,6 +245,7 @@ impl RxBuf {
     /// Drop everything buffered and give the buffer back.
     pub fn clear(&mut self, pool: &RxPool) {
         self.start = self.end;
+        self.ready = self.end;
         self.app = self.end;
         self.raw = self.end;
         self.want = 0;
@@ -248,6 +255,7 @@ impl RxBuf {
     /// Bytes just read: pass them on (plain) or deframe what is whole (WebSocket).
     fn received(&mut self, buf: &mut [u8], out: &Rc<Outbound>) {
         let Some(config) = self.ws_config else {
+            self.ready = self.end;
             self.app = self.end;
             self.raw = self.end;
             return;
@@ -288,7 +296,9 @@ impl RxBuf {
                             echo(out, kind, &buf[msg.clone()]);
                             // Nothing else reads the deframed bytes in echo mode.
                             self.app = msg.start;
-                        } else if !one_frame(&buf[msg]) {
+                        } else if one_frame(&buf[msg]) {
+                            self.ready = self.app;
+                        } else {
                             ws.end = Some(WsEnd::Refused {
                                 status: 1002,
                                 reason: "a WebSocket message must carry exactly one peerd frame",
@@ -351,6 +361,7 @@ pub(crate) fn poll_fill(
     let mut buf = rx.buf.take().unwrap_or_else(|| pool.take());
     if rx.start == rx.end {
         rx.start = 0;
+        rx.ready = 0;
         rx.app = 0;
         rx.raw = 0;
         rx.end = 0;
@@ -361,6 +372,7 @@ pub(crate) fn poll_fill(
         buf.copy_within(rx.start..rx.app, 0);
         buf.copy_within(rx.raw..rx.end, app_len);
         rx.end = app_len + (rx.end - rx.raw);
+        rx.ready -= rx.start;
         rx.start = 0;
         rx.app = app_len;
         rx.raw = app_len;
@@ -382,6 +394,7 @@ pub(crate) fn poll_fill(
     if rx.start == rx.end {
         pool.put(buf);
         rx.start = 0;
+        rx.ready = 0;
         rx.app = 0;
         rx.raw = 0;
         rx.end = 0;

@@ -577,10 +577,16 @@ fn a_message_with_two_peerd_frames_or_half_a_frame_is_closed_with_1002() {
     let mut p = active(&s, "two-frames");
     let two = [ping(1), ping(2)].concat();
     p.ws_frame(Opcode::Binary, true, &two);
-    // The server deframes into the peerd framer as bytes arrive, so frames that are whole
-    // before the message is found wrong are answered (here: two Pongs) before the Close.
-    assert_eq!(p.expect_ws_close(), (Some(Code::BadFrame.as_u16()), 1002));
+    // Refused before any of it is acted on: the Close comes first, no Pong before it (the
+    // first frame is whole long before the message is found wrong).
+    assert_close_first(&mut p, Code::BadFrame, 1002);
     by.sees("two-frames", PresenceChange::Leave);
+    // The same with the first frame whole in a fragment of its own.
+    let mut p = active(&s, "two-frames-fragmented");
+    p.ws_frame(Opcode::Binary, false, &ping(5));
+    p.ws_frame(Opcode::Continuation, true, &ping(6));
+    assert_close_first(&mut p, Code::BadFrame, 1002);
+    by.sees("two-frames-fragmented", PresenceChange::Leave);
     // Half a frame, whole header and not.
     for cut in [4, 12] {
         let mut p = active(&s, "half-frame");
@@ -604,6 +610,19 @@ fn a_message_with_two_peerd_frames_or_half_a_frame_is_closed_with_1002() {
     });
     assert_eq!(nonce, 4);
     by.check();
+}
+
+/// The first thing `p` receives is the peerd Close with `code`, then the WebSocket Close
+/// with `status`, then the end.
+fn assert_close_first(p: &mut Peer, code: Code, status: u16) {
+    let first = p
+        .recv_within(WAIT)
+        .expect("a peerd Close before the WebSocket Close");
+    match decode_bytes(&first).expect("decodable") {
+        Frame::Close(c) => assert_eq!(c.code.to_native(), code.as_u16()),
+        other => panic!("{}: {other:?} before the Close", p.peer_id),
+    }
+    assert_eq!(p.expect_ws_close(), (None, status));
 }
 
 #[test]
