@@ -62,12 +62,15 @@ interface Watch {
   first: [ok: () => void, fail: (e: unknown) => void] | null;
   /** The members per the last snapshot and changes since; null before the first snapshot. */
   peers: Set<string> | null;
+  /** A Watch went out on some link: every later link watches again. */
+  sent?: boolean;
 }
 
 export function presencePart(core: Core) {
   const watches = new Map<string | null, Watch>();
 
-  const sendWatch = (topic: string | null, w: Watch) =>
+  const sendWatch = (topic: string | null, w: Watch) => (
+    (w.sent = true),
     core.request((req) => ({ kind: 'Watch', req, topic })).then(
       () => {
         w.first?.[0]();
@@ -81,16 +84,22 @@ export function presencePart(core: Core) {
           if (watches.get(topic) == w) watches.delete(topic);
         } else for (const h of w.handles) core.error(h, e);
       },
-    );
+    )
+  );
 
   function watch(topic: string | null = null): PeerEvents {
     let w = watches.get(topic);
     if (!w) {
-      let first!: Watch['first'];
+      let first!: NonNullable<Watch['first']>;
       const ready = new Promise<void>((ok, fail) => (first = [ok, fail]));
       ready.catch(() => {});
-      watches.set(topic, (w = { handles: new Set(), ready, first, peers: null }));
-      if (core.state == 'active') sendWatch(topic, w);
+      const nw: Watch = (w = { handles: new Set(), ready, first, peers: null });
+      watches.set(topic, w);
+      try {
+        core.later(() => nw.first && sendWatch(topic, nw), first[1]);
+      } catch (e) {
+        first[1](e);
+      }
     } else if (w.peers) {
       // Watched already: the server sends no second snapshot, so this handle gets the
       // current set from here, once its listeners are attached.
@@ -112,7 +121,7 @@ export function presencePart(core: Core) {
     watch,
     // Watches belong to a connection (§6.1): every new link watches again.
     up() {
-      for (const [topic, w] of watches) sendWatch(topic, w);
+      for (const [topic, w] of watches) if (w.sent) sendWatch(topic, w);
     },
     down(e: DisconnectedError, final: boolean) {
       if (final) for (const w of watches.values()) w.first?.[1](e);

@@ -64,12 +64,15 @@ interface Membership {
   ready: Promise<void>;
   /** Settles `ready` with the first Join's outcome; null once it has. */
   first: [ok: () => void, fail: (e: unknown) => void] | null;
+  /** A Join went out on some link: every later link joins again. */
+  sent?: boolean;
 }
 
 export function topicsPart(core: Core) {
   const joined = new Map<string, Membership>();
 
-  const sendJoin = (name: string, m: Membership) =>
+  const sendJoin = (name: string, m: Membership) => (
+    (m.sent = true),
     core.request((req) => ({ kind: 'Join', req, topic: name })).then(
       () => {
         m.first?.[0]();
@@ -85,18 +88,24 @@ export function topicsPart(core: Core) {
           if (joined.get(name) == m) joined.delete(name);
         } else for (const t of m.handles) core.error(t, e);
       },
-    );
+    )
+  );
 
   function join(name: string): Topic {
     let m = joined.get(name);
     if (!m) {
-      let first!: Membership['first'];
+      let first!: NonNullable<Membership['first']>;
       const ready = new Promise<void>((ok, fail) => (first = [ok, fail]));
       // Nobody may await `ready`; its failure still reaches those who do.
       ready.catch(() => {});
-      joined.set(name, (m = { handles: new Set(), ready, first }));
-      // Not active: the next Welcome joins every topic (see `up`).
-      if (core.state == 'active') sendJoin(name, m);
+      const mm: Membership = (m = { handles: new Set(), ready, first });
+      joined.set(name, m);
+      // Now, or once the link is up; a closed peer fails `ready`.
+      try {
+        core.later(() => mm.first && sendJoin(name, mm), first[1]);
+      } catch (e) {
+        first[1](e);
+      }
     }
     const mm = m;
     const t: Topic = new Topic(name, m.ready, core, () => {
@@ -111,9 +120,10 @@ export function topicsPart(core: Core) {
 
   return {
     join,
-    // Memberships belong to a connection (§6.1): every new link joins again.
+    // Memberships belong to a connection (§6.1): every new link joins again (those never
+    // sent yet go out from the queue right after).
     up() {
-      for (const [name, m] of joined) sendJoin(name, m);
+      for (const [name, m] of joined) if (m.sent) sendJoin(name, m);
     },
     down(e: DisconnectedError, final: boolean) {
       if (final) for (const m of joined.values()) m.first?.[1](e);
