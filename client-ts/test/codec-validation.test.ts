@@ -27,25 +27,25 @@ function edited(f: Frame, edit: (body: Uint8Array) => void): Uint8Array {
 const ping = '08000000700000000100000000000000';
 
 test('header: incomplete, unknown kind, flags, reserved', () => {
-  rejects('', 'incomplete header');
-  rejects('08000000700000', 'incomplete header');
-  rejects('0800000000000000' + '0100000000000000', 'unknown kind');
-  rejects('08000000ee000000' + '0100000000000000', 'unknown kind');
-  rejects('0800000070010000' + '0100000000000000', 'non-zero flags or reserved bytes');
-  rejects('0800000070000100' + '0100000000000000', 'non-zero flags or reserved bytes');
-  rejects('0800000070000001' + '0100000000000000', 'non-zero flags or reserved bytes');
+  rejects('', 'frame has a header');
+  rejects('08000000700000', 'frame has a header');
+  rejects('0800000000000000' + '0100000000000000', 'known frame kind');
+  rejects('08000000ee000000' + '0100000000000000', 'known frame kind');
+  rejects('0800000070010000' + '0100000000000000', 'flags are zero');
+  rejects('0800000070000100' + '0100000000000000', 'reserved is zero');
+  rejects('0800000070000001' + '0100000000000000', 'reserved is zero');
 });
 
 test('header: body_len must equal the rest of the message exactly', () => {
-  rejects(ping.slice(0, -2), 'truncated frame');
-  rejects(ping + '00', 'trailing bytes after frame');
-  rejects('ffffffff70000000', 'truncated frame');
+  rejects(ping.slice(0, -2), 'body_len matches the message');
+  rejects(ping + '00', 'body_len matches the message');
+  rejects('ffffffff70000000', 'body_len matches the message');
 });
 
 test('a zero or short body has no room for the root', () => {
-  rejects('0000000070000000', 'body shorter than root');
-  rejects('0000000030000000', 'body shorter than root');
-  rejects('070000007000000001000000000000', 'body shorter than root');
+  rejects('0000000070000000', 'root fits in the body');
+  rejects('0000000030000000', 'root fits in the body');
+  rejects('070000007000000001000000000000', 'root fits in the body');
 });
 
 test('maxBodyLen gives too_large (1003)', () => {
@@ -63,14 +63,14 @@ const resp: Frame = { kind: 'RpcResponse', id: 1n, result: new Uint8Array([1, 2,
 
 test('pointers: target must lie in the body, before the root', () => {
   const setOffset = (off: number) => edited(resp, (b) => new DataView(b.buffer, b.byteOffset).setInt32(11, off, true));
-  rejects(setOffset(-12), 'pointer out of bounds'); // before the body
-  rejects(setOffset(-10), 'pointer out of bounds'); // ends inside the root
-  rejects(setOffset(0), 'pointer out of bounds'); // at the object itself
-  rejects(setOffset(0x7fffffff), 'pointer out of bounds');
-  rejects(setOffset(-0x80000000), 'pointer out of bounds');
+  rejects(setOffset(-12), 'target inside the body'); // before the body
+  rejects(setOffset(-10), 'target before the enclosing object'); // ends inside the root
+  rejects(setOffset(0), 'target before the enclosing object'); // at the object itself
+  rejects(setOffset(0x7fffffff), 'target inside the body');
+  rejects(setOffset(-0x80000000), 'target inside the body');
   const setLen = (len: number) => edited(resp, (b) => new DataView(b.buffer, b.byteOffset).setUint32(15, len, true));
-  rejects(setLen(4), 'pointer out of bounds');
-  rejects(setLen(0xffffffff), 'pointer out of bounds');
+  rejects(setLen(4), 'target before the enclosing object');
+  rejects(setLen(0xffffffff), 'target inside the body');
   assert.deepStrictEqual([...(decodeFrame(setLen(2)) as typeof resp).result], [1, 2]); // a gap is allowed
 });
 
@@ -80,9 +80,9 @@ test('empty vector: any position from the previous target up to the root', () =>
   const at = (off: number) => edited(empty, (b) => new DataView(b.buffer, b.byteOffset).setInt32(8, off, true));
   // The root is the whole body here, so body 0 (the root's start) is the only valid target.
   assert.deepStrictEqual(decodeFrame(at(-8)), empty);
-  rejects(at(0), 'pointer out of bounds'); // its own position lies inside the root
-  rejects(at(-9), 'pointer out of bounds');
-  rejects(at(-7), 'pointer out of bounds');
+  rejects(at(0), 'target before the enclosing object'); // its own position lies inside the root
+  rejects(at(-9), 'target inside the body');
+  rejects(at(-7), 'target before the enclosing object');
   // With a long string before it: anywhere from the end of the string's bytes to the root.
   const pub: Frame = { kind: 'Publish', req: 0n, topic: 'a-long-topic', echo: false, payload: new Uint8Array() };
   // body: topic 0..12, root 12: req, topic@20, echo@28, payload@29
@@ -90,8 +90,8 @@ test('empty vector: any position from the previous target up to the root', () =>
     edited(pub, (b) => new DataView(b.buffer, b.byteOffset).setInt32(29, target - 29, true));
   assert.equal(hex(encodeFrame(pub)).slice(16 + 2 * 29, 16 + 2 * 33), 'efffffff'); // 12 - 29 = -17
   assert.deepStrictEqual(decodeFrame(pubAt(12)), pub);
-  rejects(pubAt(11), 'pointer out of bounds'); // inside the topic's bytes
-  rejects(pubAt(13), 'pointer out of bounds'); // inside the root
+  rejects(pubAt(11), 'targets in order'); // inside the topic's bytes
+  rejects(pubAt(13), 'target before the enclosing object'); // inside the root
 });
 
 test('siblings: targets in field order, without overlap', () => {
@@ -105,16 +105,16 @@ test('siblings: targets in field order, without overlap', () => {
     dv.setUint32(38, 0x80 | 10, true);
     dv.setInt32(42, 0 - 38, true);
   });
-  rejects(overlap, 'pointer out of bounds');
+  rejects(overlap, 'targets in order');
 });
 
 test('strings: out-of-line of 8 bytes or less, invalid UTF-8, inline filler', () => {
   // "bye" out of line: 3 bytes then root (code, string object at body 5)
-  rejects('0d0000007f000000' + '627965' + 'e803' + '83000000' + 'fbffffff', 'out-of-line string of 8 bytes or less');
-  rejects('0a0000007f000000' + 'e803' + '62ff65ffffffffff'.replace('ff65', 'c365'), 'invalid UTF-8');
-  rejects('0a0000007f000000' + 'e803' + 'eda080ffffffffff', 'invalid UTF-8'); // an encoded surrogate
+  rejects('0d0000007f000000' + '627965' + 'e803' + '83000000' + 'fbffffff', 'short strings inline');
+  rejects('0a0000007f000000' + 'e803' + '62ff65ffffffffff'.replace('ff65', 'c365'), 'valid UTF-8');
+  rejects('0a0000007f000000' + 'e803' + 'eda080ffffffffff', 'valid UTF-8'); // an encoded surrogate
   const long = edited({ kind: 'Close', code: 1, reason: 'é'.repeat(10) }, (b) => (b[3] = 0xff));
-  rejects(long, 'invalid UTF-8');
+  rejects(long, 'valid UTF-8');
   // Bytes after the first 0xFF filler of an inline string are ignored.
   assert.deepStrictEqual(decodeFrame(unhex('0a0000007f000000' + 'e803' + '6279ff0102030405')), {
     kind: 'Close',
@@ -130,15 +130,15 @@ test('strings: out-of-line of 8 bytes or less, invalid UTF-8, inline filler', ()
 
 test('bool, Option tag, enum tags', () => {
   const pub: Frame = { kind: 'Publish', req: 0n, topic: 't', echo: true, payload: new Uint8Array() };
-  rejects(edited(pub, (b) => (b[16] = 2)), 'bad bool');
+  rejects(edited(pub, (b) => (b[16] = 2)), 'bool is 0 or 1');
   const watch: Frame = { kind: 'Watch', req: 0n, topic: null };
-  rejects(edited(watch, (b) => (b[8] = 2)), 'bad Option tag');
+  rejects(edited(watch, (b) => (b[8] = 2)), 'option tag is 0 or 1');
   // None: the 8 bytes after the tag are ignored.
   assert.deepStrictEqual(decodeFrame(edited(watch, (b) => b.fill(0xab, 9))), watch);
   const presence: Frame = { kind: 'Presence', topic: null, peer: 'p', change: 'leave' };
-  rejects(edited(presence, (b) => (b[17] = 2)), 'bad enum tag');
+  rejects(edited(presence, (b) => (b[17] = 2)), 'known enum tag');
   const sig: Frame = { kind: 'Signal', req: 0n, room: 'r', signal: 'bye', peer: null, payload: new Uint8Array() };
-  rejects(edited(sig, (b) => (b[16] = 4)), 'bad enum tag');
+  rejects(edited(sig, (b) => (b[16] = 4)), 'known enum tag');
 });
 
 test('Vec<String>: element bytes before the element array, after the previous sibling', () => {
@@ -147,14 +147,14 @@ test('Vec<String>: element bytes before the element array, after the previous si
   assert.deepStrictEqual(decodeFrame(ok), pl);
   // body: 'a-long-peer-id' 0..14, array 14..30, root 30: req, peers@38
   // Point element 0 at the array itself (inside the vector's own target): invalid.
-  rejects(edited(pl, (b) => new DataView(b.buffer, b.byteOffset).setInt32(18, 0, true)), 'pointer out of bounds');
+  rejects(edited(pl, (b) => new DataView(b.buffer, b.byteOffset).setInt32(18, 0, true)), 'target before the enclosing object');
   // Array that overlaps the root.
-  rejects(edited(pl, (b) => new DataView(b.buffer, b.byteOffset).setUint32(42, 3, true)), 'pointer out of bounds');
+  rejects(edited(pl, (b) => new DataView(b.buffer, b.byteOffset).setUint32(42, 3, true)), 'target before the enclosing object');
   const snap: Frame = { kind: 'PresenceSnapshot', topic: 'a-long-topic', peers: ['x-long-peer-id'] };
   // body: topic 0..12, 'x-long-peer-id' 12..26, array 26..34, root 34: topic (opt) @34, peers @43
   assert.deepStrictEqual(decodeFrame(encodeFrame(snap)), snap);
   // The element's bytes pointing into the topic's bytes (before the previous sibling's end).
-  rejects(edited(snap, (b) => new DataView(b.buffer, b.byteOffset).setInt32(30, -26, true)), 'pointer out of bounds');
+  rejects(edited(snap, (b) => new DataView(b.buffer, b.byteOffset).setInt32(30, -26, true)), 'targets in order');
 });
 
 test('encoder refuses values the protocol cannot carry', () => {

@@ -74,8 +74,8 @@ const SPECS: Record<FrameKindName, string> = {
   Close: 'code:u16 reason:str',
 };
 
-/** Layouts by frame name. */
-export const BY_NAME = {} as Record<FrameKindName, Layout>;
+/** Layouts by frame name (a Map: a plain object would answer for `toString` too). */
+export const BY_NAME = new Map<string, Layout>();
 /** Layouts by header kind byte; `undefined` for bytes that name no frame. */
 export const BY_BYTE: (Layout | undefined)[] = new Array(256).fill(undefined);
 
@@ -91,5 +91,7 @@ for (const kind of Object.keys(SPECS) as FrameKindName[]) {
     rootSize += SIZE[t]!;
   }
   const byte = FRAME_KIND[kind];
-  BY_BYTE[byte] = BY_NAME[kind] = { kind, byte, rootSize, names, types };
+  const layout = { kind, byte, rootSize, names, types };
+  BY_BYTE[byte] = layout;
+  BY_NAME.set(kind, layout);
 }

@@ -38,10 +38,16 @@ function fail(check: string): never {
  */
 let lo = 0;
 
-/** Check a target of `size` bytes at `t` that must end by `hi`; return `t`. */
-function target(t: number, size: number, hi: number): number {
-  if (t < lo || t + size > hi) fail('pointer out of bounds');
-  lo = t + size;
+/**
+ * Check a target of `size` bytes at `t` that must end by `hi`; return `t`. The checks are
+ * named, and ordered, as in the golden fixtures (fixtures/wire/invalid.json).
+ */
+function target(b: Uint8Array, t: number, size: number, hi: number): number {
+  const end = t + size;
+  if (t < HEADER_LEN || end > b.length) fail('target inside the body');
+  if (end > hi) fail('target before the enclosing object');
+  if (t < lo) fail('targets in order');
+  lo = end;
   return t;
 }
 
@@ -58,15 +64,15 @@ function str(b: Uint8Array, p: number, hi: number): string {
   const n = (w & 0x3f) | ((w >>> 8) << 6);
   // Agreed with the Rust side: a string that fits inline must be inline, so that every
   // string has exactly one encoding.
-  if (n <= 8) fail('out-of-line string of 8 bytes or less');
+  if (n <= 8) fail('short strings inline');
   // The pointer is measured from the start of the string object.
-  const t = target(p + i32(b, p + 4), n, hi);
+  const t = target(b, p + i32(b, p + 4), n, hi);
   return readUtf8(b, t, t + n);
 }
 
 function tag(b: Uint8Array, p: number): boolean {
   const v = b[p]!;
-  if (v > 1) fail('bad Option tag');
+  if (v > 1) fail('option tag is 0 or 1');
   return v === 1;
 }
 
@@ -75,19 +81,19 @@ function tag(b: Uint8Array, p: number): boolean {
  * are views into `bytes`. `maxBodyLen`, if given, refuses a larger body with code 1003.
  */
 export function decodeFrame(bytes: Uint8Array, maxBodyLen?: number): Frame {
-  if (!(bytes instanceof Uint8Array)) fail('not a Uint8Array');
+  if (!(bytes instanceof Uint8Array)) fail('input is a Uint8Array');
   const b = bytes;
   const end = b.length;
-  if (end < HEADER_LEN) fail('incomplete header');
+  if (end < HEADER_LEN) fail('frame has a header');
   const layout = BY_BYTE[b[4]!];
-  if (layout === undefined) fail('unknown kind');
-  if (b[5]! | b[6]! | b[7]!) fail('non-zero flags or reserved bytes');
+  if (layout === undefined) fail('known frame kind');
+  if (b[5] !== 0) fail('flags are zero');
+  if (b[6]! | b[7]!) fail('reserved is zero');
   const bodyLen = u32(b, 0);
-  if (maxBodyLen !== undefined && bodyLen > maxBodyLen) throw new DecodeError('body too large', 1003);
-  if (bodyLen > end - HEADER_LEN) fail('truncated frame');
-  if (bodyLen < end - HEADER_LEN) fail('trailing bytes after frame');
+  if (maxBodyLen !== undefined && bodyLen > maxBodyLen) throw new DecodeError('body within the limit', 1003);
+  if (bodyLen !== end - HEADER_LEN) fail('body_len matches the message');
   const root = end - layout.rootSize;
-  if (root < HEADER_LEN) fail('body shorter than root');
+  if (root < HEADER_LEN) fail('root fits in the body');
 
   const { names, types } = layout;
   const out: Record<string, unknown> = { kind: layout.kind };
@@ -108,7 +114,7 @@ export function decodeFrame(bytes: Uint8Array, maxBodyLen?: number): Frame {
         break;
       case BOOL: {
         const x = b[p]!;
-        if (x > 1) fail('bad bool');
+        if (x > 1) fail('bool is 0 or 1');
         v = x === 1;
         break;
       }
@@ -126,7 +132,7 @@ export function decodeFrame(bytes: Uint8Array, maxBodyLen?: number): Frame {
           break;
         }
         const n = u32(b, q + 4);
-        const s = target(q + i32(b, q), n, root);
+        const s = target(b, q + i32(b, q), n, root);
         v = b.subarray(s, s + n);
         break;
       }
@@ -135,7 +141,7 @@ export function decodeFrame(bytes: Uint8Array, maxBodyLen?: number): Frame {
         // The element array is checked first, then the elements' own targets must lie
         // between the previous sibling's target and the array (rkyv's prefix range).
         const start = lo;
-        const arr = target(p + i32(b, p), n * 8, root);
+        const arr = target(b, p + i32(b, p), n * 8, root);
         const after = lo;
         lo = start;
         const list: string[] = new Array(n);
@@ -154,7 +160,7 @@ export function decodeFrame(bytes: Uint8Array, maxBodyLen?: number): Frame {
       case SIGNAL_KIND: {
         const values = t === PRESENCE_CHANGE ? PRESENCE_CHANGES : SIGNAL_KINDS;
         v = values[b[p]!];
-        if (v === undefined) fail('bad enum tag');
+        if (v === undefined) fail('known enum tag');
         break;
       }
     }

@@ -26,7 +26,7 @@ export function readUtf8(b: Uint8Array, start: number, end: number): string {
   try {
     return decoder.decode(b.subarray(start, end));
   } catch {
-    throw new DecodeError('invalid UTF-8');
+    throw new DecodeError('valid UTF-8');
   }
 }
 

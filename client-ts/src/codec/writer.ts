@@ -23,6 +23,9 @@ const MAX_STR_LEN = 0x3fffffff;
  * in pass 2. Reused across calls (encoding is synchronous) to avoid an allocation per frame.
  */
 const lens: number[] = [];
+let nLens = 0;
+/** Field values read in pass 1, so that pass 2 does not look each up by name again. */
+const vals: unknown[] = [];
 /** Positions of the out-of-line bytes of one Vec<String>'s elements. */
 const elemPos: number[] = [];
 
@@ -41,7 +44,7 @@ function measureStr(s: unknown, field: string): number {
   if (typeof s !== 'string') bad(field, 'expected a string');
   const n = utf8Len(s);
   if (n > MAX_STR_LEN) bad(field, 'string longer than 2^30 - 1 bytes');
-  lens.push(n);
+  lens[nLens++] = n;
   return n > 8 ? n : 0;
 }
 
@@ -55,7 +58,7 @@ function checkUint(v: unknown, max: number, field: string): void {
 function strObject(b: Uint8Array, p: number, s: string, n: number, t: number): void {
   if (n <= 8) {
     writeUtf8(b, p, s, n);
-    b.fill(0xff, p + n, p + 8);
+    for (let i = p + n; i < p + 8; i++) b[i] = 0xff; // cheaper than fill() for a few bytes
   } else {
     w32(b, p, (n & 0x3f) | 0x80 | ((n >>> 6) << 8));
     w32(b, p + 4, t - p);
@@ -64,19 +67,17 @@ function strObject(b: Uint8Array, p: number, s: string, n: number, t: number): v
 
 /** Encode one frame: 8-byte header + body, in one exactly sized buffer. */
 export function encodeFrame(frame: Frame): Uint8Array {
-  const layout = frame == null ? undefined : BY_NAME[frame.kind];
-  if (layout === undefined || !Object.hasOwn(BY_NAME, frame.kind)) {
-    throw new EncodeError('not a frame: unknown kind');
-  }
+  const layout = frame == null ? undefined : BY_NAME.get(frame.kind);
+  if (layout === undefined) throw new EncodeError('not a frame: unknown kind');
   const f = frame as unknown as Record<string, unknown>;
   const { names, types } = layout;
-  lens.length = 0;
+  nLens = 0;
 
   // Pass 1: check and measure the out-of-line data.
   let size = 0;
   for (let i = 0; i < types.length; i++) {
     const name = names[i]!;
-    const v = f[name];
+    const v = (vals[i] = f[name]);
     switch (types[i]) {
       case U16:
         checkUint(v, 0xffff, name);
@@ -134,7 +135,7 @@ export function encodeFrame(frame: Frame): Uint8Array {
   let li = 0;
   for (let i = 0; i < types.length; i++) {
     const t = types[i]!;
-    const v = f[names[i]!];
+    const v = vals[i];
     switch (t) {
       case U16:
         b[p] = v as number;
@@ -145,8 +146,12 @@ export function encodeFrame(frame: Frame): Uint8Array {
         break;
       case U64: {
         const x = v as bigint;
-        w32(b, p, Number(x & 0xffffffffn));
-        w32(b, p + 4, Number(x >> 32n));
+        // Most ids are small, and BigInt arithmetic allocates: skip it when it can.
+        if (x <= 0xffffffffn) w32(b, p, Number(x));
+        else {
+          w32(b, p, Number(x & 0xffffffffn));
+          w32(b, p + 4, Number(x >> 32n));
+        }
         break;
       }
       case BOOL:
@@ -172,7 +177,9 @@ export function encodeFrame(frame: Frame): Uint8Array {
         const q = t === BYTES ? p : p + 1;
         if (t === OPT_BYTES) b[p] = 1;
         const x = v as Uint8Array;
-        b.set(x, cur);
+        // TypedArray#set has a fixed cost that a short loop undercuts.
+        if (x.length <= 16) for (let j = 0; j < x.length; j++) b[cur + j] = x[j]!;
+        else b.set(x, cur);
         w32(b, q, cur - q);
         w32(b, q + 4, x.length);
         cur += x.length;
@@ -211,5 +218,6 @@ export function encodeFrame(frame: Frame): Uint8Array {
     }
     p += SIZE[t]!;
   }
+  vals.fill(undefined); // do not keep the caller's payloads alive
   return b;
 }
