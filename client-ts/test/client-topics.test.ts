@@ -129,4 +129,16 @@ describe('topics', () => {
     await published;
     assert.deepEqual((await got.until(1)).map((e) => e.text()), ['first']);
   });
+
+  it('join and close before the link is up: no Join goes out', async () => {
+    const a = peers.open({ peerId: 'never-a' });
+    const t = a.join('never');
+    const w = a.watch('never');
+    t.close();
+    w.close();
+    await assert.rejects(t.ready, { code: 0 });
+    await assert.rejects(w.ready, { code: 0 });
+    await a.whenReady();
+    assert.deepEqual(await a.listPeers('never'), []);
+  });
 });
