@@ -30,9 +30,10 @@ use crate::state::State;
 /// while user code runs.
 pub(crate) struct Registry {
     pub(crate) handlers: RwLock<HashMap<String, Handler>>,
+    /// Events and broadcasts, by name.
     pub(crate) events: KeyedSinks<EventInfo>,
+    /// Events and broadcasts, whatever their name.
     pub(crate) any_events: Sinks<EventInfo>,
-    pub(crate) broadcasts: Sinks<EventInfo>,
     pub(crate) topic_sinks: KeyedSinks<TopicMessageInfo>,
     pub(crate) signals: Sinks<SignalInfo>,
     pub(crate) errors: Sinks<ServerError>,
@@ -49,7 +50,6 @@ impl Registry {
             handlers: RwLock::new(HashMap::new()),
             events: KeyedSinks::new(closed.clone()),
             any_events: Sinks::new(closed.clone()),
-            broadcasts: Sinks::new(closed.clone()),
             topic_sinks: KeyedSinks::new(closed.clone()),
             signals: Sinks::new(closed.clone()),
             errors: Sinks::new(closed.clone()),
@@ -62,7 +62,6 @@ impl Registry {
     pub(crate) fn remove(&self, id: ListenerId) -> bool {
         self.events.remove(id)
             || self.any_events.remove(id)
-            || self.broadcasts.remove(id)
             || self.topic_sinks.remove(id)
             || self.signals.remove(id)
             || self.errors.remove(id)
@@ -78,8 +77,8 @@ pub(crate) enum Work {
         id: u64,
         info: RpcRequestInfo,
     },
+    /// An Event or a Broadcast (`EventInfo::broadcast` says which).
     Event(EventInfo),
-    Broadcast(EventInfo),
     Topic(TopicMessageInfo),
     Signal(SignalInfo),
     Error(ServerError),
@@ -261,7 +260,6 @@ fn on_work(reg: &Registry, views: &mut HashMap<WatchKey, View>, w: Work) {
             let name = e.name.clone();
             reg.events.emit(&name, e);
         }
-        Work::Broadcast(e) => reg.broadcasts.emit(e),
         Work::Topic(m) => {
             let topic = m.topic.clone();
             reg.topic_sinks.emit(&topic, m);

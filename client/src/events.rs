@@ -1,5 +1,6 @@
 //! Named events (to the server or directly to one peer), broadcasts to every peer, and
-//! asynchronous errors the server reports.
+//! asynchronous errors the server reports. Incoming events and broadcasts reach the same
+//! listeners, by name; [`EventInfo::broadcast`] says which one arrived.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -76,7 +77,8 @@ impl Events<'_> {
         Ok(())
     }
 
-    /// Relay an event to every other connected peer. Fire-and-forget.
+    /// Relay an event to every other connected peer, whose listeners for `name` receive it
+    /// flagged as a broadcast. Fire-and-forget.
     pub fn broadcast(&self, name: &str, payload: &[u8]) -> Result<(), RequestError> {
         validate_event_name(name)?;
         self.peer.inner().send(&Broadcast {
@@ -87,8 +89,9 @@ impl Events<'_> {
         Ok(())
     }
 
-    /// Call `f` for every event named `name` (from the server or a peer). Runs on the
-    /// dispatcher thread; survives reconnects.
+    /// Call `f` for every event or broadcast named `name`, from the server or a peer
+    /// ([`EventInfo::broadcast`] tells them apart). Runs on the dispatcher thread; survives
+    /// reconnects.
     pub fn on(&self, name: &str, f: impl Fn(EventInfo) + Send + Sync + 'static) -> ListenerId {
         let id = self.peer.new_listener_id();
         self.peer
@@ -99,7 +102,7 @@ impl Events<'_> {
         id
     }
 
-    /// Events named `name` from now on, as a channel.
+    /// Events and broadcasts named `name` from now on, as a channel.
     pub fn subscribe(&self, name: &str) -> flume::Receiver<EventInfo> {
         let (tx, rx) = self.peer.channel();
         let id = self.peer.new_listener_id();
@@ -111,7 +114,8 @@ impl Events<'_> {
         rx
     }
 
-    /// Call `f` for every event, whatever its name.
+    /// Call `f` for every event and broadcast, whatever its name (filter on
+    /// [`EventInfo::broadcast`] for broadcasts only).
     pub fn on_any(&self, f: impl Fn(EventInfo) + Send + Sync + 'static) -> ListenerId {
         let id = self.peer.new_listener_id();
         self.peer
@@ -120,29 +124,6 @@ impl Events<'_> {
             .any_events
             .add(id, Sink::Callback(Arc::new(f)));
         id
-    }
-
-    /// Call `f` for every broadcast (from other peers or the server).
-    pub fn on_broadcast(&self, f: impl Fn(EventInfo) + Send + Sync + 'static) -> ListenerId {
-        let id = self.peer.new_listener_id();
-        self.peer
-            .inner()
-            .registry
-            .broadcasts
-            .add(id, Sink::Callback(Arc::new(f)));
-        id
-    }
-
-    /// Broadcasts from now on, as a channel.
-    pub fn subscribe_broadcasts(&self) -> flume::Receiver<EventInfo> {
-        let (tx, rx) = self.peer.channel();
-        let id = self.peer.new_listener_id();
-        self.peer
-            .inner()
-            .registry
-            .broadcasts
-            .add(id, Sink::Channel(tx));
-        rx
     }
 }
 
@@ -178,7 +159,7 @@ mod tests {
     fn listeners_can_be_removed() {
         let p = test_peer();
         let a = p.events().on("x", |_| {});
-        let b = p.events().on_broadcast(|_| {});
+        let b = p.events().on_any(|_| {});
         let c = p.on_error(|_| {});
         let d = p.on_state(|_| {});
         for id in [a, b, c, d] {

@@ -215,14 +215,18 @@ fn on_frame(inner: &Arc<Inner>, link: &Arc<Link>, frame: Bytes) -> Option<End> {
                 name: e.name.as_str().to_string(),
                 from: opt_string!(&e.peer),
                 payload: slice(e.payload.as_slice()),
+                broadcast: false,
             }),
         ),
+        // A broadcast is an event every peer gets: it goes to the same listeners, in the
+        // order it arrived among the events, flagged.
         Frame::Broadcast(b) => dispatch(
             inner,
-            Work::Broadcast(EventInfo {
+            Work::Event(EventInfo {
                 name: b.name.as_str().to_string(),
                 from: opt_string!(&b.peer),
                 payload: slice(b.payload.as_slice()),
+                broadcast: true,
             }),
         ),
         Frame::TopicMessage(m) => {

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use peerd_codec::{Code, SignalKind};
 
-/// An event or a broadcast, as listeners see it.
+/// An event or a broadcast, as listeners see it. Both reach the listeners of their name:
+/// `broadcast` says which it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EventInfo {
@@ -21,6 +22,9 @@ pub struct EventInfo {
     pub from: Option<String>,
     /// Payload (a zero-copy slice of the received frame).
     pub payload: Bytes,
+    /// `true` for a Broadcast (sent to every peer), `false` for an Event (sent to this peer
+    /// alone, or emitted by the server to it).
+    pub broadcast: bool,
 }
 
 /// An asynchronous failure the server reported with `Status{req: 0, code != 0}`: a

@@ -193,3 +193,67 @@ fn server_disconnect_fails_pending_calls_and_client_reconnects_with_resume() {
     assert_eq!(p.peer_id().as_deref(), Some("phoenix"));
     assert_eq!(&p.rpc().call("echo", b"back").unwrap()[..], b"back");
 }
+
+#[test]
+fn a_listener_for_a_name_gets_the_events_and_broadcasts_of_that_name() {
+    let srv = server(opts());
+    let addr = srv.local_addr().unwrap();
+    let alice = connect(addr, PeerOptions::new().peer_id("alice")).unwrap();
+    let bob = connect(addr, PeerOptions::new().peer_id("bob")).unwrap();
+    let news = bob.events().subscribe("news");
+    let (tx, any) = signal();
+    bob.events()
+        .on_any(move |e| tx.lock().unwrap().send(e).unwrap());
+    let next = |rx: &flume::Receiver<peerd_client::EventInfo>| {
+        let e = rx.recv_timeout(WAIT).expect("an event");
+        (e.name, e.from, e.payload.to_vec(), e.broadcast)
+    };
+    let from = |p: &str| Some(p.to_string());
+
+    // Alice's frames reach bob in the order she sent them (PROTOCOL.md §1), so "other",
+    // sent between the two, would arrive between them on "news" if it went there.
+    alice.events().emit_to("bob", "news", b"direct").unwrap();
+    alice.events().broadcast("other", b"not news").unwrap();
+    alice.events().broadcast("news", b"to all").unwrap();
+    assert_eq!(
+        next(&news),
+        ("news".into(), from("alice"), b"direct".to_vec(), false)
+    );
+    assert_eq!(
+        next(&news),
+        ("news".into(), from("alice"), b"to all".to_vec(), true)
+    );
+
+    // From the server itself: `from` is None.
+    srv.broadcast("news", b"server broadcast").unwrap();
+    assert_eq!(
+        next(&news),
+        ("news".into(), None, b"server broadcast".to_vec(), true)
+    );
+    assert!(srv.emit_to("bob", "news", b"server event").unwrap());
+    assert_eq!(
+        next(&news),
+        ("news".into(), None, b"server event".to_vec(), false)
+    );
+    assert!(news.is_empty(), "nothing else was named news");
+
+    // A listener for every name saw all five, in order, each flagged.
+    let seen: Vec<(String, bool)> = (0..5)
+        .map(|_| {
+            let e = any.recv_timeout(WAIT).expect("an event");
+            (e.name, e.broadcast)
+        })
+        .collect();
+    let expected = [
+        ("news", false),
+        ("other", true),
+        ("news", true),
+        ("news", true),
+        ("news", false),
+    ];
+    assert_eq!(
+        seen,
+        expected.map(|(n, b)| (n.to_string(), b)).to_vec(),
+        "on_any"
+    );
+}

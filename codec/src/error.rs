@@ -32,11 +32,13 @@ pub enum WireError {
     },
     /// The body is not a valid archive of the message the header names (bad pointers,
     /// out-of-range lengths, invalid UTF-8, an unknown enum tag, truncation, ...).
-    #[error("invalid {kind:?} archive: {detail}")]
+    #[error("invalid {kind:?} archive: {check}: {detail}")]
     InvalidArchive {
         /// The kind named by the header.
         kind: FrameKind,
-        /// What the validator found, for logs; not a stable string.
+        /// The rule broken, named as in docs/PROTOCOL.md §3 (one of [`crate::check::rule`]).
+        check: &'static str,
+        /// Where and how, in body offsets, for humans; not a stable string.
         detail: String,
     },
     /// A frame is well-formed but breaks a protocol rule (for example a Hello after the
@@ -46,6 +48,20 @@ pub enum WireError {
 }
 
 impl WireError {
+    /// The rule of docs/PROTOCOL.md §2 or §3 the frame broke (one of
+    /// [`crate::check::rule`]), or `None` for a [`WireError::Violation`] of a protocol rule.
+    pub fn check(&self) -> Option<&'static str> {
+        use crate::check::rule;
+        Some(match self {
+            WireError::TooLarge { .. } => rule::BODY_WITHIN_THE_LIMIT,
+            WireError::UnknownKind(_) => rule::KNOWN_FRAME_KIND,
+            WireError::ReservedBits { flags, .. } if *flags != 0 => rule::FLAGS_ARE_ZERO,
+            WireError::ReservedBits { .. } => rule::RESERVED_IS_ZERO,
+            WireError::InvalidArchive { check, .. } => check,
+            WireError::Violation(_) => return None,
+        })
+    }
+
     /// The close code a receiver sends back for this fault.
     pub fn code(&self) -> Code {
         match self {

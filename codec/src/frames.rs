@@ -17,6 +17,7 @@ use rkyv::rancor;
 use rkyv::with::{AsOwned, Map};
 use rkyv::{Archive, Deserialize, Portable, Serialize};
 
+use crate::check::ArchiveError;
 use crate::error::WireError;
 use crate::kind::FrameKind;
 
@@ -455,12 +456,41 @@ pub fn opt_bytes(v: &rkyv::option::ArchivedOption<rkyv::vec::ArchivedVec<u8>>) -
 }
 
 /// Validate `body` as the archive of `T` (the message a `kind` frame carries).
+///
+/// Two passes, the second only on failure. The first validates with `rancor::Failure`,
+/// which carries nothing: what `rancor::Error` is in a release build, so valid frames take
+/// exactly the path they always took. A frame that fails is validated again with
+/// [`ArchiveError`], which keeps rkyv's message and field path, so the peer's Close (or
+/// Reject) says which rule of PROTOCOL.md §3 its frame broke, and where. The second pass
+/// costs one more validation of a frame whose connection is being closed anyway.
 pub(crate) fn access<T>(kind: FrameKind, body: &[u8]) -> Result<&T, WireError>
 where
-    T: Portable + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+    T: Portable
+        + for<'a> CheckBytes<HighValidator<'a, rancor::Failure>>
+        + for<'a> CheckBytes<HighValidator<'a, ArchiveError>>,
 {
-    rkyv::access::<T, rancor::Error>(body).map_err(|e| WireError::InvalidArchive {
+    match rkyv::access::<T, rancor::Failure>(body) {
+        Ok(archived) => Ok(archived),
+        Err(rancor::Failure) => Err(explain::<T>(kind, body)),
+    }
+}
+
+/// The second pass of [`access`]: validate again, keeping what rkyv says.
+#[cold]
+#[inline(never)]
+fn explain<T>(kind: FrameKind, body: &[u8]) -> WireError
+where
+    T: Portable + for<'a> CheckBytes<HighValidator<'a, ArchiveError>>,
+{
+    let (check, detail) = match rkyv::access::<T, ArchiveError>(body) {
+        Err(e) => crate::check::describe(&e, body),
+        // Validation is a pure function of the bytes; this arm is unreachable, and a vague
+        // reason is the right answer should it ever be reached.
+        Ok(_) => (crate::check::rule::ARCHIVE, String::from("no detail")),
+    };
+    WireError::InvalidArchive {
         kind,
-        detail: e.to_string(),
-    })
+        check,
+        detail,
+    }
 }

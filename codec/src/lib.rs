@@ -19,6 +19,8 @@
 //!   whole frames as `Bytes`.
 //! - [`handshake`]: Hello -> Welcome | Reject as sans-io helpers for both sides
 //!   ([`handshake::ClientHandshake`], [`handshake::parse_hello`]).
+//! - [`check`]: the names of the validation rules an invalid frame can break
+//!   ([`check::rule`]), as docs/PROTOCOL.md spells them.
 //! - [`code`]: [`Code`], the stable numeric error/close codes.
 //! - [`error`]: [`WireError`] (the peer sent bad bytes) and [`EncodeError`] (local misuse).
 //! - [`limits`]: protocol constants: versions, default limits, peer id and topic name rules.
@@ -31,6 +33,7 @@
 //! pointers are 32-bit. Input is always checked with rkyv's validating `access`; this crate
 //! never calls `access_unchecked`.
 
+pub mod check;
 pub mod code;
 pub mod codec;
 pub mod error;

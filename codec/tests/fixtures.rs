@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use common::AnyMsg;
+use common::{raw_frame, AnyMsg, Body};
 use peerd_codec::*;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
@@ -410,83 +410,6 @@ fn valid() -> Vec<Valid> {
         v("close-inline", "PROTOCOL.md §10 example: inline reason", M::Close(Close { code: 1000, reason: s("bye") })),
         v("close-out-of-line", "PROTOCOL.md §10 example: out-of-line reason", M::Close(Close { code: 1001, reason: s("server shutting down") })),
     ]
-}
-
-/// A body built field by field, for the hand-made lenient and invalid frames. Pointers are
-/// given as the body position of their target; the builder turns that into the offset from
-/// the 8-byte object being written.
-struct Body(Vec<u8>);
-
-impl Body {
-    fn new() -> Body {
-        Body(Vec::new())
-    }
-    fn pos(&self) -> usize {
-        self.0.len()
-    }
-    /// Append raw bytes; returns where they start.
-    fn put(&mut self, bytes: &[u8]) -> usize {
-        let at = self.pos();
-        self.0.extend_from_slice(bytes);
-        at
-    }
-    /// Append raw bytes.
-    fn raw(&mut self, bytes: &[u8]) -> &mut Body {
-        self.0.extend_from_slice(bytes);
-        self
-    }
-    fn u8(&mut self, v: u8) -> &mut Body {
-        self.0.push(v);
-        self
-    }
-    fn u16(&mut self, v: u16) -> &mut Body {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn u32(&mut self, v: u32) -> &mut Body {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn u64(&mut self, v: u64) -> &mut Body {
-        self.0.extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    /// An inline string: `bytes` then 0xff up to 8 bytes (pass 8 bytes for custom filler).
-    fn inline(&mut self, bytes: &[u8]) -> &mut Body {
-        assert!(bytes.len() <= 8);
-        let mut repr = [0xff; 8];
-        repr[..bytes.len()].copy_from_slice(bytes);
-        self.raw(&repr)
-    }
-    /// An out-of-line string of `len` bytes at body position `target`.
-    fn ool(&mut self, len: u32, target: isize) -> &mut Body {
-        let w = (len & 0x3f) | 0x80 | ((len & !0x3f) << 2);
-        let at = self.pos() as isize;
-        self.u32(w);
-        self.0
-            .extend_from_slice(&((target - at) as i32).to_le_bytes());
-        self
-    }
-    /// A vector of `len` elements at body position `target`.
-    fn vec(&mut self, target: isize, len: u32) -> &mut Body {
-        let at = self.pos() as isize;
-        self.0
-            .extend_from_slice(&((target - at) as i32).to_le_bytes());
-        self.u32(len);
-        self
-    }
-    fn frame(&self, kind: FrameKind) -> Vec<u8> {
-        raw_frame(self.0.len() as u32, kind as u8, 0, 0, &self.0)
-    }
-}
-
-fn raw_frame(body_len: u32, kind: u8, flags: u8, reserved: u16, body: &[u8]) -> Vec<u8> {
-    let mut f = body_len.to_le_bytes().to_vec();
-    f.push(kind);
-    f.push(flags);
-    f.extend_from_slice(&reserved.to_le_bytes());
-    f.extend_from_slice(body);
-    f
 }
 
 fn lenient() -> Vec<Lenient> {
@@ -1106,7 +1029,7 @@ fn lenient_fixtures_decode_to_their_message() {
 }
 
 #[test]
-fn invalid_fixtures_are_refused_with_their_code() {
+fn invalid_fixtures_are_refused_with_their_code_naming_their_check() {
     for f in committed("invalid.json") {
         let name = str_field(&f, "name");
         let frame = unhex(str_field(&f, "frame"));
@@ -1117,6 +1040,9 @@ fn invalid_fixtures_are_refused_with_their_code() {
             Err(e) => e,
         };
         assert_eq!(u64::from(err.code().as_u16()), code, "{name}: {err}");
+        // The Rust codec names the same rule: its error (and with it the reason of the
+        // server's Close or Reject) says which check failed.
+        assert_eq!(err.check(), f["check"].as_str(), "{name}: {err}");
     }
 }
 

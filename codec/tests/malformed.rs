@@ -21,9 +21,17 @@ fn check_body(kind: FrameKind, body: &[u8]) -> bool {
             assert_eq!(AnyMsg::from_frame(decode_bytes(&again).unwrap()), owned);
             true
         }
-        Err(WireError::InvalidArchive { kind: k, detail }) => {
+        Err(WireError::InvalidArchive {
+            kind: k,
+            check,
+            detail,
+        }) => {
             assert_eq!(k, kind);
             assert!(!detail.is_empty());
+            // Every failure names one of PROTOCOL.md's rules, and speaks of body offsets,
+            // not of addresses in the receiver's memory.
+            assert_ne!(check, peerd_codec::check::rule::ARCHIVE, "{detail}");
+            assert!(!detail.contains("0x"), "{detail}");
             false
         }
         Err(e) => panic!("decode({kind:?}) returned {e:?}, expected InvalidArchive"),
@@ -395,6 +403,7 @@ fn wire_error_codes() {
     assert_eq!(
         WireError::InvalidArchive {
             kind: FrameKind::Ping,
+            check: peerd_codec::check::rule::ROOT_FITS_IN_THE_BODY,
             detail: String::new()
         }
         .code(),

@@ -256,3 +256,54 @@ fn a_frame_dripping_in_is_cut_at_its_deadline() {
         "cut before its deadline"
     );
 }
+
+/// The Close (or Reject) for an invalid archive says which rule of PROTOCOL.md §3 the frame
+/// broke and where, in every build: a client author reads the reason to find the bug.
+#[test]
+fn an_invalid_archive_is_closed_with_the_rule_it_broke() {
+    let srv = server(ListenOptions::new("127.0.0.1:0").unwrap());
+    let addr = srv.local_addr().unwrap();
+    let closed = |p: &mut RawPeer| {
+        let got = p.recv_until(|f| match f {
+            Frame::Close(c) => Some((c.code.to_native(), c.reason.as_str().to_string())),
+            Frame::Reject(r) => Some((r.code.to_native(), r.reason.as_str().to_string())),
+            _ => None,
+        });
+        p.expect_end(WAIT);
+        got
+    };
+
+    // After the handshake: a Publish whose `echo` byte (body offset 16) is 2.
+    let mut p = RawPeer::connect(addr, Some("flipper"));
+    let mut f = frame(&codec::Publish {
+        req: 0,
+        topic: "chat".into(),
+        echo: true,
+        payload: Vec::new().into(),
+    })
+    .to_vec();
+    assert_eq!(f[codec::HEADER_LEN + 16], 1);
+    f[codec::HEADER_LEN + 16] = 2;
+    p.send_raw(&f);
+    let (code, reason) = closed(&mut p);
+    assert_eq!(code, Code::BadFrame.as_u16());
+    assert!(
+        reason.contains("invalid Publish archive: bool is 0 or 1: echo"),
+        "{reason}"
+    );
+
+    // In the handshake: a Hello whose `peer_id` Option tag (root offset 2; the root is the
+    // last 37 bytes) is 2.
+    let mut h = RawPeer::tcp(addr);
+    let mut f = frame(&hello(Some("alice"), None)).to_vec();
+    let tag = f.len() - 37 + 2;
+    assert_eq!(f[tag], 1);
+    f[tag] = 2;
+    h.send_raw(&f);
+    let (code, reason) = closed(&mut h);
+    assert_eq!(code, Code::BadFrame.as_u16());
+    assert!(
+        reason.contains("invalid Hello archive: option tag is 0 or 1: peer_id"),
+        "{reason}"
+    );
+}

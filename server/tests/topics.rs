@@ -707,3 +707,62 @@ fn embedding_code_sees_presence() {
         ]
     );
 }
+
+/// What a request makes the server send to the requester itself comes before the request's
+/// Status (PROTOCOL.md §6.4): the publisher's echoed TopicMessage, and a TopicSend to
+/// itself. The other member is on the other shard, so its copy travels between shards while
+/// the publisher's stays on its own.
+#[test]
+fn the_requesters_own_copy_arrives_before_its_status() {
+    let srv = srv();
+    let (mut a, mut b, _spare) = cross_shard_pair(&srv);
+    join(&mut a, "room", 1);
+    join(&mut b, "room", 2);
+    let next = |p: &mut RawPeer| {
+        let f = p.recv().expect("a frame");
+        match codec::codec::decode_bytes(&f).unwrap() {
+            Frame::TopicMessage(m) => (
+                "TopicMessage",
+                m.from.as_str().to_string(),
+                m.direct,
+                m.payload.as_slice().to_vec(),
+            ),
+            Frame::Status(s) => (
+                "Status",
+                s.req.to_native().to_string(),
+                s.code.to_native() == 0,
+                Vec::new(),
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    for n in 0..20u64 {
+        let req = 100 + n;
+        a.send(&codec::Publish {
+            req,
+            topic: "room".into(),
+            echo: true,
+            payload: n.to_le_bytes().to_vec().into(),
+        });
+        assert_eq!(
+            next(&mut a),
+            ("TopicMessage", "pa".into(), false, n.to_le_bytes().to_vec()),
+            "publish {n}: the echo first"
+        );
+        assert_eq!(next(&mut a), ("Status", req.to_string(), true, vec![]));
+        let (kind, from, _, payload) = next(&mut b);
+        assert_eq!((kind, from.as_str()), ("TopicMessage", "pa"));
+        assert_eq!(payload, n.to_le_bytes());
+    }
+    a.send(&codec::TopicSend {
+        req: 200,
+        topic: "room".into(),
+        to: "pa".into(),
+        payload: b"to myself".to_vec().into(),
+    });
+    assert_eq!(
+        next(&mut a),
+        ("TopicMessage", "pa".into(), true, b"to myself".to_vec())
+    );
+    assert_eq!(next(&mut a), ("Status", "200".into(), true, vec![]));
+}

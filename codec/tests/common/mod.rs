@@ -435,3 +435,81 @@ pub fn assert_decodes_to(frame: &[u8], msg: &AnyMsg) {
     assert_eq!(decoded.kind(), msg.kind());
     assert_eq!(&AnyMsg::from_frame(decoded), msg);
 }
+
+/// A body built field by field, for hand-made (non-canonical or invalid) frames. Pointers are
+/// given as the body position of their target; the builder turns that into the offset from
+/// the 8-byte object being written.
+pub struct Body(pub Vec<u8>);
+
+impl Body {
+    pub fn new() -> Body {
+        Body(Vec::new())
+    }
+    pub fn pos(&self) -> usize {
+        self.0.len()
+    }
+    /// Append raw bytes; returns where they start.
+    pub fn put(&mut self, bytes: &[u8]) -> usize {
+        let at = self.pos();
+        self.0.extend_from_slice(bytes);
+        at
+    }
+    /// Append raw bytes.
+    pub fn raw(&mut self, bytes: &[u8]) -> &mut Body {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+    pub fn u8(&mut self, v: u8) -> &mut Body {
+        self.0.push(v);
+        self
+    }
+    pub fn u16(&mut self, v: u16) -> &mut Body {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn u32(&mut self, v: u32) -> &mut Body {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn u64(&mut self, v: u64) -> &mut Body {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    /// An inline string: `bytes` then 0xff up to 8 bytes (pass 8 bytes for custom filler).
+    pub fn inline(&mut self, bytes: &[u8]) -> &mut Body {
+        assert!(bytes.len() <= 8);
+        let mut repr = [0xff; 8];
+        repr[..bytes.len()].copy_from_slice(bytes);
+        self.raw(&repr)
+    }
+    /// An out-of-line string of `len` bytes at body position `target`.
+    pub fn ool(&mut self, len: u32, target: isize) -> &mut Body {
+        let w = (len & 0x3f) | 0x80 | ((len & !0x3f) << 2);
+        let at = self.pos() as isize;
+        self.u32(w);
+        self.0
+            .extend_from_slice(&((target - at) as i32).to_le_bytes());
+        self
+    }
+    /// A vector of `len` elements at body position `target`.
+    pub fn vec(&mut self, target: isize, len: u32) -> &mut Body {
+        let at = self.pos() as isize;
+        self.0
+            .extend_from_slice(&((target - at) as i32).to_le_bytes());
+        self.u32(len);
+        self
+    }
+    pub fn frame(&self, kind: FrameKind) -> Vec<u8> {
+        raw_frame(self.0.len() as u32, kind as u8, 0, 0, &self.0)
+    }
+}
+
+/// A frame with any header fields around `body`.
+pub fn raw_frame(body_len: u32, kind: u8, flags: u8, reserved: u16, body: &[u8]) -> Vec<u8> {
+    let mut f = body_len.to_le_bytes().to_vec();
+    f.push(kind);
+    f.push(flags);
+    f.extend_from_slice(&reserved.to_le_bytes());
+    f.extend_from_slice(body);
+    f
+}
