@@ -25,6 +25,7 @@ export interface ConnInfo {
   channel: RTCDataChannelState | 'none';
   localCandidates: string[]; remoteCandidates: string[];
 }
+export interface CandidateInfo { candidateType: string; address: string; port: number; protocol: string }
 export interface DemoHooks {
   serverUrl: string;
   peer(): Peer | null;
@@ -32,6 +33,8 @@ export interface DemoHooks {
   room(): string | null;
   members(): string[];
   conns(): ConnInfo[];
+  /** The candidate pair ICE selected for the connection to `remote`, from getStats(). */
+  selectedPair(remote: string): Promise<{ local: CandidateInfo; remote: CandidateInfo } | null>;
   chat: ChatEntry[];
   rtc: RtcEntry[];
   presence: PresenceEntry[];
@@ -99,6 +102,20 @@ const hooks: DemoHooks = {
   room: () => room,
   members: () => [...members].sort(),
   conns: () => [...allConns()].map(connInfo),
+  selectedPair: async (remote) => {
+    const c = conns.get(remote);
+    if (!c) return null;
+    const stats = new Map<string, Record<string, unknown>>();
+    (await c.pc.getStats()).forEach((s: Record<string, unknown>) => stats.set(s.id as string, s));
+    const transport = [...stats.values()].find((s) => s.type === 'transport');
+    const pair = stats.get(transport?.selectedCandidatePairId as string);
+    if (!pair) return null;
+    const cand = (id: unknown): CandidateInfo => {
+      const s = stats.get(id as string) ?? {};
+      return { candidateType: String(s.candidateType), address: String(s.address ?? s.ip), port: Number(s.port), protocol: String(s.protocol) };
+    };
+    return { local: cand(pair.localCandidateId), remote: cand(pair.remoteCandidateId) };
+  },
   chat: [], rtc: [], presence: [], handled: [], rpc: [], errors: [], log: [],
 };
 window.demo = hooks;
