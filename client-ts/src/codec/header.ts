@@ -1,0 +1,8 @@
+/** Bytes in the frame header (docs/PROTOCOL.md §2). */
+export const HEADER_LEN = 8;
+/** The protocol version this codec speaks. */
+export const PROTOCOL_VERSION = 1;
+/** Largest Hello body a server accepts, whatever its frame limit (§8). */
+export const MAX_HELLO_LEN = 16384;
+/** 32-bit relative pointers cannot reach further (§8, format limit). */
+export const FORMAT_MAX_BODY_LEN = 0x7fffffff;
