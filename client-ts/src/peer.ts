@@ -1,0 +1,277 @@
+/**
+ * The Peer: session state, requests and their Status answers, and the queue of work that
+ * waits for the link. The features (RPC, events, topics, presence, signaling) live in their
+ * own modules and reach the session only through {@link Core}.
+ */
+import { PROTOCOL_VERSION } from './codec/index.js';
+import type { Frame, Limits, PeerList, Status, Welcome } from './codec/frames.js';
+import { Code } from './codes.js';
+import { DisconnectedError, PeerdError } from './errors.js';
+import { openLink, type Link, type ReconnectOptions, type WebSocketCtor } from './link.js';
+import { rpcPart, eventsPart, type Rpc, type Events } from './rpc.js';
+import { topicsPart, type Topic } from './topics.js';
+import { presencePart, type PeerEvents } from './presence.js';
+import { signalingPart, type Signaling } from './signaling.js';
+
+export interface PeerOptions {
+  /** Declared peer id; omitted: the server assigns a numeric one. */
+  peerId?: string;
+  /** Hello.credentials, for the server's authenticator. */
+  credentials?: Uint8Array;
+  /** Hello.client; default `peerd-client-ts/0.1`. */
+  client?: string;
+  /** WebSocket constructor; default `globalThis.WebSocket` (in Node 20 pass the `ws` package). */
+  WebSocket?: WebSocketCtor;
+  /** Default on: backoff 100 ms .. 5 s with full jitter, unlimited attempts. */
+  reconnect?: boolean | ReconnectOptions;
+  /** Default deadline of `rpc.call`, 30 000 ms. */
+  callTimeoutMs?: number;
+}
+
+export type PeerState = 'connecting' | 'negotiating' | 'active' | 'reconnecting' | 'closed';
+
+export interface StateChange {
+  state: PeerState;
+  previous: PeerState;
+}
+export interface CloseInfo {
+  code: number;
+  reason: string;
+}
+
+/** What the feature modules may do with the session. */
+export interface Core {
+  readonly state: PeerState;
+  /** Counts Welcomes: an answer to a request goes out only on the link it came in on. */
+  readonly gen: number;
+  /** Writes `f` if the session is active; false (nothing written) otherwise. */
+  send(f: Frame): boolean;
+  /**
+   * Runs `run` now if active, else right after the next Welcome (after topics and watches
+   * are restored); `fail` instead if the peer closes first. Throws if it is closed already.
+   */
+  later(run: () => void, fail: (e: unknown) => void): void;
+  /** A request with a fresh `req`: settles with its Status (or PeerList: the peers). */
+  request<T = void>(make: (req: bigint) => Frame): Promise<T>;
+  /** Reports a failure nobody waits for, as an 'error' event on `target`. */
+  error(target: EventTarget, e: PeerdError): void;
+}
+
+/** A feature's share of the session. */
+export interface Part {
+  /** The link came up (after a Welcome). */
+  up?(): void;
+  /** The link went down (`e.cause` says why); `final`: the peer is closed for good. */
+  down?(e: DisconnectedError, final: boolean): void;
+}
+
+type Settle = [ok: (v: any) => void, fail: (e: unknown) => void];
+
+// Typed listeners for the Peer's events (declaration merging: types only, no code).
+export interface Peer {
+  addEventListener(type: 'statechange', fn: (e: CustomEvent<StateChange>) => void, o?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: 'close', fn: (e: CustomEvent<CloseInfo>) => void, o?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: 'error', fn: (e: CustomEvent<PeerdError>) => void, o?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, fn: EventListenerOrEventListenerObject | null, o?: boolean | AddEventListenerOptions): void;
+}
+
+/**
+ * A connection to a peerd server that outlives its links: calls, topics and watches carry on
+ * across reconnects. Events: 'statechange' ({state, previous}), 'close' ({code, reason}, once,
+ * when the state becomes `closed`), 'error' (a PeerdError for a request that had no one to
+ * answer to: a direct event to an unknown peer).
+ */
+export class Peer extends EventTarget {
+  readonly rpc: Rpc;
+  readonly events: Events;
+  readonly signaling: Signaling;
+  /** Joins a topic: see {@link Topic}. */
+  readonly join: (topic: string) => Topic;
+  /** Watches presence, of one topic or (no topic) of every connected peer: see {@link PeerEvents}. */
+  readonly watch: (topic?: string | null) => PeerEvents;
+
+  #state: PeerState = 'connecting';
+  #welcome: Welcome | null = null;
+  #gen = 0;
+  #error: PeerdError | null = null;
+  #req = 0n;
+  #pending = new Map<bigint, Settle>();
+  #queue: [run: () => void, fail: (e: unknown) => void][] = [];
+  #parts: Part[];
+  #link: Link;
+  #core: Core;
+
+  /** Use {@link connect}. */
+  constructor(url: string, o: PeerOptions = {}) {
+    super();
+    const peer = this;
+    const WS = o.WebSocket ?? globalThis.WebSocket;
+    if (!WS) throw new TypeError('no WebSocket: pass options.WebSocket (in Node 20: the ws package)');
+    const core: Core = {
+      get state() { return peer.#state; },
+      get gen() { return peer.#gen; },
+      send: (f) => this.#state == 'active' && this.#link.send(f),
+      later: (run, fail) => this.#later(run, fail),
+      request: (make) =>
+        new Promise((ok, fail) =>
+          this.#later(() => {
+            const req = ++this.#req;
+            this.#link.send(make(req));
+            this.#pending.set(req, [ok, fail]);
+          }, fail),
+        ),
+      error: (t, e) => t.dispatchEvent(new CustomEvent('error', { detail: e })),
+    };
+    this.#core = core;
+    const rpc = rpcPart(core, o.callTimeoutMs ?? 30_000);
+    const events = eventsPart(core);
+    const topics = topicsPart(core);
+    const presence = presencePart(core);
+    const signaling = signalingPart(core);
+    this.rpc = rpc.api;
+    this.events = events.api;
+    this.signaling = signaling.api;
+    this.join = topics.join;
+    this.watch = presence.watch;
+    this.#parts = [rpc, topics, presence];
+
+    const rc = o.reconnect ?? true;
+    this.#link = openLink(url, WS as WebSocketCtor, rc && (rc === true ? {} : rc), {
+      hello: () => {
+        const w = this.#welcome;
+        return {
+          kind: 'Hello',
+          version: PROTOCOL_VERSION,
+          // Resume: the id and token of the last Welcome take the session over if the
+          // server still holds it (§6.1), and keep a declared id across a server restart.
+          peerId: w?.peerId ?? o.peerId ?? null,
+          credentials: o.credentials ?? null,
+          resumeToken: w?.resumeToken ?? null,
+          client: o.client ?? 'peerd-client-ts/0.1',
+        };
+      },
+      negotiating: () => this.#set('negotiating'),
+      up: (w) => {
+        const prev = this.#state;
+        this.#welcome = w;
+        this.#gen++;
+        this.#state = 'active';
+        // Restore topics and watches first, then what waited for the link, and only then
+        // tell listeners: a publish from a 'statechange' listener comes after the re-joins.
+        for (const p of this.#parts) p.up?.();
+        for (const [run, fail] of this.#queue.splice(0)) {
+          try {
+            run();
+          } catch (x) {
+            fail(x);
+          }
+        }
+        this.#emitState(prev);
+      },
+      frame: (f) => {
+        switch (f.kind) {
+          case 'Status':
+          case 'PeerList':
+            return this.#answer(f);
+          case 'RpcRequest':
+          case 'RpcResponse':
+          case 'RpcError':
+            return rpc.frame(f);
+          case 'Event':
+          case 'Broadcast':
+            return events.frame(f);
+          case 'TopicMessage':
+            return topics.frame(f);
+          case 'PresenceSnapshot':
+          case 'Presence':
+            return presence.frame(f);
+          case 'Signal':
+            return signaling.frame(f);
+        }
+      },
+      down: (e, retry) => this.#lost(e, !retry),
+    });
+  }
+
+  get state(): PeerState {
+    return this.#state;
+  }
+  /** The id of the last Welcome (null before the first). */
+  get peerId(): string | null {
+    return this.#welcome?.peerId ?? null;
+  }
+  get sessionId(): bigint | null {
+    return this.#welcome?.sessionId ?? null;
+  }
+  get limits(): Limits | null {
+    return this.#welcome?.limits ?? null;
+  }
+
+  /** Resolves when the session is active; rejects with the PeerdError that closed it. */
+  whenReady(): Promise<void> {
+    return new Promise((ok, fail) => this.#later(ok, fail));
+  }
+
+  /** Ends the session for good (Close{normal}, no reconnect); idempotent. */
+  disconnect(): void {
+    if (this.#state == 'closed') return;
+    this.#link.close();
+    this.#lost(new PeerdError(Code.normal, 'disconnect() was called'), true);
+  }
+
+  /** Connected peer ids, or the members of `topic`, sorted. */
+  listPeers(topic?: string | null): Promise<string[]> {
+    return this.#core.request((req) => ({ kind: 'ListPeers', req, topic: topic ?? null }));
+  }
+
+  #later(run: () => void, fail: (e: unknown) => void) {
+    if (this.#state == 'closed') throw this.#error;
+    if (this.#state == 'active') run();
+    else this.#queue.push([run, fail]);
+  }
+
+  #answer(f: Status | PeerList) {
+    const p = this.#pending.get(f.req);
+    this.#pending.delete(f.req);
+    if (f.kind == 'Status' && f.code) {
+      const e = new PeerdError(f.code, f.message);
+      // req 0: a request that asked for no answer failed (a direct event to an unknown peer).
+      if (p) p[1](e);
+      else this.dispatchEvent(new CustomEvent('error', { detail: e }));
+    } else p?.[0](f.kind == 'PeerList' ? f.peers : undefined);
+  }
+
+  #set(s: PeerState) {
+    const prev = this.#state;
+    this.#state = s;
+    this.#emitState(prev);
+  }
+
+  #emitState(previous: PeerState) {
+    if (previous != this.#state)
+      this.dispatchEvent(new CustomEvent('statechange', { detail: { state: this.#state, previous } }));
+  }
+
+  // The link ended. What was in flight on it will never be answered, so it fails now
+  // (DisconnectedError) rather than at its deadline; what had not been sent yet waits for
+  // the next link, or fails with `e` when there is none (`final`).
+  #lost(e: PeerdError, final: boolean) {
+    if (this.#state == 'closed') return;
+    if (final) this.#error = e;
+    this.#set(final ? 'closed' : 'reconnecting');
+    const x = new DisconnectedError(`link lost: ${e.message}`, e);
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const p of pending) p[1](x);
+    for (const p of this.#parts) p.down?.(x, final);
+    if (final) {
+      for (const [, fail] of this.#queue.splice(0)) fail(e);
+      this.dispatchEvent(new CustomEvent('close', { detail: { code: e.code, reason: e.message } }));
+    }
+  }
+}
+
+/** Connects to `url` (`ws://` or `wss://`) and returns at once; see {@link Peer.whenReady}. */
+export function connect(url: string, options?: PeerOptions): Peer {
+  return new Peer(url, options);
+}
