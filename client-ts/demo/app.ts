@@ -9,7 +9,7 @@
  * `room=` prefill the form, `join=1` joins at once. The browser tests (test/browser-*.test.ts)
  * drive the page through its controls and read what it saw from `window.demo` (see `DemoHooks`).
  */
-import { connect, PeerdError, type Peer, type Topic, type PeerEvents, type SignalMessage } from '../src/index';
+import { connect, PeerdError, type Peer, type Topic, type PeerEvents, type PresenceEvent, type SignalMessage, type TopicMessageEvent } from '../src/index.js';
 
 // ---------------------------------------------------------------------------------------------
 // What the page saw, kept for the tests (and handy in the console).
@@ -224,9 +224,9 @@ async function joinRoom(name: string, roomName: string): Promise<void> {
   const w = p.watch(roomName);
   topic = t;
   watch = w;
-  t.addEventListener('message', (e) => onTopicMessage(e as unknown as TopicMessageLike));
-  w.addEventListener('join', (e) => onPresence('join', e as unknown as PresenceLike));
-  w.addEventListener('leave', (e) => onPresence('leave', e as unknown as PresenceLike));
+  t.addEventListener('message', (e) => onTopicMessage(e));
+  w.addEventListener('join', (e) => onPresence('join', e));
+  w.addEventListener('leave', (e) => onPresence('leave', e));
   renderHeader();
   try {
     await Promise.all([t.ready, w.ready]);
@@ -251,9 +251,7 @@ function leaveRoom(): void {
   renderHeader();
 }
 
-interface PresenceLike extends Event { peerId: string; topic: string | null }
-
-function onPresence(change: 'join' | 'leave', e: PresenceLike): void {
+function onPresence(change: 'join' | 'leave', e: PresenceEvent): void {
   if (e.topic !== null && e.topic !== room) return;
   hooks.presence.push({ change, peerId: e.peerId, t: Date.now() });
   if (change === 'join') members.add(e.peerId);
@@ -269,8 +267,6 @@ function onPresence(change: 'join' | 'leave', e: PresenceLike): void {
 // ---------------------------------------------------------------------------------------------
 // Room chat through peerd: Topic.publish (everyone) and Topic.send (one peer).
 
-interface TopicMessageLike extends Event { peerId: string; direct: boolean; topic: string; text(): string }
-
 function addChat(entry: ChatEntry): void {
   hooks.chat.push(entry);
   const li = el('li');
@@ -284,7 +280,7 @@ function addChat(entry: ChatEntry): void {
   appendLog($('chat-log'), li);
 }
 
-function onTopicMessage(e: TopicMessageLike): void {
+function onTopicMessage(e: TopicMessageEvent): void {
   if (e.topic !== room) return;
   addChat({ from: e.peerId, text: e.text(), direct: e.direct, mine: false, to: null, t: Date.now() });
 }

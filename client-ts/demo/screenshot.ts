@@ -9,7 +9,7 @@
 import { mkdir } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startHarness, type DemoPage } from '../test/support/browser';
+import { startHarness, type DemoPage } from '../test/support/browser.js';
 
 const out = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'docs', 'img', 'demo-two-tabs.png');
 const VIEWPORT = { width: 1000, height: 700 };

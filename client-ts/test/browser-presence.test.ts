@@ -4,11 +4,11 @@
 //
 // Three ways to go: a normal close (the browser closes the WebSocket: the leave is immediate),
 // a renderer crash (the browser's network process drops the socket: immediate too), and a hung
-// page (frozen: the socket stays open but nothing answers the server's pings, so only the
-// heartbeat can notice; this is the case the bound is for).
+// page (its script stopped: the socket stays open but nothing answers the server's pings, so
+// only the heartbeat can notice; this is the case the bound is for).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { browserSkipReason, startHarness, waitForMembers, withDiagnostics, type DemoPage, type Harness } from './support/browser';
+import { browserSkipReason, startHarness, waitForMembers, withDiagnostics, type DemoPage, type Harness } from './support/browser.js';
 
 const skip = browserSkipReason();
 
@@ -70,15 +70,17 @@ describe('browser: leave is seen within the heartbeat bound', { skip: skip ?? fa
     });
   });
 
-  test('a hung page (frozen, socket open): the heartbeat notices within 3.25 intervals', async (t) => {
+  test('a hung page (script stopped, socket open): the heartbeat notices within 3.25 intervals', async (t) => {
     await withDiagnostics(h, async () => {
       const leaver = await h.openPage('hung', room);
       await waitForMembers([watcher, leaver], ['hung', 'watcher']);
       const cdp = await leaver.context.newCDPSession(leaver.page);
-      // Freeze the page: its tasks stop (no script runs, so no Pong answers the server's Ping),
-      // while the browser keeps the WebSocket open.
+      // Stop the page's script as a hung tab would (paused in the debugger: no handler runs, so
+      // no Pong answers the server's Ping) while the browser keeps the WebSocket open.
+      // (Page.setWebLifecycleState 'frozen' does not do: the frozen page still answers.)
+      await cdp.send('Debugger.enable');
       const t0 = Date.now();
-      await cdp.send('Page.setWebLifecycleState', { state: 'frozen' });
+      await cdp.send('Debugger.pause');
       const ms = await leaveSeen(watcher, 'hung', t0);
       t.diagnostic(`hung page: leave seen after ${ms} ms (heartbeat ${HEARTBEAT_MS} ms, bound ${BOUND_MS} ms)`);
       assert.ok(ms <= BOUND_MS + SLACK_MS, `${ms} ms is within ${BOUND_MS} + ${SLACK_MS} ms`);

@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
-import { connect, PeerdError, type WebSocketLike } from '../src/index';
-import { browserSkipReason, startHarness, waitForMembers, withDiagnostics, type DemoPage, type Harness } from './support/browser';
+import { connect, PeerdError } from '../src/index.js';
+import { browserSkipReason, startHarness, waitForMembers, withDiagnostics, type DemoPage, type Harness } from './support/browser.js';
 
 const skip = browserSkipReason();
 
@@ -82,7 +82,7 @@ describe('browser: RPC to and from a page', { skip: skip ?? false, timeout: 90_0
 
   test('a Node client calls a page, and the page calls it back', async () => {
     await withDiagnostics(h, async () => {
-      const node = connect(h.peerd.url, { peerId: 'node-client', WebSocket: WebSocket as unknown as WebSocketLike, reconnect: false });
+      const node = connect(h.peerd.url, { peerId: 'node-client', WebSocket, reconnect: false });
       try {
         await node.whenReady();
         node.rpc.handle('ask', (params, ctx) => new TextEncoder().encode(`node heard ${ctx.from}: ${new TextDecoder().decode(params)}`));

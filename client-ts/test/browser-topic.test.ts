@@ -2,7 +2,7 @@
 // other two; a message to one peer by id reaches that page only.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { browserSkipReason, startHarness, waitForMembers, withDiagnostics, type DemoPage, type Harness } from './support/browser';
+import { browserSkipReason, startHarness, waitForMembers, withDiagnostics, type DemoPage, type Harness } from './support/browser.js';
 
 const skip = browserSkipReason();
 

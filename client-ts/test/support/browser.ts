@@ -11,12 +11,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { startDemoServer, type DemoServer } from '../../demo/serve';
-import type { DemoHooks } from '../../demo/app';
-import { spawn, spawnSync } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { dirname, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { startDemoServer, type DemoServer } from '../../demo/serve.js';
+import type { DemoHooks } from '../../demo/app.js';
+import { startServer, type TestServer } from './server.js';
 
 export const CHROMIUM_BIN = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 
@@ -84,9 +81,10 @@ export function chromiumFlags(userDataDir: string): string[] {
     '--disable-component-extensions-with-background-pages',
     '--no-default-browser-check',
     '--disable-search-engine-choice-screen',
-    // Hard stop: no host name resolves, so nothing can reach a host by name (the pages use
-    // 127.0.0.1, an IP literal, which is never looked up).
-    '--host-resolver-rules=MAP * ~NOTFOUND',
+    // Hard stop for HTTP and WebSocket: every host but loopback "does not resolve" (IP literals
+    // included), so a page or a browser service can only reach 127.0.0.1 / ::1 / localhost.
+    // (WebRTC does not go through the resolver: host candidates only, see DISABLED_FEATURES.)
+    '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE ::1, EXCLUDE localhost',
     // -- timing: the tests measure delays, so no tab is throttled for being in the background --
     '--disable-background-timer-throttling',
     '--disable-renderer-backgrounding',
@@ -95,56 +93,6 @@ export function chromiumFlags(userDataDir: string): string[] {
     '--mute-audio',
     '--hide-scrollbars',
   ];
-}
-
-// ---------------------------------------------------------------------------------------------
-// peerd (temporary: to be replaced by the client's test/support/server.ts once merged)
-
-export interface PeerdServer {
-  url: string;
-  pid: number;
-  output(): string;
-  stop(): Promise<void>;
-}
-
-let peerdBin: string | null = null;
-function findPeerd(): string {
-  if (peerdBin) return peerdBin;
-  if (process.env.PEERD_BIN) return (peerdBin = process.env.PEERD_BIN);
-  const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-  const r = spawnSync('cargo', ['build', '-q', '--bin', 'peerd'], { cwd: root, stdio: 'inherit' });
-  if (r.status !== 0) throw new Error('cargo build --bin peerd failed');
-  return (peerdBin = join(root, 'target', 'debug', 'peerd'));
-}
-
-export async function startPeerd(opts: { args?: string[] } = {}): Promise<PeerdServer> {
-  const bin = findPeerd();
-  const child = spawn(bin, ['serve', '--listen', 'ws://127.0.0.1:0', '--shards', '2', ...(opts.args ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const out: string[] = [];
-  child.stderr!.on('data', (d: Buffer) => out.push(d.toString()));
-  const exited = new Promise<void>((ok) => child.once('exit', () => ok()));
-  const url = await new Promise<string>((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error(`peerd not ready in 10 s: ${out.join('')}`)), 10_000);
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      out.push(line + '\n');
-      const m = /^peerd listening on (\S+) /.exec(line);
-      if (m) { clearTimeout(timer); ok(m[1]!); }
-    });
-    child.once('error', (e) => { clearTimeout(timer); fail(e); });
-    void exited.then(() => { clearTimeout(timer); fail(new Error(`peerd exited before ready: ${out.join('')}`)); });
-  });
-  return {
-    url,
-    pid: child.pid!,
-    output: () => out.join(''),
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -198,7 +146,7 @@ export interface DemoPage {
 }
 
 export interface Harness {
-  peerd: PeerdServer;
+  peerd: TestServer;
   demo: DemoServer;
   browser: Browser;
   /** Open the demo page as `name` (its declared peer id) and join `room` through the form. */
@@ -217,8 +165,7 @@ export async function startHarness(opts: { heartbeatMs?: number } = {}): Promise
     for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
   };
   try {
-    const extra = opts.heartbeatMs ? ['--heartbeat-ms', String(opts.heartbeatMs)] : [];
-    const peerd = await startPeerd({ args: extra });
+    const peerd = await startServer(opts.heartbeatMs ? { heartbeatMs: opts.heartbeatMs } : {});
     cleanups.push(() => peerd.stop());
     const demo = await startDemoServer({ host: '127.0.0.1', port: 0 });
     cleanups.push(() => demo.close());
@@ -262,7 +209,7 @@ export async function startHarness(opts: { heartbeatMs?: number } = {}): Promise
       async diagnostics() {
         const parts = [];
         for (const p of pages) parts.push(await p.diagnostics());
-        parts.push('--- peerd ---', peerd.output());
+        parts.push('--- peerd ---', peerd.logs());
         return parts.join('\n');
       },
       close,
