@@ -86,4 +86,26 @@ describe('browser: WebRTC data channel signaled through peerd', { skip: skip ?? 
       assert.ok((await dave.hooks((d) => d.log)).some((l) => l.includes('carol hung up')));
     });
   });
+
+  test('a room offer answered by two pages: the first answer takes it, the second gets an offer of its own', async () => {
+    await withDiagnostics(h, async () => {
+      const room = 'rtc-three';
+      const hub = await h.openPage('hub', room);
+      const kim = await h.openPage('kim', room);
+      const lea = await h.openPage('lea', room);
+      await waitForMembers([hub, kim, lea], ['hub', 'kim', 'lea']);
+
+      await hub.page.click('#call-room');
+      await Promise.all([channelOpen(hub, 'kim'), channelOpen(kim, 'hub'), channelOpen(hub, 'lea'), channelOpen(lea, 'hub')]);
+      // One message from hub goes out on both channels.
+      await hub.page.fill('#rtc-text', 'to both of you');
+      await hub.page.click('#rtc-send');
+      for (const p of [kim, lea]) {
+        await p.page.waitForFunction(() => window.demo.rtc.some((e) => e.from === 'hub' && e.text === 'to both of you'));
+      }
+      // kim and lea were not connected to each other (only hub called).
+      assert.deepEqual(await kim.hooks((d) => d.conns().map((c) => c.remote)), ['hub']);
+      assert.deepEqual(await lea.hooks((d) => d.conns().map((c) => c.remote)), ['hub']);
+    });
+  });
 });
