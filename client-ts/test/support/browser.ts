@@ -52,7 +52,21 @@ export const DISABLED_FEATURES = [
 /**
  * Every Chromium switch we launch with, and why. Playwright's own default switches are not
  * used (`ignoreDefaultArgs: true`): they carry a `--disable-features` that ours would silently
- * replace, and this way the whole command line is here.
+ * replace, and this way the whole command line is here. (Debian's /usr/bin/chromium wrapper adds
+ * a few of its own first: --enable-remote-extensions --load-extension= (empty), overridden by
+ * --disable-extensions; --disable-pings, --media-router=0, --no-default-browser-check,
+ * --show-component-extension-options, --enable-gpu-rasterization.)
+ *
+ * Not used: `--allow-loopback-in-peer-connection`. Tried with Chromium 148: it adds no
+ * 127.0.0.1 / ::1 candidate (the network list Chromium's network service hands to WebRTC skips
+ * loopback interfaces), and in a network namespace with only `lo` no host candidate is gathered
+ * with or without it. WebRTC therefore needs one non-loopback interface with an address; its
+ * host candidates are this machine's own addresses, which Linux delivers through `lo`
+ * (`ip route get <own address>` says `local ... dev lo`), so no packet leaves the machine.
+ * Checked with strace on Chromium during the browser tests: TCP connects only to 127.0.0.1,
+ * UDP sends only to this machine's own addresses; the only other addresses are UDP connect()s
+ * to 8.8.8.8 and 2001:4860:4860::8888 (how WebRTC and the network service find the default
+ * route's local address: a UDP connect sends nothing).
  */
 export function chromiumFlags(userDataDir: string): string[] {
   return [
@@ -116,10 +130,6 @@ export async function launchChromium(): Promise<LaunchedBrowser> {
       ignoreDefaultArgs: true,
       args: chromiumFlags(userDataDir),
       timeout: 30_000,
-      // The harness closes it; do not let Playwright's own signal handlers race with ours.
-      handleSIGINT: false,
-      handleSIGTERM: false,
-      handleSIGHUP: false,
     });
   } catch (err) {
     await rm(userDataDir, { recursive: true, force: true });
