@@ -11,8 +11,8 @@ import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { decodeFrame, encodeFrame, type Frame } from '../src/codec/index.js';
 
-const ROUNDS = Number(process.env['ROUNDS'] ?? 7);
-const ROUND_MS = Number(process.env['ROUND_MS'] ?? 300);
+const ROUNDS = Number(process.env['ROUNDS'] ?? 9);
+const ROUND_MS = Number(process.env['ROUND_MS'] ?? 200);
 
 let fixtureSource = 'fixtures/wire/valid.json';
 function fixture(name: string, fallback: () => Frame): Uint8Array {
@@ -45,39 +45,49 @@ function asJson(f: Frame): string {
 }
 
 let sink = 0;
-/** Runs per second: warm up, then ROUNDS timed rounds of about ROUND_MS each. */
-function measure(fn: () => number): number[] {
-  let batch = 1000;
-  const warmEnd = performance.now() + 500;
-  while (performance.now() < warmEnd) for (let i = 0; i < batch; i++) sink += fn();
-  // Size batches so that a round is about ROUND_MS; the clock is read once per batch.
-  const t0 = performance.now();
-  for (let i = 0; i < batch; i++) sink += fn();
-  batch = Math.max(1000, Math.round((batch * 20) / Math.max(0.01, performance.now() - t0)));
-  const rates: number[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    let n = 0;
-    const start = performance.now();
-    let now = start;
-    while (now - start < ROUND_MS) {
-      for (let i = 0; i < batch; i++) sink += fn();
-      n += batch;
-      now = performance.now();
-    }
-    rates.push((n * 1000) / (now - start));
+type Op = { label: string; fn: () => number; batch: number; rates: number[] };
+const op = (label: string, fn: () => number): Op => ({ label, fn, batch: 1000, rates: [] });
+
+/** Calls per second of one timed round of about ROUND_MS; the clock is read once per batch. */
+function round(o: Op): number {
+  let n = 0;
+  const start = performance.now();
+  let now = start;
+  while (now - start < ROUND_MS) {
+    for (let i = 0; i < o.batch; i++) sink += o.fn();
+    n += o.batch;
+    now = performance.now();
   }
-  return rates.sort((a, b) => a - b);
+  return (n * 1000) / (now - start);
 }
 
+/**
+ * Warm every op up, then run ROUNDS rounds in which each op is timed in turn: on a shared
+ * machine a burst of load then hits the codec and JSON alike, and each round gives one
+ * codec/JSON ratio measured under the same conditions.
+ */
+function measure(ops: Op[]): void {
+  for (const o of ops) {
+    const end = performance.now() + 400;
+    while (performance.now() < end) for (let i = 0; i < o.batch; i++) sink += o.fn();
+    o.batch = Math.max(100, Math.round(round({ ...o, rates: [] }) / 1000)); // about 1 ms per batch
+  }
+  for (let r = 0; r < ROUNDS; r++) for (const o of ops) o.rates.push(round(o));
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const fmt = (x: number) => (x >= 1e6 ? (x / 1e6).toFixed(2) + ' M' : (x / 1e3).toFixed(0) + ' k');
-function row(label: string, rates: number[]): [string, number] {
-  const med = rates[Math.floor(rates.length / 2)]!;
-  const spread = ((rates[rates.length - 1]! - rates[0]!) / med) * 100;
-  console.log(`| ${label} | ${fmt(med)}/s | ${fmt(rates[0]!)} .. ${fmt(rates[rates.length - 1]!)} (±${(spread / 2).toFixed(0)}%) |`);
-  return [label, med];
+function row(o: Op): void {
+  const sorted = [...o.rates].sort((a, b) => a - b);
+  const med = median(sorted);
+  console.log(`| ${o.label} | ${fmt(med)}/s | ${fmt(sorted[0]!)} .. ${fmt(sorted[sorted.length - 1]!)} |`);
+}
+function ratio(a: Op, b: Op): string {
+  const rs = a.rates.map((x, i) => x / b.rates[i]!).sort((x, y) => x - y);
+  return `${median(rs).toFixed(2)}x (rounds: ${rs[0]!.toFixed(2)} .. ${rs[rs.length - 1]!.toFixed(2)})`;
 }
 
-console.log(`node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'}, ${ROUNDS} rounds of ${ROUND_MS} ms, frames ${fixtureSource}`);
+console.log(`node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'} (${cpus().length} CPUs), ${ROUNDS} interleaved rounds of ${ROUND_MS} ms per operation, frames from ${fixtureSource}`);
 for (const [name, bytes] of [
   ['publish-64b', publishBytes],
   ['rpc-request-1k', rpcBytes],
@@ -85,13 +95,15 @@ for (const [name, bytes] of [
   const frame = decodeFrame(bytes);
   const json = asJson(frame);
   const obj = JSON.parse(json) as unknown;
-  console.log(`\n${name}: frame ${bytes.length} B; JSON ${json.length} B: ${json.length > 160 ? json.slice(0, 150) + '...' : json}`);
+  console.log(`\n${name}: frame ${bytes.length} B; JSON ${json.length} B: ${json.length > 160 ? json.slice(0, 150) + '...' : json}\n`);
+  const dec = op('decodeFrame (bytes -> Frame)', () => (decodeFrame(bytes) as { kind: string }).kind.length);
+  const parse = op('JSON.parse (string -> object)', () => ((JSON.parse(json) as object) === null ? 0 : 1));
+  const enc = op('encodeFrame (Frame -> bytes)', () => encodeFrame(frame).length);
+  const str = op('JSON.stringify (object -> string)', () => JSON.stringify(obj).length);
+  measure([dec, parse, enc, str]);
   console.log('| operation | median | min .. max |');
   console.log('|---|---:|---|');
-  const [, dec] = row('decodeFrame (bytes -> Frame)', measure(() => (decodeFrame(bytes) as { kind: string }).kind.length));
-  const [, parse] = row('JSON.parse (string -> object)', measure(() => (JSON.parse(json) as object) === null ? 0 : 1));
-  const [, enc] = row('encodeFrame (Frame -> bytes)', measure(() => encodeFrame(frame).length));
-  const [, str] = row('JSON.stringify (object -> string)', measure(() => JSON.stringify(obj).length));
-  console.log(`decode / JSON.parse = ${(dec / parse).toFixed(2)}x; encode / JSON.stringify = ${(enc / str).toFixed(2)}x`);
+  for (const o of [dec, parse, enc, str]) row(o);
+  console.log(`\ndecode / JSON.parse: ${ratio(dec, parse)}; encode / JSON.stringify: ${ratio(enc, str)}`);
 }
 if (sink === 42) console.log('');
