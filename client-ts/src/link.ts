@@ -95,6 +95,7 @@ export function openLink(
   // talks but is never answered would see silence on a healthy link: after one quiet
   // interval we ping, and only three quiet intervals count as a dead link.
   const tick = (s: WebSocketLike, born: number) => {
+    clearTimeout(watchdog);
     const now = Date.now();
     const quiet = now - lastRx;
     if (!hb) {
@@ -149,6 +150,7 @@ export function openLink(
           }
           hb = f.heartbeatMs || 15_000;
           attempts = 0;
+          tick(s, 0); // from now on every quarter interval, not on the handshake's schedule
           return host.up(f);
         case 'Reject':
           return drop(s, new PeerdError(f.code, f.reason), FINAL_REJECT.includes(f.code));

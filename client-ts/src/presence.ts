@@ -96,7 +96,7 @@ export function presencePart(core: Core) {
       const nw: Watch = (w = { handles: new Set(), ready, first, peers: null });
       watches.set(topic, w);
       try {
-        core.later(() => nw.first && sendWatch(topic, nw), first[1]);
+        core.later(() => watches.get(topic) == nw && sendWatch(topic, nw), first[1]); // unless closed meanwhile
       } catch (e) {
         first[1](e);
       }

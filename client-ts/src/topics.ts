@@ -102,7 +102,7 @@ export function topicsPart(core: Core) {
       joined.set(name, m);
       // Now, or once the link is up; a closed peer fails `ready`.
       try {
-        core.later(() => mm.first && sendJoin(name, mm), first[1]);
+        core.later(() => joined.get(name) == mm && sendJoin(name, mm), first[1]); // unless closed meanwhile
       } catch (e) {
         first[1](e);
       }
