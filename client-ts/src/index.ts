@@ -1,4 +1,16 @@
-/** peerd-client: the public entry. */
+/**
+ * peerd-client: the TypeScript client of peerd (browsers, Node 20+), its public entry.
+ *
+ * Modules, from the wire up (imports only point down this list):
+ * - `codes`: the code table of Close, Reject, RpcError and Status, and their names;
+ * - `codec/`: frames as TypeScript values, validated decoding and exact-size encoding (no IO;
+ *   `codec/index.ts` names its parts);
+ * - `errors`: PeerdError (a wire code) and DisconnectedError;
+ * - `json`: UTF-8 and JSON conveniences over byte payloads;
+ * - `link`: one WebSocket at a time, the handshake, heartbeats, reconnect with backoff;
+ * - `peer`: the Peer (states, requests and their Status, work queued while the link is down);
+ * - `rpc`, `topics`, `presence`, `signaling`: the features, each on top of the Peer.
+ */
 export { connect, Peer } from './peer.js';
 export type { PeerOptions, PeerState, StateChange, CloseInfo } from './peer.js';
 export type { WebSocketLike, WebSocketCtor, ReconnectOptions } from './link.js';

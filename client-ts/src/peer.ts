@@ -12,6 +12,9 @@ import { rpcPart, eventsPart, type Rpc, type Events } from './rpc.js';
 import { topicsPart, type Topic } from './topics.js';
 import { presencePart, type PeerEvents } from './presence.js';
 import { signalingPart, type Signaling } from './signaling.js';
+import type { Core, Part, PeerState } from './core.js';
+
+export type { PeerState } from './core.js';
 
 export interface PeerOptions {
   /** Declared peer id; omitted: the server assigns a numeric one. */
@@ -28,7 +31,6 @@ export interface PeerOptions {
   callTimeoutMs?: number;
 }
 
-export type PeerState = 'connecting' | 'negotiating' | 'active' | 'reconnecting' | 'closed';
 
 export interface StateChange {
   state: PeerState;
@@ -37,32 +39,6 @@ export interface StateChange {
 export interface CloseInfo {
   code: number;
   reason: string;
-}
-
-/** What the feature modules may do with the session. */
-export interface Core {
-  readonly state: PeerState;
-  /** Counts Welcomes: an answer to a request goes out only on the link it came in on. */
-  readonly gen: number;
-  /** Writes `f` if the session is active; false (nothing written) otherwise. */
-  send(f: Frame): boolean;
-  /**
-   * Runs `run` now if active, else right after the next Welcome (after topics and watches
-   * are restored); `fail` instead if the peer closes first. Throws if it is closed already.
-   */
-  later(run: () => void, fail: (e: unknown) => void): void;
-  /** A request with a fresh `req`: settles with its Status (or PeerList: the peers). */
-  request<T = void>(make: (req: bigint) => Frame): Promise<T>;
-  /** Reports a failure nobody waits for, as an 'error' event on `target`. */
-  error(target: EventTarget, e: PeerdError): void;
-}
-
-/** A feature's share of the session. */
-export interface Part {
-  /** The link came up (after a Welcome). */
-  up?(): void;
-  /** The link went down (`e.cause` says why); `final`: the peer is closed for good. */
-  down?(e: DisconnectedError, final: boolean): void;
 }
 
 type Settle = [ok: (v: any) => void, fail: (e: unknown) => void];

@@ -1,7 +1,7 @@
 /** Presence watches in the manner of Beaker's `watch()` (PROTOCOL.md §6.5). */
 import type { Presence, PresenceSnapshot } from './codec/frames.js';
 import { DisconnectedError, type PeerdError } from './errors.js';
-import type { Core, Part } from './peer.js';
+import type { Core, Part } from './core.js';
 
 export type PresenceEvent = Event & {
   peerId: string;

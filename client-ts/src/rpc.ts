@@ -3,7 +3,7 @@ import type { Broadcast, Event as EventFrame, Frame, RpcError, RpcRequest, RpcRe
 import { Code } from './codes.js';
 import { DisconnectedError, PeerdError } from './errors.js';
 import { decodeJson, encodeJson, toBytes, withBody, type Body } from './json.js';
-import type { Core, Part } from './peer.js';
+import type { Core, Part } from './core.js';
 
 export interface CallOptions {
   /** Call this peer (through the server) instead of the server. */

@@ -2,7 +2,7 @@
  * peer has joined; the server relays payloads untouched and names the sender. */
 import type { Signal, SignalKind } from './codec/frames.js';
 import { toBytes, withBody, type Body } from './json.js';
-import type { Core } from './peer.js';
+import type { Core } from './core.js';
 
 export interface SignalMessage extends Body {
   room: string;

@@ -2,7 +2,7 @@
 import type { TopicMessage } from './codec/frames.js';
 import { DisconnectedError, type PeerdError } from './errors.js';
 import { encodeJson, toBytes, withBody, type Body } from './json.js';
-import type { Core, Part } from './peer.js';
+import type { Core, Part } from './core.js';
 
 export type TopicMessageEvent = Event &
   Body & {

@@ -1,3 +1,13 @@
+/**
+ * The codec: peerd protocol v1 frames to bytes and back, without IO (docs/PROTOCOL.md §2-§5).
+ * - `frames`: every frame as a plain value, and the kind bytes;
+ * - `header`: the 8-byte header's constants;
+ * - `layouts`: each message's archived layout as data, read by the two below;
+ * - `reader`: `decodeFrame`, validating everything (§3) before returning a value;
+ * - `writer`: `encodeFrame`, one exact-size allocation, the Rust encoder's bytes;
+ * - `utf8`: strings, with a fast path for short ASCII;
+ * - `errors`: DecodeError (a code and the rule it broke) and EncodeError.
+ */
 export * from './frames.js';
 export { encodeFrame } from './writer.js';
 export { decodeFrame } from './reader.js';

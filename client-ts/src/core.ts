@@ -1,0 +1,36 @@
+/**
+ * What the Peer offers the feature modules (rpc, topics, presence, signaling), and what they
+ * offer it back: the seam between `peer` and the features, in its own module so that the
+ * features depend on it and not on `peer` (which depends on them).
+ */
+import type { Frame } from './codec/frames.js';
+import type { DisconnectedError, PeerdError } from './errors.js';
+
+export type PeerState = 'connecting' | 'negotiating' | 'active' | 'reconnecting' | 'closed';
+
+/** What the feature modules may do with the session. */
+export interface Core {
+  readonly state: PeerState;
+  /** Counts Welcomes: an answer to a request goes out only on the link it came in on. */
+  readonly gen: number;
+  /** Writes `f` if the session is active; false (nothing written) otherwise. */
+  send(f: Frame): boolean;
+  /**
+   * Runs `run` now if active, else right after the next Welcome (after topics and watches
+   * are restored); `fail` instead if the peer closes first. Throws if it is closed already.
+   */
+  later(run: () => void, fail: (e: unknown) => void): void;
+  /** A request with a fresh `req`: settles with its Status (or PeerList: the peers). */
+  request<T = void>(make: (req: bigint) => Frame): Promise<T>;
+  /** Reports a failure nobody waits for, as an 'error' event on `target`. */
+  error(target: EventTarget, e: PeerdError): void;
+}
+
+/** A feature's share of the session. */
+export interface Part {
+  /** The link came up (after a Welcome). */
+  up?(): void;
+  /** The link went down (`e.cause` says why); `final`: the peer is closed for good. */
+  down?(e: DisconnectedError, final: boolean): void;
+}
+
