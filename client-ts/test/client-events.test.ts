@@ -1,18 +1,12 @@
 // Events (to the server, direct to a peer) and broadcasts, all reaching name listeners.
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { Code, type PeerdError, type PeerdEvent } from '../src/index.js';
-import { startServer, type TestServer } from './support/server.js';
-import { Collector, next, Peers, text } from './support/wait.js';
+import { Collector, next, text, withServer } from './support/wait.js';
 
 describe('events', () => {
-  let server: TestServer;
-  const peers = new Peers(() => server.url);
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(() => peers.closeAll());
-  after(() => server.stop());
+  const suite = withServer();
+  const peers = suite.peers;
 
   it('a direct event reaches that peer with the sender id', async () => {
     const a = await peers.ready({ peerId: 'ev-a' });

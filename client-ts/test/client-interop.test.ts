@@ -2,10 +2,10 @@
 // client talking through one server over ws://.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { PeerdError, type PresenceEvent, type SignalMessage, type TopicMessageEvent } from '../src/index.js';
-import { peerdBin, startServer, type TestServer } from './support/server.js';
-import { Collector, next, Peers, text, within } from './support/wait.js';
+import { peerdBin, type TestServer } from './support/server.js';
+import { Collector, next, text, within, withServer } from './support/wait.js';
 
 interface Run {
   code: number | null;
@@ -27,19 +27,14 @@ async function cli(server: TestServer, args: string[], ms = 10_000): Promise<Run
 }
 
 describe('interop with the Rust client (peerd CLI)', () => {
-  let server: TestServer;
-  const peers = new Peers(() => server.url);
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(() => peers.closeAll());
-  after(() => server.stop());
+  const suite = withServer();
+  const peers = suite.peers;
 
   it('Rust subscribes and receives a TypeScript publish', async () => {
     const ts = await peers.ready({ peerId: 'ts-pub' });
     const w = ts.watch('mix');
     const rustJoined = next<PresenceEvent>(w, 'join', (e) => e.peerId == 'rs-sub', 10_000);
-    const sub = cli(server, ['sub', 'mix', '--count', '1', '--id', 'rs-sub']);
+    const sub = cli(suite.server, ['sub', 'mix', '--count', '1', '--id', 'rs-sub']);
     await rustJoined;
     await ts.join('mix').publish('hello from ts');
     const r = await within(sub, 'peerd sub', 10_000);
@@ -53,9 +48,9 @@ describe('interop with the Rust client (peerd CLI)', () => {
     await t.ready;
     const got = new Collector<TopicMessageEvent>();
     t.addEventListener('message', got.push);
-    const pub = await cli(server, ['pub', 'mix2', 'hello from rust', '--id', 'rs-pub']);
+    const pub = await cli(suite.server, ['pub', 'mix2', 'hello from rust', '--id', 'rs-pub']);
     assert.equal(pub.code, 0, pub.stderr);
-    const send = await cli(server, ['send', 'mix2', 'ts-sub', 'just you', '--id', 'rs-send']);
+    const send = await cli(suite.server, ['send', 'mix2', 'ts-sub', 'just you', '--id', 'rs-send']);
     assert.equal(send.code, 0, send.stderr);
     const [m1, m2] = await got.until(2);
     assert.deepEqual([m1!.peerId, m1!.text(), m1!.direct], ['rs-pub', 'hello from rust', false]);
@@ -68,16 +63,16 @@ describe('interop with the Rust client (peerd CLI)', () => {
     ts.rpc.handle('refuse', () => {
       throw new PeerdError(4001, 'not today');
     });
-    const ok = await cli(server, ['call', '--peer', 'ts-callee', '--id', 'rs-caller', 'greet', 'rust']);
+    const ok = await cli(suite.server, ['call', '--peer', 'ts-callee', '--id', 'rs-caller', 'greet', 'rust']);
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal(ok.stdout, 'hello rust, from ts (caller rs-caller)\n');
 
-    const refused = await cli(server, ['call', '--peer', 'ts-callee', 'refuse']);
+    const refused = await cli(suite.server, ['call', '--peer', 'ts-callee', 'refuse']);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /4001|app_4001/);
     assert.match(refused.stderr, /not today/);
 
-    const missing = await cli(server, ['call', '--peer', 'ts-callee', 'nope']);
+    const missing = await cli(suite.server, ['call', '--peer', 'ts-callee', 'nope']);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /method_not_found|1007/);
   });
@@ -85,10 +80,10 @@ describe('interop with the Rust client (peerd CLI)', () => {
   it('Rust lists and watches TypeScript peers', async () => {
     const ts = await peers.ready({ peerId: 'ts-listed' });
     await ts.join('mix3').ready;
-    const list = await cli(server, ['peers', '--topic', 'mix3']);
+    const list = await cli(suite.server, ['peers', '--topic', 'mix3']);
     assert.equal(list.code, 0, list.stderr);
     assert.equal(list.stdout, 'ts-listed\n');
-    const watch = await cli(server, ['watch', '--topic', 'mix3', '--count', '1']);
+    const watch = await cli(suite.server, ['watch', '--topic', 'mix3', '--count', '1']);
     assert.equal(watch.stdout, 'join ts-listed\n');
   });
 
@@ -100,7 +95,7 @@ describe('interop with the Rust client (peerd CLI)', () => {
     // Rust waits in the room for one signal; TypeScript offers to the room once it is there.
     const w = ts.watch('rtc');
     const rustIn = next<PresenceEvent>(w, 'join', (e) => e.peerId == 'rs-rtc', 10_000);
-    const wait = cli(server, ['signal', '--room', 'rtc', '--id', 'rs-rtc', 'wait']);
+    const wait = cli(suite.server, ['signal', '--room', 'rtc', '--id', 'rs-rtc', 'wait']);
     await rustIn;
     await ts.signaling.offer('rtc', 'v=0 offer from ts');
     const r = await within(wait, 'peerd signal wait', 10_000);
@@ -108,7 +103,7 @@ describe('interop with the Rust client (peerd CLI)', () => {
     assert.equal(r.stdout, 'v=0 offer from ts\n');
     assert.match(r.stderr, /Offer from ts-rtc/);
     // And Rust answers TypeScript directly.
-    const ans = await cli(server, ['signal', '--room', 'rtc', '--id', 'rs-rtc2', '--to', 'ts-rtc', 'answer', 'v=0 answer from rust']);
+    const ans = await cli(suite.server, ['signal', '--room', 'rtc', '--id', 'rs-rtc2', '--to', 'ts-rtc', 'answer', 'v=0 answer from rust']);
     assert.equal(ans.code, 0, ans.stderr);
     const [s] = await got.until(1);
     assert.deepEqual([s!.kind, s!.from, s!.room, s!.text()], ['answer', 'rs-rtc2', 'rtc', 'v=0 answer from rust']);

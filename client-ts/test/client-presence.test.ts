@@ -1,20 +1,14 @@
 // Presence watches (Beaker watch()) and WebRTC signaling (Peero).
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { Code, type PresenceEvent, type SignalMessage } from '../src/index.js';
-import { startServer, type TestServer } from './support/server.js';
-import { Collector, Peers } from './support/wait.js';
+import { Collector, withServer } from './support/wait.js';
 
 const log = (c: Collector<PresenceEvent>) => c.items.map((e) => `${e.type} ${e.peerId}`);
 
 describe('watch', () => {
-  let server: TestServer;
-  const peers = new Peers(() => server.url);
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(() => peers.closeAll());
-  after(() => server.stop());
+  const suite = withServer();
+  const peers = suite.peers;
 
   it('a topic watch: current members first as joins, then joins and leaves', async () => {
     const a = await peers.ready({ peerId: 'w-a' });
@@ -98,13 +92,8 @@ describe('watch', () => {
 });
 
 describe('signaling', () => {
-  let server: TestServer;
-  const peers = new Peers(() => server.url);
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(() => peers.closeAll());
-  after(() => server.stop());
+  const suite = withServer();
+  const peers = suite.peers;
 
   it('offer to the room, answer/candidate/bye to one peer, each with the sender id', async () => {
     const a = await peers.ready({ peerId: 'sg-a' });

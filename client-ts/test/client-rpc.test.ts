@@ -1,19 +1,13 @@
 // RPC in every direction: client -> server, server -> client (builtin `callback`), peer to
 // peer by id; failures with their wire codes; deadlines.
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { Code, PeerdError, type CallContext } from '../src/index.js';
-import { startServer, type TestServer } from './support/server.js';
-import { Peers, text, within } from './support/wait.js';
+import { text, within, withServer } from './support/wait.js';
 
 describe('rpc', () => {
-  let server: TestServer;
-  const peers = new Peers(() => server.url);
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(() => peers.closeAll());
-  after(() => server.stop());
+  const suite = withServer();
+  const peers = suite.peers;
 
   const callback = (method: string, params = '') => JSON.stringify({ method, params });
 

@@ -1,19 +1,13 @@
 // The session: states, whenReady, peer ids, refusals, disconnect, listPeers, heartbeats.
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import WebSocket from 'ws';
 import { Code, connect, DisconnectedError, PeerdError, type PeerState } from '../src/index.js';
-import { startServer, type TestServer } from './support/server.js';
-import { Collector, inState, next, Peers, within } from './support/wait.js';
+import { Collector, inState, next, within, withServer } from './support/wait.js';
 
 describe('session', () => {
-  let server: TestServer;
-  const peers = new Peers(() => server.url);
-  before(async () => {
-    server = await startServer({ heartbeatMs: 200 });
-  });
-  afterEach(() => peers.closeAll());
-  after(() => server.stop());
+  const suite = withServer({ heartbeatMs: 200 });
+  const peers = suite.peers;
 
   it('goes connecting -> negotiating -> active, and whenReady resolves', async () => {
     const p = peers.open();
@@ -105,7 +99,7 @@ describe('session', () => {
   });
 
   it('without a WebSocket implementation, connect throws a TypeError', () => {
-    assert.throws(() => connect(server.url, { WebSocket: undefined as never }), TypeError);
+    assert.throws(() => connect(suite.server.url, { WebSocket: undefined as never }), TypeError);
   });
 
   it('listPeers: every connected peer, or the members of a topic, sorted', async () => {

@@ -1,20 +1,14 @@
 // Topics (Beaker peersockets): publish, echo, send to one member, close refcount.
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { Code, PeerdError, type TopicMessageEvent } from '../src/index.js';
-import { startServer, type TestServer } from './support/server.js';
-import { Collector, Peers } from './support/wait.js';
+import { Collector, withServer } from './support/wait.js';
 
 const texts = (c: Collector<TopicMessageEvent>) => c.items.map((e) => e.text());
 
 describe('topics', () => {
-  let server: TestServer;
-  const peers = new Peers(() => server.url);
-  before(async () => {
-    server = await startServer();
-  });
-  afterEach(() => peers.closeAll());
-  after(() => server.stop());
+  const suite = withServer();
+  const peers = suite.peers;
 
   it('publish reaches every other member with the sender id; the publisher gets no copy', async () => {
     const a = await peers.ready({ peerId: 'tp-a' });

@@ -1,5 +1,5 @@
 /**
- * A real `peerd serve` for the tests (see /work/notes/ts-api.md "Server for tests").
+ * A real `peerd serve` for the tests.
  *
  * The binary: $PEERD_BIN, else `cargo build -q --bin peerd` at the repository root (once per
  * test process) and target/debug/peerd. The port comes from the ready line on stdout, so

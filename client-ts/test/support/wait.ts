@@ -1,6 +1,8 @@
 /** Waiting for conditions with bounded timeouts (never sleeping to synchronise). */
+import { after, afterEach, before } from 'node:test';
 import WebSocket from 'ws';
 import { connect, type Peer, type PeerOptions, type PeerState } from '../../src/index.js';
+import { startServer, type ServerOptions, type TestServer } from './server.js';
 
 /** `p`, or a rejection naming `what` after `ms`. */
 export function within<T>(p: Promise<T>, what: string, ms = 5000): Promise<T> {
@@ -70,3 +72,22 @@ export class Peers {
 
 export const bytes = (s: string) => new TextEncoder().encode(s);
 export const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/**
+ * A real server for the enclosing `describe`, started before its first test and stopped after
+ * its last, and the suite's peers, disconnected after each test.
+ */
+export function withServer(o: ServerOptions = {}): { readonly server: TestServer; readonly peers: Peers } {
+  let server: TestServer | undefined;
+  const started = (): TestServer => {
+    if (!server) throw new Error('the suite server is not started yet');
+    return server;
+  };
+  const peers = new Peers(() => started().url);
+  before(async () => {
+    server = await startServer(o);
+  });
+  afterEach(() => peers.closeAll());
+  after(() => server?.stop());
+  return { get server() { return started(); }, peers };
+}
