@@ -11,8 +11,8 @@ use bytes::Bytes;
 use clap::builder::BoolishValueParser;
 use clap::Args;
 use peerd_server::{
-    listen, CallError, Code, ConnectedPeer, Endpoint, ListenOptions, RpcFailure, TlsFiles,
-    WebSocketOptions,
+    listen, CallError, Code, ConnectedPeer, Endpoint, ListenOptions, RateLimit, RpcFailure,
+    TlsFiles, WebSocketOptions,
 };
 
 /// `peerd serve` flags.
@@ -69,6 +69,17 @@ pub struct ServeArgs {
     /// it the largest holders are closed. Default: a quarter of the machine's memory.
     #[arg(long, env = "PEERD_MEMORY_BUDGET", value_parser = memory_budget)]
     memory_budget: Option<usize>,
+    /// Per-peer rate limit: frames per second a peer may send (token bucket holding one
+    /// second's worth). Off unless this or --rate-bytes is given. Frames over it are refused
+    /// with rate_limited (docs/PROTOCOL.md §6.8).
+    #[arg(long, env = "PEERD_RATE_FRAMES", value_parser = positive::<u32>)]
+    rate_frames: Option<u32>,
+    /// Per-peer rate limit: bytes per second a peer may send (headers included).
+    #[arg(long, env = "PEERD_RATE_BYTES", value_parser = positive::<u64>)]
+    rate_bytes: Option<u64>,
+    /// Seconds a peer may stay over its rate limit before it is closed with rate_limited.
+    #[arg(long, env = "PEERD_RATE_CLOSE_AFTER", default_value_t = 10, value_parser = positive::<u64>)]
+    rate_close_after: u64,
     /// Handshake deadline in milliseconds.
     #[arg(long, env = "PEERD_HANDSHAKE_TIMEOUT_MS", default_value_t = 5000,
           value_parser = positive::<u64>)]
@@ -150,6 +161,15 @@ impl ServeArgs {
         opts.limits.outbound_queue_bytes = self.outbound_queue_bytes;
         if let Some(b) = self.memory_budget {
             opts.limits.memory_budget = b;
+        }
+        if self.rate_frames.is_some() || self.rate_bytes.is_some() {
+            // The one not given is unlimited in practice.
+            let mut r = RateLimit::new(
+                self.rate_frames.unwrap_or(u32::MAX),
+                self.rate_bytes.unwrap_or(u64::MAX / 4),
+            );
+            r.close_after = Duration::from_secs(self.rate_close_after);
+            opts.limits.rate_limit = Some(r);
         }
         opts.handshake_timeout = Duration::from_millis(self.handshake_timeout_ms);
         opts.heartbeat = Duration::from_millis(self.heartbeat_ms);

@@ -64,13 +64,14 @@ test('constants', () => {
 });
 
 test('codes and their wire names', () => {
-  assert.equal(Object.keys(Code).length, 21);
+  assert.equal(Object.keys(Code).length, 22);
   const names: Record<number, string> = {
     0: 'ok', 1000: 'normal', 1001: 'shutdown', 1002: 'bad_frame', 1003: 'too_large', 1004: 'unauthorized',
     1005: 'peer_id_taken', 1006: 'unknown_peer', 1007: 'method_not_found', 1008: 'timeout',
     1009: 'overloaded', 1010: 'slow_consumer', 1011: 'replaced', 1012: 'peer_gone',
     1013: 'unsupported_version', 1014: 'handshake_timeout', 1015: 'limit_exceeded',
     1016: 'invalid_argument', 1017: 'not_member', 1018: 'internal', 1019: 'idle_timeout',
+    1021: 'rate_limited',
   };
   for (const v of Object.values(Code)) assert.equal(codeName(v), names[v]);
   assert.equal(codeName(4000), 'app_4000');

@@ -54,6 +54,9 @@ pub enum Code {
     Internal = 1018,
     /// No heartbeat from the peer within the allowed interval.
     IdleTimeout = 1019,
+    /// The peer sent more than its rate limit allows: the frame was not acted on (Status,
+    /// RpcError), or the peer stayed over its limit too long (Close).
+    RateLimited = 1021,
 }
 
 impl Code {
@@ -80,6 +83,7 @@ impl Code {
         Code::NotMember,
         Code::Internal,
         Code::IdleTimeout,
+        Code::RateLimited,
     ];
 
     /// The numeric value on the wire.
@@ -116,6 +120,7 @@ impl Code {
             Code::NotMember => "not_member",
             Code::Internal => "internal",
             Code::IdleTimeout => "idle_timeout",
+            Code::RateLimited => "rate_limited",
         }
     }
 
@@ -164,6 +169,7 @@ mod tests {
             (Code::NotMember, 1017),
             (Code::Internal, 1018),
             (Code::IdleTimeout, 1019),
+            (Code::RateLimited, 1021),
         ];
         assert_eq!(pinned.len(), Code::ALL.len());
         for (c, v) in pinned {

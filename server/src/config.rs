@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::rate::RateLimit;
+
 /// Limits the server enforces. Defaults are documented on each field and in the README.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -37,6 +39,8 @@ pub struct Limits {
     /// share closes its largest holders first: slow_consumer for a queue, overloaded for
     /// receive buffers (partial frames).
     pub memory_budget: usize,
+    /// Per-peer rate limits (default: none). See [`RateLimit`] and docs/PROTOCOL.md §6.8.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for Limits {
@@ -52,6 +56,7 @@ impl Default for Limits {
             max_relayed_calls_per_peer: 256,
             max_call_timeout: Duration::from_secs(300),
             memory_budget: default_memory_budget(),
+            rate_limit: None,
         }
     }
 }
@@ -105,6 +110,9 @@ impl Limits {
                 "limits.memory_budget must be at least {MIN_MEMORY_BUDGET} bytes (got {})",
                 self.memory_budget
             ));
+        }
+        if let Some(r) = &self.rate_limit {
+            r.validate()?;
         }
         if self.max_frame_len < MIN_FRAME_LEN {
             return Err(format!(

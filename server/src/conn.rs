@@ -31,6 +31,7 @@ use crate::frame::Frame;
 use crate::inbound::RxBuf;
 use crate::local::Local;
 use crate::outbound::Outbound;
+use crate::rate::Throttle;
 use crate::request::{EventRef, HandlerFuture, Request};
 use crate::util::{oneshot, OneshotRx, OneshotTx};
 
@@ -150,6 +151,9 @@ pub(crate) struct Conn {
     next_call: Cell<u64>,
     /// What only some peers use; allocated on first use (see [`Extras`]).
     extras: RefCell<Option<Box<Extras>>>,
+    /// The peer's rate limiter, when the server has rate limits (boxed: most servers do
+    /// not, and their peers pay one pointer).
+    pub throttle: Option<Box<Throttle>>,
     pub topics: RefCell<PeerTopics>,
 }
 
@@ -168,6 +172,11 @@ struct Extras {
 
 impl Conn {
     pub fn new(local: Rc<Local>, out: Rc<Outbound>, session: u64, peer_id: Arc<str>) -> Conn {
+        let throttle = local
+            .limits()
+            .rate_limit
+            .as_ref()
+            .map(|l| Box::new(Throttle::new(l, std::time::Instant::now())));
         Conn {
             last_rx_tick: Cell::new(local.tick.get()),
             frame_deadline: Cell::new(None),
@@ -183,6 +192,7 @@ impl Conn {
             relayed_calls: Cell::new(0),
             next_call: Cell::new(1),
             extras: RefCell::new(None),
+            throttle,
             topics: RefCell::new(PeerTopics::default()),
         }
     }

@@ -190,6 +190,53 @@ pub(crate) fn dispatch(
     Ok(())
 }
 
+/// Whether a rate limit may refuse `frame` (docs/PROTOCOL.md §6.8): the frames that ask the
+/// server to do something. Answers and control frames (RpcResponse, RpcError, Pong, Close)
+/// and frames that close the connection anyway (server-only kinds, a second Hello) are
+/// always handled.
+pub(crate) fn rate_limited_kind(frame: &Frame<'_>) -> bool {
+    matches!(
+        frame,
+        Frame::RpcRequest(_)
+            | Frame::Event(_)
+            | Frame::Broadcast(_)
+            | Frame::Join(_)
+            | Frame::Leave(_)
+            | Frame::Publish(_)
+            | Frame::TopicSend(_)
+            | Frame::Watch(_)
+            | Frame::Unwatch(_)
+            | Frame::ListPeers(_)
+            | Frame::Signal(_)
+            | Frame::Ping(_)
+    )
+}
+
+/// Answer a frame that is not acted on with `code`, as [`dispatch`] answers its refusals: a
+/// call with RpcError, a frame with a `req` with Status{req}. A frame that asked for no
+/// answer (req 0, an Event, Broadcast or Ping) is answered only when `first` of a run (with
+/// Status{0}), so that a flood of them is not answered by a flood.
+pub(crate) fn refuse(conn: &Conn, frame: &Frame<'_>, first: bool, code: Code, reason: &str) {
+    let req = match frame {
+        Frame::RpcRequest(r) => {
+            conn.send_rpc_error(r.id.to_native(), code.as_u16(), reason);
+            return;
+        }
+        Frame::Join(f) => f.req.to_native(),
+        Frame::Leave(f) => f.req.to_native(),
+        Frame::Publish(f) => f.req.to_native(),
+        Frame::TopicSend(f) => f.req.to_native(),
+        Frame::Watch(f) => f.req.to_native(),
+        Frame::Unwatch(f) => f.req.to_native(),
+        Frame::ListPeers(f) => f.req.to_native(),
+        Frame::Signal(f) => f.req.to_native(),
+        _ => 0,
+    };
+    if req != 0 || first {
+        conn.status(req, code, reason);
+    }
+}
+
 /// A client's Broadcast: relayed to every other peer, marked as from it (when enabled).
 fn broadcast(shard: &Shard, conn: &Conn, name: &str, payload: &[u8]) -> Result<(), Refused> {
     if !shard.shared().config.relay_broadcasts {

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 use futures_lite::future::poll_fn;
 use glommio::net::TcpListener;
 use glommio::Task;
-use peerd_codec::{self as codec, Code};
+use peerd_codec::{self as codec, Code, Frame};
 
 use crate::conn::{Conn, ConnState};
-use crate::dispatch::dispatch;
+use crate::dispatch::{dispatch, rate_limited_kind, refuse};
+use crate::error::Refused;
 use crate::handshake::{read_hello, register, reject};
 use crate::inbound::{poll_fill, RxBuf, WsEnd};
 use crate::lifecycle::settle;
@@ -29,6 +30,7 @@ use crate::local::Local;
 use crate::msg::ShardMsg;
 use crate::options::Hooks;
 use crate::outbound::Outbound;
+use crate::rate::Admit;
 use crate::route::{answer, handle, Control};
 use crate::shard::Shard;
 use crate::shared::Shared;
@@ -429,7 +431,7 @@ fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) {
                 let r = raw
                     .decode()
                     .map_err(Into::into)
-                    .and_then(|frame| dispatch(shard, conn, frame));
+                    .and_then(|frame| admit_and_dispatch(shard, conn, frame, n));
                 rx.consume(n);
                 r
             }
@@ -478,6 +480,42 @@ fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     }
 }
 
+/// Dispatch `frame` (`len` bytes on the wire) if the peer's rate limit lets it through
+/// (docs/PROTOCOL.md §6.8); refuse it with `rate_limited` if not; close a peer over its
+/// limit for too long.
+fn admit_and_dispatch(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    frame: Frame<'_>,
+    len: usize,
+) -> Result<(), Refused> {
+    let Some(throttle) = &conn.throttle else {
+        return dispatch(shard, conn, frame);
+    };
+    let now = Instant::now();
+    if !rate_limited_kind(&frame) {
+        throttle.charge(now, len);
+        return dispatch(shard, conn, frame);
+    }
+    match throttle.admit(now, len) {
+        Admit::Yes => dispatch(shard, conn, frame),
+        Admit::No { first, .. } => {
+            refuse(
+                conn,
+                &frame,
+                first,
+                Code::RateLimited,
+                "over the rate limit: slow down",
+            );
+            Ok(())
+        }
+        Admit::Abusive => Err(Refused::close(
+            Code::RateLimited,
+            "over the rate limit for too long",
+        )),
+    }
+}
+
 /// Bytes a started frame must at least make progress by, per second, on top of one
 /// heartbeat interval.
 const MIN_FRAME_RATE: u64 = 64 * 1024;
@@ -490,6 +528,9 @@ fn frame_ticks(len: usize, tick: Duration) -> u32 {
     TICKS_PER_BEAT + extra.min(u32::MAX as f64 / 4.0) as u32
 }
 
+/// Longest single wait of a rate-limited reader before it looks at its connection again.
+const THROTTLE_STEP: Duration = Duration::from_millis(100);
+
 /// Reads in a row that found data waiting before a reader lets the shard's other tasks run.
 const READS_BEFORE_YIELD: u32 = 4;
 
@@ -500,6 +541,16 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         settle(shard);
         if !conn.is_active() {
             return;
+        }
+        // A peer over its rate limit is not read until its buckets refill: what it keeps
+        // sending waits in the kernel (TCP flow control), not in this shard. In steps of
+        // at most 100 ms, so a connection closed meanwhile is noticed soon. Boxed: the
+        // timer would otherwise make every connection's task larger.
+        if let Some(wait) = conn.throttle.as_ref().map(|t| t.wait(Instant::now())) {
+            if !wait.is_zero() {
+                Box::pin(glommio::timer::sleep(wait.min(THROTTLE_STEP))).await;
+                continue;
+            }
         }
         // A peer that keeps the socket full would keep this task running: glommio does
         // not preempt, and other peers, closed readers and timers would wait behind it.

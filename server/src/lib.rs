@@ -16,10 +16,10 @@
 //! - [`error`]: [`ListenError`], [`CallError`], [`SendError`], [`RpcFailure`].
 //!
 //! A shard, from the socket up (each module imports only modules listed before it):
-//! - `stream`, `tls`, `frame`, `util`, `config`, `striped`, `msg`: the socket wrapper, a
-//!   connection's TLS session, a frame ready for any transport (its WebSocket header in
-//!   front), shard-local primitives, plain settings, the striped map, the cross-shard
-//!   message type.
+//! - `stream`, `tls`, `frame`, `util`, `rate`, `config`, `striped`, `msg`: the socket
+//!   wrapper, a connection's TLS session, a frame ready for any transport (its WebSocket
+//!   header in front), shard-local primitives, per-peer rate limits (token buckets), plain
+//!   settings, the striped map, the cross-shard message type.
 //! - `directory`, `topic_index`, `shared`: what shards share (peer directory, topic
 //!   index, inbox senders, counters).
 //! - `inbound` (receive buffers, reads, in-place WebSocket deframing), `outbound` (send
@@ -53,6 +53,7 @@ mod outbound;
 mod p2p;
 pub mod peer;
 mod presence;
+mod rate;
 mod relays;
 pub mod request;
 mod route;
@@ -70,7 +71,9 @@ mod util;
 mod watchers;
 
 pub use error::{CallError, ListenError, RpcFailure, SendError};
-pub use options::{Endpoint, Limits, ListenOptions, PresenceNotice, TlsFiles, WebSocketOptions};
+pub use options::{
+    Endpoint, Limits, ListenOptions, PresenceNotice, RateLimit, TlsFiles, WebSocketOptions,
+};
 pub use peer::ConnectedPeer;
 pub use peerd_codec::Code;
 pub use request::{EventRef, HandlerFuture, Request};

@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::config::Config;
-pub use crate::config::{Limits, TlsFiles, WebSocketOptions, MIN_FRAME_LEN, MIN_MEMORY_BUDGET};
+pub use crate::config::{
+    Limits, RateLimit, TlsFiles, WebSocketOptions, MIN_FRAME_LEN, MIN_MEMORY_BUDGET,
+};
 use crate::error::{ListenError, RpcFailure};
 use crate::peer::ConnectedPeer;
 pub use crate::request::HandlerFuture;
