@@ -121,7 +121,7 @@ pub(crate) async fn run(
     spawn_service(Box::pin(heartbeat(shard.clone())));
     spawn_service(Box::pin(janitor(shard.clone())));
     spawn_service(Box::pin(expire_relays(shard.clone())));
-    let drain = inbox(&shard, rx).await;
+    let drain = inbox(&shard, &rx).await;
     tracing::debug!(shard = index, "shard stopping");
     for (_, fd, _) in &listeners {
         // An io_uring accept in flight keeps the socket listening even after the listener
@@ -130,11 +130,29 @@ pub(crate) async fn run(
         // alive here (we hold it), so the fd cannot have been reused.
         stream::shutdown(*fd);
     }
-    stop(&shard, drain, services).await;
+    // A drain can last seconds: scrapes keep being answered meanwhile, so it can be
+    // watched. Nothing else in the inbox is carried out after Shutdown (as before: it
+    // would be dropped with the inbox at the end).
+    futures_lite::future::or(
+        stop(&shard, drain, services),
+        scrapes_while_stopping(&shard, &rx),
+    )
+    .await;
+}
+
+/// After Shutdown: answer `ShardMsg::Metrics`, drop everything else. Never ends by itself
+/// (the stop sequence it runs beside does).
+async fn scrapes_while_stopping(shard: &Rc<Shard>, rx: &flume::Receiver<ShardMsg>) {
+    while let Ok(msg) = rx.recv_async().await {
+        if let ShardMsg::Metrics(_) = msg {
+            let _ = handle(shard, msg);
+        }
+    }
+    std::future::pending::<()>().await
 }
 
 /// Drain the inbox until Shutdown; returns the handlers' drain deadline.
-async fn inbox(shard: &Rc<Shard>, rx: flume::Receiver<ShardMsg>) -> Duration {
+async fn inbox(shard: &Rc<Shard>, rx: &flume::Receiver<ShardMsg>) -> Duration {
     loop {
         let Ok(first) = rx.recv_async().await else {
             return Duration::ZERO;

@@ -215,13 +215,11 @@ impl PeerServer {
     /// costs a shard a few microseconds). Blocks until every shard answered, or for at
     /// most [`METRICS_WAIT`]: shards that did not answer by then are listed in
     /// [`Metrics::missing_shards`] (a shard stuck that long is worth an alert, not a
-    /// failed scrape). [`Metrics::to_prometheus`] writes it in the Prometheus text format.
+    /// failed scrape). Shards answer while they drain too (`close_graceful`), so the drain
+    /// can be watched. [`Metrics::to_prometheus`] writes it in the Prometheus text format.
     pub fn metrics(&self) -> Result<Metrics, MetricsError> {
         if executor::on_own_shard(&self.shared) {
             return Err(MetricsError::OnOwnShard);
-        }
-        if self.is_closed() {
-            return Err(MetricsError::Closed);
         }
         let n = self.shared.shards();
         let (tx, rx) = flume::bounded(n);
@@ -238,6 +236,10 @@ impl PeerServer {
                 Ok(m) => shards.push(m),
                 Err(_) => break,
             }
+        }
+        if shards.is_empty() && self.is_closed() {
+            // Every shard has stopped (a draining shard still answers).
+            return Err(MetricsError::Closed);
         }
         shards.sort_by_key(|s| s.shard);
         let missing_shards = (0..n)
