@@ -387,7 +387,8 @@ fn rpc(s: &Samples, rate: &dyn Fn(f64) -> String) -> String {
         }
     };
     format!(
-        "{count} calls ({}), mean {}, p50 {}, p99 {}",
+        "{count} call{} ({}), mean {}, p50 {}, p99 {}",
+        if count == 1.0 { "" } else { "s" },
         rate(count),
         millis(mean),
         at(0.5),

@@ -277,7 +277,7 @@ impl ShardCounters {
     }
 
     /// A connection did not complete its handshake. `reason`: the code name of the Reject
-    /// sent, `handshake_timeout`, `http_<status>` or `disconnected`.
+    /// sent, `handshake_timeout`, `http_<status>`, `disconnected` or `tls_session`.
     pub fn rejected(&self, reason: impl Into<Cow<'static, str>>) {
         self.rejected.add(reason.into());
     }
@@ -455,8 +455,9 @@ pub struct ShardMetrics {
     pub welcomed: Vec<(TransportKind, u64)>,
     /// Connections that did not complete the handshake, by reason: the code name of the
     /// Reject sent (`unauthorized`, `peer_id_taken`, `bad_frame`, `shutdown`, ...),
-    /// `handshake_timeout`, `http_<status>` (a refused WebSocket upgrade) or `disconnected`
-    /// (the peer went away first, or its TLS handshake failed).
+    /// `handshake_timeout`, `http_<status>` (a refused WebSocket upgrade), `disconnected`
+    /// (the peer went away first, or its TLS handshake failed) or `tls_session` (no TLS
+    /// session could be made for it).
     pub rejected: Vec<(String, u64)>,
     /// Sockets refused before any handshake, by reason: `max_connections`, `out_of_fds`,
     /// `shutdown`.

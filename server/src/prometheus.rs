@@ -133,7 +133,8 @@ impl Metrics {
                 "reason",
                 "Connections that did not complete the handshake, by reason: the code name of \
                  the Reject sent, handshake_timeout, http_<status> for a refused WebSocket \
-                 upgrade, or disconnected (the peer left first, or its TLS handshake failed).",
+                 upgrade, disconnected (the peer left first, or its TLS handshake failed), \
+                 tls_session (no TLS session could be made).",
                 |s| s.rejected.clone(),
             ),
             (
