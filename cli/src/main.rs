@@ -4,12 +4,16 @@
 //! needs: the command line, the builtin `echo` and `peers` RPCs, and signal handling.
 //!
 //! Layout: `main.rs` the command line and dispatch, `serve.rs` `peerd serve` (flags to
-//! `ListenOptions`, builtins, signals), `client.rs` the client subcommands, `logging.rs`
-//! the `tracing` subscriber (stderr, `RUST_LOG`).
+//! `ListenOptions`, builtins, signals), `admin.rs` the admin HTTP listener of
+//! `serve --admin` (metrics, health, readiness), `stats.rs` `peerd stats` (a summary of
+//! an admin listener's metrics), `client.rs` the client subcommands, `logging.rs` the
+//! `tracing` subscriber (stderr, `RUST_LOG`).
 
+mod admin;
 mod client;
 mod logging;
 mod serve;
+mod stats;
 
 use std::process::ExitCode;
 
@@ -17,6 +21,7 @@ use clap::{Parser, Subcommand};
 
 use crate::client::ClientArgs;
 use crate::serve::ServeArgs;
+use crate::stats::StatsArgs;
 
 #[derive(Parser)]
 #[command(
@@ -126,6 +131,9 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         count: u64,
     },
+    /// Print a summary of a server's metrics, read from its admin listener
+    /// (`peerd serve --admin`).
+    Stats(StatsArgs),
 }
 
 fn main() -> ExitCode {
@@ -159,6 +167,7 @@ fn main() -> ExitCode {
             payload,
             count,
         } => client::signal(&c, &room, &action, to.as_deref(), &payload, count),
+        Cmd::Stats(a) => stats::stats(&a).map_err(|e| e.to_string()),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

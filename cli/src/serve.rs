@@ -2,9 +2,11 @@
 
 use std::fmt::Display;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -94,6 +96,10 @@ pub struct ServeArgs {
     /// On SIGTERM, give in-flight handlers this many milliseconds before closing peers.
     #[arg(long, env = "PEERD_DRAIN_MS", default_value_t = 1000)]
     drain_ms: u64,
+    /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this address, e.g.
+    /// 127.0.0.1:7480 (port 0: any free port); default: no admin listener.
+    #[arg(long, env = "PEERD_ADMIN", value_name = "ADDR")]
+    admin: Option<SocketAddr>,
 }
 
 /// The floors `listen()` enforces for `--max-frame-len` and `--memory-budget`.
@@ -255,8 +261,16 @@ pub fn serve(a: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Bound before the server starts: a taken admin address stops everything here.
+    let admin = match a.admin.map(crate::admin::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("peerd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match listen(opts) {
-        Ok(s) => s,
+        Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("peerd: {e}");
             return ExitCode::FAILURE;
@@ -271,6 +285,18 @@ pub fn serve(a: ServeArgs) -> ExitCode {
             server.shards(),
             std::process::id()
         );
+    }
+    if let Some(l) = admin {
+        let addr = l
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string());
+        if let Err(e) = crate::admin::spawn(l, server.clone()) {
+            eprintln!("peerd: {e}");
+            server.close();
+            return ExitCode::FAILURE;
+        }
+        // After the endpoints' lines, which tools read first; the port is the one bound.
+        println!("peerd admin on http://{addr}/ pid={}", std::process::id());
     }
     let _ = std::io::stdout().flush();
     if let Some(sig) = signals.forever().next() {

@@ -30,6 +30,7 @@ use crate::error::{CallError, SendError};
 use crate::frame::Frame;
 use crate::inbound::RxBuf;
 use crate::local::Local;
+use crate::metrics::SlowConsumer;
 use crate::outbound::Outbound;
 use crate::rate::Throttle;
 use crate::request::{EventRef, HandlerFuture, Request};
@@ -230,9 +231,13 @@ impl Conn {
                 queued = self.out.charged(),
                 "closing slow consumer: outbound queue limit exceeded"
             );
+            self.local.metrics.slow_consumer(SlowConsumer::QueueLimit);
             self.close(Code::SlowConsumer, "outbound queue limit exceeded");
             return Err(SendError::Closed);
         }
+        self.local
+            .metrics
+            .frame_out(frame.kind(), frame.peerd_len());
         Ok(())
     }
 
@@ -292,6 +297,9 @@ impl Conn {
                 reason: Cow::Borrowed(reason),
             })
             .ok();
+        if let Some(f) = &frame {
+            self.local.metrics.frame_out(f.kind(), f.peerd_len());
+        }
         self.out.push_last(
             frame.as_ref(),
             code == Code::SlowConsumer,

@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use bytes::Bytes;
 use peerd_codec::{self as codec, ArchivedRpcRequest, Code, Frame};
@@ -279,6 +280,9 @@ fn request(
         from: None,
         params: Bytes::copy_from_slice(params),
     };
+    // The handler's latency counts from here: creating its future runs its synchronous
+    // part.
+    let started = Instant::now();
     let fut = if let Some(h) = conn.handler(method) {
         h(req())
     } else if let Some(h) = shard.hooks.handlers.get(method) {
@@ -289,20 +293,23 @@ fn request(
             format!("no handler for method {method:?}"),
         ));
     };
-    run_handler(shard, conn, id, fut)
+    run_handler(shard, conn, id, started, fut)
 }
 
 /// Run a handler: inline when it finishes without waiting (most do; no task), else as a
 /// task in the shard's handler gate, which shutdown waits for up to its drain deadline.
+/// Its latency since `started` goes into the shard's histogram when it answers.
 fn run_handler(
     shard: &Rc<Shard>,
     conn: &Rc<Conn>,
     id: u64,
+    started: Instant,
     mut fut: HandlerFuture,
 ) -> Result<(), Refused> {
     let mut cx = Context::from_waker(Waker::noop());
     if let Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
         respond(conn, id, r);
+        shard.local.metrics.rpc_handled(started.elapsed());
         return Ok(());
     }
     let (s, c) = (shard.clone(), conn.clone());
@@ -310,6 +317,7 @@ fn run_handler(
         let r = fut.await;
         c.inflight.set(c.inflight.get() - 1);
         respond(&c, id, r);
+        s.local.metrics.rpc_handled(started.elapsed());
         settle(&s);
     });
     match task {

@@ -5,6 +5,8 @@
 //! - [`CallError`]: a server -> peer RPC failed (the peer answered with an error, went away,
 //!   or the deadline passed).
 //! - [`SendError`]: a frame could not be queued to a peer (closed, or too large).
+//! - [`MetricsError`]: a metrics snapshot could not be taken (closed, or asked from a
+//!   shard's own thread).
 //! - `Refused` (crate-internal): what the server answers a peer's frame that it will not
 //!   carry out, with the wire code: sent back as Status, RpcError or, for a protocol
 //!   violation, Close. Every arm of the dispatch table refuses with this one type.
@@ -84,6 +86,19 @@ pub enum ListenError {
         /// What failed.
         detail: String,
     },
+}
+
+/// [`PeerServer::metrics`](crate::PeerServer::metrics) could not take a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetricsError {
+    /// The server was closed: its shards are gone.
+    #[error("the server is closed")]
+    Closed,
+    /// Called on one of the server's own shard threads, which would have to answer the
+    /// scrape while blocked waiting for it.
+    #[error("metrics() cannot be called from one of the server's own shards")]
+    OnOwnShard,
 }
 
 /// A server -> peer call failed.

@@ -27,6 +27,7 @@ use crate::handshake::{read_hello, register, reject};
 use crate::inbound::{poll_fill, RxBuf, WsEnd};
 use crate::lifecycle::settle;
 use crate::local::Local;
+use crate::metrics::{Dropped, TransportKind};
 use crate::msg::ShardMsg;
 use crate::options::Hooks;
 use crate::outbound::Outbound;
@@ -67,6 +68,17 @@ impl Transport {
         tls: false,
         ws_path: None,
     };
+
+    /// The `transport` label of a connection on `stream` at this endpoint.
+    fn kind(&self, stream: &Stream) -> TransportKind {
+        match (stream, self.tls, self.ws_path.is_some()) {
+            (Stream::Unix(..), _, _) => TransportKind::Unix,
+            (_, true, true) => TransportKind::Wss,
+            (_, true, false) => TransportKind::Tls,
+            (_, false, true) => TransportKind::Ws,
+            (_, false, false) => TransportKind::Tcp,
+        }
+    }
 }
 
 /// The body of a shard's executor thread. `listeners`: this shard's own socket for each
@@ -111,7 +123,7 @@ pub(crate) async fn run(
     spawn_service(Box::pin(heartbeat(shard.clone())));
     spawn_service(Box::pin(janitor(shard.clone())));
     spawn_service(Box::pin(expire_relays(shard.clone())));
-    let drain = inbox(&shard, rx).await;
+    let drain = inbox(&shard, &rx).await;
     tracing::debug!(shard = index, "shard stopping");
     for (_, fd, _) in &listeners {
         // An io_uring accept in flight keeps the socket listening even after the listener
@@ -120,11 +132,29 @@ pub(crate) async fn run(
         // alive here (we hold it), so the fd cannot have been reused.
         stream::shutdown(*fd);
     }
-    stop(&shard, drain, services).await;
+    // A drain can last seconds: scrapes keep being answered meanwhile, so it can be
+    // watched. Nothing else in the inbox is carried out after Shutdown (as before: it
+    // would be dropped with the inbox at the end).
+    futures_lite::future::or(
+        stop(&shard, drain, services),
+        scrapes_while_stopping(&shard, &rx),
+    )
+    .await;
+}
+
+/// After Shutdown: answer `ShardMsg::Metrics`, drop everything else. Never ends by itself
+/// (the stop sequence it runs beside does).
+async fn scrapes_while_stopping(shard: &Rc<Shard>, rx: &flume::Receiver<ShardMsg>) {
+    while let Ok(msg) = rx.recv_async().await {
+        if let ShardMsg::Metrics(_) = msg {
+            let _ = handle(shard, msg);
+        }
+    }
+    std::future::pending::<()>().await
 }
 
 /// Drain the inbox until Shutdown; returns the handlers' drain deadline.
-async fn inbox(shard: &Rc<Shard>, rx: flume::Receiver<ShardMsg>) -> Duration {
+async fn inbox(shard: &Rc<Shard>, rx: &flume::Receiver<ShardMsg>) -> Duration {
     loop {
         let Ok(first) = rx.recv_async().await else {
             return Duration::ZERO;
@@ -210,10 +240,14 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, transport: Tra
                 if out_of_fds && spare.take().is_some() {
                     if let Ok(s) = listener.accept().await {
                         shard.shared().count_dropped();
+                        let s = Stream::Tcp(s);
+                        let kind = transport.kind(&s);
+                        shard.local.metrics.accepted(kind);
+                        shard.local.metrics.dropped(Dropped::OutOfFds);
                         // Refused in plain peerd framing whatever the endpoint: a TLS or
                         // WebSocket client sees a failed handshake, which is the point.
-                        let out =
-                            Outbound::new(Stream::Tcp(s), None, 1024, shard.local.writes.clone());
+                        let writes = shard.local.writes.clone();
+                        let out = Outbound::new(s, None, 1024, writes, kind);
                         refuse_overloaded(
                             &shard,
                             &out,
@@ -238,11 +272,14 @@ fn open_spare() -> Option<std::fs::File> {
 /// Serve a new socket: admit it (or refuse it as Overloaded) and start its task.
 fn spawn_conn(shard: &Rc<Shard>, stream: Stream, transport: &Transport) {
     let local = &shard.local;
+    let kind = transport.kind(&stream);
+    local.metrics.accepted(kind);
     let tls = match (&local.shared.config.tls, transport.tls) {
         (Some(config), true) => match TlsSession::new(config) {
             Ok(t) => Some(t),
             Err(e) => {
                 tracing::warn!(shard = shard.index(), error = %e, "TLS session not created");
+                local.metrics.rejected("tls_session");
                 return;
             }
         },
@@ -253,11 +290,14 @@ fn spawn_conn(shard: &Rc<Shard>, stream: Stream, transport: &Transport) {
         tls,
         local.limits().outbound_queue_bytes,
         local.writes.clone(),
+        kind,
     );
     if !local.shared.try_admit() {
+        local.metrics.dropped(Dropped::MaxConnections);
         refuse_overloaded(shard, &out, transport, "server at max connections");
         return;
     }
+    local.metrics.opened(kind);
     let s = shard.clone();
     let ws_path = transport.ws_path.clone();
     // Boxed: glommio's task gate wraps a spawned future in an async block that stores it
@@ -266,7 +306,8 @@ fn spawn_conn(shard: &Rc<Shard>, stream: Stream, transport: &Transport) {
     // doubled part is one pointer.
     if !local.spawn(Box::pin(serve(s, out, ws_path))) {
         // Stopping: the socket is dropped unanswered, like one still in the backlog.
-        local.shared.connection_ended();
+        local.metrics.dropped(Dropped::Shutdown);
+        local.connection_ended(kind);
     }
 }
 
@@ -373,16 +414,17 @@ async fn handshake(
             rx.clear(&shard.local.rx_pool);
             linger(shard, out).await;
             out.abandon();
-            shard.shared().connection_ended();
+            shard.local.connection_ended(out.transport());
             None
         }
         Err(_) if ws_endpoint && !out.is_websocket() => {
             // The upgrade request did not complete: the connection still speaks HTTP.
             rx.clear(&shard.local.rx_pool);
             tracing::debug!(shard = shard.index(), "WebSocket upgrade timed out");
+            shard.local.metrics.rejected(Code::HandshakeTimeout.name());
             let _ = out.push_bytes(crate::upgrade::timeout_response());
             out.push_last(None, false, None);
-            shard.shared().connection_ended();
+            shard.local.connection_ended(out.transport());
             None
         }
         Err(_) => {
@@ -395,9 +437,14 @@ async fn handshake(
                 reason: reason.into(),
             });
             tracing::debug!(shard = shard.index(), "handshake timed out");
+            let metrics = &shard.local.metrics;
+            metrics.rejected(Code::HandshakeTimeout.name());
+            if let Ok(f) = &close {
+                metrics.frame_out(f.kind(), f.peerd_len());
+            }
             let status = peerd_ws::close::status_for(Code::HandshakeTimeout.as_u16());
             out.push_last(close.ok().as_ref(), false, Some((status, reason)));
-            shard.shared().connection_ended();
+            shard.local.connection_ended(out.transport());
             None
         }
     }
@@ -428,6 +475,7 @@ fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         let result = match rx.next_frame(max) {
             Ok(Some((raw, n))) => {
                 completed = true;
+                shard.local.metrics.frame_in(raw.header.kind as u8, n);
                 let r = raw
                     .decode()
                     .map_err(Into::into)
@@ -500,6 +548,7 @@ fn admit_and_dispatch(
     match throttle.admit(now, len) {
         Admit::Yes => dispatch(shard, conn, frame),
         Admit::No { first, .. } => {
+            shard.local.metrics.rate_limit_hit();
             refuse(
                 conn,
                 &frame,

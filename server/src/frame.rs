@@ -62,6 +62,16 @@ impl Frame {
         }
     }
 
+    /// The frame kind's number (byte 4 of the peerd header), for the shard's counters.
+    pub fn kind(&self) -> u8 {
+        self.0[self.ws_header_len() + 4]
+    }
+
+    /// Length of the peerd frame, header included (without the WebSocket header).
+    pub fn peerd_len(&self) -> usize {
+        self.0.len() - self.ws_header_len()
+    }
+
     /// The peerd frame alone (TCP, Unix, TLS).
     pub fn peerd(&self) -> Bytes {
         self.0.slice(self.ws_header_len()..)

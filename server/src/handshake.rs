@@ -40,6 +40,9 @@ pub(crate) fn reject(shard: &Shard, out: &Rc<Outbound>, code: Code, reason: &str
             reason: Cow::Borrowed(reason),
         })
         .ok();
+    if let Some(f) = &frame {
+        shard.local.metrics.frame_out(f.kind(), f.peerd_len());
+    }
     let status = peerd_ws::close::status_for(code.as_u16());
     out.push_last(frame.as_ref(), false, Some((status, reason)));
 }
@@ -53,25 +56,29 @@ pub(crate) struct Accepted {
 }
 
 /// Read and check the Hello. `None`: the handshake failed and the peer was answered (or
-/// went away).
+/// went away); either way counted as rejected, with the reason.
 pub(crate) async fn read_hello(
     shard: &Rc<Shard>,
     out: &Rc<Outbound>,
     rx: &mut RxBuf,
 ) -> Option<Accepted> {
+    let metrics = &shard.local.metrics;
     loop {
         if let Some(end) = rx.take_ws_end() {
             // Closed or broke the WebSocket protocol before its Hello was whole.
+            metrics.rejected("disconnected");
             out.push_last(None, false, Some(end.answer()));
             return None;
         }
         match parse_hello(rx.pending()) {
             Ok(Some((hello, n))) => {
+                metrics.frame_in(codec::FrameKind::Hello as u8, n);
                 let result = accept(shard, &hello);
                 rx.consume(n);
                 return match result {
                     Ok(a) => Some(a),
                     Err(e) => {
+                        metrics.rejected(e.code.name());
                         reject(shard, out, e.code, &e.reason);
                         None
                     }
@@ -79,12 +86,16 @@ pub(crate) async fn read_hello(
             }
             Ok(None) => {}
             Err(e) => {
+                metrics.rejected(e.code.name());
                 reject(shard, out, e.code, &e.reason);
                 return None;
             }
         }
         match poll_fn(|cx| poll_fill(out, rx, &shard.local.rx_pool, cx)).await {
-            Ok(0) | Err(_) => return None,
+            Ok(0) | Err(_) => {
+                metrics.rejected("disconnected");
+                return None;
+            }
             Ok(_) => {}
         }
     }
@@ -97,8 +108,10 @@ fn accept(shard: &Shard, h: &HelloFields<'_>) -> Result<Accepted, Refused> {
         return Err(Refused::new(Code::Shutdown, "server shutting down"));
     }
     if let Some(auth) = &shard.hooks.authenticator {
-        auth(h.peer_id, h.credentials)
-            .map_err(|reason| Refused::new(Code::Unauthorized, reason))?;
+        auth(h.peer_id, h.credentials).map_err(|reason| {
+            shard.local.metrics.auth_failed("refused");
+            Refused::new(Code::Unauthorized, reason)
+        })?;
     }
     let shared = shard.shared();
     let session = shared.next_session();
@@ -160,6 +173,7 @@ pub(crate) fn register(shard: &Rc<Shard>, out: Rc<Outbound>, a: Accepted) -> Rc<
         a.peer_id.clone(),
     ));
     shard.register(&conn);
+    shard.local.metrics.welcomed(conn.out.transport());
     tracing::debug!(shard = shard.index(), peer = %conn.peer_id, session = conn.session, "peer connected");
     let shared = shard.shared();
     if let Some(old) = a.replaced {

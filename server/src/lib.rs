@@ -13,13 +13,18 @@
 //! - [`peer`]: [`ConnectedPeer`], the handle user code gets in `on_connection`.
 //! - [`options`]: [`ListenOptions`], [`Limits`], [`Endpoint`], callback types.
 //! - [`request`]: [`Request`], [`EventRef`], [`HandlerFuture`].
-//! - [`error`]: [`ListenError`], [`CallError`], [`SendError`], [`RpcFailure`].
+//! - [`error`]: [`ListenError`], [`CallError`], [`SendError`], [`RpcFailure`],
+//!   [`MetricsError`].
+//! - [`metrics`]: [`Metrics`] and [`ShardMetrics`], the snapshot
+//!   [`PeerServer::metrics`] returns; [`prometheus`]: that snapshot in the Prometheus text
+//!   format.
 //!
 //! A shard, from the socket up (each module imports only modules listed before it):
-//! - `stream`, `tls`, `frame`, `util`, `rate`, `config`, `striped`, `msg`: the socket
-//!   wrapper, a connection's TLS session, a frame ready for any transport (its WebSocket
-//!   header in front), shard-local primitives, per-peer rate limits (token buckets), plain
-//!   settings, the striped map, the cross-shard message type.
+//! - `stream`, `tls`, `frame`, `util`, `rate`, `config`, `striped`, `metrics`, `msg`: the
+//!   socket wrapper, a connection's TLS session, a frame ready for any transport (its
+//!   WebSocket header in front), shard-local primitives, per-peer rate limits (token
+//!   buckets), plain settings, the striped map, the shard's counters and their snapshot
+//!   types, the cross-shard message type.
 //! - `directory`, `topic_index`, `shared`: what shards share (peer directory, topic
 //!   index, inbox senders, counters).
 //! - `inbound` (receive buffers, reads, in-place WebSocket deframing), `outbound` (send
@@ -47,12 +52,14 @@ mod inbound;
 mod lifecycle;
 mod local;
 mod members;
+pub mod metrics;
 mod msg;
 pub mod options;
 mod outbound;
 mod p2p;
 pub mod peer;
 mod presence;
+pub mod prometheus;
 mod rate;
 mod relays;
 pub mod request;
@@ -70,11 +77,12 @@ mod upgrade;
 mod util;
 mod watchers;
 
-pub use error::{CallError, ListenError, RpcFailure, SendError};
+pub use error::{CallError, ListenError, MetricsError, RpcFailure, SendError};
+pub use metrics::{FrameCounts, Histogram, Metrics, ShardMetrics, TransportKind};
 pub use options::{
     Endpoint, Limits, ListenOptions, PresenceNotice, RateLimit, TlsFiles, WebSocketOptions,
 };
 pub use peer::ConnectedPeer;
 pub use peerd_codec::Code;
 pub use request::{EventRef, HandlerFuture, Request};
-pub use server::{listen, PeerInfo, PeerServer, ServerStats};
+pub use server::{listen, PeerInfo, PeerServer, ServerStats, METRICS_WAIT};

@@ -12,6 +12,7 @@ use peerd_codec::{Code, PresenceChange};
 
 use crate::conn::Conn;
 use crate::local::RELAY_COST;
+use crate::metrics::SlowConsumer;
 use crate::p2p::fail_relays_to;
 use crate::presence::{announce_global, drop_all_watches};
 use crate::shard::Shard;
@@ -65,6 +66,10 @@ fn enforce_budget(shard: &Rc<Shard>) {
         // Mostly its queue: it does not read (slow_consumer); else it sends what the server
         // must hold (a large partial frame, relayed calls): overloaded.
         if c.out.charged() * 2 >= held {
+            shard
+                .local
+                .metrics
+                .slow_consumer(SlowConsumer::MemoryBudget);
             c.close(
                 Code::SlowConsumer,
                 "shard memory budget exceeded: largest outbound queue",
@@ -106,7 +111,8 @@ fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     conn.relay_ended(true);
     let shared = shard.shared();
     shared.directory.release(&conn.peer_id, conn.session);
-    shared.connection_ended();
+    shard.local.connection_ended(conn.out.transport());
+    shard.local.metrics.closed(code);
     leave_all(shard, conn);
     drop_all_watches(shard, conn);
     fail_relays_to(shard, conn.session);

@@ -18,6 +18,7 @@ use peerd_codec::{self as codec, EncodeError};
 use crate::config::Limits;
 use crate::frame::Frame;
 use crate::inbound::RxPool;
+use crate::metrics::{ShardCounters, TransportKind};
 use crate::outbound::WriteSet;
 use crate::shared::Shared;
 use crate::util::Notify;
@@ -60,6 +61,9 @@ pub(crate) struct Local {
     pub tick: Cell<u32>,
     /// The shard is shutting down: handshakes still in progress are refused, not welcomed.
     pub stopping: Cell<bool>,
+    /// This shard's counters (plain cells: only this thread touches them; a scrape asks
+    /// the shard for a copy over its inbox).
+    pub metrics: ShardCounters,
 }
 
 impl Local {
@@ -81,7 +85,15 @@ impl Local {
             janitor: Notify::default(),
             tick: Cell::new(0),
             stopping: Cell::new(false),
+            metrics: ShardCounters::default(),
         }
+    }
+
+    /// An admitted connection (`Shared::try_admit`) on `transport` ended: it no longer
+    /// counts against `max_connections` nor as open.
+    pub fn connection_ended(&self, transport: TransportKind) {
+        self.shared.connection_ended();
+        self.metrics.ended(transport);
     }
 
     pub fn limits(&self) -> &Limits {

@@ -1,7 +1,7 @@
 //! [`TopicMembers`]: this shard's member connections of each topic, for fan-out without
 //! touching shared state. Which *shards* have members is in the shared `topic_index`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -13,6 +13,9 @@ use crate::conn::Conn;
 #[derive(Default)]
 pub(crate) struct TopicMembers {
     map: RefCell<HashMap<Arc<str>, Vec<Rc<Conn>>>>,
+    /// Memberships in `map`, all topics together (a gauge for the metrics, kept as they
+    /// change so a scrape does not walk the map).
+    count: Cell<usize>,
 }
 
 impl TopicMembers {
@@ -22,12 +25,20 @@ impl TopicMembers {
             .entry(topic.clone())
             .or_default()
             .push(conn);
+        self.count.set(self.count.get() + 1);
+    }
+
+    /// Memberships held by this shard's peers.
+    pub fn count(&self) -> usize {
+        self.count.get()
     }
 
     pub fn remove(&self, topic: &str, session: u64) {
         let mut map = self.map.borrow_mut();
         if let Some(v) = map.get_mut(topic) {
+            let before = v.len();
             v.retain(|c| c.session != session);
+            self.count.set(self.count.get() - (before - v.len()));
             if v.is_empty() {
                 map.remove(topic);
             }

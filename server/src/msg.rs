@@ -10,6 +10,7 @@ use bytes::Bytes;
 use peerd_codec::{Code, PresenceChange};
 
 use crate::frame::Frame;
+use crate::metrics::ShardMetrics;
 
 /// A message to a shard, sent over its flume inbox.
 pub(crate) enum ShardMsg {
@@ -49,6 +50,9 @@ pub(crate) enum ShardMsg {
     /// Stop accepting, let in-flight handlers finish for up to `drain`, close every peer
     /// with Shutdown, and stop.
     Shutdown { drain: Duration },
+    /// A scrape: copy the shard's counters and send them back (`PeerServer::metrics`).
+    /// The channel has room for every shard's answer, so sending never blocks the shard.
+    Metrics(flume::Sender<ShardMetrics>),
 }
 
 /// A peer-to-peer RPC request on its way to the callee's shard.

@@ -41,6 +41,7 @@ use glommio::sync::Gate;
 use peerd_ws::frame::{self as wsframe, Opcode};
 
 use crate::frame::Frame;
+use crate::metrics::TransportKind;
 use crate::stream::{self, Stream};
 use crate::tls::TlsSession;
 
@@ -133,6 +134,10 @@ pub(crate) struct Outbound {
     tls: Option<Box<RefCell<TlsSession>>>,
     /// Frames go out as WebSocket messages (set once the upgrade is answered).
     ws: Cell<bool>,
+    /// The endpoint's transport, fixed at accept (a `ws://` connection still in its
+    /// upgrade is `Ws`): the label the shard's connection counters use from admission to
+    /// the end.
+    transport: TransportKind,
     queue: RefCell<Queue>,
     limit: usize,
     state: Cell<WriteState>,
@@ -147,11 +152,13 @@ impl Outbound {
         tls: Option<TlsSession>,
         limit: usize,
         writes: Rc<WriteSet>,
+        transport: TransportKind,
     ) -> Rc<Outbound> {
         Rc::new(Outbound {
             stream: RefCell::new(Some(stream)),
             tls: tls.map(|t| Box::new(RefCell::new(t))),
             ws: Cell::new(false),
+            transport,
             queue: RefCell::new(Queue {
                 frames: VecDeque::new(),
                 bytes: 0,
@@ -229,6 +236,11 @@ impl Outbound {
     /// From now on frames go out as WebSocket binary messages.
     pub fn start_websocket(&self) {
         self.ws.set(true);
+    }
+
+    /// The endpoint's transport (see the field).
+    pub fn transport(&self) -> TransportKind {
+        self.transport
     }
 
     /// Whether the WebSocket upgrade was answered (frames go out as binary messages).

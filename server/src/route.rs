@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::frame::Frame;
 use peerd_codec::{self as codec, Code, PresenceChange};
 
+use crate::metrics::Gauges;
 use crate::msg::{RelayedCall, ReplyTo, ShardMsg};
 use crate::shard::Shard;
 
@@ -100,6 +101,17 @@ pub(crate) fn handle(shard: &Rc<Shard>, msg: ShardMsg) -> Option<Control> {
             if let Some(c) = shard.conn(session) {
                 c.close(code, reason);
             }
+        }
+        ShardMsg::Metrics(reply) => {
+            let local = &shard.local;
+            let gauges = Gauges {
+                outbound_queue_bytes: local.writes.charged() as u64,
+                receive_buffer_bytes: local.rx_pool.lent() as u64,
+                memory_budget_bytes: local.memory_budget as u64,
+                topic_members: shard.members.count() as u64,
+            };
+            // The scraper may have given up waiting; nothing to do then.
+            let _ = reply.send(local.metrics.snapshot(shard.index(), gauges));
         }
         ShardMsg::Adopt(fd) => return Some(Control::Adopt(fd)),
         ShardMsg::Shutdown { drain } => return Some(Control::Shutdown(drain)),

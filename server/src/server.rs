@@ -5,14 +5,15 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 use peerd_codec::{self as codec, EncodeError};
 
-use crate::error::{ListenError, SendError};
+use crate::error::{ListenError, MetricsError, SendError};
 use crate::executor::{self, Transport};
 use crate::frame::Frame;
+use crate::metrics::Metrics;
 use crate::msg::ShardMsg;
 use crate::options::{Endpoint, ListenOptions};
 use crate::shared::Shared;
@@ -43,6 +44,9 @@ pub struct ServerStats {
     /// accept(2) failures (EMFILE and the like).
     pub accept_errors: u64,
 }
+
+/// How long [`PeerServer::metrics`] waits for the shards to answer.
+pub const METRICS_WAIT: Duration = Duration::from_secs(2);
 
 /// A running server. Usable from any thread. Dropping it closes it.
 pub struct PeerServer {
@@ -197,6 +201,63 @@ impl PeerServer {
         }
     }
 
+    /// Whether the server accepts connections: true from `listen()` until a close starts
+    /// (`close`, `close_graceful`). While it drains and after it closed, false: what a
+    /// readiness probe (`/readyz`) reports, so a load balancer sends new peers elsewhere.
+    pub fn is_ready(&self) -> bool {
+        !self.shared.is_draining() && !self.is_closed()
+    }
+
+    /// A snapshot of every shard's counters and gauges, and the server-wide figures.
+    ///
+    /// Each shard is asked over its inbox and answers between two batches of work by
+    /// copying its counters (nothing on the message path is shared or atomic; a scrape
+    /// costs a shard a few microseconds). Blocks until every shard answered, or for at
+    /// most [`METRICS_WAIT`]: shards that did not answer by then are listed in
+    /// [`Metrics::missing_shards`] (a shard stuck that long is worth an alert, not a
+    /// failed scrape). Shards answer while they drain too (`close_graceful`), so the drain
+    /// can be watched. [`Metrics::to_prometheus`] writes it in the Prometheus text format.
+    pub fn metrics(&self) -> Result<Metrics, MetricsError> {
+        if executor::on_own_shard(&self.shared) {
+            return Err(MetricsError::OnOwnShard);
+        }
+        let n = self.shared.shards();
+        let (tx, rx) = flume::bounded(n);
+        for i in 0..n {
+            self.shared.send(i, ShardMsg::Metrics(tx.clone()));
+        }
+        // A shard that stopped drops its message, and with it its sender: once every
+        // sender is gone the receive below ends early.
+        drop(tx);
+        let deadline = Instant::now() + METRICS_WAIT;
+        let mut shards = Vec::with_capacity(n);
+        while shards.len() < n {
+            match rx.recv_deadline(deadline) {
+                Ok(m) => shards.push(m),
+                Err(_) => break,
+            }
+        }
+        if shards.is_empty() && self.is_closed() {
+            // Every shard has stopped (a draining shard still answers).
+            return Err(MetricsError::Closed);
+        }
+        shards.sort_by_key(|s| s.shard);
+        let missing_shards = (0..n)
+            .filter(|i| !shards.iter().any(|s| s.shard == *i))
+            .collect();
+        Ok(Metrics {
+            shards,
+            missing_shards,
+            ready: self.is_ready(),
+            started_at: self.shared.started_at,
+            connections: self.connection_count(),
+            max_connections: self.max_connections(),
+            peers: self.shared.directory.len(),
+            topics: self.shared.topics.len(),
+            accept_errors: self.shared.accept_errors(),
+        })
+    }
+
     /// Stop accepting, close every peer with Shutdown, and return when every shard has
     /// stopped. Idempotent.
     pub fn close(&self) {
@@ -210,6 +271,8 @@ impl PeerServer {
     /// handler, say), it cannot wait for that shard to stop without deadlocking: it starts
     /// the shutdown, returns at once, and a helper thread waits for the shards to stop.
     pub fn close_graceful(&self, drain: Duration) {
+        // Not ready from the first moment, for the whole drain.
+        self.shared.start_draining();
         let Some(threads) = self
             .threads
             .lock()

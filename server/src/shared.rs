@@ -6,7 +6,8 @@
 //! publish to any topic), and counters read by `PeerServer`. Per-shard state lives in
 //! `local` and `shard` behind `Rc`/`RefCell`.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::SystemTime;
 
 use crate::frame::Frame;
 use peerd_codec::Code;
@@ -30,6 +31,10 @@ pub(crate) struct Shared {
     accept_errors: AtomicU64,
     next_peer: AtomicU64,
     next_session: AtomicU64,
+    /// Set when the server starts closing (`PeerServer::close_graceful`): from then on it
+    /// is not ready (a readiness probe should send no new peers here).
+    draining: AtomicBool,
+    pub started_at: SystemTime,
 }
 
 impl Shared {
@@ -46,7 +51,18 @@ impl Shared {
             accept_errors: AtomicU64::new(0),
             next_peer: AtomicU64::new(1),
             next_session: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            started_at: SystemTime::now(),
         }
+    }
+
+    /// The server is closing: not ready any more.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// Number of shards.

@@ -74,13 +74,18 @@ pub(crate) async fn read_upgrade(
                     reason = refusal.reason,
                     "WebSocket upgrade refused"
                 );
+                let metrics = &shard.local.metrics;
+                metrics.rejected(format!("http_{}", refusal.status));
                 let _ = out.push_bytes(refusal.response().into());
                 out.push_last(None, false, None);
                 return false;
             }
         }
         match poll_fn(|cx| poll_fill(out, rx, &shard.local.rx_pool, cx)).await {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => {
+                shard.local.metrics.rejected("disconnected");
+                return false;
+            }
             Ok(_) => {}
         }
     }

@@ -78,6 +78,15 @@ fn frames_over_the_limit_are_refused_with_rate_limited_and_not_delivered() {
         (15..=25).contains(&ok),
         "{ok} of 100 went through a 20/s bucket"
     );
+    // Each refusal is counted for /metrics.
+    let hits: u64 = srv
+        .metrics()
+        .unwrap()
+        .shards
+        .iter()
+        .map(|s| s.rate_limit_hits)
+        .sum();
+    assert_eq!(hits, limited as u64);
     // Exactly the accepted ones were delivered: the rest were not acted on.
     let before_pong = member.sync(7);
     let delivered = before_pong
