@@ -309,8 +309,8 @@ fn load(path: &Path, known: &BTreeSet<&str>) -> Result<(Settings, BTreeSet<Strin
 }
 
 /// Collect the known keys `table` sets into `present`; the first unknown one is an error
-/// (its dotted key and where it starts). A known key's value is not looked into: a table
-/// there is a wrong type, which deserializing reports.
+/// (its dotted key and where it starts). Wrong types are left to deserializing, which
+/// reports them naming the key.
 fn walk(
     table: &DeTable<'_>,
     prefix: &str,
@@ -324,10 +324,12 @@ fn walk(
             continue;
         }
         let section = format!("{key}.");
+        let is_section = known.iter().any(|n| n.starts_with(&section));
         match v.get_ref() {
-            DeValue::Table(t) if known.iter().any(|n| n.starts_with(&section)) => {
-                walk(t, &key, known, present)?
-            }
+            DeValue::Table(t) if is_section => walk(t, &key, known, present)?,
+            // A section given a value that is not a table: a known key of the wrong type,
+            // which deserializing reports, naming it.
+            _ if is_section => {}
             _ => return Err((key, k.span().start)),
         }
     }

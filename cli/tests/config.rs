@@ -289,6 +289,7 @@ fn nonsensical_values_are_refused_naming_the_key() {
             "sequence",
         ),
         ("[runtime]\nno_pin = \"yes\"\n", "runtime.no_pin", 2, "bool"),
+        ("limits = 5\n", "limits", 1, "integer"),
         (
             "[listen]\nendpoints = []\n",
             "listen.endpoints",
