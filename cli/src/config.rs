@@ -198,8 +198,7 @@ pub fn resolve(
                 _ => Source::Default,
             },
         };
-        if source == Source::File {
-            let table = file_table.as_ref().expect("a file was loaded");
+        if let (Source::File, Some(table)) = (source, &file_table) {
             set_path(&mut merged, &k.key, get_path(table, &k.key).cloned());
         }
         sources.push((k, source));
