@@ -566,12 +566,30 @@ mod tests {
 
     #[test]
     fn every_key_is_a_file_key_and_every_file_key_is_a_setting() {
-        // The defaults, plus a value for each key without one (an unset Option).
+        // The defaults, plus a value for each key without one (an unset Option): the first
+        // of a few samples its type takes.
         let mut doc = toml::Table::try_from(Settings::default()).unwrap();
+        let samples = || {
+            [
+                toml::Value::String("x".into()),
+                toml::Value::String("127.0.0.1:1".into()),
+                toml::Value::Integer(1),
+                toml::Value::Boolean(true),
+            ]
+        };
         for k in keys() {
-            if get_path(&doc, &k.key).is_none() {
-                set_path(&mut doc, &k.key, Some(toml::Value::String("x".into())));
+            if get_path(&doc, &k.key).is_some() {
+                continue;
             }
+            let fits = samples().into_iter().find(|v| {
+                let mut d = doc.clone();
+                set_path(&mut d, &k.key, Some(v.clone()));
+                d.try_into::<Settings>().is_ok()
+            });
+            let v = fits.unwrap_or_else(|| {
+                panic!("{}: not a field's path, or no sample fits its type", k.key)
+            });
+            set_path(&mut doc, &k.key, Some(v));
         }
         // deny_unknown_fields: each id names a serde field at that path...
         let s: Settings = doc
