@@ -63,7 +63,7 @@ pub struct Settings {
     #[command(flatten, next_help_heading = "WebSocket")]
     pub websocket: WebSocketSettings,
     /// `[runtime]`
-    #[command(flatten, next_help_heading = "Shards")]
+    #[command(flatten, next_help_heading = "Runtime")]
     pub runtime: RuntimeSettings,
     /// `[limits]`
     #[command(flatten, next_help_heading = "Limits")]
