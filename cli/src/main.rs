@@ -1,23 +1,29 @@
 //! The `peerd` binary: `peerd serve` runs the server; client subcommands talk to one.
 //!
 //! The server itself is the `peerd-server` library; this crate adds what only a program
-//! needs: the command line, the builtin `echo` and `peers` RPCs, and signal handling.
+//! needs: the command line and config file, the builtin `echo` and `peers` RPCs, signal
+//! handling and systemd readiness.
 //!
-//! Layout: `main.rs` the command line and dispatch, `serve.rs` `peerd serve` (flags to
-//! `ListenOptions`, builtins, signals), `admin.rs` the admin HTTP listener of
-//! `serve --admin` (metrics, health, readiness), `stats.rs` `peerd stats` (a summary of
-//! an admin listener's metrics), `client.rs` the client subcommands, `logging.rs` the
-//! `tracing` subscriber (stderr, `RUST_LOG`).
+//! Layout: `main.rs` the command line and dispatch, `serve.rs` `peerd serve` (settings to
+//! `ListenOptions`, builtins, signals), `settings.rs` every setting of `serve` (key, flag,
+//! variable, default, help: how to add one is there), `config.rs` merging them from the
+//! file, the environment and flags, and `--print-config`, `notify.rs` sd_notify,
+//! `admin.rs` the admin HTTP listener of `serve --admin` (metrics, health, readiness),
+//! `stats.rs` `peerd stats` (a summary of an admin listener's metrics), `client.rs` the
+//! client subcommands, `logging.rs` the `tracing` subscriber (stderr, `RUST_LOG`).
 
 mod admin;
 mod client;
+mod config;
 mod logging;
+mod notify;
 mod serve;
+mod settings;
 mod stats;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::client::ClientArgs;
 use crate::serve::ServeArgs;
@@ -137,10 +143,18 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Matches kept, not just the parsed struct: `serve` asks them where each value came
+    // from (flag, environment or default) to merge its config file under flags and env.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     logging::init();
     let r = match cli.cmd {
-        Cmd::Serve(a) => return serve::serve(a),
+        Cmd::Serve(a) => {
+            let m = matches
+                .subcommand_matches("serve")
+                .expect("the serve subcommand");
+            return serve::serve(a, m);
+        }
         Cmd::Call {
             c,
             method,

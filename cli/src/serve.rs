@@ -1,187 +1,47 @@
-//! `peerd serve`: flags to `ListenOptions`, the builtin RPCs, the ready line, signals.
+//! `peerd serve`: settings to `ListenOptions`, the builtin RPCs, the ready line, readiness
+//! notification, signals.
 
-use std::fmt::Display;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use clap::builder::BoolishValueParser;
-use clap::Args;
+use clap::{ArgMatches, Args};
 use peerd_server::{
-    listen, CallError, Code, ConnectedPeer, Endpoint, ListenOptions, RateLimit, RpcFailure,
-    TlsFiles, WebSocketOptions,
+    listen, CallError, Code, ConnectedPeer, ListenError, ListenOptions, RpcFailure,
 };
 
-/// `peerd serve` flags.
+use crate::config::{self, ConfigError, Effective};
+use crate::notify;
+use crate::settings::{self, Settings};
+
+/// Exit status for a configuration refused before anything started (clap uses the same
+/// for a bad flag).
+const CONFIG_REFUSED: u8 = 2;
+
+/// `peerd serve` arguments: the settings (each a flag, a `PEERD_*` variable and a key of
+/// the `--config` file; see `crate::settings`), and what is not a setting.
 ///
-/// Every flag `--some-flag` can also be given as the environment variable
-/// `PEERD_SOME_FLAG`; a flag on the command line wins over the environment. Values that
-/// cannot work (zero shards, a zero frame limit or deadline, ...) are refused here, before
-/// anything starts, with clap's usage error naming the flag (exit status 2). `listen()`
-/// checks the same again (and what only it can, like cores that exist), naming the field.
+/// A value that cannot work is refused before anything starts, naming the flag (clap's
+/// usage error) or the key (file and line for the file), with exit status 2.
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Where to listen; repeat (or separate with commas) for several endpoints:
-    /// host:port or tcp://host:port (port 0 = any free port), unix:/path,
-    /// ws://host:port[/path], wss://host:port[/path], tls://host:port.
-    #[arg(long, default_value = "127.0.0.1:7400", env = "PEERD_LISTEN",
-          value_delimiter = ',', value_parser = endpoint)]
-    listen: Vec<Endpoint>,
-    /// Certificate chain (PEM, leaf first) for tls:// and wss:// endpoints.
-    #[arg(long, env = "PEERD_TLS_CERT", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// Private key (PEM) for the certificate of --tls-cert.
-    #[arg(long, env = "PEERD_TLS_KEY", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Origins allowed on ws:// and wss:// endpoints (repeat or separate with commas), e.g.
-    /// https://app.example.com; default: any. Others get HTTP 403.
-    #[arg(long, env = "PEERD_WS_ORIGIN", value_delimiter = ',')]
-    ws_origin: Vec<String>,
+    /// TOML file of settings (flags and PEERD_* variables win over it); see docs/CONFIG.md.
+    #[arg(long, env = "PEERD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML, with where each value came from, and
+    /// exit without listening.
+    #[arg(long)]
+    print_config: bool,
     /// Conformance testing only: WebSocket endpoints echo every message instead of speaking
-    /// peerd (for Autobahn|Testsuite).
+    /// peerd (for Autobahn|Testsuite). Not a setting: no config key, not printed.
     #[arg(long, env = "PEERD_WS_ECHO", hide = true, value_parser = BoolishValueParser::new())]
     ws_echo: bool,
-    /// Number of shards (executor threads); default: one per core.
-    #[arg(long, env = "PEERD_SHARDS", value_parser = positive::<usize>)]
-    shards: Option<usize>,
-    /// Cores to pin shards to, e.g. 0,1 (shard i -> cores[i % len]); default: shard i on core i.
-    #[arg(long, env = "PEERD_CORES", value_delimiter = ',')]
-    cores: Vec<usize>,
-    /// Do not pin shards to cores (env: 1/true/yes/on or 0/false/no/off).
-    #[arg(long, env = "PEERD_NO_PIN", value_parser = BoolishValueParser::new())]
-    no_pin: bool,
-    /// Maximum concurrent connections.
-    #[arg(long, env = "PEERD_MAX_CONNECTIONS", default_value_t = 100_000,
-          value_parser = positive::<usize>)]
-    max_connections: usize,
-    /// Maximum frame body accepted from a peer, in bytes.
-    #[arg(long, env = "PEERD_MAX_FRAME_LEN", default_value_t = peerd_codec::DEFAULT_MAX_FRAME_LEN,
-          value_parser = frame_len)]
-    max_frame_len: u32,
-    /// Bytes queued toward one peer before it is closed as a slow consumer.
-    #[arg(long, env = "PEERD_OUTBOUND_QUEUE_BYTES", default_value_t = 8 << 20,
-          value_parser = positive::<usize>)]
-    outbound_queue_bytes: usize,
-    /// Memory for outbound queues and receive buffers, all shards together, in bytes; past
-    /// it the largest holders are closed. Default: a quarter of the machine's memory.
-    #[arg(long, env = "PEERD_MEMORY_BUDGET", value_parser = memory_budget)]
-    memory_budget: Option<usize>,
-    /// Per-peer rate limit: frames per second a peer may send (token bucket holding one
-    /// second's worth). Off unless this or --rate-bytes is given. Frames over it are refused
-    /// with rate_limited (docs/PROTOCOL.md §6.8).
-    #[arg(long, env = "PEERD_RATE_FRAMES", value_parser = positive::<u32>)]
-    rate_frames: Option<u32>,
-    /// Per-peer rate limit: bytes per second a peer may send (headers included).
-    #[arg(long, env = "PEERD_RATE_BYTES", value_parser = positive::<u64>)]
-    rate_bytes: Option<u64>,
-    /// Seconds a peer may stay over its rate limit before it is closed with rate_limited.
-    #[arg(long, env = "PEERD_RATE_CLOSE_AFTER", default_value_t = 10, value_parser = positive::<u64>)]
-    rate_close_after: u64,
-    /// Handshake deadline in milliseconds.
-    #[arg(long, env = "PEERD_HANDSHAKE_TIMEOUT_MS", default_value_t = 5000,
-          value_parser = positive::<u64>)]
-    handshake_timeout_ms: u64,
-    /// Heartbeat interval in milliseconds (three silent intervals close a peer).
-    #[arg(long, env = "PEERD_HEARTBEAT_MS", default_value_t = 15000,
-          value_parser = positive::<u64>)]
-    heartbeat_ms: u64,
-    /// Spin this many microseconds before parking an idle shard (lower latency, more CPU).
-    #[arg(long, env = "PEERD_SPIN_US", default_value_t = 0)]
-    spin_us: u64,
-    /// On SIGTERM, give in-flight handlers this many milliseconds before closing peers.
-    #[arg(long, env = "PEERD_DRAIN_MS", default_value_t = 1000)]
-    drain_ms: u64,
-    /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this address, e.g.
-    /// 127.0.0.1:7480 (port 0: any free port); default: no admin listener.
-    #[arg(long, env = "PEERD_ADMIN", value_name = "ADDR")]
-    admin: Option<SocketAddr>,
-}
-
-/// The floors `listen()` enforces for `--max-frame-len` and `--memory-budget`.
-use peerd_server::options::{MIN_FRAME_LEN, MIN_MEMORY_BUDGET};
-
-/// A number of at least `min` (clap names the flag in front of the message).
-fn at_least<T>(s: &str, min: T) -> Result<T, String>
-where
-    T: FromStr + PartialOrd + Display,
-    T::Err: Display,
-{
-    let v: T = s.parse().map_err(|e: T::Err| e.to_string())?;
-    if v < min {
-        return Err(format!("must be at least {min}"));
-    }
-    Ok(v)
-}
-
-/// A count, size or duration of at least 1.
-fn positive<T>(s: &str) -> Result<T, String>
-where
-    T: FromStr + PartialOrd + Display + From<u8>,
-    T::Err: Display,
-{
-    at_least(s, T::from(1))
-}
-
-/// `--memory-budget`: at least [`MIN_MEMORY_BUDGET`].
-fn memory_budget(s: &str) -> Result<usize, String> {
-    at_least(s, MIN_MEMORY_BUDGET)
-}
-
-/// `--listen`: an endpoint `Endpoint::parse` takes.
-fn endpoint(s: &str) -> Result<Endpoint, String> {
-    Endpoint::parse(s).map_err(|e| e.to_string())
-}
-
-/// `--max-frame-len`: at least [`MIN_FRAME_LEN`].
-fn frame_len(s: &str) -> Result<u32, String> {
-    at_least(s, MIN_FRAME_LEN)
-}
-
-impl ServeArgs {
-    /// The library's options for these flags (without the builtins).
-    fn listen_options(&self) -> ListenOptions {
-        let mut opts = ListenOptions::default();
-        opts.endpoints = self.listen.clone();
-        if let (Some(cert_chain), Some(key)) = (&self.tls_cert, &self.tls_key) {
-            opts.tls = Some(TlsFiles {
-                cert_chain: cert_chain.clone(),
-                key: key.clone(),
-            });
-        }
-        opts.websocket = WebSocketOptions {
-            origins: (!self.ws_origin.is_empty()).then(|| self.ws_origin.clone()),
-            echo: self.ws_echo,
-        };
-        if let Some(n) = self.shards {
-            opts.shards = n;
-        }
-        opts.cores = self.cores.clone();
-        opts.pin = !self.no_pin;
-        opts.limits.max_connections = self.max_connections;
-        opts.limits.max_frame_len = self.max_frame_len;
-        opts.limits.outbound_queue_bytes = self.outbound_queue_bytes;
-        if let Some(b) = self.memory_budget {
-            opts.limits.memory_budget = b;
-        }
-        if self.rate_frames.is_some() || self.rate_bytes.is_some() {
-            // The one not given is unlimited in practice.
-            let mut r = RateLimit::new(
-                self.rate_frames.unwrap_or(u32::MAX),
-                self.rate_bytes.unwrap_or(u64::MAX / 4),
-            );
-            r.close_after = Duration::from_secs(self.rate_close_after);
-            opts.limits.rate_limit = Some(r);
-        }
-        opts.handshake_timeout = Duration::from_millis(self.handshake_timeout_ms);
-        opts.heartbeat = Duration::from_millis(self.heartbeat_ms);
-        opts.spin_before_park = Duration::from_micros(self.spin_us);
-        opts
-    }
+    #[command(flatten)]
+    settings: Settings,
 }
 
 /// glibc malloc, tuned so that memory the server frees goes back to the system.
@@ -245,10 +105,24 @@ async fn callback(peer: ConnectedPeer, params: Bytes) -> Result<Bytes, RpcFailur
         })
 }
 
-/// Run the server until SIGINT/SIGTERM, then drain and stop.
-pub fn serve(a: ServeArgs) -> ExitCode {
+/// Run the server until SIGINT/SIGTERM, then drain and stop. `matches` are `serve`'s, which
+/// say where each flag's value came from.
+pub fn serve(a: ServeArgs, matches: &ArgMatches) -> ExitCode {
+    let eff = match config::resolve(&a.settings, matches, a.config.as_deref()) {
+        Ok(eff) => eff,
+        Err(e) => return refused(&e),
+    };
+    if a.print_config {
+        return match eff.to_toml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => refused(&e),
+        };
+    }
     tune_allocator();
-    let opts = with_builtins(a.listen_options());
+    let opts = with_builtins(eff.settings.listen_options(a.ws_echo));
     // Install the handlers before the shards start, so a signal that arrives during
     // start-up is seen by the loop below instead of killing the process half started.
     let mut signals = match signal_hook::iterator::Signals::new([
@@ -262,7 +136,13 @@ pub fn serve(a: ServeArgs) -> ExitCode {
         }
     };
     // Bound before the server starts: a taken admin address stops everything here.
-    let admin = match a.admin.map(crate::admin::bind).transpose() {
+    let admin = match eff
+        .settings
+        .admin
+        .listen
+        .map(crate::admin::bind)
+        .transpose()
+    {
         Ok(l) => l,
         Err(e) => {
             eprintln!("peerd: {e}");
@@ -271,14 +151,12 @@ pub fn serve(a: ServeArgs) -> ExitCode {
     };
     let server = match listen(opts) {
         Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!("peerd: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return listen_failed(&eff, e),
     };
     // The loadgen and the tests parse these lines (one per endpoint, in the order given;
     // the first is the one tools read); keep them byte for byte.
-    for e in server.endpoints() {
+    let endpoints: Vec<String> = server.endpoints().iter().map(|e| e.to_string()).collect();
+    for e in &endpoints {
         println!(
             "peerd listening on {} shards={} pid={}",
             e,
@@ -299,10 +177,32 @@ pub fn serve(a: ServeArgs) -> ExitCode {
         println!("peerd admin on http://{addr}/ pid={}", std::process::id());
     }
     let _ = std::io::stdout().flush();
+    // After the ready lines: whoever waits on either sees the same moment.
+    notify::ready(&format!("listening on {}", endpoints.join(", ")));
+    let drain_ms = eff.settings.timeouts.drain_ms;
     if let Some(sig) = signals.forever().next() {
-        tracing::info!(signal = sig, drain_ms = a.drain_ms, "draining");
+        tracing::info!(signal = sig, drain_ms, "draining");
     }
-    server.close_graceful(Duration::from_millis(a.drain_ms));
+    notify::stopping();
+    server.close_graceful(Duration::from_millis(drain_ms));
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Report a refused configuration; exit status 2.
+fn refused(e: &ConfigError) -> ExitCode {
+    eprintln!("peerd: {e}");
+    ExitCode::from(CONFIG_REFUSED)
+}
+
+/// Report a failed `listen()`: an option it refused as the setting's key (exit status 2),
+/// anything else (address in use, io_uring, memlock) as it says (exit status 1).
+fn listen_failed(eff: &Effective, e: ListenError) -> ExitCode {
+    if let ListenError::InvalidOptions { option, reason } = &e {
+        if let Some(key) = settings::key_of_option(option) {
+            return refused(&eff.invalid(key, reason.clone()));
+        }
+    }
+    eprintln!("peerd: {e}");
+    ExitCode::FAILURE
 }

@@ -85,39 +85,61 @@ pub const MIN_MEMORY_BUDGET: usize = 16 << 20;
 pub const MIN_FRAME_LEN: u32 = 1024;
 
 impl Limits {
-    /// Refuse limits that cannot work, naming the field.
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    /// Refuse limits that cannot work: the field (as `ListenError::InvalidOptions` names
+    /// it) and why.
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
         let positive = [
-            ("max_connections", self.max_connections as u64),
-            ("outbound_queue_bytes", self.outbound_queue_bytes as u64),
-            ("max_inflight_per_conn", self.max_inflight_per_conn as u64),
-            ("max_topics_per_peer", self.max_topics_per_peer as u64),
-            ("max_members_per_topic", self.max_members_per_topic as u64),
-            ("max_topic_len", self.max_topic_len as u64),
+            ("limits.max_connections", self.max_connections as u64),
             (
-                "max_relayed_calls_per_peer",
+                "limits.outbound_queue_bytes",
+                self.outbound_queue_bytes as u64,
+            ),
+            (
+                "limits.max_inflight_per_conn",
+                self.max_inflight_per_conn as u64,
+            ),
+            (
+                "limits.max_topics_per_peer",
+                self.max_topics_per_peer as u64,
+            ),
+            (
+                "limits.max_members_per_topic",
+                self.max_members_per_topic as u64,
+            ),
+            ("limits.max_topic_len", self.max_topic_len as u64),
+            (
+                "limits.max_relayed_calls_per_peer",
                 self.max_relayed_calls_per_peer as u64,
             ),
-            ("max_call_timeout", self.max_call_timeout.as_millis() as u64),
+            (
+                "limits.max_call_timeout",
+                self.max_call_timeout.as_millis() as u64,
+            ),
         ];
         for (name, v) in positive {
             if v == 0 {
-                return Err(format!("limits.{name} must be at least 1"));
+                return Err((name, format!("{name} must be at least 1")));
             }
         }
         if self.memory_budget < MIN_MEMORY_BUDGET {
-            return Err(format!(
-                "limits.memory_budget must be at least {MIN_MEMORY_BUDGET} bytes (got {})",
-                self.memory_budget
+            return Err((
+                "limits.memory_budget",
+                format!(
+                    "limits.memory_budget must be at least {MIN_MEMORY_BUDGET} bytes (got {})",
+                    self.memory_budget
+                ),
             ));
         }
         if let Some(r) = &self.rate_limit {
-            r.validate()?;
+            r.validate().map_err(|e| ("limits.rate_limit", e))?;
         }
         if self.max_frame_len < MIN_FRAME_LEN {
-            return Err(format!(
-                "limits.max_frame_len must be at least {MIN_FRAME_LEN} bytes (got {})",
-                self.max_frame_len
+            return Err((
+                "limits.max_frame_len",
+                format!(
+                    "limits.max_frame_len must be at least {MIN_FRAME_LEN} bytes (got {})",
+                    self.max_frame_len
+                ),
             ));
         }
         Ok(())

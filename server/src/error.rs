@@ -75,9 +75,16 @@ pub enum ListenError {
     /// The TLS certificate or key could not be loaded.
     #[error("TLS: {0}")]
     Tls(String),
-    /// The options are inconsistent (zero shards, a core that does not exist, ...).
-    #[error("invalid options: {0}")]
-    InvalidOptions(String),
+    /// An option cannot work (zero shards, a core that does not exist, ...).
+    #[error("invalid options: {reason}")]
+    InvalidOptions {
+        /// The `ListenOptions` field at fault, as its Rust path (`shards`, `cores`,
+        /// `limits.max_frame_len`, ...): a program that built the options from settings of
+        /// its own (the `peerd` binary from its config keys) names its setting with it.
+        option: &'static str,
+        /// Why, naming the option.
+        reason: String,
+    },
     /// A shard thread could not be started.
     #[error("starting shard {shard}: {detail}")]
     Shard {

@@ -332,9 +332,9 @@ impl ListenOptions {
     /// Refuse options that cannot work, before anything is started. `cpus` are the cores
     /// this process may run on.
     pub(crate) fn validate(&self, cpus: &[usize]) -> Result<(), ListenError> {
-        let bad = |m: String| Err(ListenError::InvalidOptions(m));
+        let bad = |option, reason: String| Err(ListenError::InvalidOptions { option, reason });
         if self.shards == 0 {
-            return bad("shards must be at least 1".into());
+            return bad("shards", "shards must be at least 1".into());
         }
         for (name, d) in [
             ("heartbeat", self.heartbeat),
@@ -342,36 +342,46 @@ impl ListenOptions {
             ("default_call_timeout", self.default_call_timeout),
         ] {
             if d.is_zero() {
-                return bad(format!("{name} must be greater than 0"));
+                return bad(name, format!("{name} must be greater than 0"));
             }
         }
         if self.backlog == 0 {
-            return bad("backlog must be at least 1".into());
+            return bad("backlog", "backlog must be at least 1".into());
         }
         if self.endpoints.is_empty() {
-            return bad("at least one endpoint to listen on is needed".into());
+            return bad(
+                "endpoints",
+                "at least one endpoint to listen on is needed".into(),
+            );
         }
         if let Some(e) = self.endpoints.iter().find(|e| e.is_tls()) {
             if self.tls.is_none() {
-                return bad(format!(
-                    "{e} needs a certificate and key (--tls-cert and --tls-key)"
-                ));
+                return bad(
+                    "tls",
+                    format!("{e} needs a certificate and key (--tls-cert and --tls-key)"),
+                );
             }
         }
-        self.limits.validate().or_else(bad)?;
+        self.limits
+            .validate()
+            .or_else(|(option, reason)| bad(option, reason))?;
         if self.pin {
             if let Some(core) = self.cores.iter().find(|c| !cpus.contains(c)) {
-                return bad(format!(
-                    "core {core} is not available to this process (allowed: {cpus:?})"
-                ));
+                return bad(
+                    "cores",
+                    format!("core {core} is not available to this process (allowed: {cpus:?})"),
+                );
             }
             if self.cores.is_empty() && self.shards > cpus.len() {
-                return bad(format!(
-                    "{} shards but only {} cores are available to this process; \
-                     use fewer shards, name cores to share, or turn pinning off",
-                    self.shards,
-                    cpus.len()
-                ));
+                return bad(
+                    "shards",
+                    format!(
+                        "{} shards but only {} cores are available to this process; \
+                         use fewer shards, name cores to share, or turn pinning off",
+                        self.shards,
+                        cpus.len()
+                    ),
+                );
             }
         }
         Ok(())

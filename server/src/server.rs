@@ -467,11 +467,14 @@ fn fit_fd_limit(opts: &mut ListenOptions) -> Result<(), ListenError> {
     }
     let fits = lim.rlim_cur.saturating_sub(reserve);
     if fits < 16 {
-        return Err(ListenError::InvalidOptions(format!(
-            "the file-descriptor limit ({}) leaves room for {fits} connections; raise it \
-             (`ulimit -n`, LimitNOFILE= in systemd)",
-            lim.rlim_cur
-        )));
+        return Err(ListenError::InvalidOptions {
+            option: "limits.max_connections",
+            reason: format!(
+                "the file-descriptor limit ({}) leaves room for {fits} connections; raise it \
+                 (`ulimit -n`, LimitNOFILE= in systemd)",
+                lim.rlim_cur
+            ),
+        });
     }
     tracing::warn!(
         requested = opts.limits.max_connections,

@@ -9,13 +9,14 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-/// `peerd` with no `PEERD_*` or `RUST_LOG` from the environment running the tests, its
-/// stdin closed and its output piped.
+/// `peerd` with no `PEERD_*`, `RUST_LOG` or `NOTIFY_SOCKET` from the environment running
+/// the tests (a test run under systemd must not have its servers notify the service
+/// manager), its stdin closed and its output piped.
 pub fn peerd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_peerd"));
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
-        if k.starts_with("PEERD_") || k == "RUST_LOG" {
+        if k.starts_with("PEERD_") || k == "RUST_LOG" || k == "NOTIFY_SOCKET" {
             c.env_remove(k);
         }
     }

@@ -1,0 +1,370 @@
+//! Every setting of `peerd serve`, declared once: TOML key, flag, `PEERD_*` variable,
+//! default, help and validation are all on the field. `crate::config` merges the sources
+//! (flags > env > file > defaults); docs/CONFIG.md's table is generated from here.
+//!
+//! # How to add a setting
+//!
+//! 1. Add a field to the section it belongs to (a new section is a struct like these,
+//!    flattened into [`Settings`] and listed in `defaults_from_clap!`):
+//!
+//!    ```text
+//!    /// What it does, in one line: this is `--help` and the docs' table. Say the unit.
+//!    #[arg(id = "limits.max_widgets", long = "max-widgets", env = "PEERD_MAX_WIDGETS",
+//!          default_value_t = AtLeast(64))]
+//!    pub max_widgets: AtLeast<usize, 1>,
+//!    ```
+//!
+//!    - `id` is the TOML key: the section, a dot, the field's name.
+//!    - `env` is `PEERD_` and the flag in capitals with `_` for `-`.
+//!    - The default is clap's (`default_value_t`, or none for an `Option`); take it from
+//!      `ListenOptions::default()` when the library has one. A default that depends on the
+//!      machine gets `hide_default_value = true` and says how it is computed in the help.
+//!    - The type validates: [`AtLeast`] for numbers with a floor, [`Parsed`] for values
+//!      written as strings and parsed like their flag, or a type of your own implementing
+//!      `FromStr` + `Display` + serde. Flags, variables and the file then refuse the same
+//!      values with the same message. Rules between fields go in [`Settings::check`].
+//!
+//!    Unit tests (`cargo test -p peerd-cli --bin peerd`) check the id against the serde
+//!    field, the variable against the flag, and that docs/CONFIG.md and
+//!    deploy/peerd.toml list the key.
+//! 2. Use it: in [`Settings::listen_options`], or wherever the binary needs it. If
+//!    `listen()` validates the `ListenOptions` field it sets, add the pair to
+//!    [`LIBRARY_OPTIONS`] so that a refusal names the key.
+//! 3. `PEERD_BLESS=1 cargo test -p peerd-cli --bin peerd` rewrites docs/CONFIG.md's table;
+//!    document the key in deploy/peerd.toml with its default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::Args;
+use peerd_server::options::{MIN_FRAME_LEN, MIN_MEMORY_BUDGET};
+use peerd_server::{Endpoint, ListenOptions, RateLimit, TlsFiles, WebSocketOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AtLeast, Parsed};
+
+/// The library's defaults, which the settings below take as theirs.
+fn lib() -> ListenOptions {
+    ListenOptions::default()
+}
+
+/// Every setting of `peerd serve`, one TOML table per section.
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// `[listen]`
+    #[command(flatten, next_help_heading = "Listen")]
+    pub listen: ListenSettings,
+    /// `[tls]`
+    #[command(flatten, next_help_heading = "TLS")]
+    pub tls: TlsSettings,
+    /// `[websocket]`
+    #[command(flatten, next_help_heading = "WebSocket")]
+    pub websocket: WebSocketSettings,
+    /// `[runtime]`
+    #[command(flatten, next_help_heading = "Runtime")]
+    pub runtime: RuntimeSettings,
+    /// `[limits]`
+    #[command(flatten, next_help_heading = "Limits")]
+    pub limits: LimitSettings,
+    /// `[timeouts]`
+    #[command(flatten, next_help_heading = "Timeouts")]
+    pub timeouts: TimeoutSettings,
+    /// `[admin]`
+    #[command(flatten, next_help_heading = "Admin")]
+    pub admin: AdminSettings,
+}
+
+/// `[listen]`: where peers connect.
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenSettings {
+    /// Where to listen; several endpoints: repeat the flag, or separate with commas. Forms:
+    /// host:port or tcp://host:port (port 0 = any free port), unix:/path, tls://host:port,
+    /// ws://host:port[/path], wss://host:port[/path].
+    #[arg(id = "listen.endpoints", long = "listen", env = "PEERD_LISTEN",
+          value_name = "ENDPOINT", value_delimiter = ',',
+          default_values_t = lib().endpoints.into_iter().map(Parsed))]
+    pub endpoints: Vec<Parsed<Endpoint>>,
+}
+
+/// `[tls]`: the certificate for tls:// and wss:// endpoints.
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Certificate chain (PEM, leaf first) for tls:// and wss:// endpoints.
+    #[arg(
+        id = "tls.cert",
+        long = "tls-cert",
+        env = "PEERD_TLS_CERT",
+        value_name = "FILE"
+    )]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of that certificate.
+    #[arg(
+        id = "tls.key",
+        long = "tls-key",
+        env = "PEERD_TLS_KEY",
+        value_name = "FILE"
+    )]
+    pub key: Option<PathBuf>,
+}
+
+/// `[websocket]`: ws:// and wss:// endpoints.
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketSettings {
+    /// Browser origins allowed on ws:// and wss:// (repeat or separate with commas), e.g.
+    /// https://app.example.com; none listed: any. Others get HTTP 403.
+    #[arg(
+        id = "websocket.origins",
+        long = "ws-origin",
+        env = "PEERD_WS_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub origins: Vec<String>,
+}
+
+/// `[runtime]`: shards and the cores they run on.
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Number of shards (executor threads). Default: one per core this process may use.
+    #[arg(id = "runtime.shards", long = "shards", env = "PEERD_SHARDS", value_name = "N",
+          default_value_t = AtLeast(lib().shards), hide_default_value = true)]
+    pub shards: AtLeast<usize, 1>,
+    /// Cores to pin shards to, e.g. 0,1 (shard i on cores[i % len]); none listed: shard i
+    /// on the i-th core this process may use.
+    #[arg(
+        id = "runtime.cores",
+        long = "cores",
+        env = "PEERD_CORES",
+        value_name = "CORE",
+        value_delimiter = ','
+    )]
+    pub cores: Vec<usize>,
+    /// Do not pin shards to cores (variable: 1/true/yes/on or 0/false/no/off).
+    #[arg(id = "runtime.no_pin", long = "no-pin", env = "PEERD_NO_PIN",
+          value_parser = BoolishValueParser::new())]
+    pub no_pin: bool,
+    /// Spin this many microseconds before parking an idle shard: lower latency, more CPU.
+    #[arg(id = "runtime.spin_us", long = "spin-us", env = "PEERD_SPIN_US", value_name = "US",
+          default_value_t = lib().spin_before_park.as_micros() as u64)]
+    pub spin_us: u64,
+}
+
+/// `[limits]`: what one peer, and all of them, may hold.
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Most concurrent connections; past it a connection gets Reject(overloaded) and is
+    /// closed (lowered to fit the file-descriptor limit if that is lower).
+    #[arg(id = "limits.max_connections", long = "max-connections",
+          env = "PEERD_MAX_CONNECTIONS", value_name = "N",
+          default_value_t = AtLeast(lib().limits.max_connections))]
+    pub max_connections: AtLeast<usize, 1>,
+    /// Largest frame body accepted from a peer, in bytes (at least 1024: a Hello may be
+    /// that large); larger: Close(too_large).
+    #[arg(id = "limits.max_frame_len", long = "max-frame-len", env = "PEERD_MAX_FRAME_LEN",
+          value_name = "BYTES", default_value_t = AtLeast(lib().limits.max_frame_len))]
+    pub max_frame_len: AtLeast<u32, { MIN_FRAME_LEN as u64 }>,
+    /// Bytes queued toward one peer (plus 64 per frame) before it is closed with
+    /// Close(slow_consumer).
+    #[arg(id = "limits.outbound_queue_bytes", long = "outbound-queue-bytes",
+          env = "PEERD_OUTBOUND_QUEUE_BYTES", value_name = "BYTES",
+          default_value_t = AtLeast(lib().limits.outbound_queue_bytes))]
+    pub outbound_queue_bytes: AtLeast<usize, 1>,
+    /// Memory for outbound queues and receive buffers of all shards together, in bytes (at
+    /// least 16 MiB); past it the largest holders are closed. Default: a quarter of the
+    /// machine's memory.
+    #[arg(id = "limits.memory_budget", long = "memory-budget", env = "PEERD_MEMORY_BUDGET",
+          value_name = "BYTES", default_value_t = AtLeast(lib().limits.memory_budget),
+          hide_default_value = true)]
+    pub memory_budget: AtLeast<usize, { MIN_MEMORY_BUDGET as u64 }>,
+    /// Per-peer rate limit: frames per second a peer may send (a token bucket holding one
+    /// second's worth); frames over it are refused with rate_limited (docs/PROTOCOL.md
+    /// §6.8). Not set (and no rate_bytes): no rate limit.
+    #[arg(
+        id = "limits.rate_frames",
+        long = "rate-frames",
+        env = "PEERD_RATE_FRAMES",
+        value_name = "N"
+    )]
+    pub rate_frames: Option<AtLeast<u32, 1>>,
+    /// Per-peer rate limit: bytes per second a peer may send, headers included. Not set
+    /// (and no rate_frames): no rate limit.
+    #[arg(
+        id = "limits.rate_bytes",
+        long = "rate-bytes",
+        env = "PEERD_RATE_BYTES",
+        value_name = "BYTES"
+    )]
+    pub rate_bytes: Option<AtLeast<u64, 1>>,
+    /// Seconds a peer may stay over its rate limit before Close(rate_limited).
+    #[arg(id = "limits.rate_close_after", long = "rate-close-after",
+          env = "PEERD_RATE_CLOSE_AFTER", value_name = "SECS", default_value_t = AtLeast(10))]
+    pub rate_close_after: AtLeast<u64, 1>,
+}
+
+/// `[admin]`: the admin HTTP listener (/metrics, /healthz, /readyz).
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this address, e.g.
+    /// 127.0.0.1:7480 (port 0: any free port). Not set: no admin listener. Keep it on
+    /// loopback or a private network: it has no authentication.
+    #[arg(
+        id = "admin.listen",
+        long = "admin",
+        env = "PEERD_ADMIN",
+        value_name = "ADDR"
+    )]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `[timeouts]`: deadlines and intervals, in milliseconds.
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutSettings {
+    /// A new connection must complete its handshake within this many milliseconds
+    /// (slowloris defence).
+    #[arg(id = "timeouts.handshake_timeout_ms", long = "handshake-timeout-ms",
+          env = "PEERD_HANDSHAKE_TIMEOUT_MS", value_name = "MS",
+          default_value_t = AtLeast(lib().handshake_timeout.as_millis() as u64))]
+    pub handshake_timeout_ms: AtLeast<u64, 1>,
+    /// Ping a peer silent for this many milliseconds; three silent intervals:
+    /// Close(idle_timeout).
+    #[arg(id = "timeouts.heartbeat_ms", long = "heartbeat-ms", env = "PEERD_HEARTBEAT_MS",
+          value_name = "MS", default_value_t = AtLeast(lib().heartbeat.as_millis() as u64))]
+    pub heartbeat_ms: AtLeast<u64, 1>,
+    /// On SIGTERM or SIGINT, give in-flight handlers this many milliseconds before closing
+    /// peers and exiting 0.
+    #[arg(
+        id = "timeouts.drain_ms",
+        long = "drain-ms",
+        env = "PEERD_DRAIN_MS",
+        value_name = "MS",
+        default_value_t = 1000
+    )]
+    pub drain_ms: u64,
+}
+
+/// Serde's `#[serde(default)]` for a section is its clap defaults: one default per
+/// setting, whichever source leaves it out.
+macro_rules! defaults_from_clap {
+    ($($t:ty),* $(,)?) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                crate::config::clap_defaults()
+            }
+        }
+    )*};
+}
+defaults_from_clap!(
+    Settings,
+    ListenSettings,
+    TlsSettings,
+    WebSocketSettings,
+    RuntimeSettings,
+    LimitSettings,
+    TimeoutSettings,
+    AdminSettings,
+);
+
+/// The `ListenOptions` field `listen()` names when it refuses one
+/// (`ListenError::InvalidOptions::option`), and the key that sets it.
+pub const LIBRARY_OPTIONS: &[(&str, &str)] = &[
+    ("endpoints", "listen.endpoints"),
+    ("tls", "tls.cert"),
+    ("shards", "runtime.shards"),
+    ("cores", "runtime.cores"),
+    ("handshake_timeout", "timeouts.handshake_timeout_ms"),
+    ("heartbeat", "timeouts.heartbeat_ms"),
+    ("limits.max_connections", "limits.max_connections"),
+    ("limits.max_frame_len", "limits.max_frame_len"),
+    ("limits.outbound_queue_bytes", "limits.outbound_queue_bytes"),
+    ("limits.memory_budget", "limits.memory_budget"),
+    ("limits.rate_limit", "limits.rate_frames"),
+];
+
+/// The key behind a `ListenOptions` field `listen()` refused, if a setting sets it.
+pub fn key_of_option(option: &str) -> Option<&'static str> {
+    LIBRARY_OPTIONS
+        .iter()
+        .find(|(o, _)| *o == option)
+        .map(|(_, k)| *k)
+}
+
+impl Settings {
+    /// Refuse settings that are fine alone but not together: the key at fault and why.
+    /// (Each value alone was checked by its type.)
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.listen.endpoints.is_empty() {
+            return Err(("listen.endpoints", "at least one endpoint is needed".into()));
+        }
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => {
+                return Err((
+                    "tls.cert",
+                    "needs tls.key (--tls-key, PEERD_TLS_KEY) too".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "tls.key",
+                    "needs tls.cert (--tls-cert, PEERD_TLS_CERT) too".into(),
+                ))
+            }
+            _ => {}
+        }
+        if self.tls.cert.is_none() {
+            if let Some(e) = self.listen.endpoints.iter().find(|e| e.0.is_tls()) {
+                return Err((
+                    "listen.endpoints",
+                    format!("{e} needs a certificate: set tls.cert and tls.key"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The library's options for these settings (without the builtin handlers).
+    /// `ws_echo`: WebSocket endpoints echo (conformance testing only).
+    pub fn listen_options(&self, ws_echo: bool) -> ListenOptions {
+        let mut opts = ListenOptions::default();
+        opts.endpoints = self.listen.endpoints.iter().map(|e| e.0.clone()).collect();
+        if let (Some(cert_chain), Some(key)) = (&self.tls.cert, &self.tls.key) {
+            opts.tls = Some(TlsFiles {
+                cert_chain: cert_chain.clone(),
+                key: key.clone(),
+            });
+        }
+        let origins = &self.websocket.origins;
+        opts.websocket = WebSocketOptions {
+            origins: (!origins.is_empty()).then(|| origins.clone()),
+            echo: ws_echo,
+        };
+        opts.shards = self.runtime.shards.get();
+        opts.cores = self.runtime.cores.clone();
+        opts.pin = !self.runtime.no_pin;
+        opts.spin_before_park = Duration::from_micros(self.runtime.spin_us);
+        opts.limits.max_connections = self.limits.max_connections.get();
+        opts.limits.max_frame_len = self.limits.max_frame_len.get();
+        opts.limits.outbound_queue_bytes = self.limits.outbound_queue_bytes.get();
+        opts.limits.memory_budget = self.limits.memory_budget.get();
+        if self.limits.rate_frames.is_some() || self.limits.rate_bytes.is_some() {
+            // The one not given is unlimited in practice.
+            let mut r = RateLimit::new(
+                self.limits.rate_frames.map_or(u32::MAX, |n| n.get()),
+                self.limits.rate_bytes.map_or(u64::MAX / 4, |n| n.get()),
+            );
+            r.close_after = Duration::from_secs(self.limits.rate_close_after.get());
+            opts.limits.rate_limit = Some(r);
+        }
+        opts.handshake_timeout = Duration::from_millis(self.timeouts.handshake_timeout_ms.get());
+        opts.heartbeat = Duration::from_millis(self.timeouts.heartbeat_ms.get());
+        opts
+    }
+}
