@@ -54,6 +54,10 @@ pub enum Code {
     Internal = 1018,
     /// No heartbeat from the peer within the allowed interval.
     IdleTimeout = 1019,
+    /// The session's credentials (a token) expired: refused at the handshake, or the
+    /// connection is closed because no Refresh replaced them in time. Get a new token and
+    /// reconnect (unlike `Unauthorized`, which another attempt cannot change).
+    TokenExpired = 1020,
 }
 
 impl Code {
@@ -80,6 +84,7 @@ impl Code {
         Code::NotMember,
         Code::Internal,
         Code::IdleTimeout,
+        Code::TokenExpired,
     ];
 
     /// The numeric value on the wire.
@@ -116,6 +121,7 @@ impl Code {
             Code::NotMember => "not_member",
             Code::Internal => "internal",
             Code::IdleTimeout => "idle_timeout",
+            Code::TokenExpired => "token_expired",
         }
     }
 
@@ -164,6 +170,7 @@ mod tests {
             (Code::NotMember, 1017),
             (Code::Internal, 1018),
             (Code::IdleTimeout, 1019),
+            (Code::TokenExpired, 1020),
         ];
         assert_eq!(pinned.len(), Code::ALL.len());
         for (c, v) in pinned {

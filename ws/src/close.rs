@@ -30,11 +30,12 @@
 //! | 1017       | `not_member`          | 4017             | private use: peerd 1017        |
 //! | 1018       | `internal`            | 1011             | internal error                 |
 //! | 1019       | `idle_timeout`        | 4019             | private use: peerd 1019        |
+//! | 1020       | `token_expired`       | 4020             | private use: peerd 1020        |
 //! | 4000-4999  | application codes     | unchanged        | private use                    |
 //! | any other  | (0, unknown numbers)  | 1008             | policy violation (generic)     |
 //!
 //! [`code_for`] inverts the table. The private-use images of peerd codes (4004-4008,
-//! 4010-4017, 4019) read back as those peerd codes, so an application code with one of those
+//! 4010-4017, 4019, 4020) read back as those peerd codes, so an application code with one of those
 //! numbers cannot round-trip through a WebSocket close; peerd's Close frames carry only
 //! defined codes, and application codes travel in RpcError frames, so this does not arise
 //! from peerd itself. 1008 reads back as `None`: it stands for no one code.
@@ -84,7 +85,7 @@ pub fn code_for(status: u16) -> Option<u16> {
     if (4000..5000).contains(&status) {
         let peerd = status - PRIVATE_BASE + 1000;
         // Only a code that status_for sends to the private range is an image; 4000-4003,
-        // 4009 and 4018 (whose peerd codes have WebSocket equivalents) and 4020+ are
+        // 4009 and 4018 (whose peerd codes have WebSocket equivalents) and 4021+ are
         // application codes.
         let is_image = matches!(Code::from_u16(peerd), Some(c)
             if !EQUIVALENTS.iter().any(|(e, _)| *e == c));
