@@ -14,9 +14,14 @@
 //! - [`options`]: [`ListenOptions`], [`Limits`], [`Endpoint`], callback types.
 //! - [`request`]: [`Request`], [`EventRef`], [`HandlerFuture`].
 //! - [`error`]: [`ListenError`], [`CallError`], [`SendError`], [`RpcFailure`].
+//! - [`auth`]: [`Grant`], [`Permissions`], [`Action`], [`Denied`]: what authenticating a
+//!   peer established and what it may do.
+//! - [`jwt`]: [`jwt::JwtAuth`], connect tokens (JWT) verified with pinned keys, and
+//!   [`jwt::TokenSigner`] to issue them.
 //!
 //! A shard, from the socket up (each module imports only modules listed before it):
-//! - `stream`, `tls`, `frame`, `util`, `config`, `striped`, `msg`: the socket wrapper, a
+//! - `auth`, `jwt` (public, above), then
+//!   `stream`, `tls`, `frame`, `util`, `config`, `striped`, `msg`: the socket wrapper, a
 //!   connection's TLS session, a frame ready for any transport (its WebSocket header in
 //!   front), shard-local primitives, plain settings, the striped map, the cross-shard
 //!   message type.
@@ -35,6 +40,7 @@
 //!   `dispatch` (the table of client frames),
 //!   `executor` (a shard's tasks: accept, serve, inbox, heartbeat, shutdown).
 
+pub mod auth;
 mod config;
 mod conn;
 mod directory;
@@ -44,6 +50,7 @@ mod executor;
 mod frame;
 mod handshake;
 mod inbound;
+pub mod jwt;
 mod lifecycle;
 mod local;
 mod members;
@@ -69,6 +76,7 @@ mod upgrade;
 mod util;
 mod watchers;
 
+pub use auth::{Action, AuthRequest, Denied, Grant, Patterns, Permissions};
 pub use error::{CallError, ListenError, RpcFailure, SendError};
 pub use options::{Endpoint, Limits, ListenOptions, PresenceNotice, TlsFiles, WebSocketOptions};
 pub use peer::ConnectedPeer;
