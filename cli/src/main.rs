@@ -4,12 +4,14 @@
 //! needs: the command line, the builtin `echo` and `peers` RPCs, and signal handling.
 //!
 //! Layout: `main.rs` the command line and dispatch, `serve.rs` `peerd serve` (flags to
-//! `ListenOptions`, builtins, signals), `client.rs` the client subcommands, `logging.rs`
-//! the `tracing` subscriber (stderr, `RUST_LOG`).
+//! `ListenOptions`, builtins, signals, authentication flags), `client.rs` the client
+//! subcommands, `token.rs` `peerd token` (sign a connect token), `logging.rs` the `tracing`
+//! subscriber (stderr, `RUST_LOG`).
 
 mod client;
 mod logging;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -17,6 +19,7 @@ use clap::{Parser, Subcommand};
 
 use crate::client::ClientArgs;
 use crate::serve::ServeArgs;
+use crate::token::TokenArgs;
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +36,8 @@ struct Cli {
 enum Cmd {
     /// Run the server until SIGINT/SIGTERM.
     Serve(ServeArgs),
+    /// Sign a connect token (JWT) for a peer id and print it, for `--token` / PEERD_TOKEN.
+    Token(TokenArgs),
     /// Call an RPC method and print the result (exit status 1 on an error answer).
     Call {
         #[command(flatten)]
@@ -133,6 +138,7 @@ fn main() -> ExitCode {
     logging::init();
     let r = match cli.cmd {
         Cmd::Serve(a) => return serve::serve(a),
+        Cmd::Token(a) => token::token(&a),
         Cmd::Call {
             c,
             method,

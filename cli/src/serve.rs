@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::builder::BoolishValueParser;
 use clap::Args;
+use peerd_server::jwt::{JwtAuth, KeyError, PermissionClaims, TokenAlgorithm};
 use peerd_server::{
     listen, CallError, Code, ConnectedPeer, Endpoint, ListenOptions, RpcFailure, TlsFiles,
     WebSocketOptions,
@@ -83,6 +84,62 @@ pub struct ServeArgs {
     /// On SIGTERM, give in-flight handlers this many milliseconds before closing peers.
     #[arg(long, env = "PEERD_DRAIN_MS", default_value_t = 1000)]
     drain_ms: u64,
+    /// Require connect tokens (JWT, in Hello's credentials) signed HS256 with the secret in
+    /// this file (at least 32 bytes; a trailing newline is dropped).
+    #[arg(long, value_name = "FILE", env = "PEERD_AUTH_HS256_SECRET")]
+    auth_hs256_secret: Option<PathBuf>,
+    /// Require connect tokens signed by the private half of this public key (PEM; RSA:
+    /// RS256, P-256: ES256, P-384: ES384, Ed25519: EdDSA, unless --auth-alg says otherwise).
+    /// Repeat (or separate with commas) for several keys, e.g. during a rotation.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PEERD_AUTH_PUBLIC_KEY",
+        value_delimiter = ','
+    )]
+    auth_public_key: Vec<PathBuf>,
+    /// The algorithm --auth-public-key keys verify, instead of the key type's usual one
+    /// (RS384, RS512, PS256, PS384, PS512 for RSA keys).
+    #[arg(long, value_name = "ALG", env = "PEERD_AUTH_ALG", value_parser = token_alg,
+          requires = "auth_public_key")]
+    auth_alg: Option<TokenAlgorithm>,
+    /// Require tokens' `aud` claim to be this audience.
+    #[arg(long, value_name = "AUD", env = "PEERD_AUTH_AUDIENCE")]
+    auth_audience: Option<String>,
+    /// Require tokens' `iss` claim to be this issuer.
+    #[arg(long, value_name = "ISS", env = "PEERD_AUTH_ISSUER")]
+    auth_issuer: Option<String>,
+    /// Clock skew allowed on tokens' `exp` and `nbf`, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "PEERD_AUTH_LEEWAY_SECS",
+        default_value_t = 5
+    )]
+    auth_leeway_secs: u64,
+    /// Let peers in without a token (env: 1/true/yes/on or 0/false/no/off). With a key
+    /// configured they get server-assigned ids; without one this only says that open access
+    /// is intended (no warning on a non-loopback address).
+    #[arg(long, env = "PEERD_ALLOW_ANONYMOUS", value_parser = BoolishValueParser::new())]
+    allow_anonymous: bool,
+    /// What anonymous peers may do, as a token's `peerd` claim in JSON, e.g.
+    /// '{"join":["lobby"],"publish":["lobby"]}' (what it does not list is refused); default:
+    /// everything. Needs --allow-anonymous.
+    #[arg(long, value_name = "JSON", env = "PEERD_ANONYMOUS_PERMISSIONS",
+          requires = "allow_anonymous", value_parser = permission_claims)]
+    anonymous_permissions: Option<PermissionClaims>,
+}
+
+/// `--auth-alg`: a JOSE algorithm name peerd knows.
+pub(crate) fn token_alg(s: &str) -> Result<TokenAlgorithm, String> {
+    s.parse().map_err(|e: KeyError| e.to_string())
+}
+
+/// `--anonymous-permissions`: the `peerd` claim's JSON, with valid patterns.
+pub(crate) fn permission_claims(s: &str) -> Result<PermissionClaims, String> {
+    let p: PermissionClaims = serde_json::from_str(s).map_err(|e| e.to_string())?;
+    p.to_permissions().map_err(|e| e.to_string())?;
+    Ok(p)
 }
 
 /// The floors `listen()` enforces for `--max-frame-len` and `--memory-budget`.
@@ -126,6 +183,51 @@ fn frame_len(s: &str) -> Result<u32, String> {
 }
 
 impl ServeArgs {
+    /// The token verifier these flags ask for, if any: with a key, tokens are required
+    /// (anonymous peers only with --allow-anonymous); with only --anonymous-permissions,
+    /// every peer is anonymous and restricted. `Err`: a key could not be loaded.
+    fn jwt(&self) -> Result<Option<JwtAuth>, KeyError> {
+        let has_key = self.auth_hs256_secret.is_some() || !self.auth_public_key.is_empty();
+        if !has_key && self.anonymous_permissions.is_none() {
+            return Ok(None);
+        }
+        let mut auth = JwtAuth::new().leeway(Duration::from_secs(self.auth_leeway_secs));
+        if let Some(path) = &self.auth_hs256_secret {
+            auth = auth.hmac_secret_file(path)?;
+        }
+        for path in &self.auth_public_key {
+            auth = auth.public_key_file(path, self.auth_alg)?;
+        }
+        if let Some(aud) = &self.auth_audience {
+            auth = auth.audience(aud);
+        }
+        if let Some(iss) = &self.auth_issuer {
+            auth = auth.issuer(iss);
+        }
+        if self.allow_anonymous {
+            let permissions = self
+                .anonymous_permissions
+                .as_ref()
+                .map(|p| p.to_permissions().expect("checked when parsed"));
+            auth = auth.allow_anonymous(permissions);
+        }
+        Ok(Some(auth))
+    }
+
+    /// The endpoints where anyone who can reach the machine can connect with no credentials
+    /// at all: TCP-based endpoints not on a loopback address, when no key is configured
+    /// and open access was not asked for (`--allow-anonymous`).
+    fn open_to_anyone<'a>(&self, endpoints: &'a [Endpoint]) -> Vec<&'a Endpoint> {
+        let has_key = self.auth_hs256_secret.is_some() || !self.auth_public_key.is_empty();
+        if has_key || self.allow_anonymous {
+            return Vec::new();
+        }
+        endpoints
+            .iter()
+            .filter(|e| e.tcp_addr().is_some_and(|a| !is_loopback(a)))
+            .collect()
+    }
+
     /// The library's options for these flags (without the builtins).
     fn listen_options(&self) -> ListenOptions {
         let mut opts = ListenOptions::default();
@@ -219,10 +321,53 @@ async fn callback(peer: ConnectedPeer, params: Bytes) -> Result<Bytes, RpcFailur
         })
 }
 
+/// Whether `host:port` names a loopback address (`127.0.0.0/8`, `::1`, `localhost`).
+/// Anything else, the unspecified `0.0.0.0`/`::` (every interface) and host names included,
+/// is taken as reachable from elsewhere.
+fn is_loopback(host_port: &str) -> bool {
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Say, loudly, that these endpoints take anyone (Redis's protected mode is the model:
+/// an unprotected server reachable from the network is a mistake more often than a
+/// choice, so the choice has to be spelled out).
+fn warn_open(open: &[&Endpoint]) {
+    if open.is_empty() {
+        return;
+    }
+    let list: Vec<String> = open.iter().map(|e| e.to_string()).collect();
+    let list = list.join(", ");
+    tracing::warn!(endpoints = %list, "no authentication: anyone who can reach these endpoints can connect");
+    eprintln!(
+        "peerd: WARNING: no authentication on {list} (not loopback): anyone who can reach \
+         the server there can connect, take any peer id, list every peer and broadcast to \
+         everyone.\n\
+         peerd: WARNING: require tokens with --auth-hs256-secret FILE or --auth-public-key FILE, \
+         or pass --allow-anonymous to say open access is intended."
+    );
+}
+
 /// Run the server until SIGINT/SIGTERM, then drain and stop.
 pub fn serve(a: ServeArgs) -> ExitCode {
     tune_allocator();
-    let opts = with_builtins(a.listen_options());
+    let mut opts = a.listen_options();
+    match a.jwt() {
+        Ok(Some(auth)) => {
+            tracing::info!(algorithms = ?auth.algorithms(), anonymous = auth.allows_anonymous(), "connect tokens required");
+            opts = opts.jwt(auth);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("peerd: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let opts = with_builtins(opts);
     // Install the handlers before the shards start, so a signal that arrives during
     // start-up is seen by the loop below instead of killing the process half started.
     let mut signals = match signal_hook::iterator::Signals::new([
@@ -242,6 +387,7 @@ pub fn serve(a: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    warn_open(&a.open_to_anyone(&server.endpoints()));
     // The loadgen and the tests parse these lines (one per endpoint, in the order given;
     // the first is the one tools read); keep them byte for byte.
     for e in server.endpoints() {
