@@ -387,7 +387,7 @@ pub fn serve(a: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    warn_open(&a.open_to_anyone(&server.endpoints()));
+    warn_open(&a.open_to_anyone(server.endpoints()));
     // The loadgen and the tests parse these lines (one per endpoint, in the order given;
     // the first is the one tools read); keep them byte for byte.
     for e in server.endpoints() {

@@ -171,10 +171,12 @@ struct Extras {
     auth: Option<Box<SessionAuth>>,
 }
 
-/// The part of a [`Grant`] a session keeps: its deadline and its permissions.
+/// The part of a [`Grant`] a session keeps: its deadline and its permissions. The
+/// permissions (seven pattern lists, some 300 bytes) are boxed again, so that a token that
+/// only expires costs its peer 24 bytes here.
 struct SessionAuth {
     expires_at: Option<SystemTime>,
-    permissions: Option<Permissions>,
+    permissions: Option<Box<Permissions>>,
 }
 
 impl Conn {
@@ -369,7 +371,7 @@ impl Conn {
         let auth = (grant.expires_at.is_some() || grant.permissions.is_some()).then(|| {
             Box::new(SessionAuth {
                 expires_at: grant.expires_at,
-                permissions: grant.permissions,
+                permissions: grant.permissions.map(Box::new),
             })
         });
         match auth {

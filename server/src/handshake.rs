@@ -73,8 +73,10 @@ pub(crate) struct Accepted {
     replaced: Option<Entry>,
     /// The protocol version of the session (the lower of the client's and ours).
     version: u16,
-    /// What the credentials proved and allow.
-    grant: Grant,
+    /// What the credentials allow and until when; boxed, and only when they restrict or
+    /// expire: this travels through the connection task's future, whose size every peer
+    /// pays for.
+    grant: Option<Box<Grant>>,
 }
 
 /// Read and check the Hello. `None`: the handshake failed and the peer was answered (or
@@ -197,7 +199,7 @@ fn accept(shard: &Shard, h: &HelloFields<'_>) -> Result<Accepted, Refused> {
         token,
         replaced,
         version,
-        grant,
+        grant: (grant.expires_at.is_some() || grant.permissions.is_some()).then(|| Box::new(grant)),
     })
 }
 
@@ -220,7 +222,9 @@ pub(crate) fn register(shard: &Rc<Shard>, out: Rc<Outbound>, a: Accepted) -> Rc<
         a.session,
         a.peer_id.clone(),
     ));
-    conn.set_auth(a.grant);
+    if let Some(grant) = a.grant {
+        conn.set_auth(*grant);
+    }
     shard.register(&conn);
     tracing::debug!(shard = shard.index(), peer = %conn.peer_id, session = conn.session, "peer connected");
     let shared = shard.shared();

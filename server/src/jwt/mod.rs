@@ -321,10 +321,8 @@ pub struct PermissionClaims {
 impl PermissionClaims {
     /// The permission set these claims describe.
     pub fn to_permissions(&self) -> Result<Permissions, PatternError> {
-        let list = |l: &Option<Vec<String>>| {
-            l.as_ref()
-                .map_or(Ok(Patterns::none()), |v| Patterns::parse(v))
-        };
+        let list =
+            |l: &Option<Vec<String>>| l.as_ref().map_or(Ok(Patterns::none()), Patterns::parse);
         Ok(Permissions {
             join: list(&self.join)?,
             publish: list(&self.publish)?,
@@ -397,7 +395,7 @@ struct VerifyKey {
 enum Anonymous {
     Refused,
     /// Allowed, with these permissions (`None`: everything).
-    Allowed(Option<Permissions>),
+    Allowed(Option<Box<Permissions>>),
 }
 
 /// A token verifier, and the authenticator it makes (`ListenOptions::jwt`).
@@ -603,7 +601,7 @@ impl JwtAuth {
     /// Let peers in without a token, with `permissions` (`None`: everything). They get
     /// server-assigned ids: with keys configured, only a token proves a declared id.
     pub fn allow_anonymous(mut self, permissions: Option<Permissions>) -> JwtAuth {
-        self.anonymous = Anonymous::Allowed(permissions);
+        self.anonymous = Anonymous::Allowed(permissions.map(Box::new));
         self
     }
 
@@ -698,7 +696,7 @@ impl JwtAuth {
                 Anonymous::Allowed(p) => Ok(Grant {
                     peer_id: None,
                     expires_at: None,
-                    permissions: p.clone(),
+                    permissions: p.as_deref().cloned(),
                 }),
             };
         };
