@@ -160,7 +160,7 @@ pub fn signal_kind() -> impl Strategy<Value = SignalKind> {
     ]
 }
 
-/// Any of the 24 messages with arbitrary field values.
+/// Any of the 25 messages with arbitrary field values.
 pub fn any_msg() -> impl Strategy<Value = AnyMsg> {
     prop_oneof![
         (
