@@ -1,5 +1,9 @@
 //! Client subcommands (`call`, `ping`, `pub`, `sub`, `send`, `peers`, `watch`, `signal`), on
 //! the Rust client library.
+//!
+//! `--server`, `--ca` and `--token` have environment variables (`PEERD_SERVER`, `PEERD_CA`,
+//! `PEERD_TOKEN`): where the server is, whom it is trusted through and who one is hold for
+//! a whole shell session.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -10,9 +14,9 @@ use peerd_client::{connect_endpoint, Endpoint, Peer, PeerOptions, PresenceEvent,
 
 /// Flags every client subcommand takes.
 ///
-/// `--server` and `--ca` have environment variables (`PEERD_SERVER`, `PEERD_CA`): they say
-/// where the server is and whom it is trusted through for a whole shell session, while
-/// `--id` is chosen per command.
+/// `--server`, `--ca` and `--token` have environment variables (`PEERD_SERVER`, `PEERD_CA`,
+/// `PEERD_TOKEN`): they say where the server is, whom it is trusted through and who one is
+/// for a whole shell session, while `--id` is chosen per command.
 #[derive(Args)]
 pub struct ClientArgs {
     /// Server endpoint: host:port, tcp://host:port, unix:/path, tls://host:port,
@@ -30,9 +34,12 @@ pub struct ClientArgs {
     /// system's.
     #[arg(long, value_name = "FILE", env = "PEERD_CA")]
     ca: Option<PathBuf>,
-    /// Peer id to connect as (default: server-assigned).
+    /// Peer id to connect as (default: the token's, or server-assigned).
     #[arg(long)]
     id: Option<String>,
+    /// Connect token (a JWT, e.g. from `peerd token`) for a server that requires one.
+    #[arg(long, value_name = "JWT", env = "PEERD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 type R = Result<(), String>;
@@ -50,6 +57,9 @@ fn open(c: &ClientArgs) -> Result<Peer, String> {
     }
     if let Some(ca) = &c.ca {
         o = o.ca_file(ca.clone());
+    }
+    if let Some(t) = &c.token {
+        o = o.credentials(t.trim().as_bytes().to_vec());
     }
     connect_endpoint(&c.server, o).map_err(|e| format!("connecting to {}: {e}", c.server))
 }

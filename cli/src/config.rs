@@ -573,6 +573,8 @@ mod tests {
             [
                 toml::Value::String("x".into()),
                 toml::Value::String("127.0.0.1:1".into()),
+                toml::Value::String("RS256".into()),
+                toml::Value::String("{}".into()),
                 toml::Value::Integer(1),
                 toml::Value::Boolean(true),
             ]
@@ -689,7 +691,11 @@ mod tests {
             let body = line.strip_prefix('#').unwrap_or(line).trim();
             if let Some((name, _)) = body.split_once('=') {
                 let name = name.trim();
-                if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                if !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                {
                     seen.insert(join(&section, name));
                 }
             }

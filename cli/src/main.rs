@@ -5,12 +5,13 @@
 //! handling and systemd readiness.
 //!
 //! Layout: `main.rs` the command line and dispatch, `serve.rs` `peerd serve` (settings to
-//! `ListenOptions`, builtins, signals), `settings.rs` every setting of `serve` (key, flag,
-//! variable, default, help: how to add one is there), `config.rs` merging them from the
-//! file, the environment and flags, and `--print-config`, `notify.rs` sd_notify,
-//! `admin.rs` the admin HTTP listener of `serve --admin` (metrics, health, readiness),
-//! `stats.rs` `peerd stats` (a summary of an admin listener's metrics), `client.rs` the
-//! client subcommands, `logging.rs` the `tracing` subscriber (stderr, `RUST_LOG`).
+//! `ListenOptions`, builtins, signals, authentication), `settings.rs` every setting of
+//! `serve` (key, flag, variable, default, help: how to add one is there), `config.rs`
+//! merging them from the file, the environment and flags, and `--print-config`,
+//! `notify.rs` sd_notify, `admin.rs` the admin HTTP listener of `serve --admin` (metrics,
+//! health, readiness), `stats.rs` `peerd stats` (a summary of an admin listener's
+//! metrics), `token.rs` `peerd token` (sign a connect token), `client.rs` the client
+//! subcommands, `logging.rs` the `tracing` subscriber (stderr, `RUST_LOG`).
 
 mod admin;
 mod client;
@@ -20,6 +21,7 @@ mod notify;
 mod serve;
 mod settings;
 mod stats;
+mod token;
 
 use std::process::ExitCode;
 
@@ -28,6 +30,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use crate::client::ClientArgs;
 use crate::serve::ServeArgs;
 use crate::stats::StatsArgs;
+use crate::token::TokenArgs;
 
 #[derive(Parser)]
 #[command(
@@ -43,7 +46,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server until SIGINT/SIGTERM.
-    Serve(ServeArgs),
+    // Boxed: the settings are by far the largest variant (clippy: large_enum_variant).
+    Serve(Box<ServeArgs>),
+    /// Sign a connect token (JWT) for a peer id and print it, for `--token` / PEERD_TOKEN.
+    Token(TokenArgs),
     /// Call an RPC method and print the result (exit status 1 on an error answer).
     Call {
         #[command(flatten)]
@@ -153,8 +159,9 @@ fn main() -> ExitCode {
             let m = matches
                 .subcommand_matches("serve")
                 .expect("the serve subcommand");
-            return serve::serve(a, m);
+            return serve::serve(*a, m);
         }
+        Cmd::Token(a) => token::token(&a),
         Cmd::Call {
             c,
             method,

@@ -10,13 +10,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::builder::BoolishValueParser;
 use clap::{ArgMatches, Args};
+use peerd_server::jwt::{JwtAuth, KeyError};
 use peerd_server::{
-    listen, CallError, Code, ConnectedPeer, ListenError, ListenOptions, RpcFailure,
+    listen, CallError, Code, ConnectedPeer, Endpoint, ListenError, ListenOptions, RpcFailure,
 };
 
 use crate::config::{self, ConfigError, Effective};
 use crate::notify;
-use crate::settings::{self, Settings};
+use crate::settings::{self, AuthSettings, Settings};
 
 /// Exit status for a configuration refused before anything started (clap uses the same
 /// for a bad flag).
@@ -105,6 +106,82 @@ async fn callback(peer: ConnectedPeer, params: Bytes) -> Result<Bytes, RpcFailur
         })
 }
 
+/// The token verifier `[auth]` asks for, if any: with a key, tokens are required (anonymous
+/// peers only with `allow_anonymous`); with only `anonymous_permissions`, every peer is
+/// anonymous and restricted. `Err`: a key could not be loaded.
+fn jwt(a: &AuthSettings) -> Result<Option<JwtAuth>, KeyError> {
+    let has_key = a.hs256_secret.is_some() || !a.public_keys.is_empty();
+    if !has_key && a.anonymous_permissions.is_none() {
+        return Ok(None);
+    }
+    let mut auth = JwtAuth::new().leeway(Duration::from_secs(a.leeway_secs));
+    if let Some(path) = &a.hs256_secret {
+        auth = auth.hmac_secret_file(path)?;
+    }
+    for path in &a.public_keys {
+        auth = auth.public_key_file(path, a.alg.as_ref().map(|p| p.0))?;
+    }
+    if let Some(aud) = &a.audience {
+        auth = auth.audience(aud);
+    }
+    if let Some(iss) = &a.issuer {
+        auth = auth.issuer(iss);
+    }
+    if a.allow_anonymous {
+        let permissions = a
+            .anonymous_permissions
+            .as_ref()
+            .map(|p| p.0 .0.to_permissions().expect("checked when parsed"));
+        auth = auth.allow_anonymous(permissions);
+    }
+    Ok(Some(auth))
+}
+
+/// The endpoints where anyone who can reach the machine can connect with no credentials at
+/// all: TCP-based endpoints not on a loopback address, when no key is configured and open
+/// access was not asked for (`allow_anonymous`).
+fn open_to_anyone<'a>(a: &AuthSettings, endpoints: &'a [Endpoint]) -> Vec<&'a Endpoint> {
+    let has_key = a.hs256_secret.is_some() || !a.public_keys.is_empty();
+    if has_key || a.allow_anonymous {
+        return Vec::new();
+    }
+    endpoints
+        .iter()
+        .filter(|e| e.tcp_addr().is_some_and(|a| !is_loopback(a)))
+        .collect()
+}
+
+/// Whether `host:port` names a loopback address (`127.0.0.0/8`, `::1`, `localhost`).
+/// Anything else, the unspecified `0.0.0.0`/`::` (every interface) and host names included,
+/// is taken as reachable from elsewhere.
+fn is_loopback(host_port: &str) -> bool {
+    let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Say, loudly, that these endpoints take anyone (Redis's protected mode is the model: an
+/// unprotected server reachable from the network is a mistake more often than a choice, so
+/// the choice has to be spelled out).
+fn warn_open(open: &[&Endpoint]) {
+    if open.is_empty() {
+        return;
+    }
+    let list: Vec<String> = open.iter().map(|e| e.to_string()).collect();
+    let list = list.join(", ");
+    tracing::warn!(endpoints = %list, "no authentication: anyone who can reach these endpoints can connect");
+    eprintln!(
+        "peerd: WARNING: no authentication on {list} (not loopback): anyone who can reach \
+         the server there can connect, take any peer id, list every peer and broadcast to \
+         everyone.\n\
+         peerd: WARNING: require tokens with --auth-hs256-secret FILE or --auth-public-key FILE, \
+         or pass --allow-anonymous to say open access is intended."
+    );
+}
+
 /// Run the server until SIGINT/SIGTERM, then drain and stop. `matches` are `serve`'s, which
 /// say where each flag's value came from.
 pub fn serve(a: ServeArgs, matches: &ArgMatches) -> ExitCode {
@@ -122,7 +199,19 @@ pub fn serve(a: ServeArgs, matches: &ArgMatches) -> ExitCode {
         };
     }
     tune_allocator();
-    let opts = with_builtins(eff.settings.listen_options(a.ws_echo));
+    let mut opts = eff.settings.listen_options(a.ws_echo);
+    match jwt(&eff.settings.auth) {
+        Ok(Some(auth)) => {
+            tracing::info!(algorithms = ?auth.algorithms(), anonymous = auth.allows_anonymous(), "connect tokens required");
+            opts = opts.jwt(auth);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("peerd: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let opts = with_builtins(opts);
     // Install the handlers before the shards start, so a signal that arrives during
     // start-up is seen by the loop below instead of killing the process half started.
     let mut signals = match signal_hook::iterator::Signals::new([
@@ -153,6 +242,7 @@ pub fn serve(a: ServeArgs, matches: &ArgMatches) -> ExitCode {
         Ok(s) => Arc::new(s),
         Err(e) => return listen_failed(&eff, e),
     };
+    warn_open(&open_to_anyone(&eff.settings.auth, server.endpoints()));
     // The loadgen and the tests parse these lines (one per endpoint, in the order given;
     // the first is the one tools read); keep them byte for byte.
     let endpoints: Vec<String> = server.endpoints().iter().map(|e| e.to_string()).collect();

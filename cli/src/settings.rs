@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::Args;
+use peerd_server::jwt::{PermissionClaims, TokenAlgorithm};
 use peerd_server::options::{MIN_FRAME_LEN, MIN_MEMORY_BUDGET};
 use peerd_server::{Endpoint, ListenOptions, RateLimit, TlsFiles, WebSocketOptions};
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,9 @@ pub struct Settings {
     /// `[admin]`
     #[command(flatten, next_help_heading = "Admin")]
     pub admin: AdminSettings,
+    /// `[auth]`
+    #[command(flatten, next_help_heading = "Authentication")]
+    pub auth: AuthSettings,
 }
 
 /// `[listen]`: where peers connect.
@@ -185,7 +189,7 @@ pub struct LimitSettings {
     pub memory_budget: AtLeast<usize, { MIN_MEMORY_BUDGET as u64 }>,
     /// Per-peer rate limit: frames per second a peer may send (a token bucket holding one
     /// second's worth); frames over it are refused with rate_limited (docs/PROTOCOL.md
-    /// §6.8). Not set (and no rate_bytes): no rate limit.
+    /// §6.9). Not set (and no rate_bytes): no rate limit.
     #[arg(
         id = "limits.rate_frames",
         long = "rate-frames",
@@ -206,6 +210,105 @@ pub struct LimitSettings {
     #[arg(id = "limits.rate_close_after", long = "rate-close-after",
           env = "PEERD_RATE_CLOSE_AFTER", value_name = "SECS", default_value_t = AtLeast(10))]
     pub rate_close_after: AtLeast<u64, 1>,
+}
+
+/// `[auth]`: connect tokens (JWT, in Hello's credentials) and anonymous access (README
+/// "Authentication and permissions"). No key: no tokens are checked, and a non-loopback
+/// endpoint gets a loud warning unless `allow_anonymous` says open access is intended.
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Require connect tokens signed HS256 with the secret in this file (at least 32 bytes;
+    /// a trailing newline is dropped).
+    #[arg(
+        id = "auth.hs256_secret",
+        long = "auth-hs256-secret",
+        env = "PEERD_AUTH_HS256_SECRET",
+        value_name = "FILE"
+    )]
+    pub hs256_secret: Option<PathBuf>,
+    /// Require connect tokens signed by the private half of these public keys (PEM; RSA:
+    /// RS256, P-256: ES256, P-384: ES384, Ed25519: EdDSA, unless auth.alg says otherwise).
+    /// Several keys, e.g. during a rotation: repeat the flag or separate with commas.
+    #[arg(
+        id = "auth.public_keys",
+        long = "auth-public-key",
+        env = "PEERD_AUTH_PUBLIC_KEY",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub public_keys: Vec<PathBuf>,
+    /// The algorithm the public keys verify, instead of the key type's usual one (RS384,
+    /// RS512, PS256, PS384, PS512 for RSA keys).
+    #[arg(
+        id = "auth.alg",
+        long = "auth-alg",
+        env = "PEERD_AUTH_ALG",
+        value_name = "ALG"
+    )]
+    pub alg: Option<Parsed<TokenAlgorithm>>,
+    /// Require tokens' `aud` claim to be this audience.
+    #[arg(
+        id = "auth.audience",
+        long = "auth-audience",
+        env = "PEERD_AUTH_AUDIENCE",
+        value_name = "AUD"
+    )]
+    pub audience: Option<String>,
+    /// Require tokens' `iss` claim to be this issuer.
+    #[arg(
+        id = "auth.issuer",
+        long = "auth-issuer",
+        env = "PEERD_AUTH_ISSUER",
+        value_name = "ISS"
+    )]
+    pub issuer: Option<String>,
+    /// Clock skew allowed on tokens' `exp` and `nbf`, in seconds.
+    #[arg(
+        id = "auth.leeway_secs",
+        long = "auth-leeway-secs",
+        env = "PEERD_AUTH_LEEWAY_SECS",
+        value_name = "SECS",
+        default_value_t = 5
+    )]
+    pub leeway_secs: u64,
+    /// Let peers in without a token (variable: 1/true/yes/on or 0/false/no/off). With a key
+    /// they get server-assigned ids; without one this says that open access is intended
+    /// (no warning on a non-loopback address).
+    #[arg(id = "auth.allow_anonymous", long = "allow-anonymous", env = "PEERD_ALLOW_ANONYMOUS",
+          value_parser = BoolishValueParser::new())]
+    pub allow_anonymous: bool,
+    /// What anonymous peers may do, as a token's `peerd` claim in JSON, e.g.
+    /// '{"join":["lobby"],"publish":["lobby"]}' (what it does not list is refused). Not set:
+    /// everything. Needs auth.allow_anonymous.
+    #[arg(
+        id = "auth.anonymous_permissions",
+        long = "anonymous-permissions",
+        env = "PEERD_ANONYMOUS_PERMISSIONS",
+        value_name = "JSON"
+    )]
+    pub anonymous_permissions: Option<Parsed<PermissionsJson>>,
+}
+
+/// A `peerd` permission claim written as JSON (`auth.anonymous_permissions`), with its
+/// patterns checked when it is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionsJson(pub PermissionClaims);
+
+impl std::str::FromStr for PermissionsJson {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let p: PermissionClaims = serde_json::from_str(s).map_err(|e| e.to_string())?;
+        p.to_permissions().map_err(|e| e.to_string())?;
+        Ok(PermissionsJson(p))
+    }
+}
+
+impl std::fmt::Display for PermissionsJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let json = serde_json::to_string(&self.0).map_err(|_| std::fmt::Error)?;
+        f.write_str(&json)
+    }
 }
 
 /// `[admin]`: the admin HTTP listener (/metrics, /healthz, /readyz).
@@ -271,6 +374,7 @@ defaults_from_clap!(
     LimitSettings,
     TimeoutSettings,
     AdminSettings,
+    AuthSettings,
 );
 
 /// The `ListenOptions` field `listen()` names when it refuses one
@@ -326,6 +430,18 @@ impl Settings {
                     format!("{e} needs a certificate: set tls.cert and tls.key"),
                 ));
             }
+        }
+        if self.auth.alg.is_some() && self.auth.public_keys.is_empty() {
+            return Err((
+                "auth.alg",
+                "applies to auth.public_keys (--auth-public-key), and none is set".into(),
+            ));
+        }
+        if self.auth.anonymous_permissions.is_some() && !self.auth.allow_anonymous {
+            return Err((
+                "auth.anonymous_permissions",
+                "needs auth.allow_anonymous (--allow-anonymous) too".into(),
+            ));
         }
         Ok(())
     }

@@ -353,7 +353,7 @@ fn metrics_count_real_traffic_and_pass_promtool() {
     // Hooks for what is not built yet are there, at 0.
     assert_eq!(before.sum("peerd_rate_limit_hits_total", &[]), 0.0);
     assert_eq!(
-        before.sum("peerd_auth_failures_total", &[("reason", "refused")]),
+        before.sum("peerd_auth_failures_total", &[("reason", "unauthorized")]),
         0.0
     );
 

@@ -21,6 +21,7 @@ export const Code = {
   notMember: 1017,
   internal: 1018,
   idleTimeout: 1019,
+  tokenExpired: 1020,
   rateLimited: 1021,
 } as const;
 

@@ -3,7 +3,7 @@
  * backoff when it ends. It knows nothing of RPC or topics: it hands the Peer the Welcome,
  * every later frame, and each end of a link (PROTOCOL.md §1.1, §6.1, §6.6, §6.7).
  */
-import { decodeFrame, encodeFrame, PROTOCOL_VERSION } from './codec/index.js';
+import { decodeFrame, encodeFrame, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from './codec/index.js';
 import type { Frame, Hello, Welcome } from './codec/frames.js';
 import { Code } from './codes.js';
 import { DisconnectedError, PeerdError } from './errors.js';
@@ -144,7 +144,8 @@ export function openLink(
       }
       switch (f.kind) {
         case 'Welcome':
-          if (f.version != PROTOCOL_VERSION) {
+          // The server answers with the lower of its version and ours (§6.1).
+          if (f.version < MIN_PROTOCOL_VERSION || f.version > PROTOCOL_VERSION) {
             send({ kind: 'Close', code: Code.unsupportedVersion, reason: `v${f.version}` });
             return drop(s, new PeerdError(Code.unsupportedVersion), true);
           }

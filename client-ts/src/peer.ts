@@ -12,6 +12,7 @@ import { rpcPart, eventsPart, type Rpc, type Events } from './rpc.js';
 import { topicsPart, type Topic } from './topics.js';
 import { presencePart, type PeerEvents } from './presence.js';
 import { signalingPart, type Signaling } from './signaling.js';
+import { toBytes } from './json.js';
 import type { Core, Part, PeerState } from './core.js';
 
 export type { PeerState } from './core.js';
@@ -19,8 +20,9 @@ export type { PeerState } from './core.js';
 export interface PeerOptions {
   /** Declared peer id; omitted: the server assigns a numeric one. */
   peerId?: string;
-  /** Hello.credentials, for the server's authenticator. */
-  credentials?: Uint8Array;
+  /** Hello.credentials, for the server's authenticator: a connect token (JWT) for peerd
+   * serve with --auth-*; a string is sent as UTF-8. Replace it with {@link Peer.refresh}. */
+  credentials?: Uint8Array | string;
   /** Hello.client; default `peerd-client-ts/0.1`. */
   client?: string;
   /** WebSocket constructor; default `globalThis.WebSocket` (in Node 20 pass the `ws` package). */
@@ -76,11 +78,13 @@ export class Peer extends EventTarget {
   #parts: Part[];
   #link: Link;
   #core: Core;
+  #credentials: Uint8Array | null;
 
   /** Use {@link connect}. */
   constructor(url: string, o: PeerOptions = {}) {
     super();
     const peer = this;
+    this.#credentials = o.credentials == null ? null : toBytes(o.credentials);
     const WS = o.WebSocket ?? globalThis.WebSocket;
     if (!WS) throw new TypeError('no WebSocket: pass options.WebSocket (in Node 20: the ws package)');
     const core: Core = {
@@ -121,7 +125,7 @@ export class Peer extends EventTarget {
           // Resume: the id and token of the last Welcome take the session over if the
           // server still holds it (§6.1), and keep a declared id across a server restart.
           peerId: w?.peerId ?? o.peerId ?? null,
-          credentials: o.credentials ?? null,
+          credentials: this.#credentials,
           resumeToken: w?.resumeToken ?? null,
           client: o.client ?? 'peerd-client-ts/0.1',
         };
@@ -193,6 +197,32 @@ export class Peer extends EventTarget {
     if (this.#state == 'closed') return;
     this.#link.close();
     this.#lost(new PeerdError(Code.normal, 'disconnect() was called'), true);
+  }
+
+  /**
+   * New credentials (a fresh connect token) before the current ones expire. On an active
+   * v2 session they are sent in a Refresh: resolves when the server accepted them (the
+   * session then lives under their expiry and permissions), rejects with its PeerdError
+   * (`unauthorized`, `token_expired`) and changes nothing otherwise. Not active: they are
+   * kept for the next Hello (how a peer closed with `token_expired` gets back in). A v1
+   * server has no Refresh: rejects with `unsupported_version`, and the next connection
+   * uses them.
+   */
+  refresh(token: Uint8Array | string): Promise<void> {
+    const credentials = toBytes(token);
+    if (this.#state != 'active') {
+      this.#credentials = credentials;
+      return Promise.resolve();
+    }
+    if ((this.#welcome?.version ?? 1) < 2) {
+      this.#credentials = credentials;
+      return Promise.reject(new PeerdError(Code.unsupportedVersion, 'the server speaks protocol v1: no Refresh'));
+    }
+    return this.#core
+      .request<void>((req) => ({ kind: 'Refresh', req, credentials }))
+      .then(() => {
+        this.#credentials = credentials;
+      });
   }
 
   /** Connected peer ids, or the members of `topic`, sorted. */

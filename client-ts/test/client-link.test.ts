@@ -83,7 +83,7 @@ describe('link (scripted server)', () => {
     const [c1, h1] = await nth(n + 1);
     assert.deepEqual(
       { ...h1, credentials: [...h1.credentials!] },
-      { kind: 'Hello', version: 1, peerId: 'me', credentials: [7, 7], resumeToken: null, client: 'test/1' },
+      { kind: 'Hello', version: 2, peerId: 'me', credentials: [7, 7], resumeToken: null, client: 'test/1' },
     );
     c1.send(welcome('me', 3));
     await within(p.whenReady(), 'welcome');
@@ -169,14 +169,26 @@ describe('link (scripted server)', () => {
     await assert.rejects(p.whenReady(), { code: Code.replaced });
   });
 
-  it('a Welcome of another version: Close{unsupported_version}, closed', async () => {
+  it('a Welcome of a version it does not speak: Close{unsupported_version}, closed', async () => {
     const n = conns.items.length;
     const p = open();
     const [c] = await nth(n + 1);
-    c.send({ ...welcome('1', 1), version: 2 });
+    c.send({ ...welcome('1', 1), version: 3 });
     const fs = await c.frames.until(2, 'Close');
     assert.equal((fs[1] as { code: number }).code, Code.unsupportedVersion);
     await assert.rejects(p.whenReady(), { code: Code.unsupportedVersion });
+  });
+
+  it('a v1 server is a session, and refresh() on it sends nothing and says why', async () => {
+    const n = conns.items.length;
+    const p = open();
+    const [c] = await nth(n + 1);
+    c.send(welcome('1', 1)); // version 1
+    await p.whenReady();
+    await assert.rejects(p.refresh('new-token'), { code: Code.unsupportedVersion });
+    c.send({ kind: 'Ping', nonce: 5n });
+    const fs = await c.frames.until(2, 'Pong');
+    assert.deepEqual(fs.map((f) => f.kind), ['Hello', 'Pong'], 'no Refresh went out');
   });
 
   it('a TopicMessage for a topic not joined is discarded; a joined one is delivered', async () => {

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Code, codeName, decodeFrame, encodeFrame, FRAME_KIND, HEADER_LEN, MAX_HELLO_LEN, PROTOCOL_VERSION,
+  Code, codeName, decodeFrame, encodeFrame, FRAME_KIND, HEADER_LEN, MAX_HELLO_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
   type Frame,
 } from '../src/codec/index.js';
 import { hex, unhex } from './support/codec-wire.js';
@@ -58,19 +58,22 @@ test('§2 header: body_len first, kind, zero flags and reserved', () => {
 
 test('constants', () => {
   assert.equal(HEADER_LEN, 8);
-  assert.equal(PROTOCOL_VERSION, 1);
+  assert.equal(PROTOCOL_VERSION, 2);
+  assert.equal(MIN_PROTOCOL_VERSION, 1);
   assert.equal(MAX_HELLO_LEN, 16384);
-  assert.equal(Object.keys(FRAME_KIND).length, 24);
+  assert.equal(Object.keys(FRAME_KIND).length, 25);
+  assert.equal(FRAME_KIND.Refresh, 0x04);
 });
 
 test('codes and their wire names', () => {
-  assert.equal(Object.keys(Code).length, 22);
+  assert.equal(Object.keys(Code).length, 23);
   const names: Record<number, string> = {
     0: 'ok', 1000: 'normal', 1001: 'shutdown', 1002: 'bad_frame', 1003: 'too_large', 1004: 'unauthorized',
     1005: 'peer_id_taken', 1006: 'unknown_peer', 1007: 'method_not_found', 1008: 'timeout',
     1009: 'overloaded', 1010: 'slow_consumer', 1011: 'replaced', 1012: 'peer_gone',
     1013: 'unsupported_version', 1014: 'handshake_timeout', 1015: 'limit_exceeded',
     1016: 'invalid_argument', 1017: 'not_member', 1018: 'internal', 1019: 'idle_timeout',
+    1020: 'token_expired',
     1021: 'rate_limited',
   };
   for (const v of Object.values(Code)) assert.equal(codeName(v), names[v]);
@@ -78,5 +81,5 @@ test('codes and their wire names', () => {
   assert.equal(codeName(4999), 'app_4999');
   assert.equal(codeName(5000), 'code_5000');
   assert.equal(codeName(77), 'code_77');
-  assert.equal(codeName(1020), 'code_1020');
+  assert.equal(codeName(1022), 'code_1022');
 });

@@ -38,7 +38,7 @@ const invalid = load('invalid.json', 20);
 
 test('every frame kind has a valid fixture', () => {
   const kinds = new Set(valid.map((f) => f.message?.['frame_kind']));
-  assert.equal(kinds.size, 24);
+  assert.equal(kinds.size, 25);
   for (const name of ['publish-64b', 'rpc-request-1k']) assert.ok(valid.some((f) => f.name === name), name);
 });
 

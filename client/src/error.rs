@@ -246,6 +246,9 @@ pub enum RequestError {
     /// A topic, name or peer id the protocol does not allow (local misuse).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The session's protocol version lacks what was asked (a Refresh on a v1 session).
+    #[error("not supported by this session: {0}")]
+    Unsupported(&'static str),
 }
 
 impl RequestError {

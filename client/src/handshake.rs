@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use peerd_codec::handshake::{ClientHandshake, HandshakeError, Welcomed};
-use peerd_codec::{Framer, Hello, DEFAULT_MAX_FRAME_LEN, MAX_HELLO_LEN, PROTOCOL_VERSION};
+use peerd_codec::{
+    Framer, Hello, DEFAULT_MAX_FRAME_LEN, MAX_HELLO_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 
 use crate::error::ClientError;
 use crate::link::{Link, WriteError};
@@ -128,10 +130,13 @@ fn handshake(
 
     let last = inner.session();
     let (peer_id, resume_token) = hello_identity(opts, last.as_deref());
+    // The latest credentials: a token renewed with `refresh_token` outlives the session
+    // it was sent on.
+    let credentials = inner.credentials.lock().unwrap().clone();
     let hello = Hello {
         version: PROTOCOL_VERSION,
         peer_id: peer_id.map(Cow::Borrowed),
-        credentials: opts.credentials.as_deref().map(Cow::Borrowed),
+        credentials: credentials.as_deref().map(Cow::Borrowed),
         resume_token: resume_token.map(Cow::Borrowed),
         client: Cow::Borrowed(&opts.client_name),
     };
@@ -207,7 +212,8 @@ fn handshake_error(e: HandshakeError) -> ClientError {
             ClientError::Protocol(format!("expected Welcome or Reject, got {}", kind.name()))
         }
         HandshakeError::UnsupportedVersion(version) => ClientError::Protocol(format!(
-            "server chose protocol version {version}; this client speaks {PROTOCOL_VERSION}"
+            "server chose protocol version {version}; this client speaks \
+             {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
         )),
         other => ClientError::Protocol(other.to_string()),
     }
@@ -226,6 +232,7 @@ fn session_from(opts: &PeerOptions, w: Welcomed) -> Result<Session, ClientError>
         }
     }
     Ok(Session {
+        version: w.version,
         peer_id,
         session_id: w.session_id,
         resume_token: w.resume_token,
@@ -241,6 +248,7 @@ mod tests {
 
     fn session(id: &str, token: &[u8]) -> Session {
         Session {
+            version: PROTOCOL_VERSION,
             peer_id: id.into(),
             session_id: 1,
             resume_token: token.to_vec(),

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use peerd_codec::{Limits, Ping};
+use std::borrow::Cow;
+
+use peerd_codec::{Limits, Ping, Refresh};
 
 use crate::endpoint::ToEndpoint;
 use crate::error::{ClientError, RequestError};
@@ -257,6 +259,38 @@ impl Peer {
     /// Why the last connection ended (a Close received or sent, or a transport failure).
     pub fn last_close(&self) -> Option<CloseInfo> {
         self.inner().last_close.lock().unwrap().clone()
+    }
+
+    /// Replace the credentials with new ones (a fresh connect token) before the current
+    /// ones expire: sent to the server now in a Refresh (protocol v2), which answers like
+    /// any request, and presented by every later Hello (reconnects).
+    ///
+    /// - Accepted: the session lives on under the new credentials' expiry and permissions.
+    /// - `Err(Rejected { code, .. })`: the server refused them (`unauthorized`,
+    ///   `token_expired`); the session keeps the old ones, and so do reconnects.
+    /// - `Err(NotConnected)`: nothing was sent, but the credentials are kept for the next
+    ///   Hello; this is how a peer closed with `token_expired` gets back in.
+    /// - `Err(Unsupported)`: the server speaks protocol v1 and has no Refresh; the
+    ///   credentials are kept for the next connection.
+    pub fn refresh_token(&self, credentials: impl Into<Vec<u8>>) -> Result<(), RequestError> {
+        let inner = self.inner();
+        let credentials = credentials.into();
+        let live = inner.current_link().is_ok();
+        let version = inner.session().map(|s| s.version);
+        if !live || version.is_none_or(|v| v < 2) {
+            *inner.credentials.lock().unwrap() = Some(credentials);
+            return Err(if live {
+                RequestError::Unsupported("Refresh needs protocol v2; the server speaks v1")
+            } else {
+                RequestError::NotConnected
+            });
+        }
+        inner.request(self.default_timeout(), |req| Refresh {
+            req,
+            credentials: Cow::Borrowed(&credentials),
+        })?;
+        *inner.credentials.lock().unwrap() = Some(credentials);
+        Ok(())
     }
 
     /// Round trip of a Ping to the server.

@@ -24,6 +24,8 @@ use crate::transport::Target;
 /// What the last Welcome said about the session.
 #[derive(Debug, Clone)]
 pub(crate) struct Session {
+    /// The protocol version of the session (Refresh needs 2).
+    pub(crate) version: u16,
     pub(crate) peer_id: String,
     pub(crate) session_id: u64,
     pub(crate) resume_token: Vec<u8>,
@@ -109,6 +111,9 @@ impl Gate {
 /// the hot paths (write, complete a call) take one short uncontended lock each.
 pub(crate) struct Inner {
     pub(crate) opts: PeerOptions,
+    /// The credentials the next Hello presents: `opts.credentials` until
+    /// `Peer::refresh_token` replaces them.
+    pub(crate) credentials: Mutex<Option<Vec<u8>>>,
     /// Where to connect, for the first connection and every reconnect.
     pub(crate) target: Target,
     pub(crate) state: StateCell,
@@ -148,6 +153,7 @@ impl Inner {
         let gate = Gate::new();
         let closed = gate.flag.clone();
         Arc::new(Inner {
+            credentials: Mutex::new(options.credentials.clone()),
             opts: options,
             target,
             state: StateCell::new(),

@@ -94,7 +94,9 @@ pub(crate) fn spawn(inner: Arc<Inner>, est: Established) {
 /// two clients), Normal (the server deliberately ended this session), Unauthorized
 /// (credentials were revoked; the same Hello would be refused). Everything else (shutdown,
 /// slow consumer, idle timeout, transport failures) is worth retrying: a restarted server
-/// comes back at the same address.
+/// comes back at the same address. TokenExpired is retried too: the next Hello presents the
+/// credentials `Peer::refresh_token` last gave, so an application that renews its token
+/// gets back in; until it does, attempts back off.
 fn may_reconnect(end: &End) -> bool {
     match end {
         End::ServerClose { code, .. } => !final_code(*code),

@@ -257,3 +257,46 @@ fn a_listener_for_a_name_gets_the_events_and_broadcasts_of_that_name() {
         "on_any"
     );
 }
+
+#[test]
+fn a_refreshed_token_keeps_the_session_past_the_first_ones_expiry() {
+    use peerd_server::jwt::{JwtAuth, TokenClaims, TokenSigner};
+    const SECRET: &[u8] = b"a test secret of at least 32 bytes";
+    let auth = JwtAuth::new()
+        .hmac_secret(SECRET)
+        .unwrap()
+        .leeway(Duration::ZERO);
+    let mut o = opts().jwt(auth);
+    o.heartbeat = Duration::from_secs(2);
+    let srv = server(o);
+    let signer = TokenSigner::hmac(SECRET).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut short = TokenClaims::new("alice", Duration::ZERO);
+    short.exp = now + 2;
+    let peer = connect(
+        srv.local_addr().unwrap(),
+        PeerOptions::new().credentials(signer.sign(&short).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(
+        peer.peer_id().as_deref(),
+        Some("alice"),
+        "the token names the peer"
+    );
+    let bad = peer.refresh_token(b"not a token".to_vec()).unwrap_err();
+    assert_eq!(bad.known_code(), Some(Code::Unauthorized));
+    let fresh = signer
+        .sign(&TokenClaims::new("alice", Duration::from_secs(60)))
+        .unwrap();
+    peer.refresh_token(fresh).unwrap();
+    std::thread::sleep(Duration::from_millis(3_000));
+    assert_eq!(peer.rpc().call("echo", b"later").unwrap(), &b"later"[..]);
+    assert!(
+        peer.last_close().is_none(),
+        "never closed: {:?}",
+        peer.last_close()
+    );
+}

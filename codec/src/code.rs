@@ -54,6 +54,10 @@ pub enum Code {
     Internal = 1018,
     /// No heartbeat from the peer within the allowed interval.
     IdleTimeout = 1019,
+    /// The session's credentials (a token) expired: refused at the handshake, or the
+    /// connection is closed because no Refresh replaced them in time. Get a new token and
+    /// reconnect (unlike `Unauthorized`, which another attempt cannot change).
+    TokenExpired = 1020,
     /// The peer sent more than its rate limit allows: the frame was not acted on (Status,
     /// RpcError), or the peer stayed over its limit too long (Close).
     RateLimited = 1021,
@@ -83,6 +87,7 @@ impl Code {
         Code::NotMember,
         Code::Internal,
         Code::IdleTimeout,
+        Code::TokenExpired,
         Code::RateLimited,
     ];
 
@@ -120,6 +125,7 @@ impl Code {
             Code::NotMember => "not_member",
             Code::Internal => "internal",
             Code::IdleTimeout => "idle_timeout",
+            Code::TokenExpired => "token_expired",
             Code::RateLimited => "rate_limited",
         }
     }
@@ -169,6 +175,7 @@ mod tests {
             (Code::NotMember, 1017),
             (Code::Internal, 1018),
             (Code::IdleTimeout, 1019),
+            (Code::TokenExpired, 1020),
             (Code::RateLimited, 1021),
         ];
         assert_eq!(pinned.len(), Code::ALL.len());

@@ -91,6 +91,19 @@ pub struct Reject<'a> {
     pub reason: Cow<'a, str>,
 }
 
+/// Client -> server, protocol v2 and later: replace this session's credentials with new
+/// ones (a fresh token, before the current one expires). Answered by [`Status`] like any
+/// request with a `req`; a v1 session never sends it (the server refuses it there as a
+/// bad frame, the kind being unknown in v1).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Refresh<'a> {
+    /// Request id for the Status reply; 0 = reply only on failure.
+    pub req: u64,
+    /// The new credentials, in the form Hello's `credentials` take.
+    #[rkyv(with = AsOwned)]
+    pub credentials: Cow<'a, [u8]>,
+}
+
 /// Either direction: call `method`. Answered by [`RpcResponse`] or [`RpcError`] with the
 /// same `id`, on the same connection.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -422,6 +435,7 @@ frames! {
     Hello => Hello<'_>, ArchivedHello<'static>;
     Welcome => Welcome<'_>, ArchivedWelcome<'static>;
     Reject => Reject<'_>, ArchivedReject<'static>;
+    Refresh => Refresh<'_>, ArchivedRefresh<'static>;
     RpcRequest => RpcRequest<'_>, ArchivedRpcRequest<'static>;
     RpcResponse => RpcResponse<'_>, ArchivedRpcResponse<'static>;
     RpcError => RpcError<'_>, ArchivedRpcError<'static>;

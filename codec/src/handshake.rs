@@ -23,7 +23,10 @@ use crate::error::{EncodeError, WireError};
 use crate::framer::Framer;
 use crate::frames::{opt_bytes, opt_str, Frame, Hello, Limits};
 use crate::header::FrameKind;
-use crate::limits::{validate_declared_peer_id, validate_peer_id, MAX_HELLO_LEN, PROTOCOL_VERSION};
+use crate::limits::{
+    validate_declared_peer_id, validate_peer_id, MAX_HELLO_LEN, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+};
 
 /// Encode `hello` as a frame, within the Hello's own size cap ([`MAX_HELLO_LEN`]).
 pub fn hello_frame(hello: &Hello<'_>) -> Result<Bytes, EncodeError> {
@@ -69,7 +72,9 @@ pub enum HandshakeError {
     #[error("expected Welcome or Reject, got {}", .0.name())]
     Unexpected(FrameKind),
     /// The server chose a protocol version this side does not speak.
-    #[error("server chose protocol version {0}; this side speaks {PROTOCOL_VERSION}")]
+    #[error(
+        "server chose protocol version {0}; this side speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
+    )]
     UnsupportedVersion(u16),
 }
 
@@ -103,7 +108,9 @@ impl ClientHandshake {
         match decode_bytes(&frame)? {
             Frame::Welcome(w) => {
                 let version = w.version.to_native();
-                if version != PROTOCOL_VERSION {
+                // The server answers with the lower of its version and ours: anything from
+                // the oldest we still speak up to ours is a session we can hold.
+                if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
                     return Err(HandshakeError::UnsupportedVersion(version));
                 }
                 let l = &w.limits;
@@ -173,7 +180,8 @@ impl From<WireError> for Refusal {
 /// A Hello that passed the protocol's own checks, borrowed from the receive buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HelloFields<'a> {
-    /// The version the client announced (the server answers with [`PROTOCOL_VERSION`]).
+    /// The version the client announced (the server answers with the lower of it and
+    /// [`PROTOCOL_VERSION`]: [`HelloFields::session_version`]).
     pub version: u16,
     /// The declared peer id, if any (already checked against the peer-id rules).
     pub peer_id: Option<&'a str>,
@@ -186,6 +194,11 @@ pub struct HelloFields<'a> {
 }
 
 impl HelloFields<'_> {
+    /// The version of the session this Hello opens: the highest both sides speak.
+    pub fn session_version(&self) -> u16 {
+        self.version.min(PROTOCOL_VERSION)
+    }
+
     /// The Hello resumes a server-assigned (numeric) id: such an id may only be taken over
     /// with its session's token, never claimed (`docs/PROTOCOL.md` §6.1, *Resume*).
     pub fn resumes_assigned_id(&self) -> bool {
@@ -210,11 +223,12 @@ pub fn parse_hello(buf: &[u8]) -> Result<Option<(HelloFields<'_>, usize)>, Refus
         ));
     };
     let version = h.version.to_native();
-    if version < PROTOCOL_VERSION {
+    if version < MIN_PROTOCOL_VERSION {
         return Err(Refusal::new(
             Code::UnsupportedVersion,
             format!(
-                "protocol version {version} not supported; this server speaks {PROTOCOL_VERSION}"
+                "protocol version {version} not supported; this server speaks \
+                 {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
             ),
         ));
     }
@@ -290,6 +304,30 @@ mod tests {
             let mut framer = hs.into_framer();
             assert_eq!(framer.next_frame().unwrap().unwrap(), ping);
         }
+    }
+
+    #[test]
+    fn a_v1_welcome_is_a_session_and_a_newer_one_is_refused() {
+        let welcome_v = |version: u16| {
+            let mut f = welcome().to_vec();
+            // Welcome's version is the first field of its 50-byte root, at the body's end.
+            let root = f.len() - 50;
+            f[root..root + 2].copy_from_slice(&version.to_le_bytes());
+            ClientHandshake::new(1 << 20).receive(&f)
+        };
+        assert_eq!(welcome_v(MIN_PROTOCOL_VERSION).unwrap().unwrap().version, 1);
+        assert_eq!(welcome_v(PROTOCOL_VERSION).unwrap().unwrap().version, 2);
+        assert_eq!(
+            welcome_v(PROTOCOL_VERSION + 1),
+            Err(HandshakeError::UnsupportedVersion(PROTOCOL_VERSION + 1))
+        );
+        let mut old = hello(None, None);
+        old.version = 1;
+        let f = hello_frame(&old).unwrap();
+        assert_eq!(parse_hello(&f).unwrap().unwrap().0.session_version(), 1);
+        old.version = 9;
+        let f = hello_frame(&old).unwrap();
+        assert_eq!(parse_hello(&f).unwrap().unwrap().0.session_version(), 2);
     }
 
     #[test]

@@ -40,6 +40,9 @@ frame_kinds! {
     Welcome = 0x02,
     /// Server -> client: the handshake failed; the server closes after sending it.
     Reject = 0x03,
+    /// Client -> server (protocol v2): replace the session's credentials (a fresh token)
+    /// before the current ones expire; answered by Status.
+    Refresh = 0x04,
     /// Either direction: call a method.
     RpcRequest = 0x10,
     /// Either direction: the successful result of a call.

@@ -119,6 +119,7 @@ pub mod fuzzing {
             Hello => Hello<'static>,
             Welcome => Welcome<'static>,
             Reject => Reject<'static>,
+            Refresh => Refresh<'static>,
             RpcRequest => RpcRequest<'static>,
             RpcResponse => RpcResponse<'static>,
             RpcError => RpcError<'static>,

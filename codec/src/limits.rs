@@ -2,8 +2,13 @@
 
 use crate::error::WireError;
 
-/// The protocol version this crate speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The highest protocol version this crate speaks. Version 2 added the Refresh frame
+/// (`docs/PROTOCOL.md` §6.8); everything of version 1 is unchanged in it.
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The lowest protocol version this crate still speaks: a v2 server serves v1 clients
+/// (Welcome.version = the lower of the two), and a v2 client accepts a v1 server.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
 /// Default maximum frame body a peer may send (1 MiB). Servers and clients may configure
 /// their own; the server announces its limit in Welcome.

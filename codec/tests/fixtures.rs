@@ -164,6 +164,7 @@ fn message_json(m: &AnyMsg) -> J {
                 .num("heartbeat_ms", v.heartbeat_ms)
         }
         AnyMsg::Reject(v) => o.num("code", v.code).str("reason", &v.reason),
+        AnyMsg::Refresh(v) => o.u64("req", v.req).bytes("credentials", &v.credentials),
         AnyMsg::RpcRequest(v) => o
             .u64("id", v.id)
             .str("method", &v.method)
@@ -315,6 +316,11 @@ fn valid() -> Vec<Valid> {
             M::Reject(Reject { code: Code::PeerIdTaken.as_u16(), reason: s("peer id alice is taken") })),
         v("reject-code-max", "u16::MAX code (unknown codes are kept as numbers), empty reason",
             M::Reject(Reject { code: u16::MAX, reason: s("") })),
+        // Refresh (protocol v2)
+        v("refresh", "a compact JWT as credentials, req 1",
+            M::Refresh(Refresh { req: 1, credentials: b(b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln") })),
+        v("refresh-empty", "req 0, empty credentials: the empty vector points at the root start",
+            M::Refresh(Refresh { req: 0, credentials: b(&[]) })),
         // RpcRequest
         v("rpc-request-1k", "the TS benchmark's call: 1 KiB params to a peer",
             M::RpcRequest(RpcRequest { id: 1, method: s("echo"), peer: Some(s("bob")), timeout_ms: 30_000, params: b(&pattern(1024)) })),
@@ -643,8 +649,8 @@ fn invalid() -> Vec<Invalid> {
     // Header (§2).
     out.push(bad(
         "header-unknown-kind",
-        "kind 0x04 is not assigned",
-        raw_frame(8, 0x04, 0, 0, &ping_body),
+        "kind 0x05 is not assigned (0x04 is Refresh since protocol v2)",
+        raw_frame(8, 0x05, 0, 0, &ping_body),
         "known frame kind",
     ));
     out.push(bad(
@@ -952,7 +958,7 @@ fn committed(name: &str) -> Vec<serde_json::Value> {
             .unwrap_or_else(|e| panic!("{}: {e}; regenerate with {BLESS_HINT}", path.display()))
     };
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["protocol"], 1);
+    assert_eq!(v["protocol"], PROTOCOL_VERSION);
     assert_eq!(v["generated_by"], GENERATED_BY);
     v["fixtures"].as_array().unwrap().clone()
 }

@@ -448,7 +448,7 @@ proptest! {
     /// Random multi-byte corruption of valid frames.
     #[test]
     fn random_corruption_of_valid_frames(
-        which in 0usize..24,
+        which in 0usize..samples().len(),
         edits in vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
     ) {
         let msg = &samples()[which];

@@ -59,7 +59,7 @@ proptest! {
 #[test]
 fn any_msg_generates_every_kind() {
     // The properties above quantify over `any_msg()`; they cover every frame kind only if
-    // the strategy does. 2048 draws over 24 equally weighted kinds miss one with odds
+    // the strategy does. 2048 draws over 25 equally weighted kinds miss one with odds
     // around 1e-36; the runner is deterministic anyway.
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let strategy = any_msg();
@@ -75,13 +75,13 @@ fn any_msg_generates_every_kind() {
 
 #[test]
 fn message_kinds_cover_every_frame_kind() {
-    // Message::KIND is distinct per message and the 24 messages cover FrameKind::ALL.
+    // Message::KIND is distinct per message and the 25 messages cover FrameKind::ALL.
     let mut kinds = MESSAGE_KINDS.to_vec();
     kinds.sort_by_key(|k| *k as u8);
     kinds.dedup();
     assert_eq!(kinds.len(), MESSAGE_KINDS.len());
     assert_eq!(kinds, FrameKind::ALL);
-    assert_eq!(FrameKind::ALL.len(), 24);
+    assert_eq!(FrameKind::ALL.len(), 25);
     // ... and the sample list has one of each, in the same order.
     let sample_kinds: Vec<FrameKind> = samples().iter().map(AnyMsg::kind).collect();
     assert_eq!(sample_kinds, MESSAGE_KINDS);

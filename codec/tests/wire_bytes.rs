@@ -49,6 +49,7 @@ fn frame_kind_numbers() {
         (FrameKind::Hello, 0x01),
         (FrameKind::Welcome, 0x02),
         (FrameKind::Reject, 0x03),
+        (FrameKind::Refresh, 0x04),
         (FrameKind::RpcRequest, 0x10),
         (FrameKind::RpcResponse, 0x11),
         (FrameKind::RpcError, 0x12),
@@ -416,6 +417,7 @@ fn archived_layout_matches_protocol_tables() {
     layout!(ArchivedWelcome<'static>, 50; version @ 0, peer_id @ 2, session_id @ 10,
         resume_token @ 18, limits @ 26, heartbeat_ms @ 46);
     layout!(ArchivedReject<'static>, 10; code @ 0, reason @ 2);
+    layout!(ArchivedRefresh<'static>, 16; req @ 0, credentials @ 8);
     layout!(ArchivedRpcRequest<'static>, 37; id @ 0, method @ 8, peer @ 16, timeout_ms @ 25,
         params @ 29);
     layout!(ArchivedRpcResponse<'static>, 16; id @ 0, result @ 8);

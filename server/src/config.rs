@@ -39,7 +39,7 @@ pub struct Limits {
     /// share closes its largest holders first: slow_consumer for a queue, overloaded for
     /// receive buffers (partial frames).
     pub memory_budget: usize,
-    /// Per-peer rate limits (default: none). See [`RateLimit`] and docs/PROTOCOL.md §6.8.
+    /// Per-peer rate limits (default: none). See [`RateLimit`] and docs/PROTOCOL.md §6.9.
     pub rate_limit: Option<RateLimit>,
 }
 

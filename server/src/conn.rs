@@ -21,12 +21,13 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use peerd_codec::{self as codec, Code};
 
-use crate::error::{CallError, SendError};
+use crate::auth::{Action, Grant, Permissions};
+use crate::error::{CallError, Refused, SendError};
 use crate::frame::Frame;
 use crate::inbound::RxBuf;
 use crate::local::Local;
@@ -169,6 +170,18 @@ struct Extras {
     handlers: HashMap<Box<str>, LocalHandler>,
     listeners: Vec<(Box<str>, Listener)>,
     on_disconnect: Vec<DisconnectCallback>,
+    /// What the peer's credentials allow and until when; `None` (anonymous, or credentials
+    /// that restrict nothing and never expire) allows everything for ever. Here, boxed
+    /// inside the boxed extras, so that a peer without a token pays nothing for it.
+    auth: Option<Box<SessionAuth>>,
+}
+
+/// The part of a [`Grant`] a session keeps: its deadline and its permissions. The
+/// permissions (seven pattern lists, some 300 bytes) are boxed again, so that a token that
+/// only expires costs its peer 24 bytes here.
+struct SessionAuth {
+    expires_at: Option<SystemTime>,
+    permissions: Option<Box<Permissions>>,
 }
 
 impl Conn {
@@ -364,6 +377,58 @@ impl Conn {
         match self.state.get() {
             ConnState::Active | ConnState::Closing { .. } => self.extras().on_disconnect.push(f),
             ConnState::Gone { code } | ConnState::Closed { code } => f(code),
+        }
+    }
+
+    // ---- authorization ---------------------------------------------------------------------
+
+    /// Take what credentials granted (at the handshake, or a Refresh's new ones, which
+    /// replace the old entirely). A grant that neither expires nor restricts allocates
+    /// nothing.
+    pub fn set_auth(&self, grant: Grant) {
+        let auth = (grant.expires_at.is_some() || grant.permissions.is_some()).then(|| {
+            Box::new(SessionAuth {
+                expires_at: grant.expires_at,
+                permissions: grant.permissions.map(Box::new),
+            })
+        });
+        match auth {
+            Some(a) => self.extras().auth = Some(a),
+            None => {
+                if let Some(e) = self.extras.borrow_mut().as_mut() {
+                    e.auth = None;
+                }
+            }
+        }
+    }
+
+    /// Whether the session's credentials have expired by `now`.
+    pub fn auth_expired(&self, now: SystemTime) -> bool {
+        let extras = self.extras.borrow();
+        let deadline = extras
+            .as_ref()
+            .and_then(|e| e.auth.as_ref())
+            .and_then(|a| a.expires_at);
+        deadline.is_some_and(|d| d <= now)
+    }
+
+    /// Whether the session's credentials allow `action`. An expired session is closed
+    /// here rather than at the next heartbeat tick, so nothing is done on its behalf after
+    /// its deadline.
+    pub fn permits(&self, action: &Action<'_>) -> Result<(), Refused> {
+        let extras = self.extras.borrow();
+        let Some(auth) = extras.as_ref().and_then(|e| e.auth.as_ref()) else {
+            return Ok(());
+        };
+        if auth.expires_at.is_some_and(|d| d <= SystemTime::now()) {
+            return Err(Refused::close(
+                Code::TokenExpired,
+                "token expired: no Refresh before its exp",
+            ));
+        }
+        match &auth.permissions {
+            Some(p) => p.check(action).map_err(|d| Refused::new(d.code, d.reason)),
+            None => Ok(()),
         }
     }
 

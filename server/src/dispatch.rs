@@ -5,6 +5,11 @@
 //! reaches the peer depends only on the frame: a request with an id gets RpcError, a frame
 //! with a `req` gets Status{req}, an Event or Broadcast gets Status{0}; a refusal marked
 //! `closes` (a protocol violation) closes the connection instead.
+//!
+//! Every arm that asks the server to do something for the peer first asks [`allowed`]:
+//! the permissions its credentials carry (`Conn::permits`), then the embedder's authorizer.
+//! A refusal is answered like any other (`unauthorized` with a reason) and nothing is
+//! delivered. Leave, Unwatch, answers and heartbeats need no permission.
 
 use std::borrow::Cow;
 use std::rc::Rc;
@@ -14,8 +19,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use peerd_codec::{self as codec, ArchivedRpcRequest, Code, Frame};
 
+use crate::auth::{Action, AuthRequest};
 use crate::conn::Conn;
 use crate::error::{CallError, Refused, RpcFailure};
+use crate::handshake::{auth_failed, denied};
 use crate::lifecycle::settle;
 use crate::p2p;
 use crate::peer::ConnectedPeer;
@@ -38,6 +45,51 @@ fn check_topic(shard: &Shard, topic: &str) -> Result<(), Refused> {
 
 fn check_opt_topic(shard: &Shard, topic: Option<&str>) -> Result<(), Refused> {
     topic.map_or(Ok(()), |t| check_topic(shard, t))
+}
+
+/// Whether the peer may do `action`: its credentials' permissions, then the embedder's
+/// authorizer.
+fn allowed(shard: &Shard, conn: &Conn, action: Action<'_>) -> Result<(), Refused> {
+    conn.permits(&action)?;
+    if let Some(f) = &shard.hooks.authorizer {
+        f(&conn.peer_id, &action).map_err(|d| Refused::new(d.code, d.reason))?;
+    }
+    Ok(())
+}
+
+/// A Refresh: check the new credentials like a Hello's and, if they are for this session's
+/// peer id, replace the old ones (their deadline and permissions). Refused, the session
+/// keeps what it had, and is closed at the old deadline. Without an authenticator there is
+/// nothing to refresh: credentials are ignored, as in Hello.
+fn refresh(shard: &Shard, conn: &Conn, credentials: &[u8]) -> Result<(), Refused> {
+    let Some(auth) = &shard.hooks.authenticator else {
+        return Ok(());
+    };
+    let now = std::time::SystemTime::now();
+    if conn.auth_expired(now) {
+        // Too late: the deadline passed before this Refresh arrived.
+        let reason = "token expired before the Refresh arrived";
+        auth_failed(shard, Code::TokenExpired, reason);
+        return Err(Refused::close(Code::TokenExpired, reason));
+    }
+    let grant = auth(&AuthRequest {
+        peer_id: Some(&conn.peer_id),
+        credentials: Some(credentials),
+        refresh: true,
+    })
+    .map_err(|d| denied(shard, d))?;
+    if let Some(id) = grant.peer_id.as_deref() {
+        if id != &*conn.peer_id {
+            let reason = format!(
+                "the credentials are for peer id {id:?}, not this session's {:?}",
+                conn.peer_id
+            );
+            auth_failed(shard, Code::Unauthorized, &reason);
+            return Err(Refused::new(Code::Unauthorized, reason));
+        }
+    }
+    conn.set_auth(grant);
+    Ok(())
 }
 
 /// Answer a frame that carries `req` with Status: Ok when asked for (req != 0), the code
@@ -88,25 +140,32 @@ pub(crate) fn dispatch(
         }
         Frame::Event(ev) => {
             let (name, payload) = (ev.name.as_str(), ev.payload.as_slice());
-            let result = check_name(name).and_then(|()| match codec::opt_str(&ev.peer) {
-                Some(target) => p2p::direct_event(shard, conn, target, name, payload),
-                None => {
-                    for l in conn.listeners(name) {
-                        l(EventRef { name, payload });
+            let to = codec::opt_str(&ev.peer);
+            let result = check_name(name)
+                .and_then(|()| allowed(shard, conn, Action::Emit { name, to }))
+                .and_then(|()| match to {
+                    Some(target) => p2p::direct_event(shard, conn, target, name, payload),
+                    None => {
+                        for l in conn.listeners(name) {
+                            l(EventRef { name, payload });
+                        }
+                        Ok(())
                     }
-                    Ok(())
-                }
-            });
+                });
             reply_status(conn, 0, result)?;
         }
         Frame::Broadcast(b) => {
-            let result = check_name(b.name.as_str())
-                .and_then(|()| broadcast(shard, conn, b.name.as_str(), b.payload.as_slice()));
+            let name = b.name.as_str();
+            let result = check_name(name)
+                .and_then(|()| allowed(shard, conn, Action::Broadcast { name }))
+                .and_then(|()| broadcast(shard, conn, name, b.payload.as_slice()));
             reply_status(conn, 0, result)?;
         }
         Frame::Join(j) => {
             let topic = j.topic.as_str();
-            let result = check_topic(shard, topic).and_then(|()| topics::join(shard, conn, topic));
+            let result = check_topic(shard, topic)
+                .and_then(|()| allowed(shard, conn, Action::Join { topic }))
+                .and_then(|()| topics::join(shard, conn, topic));
             reply_status(conn, j.req.to_native(), result)?;
         }
         Frame::Leave(l) => {
@@ -117,20 +176,25 @@ pub(crate) fn dispatch(
         Frame::Publish(p) => {
             let topic = p.topic.as_str();
             let result = check_topic(shard, topic)
+                .and_then(|()| allowed(shard, conn, Action::Publish { topic }))
                 .and_then(|()| topics::publish(shard, conn, topic, p.payload.as_slice(), p.echo));
             reply_status(conn, p.req.to_native(), result)?;
         }
         Frame::TopicSend(s) => {
             let topic = s.topic.as_str();
-            let result = check_topic(shard, topic).and_then(|()| {
-                topics::send_to_member(shard, conn, topic, s.to.as_str(), s.payload.as_slice())
-            });
+            let to = s.to.as_str();
+            let result = check_topic(shard, topic)
+                .and_then(|()| allowed(shard, conn, Action::SendToMember { topic, to }))
+                .and_then(|()| {
+                    topics::send_to_member(shard, conn, topic, to, s.payload.as_slice())
+                });
             reply_status(conn, s.req.to_native(), result)?;
         }
         Frame::Watch(w) => {
             let topic = codec::opt_str(&w.topic);
-            let result =
-                check_opt_topic(shard, topic).and_then(|()| presence::watch(shard, conn, topic));
+            let result = check_opt_topic(shard, topic)
+                .and_then(|()| allowed(shard, conn, Action::Watch { topic }))
+                .and_then(|()| presence::watch(shard, conn, topic));
             reply_status(conn, w.req.to_native(), result)?;
         }
         Frame::Unwatch(u) => {
@@ -142,7 +206,9 @@ pub(crate) fn dispatch(
         Frame::ListPeers(l) => {
             let req = l.req.to_native();
             let topic = codec::opt_str(&l.topic);
-            match check_opt_topic(shard, topic) {
+            match check_opt_topic(shard, topic)
+                .and_then(|()| allowed(shard, conn, Action::ListPeers { topic }))
+            {
                 Ok(()) => {
                     let shared = shard.shared();
                     let peers = match topic {
@@ -155,9 +221,15 @@ pub(crate) fn dispatch(
             }
         }
         Frame::Signal(s) => {
-            let result = check_topic(shard, s.room.as_str())
+            let (room, to) = (s.room.as_str(), codec::opt_str(&s.peer));
+            let result = check_topic(shard, room)
+                .and_then(|()| allowed(shard, conn, Action::Signal { room, to }))
                 .and_then(|()| signaling::signal(shard, conn, s));
             reply_status(conn, s.req.to_native(), result)?;
+        }
+        Frame::Refresh(r) => {
+            let result = refresh(shard, conn, r.credentials.as_slice());
+            reply_status(conn, r.req.to_native(), result)?;
         }
         Frame::Close(c) => {
             let code = c.code.to_native();
@@ -191,7 +263,7 @@ pub(crate) fn dispatch(
     Ok(())
 }
 
-/// Whether a rate limit may refuse `frame` (docs/PROTOCOL.md §6.8): the frames that ask the
+/// Whether a rate limit may refuse `frame` (docs/PROTOCOL.md §6.9): the frames that ask the
 /// server to do something. Answers and control frames (RpcResponse, RpcError, Pong, Close)
 /// and frames that close the connection anyway (server-only kinds, a second Hello) are
 /// always handled.
@@ -261,6 +333,14 @@ fn request(
     let (id, method, params) = (r.id.to_native(), r.method.as_str(), r.params.as_slice());
     check_name(method)?;
     if let Some(target) = codec::opt_str(&r.peer) {
+        allowed(
+            shard,
+            conn,
+            Action::CallPeer {
+                peer: target,
+                method,
+            },
+        )?;
         return p2p::forward_call(
             shard,
             conn,
@@ -271,6 +351,7 @@ fn request(
             r.timeout_ms.to_native(),
         );
     }
+    allowed(shard, conn, Action::Call { method })?;
     if conn.inflight.get() as usize >= shard.local.limits().max_inflight_per_conn {
         return Err(Refused::new(Code::Overloaded, "too many calls in flight"));
     }

@@ -23,7 +23,7 @@ use peerd_codec::{self as codec, Code, Frame};
 use crate::conn::{Conn, ConnState};
 use crate::dispatch::{dispatch, rate_limited_kind, refuse};
 use crate::error::Refused;
-use crate::handshake::{read_hello, register, reject};
+use crate::handshake::{auth_failed, read_hello, register, reject};
 use crate::inbound::{poll_fill, RxBuf, WsEnd};
 use crate::lifecycle::settle;
 use crate::local::Local;
@@ -529,7 +529,7 @@ fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) {
 }
 
 /// Dispatch `frame` (`len` bytes on the wire) if the peer's rate limit lets it through
-/// (docs/PROTOCOL.md §6.8); refuse it with `rate_limited` if not; close a peer over its
+/// (docs/PROTOCOL.md §6.9); refuse it with `rate_limited` if not; close a peer over its
 /// limit for too long.
 fn admit_and_dispatch(
     shard: &Rc<Shard>,
@@ -691,7 +691,9 @@ fn beat(silent: u32) -> Beat {
 }
 
 /// Ping peers silent for an interval (and every interval after); close those silent for
-/// three intervals.
+/// three intervals, and those whose credentials expired without a Refresh (an active peer
+/// is closed by its next action already, `Conn::permits`; this catches the quiet ones, at
+/// most a quarter interval late).
 async fn heartbeat(shard: Rc<Shard>) {
     let interval = shard.shared().config.heartbeat;
     let ping = shard
@@ -703,7 +705,14 @@ async fn heartbeat(shard: Rc<Shard>) {
         let tick = shard.local.tick.get().wrapping_add(1);
         shard.local.tick.set(tick);
         shard.local.return_memory_after_burst();
+        let now = std::time::SystemTime::now();
         for c in shard.all_conns() {
+            if c.auth_expired(now) {
+                let reason = "token expired: no Refresh before its exp";
+                auth_failed(&shard, Code::TokenExpired, reason);
+                c.close(Code::TokenExpired, reason);
+                continue;
+            }
             if c.frame_deadline.get().is_some_and(|d| reached(tick, d)) {
                 c.close(
                     Code::IdleTimeout,

@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use futures_lite::future::poll_fn;
 use peerd_codec::handshake::{parse_hello, HelloFields};
-use peerd_codec::{self as codec, Code, PresenceChange, PROTOCOL_VERSION};
+use peerd_codec::{self as codec, validate_declared_peer_id, Code, PresenceChange};
 
+use crate::auth::{AuthRequest, Denied, Grant};
 use crate::config::millis_u32;
 use crate::conn::Conn;
 use crate::directory::{random_token, Claimed, Entry};
@@ -47,12 +48,39 @@ pub(crate) fn reject(shard: &Shard, out: &Rc<Outbound>, code: Code, reason: &str
     out.push_last(frame.as_ref(), false, Some((status, reason)));
 }
 
+/// Credentials were refused (a Hello's or a Refresh's) or a session's expired.
+///
+/// The one place an authentication failure is seen, for logs and counters
+/// (`peerd_auth_failures_total{reason}`: the code's name, `unauthorized` or
+/// `token_expired`).
+pub(crate) fn auth_failed(shard: &Shard, code: Code, reason: &str) {
+    shard.local.metrics.auth_failed(code.name());
+    tracing::debug!(
+        shard = shard.index(),
+        code = code.name(),
+        reason,
+        "authentication failed"
+    );
+}
+
+/// A refusal from the authenticator, counted, as the peer gets it.
+pub(crate) fn denied(shard: &Shard, d: Denied) -> Refused {
+    auth_failed(shard, d.code, &d.reason);
+    Refused::new(d.code, d.reason)
+}
+
 /// A Hello that passed every check; the peer id is claimed in the directory.
 pub(crate) struct Accepted {
     peer_id: Arc<str>,
     session: u64,
     token: [u8; 16],
     replaced: Option<Entry>,
+    /// The protocol version of the session (the lower of the client's and ours).
+    version: u16,
+    /// What the credentials allow and until when; boxed, and only when they restrict or
+    /// expire: this travels through the connection task's future, whose size every peer
+    /// pays for.
+    grant: Option<Box<Grant>>,
 }
 
 /// Read and check the Hello. `None`: the handshake failed and the peer was answered (or
@@ -107,12 +135,44 @@ fn accept(shard: &Shard, h: &HelloFields<'_>) -> Result<Accepted, Refused> {
         // it open until the thread ends.
         return Err(Refused::new(Code::Shutdown, "server shutting down"));
     }
-    if let Some(auth) = &shard.hooks.authenticator {
-        auth(h.peer_id, h.credentials).map_err(|reason| {
-            shard.local.metrics.auth_failed("refused");
-            Refused::new(Code::Unauthorized, reason)
-        })?;
-    }
+    let version = h.session_version();
+    let grant = match &shard.hooks.authenticator {
+        Some(auth) => auth(&AuthRequest {
+            peer_id: h.peer_id,
+            credentials: h.credentials,
+            refresh: false,
+        })
+        .map_err(|d| denied(shard, d))?,
+        None => Grant::anonymous(),
+    };
+    // The credentials name the peer (a token's `sub`): a Hello may not claim another id,
+    // and one that declares none takes theirs.
+    let declared: Option<&str> = match (h.peer_id, grant.peer_id.as_deref()) {
+        (Some(d), Some(g)) if d != g => {
+            return Err(denied(
+                shard,
+                Denied::new(format!("the credentials are for peer id {g:?}, not {d:?}")),
+            ))
+        }
+        (_, Some(g)) => {
+            // Ids an authenticator proves follow the rules of declared ids: never all
+            // digits, which are reserved for ids the server assigns.
+            if let Err(e) = validate_declared_peer_id(g) {
+                return Err(denied(
+                    shard,
+                    Denied::new(format!(
+                        "the credentials' peer id {g:?} cannot be used: {e}"
+                    )),
+                ));
+            }
+            Some(g)
+        }
+        (d, None) => d,
+    };
+    let h = HelloFields {
+        peer_id: declared,
+        ..*h
+    };
     let shared = shard.shared();
     let session = shared.next_session();
     let token = random_token();
@@ -150,6 +210,8 @@ fn accept(shard: &Shard, h: &HelloFields<'_>) -> Result<Accepted, Refused> {
         session,
         token,
         replaced,
+        version,
+        grant: (grant.expires_at.is_some() || grant.permissions.is_some()).then(|| Box::new(grant)),
     })
 }
 
@@ -172,6 +234,9 @@ pub(crate) fn register(shard: &Rc<Shard>, out: Rc<Outbound>, a: Accepted) -> Rc<
         a.session,
         a.peer_id.clone(),
     ));
+    if let Some(grant) = a.grant {
+        conn.set_auth(*grant);
+    }
     shard.register(&conn);
     shard.local.metrics.welcomed(conn.out.transport());
     tracing::debug!(shard = shard.index(), peer = %conn.peer_id, session = conn.session, "peer connected");
@@ -185,7 +250,7 @@ pub(crate) fn register(shard: &Rc<Shard>, out: Rc<Outbound>, a: Accepted) -> Rc<
         );
     }
     let _ = conn.queue_msg(&codec::Welcome {
-        version: PROTOCOL_VERSION,
+        version: a.version,
         peer_id: Cow::Borrowed(&a.peer_id),
         session_id: a.session,
         resume_token: Cow::Borrowed(&a.token),

@@ -18,9 +18,14 @@
 //! - [`metrics`]: [`Metrics`] and [`ShardMetrics`], the snapshot
 //!   [`PeerServer::metrics`] returns; [`prometheus`]: that snapshot in the Prometheus text
 //!   format.
+//! - [`auth`]: [`Grant`], [`Permissions`], [`Action`], [`Denied`]: what authenticating a
+//!   peer established and what it may do.
+//! - [`jwt`]: [`jwt::JwtAuth`], connect tokens (JWT) verified with pinned keys, and
+//!   [`jwt::TokenSigner`] to issue them.
 //!
 //! A shard, from the socket up (each module imports only modules listed before it):
-//! - `stream`, `tls`, `frame`, `util`, `rate`, `config`, `striped`, `metrics`, `msg`: the
+//! - `auth`, `jwt` (public, above), then
+//!   `stream`, `tls`, `frame`, `util`, `rate`, `config`, `striped`, `metrics`, `msg`: the
 //!   socket wrapper, a connection's TLS session, a frame ready for any transport (its
 //!   WebSocket header in front), shard-local primitives, per-peer rate limits (token
 //!   buckets), plain settings, the striped map, the shard's counters and their snapshot
@@ -40,6 +45,7 @@
 //!   `dispatch` (the table of client frames),
 //!   `executor` (a shard's tasks: accept, serve, inbox, heartbeat, shutdown).
 
+pub mod auth;
 mod config;
 mod conn;
 mod directory;
@@ -49,6 +55,7 @@ mod executor;
 mod frame;
 mod handshake;
 mod inbound;
+pub mod jwt;
 mod lifecycle;
 mod local;
 mod members;
@@ -77,6 +84,7 @@ mod upgrade;
 mod util;
 mod watchers;
 
+pub use auth::{Action, AuthRequest, Denied, Grant, Patterns, Permissions};
 pub use error::{CallError, ListenError, MetricsError, RpcFailure, SendError};
 pub use metrics::{FrameCounts, Histogram, Metrics, ShardMetrics, TransportKind};
 pub use options::{

@@ -73,9 +73,10 @@ pub const RPC_BUCKETS: &[f64] = &[
 pub const MAX_REASONS: usize = 32;
 
 /// Authentication failure reasons every shard reports from the start (at 0), so that the
-/// series exist before the first failure. `refused`: the embedder's authenticator
-/// (`ListenOptions::authenticate`) refused the credentials.
-const AUTH_REASONS: &[&str] = &["refused"];
+/// series exist before the first failure: the wire code's name, `unauthorized` (the
+/// credentials were refused: by a token check or the embedder's authenticator) or
+/// `token_expired`.
+const AUTH_REASONS: &[&str] = &["unauthorized", "token_expired"];
 
 /// Why an accepted connection was dropped before any handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

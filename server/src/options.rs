@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::auth::{Action, AuthRequest, Denied, Grant};
 use crate::config::Config;
 pub use crate::config::{
     Limits, RateLimit, TlsFiles, WebSocketOptions, MIN_FRAME_LEN, MIN_MEMORY_BUDGET,
 };
 use crate::error::{ListenError, RpcFailure};
+use crate::jwt::JwtAuth;
 use crate::peer::ConnectedPeer;
 pub use crate::request::HandlerFuture;
 use crate::request::Request;
@@ -155,11 +157,15 @@ impl std::fmt::Display for Endpoint {
 /// Sync` because every shard shares it; the future it returns need not be `Send`.
 pub type SharedHandler = Arc<dyn Fn(ConnectedPeer, Request) -> HandlerFuture + Send + Sync>;
 
-/// Decides whether a Hello's credentials are acceptable. Runs on the connecting peer's
-/// shard during the handshake. Arguments: the declared peer id (if any) and the
-/// credentials (if any). `Err(reason)` rejects with Unauthorized.
-pub type Authenticator =
-    Arc<dyn Fn(Option<&str>, Option<&[u8]>) -> Result<(), String> + Send + Sync>;
+/// Checks credentials: a Hello's (during the handshake) and a Refresh's (on a live
+/// session), on the peer's shard. `Ok(grant)`: the peer id they prove, when they expire and
+/// what the peer may do; `Err`: the peer gets the refusal's code (`unauthorized`,
+/// `token_expired`) and reason, as Reject or Status.
+pub type Authenticator = Arc<dyn Fn(&AuthRequest<'_>) -> Result<Grant, Denied> + Send + Sync>;
+
+/// Decides, per action, whether a peer may do it; consulted on the peer's shard after the
+/// permissions its credentials carry allowed it. Arguments: the peer id and the action.
+pub type Authorizer = Arc<dyn Fn(&str, &Action<'_>) -> Result<(), Denied> + Send + Sync>;
 
 /// Called on the peer's shard for each new peer, already active, before any of its frames
 /// is dispatched.
@@ -220,6 +226,7 @@ pub struct ListenOptions {
     pub(crate) on_presence: Option<OnPresence>,
     pub(crate) handlers: Vec<(String, SharedHandler)>,
     pub(crate) authenticator: Option<Authenticator>,
+    pub(crate) authorizer: Option<Authorizer>,
     pub(crate) relay_broadcasts: bool,
 }
 
@@ -245,6 +252,7 @@ impl Default for ListenOptions {
             on_presence: None,
             handlers: Vec::new(),
             authenticator: None,
+            authorizer: None,
             relay_broadcasts: true,
         }
     }
@@ -312,13 +320,53 @@ impl ListenOptions {
         self
     }
 
-    /// Check Hello credentials with `f`.
+    /// Check credentials with `f`, yes or no: it gets the declared peer id (a Refresh: the
+    /// session's) and the credentials; `Err(reason)` refuses with `unauthorized`. For a
+    /// verdict that names the peer id, an expiry or permissions, use
+    /// [`authenticate_with`](Self::authenticate_with).
     pub fn authenticate(
-        mut self,
+        self,
         f: impl Fn(Option<&str>, Option<&[u8]>) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.authenticate_with(move |r: &AuthRequest<'_>| {
+            f(r.peer_id, r.credentials)
+                .map(|()| Grant::anonymous())
+                .map_err(Denied::new)
+        })
+    }
+
+    /// Check credentials with `f`, which returns what they prove ([`Grant`]): a Hello that
+    /// declares a peer id other than the grant's is refused with `unauthorized`, one that
+    /// declares none gets the grant's; the session is closed with `token_expired` at the
+    /// grant's expiry unless a Refresh brings new credentials; its actions are checked
+    /// against the grant's permissions. Replaces any authenticator set before.
+    pub fn authenticate_with(
+        mut self,
+        f: impl Fn(&AuthRequest<'_>) -> Result<Grant, Denied> + Send + Sync + 'static,
     ) -> Self {
         self.authenticator = Some(Arc::new(f));
         self
+    }
+
+    /// Authenticate peers with connect tokens (JWT), see [`JwtAuth`].
+    pub fn jwt(self, auth: JwtAuth) -> Self {
+        self.authenticate_with(move |r: &AuthRequest<'_>| auth.authenticate(r))
+    }
+
+    /// Decide per action whether a peer may do it (join, publish, call, ... see
+    /// [`Action`]), after the permissions its credentials carry allowed it. A refusal is
+    /// answered with its code and reason, and nothing is delivered.
+    pub fn authorize(
+        mut self,
+        f: impl Fn(&str, &Action<'_>) -> Result<(), Denied> + Send + Sync + 'static,
+    ) -> Self {
+        self.authorizer = Some(Arc::new(f));
+        self
+    }
+
+    /// Whether an authenticator is set (credentials are checked).
+    pub fn has_authenticator(&self) -> bool {
+        self.authenticator.is_some()
     }
 
     /// Relay client Broadcast frames to every other peer (default true).
@@ -408,6 +456,7 @@ impl ListenOptions {
             on_presence: self.on_presence.clone(),
             handlers: self.handlers.iter().cloned().collect(),
             authenticator: self.authenticator.clone(),
+            authorizer: self.authorizer.clone(),
         }
     }
 }
@@ -418,4 +467,5 @@ pub(crate) struct Hooks {
     pub on_presence: Option<OnPresence>,
     pub handlers: HashMap<String, SharedHandler>,
     pub authenticator: Option<Authenticator>,
+    pub authorizer: Option<Authorizer>,
 }

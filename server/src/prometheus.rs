@@ -255,7 +255,7 @@ impl Metrics {
             (
                 "peerd_rate_limit_hits_total",
                 "counter",
-                "Frames refused by a per-peer rate limit (rate_limited; docs/PROTOCOL.md 6.8).",
+                "Frames refused by a per-peer rate limit (rate_limited; docs/PROTOCOL.md 6.9).",
                 |s| s.rate_limit_hits,
             ),
         ];

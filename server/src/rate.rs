@@ -2,7 +2,7 @@
 //! before a frame is acted on.
 //!
 //! A frame that finds a bucket empty is not acted on: it is refused with `rate_limited`
-//! (docs/PROTOCOL.md §6.8), and the reader stops reading that peer's socket until the bucket
+//! (docs/PROTOCOL.md §6.9), and the reader stops reading that peer's socket until the bucket
 //! has refilled, so a flood is held back by TCP flow control in the kernel instead of costing
 //! the shard a decode and an answer per frame. A peer that stays over its limit for
 //! `close_after` is closed with `rate_limited`. A peer under its limits pays two

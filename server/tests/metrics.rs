@@ -139,7 +139,7 @@ fn counters_follow_real_traffic() {
     assert_eq!(sum(&m, |s| transport(&s.welcomed, TransportKind::Tcp)), 3);
     assert_eq!(sum(&m, |s| labelled(&s.rejected, "unauthorized")), 1);
     assert_eq!(sum(&m, |s| labelled(&s.rejected, "peer_id_taken")), 1);
-    assert_eq!(sum(&m, |s| labelled(&s.auth_failures, "refused")), 1);
+    assert_eq!(sum(&m, |s| labelled(&s.auth_failures, "unauthorized")), 1);
     assert_eq!(sum(&m, |s| labelled(&s.closes, "bad_frame")), 1);
     assert_eq!(sum(&m, |s| s.closes.iter().map(|c| c.1).sum()), 1);
     for t in [TransportKind::Ws, TransportKind::Tls, TransportKind::Unix] {

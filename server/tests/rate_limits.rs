@@ -1,4 +1,4 @@
-//! Per-peer rate limits (docs/PROTOCOL.md §6.8) through real sockets: frames over the limit
+//! Per-peer rate limits (docs/PROTOCOL.md §6.9) through real sockets: frames over the limit
 //! are refused with rate_limited and not acted on, a peer within its limit is untouched, and
 //! a peer that stays over its limit is closed.
 

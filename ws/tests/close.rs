@@ -8,7 +8,7 @@ use peerd_ws::{
 
 #[test]
 fn mapping_table() {
-    let table: [(Code, u16); 21] = [
+    let table: [(Code, u16); 22] = [
         (Code::Normal, 1000),
         (Code::Shutdown, 1001),
         (Code::BadFrame, 1002),
@@ -29,6 +29,7 @@ fn mapping_table() {
         (Code::NotMember, 4017),
         (Code::Internal, 1011),
         (Code::IdleTimeout, 4019),
+        (Code::TokenExpired, 4020),
         (Code::RateLimited, 4021),
     ];
     for (code, status) in table {
@@ -50,7 +51,7 @@ fn every_code_round_trips_to_a_sendable_status() {
 
 #[test]
 fn application_codes_pass_through() {
-    for app in (4000..=4003).chain([4009, 4018, 4020]).chain(4022..5000) {
+    for app in (4000..=4003).chain([4009, 4018]).chain(4022..5000) {
         assert_eq!(status_for(app), app);
         assert_eq!(code_for(app), Some(app), "{app}");
     }
@@ -58,7 +59,7 @@ fn application_codes_pass_through() {
 
 #[test]
 fn unknown_codes() {
-    for unknown in [0u16, 1, 999, 1020, 1999, 2000, 3000, 3999, 5000, u16::MAX] {
+    for unknown in [0u16, 1, 999, 1021, 1999, 2000, 3000, 3999, 5000, u16::MAX] {
         assert_eq!(status_for(unknown), 1008, "{unknown}");
     }
     for other in [1003u16, 1007, 1008, 1010, 1012, 3000, 5000, 0] {

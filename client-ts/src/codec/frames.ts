@@ -1,5 +1,5 @@
 /**
- * Every frame of peerd protocol v1 as a plain TypeScript value (docs/PROTOCOL.md §5).
+ * Every frame of peerd protocol v2 as a plain TypeScript value (docs/PROTOCOL.md §5).
  *
  * Naming: the fields of §5 in camelCase (`peer_id` -> `peerId`). Two departures, both because
  * `kind` is the discriminant of {@link Frame}: Signal's `kind` field is `signal`, and the
@@ -44,6 +44,12 @@ export interface Reject {
   kind: 'Reject';
   code: number;
   reason: string;
+}
+/** Protocol v2: new credentials (a fresh token) for the live session (§6.8). */
+export interface Refresh {
+  kind: 'Refresh';
+  req: bigint;
+  credentials: Uint8Array;
 }
 export interface RpcRequest {
   kind: 'RpcRequest';
@@ -167,11 +173,12 @@ export interface Close {
   reason: string;
 }
 
-/** Any v1 frame; `kind` names it. */
+/** Any frame; `kind` names it. */
 export type Frame =
   | Hello
   | Welcome
   | Reject
+  | Refresh
   | RpcRequest
   | RpcResponse
   | RpcError
@@ -201,6 +208,7 @@ export const FRAME_KIND = {
   Hello: 0x01,
   Welcome: 0x02,
   Reject: 0x03,
+  Refresh: 0x04,
   RpcRequest: 0x10,
   RpcResponse: 0x11,
   RpcError: 0x12,

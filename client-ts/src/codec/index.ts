@@ -1,5 +1,5 @@
 /**
- * The codec: peerd protocol v1 frames to bytes and back, without IO (docs/PROTOCOL.md §2-§5).
+ * The codec: peerd protocol v2 frames (v1's and Refresh) to bytes and back, without IO (docs/PROTOCOL.md §2-§5).
  * - `frames`: every frame as a plain value, and the kind bytes;
  * - `header`: the 8-byte header's constants;
  * - `layouts`: each message's archived layout as data, read by the two below;
@@ -12,5 +12,5 @@ export * from './frames.js';
 export { encodeFrame } from './writer.js';
 export { decodeFrame } from './reader.js';
 export { DecodeError, EncodeError } from './errors.js';
-export { HEADER_LEN, PROTOCOL_VERSION, MAX_HELLO_LEN } from './header.js';
+export { HEADER_LEN, PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, MAX_HELLO_LEN } from './header.js';
 export { Code, codeName, type CodeName } from '../codes.js';

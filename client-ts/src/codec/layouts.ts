@@ -1,6 +1,6 @@
 /**
  * The archived layout of every message (docs/PROTOCOL.md §5) as data: one generic reader and
- * one generic writer interpret this table, which keeps the bundle far smaller than 24
+ * one generic writer interpret this table, which keeps the bundle far smaller than 25
  * hand-written codecs and is just as fast once V8 has seen each kind.
  */
 import { FRAME_KIND, type FrameKindName } from './frames.js';
@@ -51,6 +51,7 @@ const SPECS: Record<FrameKindName, string> = {
   Hello: 'version:u16 peerId:ostr credentials:obytes resumeToken:obytes client:str',
   Welcome: 'version:u16 peerId:str sessionId:u64 resumeToken:bytes limits:limits heartbeatMs:u32',
   Reject: 'code:u16 reason:str',
+  Refresh: 'req:u64 credentials:bytes',
   RpcRequest: 'id:u64 method:str peer:ostr timeoutMs:u32 params:bytes',
   RpcResponse: 'id:u64 result:bytes',
   RpcError: 'id:u64 code:u16 message:str',

@@ -32,6 +32,7 @@ export const ARBITRARIES: Record<FrameKindName, fc.Arbitrary<Frame>> = {
   Hello: k('Hello', { version: u16, peerId: ostr, credentials: obytes, resumeToken: obytes, client: str }),
   Welcome: k('Welcome', { version: u16, peerId: str, sessionId: u64, resumeToken: bytes, limits, heartbeatMs: u32 }),
   Reject: k('Reject', { code: u16, reason: str }),
+  Refresh: k('Refresh', { req: u64, credentials: bytes }),
   RpcRequest: k('RpcRequest', { id: u64, method: str, peer: ostr, timeoutMs: u32, params: bytes }),
   RpcResponse: k('RpcResponse', { id: u64, result: bytes }),
   RpcError: k('RpcError', { id: u64, code: u16, message: str }),

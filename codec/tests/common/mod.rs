@@ -66,6 +66,7 @@ any_msg! {
     Hello => Hello<'static>,
     Welcome => Welcome<'static>,
     Reject => Reject<'static>,
+    Refresh => Refresh<'static>,
     RpcRequest => RpcRequest<'static>,
     RpcResponse => RpcResponse<'static>,
     RpcError => RpcError<'static>,
@@ -159,7 +160,7 @@ pub fn signal_kind() -> impl Strategy<Value = SignalKind> {
     ]
 }
 
-/// Any of the 24 messages with arbitrary field values.
+/// Any of the 25 messages with arbitrary field values.
 pub fn any_msg() -> impl Strategy<Value = AnyMsg> {
     prop_oneof![
         (
@@ -200,6 +201,8 @@ pub fn any_msg() -> impl Strategy<Value = AnyMsg> {
             ),
         (any::<u16>(), cow_str())
             .prop_map(|(code, reason)| AnyMsg::Reject(Reject { code, reason })),
+        (any::<u64>(), cow_bytes())
+            .prop_map(|(req, credentials)| AnyMsg::Refresh(Refresh { req, credentials })),
         (
             any::<u64>(),
             cow_str(),
@@ -330,6 +333,10 @@ pub fn samples() -> Vec<AnyMsg> {
         AnyMsg::Reject(Reject {
             code: Code::PeerIdTaken.as_u16(),
             reason: s("peer id alice is taken"),
+        }),
+        AnyMsg::Refresh(Refresh {
+            req: 3,
+            credentials: b(b"eyJhbGciOiJIUzI1NiJ9.e30.sig"),
         }),
         AnyMsg::RpcRequest(RpcRequest {
             id: 42,
