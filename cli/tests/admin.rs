@@ -12,8 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use peerd_codec::{self as codec, Code, Frame};
 use peerd_testkit::RawPeer;
 
 mod common;
-use common::{lines, peerd, run, wait_bounded, Output};
+use common::{peerd, run, Output, Served};
 
 #[allow(dead_code)]
 #[path = "../src/stats.rs"]
@@ -32,11 +31,10 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// A `peerd serve --admin 127.0.0.1:0` that has printed its ready lines.
 struct Server {
-    child: Child,
+    served: Served,
     /// The TCP endpoint, then the WebSocket one.
     endpoints: Vec<String>,
     admin: SocketAddr,
-    stderr: Receiver<String>,
 }
 
 impl Server {
@@ -53,37 +51,28 @@ impl Server {
             "127.0.0.1:0",
         ])
         .args(args);
-        let mut child = cmd.spawn().expect("spawn peerd serve");
-        let stdout = lines(child.stdout.take().unwrap());
-        let stderr = lines(child.stderr.take().unwrap());
+        // The endpoints' lines, then `peerd admin on http://ADDR/ pid=PID`.
+        let served = Served::start(cmd, LIMIT, |l| {
+            l.last().is_some_and(|l| l.starts_with("peerd admin on "))
+        });
         let mut endpoints = Vec::new();
-        let admin = loop {
-            let line = match stdout.recv_timeout(LIMIT) {
-                Ok(line) => line,
-                Err(e) => {
-                    let _ = child.kill();
-                    let err: Vec<String> = stderr.try_iter().collect();
-                    panic!("no ready lines ({e}); stderr: {err:?}");
-                }
-            };
+        let mut admin = None;
+        for line in &served.lines {
             if let Some(rest) = line.strip_prefix("peerd listening on ") {
                 endpoints.push(rest.split(' ').next().unwrap().to_string());
             } else if let Some(rest) = line.strip_prefix("peerd admin on http://") {
-                // `peerd admin on http://ADDR/ pid=PID`, after the endpoints' lines.
                 let (addr, pid) = rest.split_once("/ pid=").expect("admin line");
-                assert_eq!(pid, child.id().to_string(), "{line}");
-                break addr.parse().expect("admin address");
+                assert_eq!(pid, served.child.id().to_string(), "{line}");
+                admin = Some(addr.parse().expect("admin address"));
             } else {
                 panic!("unexpected line {line:?}");
             }
-        };
+        }
         assert_eq!(endpoints.len(), 2, "{endpoints:?}");
-        thread::spawn(move || for _ in stdout {});
         Server {
-            child,
+            served,
             endpoints,
-            admin,
-            stderr,
+            admin: admin.expect("admin line"),
         }
     }
 
@@ -114,23 +103,12 @@ impl Server {
     }
 
     fn sigterm(&self) {
-        // The child is ours and not reaped yet, so the pid names it.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        self.served.sigterm();
     }
 
     fn wait(mut self) -> (i32, String) {
-        let status = wait_bounded(&mut self.child, LIMIT, "peerd");
-        let stderr: Vec<String> = self.stderr.iter().collect();
-        (status.code().unwrap_or(-1), stderr.join("\n"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        let (status, stderr) = self.served.wait(LIMIT);
+        (status.code().unwrap_or(-1), stderr)
     }
 }
 

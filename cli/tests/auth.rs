@@ -4,13 +4,11 @@
 //! non-loopback address.
 
 use std::path::PathBuf;
-use std::process::{Child, Command};
-use std::sync::mpsc::Receiver;
-use std::thread;
+use std::process::Command;
 use std::time::Duration;
 
 mod common;
-use common::{lines, peerd, run, wait_bounded, Output};
+use common::{peerd, run, Output, Served};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -22,11 +20,10 @@ fn testdata(name: &str) -> String {
         .to_string()
 }
 
-/// A running `peerd serve`, its port, and its stderr lines.
+/// A running `peerd serve` and its port.
 struct Server {
-    child: Child,
+    served: Served,
     port: String,
-    stderr: Receiver<String>,
 }
 
 impl Server {
@@ -34,22 +31,9 @@ impl Server {
         let mut cmd = peerd();
         cmd.args(["serve", "--listen", listen, "--no-pin", "--shards", "1"])
             .args(args);
-        let mut child = cmd.spawn().expect("spawn peerd serve");
-        let stdout = lines(child.stdout.take().unwrap());
-        let stderr = lines(child.stderr.take().unwrap());
-        let Ok(line) = stdout.recv_timeout(LIMIT) else {
-            let _ = child.kill();
-            let err: Vec<String> = stderr.try_iter().collect();
-            panic!("no ready line; stderr: {err:?}");
-        };
-        let addr = line.split(' ').nth(3).expect("ready line").to_string();
-        let port = addr.rsplit_once(':').unwrap().1.to_string();
-        thread::spawn(move || for _ in stdout {});
-        Server {
-            child,
-            port,
-            stderr,
-        }
+        let served = Served::one_line(cmd, LIMIT);
+        let port = served.endpoint().rsplit_once(':').unwrap().1.to_string();
+        Server { served, port }
     }
 
     fn client(&self, args: &[&str]) -> Output {
@@ -62,20 +46,9 @@ impl Server {
 
     /// SIGTERM; everything it wrote to stderr.
     fn stop(mut self) -> String {
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let status = wait_bounded(&mut self.child, LIMIT, "peerd");
+        let (status, stderr) = self.served.terminate(LIMIT);
         assert!(status.success(), "{status}");
-        let err: Vec<String> = self.stderr.iter().collect();
-        err.join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        stderr
     }
 }
 
@@ -206,13 +179,9 @@ fn open_access_on_a_non_loopback_address_is_announced_loudly() {
     let warned = |s: &str| s.contains("WARNING: no authentication on") && s.contains("anyone");
     // Every interface, no auth: the warning, and the server still serves.
     let open = Server::start("0.0.0.0:0", &[]);
-    let line = open
-        .stderr
-        .recv_timeout(LIMIT)
-        .unwrap_or_else(|_| panic!("nothing on stderr"));
-    let mut seen = line;
+    let mut seen = open.served.stderr_line(LIMIT).expect("something on stderr");
     while !warned(&seen) {
-        seen = open.stderr.recv_timeout(LIMIT).expect("the warning");
+        seen = open.served.stderr_line(LIMIT).expect("the warning");
     }
     assert!(open.client(&["call", "echo", "x"]).status.success());
     open.stop();

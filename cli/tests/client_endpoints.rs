@@ -6,15 +6,12 @@
 //!
 //! Every child runs under a deadline (killed if it overstays), so a hang fails the test.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::Child;
-
-mod common;
-use common::{peerd, run, Output};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{peerd, run, Output, Served};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -24,7 +21,8 @@ fn pki(file: &str) -> String {
 
 /// `peerd serve` on the `--listen` endpoints given, killed on drop.
 struct Server {
-    child: Child,
+    /// The process (killed when dropped, after `Server::drop` removed the socket file).
+    _served: Served,
     /// The endpoints from the ready lines, real ports filled in.
     endpoints: Vec<String>,
     path: Option<PathBuf>,
@@ -37,32 +35,20 @@ impl Server {
         for l in listen {
             cmd.args(["--listen", l]);
         }
-        let mut child = cmd.args(extra).spawn().expect("spawn peerd serve");
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let mut stderr = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-        });
+        cmd.args(extra);
         // One `peerd listening on ENDPOINT shards=N pid=PID` line per endpoint.
-        let endpoints = listen
+        let served = Served::start(cmd, LIMIT, |l| l.len() == listen.len());
+        let endpoints = served
+            .lines
             .iter()
-            .map(|_| {
-                let line = rx.recv_timeout(LIMIT).expect("a ready line");
+            .map(|line| {
                 let words: Vec<&str> = line.split(' ').collect();
                 assert_eq!(&words[..3], ["peerd", "listening", "on"], "{line}");
                 words[3].to_string()
             })
             .collect();
         Server {
-            child,
+            _served: served,
             endpoints,
             path: None,
         }
@@ -93,8 +79,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // `_served` (the process) is dropped, and killed, after this.
         if let Some(p) = &self.path {
             let _ = std::fs::remove_file(p);
         }

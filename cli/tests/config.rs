@@ -10,13 +10,11 @@ use std::collections::BTreeMap;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::sync::mpsc::Receiver;
-use std::thread;
+use std::process::Command;
 use std::time::Duration;
 
 mod common;
-use common::{lines, peerd, run, wait_bounded, Output};
+use common::{peerd, run, Output, Served};
 
 /// Longest any child may run.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -71,62 +69,33 @@ fn printed(out: &Output) -> BTreeMap<String, (String, String)> {
 }
 
 /// A `peerd serve` that has printed its ready line.
-struct Server {
-    child: Child,
-    ready: String,
-    stderr: Receiver<String>,
-}
+struct Server(Served);
 
 impl Server {
     fn start(mut cmd: Command, args: &[&str]) -> Server {
         cmd.arg("serve").args(args);
-        let mut child = cmd.spawn().expect("spawn peerd serve");
-        let stdout = lines(child.stdout.take().unwrap());
-        let stderr = lines(child.stderr.take().unwrap());
-        let ready = match stdout.recv_timeout(LIMIT) {
-            Ok(line) => line,
-            Err(e) => {
-                let _ = child.kill();
-                let status = child.wait().unwrap();
-                let err: Vec<String> = stderr.try_iter().collect();
-                panic!("no ready line ({e}; {status}); stderr: {err:?}");
-            }
-        };
-        thread::spawn(move || for _ in stdout {});
-        Server {
-            child,
-            ready,
-            stderr,
-        }
+        Server(Served::one_line(cmd, LIMIT))
     }
 
-    /// The address of the ready line `peerd listening on ADDR shards=N pid=PID`.
+    /// The ready line `peerd listening on ADDR shards=N pid=PID`.
+    fn ready(&self) -> &str {
+        &self.0.lines[0]
+    }
+
+    /// The address of the ready line.
     fn addr(&self) -> &str {
-        self.ready.split(' ').nth(3).expect("ready line")
+        self.0.endpoint()
     }
 
     fn shards(&self) -> &str {
-        self.ready.split(' ').nth(4).expect("ready line")
+        self.0.lines[0].split(' ').nth(4).expect("ready line")
     }
 
     /// SIGTERM; the exit status must be 0. Returns stderr.
     fn terminate(mut self) -> String {
-        // The child is ours and not reaped yet, so the pid names it.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let status = wait_bounded(&mut self.child, LIMIT, "peerd");
-        let stderr: Vec<String> = self.stderr.iter().collect();
-        let stderr = stderr.join("\n");
+        let (status, stderr) = self.0.terminate(LIMIT);
         assert_eq!(status.code(), Some(0), "{stderr}");
         stderr
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -156,8 +125,8 @@ fn file_then_environment_then_flag_each_wins_over_the_one_before() {
         ("15000".into(), "default".into())
     );
     let s = Server::start(peerd(), &["--config", file]);
-    assert!(s.addr().starts_with("127.0.0.2:"), "{}", s.ready);
-    assert_eq!(s.shards(), "shards=1", "{}", s.ready);
+    assert!(s.addr().starts_with("127.0.0.2:"), "{}", s.ready());
+    assert_eq!(s.shards(), "shards=1", "{}", s.ready());
     s.terminate();
 
     // The environment over the file.
@@ -178,7 +147,7 @@ fn file_then_environment_then_flag_each_wins_over_the_one_before() {
     );
     assert_eq!(p["runtime.shards"], ("1".into(), "file".into()));
     let s = Server::start(env(), &["--config", file]);
-    assert!(s.addr().starts_with("127.0.0.3:"), "{}", s.ready);
+    assert!(s.addr().starts_with("127.0.0.3:"), "{}", s.ready());
     s.terminate();
 
     // A flag over the environment (and over a variable the flag would refuse).
@@ -200,7 +169,7 @@ fn file_then_environment_then_flag_each_wins_over_the_one_before() {
     );
     assert_eq!(p["runtime.shards"], ("1".into(), "flag --shards".into()));
     let s = Server::start(env(), &args);
-    assert!(s.addr().starts_with("127.0.0.4:"), "{}", s.ready);
+    assert!(s.addr().starts_with("127.0.0.4:"), "{}", s.ready());
     s.terminate();
 }
 
@@ -447,7 +416,7 @@ fn the_deploy_example_is_a_valid_config() {
             "--no-pin",
         ],
     );
-    assert!(s.addr().starts_with("127.0.0.1:"), "{}", s.ready);
+    assert!(s.addr().starts_with("127.0.0.1:"), "{}", s.ready());
     s.terminate();
 }
 
@@ -491,7 +460,7 @@ fn systemd_is_told_ready_after_the_ready_line_and_stopping_on_sigterm() {
             format!("STATUS=listening on {}", s.addr()),
             "{env}: {ready:?}"
         );
-        unsafe { libc::kill(s.child.id() as libc::pid_t, libc::SIGTERM) };
+        s.0.sigterm();
         let stopping = notification(&sock);
         assert!(
             stopping.lines().next() == Some("STOPPING=1"),

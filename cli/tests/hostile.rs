@@ -6,23 +6,25 @@
 //! run one at a time (`SERIAL`) so that their memory figures are not mixed up with each
 //! other's load.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use peerd_codec::{self as codec, Code, Frame};
 use peerd_testkit::{wait_until, RawPeer};
 
+mod common;
+use common::Served;
+
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// A spawned `peerd serve` on 127.0.0.1:0, one shard, killed on drop.
 struct Server {
-    child: Child,
+    served: Served,
     addr: SocketAddr,
-    stderr: std::sync::mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -60,34 +62,15 @@ impl Server {
                 });
             }
         }
-        let mut child = c.spawn().expect("spawn peerd");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).expect("ready line");
-        let addr = line
-            .split_whitespace()
-            .nth(3)
-            .unwrap_or_else(|| panic!("ready line {line:?}"))
-            .parse()
-            .unwrap();
-        let (tx, stderr) = std::sync::mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
-        std::thread::spawn(move || for _ in out.lines() {});
-        Server {
-            child,
-            addr,
-            stderr,
-        }
+        let served = Served::one_line(c, Duration::from_secs(30));
+        let addr = served.endpoint().parse().expect("ready line address");
+        Server { served, addr }
     }
 
     /// A field of /proc/PID/status in bytes (VmRSS, VmHWM).
     fn status_kb(&self, field: &str) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let pid = self.served.child.id();
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let line = s
             .lines()
             .find(|l| l.starts_with(field))
@@ -102,13 +85,6 @@ impl Server {
 
     fn peak(&self) -> u64 {
         self.status_kb("VmHWM:")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -313,9 +289,9 @@ fn max_connections_fits_the_fd_limit_and_excess_connections_are_refused() {
     let srv = Server::start(&["--max-connections", "100000"], Some(256));
     // It said, at start, that it lowered the limit.
     let warned = (0..50).any(|_| {
-        srv.stderr
-            .recv_timeout(Duration::from_millis(100))
-            .is_ok_and(|l| l.contains("max_connections lowered"))
+        srv.served
+            .stderr_line(Duration::from_millis(100))
+            .is_some_and(|l| l.contains("max_connections lowered"))
     });
     assert!(warned, "no warning about the lowered max_connections");
     // More connections than descriptors: every one is answered (Welcome, or a Reject of

@@ -11,13 +11,11 @@
 //! under a deadline (a watchdog SIGKILLs it).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::Receiver;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::Duration;
 
 mod common;
-use common::{collect, lines, peerd, run, wait_bounded};
+use common::{collect, peerd, run, wait_bounded, Served};
 
 /// Longest the server may take to start, and to stop on SIGTERM.
 const SERVER_LIMIT: Duration = Duration::from_secs(20);
@@ -79,10 +77,9 @@ fn python() -> Command {
 
 /// A `peerd serve` with a TCP, a `ws://` and a `wss://` endpoint, ready.
 struct Server {
-    child: Child,
+    served: Served,
     ws: String,
     wss: String,
-    stderr: Receiver<String>,
 }
 
 impl Server {
@@ -97,31 +94,21 @@ impl Server {
             .arg(tls.join("server.pem"))
             .arg("--tls-key")
             .arg(tls.join("server.key"));
-        let mut child = c.spawn().expect("spawn peerd serve");
-        let stdout = lines(child.stdout.take().unwrap());
-        let stderr = lines(child.stderr.take().unwrap());
         // One ready line per endpoint, in the order given:
         // `peerd listening on ws://127.0.0.1:PORT/ shards=N pid=P`.
-        let deadline = Instant::now() + SERVER_LIMIT;
-        let mut endpoints = Vec::new();
-        while endpoints.len() < 3 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match stdout.recv_timeout(left) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let err: Vec<String> = stderr.try_iter().collect();
-                    panic!("no ready lines ({e}); got {endpoints:?}; stderr: {err:?}");
-                }
-            };
-            let words: Vec<&str> = line.split(' ').collect();
-            assert_eq!(words.len(), 6, "ready line {line:?}");
-            assert_eq!(&words[..3], ["peerd", "listening", "on"], "{line:?}");
-            assert_eq!(words[5], format!("pid={}", child.id()), "{line:?}");
-            endpoints.push(words[3].to_string());
-        }
-        thread::spawn(move || for _ in stdout {});
+        let served = Served::start(c, SERVER_LIMIT, |l| l.len() == 3);
+        let endpoints: Vec<String> = served
+            .lines
+            .iter()
+            .map(|line| {
+                let words: Vec<&str> = line.split(' ').collect();
+                assert_eq!(words.len(), 6, "ready line {line:?}");
+                assert_eq!(&words[..3], ["peerd", "listening", "on"], "{line:?}");
+                let pid = served.child.id();
+                assert_eq!(words[5], format!("pid={pid}"), "{line:?}");
+                words[3].to_string()
+            })
+            .collect();
         let ws = endpoints[1].clone();
         let wss = endpoints[2].clone();
         assert!(
@@ -132,29 +119,12 @@ impl Server {
             wss.starts_with("wss://127.0.0.1:") && wss.ends_with('/'),
             "{wss}"
         );
-        Server {
-            child,
-            ws,
-            wss,
-            stderr,
-        }
+        Server { served, ws, wss }
     }
 
     /// SIGTERM; the exit status and the server's stderr.
     fn terminate(mut self) -> (ExitStatus, String) {
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let status = wait_bounded(&mut self.child, SERVER_LIMIT, "peerd serve");
-        let stderr: Vec<String> = self.stderr.iter().collect();
-        (status, stderr.join("\n"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.served.terminate(SERVER_LIMIT)
     }
 }
 

@@ -5,23 +5,21 @@
 //! Every child runs under a deadline (a watchdog SIGKILLs it), so a hung server fails the
 //! test instead of hanging it. Servers run with `--no-pin`: tests run in parallel.
 
-use std::process::{Child, Command, ExitStatus};
-use std::sync::mpsc::Receiver;
+use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::Duration;
 
 mod common;
-use common::{lines, peerd, run, wait_bounded, Output};
+use common::{peerd, run, Output, Served};
 
 /// Longest any child may run.
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// A `peerd serve` that has printed its ready line.
 struct Server {
-    child: Child,
+    served: Served,
     addr: String,
     shards: usize,
-    stderr: Receiver<String>,
 }
 
 impl Server {
@@ -29,18 +27,8 @@ impl Server {
     fn start(mut cmd: Command, args: &[&str]) -> Server {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--no-pin"])
             .args(args);
-        let mut child = cmd.spawn().expect("spawn peerd serve");
-        let stdout = lines(child.stdout.take().unwrap());
-        let stderr = lines(child.stderr.take().unwrap());
-        let line = match stdout.recv_timeout(LIMIT) {
-            Ok(line) => line,
-            Err(e) => {
-                let _ = child.kill();
-                let status = child.wait().unwrap();
-                let err: Vec<String> = stderr.try_iter().collect();
-                panic!("no ready line ({e}; {status}); stderr: {err:?}");
-            }
-        };
+        let served = Served::one_line(cmd, LIMIT);
+        let line = served.lines[0].clone();
         // `peerd listening on ADDR shards=N pid=PID`, exactly: the loadgen parses it.
         let words: Vec<&str> = line.split(' ').collect();
         assert_eq!(words.len(), 6, "ready line {line:?}");
@@ -57,16 +45,13 @@ impl Server {
             .unwrap_or_else(|| panic!("ready line {line:?}"));
         assert_eq!(
             words[5],
-            format!("pid={}", child.id()),
+            format!("pid={}", served.child.id()),
             "ready line {line:?}"
         );
-        // Keep draining stdout so the server never blocks on a full pipe.
-        thread::spawn(move || for _ in stdout {});
         Server {
-            child,
+            served,
             addr,
             shards,
-            stderr,
         }
     }
 
@@ -81,22 +66,7 @@ impl Server {
 
     /// SIGTERM, then the exit status and what the server wrote to stderr.
     fn terminate(mut self) -> (ExitStatus, String) {
-        // The child is ours and not reaped yet, so the pid names it.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let status = wait_bounded(&mut self.child, LIMIT, "peerd");
-        // The process is gone, so its stderr is at EOF and this ends.
-        let stderr: Vec<String> = self.stderr.iter().collect();
-        (status, stderr.join("\n"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // A failed assertion must not leave a server running.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.served.terminate(LIMIT)
     }
 }
 

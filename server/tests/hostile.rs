@@ -132,20 +132,7 @@ fn a_slow_consumer_gets_whole_frames_then_its_close() {
     let mut publisher = RawPeer::connect(addr, Some("pub"));
     // Odd-sized messages, so that the socket buffer fills in the middle of a frame.
     let payload = vec![1u8; 3001];
-    let mut n = 0u64;
-    while srv.connections().iter().any(|c| c.peer_id == "slow") {
-        n += 1;
-        assert!(n < 1_000_000, "the slow consumer was never cut");
-        publisher.send(&codec::Publish {
-            req: 0,
-            topic: "t".into(),
-            echo: false,
-            payload: payload.as_slice().into(),
-        });
-        if n % 64 == 0 {
-            publisher.sync(n);
-        }
-    }
+    publish_until_cut(&srv, &mut publisher, "t", &payload, "slow");
     // Now read everything: every frame must be whole and valid (RawPeer panics on a bad
     // one), the last one the Close, then the end of the stream.
     let mut messages = 0;

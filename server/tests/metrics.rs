@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{hello, server, wait_until, RawPeer};
+use common::{hello, publish_until_cut, server, wait_until, RawPeer};
 use peerd_codec::{self as codec, Code, Frame, FrameKind};
 use peerd_server::{ListenOptions, Metrics, MetricsError, ShardMetrics, TransportKind};
 
@@ -210,20 +210,7 @@ fn a_slow_consumer_is_counted_with_its_reason() {
     join(&mut slow, "t", 1);
     let mut publisher = RawPeer::connect(addr, Some("pub"));
     let payload = vec![1u8; 3001];
-    let mut n = 0u64;
-    while srv.connections().iter().any(|c| c.peer_id == "slow") {
-        n += 1;
-        assert!(n < 1_000_000, "the slow consumer was never cut");
-        publisher.send(&codec::Publish {
-            req: 0,
-            topic: "t".into(),
-            echo: false,
-            payload: payload.as_slice().into(),
-        });
-        if n % 64 == 0 {
-            publisher.sync(n);
-        }
-    }
+    let n = publish_until_cut(&srv, &mut publisher, "t", &payload, "slow");
     let m = metrics(&srv);
     let s = &m.shards[0];
     assert_eq!(labelled(&s.slow_consumer_closes, "queue_limit"), 1);

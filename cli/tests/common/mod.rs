@@ -96,3 +96,86 @@ pub fn run(mut cmd: Command, limit: Duration, what: &str) -> Output {
         stderr: err.join().unwrap(),
     }
 }
+
+/// A running `peerd serve`: the stdout lines it printed while starting (its ready lines),
+/// the rest of stdout drained on a thread (a chatty child never blocks on a full pipe), its
+/// stderr collected. It is killed if still running when dropped, so a failed assertion
+/// never leaves a server behind.
+pub struct Served {
+    pub child: Child,
+    /// The stdout lines read while starting, in order.
+    pub lines: Vec<String>,
+    stderr: Receiver<String>,
+}
+
+impl Served {
+    /// Spawn `cmd` (a `peerd serve …` from [`peerd`]) and read its stdout lines until
+    /// `started` says the lines so far are all that is needed; fail (with its stderr) if
+    /// they do not come within `limit`.
+    pub fn start(mut cmd: Command, limit: Duration, started: impl Fn(&[String]) -> bool) -> Served {
+        let mut child = cmd.spawn().expect("spawn peerd serve");
+        let stdout = lines(child.stdout.take().expect("piped stdout"));
+        let stderr = lines(child.stderr.take().expect("piped stderr"));
+        let mut got = Vec::new();
+        while !started(&got) {
+            match stdout.recv_timeout(limit) {
+                Ok(line) => got.push(line),
+                Err(e) => {
+                    let _ = child.kill();
+                    let status = child.wait().expect("reap peerd serve");
+                    let err: Vec<String> = stderr.try_iter().collect();
+                    panic!("no ready lines ({e}; {status}); stdout: {got:?}; stderr: {err:?}");
+                }
+            }
+        }
+        thread::spawn(move || for _ in stdout {});
+        Served {
+            child,
+            lines: got,
+            stderr,
+        }
+    }
+
+    /// Start and read one line: the ready line of a server with one endpoint.
+    pub fn one_line(cmd: Command, limit: Duration) -> Served {
+        Served::start(cmd, limit, |l| !l.is_empty())
+    }
+
+    /// The first ready line's endpoint: `peerd listening on ENDPOINT shards=N pid=PID`.
+    pub fn endpoint(&self) -> &str {
+        self.lines[0].split(' ').nth(3).expect("ready line")
+    }
+
+    /// The next line it writes to stderr, waiting at most `limit`.
+    pub fn stderr_line(&self, limit: Duration) -> Option<String> {
+        self.stderr.recv_timeout(limit).ok()
+    }
+
+    pub fn sigterm(&self) {
+        // The child is ours and not reaped yet, so the pid names it.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+
+    /// Wait (at most `limit`) for the exit, then everything it wrote to stderr.
+    pub fn wait(&mut self, limit: Duration) -> (ExitStatus, String) {
+        let status = wait_bounded(&mut self.child, limit, "peerd serve");
+        // The process is gone, so its stderr is at EOF and this ends.
+        let stderr: Vec<String> = self.stderr.iter().collect();
+        (status, stderr.join("\n"))
+    }
+
+    /// SIGTERM, then [`wait`](Self::wait).
+    pub fn terminate(&mut self, limit: Duration) -> (ExitStatus, String) {
+        self.sigterm();
+        self.wait(limit)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

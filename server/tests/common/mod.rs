@@ -17,3 +17,31 @@ pub fn server(opts: ListenOptions) -> PeerServer {
     opts.close_linger = std::time::Duration::from_millis(300);
     listen(opts).expect("listen")
 }
+
+/// Publish `payload` to `topic` from `publisher` until `srv` no longer lists `victim` (a
+/// member that does not read, cut as a slow consumer); returns how many were published.
+/// Every 64th publish waits for the server to have handled the ones before (a Ping round
+/// trip), so the publisher's own socket never fills.
+pub fn publish_until_cut(
+    srv: &PeerServer,
+    publisher: &mut RawPeer,
+    topic: &str,
+    payload: &[u8],
+    victim: &str,
+) -> u64 {
+    let mut n = 0u64;
+    while srv.connections().iter().any(|c| c.peer_id == victim) {
+        n += 1;
+        assert!(n < 1_000_000, "{victim} was never cut");
+        publisher.send(&peerd_codec::Publish {
+            req: 0,
+            topic: topic.into(),
+            echo: false,
+            payload: payload.into(),
+        });
+        if n % 64 == 0 {
+            publisher.sync(n);
+        }
+    }
+    n
+}
