@@ -286,10 +286,9 @@ pub(crate) fn rate_limited_kind(frame: &Frame<'_>) -> bool {
 }
 
 /// Answer a frame that is not acted on with `code`, as [`dispatch`] answers its refusals: a
-/// call with RpcError, a frame with a `req` with Status{req}. A frame that asked for no
-/// answer (req 0, an Event, Broadcast or Ping) is answered only when `first` of a run (with
-/// Status{0}), so that a flood of them is not answered by a flood.
-pub(crate) fn refuse(conn: &Conn, frame: &Frame<'_>, first: bool, code: Code, reason: &str) {
+/// call with RpcError, a frame with a `req` with Status{req}, anything else (an Event,
+/// Broadcast or Ping) with Status{0}.
+pub(crate) fn refuse(conn: &Conn, frame: &Frame<'_>, code: Code, reason: &str) {
     let req = match frame {
         Frame::RpcRequest(r) => {
             conn.send_rpc_error(r.id.to_native(), code.as_u16(), reason);
@@ -305,9 +304,7 @@ pub(crate) fn refuse(conn: &Conn, frame: &Frame<'_>, first: bool, code: Code, re
         Frame::Signal(f) => f.req.to_native(),
         _ => 0,
     };
-    if req != 0 || first {
-        conn.status(req, code, reason);
-    }
+    conn.status(req, code, reason);
 }
 
 /// A client's Broadcast: relayed to every other peer, marked as from it (when enabled).

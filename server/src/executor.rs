@@ -475,13 +475,19 @@ fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         let result = match rx.next_frame(max) {
             Ok(Some((raw, n))) => {
                 completed = true;
-                shard.local.metrics.frame_in(raw.header.kind as u8, n);
+                let kind = raw.header.kind as u8;
                 let r = raw
                     .decode()
                     .map_err(Into::into)
                     .and_then(|frame| admit_and_dispatch(shard, conn, frame, n));
+                if let Ok(Handled::Held) = r {
+                    // Over the rate limit: the frame waits in the buffer, the rest of the
+                    // peer's input in the kernel, until the reader's throttle lets it on.
+                    break;
+                }
+                shard.local.metrics.frame_in(kind, n);
                 rx.consume(n);
-                r
+                r.map(|_| ())
             }
             Ok(None) => break,
             Err(e) => Err(e.into()),
@@ -528,36 +534,46 @@ fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     }
 }
 
+/// What became of a whole frame.
+enum Handled {
+    /// Dispatched (or refused): consume it.
+    Done,
+    /// Over the rate limit, not the first of its run: leave it where it is, to be tried
+    /// again when the buckets refill.
+    Held,
+}
+
 /// Dispatch `frame` (`len` bytes on the wire) if the peer's rate limit lets it through
-/// (docs/PROTOCOL.md §6.9); refuse it with `rate_limited` if not; close a peer over its
-/// limit for too long.
+/// (docs/PROTOCOL.md §6.9). Over the limit, the first frame of a run is refused with
+/// `rate_limited` and the frames after it are held back (the peer is shaped to its rate, at
+/// no cost per frame beyond the one refusal); a peer over its limit for too long is closed.
 fn admit_and_dispatch(
     shard: &Rc<Shard>,
     conn: &Rc<Conn>,
     frame: Frame<'_>,
     len: usize,
-) -> Result<(), Refused> {
+) -> Result<Handled, Refused> {
     let Some(throttle) = &conn.throttle else {
-        return dispatch(shard, conn, frame);
+        return dispatch(shard, conn, frame).map(|()| Handled::Done);
     };
     let now = Instant::now();
     if !rate_limited_kind(&frame) {
         throttle.charge(now, len);
-        return dispatch(shard, conn, frame);
+        return dispatch(shard, conn, frame).map(|()| Handled::Done);
     }
     match throttle.admit(now, len) {
-        Admit::Yes => dispatch(shard, conn, frame),
-        Admit::No { first, .. } => {
+        Admit::Yes => dispatch(shard, conn, frame).map(|()| Handled::Done),
+        Admit::No { first: true } => {
             shard.local.metrics.rate_limit_hit();
             refuse(
                 conn,
                 &frame,
-                first,
                 Code::RateLimited,
                 "over the rate limit: slow down",
             );
-            Ok(())
+            Ok(Handled::Done)
         }
+        Admit::No { first: false } => Ok(Handled::Held),
         Admit::Abusive => Err(Refused::close(
             Code::RateLimited,
             "over the rate limit for too long",

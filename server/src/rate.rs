@@ -1,13 +1,14 @@
 //! Per-peer rate limits: two token buckets (frames per second, bytes per second) checked
 //! before a frame is acted on.
 //!
-//! A frame that finds a bucket empty is not acted on: it is refused with `rate_limited`
-//! (docs/PROTOCOL.md §6.9), and the reader stops reading that peer's socket until the bucket
-//! has refilled, so a flood is held back by TCP flow control in the kernel instead of costing
-//! the shard a decode and an answer per frame. A peer that stays over its limit for
-//! `close_after` is closed with `rate_limited`. A peer under its limits pays two
-//! subtractions per frame; a server without limits pays nothing (the state is allocated
-//! only when limits are configured).
+//! The first frame that finds a bucket empty is not acted on: it is refused with
+//! `rate_limited` (docs/PROTOCOL.md §6.9). The frames after it wait: the reader stops
+//! reading that peer's socket until the buckets hold enough again, so a flood is shaped to
+//! the limit and held back by TCP flow control in the kernel, instead of costing the shard
+//! a decode and an answer per frame. A peer that stays over its limit for `close_after` is
+//! closed with `rate_limited`. A peer under its limits pays two subtractions per frame; a
+//! server without limits pays nothing (the state is allocated only when limits are
+//! configured).
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -57,10 +58,9 @@ impl RateLimit {
 pub(crate) enum Admit {
     /// Within the limits: act on it.
     Yes,
-    /// Over a limit: refuse it; `first` for the first refusal of a run (when a frame that
-    /// carries no request id is answered at all), and `wait` until the buckets hold enough
-    /// for a frame again.
-    No { first: bool, wait: Duration },
+    /// Over a limit. `first`: the first frame of a run over it, to be refused; the others
+    /// wait (see [`Throttle::wait`]).
+    No { first: bool },
     /// Over the limit for longer than `close_after`: close the connection.
     Abusive,
 }
@@ -111,6 +111,8 @@ pub(crate) struct Throttle {
     last: Cell<Instant>,
     /// When the current run of refusals began (None: not over the limit).
     over_since: Cell<Option<Instant>>,
+    /// When the buckets will hold the frame that was last found over the limit.
+    resume_at: Cell<Option<Instant>>,
     close_after: Duration,
 }
 
@@ -121,6 +123,7 @@ impl Throttle {
             bytes: Bucket::new(limit.bytes_per_sec as f64, limit.burst),
             last: Cell::new(now),
             over_since: Cell::new(None),
+            resume_at: Cell::new(None),
             close_after: limit.close_after,
         }
     }
@@ -164,16 +167,19 @@ impl Throttle {
             Some(_) => false,
         };
         let wait = self.frames.wait_for(1.0).max(self.bytes.wait_for(len));
-        Admit::No { first, wait }
+        self.resume_at.set(Some(now + wait));
+        Admit::No { first }
     }
 
-    /// How long the reader should wait before reading more (zero when not throttled).
+    /// How long the reader should wait before it tries the held frame again (zero: go on).
     pub fn wait(&self, now: Instant) -> Duration {
-        self.refill(now);
-        if self.over_since.get().is_none() {
-            return Duration::ZERO;
+        match self.resume_at.get() {
+            Some(at) if at > now => at - now,
+            _ => {
+                self.resume_at.set(None);
+                Duration::ZERO
+            }
         }
-        self.frames.wait_for(1.0)
     }
 }
 
@@ -197,12 +203,14 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(t.admit(t0, 64), Admit::Yes);
         }
-        let Admit::No { first, wait } = t.admit(t0, 64) else {
-            panic!("the 11th frame of a 10/s burst is refused");
-        };
-        assert!(first);
+        assert_eq!(
+            t.admit(t0, 64),
+            Admit::No { first: true },
+            "the 11th frame of a 10/s burst is refused"
+        );
+        let wait = t.wait(t0);
         assert!(wait > Duration::from_millis(90) && wait <= Duration::from_millis(100));
-        assert!(matches!(t.admit(t0, 64), Admit::No { first: false, .. }));
+        assert_eq!(t.admit(t0, 64), Admit::No { first: false });
         // 100 ms later one frame's worth is back.
         let t1 = t0 + Duration::from_millis(100);
         assert_eq!(t.admit(t1, 64), Admit::Yes);
