@@ -140,11 +140,17 @@ impl Throttle {
     }
 
     /// Charge a frame of `len` bytes that is acted on whatever the limits say (an answer to
-    /// a call, a Pong, a Close: refusing those would hurt others, not the sender).
+    /// a call, a Pong, a Close: refusing those would hurt others, not the sender). A peer
+    /// that goes into debt with them is still held back: the reader waits until the debt
+    /// is paid, so a flood of answers is shaped like any other.
     pub fn charge(&self, now: Instant, len: usize) {
         self.refill(now);
         self.frames.tokens.set(self.frames.tokens.get() - 1.0);
         self.bytes.tokens.set(self.bytes.tokens.get() - len as f64);
+        let debt = self.frames.wait_for(0.0).max(self.bytes.wait_for(0.0));
+        if !debt.is_zero() {
+            self.resume_at.set(Some(now + debt));
+        }
     }
 
     /// Whether a frame of `len` bytes may be acted on now; takes its tokens if so.
@@ -230,6 +236,19 @@ mod tests {
         // A frame larger than the whole bucket waits for a full bucket, not for ever.
         let t1 = t0 + Duration::from_secs(1);
         assert_eq!(t.admit(t1, 5000), Admit::Yes);
+    }
+
+    #[test]
+    fn answers_always_pass_but_a_flood_of_them_is_held_back() {
+        let t0 = Instant::now();
+        let t = Throttle::new(&limit(10), t0);
+        for _ in 0..15 {
+            t.charge(t0, 64);
+        }
+        // 5 frames of debt at 10/s: the reader waits half a second.
+        let wait = t.wait(t0);
+        assert!(wait > Duration::from_millis(450) && wait <= Duration::from_millis(500));
+        assert_eq!(t.wait(t0 + Duration::from_millis(500)), Duration::ZERO);
     }
 
     #[test]
