@@ -90,11 +90,49 @@ impl Recv {
 }
 
 /// One read's outcome, before framing.
-enum Got {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Got {
+    /// Bytes arrived.
     Data,
+    /// The server ended the stream (for TLS: also without close_notify).
     Eof,
+    /// The connection was reset or aborted (for TLS: also an alert from the server).
     Reset,
+    /// Nothing before the read timeout.
     Timeout,
+}
+
+/// Read once from `r` (its read timeout already set) and hand what arrived to `got`.
+/// Shared by [`RawPeer`] and by tests that read through other streams (TLS, WebSocket);
+/// an error that is none of [`Got`]'s panics: this is a test tool.
+pub fn read_once<R: Read + ?Sized>(r: &mut R, mut got: impl FnMut(&[u8])) -> Got {
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        return match r.read(&mut buf) {
+            Ok(0) => Got::Eof,
+            Ok(n) => {
+                got(&buf[..n]);
+                Got::Data
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Got::Timeout
+            }
+            // rustls: the server closed without close_notify.
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Got::Eof,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                Got::Reset
+            }
+            // rustls: an alert from the server, or a record it cannot take.
+            Err(e) if e.kind() == ErrorKind::InvalidData => Got::Reset,
+            Err(e) => panic!("reading from the server: {e}"),
+        };
+    }
 }
 
 /// Read once from `s` into `dst`, waiting until `deadline` (`None`: no bound).
@@ -117,29 +155,7 @@ fn read_into(
         s.set_read_timeout(want).expect("set_read_timeout");
         *timeout = want;
     }
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        return match s.read(&mut buf) {
-            Ok(0) => Got::Eof,
-            Ok(n) => {
-                dst.extend_from_slice(&buf[..n]);
-                Got::Data
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                Got::Timeout
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-                ) =>
-            {
-                Got::Reset
-            }
-            Err(e) => panic!("reading from the server: {e}"),
-        };
-    }
+    read_once(s, |b| dst.extend_from_slice(b))
 }
 
 /// A raw protocol peer: one blocking TCP connection, the codec, nothing else.

@@ -8,7 +8,7 @@
 //! synchronise. Used by `websocket.rs` and `cross_transport.rs`.
 #![allow(dead_code)]
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -123,14 +123,7 @@ pub fn tls(addr: SocketAddr) -> rustls::StreamOwned<rustls::ClientConnection, Tc
     s
 }
 
-/// What one bounded read saw.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Got {
-    Data,
-    Eof,
-    Reset,
-    Timeout,
-}
+pub use peerd_testkit::Got;
 
 /// Read once into `buf`, waiting until `deadline`.
 pub fn read_some(io: &mut dyn Io, deadline: Instant, buf: &mut Vec<u8>) -> Got {
@@ -139,33 +132,7 @@ pub fn read_some(io: &mut dyn Io, deadline: Instant, buf: &mut Vec<u8>) -> Got {
         _ => return Got::Timeout,
     };
     io.tcp().set_read_timeout(Some(left)).unwrap();
-    let mut chunk = [0u8; 64 * 1024];
-    loop {
-        return match io.read(&mut chunk) {
-            Ok(0) => Got::Eof,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                Got::Data
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                Got::Timeout
-            }
-            // rustls: the server closed without close_notify.
-            Err(e) if e.kind() == ErrorKind::UnexpectedEof => Got::Eof,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-                ) =>
-            {
-                Got::Reset
-            }
-            // rustls: an alert from the server, or a record it cannot take.
-            Err(e) if e.kind() == ErrorKind::InvalidData => Got::Reset,
-            Err(e) => panic!("read: {e}"),
-        };
-    }
+    peerd_testkit::read_once(io, |b| buf.extend_from_slice(b))
 }
 
 /// An HTTP response, as read off the socket.
