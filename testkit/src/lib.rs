@@ -158,6 +158,17 @@ fn read_into(
     read_once(s, |b| dst.extend_from_slice(b))
 }
 
+/// The answer to call `id`, if `f` is it: the result, or (code, message).
+pub fn call_answer(f: Frame<'_>, id: u64) -> Option<Result<Vec<u8>, (u16, String)>> {
+    match f {
+        Frame::RpcResponse(r) if r.id.to_native() == id => Some(Ok(r.result.as_slice().to_vec())),
+        Frame::RpcError(e) if e.id.to_native() == id => {
+            Some(Err((e.code.to_native(), e.message.as_str().to_string())))
+        }
+        _ => None,
+    }
+}
+
 /// A raw protocol peer: one blocking TCP connection, the codec, nothing else.
 ///
 /// Every receive is bounded ([`WAIT`] unless said otherwise) except
@@ -352,15 +363,7 @@ impl RawPeer {
             timeout_ms: 0,
             params: params.into(),
         });
-        self.recv_until(|f| match f {
-            Frame::RpcResponse(r) if r.id.to_native() == id => {
-                Some(Ok(r.result.as_slice().to_vec()))
-            }
-            Frame::RpcError(e) if e.id.to_native() == id => {
-                Some(Err((e.code.to_native(), e.message.as_str().to_string())))
-            }
-            _ => None,
-        })
+        self.recv_until(|f| call_answer(f, id))
     }
 
     /// Round-trip a Ping: everything the server queued before it has arrived. Returns the

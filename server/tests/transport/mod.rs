@@ -456,15 +456,7 @@ impl Peer {
             timeout_ms: 5000,
             params: params.into(),
         });
-        self.recv_until(|f| match f {
-            Frame::RpcResponse(r) if r.id.to_native() == id => {
-                Some(Ok(r.result.as_slice().to_vec()))
-            }
-            Frame::RpcError(e) if e.id.to_native() == id => {
-                Some(Err((e.code.to_native(), e.message.as_str().to_string())))
-            }
-            _ => None,
-        })
+        self.recv_until(|f| peerd_testkit::call_answer(f, id))
     }
 
     /// The `echo` method answers `params`: the connection and its shard are alive.
