@@ -110,8 +110,7 @@ async fn callback(peer: ConnectedPeer, params: Bytes) -> Result<Bytes, RpcFailur
 /// peers only with `allow_anonymous`); with only `anonymous_permissions`, every peer is
 /// anonymous and restricted. `Err`: a key could not be loaded.
 fn jwt(a: &AuthSettings) -> Result<Option<JwtAuth>, KeyError> {
-    let has_key = a.hs256_secret.is_some() || !a.public_keys.is_empty();
-    if !has_key && a.anonymous_permissions.is_none() {
+    if !a.has_key() && a.anonymous_permissions.is_none() {
         return Ok(None);
     }
     let mut auth = JwtAuth::new().leeway(Duration::from_secs(a.leeway_secs));
@@ -141,8 +140,7 @@ fn jwt(a: &AuthSettings) -> Result<Option<JwtAuth>, KeyError> {
 /// all: TCP-based endpoints not on a loopback address, when no key is configured and open
 /// access was not asked for (`allow_anonymous`).
 fn open_to_anyone<'a>(a: &AuthSettings, endpoints: &'a [Endpoint]) -> Vec<&'a Endpoint> {
-    let has_key = a.hs256_secret.is_some() || !a.public_keys.is_empty();
-    if has_key || a.allow_anonymous {
+    if a.has_key() || a.allow_anonymous {
         return Vec::new();
     }
     endpoints

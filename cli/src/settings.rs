@@ -290,6 +290,13 @@ pub struct AuthSettings {
     pub anonymous_permissions: Option<Parsed<PermissionsJson>>,
 }
 
+impl AuthSettings {
+    /// Whether a key to verify tokens with is configured (tokens are then required).
+    pub fn has_key(&self) -> bool {
+        self.hs256_secret.is_some() || !self.public_keys.is_empty()
+    }
+}
+
 /// A `peerd` permission claim written as JSON (`auth.anonymous_permissions`), with its
 /// patterns checked when it is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
