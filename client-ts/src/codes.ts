@@ -23,6 +23,7 @@ export const Code = {
   idleTimeout: 1019,
   tokenExpired: 1020,
   rateLimited: 1021,
+  reconnect: 1022,
 } as const;
 
 export type CodeName = keyof typeof Code;

@@ -66,7 +66,7 @@ test('constants', () => {
 });
 
 test('codes and their wire names', () => {
-  assert.equal(Object.keys(Code).length, 23);
+  assert.equal(Object.keys(Code).length, 24);
   const names: Record<number, string> = {
     0: 'ok', 1000: 'normal', 1001: 'shutdown', 1002: 'bad_frame', 1003: 'too_large', 1004: 'unauthorized',
     1005: 'peer_id_taken', 1006: 'unknown_peer', 1007: 'method_not_found', 1008: 'timeout',
@@ -75,6 +75,7 @@ test('codes and their wire names', () => {
     1016: 'invalid_argument', 1017: 'not_member', 1018: 'internal', 1019: 'idle_timeout',
     1020: 'token_expired',
     1021: 'rate_limited',
+    1022: 'reconnect',
   };
   for (const v of Object.values(Code)) assert.equal(codeName(v), names[v]);
   assert.equal(codeName(4000), 'app_4000');

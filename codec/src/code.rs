@@ -61,6 +61,11 @@ pub enum Code {
     /// The peer sent more than its rate limit allows: the frame was not acted on (Status,
     /// RpcError), or the peer stayed over its limit too long (Close).
     RateLimited = 1021,
+    /// The server is draining (a restart or a scale-down): as an unsolicited Status it asks
+    /// the client to stop sending and say so with Close; as the server's Close it means
+    /// "everything you sent before your Close was acted on and answered: reconnect now,
+    /// another process or node at this address takes you" (PROTOCOL.md §6.10).
+    Reconnect = 1022,
 }
 
 impl Code {
@@ -89,6 +94,7 @@ impl Code {
         Code::IdleTimeout,
         Code::TokenExpired,
         Code::RateLimited,
+        Code::Reconnect,
     ];
 
     /// The numeric value on the wire.
@@ -127,6 +133,7 @@ impl Code {
             Code::IdleTimeout => "idle_timeout",
             Code::TokenExpired => "token_expired",
             Code::RateLimited => "rate_limited",
+            Code::Reconnect => "reconnect",
         }
     }
 
@@ -177,6 +184,7 @@ mod tests {
             (Code::IdleTimeout, 1019),
             (Code::TokenExpired, 1020),
             (Code::RateLimited, 1021),
+            (Code::Reconnect, 1022),
         ];
         assert_eq!(pinned.len(), Code::ALL.len());
         for (c, v) in pinned {

@@ -32,11 +32,12 @@
 //! | 1019       | `idle_timeout`        | 4019             | private use: peerd 1019        |
 //! | 1020       | `token_expired`       | 4020             | private use: peerd 1020        |
 //! | 1021       | `rate_limited`        | 4021             | private use: peerd 1021        |
+//! | 1022       | `reconnect`           | 4022             | private use: peerd 1022        |
 //! | 4000-4999  | application codes     | unchanged        | private use                    |
 //! | any other  | (0, unknown numbers)  | 1008             | policy violation (generic)     |
 //!
 //! [`code_for`] inverts the table. The private-use images of peerd codes (4004-4008,
-//! 4010-4017, 4019, 4020, 4021) read back as those peerd codes, so an application code with one of those
+//! 4010-4017, 4019-4022) read back as those peerd codes, so an application code with one of those
 //! numbers cannot round-trip through a WebSocket close; peerd's Close frames carry only
 //! defined codes, and application codes travel in RpcError frames, so this does not arise
 //! from peerd itself. 1008 reads back as `None`: it stands for no one code.

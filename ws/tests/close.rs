@@ -8,7 +8,7 @@ use peerd_ws::{
 
 #[test]
 fn mapping_table() {
-    let table: [(Code, u16); 22] = [
+    let table: [(Code, u16); 23] = [
         (Code::Normal, 1000),
         (Code::Shutdown, 1001),
         (Code::BadFrame, 1002),
@@ -31,6 +31,7 @@ fn mapping_table() {
         (Code::IdleTimeout, 4019),
         (Code::TokenExpired, 4020),
         (Code::RateLimited, 4021),
+        (Code::Reconnect, 4022),
     ];
     for (code, status) in table {
         assert_eq!(status_for(code.as_u16()), status, "{code:?}");
@@ -59,7 +60,7 @@ fn application_codes_pass_through() {
 
 #[test]
 fn unknown_codes() {
-    for unknown in [0u16, 1, 999, 1022, 1999, 2000, 3000, 3999, 5000, u16::MAX] {
+    for unknown in [0u16, 1, 999, 1023, 1999, 2000, 3000, 3999, 5000, u16::MAX] {
         assert_eq!(status_for(unknown), 1008, "{unknown}");
     }
     for other in [1003u16, 1007, 1008, 1010, 1012, 3000, 5000, 0] {
