@@ -20,7 +20,7 @@ use bytes::Bytes;
 use peerd_codec::{self as codec, ArchivedRpcRequest, Code, Frame};
 
 use crate::auth::{Action, AuthRequest};
-use crate::conn::Conn;
+use crate::conn::{Conn, Drain};
 use crate::error::{CallError, Refused, RpcFailure};
 use crate::handshake::{auth_failed, denied};
 use crate::lifecycle::settle;
@@ -109,6 +109,20 @@ pub(crate) fn dispatch(
     conn: &Rc<Conn>,
     frame: Frame<'_>,
 ) -> Result<(), Refused> {
+    if conn.drain() == Drain::Finishing
+        && !matches!(
+            frame,
+            Frame::Ping(_)
+                | Frame::Pong(_)
+                | Frame::RpcResponse(_)
+                | Frame::RpcError(_)
+                | Frame::Close(_)
+        )
+    {
+        // After its Close{reconnect} a peer sends only answers (§6.10); anything else is
+        // not acted on, so that "everything before the Close was acted on" stays exact.
+        return Ok(());
+    }
     match frame {
         Frame::Ping(p) => {
             let _ = conn.queue_msg(&codec::Pong {
@@ -233,6 +247,10 @@ pub(crate) fn dispatch(
         }
         Frame::Close(c) => {
             let code = c.code.to_native();
+            // A drain's half-close (§6.10): the peer stops sending; we still answer it.
+            if code == Code::Reconnect.as_u16() && conn.client_finished() {
+                return Ok(());
+            }
             conn.peer_closed(code, Some(peerd_ws::close::status_for(code)))
         }
         Frame::Hello(_) => return Err(Refused::close(Code::BadFrame, "Hello after handshake")),
@@ -395,6 +413,7 @@ fn run_handler(
         let r = fut.await;
         c.inflight.set(c.inflight.get() - 1);
         respond(&c, id, r);
+        c.finish_drain_if_idle();
         s.local.metrics.rpc_handled(started.elapsed());
         settle(&s);
     });

@@ -22,6 +22,9 @@
 //!   peer established and what it may do.
 //! - [`jwt`]: [`jwt::JwtAuth`], connect tokens (JWT) verified with pinned keys, and
 //!   [`jwt::TokenSigner`] to issue them.
+//! - [`restart`]: [`PeerServer::stop_accepting`], [`PeerServer::drain`] ([`DrainOptions`],
+//!   [`DrainReport`]) and handing the listening sockets to a successor
+//!   ([`PeerServer::listener_fds`], [`InheritedListener`], [`ListenOptions::inherit`]).
 //!
 //! A shard, from the socket up (each module imports only modules listed before it):
 //! - `auth`, `jwt` (public, above), then
@@ -30,6 +33,8 @@
 //!   WebSocket header in front), shard-local primitives, per-peer rate limits (token
 //!   buckets), plain settings, the striped map, the shard's counters and their snapshot
 //!   types, the cross-shard message type.
+//! - `acceptor`: the accept thread (Unix endpoints, and every endpoint of a server that may
+//!   hand its sockets over).
 //! - `directory`, `topic_index`, `shared`: what shards share (peer directory, topic
 //!   index, inbox senders, counters).
 //! - `inbound` (receive buffers, reads, in-place WebSocket deframing), `outbound` (send
@@ -45,6 +50,7 @@
 //!   `dispatch` (the table of client frames),
 //!   `executor` (a shard's tasks: accept, serve, inbox, heartbeat, shutdown).
 
+mod acceptor;
 pub mod auth;
 mod config;
 mod conn;
@@ -70,6 +76,7 @@ pub mod prometheus;
 mod rate;
 mod relays;
 pub mod request;
+pub mod restart;
 mod route;
 pub mod server;
 mod shard;
@@ -88,9 +95,11 @@ pub use auth::{Action, AuthRequest, Denied, Grant, Patterns, Permissions};
 pub use error::{CallError, ListenError, MetricsError, RpcFailure, SendError};
 pub use metrics::{FrameCounts, Histogram, Metrics, ShardMetrics, TransportKind};
 pub use options::{
-    Endpoint, Limits, ListenOptions, PresenceNotice, RateLimit, TlsFiles, WebSocketOptions,
+    Endpoint, InheritedListener, Limits, ListenOptions, PresenceNotice, RateLimit, TlsFiles,
+    WebSocketOptions,
 };
 pub use peer::ConnectedPeer;
 pub use peerd_codec::Code;
 pub use request::{EventRef, HandlerFuture, Request};
+pub use restart::{DrainOptions, DrainReport};
 pub use server::{listen, PeerInfo, PeerServer, ServerStats, METRICS_WAIT};

@@ -2,8 +2,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +17,7 @@ pub use crate::config::{
 };
 use crate::error::{ListenError, RpcFailure};
 use crate::jwt::JwtAuth;
+use crate::msg::Transport;
 use crate::peer::ConnectedPeer;
 pub use crate::request::HandlerFuture;
 use crate::request::Request;
@@ -222,12 +225,20 @@ pub struct ListenOptions {
     pub close_linger: Duration,
     /// Limits.
     pub limits: Limits,
+    /// Whether this server may hand its listening sockets to a successor (default false;
+    /// `peerd serve` sets it when it has a handoff socket): see [`crate::restart`]. It then
+    /// accepts on one thread that can stop race-free, and deals connections to the shards,
+    /// instead of each shard accepting on its own socket with io_uring (which is cheaper by
+    /// one cross-thread message per connection).
+    pub handover: bool,
     pub(crate) on_connection: Option<OnConnection>,
     pub(crate) on_presence: Option<OnPresence>,
     pub(crate) handlers: Vec<(String, SharedHandler)>,
     pub(crate) authenticator: Option<Authenticator>,
     pub(crate) authorizer: Option<Authorizer>,
     pub(crate) relay_broadcasts: bool,
+    /// Listening sockets from a predecessor (`ListenOptions::inherit`).
+    pub(crate) inherited: Inherited,
 }
 
 impl Default for ListenOptions {
@@ -254,6 +265,8 @@ impl Default for ListenOptions {
             authenticator: None,
             authorizer: None,
             relay_broadcasts: true,
+            handover: false,
+            inherited: Default::default(),
         }
     }
 }
@@ -444,6 +457,7 @@ impl ListenOptions {
             default_call_timeout: self.default_call_timeout,
             close_linger: self.close_linger,
             relay_broadcasts: self.relay_broadcasts,
+            handover: self.handover,
             websocket: self.websocket.clone(),
             tls: None,
         }
@@ -468,4 +482,70 @@ pub(crate) struct Hooks {
     pub handlers: HashMap<String, SharedHandler>,
     pub authenticator: Option<Authenticator>,
     pub authorizer: Option<Authorizer>,
+}
+
+/// A listening socket to start a successor server on (see the module doc).
+#[derive(Debug)]
+pub struct InheritedListener {
+    /// The address it is bound to.
+    pub addr: SocketAddr,
+    /// The socket (one of the shards' SO_REUSEPORT group; a server hands over all of them).
+    pub fd: OwnedFd,
+}
+
+/// Inherited listeners in [`ListenOptions`], which is `Clone`: the sockets are taken by the
+/// first `listen` that uses them.
+#[derive(Clone, Default)]
+pub(crate) struct Inherited(Arc<Mutex<Vec<InheritedListener>>>);
+
+impl Inherited {
+    /// The inherited sockets bound to `addr`, taken out.
+    pub fn take(&self, addr: SocketAddr) -> Vec<OwnedFd> {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (mine, rest): (Vec<_>, Vec<_>) = all.drain(..).partition(|l| l.addr == addr);
+        *all = rest;
+        mine.into_iter().map(|l| l.fd).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+}
+
+impl ListenOptions {
+    /// Listen on these sockets (from [`PeerServer::listener_fds`], here or in a
+    /// predecessor process) for the endpoints bound to the same address, instead of binding
+    /// new ones: the predecessor and this server then share one accept queue per socket. A
+    /// shard count different from the predecessor's works: surplus sockets are shared out
+    /// among the shards, missing ones are bound beside them (SO_REUSEPORT). Sockets no
+    /// endpoint uses are closed.
+    pub fn inherit(mut self, listeners: Vec<InheritedListener>) -> Self {
+        self.handover = true;
+        self.inherited = Inherited(Arc::new(Mutex::new(listeners)));
+        self
+    }
+}
+
+impl ListenOptions {
+    /// Set [`handover`](Self::handover).
+    pub fn handover(mut self, on: bool) -> Self {
+        self.handover = on;
+        self
+    }
+}
+
+impl Endpoint {
+    /// What connections on this endpoint speak.
+    pub(crate) fn transport(&self) -> Transport {
+        let ws_path = match self {
+            Endpoint::Ws { path, .. } | Endpoint::Wss { path, .. } => {
+                Some(Arc::from(path.as_str()))
+            }
+            _ => None,
+        };
+        Transport {
+            tls: self.is_tls(),
+            ws_path,
+        }
+    }
 }
