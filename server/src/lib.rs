@@ -20,11 +20,18 @@
 //!   format.
 //! - [`auth`]: [`Grant`], [`Permissions`], [`Action`], [`Denied`]: what authenticating a
 //!   peer established and what it may do.
+//! - [`traffic`]: [`Traffic`], what a peer sends to others (signals, publishes, direct
+//!   events, broadcasts, calls to peers) as the embedder's traffic hooks see it:
+//!   [`ListenOptions::on_traffic`] observes and may refuse it on the sender's shard, after
+//!   the permissions and the authorizer and before anything is delivered;
+//!   [`ListenOptions::on_traffic_error`] sees the server refuse it (a signal to an unknown
+//!   peer, from outside the room). Borrowed from the received frame; without a hook the
+//!   path costs one branch. `examples/signaling.rs` is a small signaling server using both.
 //! - [`jwt`]: [`jwt::JwtAuth`], connect tokens (JWT) verified with pinned keys, and
 //!   [`jwt::TokenSigner`] to issue them.
 //!
 //! A shard, from the socket up (each module imports only modules listed before it):
-//! - `auth`, `jwt` (public, above), then
+//! - `auth`, `traffic`, `jwt` (public, above), then
 //!   `stream`, `tls`, `frame`, `util`, `rate`, `config`, `striped`, `metrics`, `msg`: the
 //!   socket wrapper, a connection's TLS session, a frame ready for any transport (its
 //!   WebSocket header in front), shard-local primitives, per-peer rate limits (token
@@ -80,6 +87,7 @@ mod striped;
 mod tls;
 mod topic_index;
 mod topics;
+pub mod traffic;
 mod upgrade;
 mod util;
 mod watchers;
@@ -91,6 +99,7 @@ pub use options::{
     Endpoint, Limits, ListenOptions, PresenceNotice, RateLimit, TlsFiles, WebSocketOptions,
 };
 pub use peer::ConnectedPeer;
-pub use peerd_codec::Code;
+pub use peerd_codec::{Code, SignalKind};
 pub use request::{EventRef, HandlerFuture, Request};
 pub use server::{listen, PeerInfo, PeerServer, ServerStats, METRICS_WAIT};
+pub use traffic::Traffic;
