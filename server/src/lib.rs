@@ -49,7 +49,7 @@
 //! - `presence`, `topics`, `p2p`, `signaling`: what peers do with each other.
 //! - `lifecycle`: tearing down closed connections and settling a shard after a batch.
 //! - `upgrade` (the WebSocket HTTP upgrade), `handshake` (Hello -> Welcome | Reject),
-//!   `dispatch` (the table of client frames),
+//!   `dispatch` (the table of client frames; the traffic hooks are called there),
 //!   `executor` (a shard's tasks: accept, serve, inbox, heartbeat, shutdown).
 
 pub mod auth;
