@@ -21,6 +21,7 @@ use crate::msg::Transport;
 use crate::peer::ConnectedPeer;
 pub use crate::request::HandlerFuture;
 use crate::request::Request;
+use crate::traffic::Traffic;
 
 /// Where the server listens, and what it speaks there.
 ///
@@ -170,6 +171,18 @@ pub type Authenticator = Arc<dyn Fn(&AuthRequest<'_>) -> Result<Grant, Denied> +
 /// permissions its credentials carry allowed it. Arguments: the peer id and the action.
 pub type Authorizer = Arc<dyn Fn(&str, &Action<'_>) -> Result<(), Denied> + Send + Sync>;
 
+/// Sees what a peer sends to others (signals, publishes, direct events, broadcasts, calls
+/// to peers) on the sender's shard, after the permissions and the authorizer allowed it and
+/// before anything is delivered; `Err` refuses it. Arguments: the sender's peer id and the
+/// traffic, borrowed from the received frame. See [`ListenOptions::on_traffic`].
+pub type TrafficHook = Arc<dyn Fn(&str, &Traffic<'_>) -> Result<(), Denied> + Send + Sync>;
+
+/// Sees the server refuse traffic for a reason of its own, after [`TrafficHook`] (if any)
+/// let it through: a signal to an unknown peer or from outside the room, ... Arguments:
+/// the sender's peer id, the traffic, and the code and reason the sender is answered with.
+/// See [`ListenOptions::on_traffic_error`].
+pub type TrafficErrorHook = Arc<dyn Fn(&str, &Traffic<'_>, &Denied) + Send + Sync>;
+
 /// Called on the peer's shard for each new peer, already active, before any of its frames
 /// is dispatched.
 pub type OnConnection = Arc<dyn Fn(ConnectedPeer) + Send + Sync>;
@@ -236,6 +249,8 @@ pub struct ListenOptions {
     pub(crate) handlers: Vec<(String, SharedHandler)>,
     pub(crate) authenticator: Option<Authenticator>,
     pub(crate) authorizer: Option<Authorizer>,
+    pub(crate) on_traffic: Option<TrafficHook>,
+    pub(crate) on_traffic_error: Option<TrafficErrorHook>,
     pub(crate) relay_broadcasts: bool,
     /// Listening sockets from a predecessor (`ListenOptions::inherit`).
     pub(crate) inherited: Inherited,
@@ -264,6 +279,8 @@ impl Default for ListenOptions {
             handlers: Vec::new(),
             authenticator: None,
             authorizer: None,
+            on_traffic: None,
+            on_traffic_error: None,
             relay_broadcasts: true,
             handover: false,
             inherited: Default::default(),
@@ -377,6 +394,43 @@ impl ListenOptions {
         self
     }
 
+    /// See, and refuse, what peers send to each other: `f(from, &traffic)` is called for
+    /// every Signal, Publish, TopicSend, Event to a peer, relayed Broadcast and call to a peer
+    /// ([`Traffic`]), on the sender's shard, after the permissions and the authorizer allowed
+    /// it and before the server's own delivery checks and anything is delivered. `Err`
+    /// refuses it like the authorizer does: the sender gets its code and reason (Status, or
+    /// RpcError for a call) and nothing is delivered to anyone.
+    ///
+    /// What it sees is borrowed from the received frame (the payload too): nothing is
+    /// copied or allocated for it, and without a hook the traffic is not even described.
+    /// It runs inline on the shard, between reading a frame and the next, so it should be
+    /// quick (no blocking I/O): its time is added to every frame it sees. Replaces any hook
+    /// set before.
+    pub fn on_traffic(
+        mut self,
+        f: impl Fn(&str, &Traffic<'_>) -> Result<(), Denied> + Send + Sync + 'static,
+    ) -> Self {
+        self.on_traffic = Some(Arc::new(f));
+        self
+    }
+
+    /// See the traffic the server itself refuses after [`on_traffic`](Self::on_traffic)
+    /// let it through (or with no such hook, after the authorizer): a signal from a peer
+    /// that has not joined the room, or to a peer that is not connected or not in the room,
+    /// a non-offer signal without a target, a TopicSend or Event to an unknown peer, a call
+    /// to a peer when the caller has too many waiting. `f(from, &traffic, &refusal)` gets
+    /// the code and reason the sender is answered with, on the sender's shard, before the
+    /// answer is sent. Refusals by permissions, the authorizer and `on_traffic` itself are
+    /// not reported here (the embedder decided those), nor what fails later (a relayed
+    /// call's callee leaving or timing out). Replaces any hook set before.
+    pub fn on_traffic_error(
+        mut self,
+        f: impl Fn(&str, &Traffic<'_>, &Denied) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_traffic_error = Some(Arc::new(f));
+        self
+    }
+
     /// Whether an authenticator is set (credentials are checked).
     pub fn has_authenticator(&self) -> bool {
         self.authenticator.is_some()
@@ -471,6 +525,12 @@ impl ListenOptions {
             handlers: self.handlers.iter().cloned().collect(),
             authenticator: self.authenticator.clone(),
             authorizer: self.authorizer.clone(),
+            traffic: (self.on_traffic.is_some() || self.on_traffic_error.is_some()).then(|| {
+                TrafficHooks {
+                    inspect: self.on_traffic.clone(),
+                    error: self.on_traffic_error.clone(),
+                }
+            }),
         }
     }
 }
@@ -482,6 +542,14 @@ pub(crate) struct Hooks {
     pub handlers: HashMap<String, SharedHandler>,
     pub authenticator: Option<Authenticator>,
     pub authorizer: Option<Authorizer>,
+    /// `None` unless a traffic hook is set: the frames they watch then cost one branch.
+    pub traffic: Option<TrafficHooks>,
+}
+
+/// The traffic hooks, either or both.
+pub(crate) struct TrafficHooks {
+    pub inspect: Option<TrafficHook>,
+    pub error: Option<TrafficErrorHook>,
 }
 
 /// A listening socket to start a successor server on (see the module doc).
