@@ -3,6 +3,7 @@
 //!
 //! - [`PeerServer::stop_accepting`]: Node's `server.close()`: no new connections, the
 //!   connected peers stay.
+//! - [`PeerServer::reload_tls`]: a new certificate without dropping anyone.
 //! - [`PeerServer::drain`]: lame-duck mode (NATS's): not ready, no new connections, each
 //!   peer asked to finish and reconnect, spread over a window, then closed.
 //! - [`PeerServer::listener_fds`] and [`ListenOptions::inherit`]: a successor (in this
@@ -166,6 +167,23 @@ impl PeerServer {
     /// ignored. The connection has not been read from.
     pub fn forward_accepted(&self, f: impl Fn(OwnedFd) + Send + Sync + 'static) {
         let _ = self.shared.forward.set(Arc::new(f));
+    }
+
+    /// Load a new certificate chain and key for the `tls://` and `wss://` endpoints (a
+    /// renewed certificate, SIGHUP in `peerd serve`): TLS handshakes from now on present
+    /// it; connections already established keep theirs and stay connected. On an error
+    /// (unreadable files, a key that does not match) the old certificate stays.
+    pub fn reload_tls(&self, files: &crate::TlsFiles) -> Result<(), crate::ListenError> {
+        let Some(slot) = &self.cert_slot else {
+            return Err(crate::ListenError::Tls(
+                "this server has no tls:// or wss:// endpoint".into(),
+            ));
+        };
+        let key = crate::tls::certified_key(&files.cert_chain, &files.key)
+            .map_err(crate::ListenError::Tls)?;
+        slot.replace(key);
+        tracing::info!(cert = %files.cert_chain.display(), "TLS certificate reloaded");
+        Ok(())
     }
 
     /// Serve a connection accepted elsewhere (by a predecessor that handed its listeners

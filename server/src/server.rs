@@ -64,6 +64,8 @@ pub struct PeerServer {
     /// A duplicate of every shard's TCP listening socket, to hand to a successor
     /// (`restart`); dropped at close.
     pub(crate) listeners: Mutex<Vec<(SocketAddr, OwnedFd)>>,
+    /// The TLS certificate, replaced by `reload_tls`.
+    pub(crate) cert_slot: Option<Arc<crate::tls::CertSlot>>,
 }
 
 impl std::fmt::Debug for PeerServer {
@@ -578,11 +580,13 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
         opts.cores.clone()
     };
     let mut config = opts.config();
+    let mut cert_slot = None;
     if opts.endpoints.iter().any(Endpoint::is_tls) {
         let files = opts.tls.as_ref().expect("validate checked");
-        config.tls = Some(
-            crate::tls::server_config(&files.cert_chain, &files.key).map_err(ListenError::Tls)?,
-        );
+        let (tls, slot) =
+            crate::tls::server_config(&files.cert_chain, &files.key).map_err(ListenError::Tls)?;
+        config.tls = Some(tls);
+        cert_slot = Some(slot);
     }
     // Bind everything before starting anything: an error leaves nothing behind.
     // Listeners the accept thread serves (see `acceptor`), and our Unix socket files.
@@ -695,6 +699,7 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
         endpoints,
         addrs,
         listeners: Mutex::new(dups),
+        cert_slot,
     };
     if let Some(e) = failure {
         // Stop the shards that did start, and free the address.
