@@ -3,10 +3,10 @@
  * waits for the link. The features (RPC, events, topics, presence, signaling) live in their
  * own modules and reach the session only through {@link Core}.
  */
-import { PROTOCOL_VERSION } from './codec/index.js';
+import { encodeFrame, PROTOCOL_VERSION } from './codec/index.js';
 import type { Frame, Limits, PeerList, Status, Welcome } from './codec/frames.js';
 import { Code } from './codes.js';
-import { DisconnectedError, PeerdError } from './errors.js';
+import { DisconnectedError, PeerdError, QueueError } from './errors.js';
 import { openLink, type Link, type ReconnectOptions, type WebSocketCtor } from './link.js';
 import { rpcPart, eventsPart, type Rpc, type Events } from './rpc.js';
 import { topicsPart, type Topic } from './topics.js';
@@ -31,6 +31,15 @@ export interface PeerOptions {
   reconnect?: boolean | ReconnectOptions;
   /** Default deadline of `rpc.call`, 30 000 ms. */
   callTimeoutMs?: number;
+  /** How long a send made while the link is down (connecting, reconnecting, draining) waits
+   * in the queue for the next link before it fails with a QueueError `queue_timeout`;
+   * default 10 000 ms. Calls also keep their own deadline. */
+  reconnectQueueTimeoutMs?: number;
+  /** The most sends the queue holds; past it a send fails at once with a QueueError
+   * `queue_full`. Default 1 024; 0: sends fail at once while the link is down. */
+  reconnectQueueMaxFrames?: number;
+  /** The most bytes (encoded frames) the queue holds; past it: `queue_full`. Default 1 MiB. */
+  reconnectQueueMaxBytes?: number;
 }
 
 
@@ -44,6 +53,8 @@ export interface CloseInfo {
 }
 
 type Settle = [ok: (v: any) => void, fail: (e: unknown) => void];
+// Work waiting for the link; a send also has its encoded size and its expiry (Date.now()).
+type Queued = [run: () => void, fail: (e: unknown) => void, bytes: number, expires: number];
 
 // Typed listeners for the Peer's events (declaration merging: types only, no code).
 export interface Peer {
@@ -74,7 +85,11 @@ export class Peer extends EventTarget {
   #error: PeerdError | null = null;
   #req = 0n;
   #pending = new Map<bigint, Settle>();
-  #queue: [run: () => void, fail: (e: unknown) => void][] = [];
+  #queue: Queued[] = [];
+  #qFrames = 0; // sends in #queue
+  #qBytes = 0;
+  #qTimer: ReturnType<typeof setTimeout> | undefined;
+  #qBound: [ms: number, frames: number, bytes: number];
   #parts: Part[];
   #link: Link;
   #core: Core;
@@ -85,26 +100,33 @@ export class Peer extends EventTarget {
     super();
     const peer = this;
     this.#credentials = o.credentials == null ? null : toBytes(o.credentials);
+    this.#qBound = [o.reconnectQueueTimeoutMs ?? 10_000, o.reconnectQueueMaxFrames ?? 1024, o.reconnectQueueMaxBytes ?? 1 << 20];
     const WS = o.WebSocket ?? globalThis.WebSocket;
     if (!WS) throw new TypeError('no WebSocket: pass options.WebSocket (in Node 20: the ws package)');
     const core: Core = {
       get state() { return peer.#state; },
       get gen() { return peer.#gen; },
-      send: (f) => this.#state == 'active' && this.#link.send(f),
-      later: (run, fail) => this.#later(run, fail),
+      // Draining, only answers are sent, and only answers come here then: what else the
+      // features send goes through `later`, which queues while not active.
+      send: (f) => (this.#state == 'active' || this.#state == 'draining') && this.#link.send(f),
+      later: (run, fail, out) => this.#later(run, fail, out),
       request: (make) =>
         new Promise((ok, fail) =>
-          this.#later(() => {
-            const req = ++this.#req;
-            this.#link.send(make(req));
-            this.#pending.set(req, [ok, fail]);
-          }, fail),
+          this.#later(
+            () => {
+              const req = ++this.#req;
+              this.#link.send(make(req));
+              this.#pending.set(req, [ok, fail]);
+            },
+            fail,
+            () => make(0n),
+          ),
         ),
       error: (t, e) => t.dispatchEvent(new CustomEvent('error', { detail: e })),
     };
     this.#core = core;
     const rpc = rpcPart(core, o.callTimeoutMs ?? 30_000);
-    const events = eventsPart(core);
+    const events = eventsPart(core, this);
     const topics = topicsPart(core);
     const presence = presencePart(core);
     const signaling = signalingPart(core);
@@ -139,7 +161,7 @@ export class Peer extends EventTarget {
         // Restore topics and watches first, then what waited for the link, and only then
         // tell listeners: a publish from a 'statechange' listener comes after the re-joins.
         for (const p of this.#parts) p.up?.();
-        for (const [run, fail] of this.#queue.splice(0)) {
+        for (const [run, fail] of this.#unqueue()) {
           try {
             run();
           } catch (x) {
@@ -169,6 +191,9 @@ export class Peer extends EventTarget {
             return signaling.frame(f);
         }
       },
+      // The server drains this session (§6.10): what the application sends from now on
+      // waits for the next link, answers still go out.
+      draining: () => this.#set('draining'),
       down: (e, retry) => this.#lost(e, !retry),
     });
   }
@@ -230,10 +255,52 @@ export class Peer extends EventTarget {
     return this.#core.request((req) => ({ kind: 'ListPeers', req, topic: topic ?? null }));
   }
 
-  #later(run: () => void, fail: (e: unknown) => void) {
+  #later(run: () => void, fail: (e: unknown) => void, out?: () => Frame) {
     if (this.#state == 'closed') throw this.#error;
-    if (this.#state == 'active') run();
-    else this.#queue.push([run, fail]);
+    if (this.#state == 'active') return run();
+    let bytes = 0;
+    let expires = Infinity;
+    if (out) {
+      // A send: bounded in frames and bytes (the new one is refused), and in time.
+      const [ms, frames, max] = this.#qBound;
+      bytes = encodeFrame(out()).length;
+      if (this.#qFrames >= frames || this.#qBytes + bytes > max)
+        throw new QueueError(0, `reconnect queue full (${this.#qFrames} sends, ${this.#qBytes} bytes waiting for the link)`, 'queue_full');
+      this.#qFrames++;
+      this.#qBytes += bytes;
+      expires = Date.now() + ms;
+      if (!this.#qTimer) this.#arm(expires);
+    }
+    this.#queue.push([run, fail, bytes, expires]);
+  }
+
+  // Wakes up when the oldest send waiting expires (sends expire in queue order).
+  #arm(at: number) {
+    if (at < Infinity)
+      this.#qTimer = setTimeout(() => {
+        this.#qTimer = undefined;
+        const now = Date.now();
+        const e = new QueueError(0, `not sent: no link within ${this.#qBound[0]} ms`, 'queue_timeout');
+        const gone = this.#queue.filter((q) => q[3] <= now);
+        this.#queue = this.#queue.filter((q) => q[3] > now);
+        this.#count();
+        for (const q of gone) q[1](e);
+        const nextAt = this.#queue.find((q) => q[3] < Infinity)?.[3];
+        if (nextAt && !this.#qTimer) this.#arm(nextAt);
+      }, Math.min(at - Date.now(), 2 ** 31 - 1));
+  }
+
+  #count() {
+    this.#qFrames = this.#qBytes = 0;
+    for (const q of this.#queue) if (q[3] < Infinity) this.#qFrames++, (this.#qBytes += q[2]);
+  }
+
+  // Empties the queue, returning what it held.
+  #unqueue(): Queued[] {
+    clearTimeout(this.#qTimer);
+    this.#qTimer = undefined;
+    this.#qFrames = this.#qBytes = 0;
+    return this.#queue.splice(0);
   }
 
   #answer(f: Status | PeerList) {
@@ -271,7 +338,7 @@ export class Peer extends EventTarget {
     for (const p of pending) p[1](x);
     for (const p of this.#parts) p.down?.(x, final);
     if (final) {
-      for (const [, fail] of this.#queue.splice(0)) fail(e);
+      for (const [, fail] of this.#unqueue()) fail(e);
       this.dispatchEvent(new CustomEvent('close', { detail: { code: e.code, reason: e.message } }));
     }
   }

@@ -35,6 +35,9 @@ export interface ServerOptions {
   heartbeatMs?: number;
   /** More `peerd serve` flags. */
   args?: string[];
+  /** Listen on this port (one just freed by another server: retried while the kernel holds
+   * it); default 0, any free one. */
+  port?: number;
 }
 
 export interface TestServer {
@@ -102,23 +105,26 @@ export async function startServer(o: ServerOptions = {}): Promise<TestServer> {
     clearTimeout(kill);
   };
 
-  port = await launch(0);
+  // A port that was just in use: if the kernel still holds it, try again for a few seconds.
+  const relaunch = async (want: number) => {
+    for (let i = 0; ; i++) {
+      try {
+        return await launch(want);
+      } catch (e) {
+        if (i >= 20 || !/in use|AddrInUse/i.test(String(e))) throw e;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+  };
+
+  port = await relaunch(o.port ?? 0);
   return {
     url: `ws://127.0.0.1:${port}/`,
     port,
     stop,
     async restart() {
       await stop();
-      // The port was just ours; if the kernel still holds it, try again for a few seconds.
-      for (let i = 0; ; i++) {
-        try {
-          await launch(port);
-          return;
-        } catch (e) {
-          if (i >= 20 || !/in use|AddrInUse/i.test(String(e))) throw e;
-          await new Promise((r) => setTimeout(r, 250));
-        }
-      }
+      await relaunch(port);
     },
     logs: () => log,
   };
