@@ -37,9 +37,9 @@ export interface PeerOptions {
   reconnectQueueTimeoutMs?: number;
   /** The most sends the queue holds; past it a send fails at once with a QueueError
    * `queue_full`. Default 1 024; 0: sends fail at once while the link is down. */
-  reconnectQueueMaxFrames?: number;
+  reconnectQueueFrames?: number;
   /** The most bytes (encoded frames) the queue holds; past it: `queue_full`. Default 1 MiB. */
-  reconnectQueueMaxBytes?: number;
+  reconnectQueueBytes?: number;
 }
 
 
@@ -53,7 +53,8 @@ export interface CloseInfo {
 }
 
 type Settle = [ok: (v: any) => void, fail: (e: unknown) => void];
-// Work waiting for the link; a send also has its encoded size and its expiry (Date.now()).
+// Work waiting for the link: a send has its encoded size and its expiry (Date.now() + the
+// bound); other work (whenReady, a first Join or Watch) has size 0 and no bound.
 type Queued = [run: () => void, fail: (e: unknown) => void, bytes: number, expires: number];
 
 // Typed listeners for the Peer's events (declaration merging: types only, no code).
@@ -100,7 +101,7 @@ export class Peer extends EventTarget {
     super();
     const peer = this;
     this.#credentials = o.credentials == null ? null : toBytes(o.credentials);
-    this.#qBound = [o.reconnectQueueTimeoutMs ?? 10_000, o.reconnectQueueMaxFrames ?? 1024, o.reconnectQueueMaxBytes ?? 1 << 20];
+    this.#qBound = [o.reconnectQueueTimeoutMs ?? 10_000, o.reconnectQueueFrames ?? 1024, o.reconnectQueueBytes ?? 1 << 20];
     const WS = o.WebSocket ?? globalThis.WebSocket;
     if (!WS) throw new TypeError('no WebSocket: pass options.WebSocket (in Node 20: the ws package)');
     const core: Core = {
@@ -258,41 +259,33 @@ export class Peer extends EventTarget {
   #later(run: () => void, fail: (e: unknown) => void, out?: () => Frame) {
     if (this.#state == 'closed') throw this.#error;
     if (this.#state == 'active') return run();
-    let bytes = 0;
-    let expires = Infinity;
+    let n = 0;
     if (out) {
       // A send: bounded in frames and bytes (the new one is refused), and in time.
-      const [ms, frames, max] = this.#qBound;
-      bytes = encodeFrame(out()).length;
-      if (this.#qFrames >= frames || this.#qBytes + bytes > max)
-        throw new QueueError(0, `reconnect queue full (${this.#qFrames} sends, ${this.#qBytes} bytes waiting for the link)`, 'queue_full');
+      const [ms, frames, bytes] = this.#qBound;
+      n = encodeFrame(out()).length;
+      if (this.#qFrames >= frames || this.#qBytes + n > bytes) throw new QueueError(0, 'reconnect queue full', 'queue_full');
       this.#qFrames++;
-      this.#qBytes += bytes;
-      expires = Date.now() + ms;
-      if (!this.#qTimer) this.#arm(expires);
+      this.#qBytes += n;
+      this.#qTimer ??= this.#arm(ms);
     }
-    this.#queue.push([run, fail, bytes, expires]);
+    this.#queue.push([run, fail, n, Date.now() + (n && this.#qBound[0])]);
   }
 
-  // Wakes up when the oldest send waiting expires (sends expire in queue order).
-  #arm(at: number) {
-    if (at < Infinity)
-      this.#qTimer = setTimeout(() => {
-        this.#qTimer = undefined;
-        const now = Date.now();
-        const e = new QueueError(0, `not sent: no link within ${this.#qBound[0]} ms`, 'queue_timeout');
-        const gone = this.#queue.filter((q) => q[3] <= now);
-        this.#queue = this.#queue.filter((q) => q[3] > now);
-        this.#count();
-        for (const q of gone) q[1](e);
-        const nextAt = this.#queue.find((q) => q[3] < Infinity)?.[3];
-        if (nextAt && !this.#qTimer) this.#arm(nextAt);
-      }, Math.min(at - Date.now(), 2 ** 31 - 1));
-  }
-
-  #count() {
-    this.#qFrames = this.#qBytes = 0;
-    for (const q of this.#queue) if (q[3] < Infinity) this.#qFrames++, (this.#qBytes += q[2]);
+  // Fails the sends that waited their time; sends expire in queue order, so the timer waits
+  // for the oldest. (Other work, n 0, waits for the link however long it takes.)
+  #arm(ms: number) {
+    return setTimeout(() => {
+      const now = Date.now();
+      const gone = this.#queue.filter((q) => q[2] && q[3] <= now);
+      this.#queue = this.#queue.filter((q) => !gone.includes(q));
+      this.#qFrames -= gone.length;
+      for (const q of gone) this.#qBytes -= q[2];
+      const next = this.#queue.find((q) => q[2]);
+      this.#qTimer = next && this.#arm(next[3] - now);
+      const e = new QueueError(0, `not sent: no link within ${this.#qBound[0]} ms`, 'queue_timeout');
+      for (const q of gone) q[1](e);
+    }, Math.min(ms, 2 ** 31 - 1));
   }
 
   // Empties the queue, returning what it held.

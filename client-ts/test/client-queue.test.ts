@@ -99,9 +99,9 @@ describe('reconnect queue', () => {
 
   it('past its size bound (frames, bytes) a new send fails at once with QueueError queue_full', async () => {
     const s = await server();
-    const a = await peers.ready({ reconnectQueueMaxFrames: 3 });
-    const b = await peers.ready({ reconnectQueueMaxBytes: 1000 });
-    const c = await peers.ready({ reconnectQueueMaxFrames: 0 });
+    const a = await peers.ready({ reconnectQueueFrames: 3 });
+    const b = await peers.ready({ reconnectQueueBytes: 1000 });
+    const c = await peers.ready({ reconnectQueueFrames: 0 });
     await s.stop();
     await within(Promise.all([a, b, c].map((p) => inState(p, 'reconnecting'))), 'reconnecting');
 
