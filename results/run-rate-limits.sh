@@ -8,8 +8,9 @@
 #   results/run-rate-limits.sh [OUT_DIR]        (default results/rate-limits)
 #
 # Scenarios: one flooder at 100,000 frames/s (100x the limit), and 5,000 flooders at 20/s
-# each (issue #9's pipeline attack: 100,000/s in all, each peer under the limit). Loopback
-# only; about 3 minutes. Server on core 0, loadgen on core 1; needs a quiet machine.
+# each (issue #9's pipeline attack: 100,000/s in all, each peer under the limit); then one
+# flooder that reads its answers (`--kind flood`: not a slow consumer, so only the rate
+# limit stops it). Loopback only; about 4 minutes. Server on core 0, loadgen on core 1; needs a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-results/rate-limits}
@@ -25,3 +26,9 @@ for hostile in 1 5000; do
     --server-arg=--rate-frames --server-arg=1000 \
     --out "$OUT" --name "flood-$hostile-limited"
 done
+COMMON_READING=${COMMON/--kind pipeline/--kind flood}
+$L attack --spawn-server $COMMON_READING --hostile 1 \
+  --out "$OUT" --name "reading-flood-1-unlimited"
+$L attack --spawn-server $COMMON_READING --hostile 1 \
+  --server-arg=--rate-frames --server-arg=1000 \
+  --out "$OUT" --name "reading-flood-1-limited"

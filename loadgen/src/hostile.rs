@@ -46,6 +46,9 @@ pub enum Kind {
     RelayFlood,
     /// Pipelines echo requests to the server and never reads the answers.
     Pipeline,
+    /// Pipelines echo requests to the server and reads (discards) every answer: a flood
+    /// that is not also a slow consumer, so only a rate limit stops it.
+    Flood,
 }
 
 impl Kind {
@@ -57,19 +60,20 @@ impl Kind {
             Kind::PartialFrames => "partial-frames",
             Kind::RelayFlood => "relay-flood",
             Kind::Pipeline => "pipeline",
+            Kind::Flood => "flood",
         }
     }
 
     /// Whether peers of this kind read what the server sends (and discard it).
     pub fn reads(self) -> bool {
-        matches!(self, Kind::RelayFlood)
+        matches!(self, Kind::RelayFlood | Kind::Flood)
     }
 
     /// Whether peers of this kind send anything after the handshake (and joins).
     pub fn writes(self) -> bool {
         matches!(
             self,
-            Kind::PartialFrames | Kind::RelayFlood | Kind::Pipeline
+            Kind::PartialFrames | Kind::RelayFlood | Kind::Pipeline | Kind::Flood
         )
     }
 }
@@ -485,7 +489,7 @@ impl Swarm {
             writable: true,
         };
         match beh.kind {
-            Kind::RelayFlood | Kind::Pipeline => {
+            Kind::RelayFlood | Kind::Pipeline | Kind::Flood => {
                 let params = vec![b'h'; beh.payload];
                 let req = RpcRequest {
                     id: 0,
@@ -757,7 +761,7 @@ impl Swarm {
         let failed = match h.beh.kind {
             Kind::SlowReader | Kind::SlowSubscribers => None,
             Kind::PartialFrames => pump_partial(h, stats, now),
-            Kind::RelayFlood | Kind::Pipeline => pump_requests(h, stats, now),
+            Kind::RelayFlood | Kind::Pipeline | Kind::Flood => pump_requests(h, stats, now),
         };
         if let Some(e) = failed {
             // The server is gone from this connection: read what it left for the code.

@@ -149,6 +149,7 @@ fn soak_name(k: Kind) -> &'static str {
         Kind::PartialFrames => "partial-frames",
         Kind::RelayFlood => "relay-floods",
         Kind::Pipeline => "pipeliners",
+        Kind::Flood => "flooders",
     }
 }
 
