@@ -126,7 +126,7 @@ fn reload_settings(server: &PeerServer, eff: &Effective, r: &Reload<'_>) -> Opti
             tracing::error!(error = %e, "TLS reload failed; the old certificate stays");
         }
     }
-    match (&r.auth, crate::serve::jwt(&new.auth)) {
+    match (&r.auth, new.auth.verifier()) {
         (Some(slot), Ok(Some(auth))) => {
             *slot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
             tracing::info!("token keys reloaded");

@@ -5,7 +5,9 @@
 //! handling and systemd readiness.
 //!
 //! Layout: `main.rs` the command line and dispatch, `serve.rs` `peerd serve` (settings to
-//! `ListenOptions`, builtins, signals, authentication), `settings.rs` every setting of
+//! `ListenOptions`, builtins, authentication, start-up), `lifecycle.rs` what `serve` does
+//! after start-up (signals: SIGHUP reload, SIGTERM drain, SIGINT stop), `handoff.rs` the
+//! zero-downtime takeover (listening sockets passed to a successor over a Unix socket), `settings.rs` every setting of
 //! `serve` (key, flag, variable, default, help: how to add one is there), `config.rs`
 //! merging them from the file, the environment and flags, and `--print-config`,
 //! `notify.rs` sd_notify, `admin.rs` the admin HTTP listener of `serve --admin` (metrics,

@@ -5,12 +5,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use clap::builder::BoolishValueParser;
 use clap::{ArgMatches, Args};
-use peerd_server::jwt::{JwtAuth, KeyError};
 use peerd_server::{
     listen, CallError, Code, ConnectedPeer, Endpoint, ListenError, ListenOptions, RpcFailure,
 };
@@ -112,36 +110,6 @@ async fn callback(peer: ConnectedPeer, params: Bytes) -> Result<Bytes, RpcFailur
         })
 }
 
-/// The token verifier `[auth]` asks for, if any: with a key, tokens are required (anonymous
-/// peers only with `allow_anonymous`); with only `anonymous_permissions`, every peer is
-/// anonymous and restricted. `Err`: a key could not be loaded.
-pub(crate) fn jwt(a: &AuthSettings) -> Result<Option<JwtAuth>, KeyError> {
-    if !a.has_key() && a.anonymous_permissions.is_none() {
-        return Ok(None);
-    }
-    let mut auth = JwtAuth::new().leeway(Duration::from_secs(a.leeway_secs));
-    if let Some(path) = &a.hs256_secret {
-        auth = auth.hmac_secret_file(path)?;
-    }
-    for path in &a.public_keys {
-        auth = auth.public_key_file(path, a.alg.as_ref().map(|p| p.0))?;
-    }
-    if let Some(aud) = &a.audience {
-        auth = auth.audience(aud);
-    }
-    if let Some(iss) = &a.issuer {
-        auth = auth.issuer(iss);
-    }
-    if a.allow_anonymous {
-        let permissions = a
-            .anonymous_permissions
-            .as_ref()
-            .map(|p| p.0 .0.to_permissions().expect("checked when parsed"));
-        auth = auth.allow_anonymous(permissions);
-    }
-    Ok(Some(auth))
-}
-
 /// The endpoints where anyone who can reach the machine can connect with no credentials at
 /// all: TCP-based endpoints not on a loopback address, when no key is configured and open
 /// access was not asked for (`allow_anonymous`).
@@ -205,7 +173,7 @@ pub fn serve(a: ServeArgs, matches: &ArgMatches) -> ExitCode {
     tune_allocator();
     let mut opts = eff.settings.listen_options(a.ws_echo);
     let mut auth_slot = None;
-    match jwt(&eff.settings.auth) {
+    match eff.settings.auth.verifier() {
         Ok(Some(auth)) => {
             tracing::info!(algorithms = ?auth.algorithms(), anonymous = auth.allows_anonymous(), "connect tokens required");
             let slot: lifecycle::AuthSlot = Arc::new(std::sync::RwLock::new(Arc::new(auth)));

@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::Args;
+use peerd_server::jwt::{JwtAuth, KeyError};
 use peerd_server::jwt::{PermissionClaims, TokenAlgorithm};
 use peerd_server::options::{MIN_FRAME_LEN, MIN_MEMORY_BUDGET};
 use peerd_server::{Endpoint, ListenOptions, RateLimit, TlsFiles, WebSocketOptions};
@@ -358,6 +359,39 @@ pub struct LifecycleSettings {
         value_name = "PATH"
     )]
     pub handoff_socket: Option<PathBuf>,
+}
+
+impl AuthSettings {
+    /// The token verifier `[auth]` asks for, if any: with a key, tokens are required (anonymous
+    /// peers only with `allow_anonymous`); with only `anonymous_permissions`, every peer is
+    /// anonymous and restricted. `Err`: a key could not be loaded.
+    pub fn verifier(&self) -> Result<Option<JwtAuth>, KeyError> {
+        let a = self;
+        if !a.has_key() && a.anonymous_permissions.is_none() {
+            return Ok(None);
+        }
+        let mut auth = JwtAuth::new().leeway(Duration::from_secs(a.leeway_secs));
+        if let Some(path) = &a.hs256_secret {
+            auth = auth.hmac_secret_file(path)?;
+        }
+        for path in &a.public_keys {
+            auth = auth.public_key_file(path, a.alg.as_ref().map(|p| p.0))?;
+        }
+        if let Some(aud) = &a.audience {
+            auth = auth.audience(aud);
+        }
+        if let Some(iss) = &a.issuer {
+            auth = auth.issuer(iss);
+        }
+        if a.allow_anonymous {
+            let permissions = a
+                .anonymous_permissions
+                .as_ref()
+                .map(|p| p.0 .0.to_permissions().expect("checked when parsed"));
+            auth = auth.allow_anonymous(permissions);
+        }
+        Ok(Some(auth))
+    }
 }
 
 /// `[admin]`: the admin HTTP listener (/metrics, /healthz, /readyz).
