@@ -163,6 +163,7 @@ mod link;
 mod listeners;
 mod membership;
 mod messages;
+mod outbox;
 mod peer;
 mod pending;
 mod shared;
