@@ -608,6 +608,40 @@ mod tests {
     }
 
     #[test]
+    fn queued_waiters_outlive_a_link_drop_and_fail_closed_at_the_end() {
+        let t = Arc::new(Table::new());
+        let link = FakeLink::up();
+        let sent = start(&t, &link, 1, Duration::from_secs(30));
+        let queued = Waiter::queued(&t, 2, Duration::from_secs(30));
+        assert!(queued.was_queued() && !sent.was_queued());
+        // The link drops: only what was written on it fails.
+        assert_eq!(t.fail_sent(), 1);
+        assert_eq!(sent.wait(), Err(RequestError::ConnectionLost));
+        assert!(t.is_waiting(2));
+        // Written on the next link, then that one drops too.
+        assert!(t.mark_sent(2));
+        assert!(!t.fail_queued(2, SendFailure::QueueTimeout), "sent by now");
+        assert_eq!(t.fail_sent(), 1);
+        assert_eq!(queued.wait(), Err(RequestError::ConnectionLost));
+
+        // Still queued when the peer closes: Closed (never sent); a written one: lost.
+        let queued = Waiter::queued(&t, 3, Duration::from_secs(30));
+        let sent = start(&t, &link, 4, Duration::from_secs(30));
+        assert_eq!(t.fail_all(), 2);
+        assert_eq!(queued.wait(), Err(RequestError::Closed));
+        assert_eq!(sent.wait(), Err(RequestError::ConnectionLost));
+
+        // Dropped or timed out while queued: not to be sent.
+        let w = Waiter::queued(&t, 5, Duration::from_millis(1));
+        assert_eq!(w.wait(), Err(RequestError::Timeout), "its own deadline");
+        assert!(!t.mark_sent(5));
+        let w = Waiter::queued(&t, 6, Duration::from_secs(30));
+        assert!(t.fail_queued(6, SendFailure::QueueTimeout));
+        assert_eq!(w.wait(), Err(RequestError::QueueTimeout));
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
     fn a_dead_link_or_a_failed_write_leaves_nothing_registered() {
         let t = Arc::new(Table::new());
         let dead = FakeLink::up();
