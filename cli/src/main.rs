@@ -16,6 +16,8 @@
 mod admin;
 mod client;
 mod config;
+mod handoff;
+mod lifecycle;
 mod logging;
 mod notify;
 mod serve;

@@ -18,6 +18,7 @@ use peerd_server::{
 use crate::config::{self, ConfigError, Effective};
 use crate::notify;
 use crate::settings::{self, AuthSettings, Settings};
+use crate::{handoff, lifecycle};
 
 /// Exit status for a configuration refused before anything started (clap uses the same
 /// for a bad flag).
@@ -41,6 +42,11 @@ pub struct ServeArgs {
     /// peerd (for Autobahn|Testsuite). Not a setting: no config key, not printed.
     #[arg(long, env = "PEERD_WS_ECHO", hide = true, value_parser = BoolishValueParser::new())]
     ws_echo: bool,
+    /// Take over from the `peerd serve` running with the same `--handoff-socket`: receive
+    /// its listening sockets, serve on them, then let it drain its peers towards this
+    /// process (zero-downtime restart; README "Restarts without losses").
+    #[arg(long)]
+    takeover: bool,
     #[command(flatten)]
     settings: Settings,
 }
@@ -109,7 +115,7 @@ async fn callback(peer: ConnectedPeer, params: Bytes) -> Result<Bytes, RpcFailur
 /// The token verifier `[auth]` asks for, if any: with a key, tokens are required (anonymous
 /// peers only with `allow_anonymous`); with only `anonymous_permissions`, every peer is
 /// anonymous and restricted. `Err`: a key could not be loaded.
-fn jwt(a: &AuthSettings) -> Result<Option<JwtAuth>, KeyError> {
+pub(crate) fn jwt(a: &AuthSettings) -> Result<Option<JwtAuth>, KeyError> {
     if !a.has_key() && a.anonymous_permissions.is_none() {
         return Ok(None);
     }
@@ -198,10 +204,13 @@ pub fn serve(a: ServeArgs, matches: &ArgMatches) -> ExitCode {
     }
     tune_allocator();
     let mut opts = eff.settings.listen_options(a.ws_echo);
+    let mut auth_slot = None;
     match jwt(&eff.settings.auth) {
         Ok(Some(auth)) => {
             tracing::info!(algorithms = ?auth.algorithms(), anonymous = auth.allows_anonymous(), "connect tokens required");
-            opts = opts.jwt(auth);
+            let slot: lifecycle::AuthSlot = Arc::new(std::sync::RwLock::new(Arc::new(auth)));
+            opts = opts.authenticate_with(lifecycle::authenticator(slot.clone()));
+            auth_slot = Some(slot);
         }
         Ok(None) => {}
         Err(e) => {
@@ -209,19 +218,36 @@ pub fn serve(a: ServeArgs, matches: &ArgMatches) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let opts = with_builtins(opts);
-    // Install the handlers before the shards start, so a signal that arrives during
-    // start-up is seen by the loop below instead of killing the process half started.
-    let mut signals = match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ]) {
+    let mut opts = with_builtins(opts);
+    let signals = match lifecycle::install_signals() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("peerd: cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let handoff_path = eff.settings.lifecycle.handoff_socket.clone();
+    let mut predecessor = None;
+    if a.takeover {
+        let Some(path) = &handoff_path else {
+            eprintln!("peerd: --takeover needs lifecycle.handoff_socket (--handoff-socket PATH)");
+            return ExitCode::from(CONFIG_REFUSED);
+        };
+        match handoff::Predecessor::connect(path) {
+            Ok((p, listeners)) => {
+                tracing::info!(
+                    sockets = listeners.len(),
+                    "took the predecessor's listening sockets"
+                );
+                opts = opts.inherit(listeners);
+                predecessor = Some(p);
+            }
+            Err(e) => {
+                eprintln!("peerd: takeover failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     // Bound before the server starts: a taken admin address stops everything here.
     let admin = match eff
         .settings
@@ -264,15 +290,45 @@ pub fn serve(a: ServeArgs, matches: &ArgMatches) -> ExitCode {
         // After the endpoints' lines, which tools read first; the port is the one bound.
         println!("peerd admin on http://{addr}/ pid={}", std::process::id());
     }
+    let (tx, events) = std::sync::mpsc::channel();
+    let mut socket_file = None;
+    if let Some(path) = &handoff_path {
+        if let Some(p) = predecessor {
+            // The predecessor drains from here on; we serve what it still accepts.
+            if let Err(e) = p.ready(server.clone()) {
+                tracing::warn!(error = %e, "the predecessor went away during the takeover");
+            }
+        }
+        let (handed_tx, handed) = std::sync::mpsc::channel();
+        match handoff::HandoffListener::bind(path, a.takeover) {
+            Ok(l) => socket_file = Some(l.spawn(server.clone(), handed_tx)),
+            Err(e) => {
+                eprintln!("peerd: {e}");
+                server.close();
+                return ExitCode::FAILURE;
+            }
+        }
+        let tx = tx.clone();
+        let _ = std::thread::Builder::new()
+            .name("peerd-handed".into())
+            .spawn(move || {
+                if handed.recv().is_ok() {
+                    let _ = tx.send(lifecycle::Event::HandedOver);
+                }
+            });
+    }
+    lifecycle::forward_signals(signals, server.clone(), tx);
     let _ = std::io::stdout().flush();
     // After the ready lines: whoever waits on either sees the same moment.
     notify::ready(&format!("listening on {}", endpoints.join(", ")));
-    let drain_ms = eff.settings.timeouts.drain_ms;
-    if let Some(sig) = signals.forever().next() {
-        tracing::info!(signal = sig, drain_ms, "draining");
-    }
-    notify::stopping();
-    server.close_graceful(Duration::from_millis(drain_ms));
+    let reload = lifecycle::Reload {
+        cli: &a.settings,
+        matches,
+        file: a.config.as_deref(),
+        auth: auth_slot,
+    };
+    lifecycle::run(&server, eff, reload, events);
+    drop(socket_file);
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -75,6 +75,9 @@ pub struct Settings {
     /// `[admin]`
     #[command(flatten, next_help_heading = "Admin")]
     pub admin: AdminSettings,
+    /// `[lifecycle]`
+    #[command(flatten, next_help_heading = "Lifecycle")]
+    pub lifecycle: LifecycleSettings,
     /// `[auth]`
     #[command(flatten, next_help_heading = "Authentication")]
     pub auth: AuthSettings,
@@ -318,6 +321,45 @@ impl std::fmt::Display for PermissionsJson {
     }
 }
 
+/// `[lifecycle]`: draining on SIGTERM, and handing over to a new process (README
+/// "Restarts without losses").
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleSettings {
+    /// On SIGTERM (or when a successor took over), ask peers to reconnect spread evenly
+    /// over this many milliseconds, so that a fleet does not reconnect at once; 0: all at
+    /// once.
+    #[arg(
+        id = "lifecycle.drain_window_ms",
+        long = "drain-window-ms",
+        env = "PEERD_DRAIN_WINDOW_MS",
+        value_name = "MS",
+        default_value_t = peerd_server::DrainOptions::default().window.as_millis() as u64
+    )]
+    pub drain_window_ms: u64,
+    /// Each draining peer has this many milliseconds from its notice to finish (its calls
+    /// answered); then it is closed with `shutdown`. Exit 0 when every peer is gone, or at
+    /// the latest after the window, the grace and the close linger.
+    #[arg(
+        id = "lifecycle.drain_grace_ms",
+        long = "drain-grace-ms",
+        env = "PEERD_DRAIN_GRACE_MS",
+        value_name = "MS",
+        default_value_t = peerd_server::DrainOptions::default().grace.as_millis() as u64
+    )]
+    pub drain_grace_ms: u64,
+    /// A Unix socket on which a new `peerd serve --takeover` receives this server's
+    /// listening sockets (zero-downtime restart). Not set: no takeover. Both processes
+    /// must name the same path; it accepts only connections from the same user (0600).
+    #[arg(
+        id = "lifecycle.handoff_socket",
+        long = "handoff-socket",
+        env = "PEERD_HANDOFF_SOCKET",
+        value_name = "PATH"
+    )]
+    pub handoff_socket: Option<PathBuf>,
+}
+
 /// `[admin]`: the admin HTTP listener (/metrics, /healthz, /readyz).
 #[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -349,8 +391,8 @@ pub struct TimeoutSettings {
     #[arg(id = "timeouts.heartbeat_ms", long = "heartbeat-ms", env = "PEERD_HEARTBEAT_MS",
           value_name = "MS", default_value_t = AtLeast(lib().heartbeat.as_millis() as u64))]
     pub heartbeat_ms: AtLeast<u64, 1>,
-    /// On SIGTERM or SIGINT, give in-flight handlers this many milliseconds before closing
-    /// peers and exiting 0.
+    /// On SIGINT (a quick stop; SIGTERM drains, see [lifecycle]), give in-flight handlers
+    /// this many milliseconds before closing peers and exiting 0.
     #[arg(
         id = "timeouts.drain_ms",
         long = "drain-ms",
@@ -381,6 +423,7 @@ defaults_from_clap!(
     LimitSettings,
     TimeoutSettings,
     AdminSettings,
+    LifecycleSettings,
     AuthSettings,
 );
 
@@ -455,6 +498,14 @@ impl Settings {
 
     /// The library's options for these settings (without the builtin handlers).
     /// `ws_echo`: WebSocket endpoints echo (conformance testing only).
+    /// How a drain goes ([lifecycle]).
+    pub fn drain_options(&self) -> peerd_server::DrainOptions {
+        peerd_server::DrainOptions {
+            window: Duration::from_millis(self.lifecycle.drain_window_ms),
+            grace: Duration::from_millis(self.lifecycle.drain_grace_ms),
+        }
+    }
+
     pub fn listen_options(&self, ws_echo: bool) -> ListenOptions {
         let mut opts = ListenOptions::default();
         opts.endpoints = self.listen.endpoints.iter().map(|e| e.0.clone()).collect();
@@ -473,6 +524,9 @@ impl Settings {
         opts.cores = self.runtime.cores.clone();
         opts.pin = !self.runtime.no_pin;
         opts.spin_before_park = Duration::from_micros(self.runtime.spin_us);
+        // A server that may hand its sockets to a successor accepts on a thread that can
+        // stop without losing a connection (peerd_server::restart).
+        opts.handover = self.lifecycle.handoff_socket.is_some();
         opts.limits.max_connections = self.limits.max_connections.get();
         opts.limits.max_frame_len = self.limits.max_frame_len.get();
         opts.limits.outbound_queue_bytes = self.limits.outbound_queue_bytes.get();

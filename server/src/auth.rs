@@ -309,7 +309,9 @@ pub struct AuthRequest<'a> {
 }
 
 /// A refusal: the code the peer gets (`unauthorized`, or `token_expired` for credentials
-/// that are valid but expired) and why.
+/// that are valid but expired) and why. The traffic hooks refuse with one too, and
+/// [`ListenOptions::on_traffic_error`](crate::ListenOptions::on_traffic_error) is shown the
+/// server's own refusals (`unknown_peer`, `not_member`, ...) as one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {reason}", code.name())]
 pub struct Denied {

@@ -190,6 +190,8 @@ pub(crate) struct Config {
     pub default_call_timeout: Duration,
     pub close_linger: Duration,
     pub relay_broadcasts: bool,
+    /// `ListenOptions::handover`.
+    pub handover: bool,
     pub websocket: WebSocketOptions,
     /// The TLS configuration built from `ListenOptions::tls` (certificate and key loaded).
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,

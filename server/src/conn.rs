@@ -12,6 +12,10 @@
 //!   failed with PeerGone, callbacks run. The socket may still linger to deliver our Close.
 //! - `Closed`: the reader has ended and the socket is shut.
 //!
+//! A drain (docs/PROTOCOL.md §6.10) runs beside that, in [`Drain`]: an active peer is
+//! told to finish (`Notified`), and once its Close{reconnect} arrived (`Finishing`) and its
+//! calls are answered, it is closed with `reconnect`.
+//!
 //! The receive side is in `inbound`, the send side in `outbound`, what a closing connection
 //! undoes in `lifecycle`.
 
@@ -65,6 +69,18 @@ impl ConnState {
             }
         }
     }
+}
+
+/// Where an active connection is in a drain (docs/PROTOCOL.md §6.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drain {
+    /// Not draining.
+    No,
+    /// Sent Status{0, reconnect}: waiting for the client's Close{reconnect}.
+    Notified,
+    /// The client's Close{reconnect} arrived: nothing but answers is acted on any more;
+    /// closed with `reconnect` once the peer's calls are answered.
+    Finishing,
 }
 
 pub(crate) type LocalHandler = Rc<dyn Fn(Request) -> HandlerFuture>;
@@ -133,6 +149,9 @@ pub(crate) struct Conn {
     pub local: Rc<Local>,
     pub out: Rc<Outbound>,
     state: Cell<ConnState>,
+    /// The session's protocol version (Welcome's): a v1 client knows no drain notice.
+    pub version: u16,
+    drain: Cell<Drain>,
     /// The heartbeat tick (`Local::tick`) at which bytes last arrived.
     pub last_rx_tick: Cell<u32>,
     /// The tick by which the frame being received must be complete (None: no partial
@@ -185,7 +204,13 @@ struct SessionAuth {
 }
 
 impl Conn {
-    pub fn new(local: Rc<Local>, out: Rc<Outbound>, session: u64, peer_id: Arc<str>) -> Conn {
+    pub fn new(
+        local: Rc<Local>,
+        out: Rc<Outbound>,
+        session: u64,
+        peer_id: Arc<str>,
+        version: u16,
+    ) -> Conn {
         let throttle = local
             .limits()
             .rate_limit
@@ -201,6 +226,8 @@ impl Conn {
             local,
             out,
             state: Cell::new(ConnState::Active),
+            version,
+            drain: Cell::new(Drain::No),
             reader_waker: RefCell::new(None),
             inflight: Cell::new(0),
             relayed_calls: Cell::new(0),
@@ -277,6 +304,54 @@ impl Conn {
             code,
             message: Cow::Borrowed(message),
         });
+    }
+
+    // ---- drain (docs/PROTOCOL.md §6.10) ---------------------------------------------------
+
+    pub fn drain(&self) -> Drain {
+        self.drain.get()
+    }
+
+    /// Ask the peer to finish: Status{0, reconnect}. A v1 client does not know the notice;
+    /// it is left to the drain's grace, at whose end it gets Close{shutdown}. Returns whether
+    /// the notice went out.
+    pub fn notify_drain(&self) -> bool {
+        if !self.is_active() || self.drain.get() != Drain::No || self.version < 2 {
+            return false;
+        }
+        self.drain.set(Drain::Notified);
+        self.status(
+            0,
+            Code::Reconnect,
+            "server draining: send Close{reconnect}, then reconnect",
+        );
+        true
+    }
+
+    /// The client's Close{reconnect}: it sends nothing but answers from now on. Only after
+    /// our notice; a Close{reconnect} out of the blue is an ordinary close.
+    pub fn client_finished(&self) -> bool {
+        if self.drain.get() != Drain::Notified {
+            return false;
+        }
+        self.drain.set(Drain::Finishing);
+        self.finish_drain_if_idle();
+        true
+    }
+
+    /// Close with `reconnect` once a finishing peer has no call left waiting: its handlers
+    /// answered and its calls to other peers came back. Called when it finished and each
+    /// time one of those ends.
+    pub fn finish_drain_if_idle(&self) {
+        if self.drain.get() == Drain::Finishing
+            && self.inflight.get() == 0
+            && self.relayed_calls.get() == 0
+        {
+            self.close(
+                Code::Reconnect,
+                "server draining: everything you sent was answered; reconnect",
+            );
+        }
     }
 
     // ---- close ---------------------------------------------------------------------------
@@ -371,6 +446,9 @@ impl Conn {
         let n = if all { self.relayed_calls.get() } else { 1 }.min(self.relayed_calls.get());
         self.relayed_calls.set(self.relayed_calls.get() - n);
         self.local.relays_changed(false, n as usize);
+        if !all {
+            self.finish_drain_if_idle();
+        }
     }
 
     pub fn add_on_disconnect(&self, f: DisconnectCallback) {

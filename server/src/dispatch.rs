@@ -10,6 +10,12 @@
 //! the permissions its credentials carry (`Conn::permits`), then the embedder's authorizer.
 //! A refusal is answered like any other (`unauthorized` with a reason) and nothing is
 //! delivered. Leave, Unwatch, answers and heartbeats need no permission.
+//!
+//! A frame that carries a payload to other peers (Signal, Publish, TopicSend, an Event to a
+//! peer, Broadcast, a call to a peer) is then carried out through [`screened`]: the
+//! embedder's traffic hooks, if any, see it (`ListenOptions::on_traffic`, which may refuse
+//! it like the authorizer) and see the server refuse it (`on_traffic_error`). Without hooks
+//! `screened` is the delivery alone.
 
 use std::borrow::Cow;
 use std::rc::Rc;
@@ -19,8 +25,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use peerd_codec::{self as codec, ArchivedRpcRequest, Code, Frame};
 
-use crate::auth::{Action, AuthRequest};
-use crate::conn::Conn;
+use crate::auth::{Action, AuthRequest, Denied};
+use crate::conn::{Conn, Drain};
 use crate::error::{CallError, Refused, RpcFailure};
 use crate::handshake::{auth_failed, denied};
 use crate::lifecycle::settle;
@@ -31,6 +37,7 @@ use crate::request::{EventRef, HandlerFuture, Request};
 use crate::shard::Shard;
 use crate::signaling;
 use crate::topics;
+use crate::traffic::Traffic;
 
 /// An RPC method or event name.
 fn check_name(name: &str) -> Result<(), Refused> {
@@ -55,6 +62,42 @@ fn allowed(shard: &Shard, conn: &Conn, action: Action<'_>) -> Result<(), Refused
         f(&conn.peer_id, &action).map_err(|d| Refused::new(d.code, d.reason))?;
     }
     Ok(())
+}
+
+/// Carry out `deliver`, the traffic `traffic` describes, between the embedder's traffic
+/// hooks: `on_traffic` first (its refusal is the answer, and nothing is delivered), then
+/// `on_traffic_error` if the server refuses it. Without hooks this is `deliver()` after one
+/// branch: the traffic is never described.
+#[inline]
+fn screened<'a>(
+    shard: &Shard,
+    conn: &Conn,
+    traffic: impl FnOnce() -> Traffic<'a>,
+    deliver: impl FnOnce() -> Result<(), Refused>,
+) -> Result<(), Refused> {
+    let Some(hooks) = &shard.hooks.traffic else {
+        return deliver();
+    };
+    let t = traffic();
+    if let Some(f) = &hooks.inspect {
+        f(&conn.peer_id, &t).map_err(|d| Refused::new(d.code, d.reason))?;
+    }
+    match (deliver(), &hooks.error) {
+        (Err(e), Some(f)) => {
+            let closes = e.closes;
+            let d = Denied {
+                code: e.code,
+                reason: e.reason,
+            };
+            f(&conn.peer_id, &t, &d);
+            Err(Refused {
+                code: d.code,
+                reason: d.reason,
+                closes,
+            })
+        }
+        (r, _) => r,
+    }
 }
 
 /// A Refresh: check the new credentials like a Hello's and, if they are for this session's
@@ -109,6 +152,20 @@ pub(crate) fn dispatch(
     conn: &Rc<Conn>,
     frame: Frame<'_>,
 ) -> Result<(), Refused> {
+    if conn.drain() == Drain::Finishing
+        && !matches!(
+            frame,
+            Frame::Ping(_)
+                | Frame::Pong(_)
+                | Frame::RpcResponse(_)
+                | Frame::RpcError(_)
+                | Frame::Close(_)
+        )
+    {
+        // After its Close{reconnect} a peer sends only answers (§6.10); anything else is
+        // not acted on, so that "everything before the Close was acted on" stays exact.
+        return Ok(());
+    }
     match frame {
         Frame::Ping(p) => {
             let _ = conn.queue_msg(&codec::Pong {
@@ -144,7 +201,12 @@ pub(crate) fn dispatch(
             let result = check_name(name)
                 .and_then(|()| allowed(shard, conn, Action::Emit { name, to }))
                 .and_then(|()| match to {
-                    Some(target) => p2p::direct_event(shard, conn, target, name, payload),
+                    Some(to) => screened(
+                        shard,
+                        conn,
+                        || Traffic::Emit { name, to, payload },
+                        || p2p::direct_event(shard, conn, to, name, payload),
+                    ),
                     None => {
                         for l in conn.listeners(name) {
                             l(EventRef { name, payload });
@@ -174,19 +236,30 @@ pub(crate) fn dispatch(
             reply_status(conn, l.req.to_native(), result)?;
         }
         Frame::Publish(p) => {
-            let topic = p.topic.as_str();
+            let (topic, payload) = (p.topic.as_str(), p.payload.as_slice());
             let result = check_topic(shard, topic)
                 .and_then(|()| allowed(shard, conn, Action::Publish { topic }))
-                .and_then(|()| topics::publish(shard, conn, topic, p.payload.as_slice(), p.echo));
+                .and_then(|()| {
+                    screened(
+                        shard,
+                        conn,
+                        || Traffic::Publish { topic, payload },
+                        || topics::publish(shard, conn, topic, payload, p.echo),
+                    )
+                });
             reply_status(conn, p.req.to_native(), result)?;
         }
         Frame::TopicSend(s) => {
-            let topic = s.topic.as_str();
-            let to = s.to.as_str();
+            let (topic, to, payload) = (s.topic.as_str(), s.to.as_str(), s.payload.as_slice());
             let result = check_topic(shard, topic)
                 .and_then(|()| allowed(shard, conn, Action::SendToMember { topic, to }))
                 .and_then(|()| {
-                    topics::send_to_member(shard, conn, topic, to, s.payload.as_slice())
+                    screened(
+                        shard,
+                        conn,
+                        || Traffic::SendToMember { topic, to, payload },
+                        || topics::send_to_member(shard, conn, topic, to, payload),
+                    )
                 });
             reply_status(conn, s.req.to_native(), result)?;
         }
@@ -224,7 +297,15 @@ pub(crate) fn dispatch(
             let (room, to) = (s.room.as_str(), codec::opt_str(&s.peer));
             let result = check_topic(shard, room)
                 .and_then(|()| allowed(shard, conn, Action::Signal { room, to }))
-                .and_then(|()| signaling::signal(shard, conn, s));
+                .and_then(|()| {
+                    let traffic = || Traffic::Signal {
+                        room,
+                        kind: signaling::kind(s),
+                        to,
+                        payload: s.payload.as_slice(),
+                    };
+                    screened(shard, conn, traffic, || signaling::signal(shard, conn, s))
+                });
             reply_status(conn, s.req.to_native(), result)?;
         }
         Frame::Refresh(r) => {
@@ -233,6 +314,10 @@ pub(crate) fn dispatch(
         }
         Frame::Close(c) => {
             let code = c.code.to_native();
+            // A drain's half-close (§6.10): the peer stops sending; we still answer it.
+            if code == Code::Reconnect.as_u16() && conn.client_finished() {
+                return Ok(());
+            }
             conn.peer_closed(code, Some(peerd_ws::close::status_for(code)))
         }
         Frame::Hello(_) => return Err(Refused::close(Code::BadFrame, "Hello after handshake")),
@@ -312,13 +397,20 @@ fn broadcast(shard: &Shard, conn: &Conn, name: &str, payload: &[u8]) -> Result<(
     if !shard.shared().config.relay_broadcasts {
         return Ok(());
     }
-    let frame = shard.local.encode_relayed(&codec::Broadcast {
-        name: Cow::Borrowed(name),
-        peer: Some(Cow::Borrowed(&conn.peer_id)),
-        payload: Cow::Borrowed(payload),
-    })?;
-    shard.shared().broadcast_frame(frame, conn.session);
-    Ok(())
+    screened(
+        shard,
+        conn,
+        || Traffic::Broadcast { name, payload },
+        || {
+            let frame = shard.local.encode_relayed(&codec::Broadcast {
+                name: Cow::Borrowed(name),
+                peer: Some(Cow::Borrowed(&conn.peer_id)),
+                payload: Cow::Borrowed(payload),
+            })?;
+            shard.shared().broadcast_frame(frame, conn.session);
+            Ok(())
+        },
+    )
 }
 
 /// An RpcRequest: to another peer (relayed), or to the server (a handler here).
@@ -329,23 +421,18 @@ fn request(
 ) -> Result<(), Refused> {
     let (id, method, params) = (r.id.to_native(), r.method.as_str(), r.params.as_slice());
     check_name(method)?;
-    if let Some(target) = codec::opt_str(&r.peer) {
-        allowed(
+    if let Some(peer) = codec::opt_str(&r.peer) {
+        allowed(shard, conn, Action::CallPeer { peer, method })?;
+        let timeout_ms = r.timeout_ms.to_native();
+        return screened(
             shard,
             conn,
-            Action::CallPeer {
-                peer: target,
+            || Traffic::CallPeer {
+                peer,
                 method,
+                params,
             },
-        )?;
-        return p2p::forward_call(
-            shard,
-            conn,
-            id,
-            target,
-            method,
-            params,
-            r.timeout_ms.to_native(),
+            || p2p::forward_call(shard, conn, id, peer, method, params, timeout_ms),
         );
     }
     allowed(shard, conn, Action::Call { method })?;
@@ -395,6 +482,7 @@ fn run_handler(
         let r = fut.await;
         c.inflight.set(c.inflight.get() - 1);
         respond(&c, id, r);
+        c.finish_drain_if_idle();
         s.local.metrics.rpc_handled(started.elapsed());
         settle(&s);
     });

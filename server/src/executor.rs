@@ -27,8 +27,8 @@ use crate::handshake::{auth_failed, read_hello, register, reject};
 use crate::inbound::{poll_fill, RxBuf, WsEnd};
 use crate::lifecycle::settle;
 use crate::local::Local;
-use crate::metrics::{Dropped, TransportKind};
-use crate::msg::ShardMsg;
+use crate::metrics::Dropped;
+use crate::msg::{ShardMsg, Transport};
 use crate::options::Hooks;
 use crate::outbound::Outbound;
 use crate::rate::Admit;
@@ -52,34 +52,6 @@ pub(crate) fn on_own_shard(shared: &Arc<Shared>) -> bool {
 
 /// Most inbox messages handled in one batch before the shard's sockets get a turn.
 const INBOX_BATCH: usize = 256;
-
-/// What a listener's connections speak.
-#[derive(Debug, Clone)]
-pub(crate) struct Transport {
-    /// They start with a TLS handshake.
-    pub tls: bool,
-    /// They start with a WebSocket upgrade for this path.
-    pub ws_path: Option<Arc<str>>,
-}
-
-impl Transport {
-    /// Plain peerd (TCP or Unix).
-    pub const PLAIN: Transport = Transport {
-        tls: false,
-        ws_path: None,
-    };
-
-    /// The `transport` label of a connection on `stream` at this endpoint.
-    fn kind(&self, stream: &Stream) -> TransportKind {
-        match (stream, self.tls, self.ws_path.is_some()) {
-            (Stream::Unix(..), _, _) => TransportKind::Unix,
-            (_, true, true) => TransportKind::Wss,
-            (_, true, false) => TransportKind::Tls,
-            (_, false, true) => TransportKind::Ws,
-            (_, false, false) => TransportKind::Tcp,
-        }
-    }
-}
 
 /// The body of a shard's executor thread. `listeners`: this shard's own socket for each
 /// TCP-based endpoint.
@@ -113,25 +85,18 @@ pub(crate) async fn run(
             services.push(t);
         }
     };
-    for (l, _, transport) in &listeners {
-        spawn_service(Box::pin(accept_loop(
-            shard.clone(),
-            l.clone(),
-            transport.clone(),
-        )));
+    for (l, fd, transport) in &listeners {
+        let accept = accept_loop(shard.clone(), l.clone(), transport.clone());
+        if let Ok(t) = tasks.spawn(Box::pin(accept)) {
+            shard.accepts.borrow_mut().push((t, *fd));
+        }
     }
     spawn_service(Box::pin(heartbeat(shard.clone())));
     spawn_service(Box::pin(janitor(shard.clone())));
     spawn_service(Box::pin(expire_relays(shard.clone())));
     let drain = inbox(&shard, &rx).await;
     tracing::debug!(shard = index, "shard stopping");
-    for (_, fd, _) in &listeners {
-        // An io_uring accept in flight keeps the socket listening even after the listener
-        // is dropped; shutting it down fails that accept and frees the port now, so that
-        // `close()` returning means the address can be bound again. The listener is still
-        // alive here (we hold it), so the fd cannot have been reused.
-        stream::shutdown(*fd);
-    }
+    stop_accepting(&shard);
     // A drain can last seconds: scrapes keep being answered meanwhile, so it can be
     // watched. Nothing else in the inbox is carried out after Shutdown (as before: it
     // would be dropped with the inbox at the end).
@@ -166,8 +131,13 @@ async fn inbox(shard: &Rc<Shard>, rx: &flume::Receiver<ShardMsg>) -> Duration {
         while let Some(msg) = next.take() {
             match handle(shard, msg) {
                 None => {}
-                Some(Control::Adopt(fd)) => {
-                    spawn_conn(shard, stream::unix_from_fd(fd), &Transport::PLAIN)
+                Some(Control::Adopt(fd, transport)) => adopt(shard, fd, &transport),
+                Some(Control::StopAccepting) => stop_accepting(shard),
+                Some(Control::Drain { window, grace }) => {
+                    let drain = Box::pin(drain_peers(shard.clone(), window, grace));
+                    if !shard.local.spawn(drain) {
+                        tracing::debug!(shard = shard.index(), "drain asked while stopping");
+                    }
                 }
                 Some(Control::Shutdown(drain)) => {
                     settle(shard);
@@ -180,6 +150,93 @@ async fn inbox(shard: &Rc<Shard>, rx: &flume::Receiver<ShardMsg>) -> Duration {
             }
         }
         settle(shard);
+    }
+}
+
+/// Stop accepting: cancel the accept loops, and shut the listening sockets down so that the
+/// port is free at once (an io_uring accept in flight keeps a socket listening even after
+/// its listener is dropped; shutting it down fails that accept). Not when the sockets were
+/// handed to a successor: a shutdown acts on the socket, which the successor shares. The
+/// listeners themselves stay alive in `run` until the shard ends, so an fd here cannot have
+/// been reused.
+fn stop_accepting(shard: &Rc<Shard>) {
+    let shared = shard.shared().listeners_shared();
+    for (task, fd) in shard.accepts.borrow_mut().drain(..) {
+        drop(task);
+        if !shared {
+            stream::shutdown(fd);
+        }
+    }
+}
+
+/// A connection accepted elsewhere (the Unix acceptor thread, a predecessor process).
+fn adopt(shard: &Rc<Shard>, fd: OwnedFd, transport: &Transport) {
+    let stream = if stream::is_unix(&fd) {
+        stream::unix_from_fd(fd)
+    } else {
+        // SAFETY: a connected TCP socket whose ownership we take.
+        let s = unsafe { glommio::net::TcpStream::from_raw_fd(fd.into_raw_fd()) };
+        let _ = s.set_nodelay(true);
+        Stream::Tcp(s)
+    };
+    spawn_conn(shard, stream, transport);
+}
+
+/// An accepted stream's socket, to hand to another process: glommio's stream owns its fd
+/// and closes it when dropped, so the fd is duplicated first.
+fn into_owned_fd(s: glommio::net::TcpStream) -> OwnedFd {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the stream's fd is valid while we hold the stream.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(s.as_raw_fd()) };
+    let owned = fd.try_clone_to_owned();
+    drop(s);
+    owned.expect("dup of an accepted socket")
+}
+
+/// How often a drain looks at its peers' deadlines, and for stragglers.
+const DRAIN_TICK: Duration = Duration::from_millis(10);
+
+/// Drain this shard's peers (docs/PROTOCOL.md §6.10): notify them one by one, evenly spread
+/// over `window` so that a fleet of clients does not reconnect at once, and give each
+/// `grace` from its notice to finish; one that has not by then (a v1 client, which ignores
+/// the notice, or calls that do not come back) is closed with `shutdown`. Peers that arrive
+/// during the drain (accepted before accepting stopped) are notified when first seen.
+/// Ends when the shard has no peer left.
+async fn drain_peers(shard: Rc<Shard>, window: Duration, grace: Duration) {
+    let start = Instant::now();
+    let mut peers = shard.all_conns();
+    peers.sort_by_key(|c| c.session);
+    let n = peers.len().max(1) as u32;
+    let mut deadlines: std::collections::HashMap<u64, Instant> = Default::default();
+    for (i, c) in peers.iter().enumerate() {
+        let at = start + window * i as u32 / n;
+        glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await;
+        if c.is_active() {
+            c.notify_drain();
+            deadlines.insert(c.session, Instant::now() + grace);
+            settle(&shard);
+        }
+    }
+    loop {
+        let now = Instant::now();
+        let conns = shard.all_conns();
+        if conns.is_empty() {
+            return;
+        }
+        for c in conns {
+            let deadline = *deadlines.entry(c.session).or_insert_with(|| {
+                c.notify_drain();
+                now + grace
+            });
+            if now >= deadline && c.is_active() {
+                c.close(
+                    Code::Shutdown,
+                    "server draining: the drain grace ran out before this session finished",
+                );
+            }
+        }
+        settle(&shard);
+        glommio::timer::sleep(DRAIN_TICK).await;
     }
 }
 
@@ -219,6 +276,11 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, transport: Tra
     loop {
         match listener.accept().await {
             Ok(s) => {
+                if let Some(forward) = shard.shared().forward.get() {
+                    // Handed over: the successor serves it.
+                    forward(into_owned_fd(s));
+                    continue;
+                }
                 let _ = s.set_nodelay(true);
                 spawn_conn(&shard, Stream::Tcp(s), &transport);
             }

@@ -233,6 +233,7 @@ pub(crate) fn register(shard: &Rc<Shard>, out: Rc<Outbound>, a: Accepted) -> Rc<
         out,
         a.session,
         a.peer_id.clone(),
+        a.version,
     ));
     if let Some(grant) = a.grant {
         conn.set_auth(*grant);

@@ -20,16 +20,28 @@
 //!   format.
 //! - [`auth`]: [`Grant`], [`Permissions`], [`Action`], [`Denied`]: what authenticating a
 //!   peer established and what it may do.
+//! - [`traffic`]: [`Traffic`], what a peer sends to others (signals, publishes, direct
+//!   events, broadcasts, calls to peers) as the embedder's traffic hooks see it:
+//!   [`ListenOptions::on_traffic`] observes and may refuse it on the sender's shard, after
+//!   the permissions and the authorizer and before anything is delivered;
+//!   [`ListenOptions::on_traffic_error`] sees the server refuse it (a signal to an unknown
+//!   peer, from outside the room). Borrowed from the received frame; without a hook the
+//!   path costs one branch. `examples/signaling.rs` is a small signaling server using both.
 //! - [`jwt`]: [`jwt::JwtAuth`], connect tokens (JWT) verified with pinned keys, and
 //!   [`jwt::TokenSigner`] to issue them.
+//! - [`restart`]: [`PeerServer::stop_accepting`], [`PeerServer::drain`] ([`DrainOptions`],
+//!   [`DrainReport`]) and handing the listening sockets to a successor
+//!   ([`PeerServer::listener_fds`], [`InheritedListener`], [`ListenOptions::inherit`]).
 //!
 //! A shard, from the socket up (each module imports only modules listed before it):
-//! - `auth`, `jwt` (public, above), then
+//! - `auth`, `traffic`, `jwt` (public, above), then
 //!   `stream`, `tls`, `frame`, `util`, `rate`, `config`, `striped`, `metrics`, `msg`: the
 //!   socket wrapper, a connection's TLS session, a frame ready for any transport (its
 //!   WebSocket header in front), shard-local primitives, per-peer rate limits (token
 //!   buckets), plain settings, the striped map, the shard's counters and their snapshot
 //!   types, the cross-shard message type.
+//! - `acceptor`: the accept thread (Unix endpoints, and every endpoint of a server that may
+//!   hand its sockets over).
 //! - `directory`, `topic_index`, `shared`: what shards share (peer directory, topic
 //!   index, inbox senders, counters).
 //! - `inbound` (receive buffers, reads, in-place WebSocket deframing), `outbound` (send
@@ -42,9 +54,10 @@
 //! - `presence`, `topics`, `p2p`, `signaling`: what peers do with each other.
 //! - `lifecycle`: tearing down closed connections and settling a shard after a batch.
 //! - `upgrade` (the WebSocket HTTP upgrade), `handshake` (Hello -> Welcome | Reject),
-//!   `dispatch` (the table of client frames),
+//!   `dispatch` (the table of client frames; the traffic hooks are called there),
 //!   `executor` (a shard's tasks: accept, serve, inbox, heartbeat, shutdown).
 
+mod acceptor;
 pub mod auth;
 mod config;
 mod conn;
@@ -70,6 +83,7 @@ pub mod prometheus;
 mod rate;
 mod relays;
 pub mod request;
+pub mod restart;
 mod route;
 pub mod server;
 mod shard;
@@ -80,6 +94,7 @@ mod striped;
 mod tls;
 mod topic_index;
 mod topics;
+pub mod traffic;
 mod upgrade;
 mod util;
 mod watchers;
@@ -88,9 +103,12 @@ pub use auth::{Action, AuthRequest, Denied, Grant, Patterns, Permissions};
 pub use error::{CallError, ListenError, MetricsError, RpcFailure, SendError};
 pub use metrics::{FrameCounts, Histogram, Metrics, ShardMetrics, TransportKind};
 pub use options::{
-    Endpoint, Limits, ListenOptions, PresenceNotice, RateLimit, TlsFiles, WebSocketOptions,
+    Endpoint, InheritedListener, Limits, ListenOptions, PresenceNotice, RateLimit, TlsFiles,
+    WebSocketOptions,
 };
 pub use peer::ConnectedPeer;
-pub use peerd_codec::Code;
+pub use peerd_codec::{Code, SignalKind};
 pub use request::{EventRef, HandlerFuture, Request};
+pub use restart::{DrainOptions, DrainReport};
 pub use server::{listen, PeerInfo, PeerServer, ServerStats, METRICS_WAIT};
+pub use traffic::Traffic;

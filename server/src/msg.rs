@@ -10,7 +10,8 @@ use bytes::Bytes;
 use peerd_codec::{Code, PresenceChange};
 
 use crate::frame::Frame;
-use crate::metrics::ShardMetrics;
+use crate::metrics::{ShardMetrics, TransportKind};
+use crate::stream::Stream;
 
 /// A message to a shard, sent over its flume inbox.
 pub(crate) enum ShardMsg {
@@ -45,8 +46,14 @@ pub(crate) enum ShardMsg {
         code: Code,
         reason: &'static str,
     },
-    /// A Unix-socket connection accepted by the acceptor thread, to be served here.
-    Adopt(OwnedFd),
+    /// A connection accepted elsewhere, to be served here: by the Unix acceptor thread, or
+    /// by a predecessor process that handed its listeners over (`PeerServer::adopt`).
+    Adopt(OwnedFd, Transport),
+    /// Stop accepting; connected peers stay (`PeerServer::stop_accepting`).
+    StopAccepting,
+    /// Drain this shard's peers (docs/PROTOCOL.md §6.10): notices spread over `window`,
+    /// each peer given `grace` to finish.
+    Drain { window: Duration, grace: Duration },
     /// Stop accepting, let in-flight handlers finish for up to `drain`, close every peer
     /// with Shutdown, and stop.
     Shutdown { drain: Duration },
@@ -74,4 +81,32 @@ pub(crate) struct ReplyTo {
     pub shard: usize,
     pub session: u64,
     pub id: u64,
+}
+
+/// What a listener's connections speak.
+#[derive(Debug, Clone)]
+pub(crate) struct Transport {
+    /// They start with a TLS handshake.
+    pub tls: bool,
+    /// They start with a WebSocket upgrade for this path.
+    pub ws_path: Option<Arc<str>>,
+}
+
+impl Transport {
+    /// Plain peerd (TCP or Unix).
+    pub const PLAIN: Transport = Transport {
+        tls: false,
+        ws_path: None,
+    };
+
+    /// The `transport` label of a connection on `stream` at this endpoint.
+    pub fn kind(&self, stream: &Stream) -> TransportKind {
+        match (stream, self.tls, self.ws_path.is_some()) {
+            (Stream::Unix(..), _, _) => TransportKind::Unix,
+            (_, true, true) => TransportKind::Wss,
+            (_, true, false) => TransportKind::Tls,
+            (_, false, true) => TransportKind::Ws,
+            (_, false, false) => TransportKind::Tcp,
+        }
+    }
 }

@@ -2,8 +2,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,9 +17,11 @@ pub use crate::config::{
 };
 use crate::error::{ListenError, RpcFailure};
 use crate::jwt::JwtAuth;
+use crate::msg::Transport;
 use crate::peer::ConnectedPeer;
 pub use crate::request::HandlerFuture;
 use crate::request::Request;
+use crate::traffic::Traffic;
 
 /// Where the server listens, and what it speaks there.
 ///
@@ -167,6 +171,18 @@ pub type Authenticator = Arc<dyn Fn(&AuthRequest<'_>) -> Result<Grant, Denied> +
 /// permissions its credentials carry allowed it. Arguments: the peer id and the action.
 pub type Authorizer = Arc<dyn Fn(&str, &Action<'_>) -> Result<(), Denied> + Send + Sync>;
 
+/// Sees what a peer sends to others (signals, publishes, direct events, broadcasts, calls
+/// to peers) on the sender's shard, after the permissions and the authorizer allowed it and
+/// before anything is delivered; `Err` refuses it. Arguments: the sender's peer id and the
+/// traffic, borrowed from the received frame. See [`ListenOptions::on_traffic`].
+pub type TrafficHook = Arc<dyn Fn(&str, &Traffic<'_>) -> Result<(), Denied> + Send + Sync>;
+
+/// Sees the server refuse traffic for a reason of its own, after [`TrafficHook`] (if any)
+/// let it through: a signal to an unknown peer or from outside the room, ... Arguments:
+/// the sender's peer id, the traffic, and the code and reason the sender is answered with.
+/// See [`ListenOptions::on_traffic_error`].
+pub type TrafficErrorHook = Arc<dyn Fn(&str, &Traffic<'_>, &Denied) + Send + Sync>;
+
 /// Called on the peer's shard for each new peer, already active, before any of its frames
 /// is dispatched.
 pub type OnConnection = Arc<dyn Fn(ConnectedPeer) + Send + Sync>;
@@ -222,12 +238,22 @@ pub struct ListenOptions {
     pub close_linger: Duration,
     /// Limits.
     pub limits: Limits,
+    /// Whether this server may hand its listening sockets to a successor (default false;
+    /// `peerd serve` sets it when it has a handoff socket): see [`crate::restart`]. It then
+    /// accepts on one thread that can stop race-free, and deals connections to the shards,
+    /// instead of each shard accepting on its own socket with io_uring (which is cheaper by
+    /// one cross-thread message per connection).
+    pub handover: bool,
     pub(crate) on_connection: Option<OnConnection>,
     pub(crate) on_presence: Option<OnPresence>,
     pub(crate) handlers: Vec<(String, SharedHandler)>,
     pub(crate) authenticator: Option<Authenticator>,
     pub(crate) authorizer: Option<Authorizer>,
+    pub(crate) on_traffic: Option<TrafficHook>,
+    pub(crate) on_traffic_error: Option<TrafficErrorHook>,
     pub(crate) relay_broadcasts: bool,
+    /// Listening sockets from a predecessor (`ListenOptions::inherit`).
+    pub(crate) inherited: Inherited,
 }
 
 impl Default for ListenOptions {
@@ -253,7 +279,11 @@ impl Default for ListenOptions {
             handlers: Vec::new(),
             authenticator: None,
             authorizer: None,
+            on_traffic: None,
+            on_traffic_error: None,
             relay_broadcasts: true,
+            handover: false,
+            inherited: Default::default(),
         }
     }
 }
@@ -364,6 +394,43 @@ impl ListenOptions {
         self
     }
 
+    /// See, and refuse, what peers send to each other: `f(from, &traffic)` is called for
+    /// every Signal, Publish, TopicSend, Event to a peer, relayed Broadcast and call to a peer
+    /// ([`Traffic`]), on the sender's shard, after the permissions and the authorizer allowed
+    /// it and before the server's own delivery checks and anything is delivered. `Err`
+    /// refuses it like the authorizer does: the sender gets its code and reason (Status, or
+    /// RpcError for a call) and nothing is delivered to anyone.
+    ///
+    /// What it sees is borrowed from the received frame (the payload too): nothing is
+    /// copied or allocated for it, and without a hook the traffic is not even described.
+    /// It runs inline on the shard, between reading a frame and the next, so it should be
+    /// quick (no blocking I/O): its time is added to every frame it sees. Replaces any hook
+    /// set before.
+    pub fn on_traffic(
+        mut self,
+        f: impl Fn(&str, &Traffic<'_>) -> Result<(), Denied> + Send + Sync + 'static,
+    ) -> Self {
+        self.on_traffic = Some(Arc::new(f));
+        self
+    }
+
+    /// See the traffic the server itself refuses after [`on_traffic`](Self::on_traffic)
+    /// let it through (or with no such hook, after the authorizer): a signal from a peer
+    /// that has not joined the room, or to a peer that is not connected or not in the room,
+    /// a non-offer signal without a target, a TopicSend or Event to an unknown peer, a call
+    /// to a peer when the caller has too many waiting. `f(from, &traffic, &refusal)` gets
+    /// the code and reason the sender is answered with, on the sender's shard, before the
+    /// answer is sent. Refusals by permissions, the authorizer and `on_traffic` itself are
+    /// not reported here (the embedder decided those), nor what fails later (a relayed
+    /// call's callee leaving or timing out). Replaces any hook set before.
+    pub fn on_traffic_error(
+        mut self,
+        f: impl Fn(&str, &Traffic<'_>, &Denied) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_traffic_error = Some(Arc::new(f));
+        self
+    }
+
     /// Whether an authenticator is set (credentials are checked).
     pub fn has_authenticator(&self) -> bool {
         self.authenticator.is_some()
@@ -444,6 +511,7 @@ impl ListenOptions {
             default_call_timeout: self.default_call_timeout,
             close_linger: self.close_linger,
             relay_broadcasts: self.relay_broadcasts,
+            handover: self.handover,
             websocket: self.websocket.clone(),
             tls: None,
         }
@@ -457,6 +525,12 @@ impl ListenOptions {
             handlers: self.handlers.iter().cloned().collect(),
             authenticator: self.authenticator.clone(),
             authorizer: self.authorizer.clone(),
+            traffic: (self.on_traffic.is_some() || self.on_traffic_error.is_some()).then(|| {
+                TrafficHooks {
+                    inspect: self.on_traffic.clone(),
+                    error: self.on_traffic_error.clone(),
+                }
+            }),
         }
     }
 }
@@ -468,4 +542,78 @@ pub(crate) struct Hooks {
     pub handlers: HashMap<String, SharedHandler>,
     pub authenticator: Option<Authenticator>,
     pub authorizer: Option<Authorizer>,
+    /// `None` unless a traffic hook is set: the frames they watch then cost one branch.
+    pub traffic: Option<TrafficHooks>,
+}
+
+/// The traffic hooks, either or both.
+pub(crate) struct TrafficHooks {
+    pub inspect: Option<TrafficHook>,
+    pub error: Option<TrafficErrorHook>,
+}
+
+/// A listening socket to start a successor server on (see the module doc).
+#[derive(Debug)]
+pub struct InheritedListener {
+    /// The address it is bound to.
+    pub addr: SocketAddr,
+    /// The socket (one of the shards' SO_REUSEPORT group; a server hands over all of them).
+    pub fd: OwnedFd,
+}
+
+/// Inherited listeners in [`ListenOptions`], which is `Clone`: the sockets are taken by the
+/// first `listen` that uses them.
+#[derive(Clone, Default)]
+pub(crate) struct Inherited(Arc<Mutex<Vec<InheritedListener>>>);
+
+impl Inherited {
+    /// The inherited sockets bound to `addr`, taken out.
+    pub fn take(&self, addr: SocketAddr) -> Vec<OwnedFd> {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (mine, rest): (Vec<_>, Vec<_>) = all.drain(..).partition(|l| l.addr == addr);
+        *all = rest;
+        mine.into_iter().map(|l| l.fd).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+}
+
+impl ListenOptions {
+    /// Listen on these sockets (from [`PeerServer::listener_fds`], here or in a
+    /// predecessor process) for the endpoints bound to the same address, instead of binding
+    /// new ones: the predecessor and this server then share one accept queue per socket. A
+    /// shard count different from the predecessor's works: surplus sockets are shared out
+    /// among the shards, missing ones are bound beside them (SO_REUSEPORT). Sockets no
+    /// endpoint uses are closed.
+    pub fn inherit(mut self, listeners: Vec<InheritedListener>) -> Self {
+        self.handover = true;
+        self.inherited = Inherited(Arc::new(Mutex::new(listeners)));
+        self
+    }
+}
+
+impl ListenOptions {
+    /// Set [`handover`](Self::handover).
+    pub fn handover(mut self, on: bool) -> Self {
+        self.handover = on;
+        self
+    }
+}
+
+impl Endpoint {
+    /// What connections on this endpoint speak.
+    pub(crate) fn transport(&self) -> Transport {
+        let ws_path = match self {
+            Endpoint::Ws { path, .. } | Endpoint::Wss { path, .. } => {
+                Some(Arc::from(path.as_str()))
+            }
+            _ => None,
+        };
+        Transport {
+            tls: self.is_tls(),
+            ws_path,
+        }
+    }
 }

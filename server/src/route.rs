@@ -12,14 +12,18 @@ use crate::frame::Frame;
 use peerd_codec::{self as codec, Code, PresenceChange};
 
 use crate::metrics::Gauges;
-use crate::msg::{RelayedCall, ReplyTo, ShardMsg};
+use crate::msg::{RelayedCall, ReplyTo, ShardMsg, Transport};
 use crate::shard::Shard;
 
-/// What the executor itself must do: the two messages that are about the shard's tasks
+/// What the executor itself must do: the messages that are about the shard's tasks
 /// rather than its peers.
 pub(crate) enum Control {
     /// Serve a connection accepted elsewhere.
-    Adopt(OwnedFd),
+    Adopt(OwnedFd, Transport),
+    /// Stop accepting.
+    StopAccepting,
+    /// Drain the shard's peers.
+    Drain { window: Duration, grace: Duration },
     /// Stop, giving handlers up to this long.
     Shutdown(Duration),
 }
@@ -113,7 +117,9 @@ pub(crate) fn handle(shard: &Rc<Shard>, msg: ShardMsg) -> Option<Control> {
             // The scraper may have given up waiting; nothing to do then.
             let _ = reply.send(local.metrics.snapshot(shard.index(), gauges));
         }
-        ShardMsg::Adopt(fd) => return Some(Control::Adopt(fd)),
+        ShardMsg::Adopt(fd, t) => return Some(Control::Adopt(fd, t)),
+        ShardMsg::StopAccepting => return Some(Control::StopAccepting),
+        ShardMsg::Drain { window, grace } => return Some(Control::Drain { window, grace }),
         ShardMsg::Shutdown { drain } => return Some(Control::Shutdown(drain)),
     }
     None

@@ -1,20 +1,21 @@
 //! `listen()` and [`PeerServer`]: starting shards, the state they share, shutting down.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 use peerd_codec::{self as codec, EncodeError};
 
+use crate::acceptor::Acceptor;
 use crate::error::{ListenError, MetricsError, SendError};
-use crate::executor::{self, Transport};
+use crate::executor;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
-use crate::msg::ShardMsg;
+use crate::msg::{ShardMsg, Transport};
+use crate::options::Inherited;
 use crate::options::{Endpoint, ListenOptions};
 use crate::shared::Shared;
 
@@ -50,13 +51,21 @@ pub const METRICS_WAIT: Duration = Duration::from_secs(2);
 
 /// A running server. Usable from any thread. Dropping it closes it.
 pub struct PeerServer {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     threads: Mutex<Option<Vec<glommio::ExecutorJoinHandle<()>>>>,
-    unix_acceptors: Mutex<Vec<UnixAcceptor>>,
+    /// The accept thread, for Unix endpoints and for every endpoint of a handover server.
+    acceptor: Mutex<Option<Acceptor>>,
+    /// The Unix socket files we bound, with their identity, to remove at close.
+    unix_files: Vec<(std::path::PathBuf, (u64, u64))>,
     /// The endpoints listened on, with the ports actually bound.
-    endpoints: Vec<Endpoint>,
+    pub(crate) endpoints: Vec<Endpoint>,
     /// The address of each TCP-based endpoint, in the order of `endpoints`.
-    addrs: Vec<Option<SocketAddr>>,
+    pub(crate) addrs: Vec<Option<SocketAddr>>,
+    /// A duplicate of every shard's TCP listening socket, to hand to a successor
+    /// (`restart`); dropped at close.
+    pub(crate) listeners: Mutex<Vec<(SocketAddr, OwnedFd)>>,
+    /// The TLS certificate, replaced by `reload_tls`.
+    pub(crate) cert_slot: Option<Arc<crate::tls::CertSlot>>,
 }
 
 impl std::fmt::Debug for PeerServer {
@@ -281,29 +290,30 @@ impl PeerServer {
         else {
             return;
         };
-        let acceptors = std::mem::take(
-            &mut *self
-                .unix_acceptors
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        for a in &acceptors {
-            a.stop();
-        }
+        let acceptor = self
+            .acceptor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         for i in 0..self.shared.shards() {
             self.shared.send(i, ShardMsg::Shutdown { drain });
         }
-        let endpoints = self.endpoints.clone();
+        let unix_files = self.unix_files.clone();
         let wait = move || {
-            for a in acceptors {
+            if let Some(a) = acceptor {
                 a.join();
             }
             for t in threads {
                 let _ = t.join();
             }
-            for e in &endpoints {
-                if let Endpoint::Unix(p) = e {
-                    let _ = std::fs::remove_file(p);
+            for (path, id) in unix_files {
+                // Only the socket file we bound: a successor may have put its own there.
+                if file_id(&path) == Some(id) {
+                    let _ = std::fs::remove_file(path);
                 }
             }
         };
@@ -313,6 +323,13 @@ impl PeerServer {
                 .spawn(wait);
         } else {
             wait();
+        }
+    }
+
+    /// Stop the accept thread (`close` joins it).
+    pub(crate) fn stop_accept_thread(&self) {
+        if let Some(a) = &*self.acceptor.lock().unwrap_or_else(|e| e.into_inner()) {
+            a.stop();
         }
     }
 
@@ -361,24 +378,47 @@ fn preflight() -> Result<(), ListenError> {
 
 /// Bind a Unix stream socket. A socket file whose listener is alive refuses to be
 /// replaced; a stale one (connect fails) is removed.
-fn bind_unix(p: &std::path::Path) -> Result<UnixListener, ListenError> {
+///
+/// A successor (`take_over`: it inherited its predecessor's sockets) replaces a live one
+/// instead: it binds beside it and renames its socket over the path, so that the path
+/// always leads to a listening socket (the predecessor keeps serving what it already
+/// accepted).
+fn bind_unix(p: &std::path::Path, take_over: bool) -> Result<UnixListener, ListenError> {
+    let bind_err = |e| ListenError::Bind {
+        addr: format!("unix:{}", p.display()),
+        source: e,
+    };
     if p.exists() {
         if std::os::unix::net::UnixStream::connect(p).is_ok() {
-            return Err(ListenError::UnixPathInUse { path: p.into() });
+            if !take_over {
+                return Err(ListenError::UnixPathInUse { path: p.into() });
+            }
+            let mut tmp = p.as_os_str().to_owned();
+            tmp.push(format!(".{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            let l = UnixListener::bind(&tmp).map_err(bind_err)?;
+            std::fs::rename(&tmp, p).map_err(bind_err)?;
+            return Ok(l);
         }
         let _ = std::fs::remove_file(p);
     }
-    UnixListener::bind(p).map_err(|e| ListenError::Bind {
-        addr: format!("unix:{}", p.display()),
-        source: e,
-    })
+    UnixListener::bind(p).map_err(bind_err)
+}
+
+/// A file's identity (device, inode), to tell our socket file from one put in its place.
+fn file_id(p: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 fn bind_tcp(
     addr_s: &str,
     shards: usize,
     backlog: u32,
-) -> Result<(SocketAddr, Vec<OwnedFd>), ListenError> {
+    inherited: &Inherited,
+) -> Result<(SocketAddr, Vec<Vec<OwnedFd>>), ListenError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let addr = addr_s
         .to_socket_addrs()
@@ -404,6 +444,28 @@ fn bind_tcp(
         }
     };
     let domain = Domain::for_address(addr);
+    let member = |bound: SocketAddr| -> Result<OwnedFd, ListenError> {
+        let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(bind_err)?;
+        s.set_reuse_address(true).map_err(bind_err)?;
+        s.set_reuse_port(true).map_err(bind_err)?;
+        s.bind(&bound.into()).map_err(bind_err)?;
+        s.listen(backlog.min(i32::MAX as u32) as i32)
+            .map_err(bind_err)?;
+        Ok(OwnedFd::from(s))
+    };
+    let old = inherited.take(addr);
+    if !old.is_empty() {
+        // A successor: the predecessor's sockets, shared out among the shards; a shard
+        // left without one joins their SO_REUSEPORT group with a socket of its own.
+        let mut fds: Vec<Vec<OwnedFd>> = (0..shards).map(|_| Vec::new()).collect();
+        for (j, fd) in old.into_iter().enumerate() {
+            fds[j % shards].push(fd);
+        }
+        for f in fds.iter_mut().filter(|f| f.is_empty()) {
+            f.push(member(addr)?);
+        }
+        return Ok((addr, fds));
+    }
     // SO_REUSEPORT would let us join a port another process (same user) already listens
     // on, silently splitting its traffic. So first bind a plain socket: it fails with
     // EADDRINUSE if anyone listens there, and with port 0 it picks our port. Then the
@@ -418,16 +480,9 @@ fn bind_tcp(
         .as_socket()
         .expect("inet socket");
     drop(probe);
-    let mut fds = Vec::with_capacity(shards);
-    for _ in 0..shards {
-        let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(bind_err)?;
-        s.set_reuse_address(true).map_err(bind_err)?;
-        s.set_reuse_port(true).map_err(bind_err)?;
-        s.bind(&bound.into()).map_err(bind_err)?;
-        s.listen(backlog.min(i32::MAX as u32) as i32)
-            .map_err(bind_err)?;
-        fds.push(OwnedFd::from(s));
-    }
+    let fds = (0..shards)
+        .map(|_| member(bound).map(|fd| vec![fd]))
+        .collect::<Result<_, _>>()?;
     Ok((bound, fds))
 }
 
@@ -525,41 +580,49 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
         opts.cores.clone()
     };
     let mut config = opts.config();
+    let mut cert_slot = None;
     if opts.endpoints.iter().any(Endpoint::is_tls) {
         let files = opts.tls.as_ref().expect("validate checked");
-        config.tls = Some(
-            crate::tls::server_config(&files.cert_chain, &files.key).map_err(ListenError::Tls)?,
-        );
+        let (tls, slot) =
+            crate::tls::server_config(&files.cert_chain, &files.key).map_err(ListenError::Tls)?;
+        config.tls = Some(tls);
+        cert_slot = Some(slot);
     }
     // Bind everything before starting anything: an error leaves nothing behind.
-    let mut unix_listeners = Vec::new();
-    // Per TCP-based endpoint: one socket per shard.
-    let mut tcp: Vec<(Vec<OwnedFd>, Transport)> = Vec::new();
+    // Listeners the accept thread serves (see `acceptor`), and our Unix socket files.
+    let mut threaded: Vec<(OwnedFd, Transport)> = Vec::new();
+    let mut unix_files = Vec::new();
+    // Per TCP-based endpoint: the sockets of each shard (one, unless it inherited more).
+    let mut tcp: Vec<(Vec<Vec<OwnedFd>>, Transport)> = Vec::new();
+    let mut dups = Vec::new();
     let mut endpoints = Vec::with_capacity(opts.endpoints.len());
     let mut addrs = Vec::with_capacity(opts.endpoints.len());
     for e in &opts.endpoints {
         match e {
             Endpoint::Unix(p) => {
-                unix_listeners.push(bind_unix(p)?);
+                let l = bind_unix(p, !opts.inherited.is_empty())?;
+                if let Some(id) = file_id(p) {
+                    unix_files.push((p.clone(), id));
+                }
+                threaded.push((OwnedFd::from(l), Transport::PLAIN));
                 endpoints.push(e.clone());
                 addrs.push(None);
             }
             _ => {
                 let addr = e.tcp_addr().expect("TCP-based endpoint");
-                let (bound, fds) = bind_tcp(addr, n, opts.backlog)?;
-                let ws_path = match e {
-                    Endpoint::Ws { path, .. } | Endpoint::Wss { path, .. } => {
-                        Some(Arc::<str>::from(path.as_str()))
-                    }
-                    _ => None,
-                };
-                tcp.push((
-                    fds,
-                    Transport {
-                        tls: e.is_tls(),
-                        ws_path,
-                    },
-                ));
+                let (bound, fds) = bind_tcp(addr, n, opts.backlog, &opts.inherited)?;
+                for fd in fds.iter().flatten() {
+                    let dup = fd.try_clone().map_err(|source| ListenError::Bind {
+                        addr: addr.into(),
+                        source,
+                    })?;
+                    dups.push((bound, dup));
+                }
+                if opts.handover {
+                    threaded.extend(fds.into_iter().flatten().map(|fd| (fd, e.transport())));
+                } else {
+                    tcp.push((fds, e.transport()));
+                }
                 endpoints.push(e.with_addr(bound));
                 addrs.push(Some(bound));
             }
@@ -583,7 +646,11 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
         // This shard's socket of every TCP-based endpoint.
         let listeners: Vec<(OwnedFd, Transport)> = tcp
             .iter_mut()
-            .map(|(fds, t)| (fds.remove(0), t.clone()))
+            .flat_map(|(fds, t)| {
+                std::mem::take(&mut fds[i])
+                    .into_iter()
+                    .map(|fd| (fd, t.clone()))
+            })
             .collect();
         let placement = if opts.pin {
             Placement::Fixed(cores[i % cores.len()])
@@ -623,16 +690,16 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
             break;
         }
     }
-    let unix_acceptors = unix_listeners
-        .into_iter()
-        .map(|l| UnixAcceptor::spawn(l, shared.clone()))
-        .collect();
+    let acceptor = (!threaded.is_empty()).then(|| Acceptor::spawn(threaded, shared.clone()));
     let server = PeerServer {
         shared,
         threads: Mutex::new(Some(threads)),
-        unix_acceptors: Mutex::new(unix_acceptors),
+        acceptor: Mutex::new(acceptor),
+        unix_files,
         endpoints,
         addrs,
+        listeners: Mutex::new(dups),
+        cert_slot,
     };
     if let Some(e) = failure {
         // Stop the shards that did start, and free the address.
@@ -656,63 +723,5 @@ fn classify_glommio_error(shard: usize, e: glommio::GlommioError<()>) -> ListenE
         ListenError::IoUringUnavailable { detail }
     } else {
         ListenError::Shard { shard, detail }
-    }
-}
-
-/// Unix sockets have no SO_REUSEPORT load balancing, so one plain thread accepts and deals
-/// connections round-robin to the shards, which adopt the fd into their executor.
-///
-/// The listener is shared (`Arc`) between the thread and the server: `stop` shuts it down
-/// to wake the blocked accept(2), and because the server still holds it, its fd cannot
-/// have been closed and reused by another socket in the meantime.
-struct UnixAcceptor {
-    listener: Arc<UnixListener>,
-    stopping: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl UnixAcceptor {
-    fn spawn(l: UnixListener, shared: Arc<Shared>) -> UnixAcceptor {
-        let listener = Arc::new(l);
-        let stopping = Arc::new(AtomicBool::new(false));
-        let (l, stop) = (listener.clone(), stopping.clone());
-        let thread = std::thread::Builder::new()
-            .name("peerd-unix-accept".into())
-            .spawn(move || {
-                let mut next = 0usize;
-                loop {
-                    match l.accept() {
-                        Ok((s, _)) => {
-                            if stop.load(Ordering::Acquire) {
-                                return;
-                            }
-                            shared.send(next, ShardMsg::Adopt(OwnedFd::from(s)));
-                            next = (next + 1) % shared.shards();
-                        }
-                        Err(_) if stop.load(Ordering::Acquire) => return,
-                        Err(e) => {
-                            shared.accept_failed();
-                            tracing::warn!(error = %e, "unix accept failed; retrying in 10 ms");
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                    }
-                }
-            })
-            .expect("spawn unix acceptor thread");
-        UnixAcceptor {
-            listener,
-            stopping,
-            thread,
-        }
-    }
-
-    fn stop(&self) {
-        self.stopping.store(true, Ordering::Release);
-        // Wakes the blocked accept(2) with EINVAL.
-        crate::stream::shutdown(self.listener.as_raw_fd());
-    }
-
-    fn join(self) {
-        let _ = self.thread.join();
     }
 }

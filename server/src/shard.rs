@@ -33,6 +33,8 @@ pub(crate) struct Shard {
     pub relays: RefCell<Relays>,
     /// Wakes the relay expiry task when a call with an earlier deadline is added.
     pub relay_timer: Notify,
+    /// The accept loops, with their listeners' fds; dropped (cancelled) to stop accepting.
+    pub accepts: RefCell<Vec<(glommio::Task<()>, i32)>>,
 }
 
 impl Shard {
@@ -45,6 +47,7 @@ impl Shard {
             watchers: RefCell::new(Watchers::default()),
             relays: RefCell::new(Relays::default()),
             relay_timer: Notify::default(),
+            accepts: RefCell::new(Vec::new()),
         }
     }
 

@@ -7,6 +7,7 @@
 //! `local` and `shard` behind `Rc`/`RefCell`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::frame::Frame;
@@ -34,8 +35,18 @@ pub(crate) struct Shared {
     /// Set when the server starts closing (`PeerServer::close_graceful`): from then on it
     /// is not ready (a readiness probe should send no new peers here).
     draining: AtomicBool,
+    /// Set once the listening sockets were handed to another server
+    /// (`PeerServer::listener_fds`): stopping must then not shut them down, which would
+    /// stop them for the successor too.
+    listeners_shared: AtomicBool,
+    /// Where accepted connections go instead of being served here, once the listeners
+    /// were handed over and the successor is up (`PeerServer::forward_accepted`).
+    pub forward: std::sync::OnceLock<Forward>,
     pub started_at: SystemTime,
 }
+
+/// Takes a connection this server accepted but should not serve (see `Shared::forward`).
+pub type Forward = Arc<dyn Fn(std::os::fd::OwnedFd) + Send + Sync>;
 
 impl Shared {
     pub fn new(config: Config, senders: Vec<flume::Sender<ShardMsg>>) -> Shared {
@@ -52,8 +63,18 @@ impl Shared {
             next_peer: AtomicU64::new(1),
             next_session: AtomicU64::new(1),
             draining: AtomicBool::new(false),
+            listeners_shared: AtomicBool::new(false),
+            forward: std::sync::OnceLock::new(),
             started_at: SystemTime::now(),
         }
+    }
+
+    pub fn share_listeners(&self) {
+        self.listeners_shared.store(true, Ordering::Release);
+    }
+
+    pub fn listeners_shared(&self) -> bool {
+        self.listeners_shared.load(Ordering::Acquire)
     }
 
     /// The server is closing: not ready any more.

@@ -13,6 +13,16 @@ use crate::route::deliver;
 use crate::shard::Shard;
 use crate::topics::{fan_out, member};
 
+/// The kind of a received Signal.
+pub(crate) fn kind(s: &ArchivedSignal<'_>) -> SignalKind {
+    match s.kind {
+        ArchivedSignalKind::Offer => SignalKind::Offer,
+        ArchivedSignalKind::Answer => SignalKind::Answer,
+        ArchivedSignalKind::Candidate => SignalKind::Candidate,
+        ArchivedSignalKind::Bye => SignalKind::Bye,
+    }
+}
+
 pub(crate) fn signal(
     shard: &Rc<Shard>,
     conn: &Conn,
@@ -25,12 +35,7 @@ pub(crate) fn signal(
             "join the room before signaling in it",
         ));
     }
-    let kind = match s.kind {
-        ArchivedSignalKind::Offer => SignalKind::Offer,
-        ArchivedSignalKind::Answer => SignalKind::Answer,
-        ArchivedSignalKind::Candidate => SignalKind::Candidate,
-        ArchivedSignalKind::Bye => SignalKind::Bye,
-    };
+    let kind = kind(s);
     let to = codec::opt_str(&s.peer);
     if to.is_none() && kind != SignalKind::Offer {
         return Err(Refused::new(

@@ -128,3 +128,18 @@ pub(crate) fn unix_from_fd(fd: std::os::fd::OwnedFd) -> Stream {
     // SAFETY: `raw` is a connected Unix stream socket whose ownership we just took.
     Stream::Unix(unsafe { UnixStream::from_raw_fd(raw) }, raw)
 }
+
+/// Whether `fd` is a Unix-domain socket (an adopted connection may be either kind).
+pub(crate) fn is_unix(fd: &std::os::fd::OwnedFd) -> bool {
+    // SAFETY: sockaddr_storage is plain data; getsockname fills at most `len` bytes of it.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let r = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            &mut addr as *mut _ as *mut libc::sockaddr,
+            &mut len,
+        )
+    };
+    r == 0 && i32::from(addr.ss_family) == libc::AF_UNIX
+}

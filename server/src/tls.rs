@@ -18,21 +18,40 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::RawFd;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, ServerConnection};
 
 use crate::stream;
 
 /// Build the rustls server configuration from PEM files: the certificate chain (leaf
 /// first) and its private key. TLS 1.2 and 1.3, ring as the crypto provider, no client
-/// certificates.
+/// certificates. The certificate sits in a [`CertSlot`], which `PeerServer::reload_tls`
+/// refills (SIGHUP): handshakes from then on present the new one; sessions already
+/// established keep theirs.
 pub(crate) fn server_config(
     cert_chain: &std::path::Path,
     key: &std::path::Path,
-) -> Result<Arc<ServerConfig>, String> {
+) -> Result<(Arc<ServerConfig>, Arc<CertSlot>), String> {
+    let slot = Arc::new(CertSlot(RwLock::new(certified_key(cert_chain, key)?)));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(slot.clone());
+    Ok((Arc::new(config), slot))
+}
+
+/// Load a certificate chain and its key, checked to be a pair.
+pub(crate) fn certified_key(
+    cert_chain: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<CertifiedKey>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_chain)
         .map_err(|e| format!("reading certificate chain {}: {e}", cert_chain.display()))?
         .collect::<Result<_, _>>()
@@ -42,14 +61,26 @@ pub(crate) fn server_config(
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("reading private key {}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS versions: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("certificate and key do not make a usable pair: {e}"))?;
-    Ok(Arc::new(config))
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(certs, key, &provider)
+        .map(Arc::new)
+        .map_err(|e| format!("certificate and key do not make a usable pair: {e}"))
+}
+
+/// The server's certificate, replaceable while it runs.
+#[derive(Debug)]
+pub(crate) struct CertSlot(RwLock<Arc<CertifiedKey>>);
+
+impl CertSlot {
+    pub fn replace(&self, key: Arc<CertifiedKey>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = key;
+    }
+}
+
+impl ResolvesServerCert for CertSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
 }
 
 /// One connection's TLS state.

@@ -414,28 +414,6 @@ fn with_perms(sub: &str, p: PermissionClaims) -> String {
     signer(TokenAlgorithm::HS256).sign(&c).unwrap()
 }
 
-/// Send `m` (a request with `req`) and return its Status code and message.
-fn status<M: codec::Encode>(p: &mut RawPeer, req: u64, m: &M) -> (Code, String) {
-    p.send(m);
-    p.recv_until(|f| match f {
-        Frame::Status(s) if s.req.to_native() == req => Some((
-            Code::from_u16(s.code.to_native()).unwrap(),
-            s.message.as_str().to_string(),
-        )),
-        _ => None,
-    })
-}
-
-/// Nothing but what `allowed` names reached `p` (checked by a Ping round trip).
-fn received_nothing(p: &mut RawPeer, nonce: u64) {
-    let got = p.sync(nonce);
-    let kinds: Vec<_> = got
-        .iter()
-        .map(|b| decode_bytes(b).unwrap().kind())
-        .collect();
-    assert!(kinds.is_empty(), "delivered despite the refusal: {kinds:?}");
-}
-
 #[test]
 fn each_action_outside_the_tokens_permissions_is_refused_and_nothing_is_delivered() {
     let srv = server(opts(jwt()));
@@ -444,7 +422,7 @@ fn each_action_outside_the_tokens_permissions_is_refused_and_nothing_is_delivere
     let mut b = connect(&srv, None, Some(&token(TokenAlgorithm::HS256, "bob", 60))).unwrap();
     for t in ["chat", "chat-admin", "room-1"] {
         assert_eq!(
-            status(
+            req_status(
                 &mut b,
                 1,
                 &codec::Join {
@@ -463,7 +441,7 @@ fn each_action_outside_the_tokens_permissions_is_refused_and_nothing_is_delivere
 
     // Topics: `chat` is not a prefix of `chat-admin`.
     assert_eq!(
-        status(
+        req_status(
             &mut a,
             1,
             &codec::Join {
@@ -474,7 +452,7 @@ fn each_action_outside_the_tokens_permissions_is_refused_and_nothing_is_delivere
         .0,
         Code::Ok
     );
-    let why = unauthorized(status(
+    let why = unauthorized(req_status(
         &mut a,
         2,
         &codec::Join {
@@ -484,7 +462,7 @@ fn each_action_outside_the_tokens_permissions_is_refused_and_nothing_is_delivere
     ));
     assert_eq!(why, "not allowed to join topic \"chat-admin\"");
     assert_eq!(
-        status(
+        req_status(
             &mut a,
             3,
             &codec::Join {
@@ -495,7 +473,7 @@ fn each_action_outside_the_tokens_permissions_is_refused_and_nothing_is_delivere
         .0,
         Code::Ok
     );
-    unauthorized(status(
+    unauthorized(req_status(
         &mut a,
         4,
         &codec::Join {
@@ -509,11 +487,11 @@ fn each_action_outside_the_tokens_permissions_is_refused_and_nothing_is_delivere
         echo: false,
         payload: b"x"[..].into(),
     };
-    unauthorized(status(&mut a, 5, &publish("chat-admin")));
+    unauthorized(req_status(&mut a, 5, &publish("chat-admin")));
     received_nothing(&mut b, 1);
-    assert_eq!(status(&mut a, 5, &publish("chat")).0, Code::Ok);
+    assert_eq!(req_status(&mut a, 5, &publish("chat")).0, Code::Ok);
     b.recv_until(|f| matches!(f, Frame::TopicMessage(_)).then_some(()));
-    unauthorized(status(
+    unauthorized(req_status(
         &mut a,
         6,
         &codec::TopicSend {
@@ -526,7 +504,7 @@ fn each_action_outside_the_tokens_permissions_is_refused_and_nothing_is_delivere
     received_nothing(&mut b, 2);
 
     // Presence: a topic watch, the global watch, and both kinds of list.
-    unauthorized(status(
+    unauthorized(req_status(
         &mut a,
         7,
         &codec::Watch {
@@ -535,7 +513,7 @@ fn each_action_outside_the_tokens_permissions_is_refused_and_nothing_is_delivere
         },
     ));
     assert_eq!(
-        status(
+        req_status(
             &mut a,
             8,
             &codec::Watch {
@@ -546,7 +524,7 @@ fn each_action_outside_the_tokens_permissions_is_refused_and_nothing_is_delivere
         .0,
         Code::Ok
     );
-    unauthorized(status(
+    unauthorized(req_status(
         &mut a,
         9,
         &codec::Watch {
@@ -554,7 +532,7 @@ fn each_action_outside_the_tokens_permissions_is_refused_and_nothing_is_delivere
             topic: None,
         },
     ));
-    unauthorized(status(
+    unauthorized(req_status(
         &mut a,
         10,
         &codec::ListPeers {
@@ -562,7 +540,7 @@ fn each_action_outside_the_tokens_permissions_is_refused_and_nothing_is_delivere
             topic: None,
         },
     ));
-    unauthorized(status(
+    unauthorized(req_status(
         &mut a,
         11,
         &codec::ListPeers {
@@ -609,8 +587,8 @@ fn each_action_outside_the_tokens_permissions_is_refused_and_nothing_is_delivere
         peer: Some("bob".into()),
         payload: b""[..].into(),
     };
-    unauthorized(status(&mut a, 0, &event("other")));
-    unauthorized(status(
+    unauthorized(req_status(&mut a, 0, &event("other")));
+    unauthorized(req_status(
         &mut a,
         0,
         &codec::Broadcast {
@@ -631,14 +609,14 @@ fn each_action_outside_the_tokens_permissions_is_refused_and_nothing_is_delivere
         peer: None,
         payload: b"sdp"[..].into(),
     };
-    unauthorized(status(&mut a, 16, &signal("chat")));
+    unauthorized(req_status(&mut a, 16, &signal("chat")));
     received_nothing(&mut b, 5);
-    assert_eq!(status(&mut a, 16, &signal("room-1")).0, Code::Ok);
+    assert_eq!(req_status(&mut a, 16, &signal("room-1")).0, Code::Ok);
     b.recv_until(|f| matches!(f, Frame::Signal(_)).then_some(()));
 
     // Leaving needs no permission.
     assert_eq!(
-        status(
+        req_status(
             &mut a,
             17,
             &codec::Leave {
@@ -656,7 +634,7 @@ fn a_refresh_replaces_the_permissions() {
     let srv = server(opts(jwt()));
     let mut a = connect(&srv, None, Some(&with_perms("alice", restricted()))).unwrap();
     let join = |p: &mut RawPeer, req| {
-        status(
+        req_status(
             p,
             req,
             &codec::Join {
@@ -671,7 +649,7 @@ fn a_refresh_replaces_the_permissions() {
         join: Some(vec!["*".into()]),
         ..restricted()
     };
-    let (code, _) = status(
+    let (code, _) = req_status(
         &mut a,
         2,
         &codec::Refresh {
@@ -702,7 +680,7 @@ fn the_embedders_callback_decides_per_action_after_the_token() {
     let mut bob = connect(&srv, None, Some(&token(TokenAlgorithm::HS256, "bob", 60))).unwrap();
     let mut alice = connect(&srv, None, Some(&with_perms("alice", restricted()))).unwrap();
     let join = |p: &mut RawPeer, req, t: &str| {
-        status(
+        req_status(
             p,
             req,
             &codec::Join {
@@ -719,7 +697,7 @@ fn the_embedders_callback_decides_per_action_after_the_token() {
     assert_eq!(join(&mut bob, 2, "chat").0, Code::Ok);
     assert_eq!(join(&mut alice, 1, "chat").0, Code::Ok);
     // The token allows alice to publish to chat; the callback refuses it.
-    let (code, why) = status(
+    let (code, why) = req_status(
         &mut alice,
         2,
         &codec::Publish {
@@ -757,7 +735,7 @@ fn a_custom_authenticator_names_the_peer_and_its_rights() {
     h.credentials = Some(b"key-of-zoe"[..].into());
     assert_eq!(p.handshake(&h).unwrap().peer_id, "zoe");
     assert_eq!(
-        status(
+        req_status(
             &mut p,
             1,
             &codec::Join {

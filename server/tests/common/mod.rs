@@ -3,6 +3,8 @@
 //! exercise the real wire and do not depend on the client crate).
 #![allow(dead_code, unused_imports)]
 
+use peerd_codec::codec::decode_bytes;
+use peerd_codec::{Code, Encode, Frame};
 use peerd_server::{listen, ListenOptions, PeerServer};
 pub use peerd_testkit::{frame, hello, wait_until, RawPeer, Recv, WAIT};
 
@@ -44,4 +46,27 @@ pub fn publish_until_cut(
         }
     }
     n
+}
+
+/// Send `m` (a frame with `req`) and return the code and message of its Status.
+pub fn req_status<M: Encode>(p: &mut RawPeer, req: u64, m: &M) -> (Code, String) {
+    p.send(m);
+    p.recv_until(|f| match f {
+        Frame::Status(s) if s.req.to_native() == req => Some((
+            Code::from_u16(s.code.to_native()).unwrap(),
+            s.message.as_str().to_string(),
+        )),
+        _ => None,
+    })
+}
+
+/// Nothing reached `p` (checked by a Ping round trip: whatever the server queued for it
+/// before has arrived).
+pub fn received_nothing(p: &mut RawPeer, nonce: u64) {
+    let got = p.sync(nonce);
+    let kinds: Vec<_> = got
+        .iter()
+        .map(|b| decode_bytes(b).unwrap().kind())
+        .collect();
+    assert!(kinds.is_empty(), "delivered despite the refusal: {kinds:?}");
 }
