@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use peerd_client::{connect, Code, Peer, PeerOptions, State};
+use peerd_client::{connect_endpoint, Code, Peer, PeerOptions, State};
 use peerd_server::{listen, DrainOptions, ListenOptions, PeerServer};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -17,12 +17,17 @@ const WAIT: Duration = Duration::from_secs(20);
 /// `(server, caller, n)` for every `seq` event a server acted on, in the order it did.
 type Log = Arc<Mutex<Vec<(&'static str, u32, u32)>>>;
 
-/// A server named `name` on `addr`, A's sockets when `inherit` is A. Its `who` method
+/// A server named `name` on `endpoint`, A's sockets when `inherit` is A. Its `who` method
 /// answers its name after the milliseconds its params say, so that calls are in flight
 /// when the drain notice comes; its `seq` events (payload: caller, n) go to `log`.
-fn server(addr: &str, name: &'static str, inherit: Option<&PeerServer>, log: &Log) -> PeerServer {
+fn server(
+    endpoint: &str,
+    name: &'static str,
+    inherit: Option<&PeerServer>,
+    log: &Log,
+) -> PeerServer {
     let log = log.clone();
-    let mut o = ListenOptions::new(addr)
+    let mut o = ListenOptions::new(endpoint)
         .unwrap()
         .shards(2)
         .handover(true)
@@ -78,10 +83,22 @@ fn caller(p: Peer, id: u32, after: usize, stop: Arc<AtomicBool>) -> Vec<String> 
 
 #[test]
 fn a_client_drained_to_a_successor_loses_nothing_and_keeps_its_id() {
+    drained_to_a_successor(|port| format!("127.0.0.1:{port}"));
+}
+
+/// Over WebSocket the client's half-close is one binary message carrying its Close: no
+/// WebSocket Close until the server's.
+#[test]
+fn the_same_over_websocket() {
+    drained_to_a_successor(|port| format!("ws://127.0.0.1:{port}/peerd"));
+}
+
+/// The test, on the endpoint `at(port)` names (port 0 for A: any).
+fn drained_to_a_successor(at: fn(u16) -> String) {
     let log: Log = Arc::default();
-    let a = Arc::new(server("127.0.0.1:0", "A", None, &log));
-    let addr = a.local_addr().unwrap();
-    let p = connect(addr, PeerOptions::new().peer_id("steady")).unwrap();
+    let a = Arc::new(server(&at(0), "A", None, &log));
+    let endpoint = at(a.local_addr().unwrap().port());
+    let p = connect_endpoint(endpoint.as_str(), PeerOptions::new().peer_id("steady")).unwrap();
     let states = p.state_changes();
 
     // Four callers, calling and sending without pause from before the drain to after it.
@@ -101,7 +118,7 @@ fn a_client_drained_to_a_successor_loses_nothing_and_keeps_its_id() {
 
     // B listens on A's sockets, then A drains: notice, our Close, A answers what it was
     // sent, A's Close{reconnect}, and the client is on B at once.
-    let b = server(&addr.to_string(), "B", Some(&a), &log);
+    let b = server(&endpoint, "B", Some(&a), &log);
     let drain = {
         let a = a.clone();
         thread::spawn(move || {
@@ -122,8 +139,9 @@ fn a_client_drained_to_a_successor_loses_nothing_and_keeps_its_id() {
         assert!(first_b > 0, "caller {id} was never answered by A: {a:?}");
         assert!(a[first_b..].iter().all(|w| w == "B"), "caller {id}: {a:?}");
     }
-    // Every event was acted on exactly once, in order, each on the server that answered
-    // the call made right after it.
+    // Every event was acted on exactly once and in order: by A, then by B. The notice may
+    // come between an event and the call after it, so event n may be A's and call n B's,
+    // but never the other way round (the event was sent first).
     let log = log.lock().unwrap().clone();
     for (id, a) in answers.iter().enumerate() {
         let seen: Vec<(&str, u32)> = log
@@ -131,12 +149,23 @@ fn a_client_drained_to_a_successor_loses_nothing_and_keeps_its_id() {
             .filter(|(_, c, _)| *c == id as u32)
             .map(|(s, _, n)| (*s, *n))
             .collect();
-        let expected: Vec<(&str, u32)> = a
-            .iter()
-            .enumerate()
-            .map(|(n, w)| (if w == "A" { "A" } else { "B" }, n as u32))
-            .collect();
-        assert_eq!(seen, expected, "caller {id}");
+        let numbers: Vec<u32> = seen.iter().map(|(_, n)| *n).collect();
+        assert_eq!(
+            numbers,
+            (0..a.len() as u32).collect::<Vec<_>>(),
+            "caller {id}: {seen:?}"
+        );
+        let first_b = seen.iter().position(|(s, _)| *s == "B").expect("some on B");
+        assert!(
+            seen[first_b..].iter().all(|(s, _)| *s == "B"),
+            "caller {id}: {seen:?}"
+        );
+        for ((server, n), who) in seen.iter().zip(a) {
+            assert!(
+                *server == "A" || who == "B",
+                "caller {id}: event {n} acted on by B, but the call after it answered by A"
+            );
+        }
     }
 
     // The same session: its id, the drain's close recorded, connected to B.
