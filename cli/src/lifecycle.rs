@@ -1,8 +1,8 @@
 //! `peerd serve` after start-up: signals, reloading, draining, handing over.
 //!
 //! - SIGHUP: reload the configuration file and apply what can change in place: the TLS
-//!   certificate and key, and the token keys (`[auth]`: keys, audience, issuer, leeway,
-//!   anonymous permissions). Settings that need new sockets or shards are named in a
+//!   certificate and key, the token keys (`[auth]`: keys, audience, issuer, leeway,
+//!   anonymous permissions) and the limits (`PeerServer::set_limits` says which). Settings that need new sockets or shards are named in a
 //!   warning (restart with `--takeover` to apply them). No connection is dropped.
 //! - SIGTERM, or a successor that took the listening sockets (`crate::handoff`): drain
 //!   (lame duck: not ready, peers asked to reconnect over `lifecycle.drain_window_ms`), exit
@@ -137,6 +137,12 @@ fn reload_settings(server: &PeerServer, eff: &Effective, r: &Reload<'_>) -> Opti
             "turning authentication on or off needs a restart (peerd serve --takeover)"
         ),
     }
+    if new.limits != old.limits {
+        match server.set_limits(new.listen_options(false).limits) {
+            Ok(()) => tracing::info!("limits reloaded"),
+            Err(e) => tracing::error!(error = %e, "limits not reloaded; the old ones stay"),
+        }
+    }
     let fixed = needs_restart(old, new);
     if !fixed.is_empty() {
         tracing::warn!(
@@ -147,7 +153,8 @@ fn reload_settings(server: &PeerServer, eff: &Effective, r: &Reload<'_>) -> Opti
     Some(next)
 }
 
-/// The keys whose change a reload cannot apply: everything but `[tls]` and `[auth]`.
+/// The keys whose change a reload cannot apply: everything but `[tls]`, `[auth]` and
+/// `[limits]` (whose refusals `set_limits` names itself).
 fn needs_restart(old: &Settings, new: &Settings) -> Vec<String> {
     let flat = |s: &Settings| -> Vec<(String, serde_json::Value)> {
         let v = serde_json::to_value(s).expect("settings serialize");
@@ -166,7 +173,12 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<String> {
     let (a, b) = (flat(old), flat(new));
     a.iter()
         .zip(&b)
-        .filter(|((k, x), (_, y))| x != y && !k.starts_with("tls.") && !k.starts_with("auth."))
+        .filter(|((k, x), (_, y))| {
+            x != y
+                && !["tls.", "auth.", "limits."]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+        })
         .map(|((k, _), _)| k.clone())
         .collect()
 }

@@ -25,6 +25,15 @@ export class DisconnectedError extends PeerdError {
   }
 }
 
+/**
+ * A send made while the link was down (reconnecting, draining) that the reconnect queue did
+ * not take or did not keep; it was never sent. Code 0 (not a wire code); `codeName`
+ * `queue_full`: the queue held its most frames or bytes already, or `queue_timeout`: no link
+ * came back within the queue's time bound.
+ */
+export class QueueError extends PeerdError {}
+
 // On the prototype rather than as a field: one assignment instead of one per instance.
 PeerdError.prototype.name = 'PeerdError';
 DisconnectedError.prototype.name = 'DisconnectedError';
+QueueError.prototype.name = 'QueueError';

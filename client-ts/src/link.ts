@@ -1,7 +1,8 @@
 /**
- * The link: one WebSocket at a time, the handshake on it, heartbeats, and reconnecting with
- * backoff when it ends. It knows nothing of RPC or topics: it hands the Peer the Welcome,
- * every later frame, and each end of a link (PROTOCOL.md §1.1, §6.1, §6.6, §6.7).
+ * The link: one WebSocket at a time, the handshake on it, heartbeats, the drain handshake,
+ * and reconnecting with backoff when it ends (at once after a drain). It knows nothing of
+ * RPC or topics: it hands the Peer the Welcome, every later frame, the start of a drain and
+ * each end of a link (PROTOCOL.md §1.1, §6.1, §6.6, §6.7, §6.10).
  */
 import { decodeFrame, encodeFrame, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from './codec/index.js';
 import type { Frame, Hello, Welcome } from './codec/frames.js';
@@ -40,8 +41,11 @@ export interface LinkHost {
   /** The socket is open and the Hello sent. */
   negotiating(): void;
   up(w: Welcome): void;
-  /** Every frame after the Welcome except Ping/Pong/Close, which the link handles. */
+  /** Every frame after the Welcome except Ping/Pong/Close and the drain notice, which the link handles. */
   frame(f: Frame): void;
+  /** The server asked this v2 session to drain (§6.10): from now on only answers go out;
+   * the link has sent its Close{reconnect} and reads on until the server's Close. */
+  draining(): void;
   /** A link ended because of `e`; `retry`: another attempt is scheduled, else the peer is done. */
   down(e: PeerdError, retry: boolean): void;
 }
@@ -81,6 +85,8 @@ export function openLink(
   let retryTimer: ReturnType<typeof setTimeout> | undefined;
   let watchdog: ReturnType<typeof setTimeout> | undefined;
   let hb = 0; // Welcome.heartbeat_ms; 0 until the Welcome of this socket
+  let ver = 0; // Welcome.version of this socket
+  let draining = false; // this socket sent its Close{reconnect} (§6.10)
   let lastRx = 0;
   let lastPing = 0;
   let nonce = 0n;
@@ -102,7 +108,8 @@ export function openLink(
       if (now - born > HANDSHAKE_MS) return drop(s, new DisconnectedError('handshake timed out'));
     } else if (quiet >= 3 * hb) {
       return drop(s, new DisconnectedError(`nothing from the server for ${quiet} ms`));
-    } else if (quiet >= hb && now - lastPing >= hb) {
+    } else if (quiet >= hb && now - lastPing >= hb && !draining) {
+      // (Draining, only answers may go out: the server's Close is on its way.)
       lastPing = now;
       send({ kind: 'Ping', nonce: ++nonce });
     }
@@ -119,6 +126,7 @@ export function openLink(
     }
     ws = s;
     hb = 0;
+    draining = false;
     lastRx = Date.now();
     s.binaryType = 'arraybuffer';
     // `ws` (Node) throws an 'error' event that has no listener; the 'close' after it is
@@ -150,6 +158,7 @@ export function openLink(
             return drop(s, new PeerdError(Code.unsupportedVersion), true);
           }
           hb = f.heartbeatMs || 15_000;
+          ver = f.version;
           attempts = 0;
           tick(s, 0); // from now on every quarter interval, not on the handshake's schedule
           return host.up(f);
@@ -162,6 +171,18 @@ export function openLink(
           return;
         case 'Pong':
           return;
+        case 'Status':
+          // The drain notice (§6.10): Status{req 0, reconnect} on a v2 session. Stop sending
+          // (but answers), half-close at the peerd level (a Close frame in a binary message,
+          // the WebSocket stays open) and read on until the server's Close{reconnect}.
+          if (!f.req && f.code == Code.reconnect && ver > 1) {
+            if (!draining) {
+              draining = true;
+              host.draining();
+              send({ kind: 'Close', code: Code.reconnect, reason: 'draining' });
+            }
+            return;
+          }
       }
       // Nothing else may come before the Welcome.
       if (hb) host.frame(f);
@@ -189,13 +210,16 @@ export function openLink(
 
   function end(e: PeerdError, final: boolean) {
     if (stopped) return;
-    if (final || !rc || attempts >= (rc.maxAttempts ?? Infinity)) {
+    // The end of a drain is no failure: not counted, no backoff (the server spread its peers
+    // over time already), just a few ms of jitter (§6.10).
+    const drained = e.code == Code.reconnect;
+    if (final || !rc || (!drained && attempts >= (rc.maxAttempts ?? Infinity))) {
       stopped = true;
       return host.down(e, false);
     }
     // Exponential backoff with full jitter: uniform in [0, min(max, min * 2^n)), so that
     // peers cut off together do not come back together.
-    const cap = Math.min(rc.maxDelayMs ?? 5000, (rc.minDelayMs ?? 100) * 2 ** Math.min(attempts++, 30));
+    const cap = drained ? 5 : Math.min(rc.maxDelayMs ?? 5000, (rc.minDelayMs ?? 100) * 2 ** Math.min(attempts++, 30));
     host.down(e, true);
     retryTimer = setTimeout(start, Math.random() * cap);
   }
@@ -207,8 +231,8 @@ export function openLink(
       stopped = true;
       clearTimeout(retryTimer);
       if (ws) {
-        // Close may only follow the handshake (§6.7); before it, just hang up.
-        if (hb) send({ kind: 'Close', code: Code.normal, reason: 'bye' });
+        // Close may only follow the handshake (§6.7), and only once (a drain sent one).
+        if (hb && !draining) send({ kind: 'Close', code: Code.normal, reason: 'bye' });
         detach(ws);
       }
     },

@@ -3,10 +3,10 @@
  * waits for the link. The features (RPC, events, topics, presence, signaling) live in their
  * own modules and reach the session only through {@link Core}.
  */
-import { PROTOCOL_VERSION } from './codec/index.js';
+import { encodeFrame, PROTOCOL_VERSION } from './codec/index.js';
 import type { Frame, Limits, PeerList, Status, Welcome } from './codec/frames.js';
 import { Code } from './codes.js';
-import { DisconnectedError, PeerdError } from './errors.js';
+import { DisconnectedError, PeerdError, QueueError } from './errors.js';
 import { openLink, type Link, type ReconnectOptions, type WebSocketCtor } from './link.js';
 import { rpcPart, eventsPart, type Rpc, type Events } from './rpc.js';
 import { topicsPart, type Topic } from './topics.js';
@@ -31,6 +31,15 @@ export interface PeerOptions {
   reconnect?: boolean | ReconnectOptions;
   /** Default deadline of `rpc.call`, 30 000 ms. */
   callTimeoutMs?: number;
+  /** How long a send made while the link is down (connecting, reconnecting, draining) waits
+   * in the queue for the next link before it fails with a QueueError `queue_timeout`;
+   * default 10 000 ms. Calls also keep their own deadline. */
+  reconnectQueueTimeoutMs?: number;
+  /** The most sends the queue holds; past it a send fails at once with a QueueError
+   * `queue_full`. Default 1 024; 0: sends fail at once while the link is down. */
+  reconnectQueueFrames?: number;
+  /** The most bytes (encoded frames) the queue holds; past it: `queue_full`. Default 1 MiB. */
+  reconnectQueueBytes?: number;
 }
 
 
@@ -44,6 +53,9 @@ export interface CloseInfo {
 }
 
 type Settle = [ok: (v: any) => void, fail: (e: unknown) => void];
+// Work waiting for the link: a send has its encoded size and its expiry (Date.now() + the
+// bound); other work (whenReady, a first Join or Watch) has size 0 and no bound.
+type Queued = [run: () => void, fail: (e: unknown) => void, bytes: number, expires: number];
 
 // Typed listeners for the Peer's events (declaration merging: types only, no code).
 export interface Peer {
@@ -74,7 +86,11 @@ export class Peer extends EventTarget {
   #error: PeerdError | null = null;
   #req = 0n;
   #pending = new Map<bigint, Settle>();
-  #queue: [run: () => void, fail: (e: unknown) => void][] = [];
+  #queue: Queued[] = [];
+  #qFrames = 0; // sends in #queue
+  #qBytes = 0;
+  #qTimer: ReturnType<typeof setTimeout> | undefined;
+  #qBound: [ms: number, frames: number, bytes: number];
   #parts: Part[];
   #link: Link;
   #core: Core;
@@ -85,26 +101,33 @@ export class Peer extends EventTarget {
     super();
     const peer = this;
     this.#credentials = o.credentials == null ? null : toBytes(o.credentials);
+    this.#qBound = [o.reconnectQueueTimeoutMs ?? 10_000, o.reconnectQueueFrames ?? 1024, o.reconnectQueueBytes ?? 1 << 20];
     const WS = o.WebSocket ?? globalThis.WebSocket;
     if (!WS) throw new TypeError('no WebSocket: pass options.WebSocket (in Node 20: the ws package)');
     const core: Core = {
       get state() { return peer.#state; },
       get gen() { return peer.#gen; },
-      send: (f) => this.#state == 'active' && this.#link.send(f),
-      later: (run, fail) => this.#later(run, fail),
+      // Draining, only answers are sent, and only answers come here then: what else the
+      // features send goes through `later`, which queues while not active.
+      send: (f) => (this.#state == 'active' || this.#state == 'draining') && this.#link.send(f),
+      later: (run, fail, out) => this.#later(run, fail, out),
       request: (make) =>
         new Promise((ok, fail) =>
-          this.#later(() => {
-            const req = ++this.#req;
-            this.#link.send(make(req));
-            this.#pending.set(req, [ok, fail]);
-          }, fail),
+          this.#later(
+            () => {
+              const req = ++this.#req;
+              this.#link.send(make(req));
+              this.#pending.set(req, [ok, fail]);
+            },
+            fail,
+            () => make(0n),
+          ),
         ),
       error: (t, e) => t.dispatchEvent(new CustomEvent('error', { detail: e })),
     };
     this.#core = core;
     const rpc = rpcPart(core, o.callTimeoutMs ?? 30_000);
-    const events = eventsPart(core);
+    const events = eventsPart(core, this);
     const topics = topicsPart(core);
     const presence = presencePart(core);
     const signaling = signalingPart(core);
@@ -139,7 +162,7 @@ export class Peer extends EventTarget {
         // Restore topics and watches first, then what waited for the link, and only then
         // tell listeners: a publish from a 'statechange' listener comes after the re-joins.
         for (const p of this.#parts) p.up?.();
-        for (const [run, fail] of this.#queue.splice(0)) {
+        for (const [run, fail] of this.#unqueue()) {
           try {
             run();
           } catch (x) {
@@ -169,6 +192,9 @@ export class Peer extends EventTarget {
             return signaling.frame(f);
         }
       },
+      // The server drains this session (§6.10): what the application sends from now on
+      // waits for the next link, answers still go out.
+      draining: () => this.#set('draining'),
       down: (e, retry) => this.#lost(e, !retry),
     });
   }
@@ -230,10 +256,44 @@ export class Peer extends EventTarget {
     return this.#core.request((req) => ({ kind: 'ListPeers', req, topic: topic ?? null }));
   }
 
-  #later(run: () => void, fail: (e: unknown) => void) {
+  #later(run: () => void, fail: (e: unknown) => void, out?: () => Frame) {
     if (this.#state == 'closed') throw this.#error;
-    if (this.#state == 'active') run();
-    else this.#queue.push([run, fail]);
+    if (this.#state == 'active') return run();
+    let n = 0;
+    if (out) {
+      // A send: bounded in frames and bytes (the new one is refused), and in time.
+      const [ms, frames, bytes] = this.#qBound;
+      n = encodeFrame(out()).length;
+      if (this.#qFrames >= frames || this.#qBytes + n > bytes) throw new QueueError(0, 'reconnect queue full', 'queue_full');
+      this.#qFrames++;
+      this.#qBytes += n;
+      this.#qTimer ??= this.#arm(ms);
+    }
+    this.#queue.push([run, fail, n, Date.now() + (n && this.#qBound[0])]);
+  }
+
+  // Fails the sends that waited their time; sends expire in queue order, so the timer waits
+  // for the oldest. (Other work, n 0, waits for the link however long it takes.)
+  #arm(ms: number) {
+    return setTimeout(() => {
+      const now = Date.now();
+      const gone = this.#queue.filter((q) => q[2] && q[3] <= now);
+      this.#queue = this.#queue.filter((q) => !gone.includes(q));
+      this.#qFrames -= gone.length;
+      for (const q of gone) this.#qBytes -= q[2];
+      const next = this.#queue.find((q) => q[2]);
+      this.#qTimer = next && this.#arm(next[3] - now);
+      const e = new QueueError(0, `not sent: no link within ${this.#qBound[0]} ms`, 'queue_timeout');
+      for (const q of gone) q[1](e);
+    }, Math.min(ms, 2 ** 31 - 1));
+  }
+
+  // Empties the queue, returning what it held.
+  #unqueue(): Queued[] {
+    clearTimeout(this.#qTimer);
+    this.#qTimer = undefined;
+    this.#qFrames = this.#qBytes = 0;
+    return this.#queue.splice(0);
   }
 
   #answer(f: Status | PeerList) {
@@ -271,7 +331,7 @@ export class Peer extends EventTarget {
     for (const p of pending) p[1](x);
     for (const p of this.#parts) p.down?.(x, final);
     if (final) {
-      for (const [, fail] of this.#queue.splice(0)) fail(e);
+      for (const [, fail] of this.#unqueue()) fail(e);
       this.dispatchEvent(new CustomEvent('close', { detail: { code: e.code, reason: e.message } }));
     }
   }

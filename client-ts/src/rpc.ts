@@ -48,6 +48,7 @@ export function rpcPart(core: Core, defaultTimeout: number) {
     new Promise<Uint8Array>((resolve, reject) => {
       const id = ++ids;
       const ms = o.timeoutMs ?? defaultTimeout;
+      const t0 = Date.now();
       const end = () => (clearTimeout(timer), calls.delete(id));
       const c: Call = { ok: (v) => end() && resolve(v), fail: (e) => end() && reject(e) };
       const timer = setTimeout(
@@ -55,13 +56,27 @@ export function rpcPart(core: Core, defaultTimeout: number) {
         ms + GRACE_MS,
       );
       calls.set(id, c);
-      // Made while the link is down, a call waits for the next one (within its deadline).
+      // Made while the link is down, a call waits for the next one (within its deadline and
+      // the queue's bounds), and then has what is left of its deadline (0 would mean the
+      // server's default).
+      const req = (): RpcRequest => ({
+        kind: 'RpcRequest',
+        id,
+        method,
+        peer: o.peer ?? null,
+        timeoutMs: Math.max(1, t0 + ms - Date.now()),
+        params: toBytes(params),
+      });
       try {
-        core.later(() => {
-          if (!calls.has(id)) return;
-          core.send({ kind: 'RpcRequest', id, method, peer: o.peer ?? null, timeoutMs: ms, params: toBytes(params) });
-          c.sent = true;
-        }, c.fail);
+        core.later(
+          () => {
+            if (!calls.has(id)) return;
+            core.send(req());
+            c.sent = true;
+          },
+          c.fail,
+          req,
+        );
       } catch (x) {
         c.fail(x); // closed: also clears the deadline timer, which would keep Node alive
       }
@@ -133,7 +148,9 @@ export interface PeerdEvent extends Body {
 
 export interface Events {
   /** No `to`: to the server's listeners for `name`; `to`: directly to that peer (if it is not
-   * connected, the Peer gets an 'error' event with `unknown_peer`). Sent when the link is up. */
+   * connected, the Peer gets an 'error' event with `unknown_peer`). Sent when the link is up;
+   * while it is down it waits in the reconnect queue: throws a QueueError `queue_full` when
+   * that is full, and one that expires there is an 'error' event (`queue_timeout`). */
   emit(name: string, data?: Uint8Array | string, opts?: { to?: string }): void;
   emitJson(name: string, value: unknown, opts?: { to?: string }): void;
   /** To every other connected peer. */
@@ -142,11 +159,18 @@ export interface Events {
   on(name: string, fn: (e: PeerdEvent) => void): () => void;
 }
 
-export function eventsPart(core: Core) {
+export function eventsPart(core: Core, peer: EventTarget) {
   // Listeners sit on an EventTarget so that one that throws is reported (as any DOM listener's
   // error is) without keeping the others from running.
   const bus = new EventTarget();
-  const out = (f: Frame) => core.later(() => core.send(f), () => {});
+  // Nobody waits on an event: one that expired in the reconnect queue is an 'error' event on
+  // the Peer (one dropped because the peer closed is not: 'close' says why).
+  const out = (f: Frame) =>
+    core.later(
+      () => core.send(f),
+      (e) => core.state != 'closed' && core.error(peer, e as PeerdError),
+      () => f,
+    );
   const emit = (name: string, data?: Uint8Array | string, o?: { to?: string }) =>
     out({ kind: 'Event', name, peer: o?.to ?? null, payload: toBytes(data) });
   return {

@@ -82,5 +82,5 @@ test('codes and their wire names', () => {
   assert.equal(codeName(4999), 'app_4999');
   assert.equal(codeName(5000), 'code_5000');
   assert.equal(codeName(77), 'code_77');
-  assert.equal(codeName(1022), 'code_1022');
+  assert.equal(codeName(1023), 'code_1023');
 });

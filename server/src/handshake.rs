@@ -255,7 +255,7 @@ pub(crate) fn register(shard: &Rc<Shard>, out: Rc<Outbound>, a: Accepted) -> Rc<
         peer_id: Cow::Borrowed(&a.peer_id),
         session_id: a.session,
         resume_token: Cow::Borrowed(&a.token),
-        limits: shared.config.limits.wire(),
+        limits: shard.local.limits().wire(),
         heartbeat_ms: millis_u32(shared.config.heartbeat),
     });
     announce_global(shard, &conn, PresenceChange::Join);

@@ -31,7 +31,7 @@ pub(crate) fn settle(shard: &Rc<Shard>) {
             }
         }
         shard.local.writes.flush();
-        if shard.local.memory_held() > shard.local.memory_budget {
+        if shard.local.memory_held() > shard.local.memory_budget.get() {
             enforce_budget(shard);
         }
         if closing.is_empty() && shard.local.nothing_closing() {
@@ -46,7 +46,7 @@ pub(crate) fn settle(shard: &Rc<Shard>) {
 /// buffers and relay slots go at their teardown (this settle), their queues once the
 /// Close is out, so they are never closed twice over.
 fn enforce_budget(shard: &Rc<Shard>) {
-    let budget = shard.local.memory_budget;
+    let budget = shard.local.memory_budget.get();
     let mut holders: Vec<(usize, Rc<Conn>)> = shard
         .all_conns()
         .into_iter()

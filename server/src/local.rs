@@ -56,7 +56,10 @@ pub(crate) struct Local {
     relay_slots: Cell<usize>,
     relay_peak: Cell<usize>,
     /// This shard's share of `Limits::memory_budget`.
-    pub memory_budget: usize,
+    pub memory_budget: Cell<usize>,
+    /// The limits in force (`PeerServer::set_limits` replaces them; connections read
+    /// them when they need them, so a change applies from the next read).
+    limits: RefCell<Rc<Limits>>,
     /// Heartbeat ticks since the shard started (four per heartbeat interval).
     pub tick: Cell<u32>,
     /// The shard is shutting down: handshakes still in progress are refused, not welcomed.
@@ -69,11 +72,13 @@ pub(crate) struct Local {
 impl Local {
     pub fn new(index: usize, shared: Arc<Shared>) -> Local {
         let tasks = Gate::new();
-        let memory_budget = shared.config.limits.memory_budget / shared.shards();
+        let memory_budget = Cell::new(shared.config.limits.memory_budget / shared.shards());
+        let limits = RefCell::new(Rc::new(shared.config.limits.clone()));
         Local {
             relay_slots: Cell::new(0),
             relay_peak: Cell::new(0),
             memory_budget,
+            limits,
             index,
             shared,
             encoder: RefCell::new(BytesMut::with_capacity(ENCODE_CHUNK)),
@@ -96,8 +101,15 @@ impl Local {
         self.metrics.ended(transport);
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.shared.config.limits
+    pub fn limits(&self) -> Rc<Limits> {
+        self.limits.borrow().clone()
+    }
+
+    /// New limits for this shard (see `PeerServer::set_limits`).
+    pub fn set_limits(&self, limits: Limits) {
+        self.memory_budget
+            .set(limits.memory_budget / self.shared.shards());
+        *self.limits.borrow_mut() = Rc::new(limits);
     }
 
     /// Encode a message once into the shard's encode arena and return it as a shareable

@@ -49,6 +49,8 @@ pub(crate) enum ShardMsg {
     /// A connection accepted elsewhere, to be served here: by the Unix acceptor thread, or
     /// by a predecessor process that handed its listeners over (`PeerServer::adopt`).
     Adopt(OwnedFd, Transport),
+    /// Replace the shard's limits (`PeerServer::set_limits`).
+    Limits(Box<crate::config::Limits>),
     /// Stop accepting; connected peers stay (`PeerServer::stop_accepting`).
     StopAccepting,
     /// Drain this shard's peers (docs/PROTOCOL.md §6.10): notices spread over `window`,

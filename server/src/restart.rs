@@ -3,7 +3,8 @@
 //!
 //! - [`PeerServer::stop_accepting`]: Node's `server.close()`: no new connections, the
 //!   connected peers stay.
-//! - [`PeerServer::reload_tls`]: a new certificate without dropping anyone.
+//! - [`PeerServer::reload_tls`], [`PeerServer::set_limits`]: a new certificate, new
+//!   limits, without dropping anyone.
 //! - [`PeerServer::drain`]: lame-duck mode (NATS's): not ready, no new connections, each
 //!   peer asked to finish and reconnect, spread over a window, then closed.
 //! - [`PeerServer::listener_fds`] and [`ListenOptions::inherit`]: a successor (in this
@@ -183,6 +184,58 @@ impl PeerServer {
             .map_err(crate::ListenError::Tls)?;
         slot.replace(key);
         tracing::info!(cert = %files.cert_chain.display(), "TLS certificate reloaded");
+        Ok(())
+    }
+
+    /// Change the limits while running (SIGHUP in `peerd serve`), without dropping anyone:
+    /// `max_connections` and the memory budget at once; the outbound queue limit, rate
+    /// limits and call limits for what starts after (a connection keeps the queue limit
+    /// and rate limiter it was welcomed with; a new Welcome announces the new ones). The
+    /// limits peers were told in Welcome and check themselves (`max_frame_len`,
+    /// `max_topic_len`, `max_topics_per_peer`, `max_members_per_topic`) cannot change in a
+    /// running server: that is refused, naming the limit (start a successor instead).
+    pub fn set_limits(&self, limits: crate::Limits) -> Result<(), crate::ListenError> {
+        let invalid = |(option, reason): (&'static str, String)| {
+            crate::ListenError::InvalidOptions { option, reason }
+        };
+        limits.validate().map_err(invalid)?;
+        let mut current = self.limits.lock().unwrap_or_else(|e| e.into_inner());
+        let fixed = [
+            (
+                "limits.max_frame_len",
+                limits.max_frame_len != current.max_frame_len,
+            ),
+            (
+                "limits.max_topic_len",
+                limits.max_topic_len != current.max_topic_len,
+            ),
+            (
+                "limits.max_topics_per_peer",
+                limits.max_topics_per_peer != current.max_topics_per_peer,
+            ),
+            (
+                "limits.max_members_per_topic",
+                limits.max_members_per_topic != current.max_members_per_topic,
+            ),
+        ];
+        if let Some((option, _)) = fixed.iter().find(|(_, changed)| *changed) {
+            return Err(invalid((
+                option,
+                format!(
+                    "{option}: connected peers were told it in Welcome; it cannot change \
+                     while they are connected (start a successor with the new value)"
+                ),
+            )));
+        }
+        self.shared
+            .max_connections
+            .store(limits.max_connections, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..self.shared.shards() {
+            self.shared
+                .send(i, ShardMsg::Limits(Box::new(limits.clone())));
+        }
+        tracing::info!(?limits, "limits changed");
+        *current = limits;
         Ok(())
     }
 

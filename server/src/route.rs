@@ -111,7 +111,7 @@ pub(crate) fn handle(shard: &Rc<Shard>, msg: ShardMsg) -> Option<Control> {
             let gauges = Gauges {
                 outbound_queue_bytes: local.writes.charged() as u64,
                 receive_buffer_bytes: local.rx_pool.lent() as u64,
-                memory_budget_bytes: local.memory_budget as u64,
+                memory_budget_bytes: local.memory_budget.get() as u64,
                 topic_members: shard.members.count() as u64,
             };
             // The scraper may have given up waiting; nothing to do then.
@@ -119,6 +119,7 @@ pub(crate) fn handle(shard: &Rc<Shard>, msg: ShardMsg) -> Option<Control> {
         }
         ShardMsg::Adopt(fd, t) => return Some(Control::Adopt(fd, t)),
         ShardMsg::StopAccepting => return Some(Control::StopAccepting),
+        ShardMsg::Limits(l) => shard.local.set_limits(*l),
         ShardMsg::Drain { window, grace } => return Some(Control::Drain { window, grace }),
         ShardMsg::Shutdown { drain } => return Some(Control::Shutdown(drain)),
     }

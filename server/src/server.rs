@@ -64,6 +64,8 @@ pub struct PeerServer {
     /// A duplicate of every shard's TCP listening socket, to hand to a successor
     /// (`restart`); dropped at close.
     pub(crate) listeners: Mutex<Vec<(SocketAddr, OwnedFd)>>,
+    /// The limits in force (`set_limits`).
+    pub(crate) limits: Mutex<crate::Limits>,
     /// The TLS certificate, replaced by `reload_tls`.
     pub(crate) cert_slot: Option<Arc<crate::tls::CertSlot>>,
 }
@@ -122,7 +124,9 @@ impl PeerServer {
     /// The connection limit in force: `Limits::max_connections`, or less when the
     /// process's file-descriptor limit could not fit it (see [`listen`]).
     pub fn max_connections(&self) -> usize {
-        self.shared.config.limits.max_connections
+        self.shared
+            .max_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Open connections (handshaking ones included).
@@ -700,6 +704,7 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
         addrs,
         listeners: Mutex::new(dups),
         cert_slot,
+        limits: Mutex::new(opts.limits.clone()),
     };
     if let Some(e) = failure {
         // Stop the shards that did start, and free the address.

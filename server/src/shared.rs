@@ -28,6 +28,9 @@ pub(crate) struct Shared {
     /// directory changed is enough).
     pub global_watchers: AtomicUsize,
     conn_count: AtomicUsize,
+    /// `Limits::max_connections`, here because any thread admits connections and
+    /// `PeerServer::set_limits` may change it.
+    pub max_connections: AtomicUsize,
     dropped: AtomicU64,
     accept_errors: AtomicU64,
     next_peer: AtomicU64,
@@ -52,6 +55,7 @@ impl Shared {
     pub fn new(config: Config, senders: Vec<flume::Sender<ShardMsg>>) -> Shared {
         let shards = senders.len();
         Shared {
+            max_connections: AtomicUsize::new(config.limits.max_connections),
             config,
             senders,
             directory: Directory::new(),
@@ -108,7 +112,7 @@ impl Shared {
     /// Count a new connection against `max_connections`; false (and counted as dropped)
     /// when the server is full.
     pub fn try_admit(&self) -> bool {
-        let max = self.config.limits.max_connections;
+        let max = self.max_connections.load(Ordering::Relaxed);
         let prev = self.conn_count.fetch_add(1, Ordering::AcqRel);
         if prev >= max {
             self.conn_count.fetch_sub(1, Ordering::AcqRel);

@@ -33,18 +33,29 @@ export function peerdBin(): Promise<string> {
 export interface ServerOptions {
   /** --heartbeat-ms; default the server's (15 s). */
   heartbeatMs?: number;
+  /** --drain-window-ms: SIGTERM drains (PROTOCOL.md §6.10), the peers' notices spread over
+   * this; default 100 (the server's: 10 s), so that stopping a test server is quick. */
+  drainWindowMs?: number;
+  /** --drain-grace-ms: how long a draining peer has to finish; default 1 000 (the server's: 5 s). */
+  drainGraceMs?: number;
   /** More `peerd serve` flags. */
   args?: string[];
+  /** Listen on this port (one just freed by another server: retried while the kernel holds
+   * it); default 0, any free one. */
+  port?: number;
 }
 
 export interface TestServer {
   /** ws://127.0.0.1:PORT/ */
   readonly url: string;
   readonly port: number;
-  /** SIGTERM, then wait for the exit (SIGKILL after 5 s). Idempotent. */
-  stop(): Promise<void>;
-  /** stop(), then start again on the same port (for reconnect tests). */
-  restart(): Promise<void>;
+  /** SIGTERM (a drain: peers asked to reconnect, PROTOCOL.md §6.10) or SIGINT (a quick stop:
+   * Close{shutdown}), then wait for the exit (SIGKILL after 5 s). Idempotent. */
+  stop(signal?: 'SIGTERM' | 'SIGINT'): Promise<void>;
+  /** stop(signal), then start again on the same port (for reconnect tests). */
+  restart(signal?: 'SIGTERM' | 'SIGINT'): Promise<void>;
+  /** Resolves when the running process exits (by itself too: after a takeover it drains). */
+  exited(): Promise<void>;
   /** What the server wrote to stderr (its logs), for failure messages. */
   logs(): string;
 }
@@ -65,6 +76,7 @@ export async function startServer(o: ServerOptions = {}): Promise<TestServer> {
 
   const launch = async (want: number) => {
     const args = ['serve', '--listen', `ws://127.0.0.1:${want}`, '--shards', '2', '--no-pin', '--drain-ms', '200'];
+    args.push('--drain-window-ms', String(o.drainWindowMs ?? 100), '--drain-grace-ms', String(o.drainGraceMs ?? 1000));
     if (o.heartbeatMs) args.push('--heartbeat-ms', String(o.heartbeatMs));
     args.push(...(o.args ?? []));
     const p = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -92,34 +104,44 @@ export async function startServer(o: ServerOptions = {}): Promise<TestServer> {
     });
   };
 
-  const stop = async () => {
+  const exited = () => {
+    const p = proc;
+    if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve();
+    return new Promise<void>((ok) => p.once('exit', () => ok()));
+  };
+
+  const stop = async (signal: 'SIGTERM' | 'SIGINT' = 'SIGTERM') => {
     const p = proc;
     if (p.exitCode !== null || p.signalCode !== null) return;
     const exited = new Promise<void>((ok) => p.once('exit', () => ok()));
-    p.kill('SIGTERM');
+    p.kill(signal);
     const kill = setTimeout(() => p.kill('SIGKILL'), 5000);
     await exited;
     clearTimeout(kill);
   };
 
-  port = await launch(0);
+  // A port that was just in use: if the kernel still holds it, try again for a few seconds.
+  const relaunch = async (want: number) => {
+    for (let i = 0; ; i++) {
+      try {
+        return await launch(want);
+      } catch (e) {
+        if (i >= 20 || !/in use|AddrInUse/i.test(String(e))) throw e;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+  };
+
+  port = await relaunch(o.port ?? 0);
   return {
     url: `ws://127.0.0.1:${port}/`,
     port,
     stop,
-    async restart() {
-      await stop();
-      // The port was just ours; if the kernel still holds it, try again for a few seconds.
-      for (let i = 0; ; i++) {
-        try {
-          await launch(port);
-          return;
-        } catch (e) {
-          if (i >= 20 || !/in use|AddrInUse/i.test(String(e))) throw e;
-          await new Promise((r) => setTimeout(r, 250));
-        }
-      }
+    async restart(signal) {
+      await stop(signal);
+      await relaunch(port);
     },
+    exited,
     logs: () => log,
   };
 }
