@@ -175,7 +175,8 @@ fn supervise(inner: Arc<Inner>, mut est: Established) {
 
 /// Reconnect until it works, gives up, or the peer closes. `drained`: the server ended
 /// the connection with Close{reconnect}, so the first attempt waits only
-/// [`DRAIN_JITTER`]; attempts that fail then back off as usual.
+/// [`DRAIN_JITTER`] and is not counted as a failure if it fails (the backoff then starts
+/// from its first step, as after any other close); later attempts back off as usual.
 fn reconnect(inner: &Arc<Inner>, drained: bool) -> Option<Established> {
     let policy = &inner.opts.reconnect;
     let mut rng = fastrand::Rng::new();
@@ -198,7 +199,8 @@ fn reconnect(inner: &Arc<Inner>, drained: bool) -> Option<Established> {
             inner.set_last_close(info);
             return None;
         }
-        let delay = if std::mem::take(&mut at_once) {
+        let immediate = std::mem::take(&mut at_once);
+        let delay = if immediate {
             Duration::from_micros(rng.u64(0..=DRAIN_JITTER.as_micros() as u64))
         } else {
             policy.delay(failed, &mut rng)
@@ -221,7 +223,9 @@ fn reconnect(inner: &Arc<Inner>, drained: bool) -> Option<Established> {
                     });
                     return None;
                 }
-                failed = failed.saturating_add(1);
+                if !immediate {
+                    failed = failed.saturating_add(1);
+                }
             }
         }
     }
