@@ -94,7 +94,7 @@
 //!   re-joined and re-watched: events, broadcasts, publishes, topic sends, signals,
 //!   calls, joins, leaves, watches, list peers. Bounds ([`PeerOptions`]):
 //!   `reconnect_queue_timeout` (10 s), `reconnect_queue_frames` (1,024),
-//!   `reconnect_queue_bytes` (4 MiB). A send that does not fit fails at once with
+//!   `reconnect_queue_bytes` (1 MiB). A send that does not fit fails at once with
 //!   `QueueFull` (what is queued stays); a request still queued at the timeout fails with
 //!   `QueueTimeout`, and a fire-and-forget frame is dropped and reported through
 //!   [`Peer::on_error`] (code `timeout`); a queued call also keeps its own deadline. When

@@ -44,8 +44,10 @@ pub struct PeerOptions {
     /// `QueueFull`; what is already queued is kept (dropping the oldest would lose frames
     /// whose senders were told they were accepted). Zero disables the queue.
     pub reconnect_queue_frames: usize,
-    /// The most bytes (encoded frames) the reconnect queue holds. Default 4 MiB: a few
-    /// frames of the server's default maximum size (1 MiB) fit.
+    /// The most bytes (encoded frames) the reconnect queue holds. Default 1 MiB, the same
+    /// as the TypeScript client's: what a reconnecting peer holds stays small next to what
+    /// the server buffers per peer. A frame near the server's default limit (a 1 MiB body)
+    /// does not fit: raise this if the application sends such frames while reconnecting.
     pub reconnect_queue_bytes: usize,
     /// Largest frame body accepted *from the server*. Larger frames are a protocol
     /// violation and drop the connection. What the client may *send* is governed by the
@@ -78,7 +80,7 @@ impl Default for PeerOptions {
             reconnect: ReconnectPolicy::default(),
             reconnect_queue_timeout: Duration::from_secs(10),
             reconnect_queue_frames: 1024,
-            reconnect_queue_bytes: 4 << 20,
+            reconnect_queue_bytes: 1 << 20,
             // Relayed frames carry the sender's payload plus an envelope (topic, sender id),
             // so accept more than the server's default body limit.
             max_frame_len: 16 * DEFAULT_MAX_FRAME_LEN,
@@ -362,7 +364,7 @@ mod tests {
         assert_eq!(o.reconnect_queue_timeout, Duration::from_secs(10));
         assert_eq!(
             (o.reconnect_queue_frames, o.reconnect_queue_bytes),
-            (1024, 4 << 20)
+            (1024, 1 << 20)
         );
         assert!(o.queues_while_reconnecting());
         assert!(!o.clone().no_reconnect_queue().queues_while_reconnecting());
