@@ -39,6 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let s = states.recv_timeout(Duration::from_secs(30))?;
     println!("state: {s:?} last_close {:?}", a.last_close());
     println!("pending call: {:?}", pending.join().unwrap());
+    // Queued until the server is back (or reconnect_queue_timeout), then answered by it.
     println!("call while reconnecting: {:?}", a.rpc().call("x", b""));
     a.when_ready(Duration::from_secs(30))?;
     println!(

@@ -299,12 +299,14 @@ fn answer(reg: &Registry, link: &Link, id: u64, info: RpcRequestInfo) {
             }
         },
     };
+    // Answers go out on the connection the call came on, after a drain's half-close too
+    // (the server waits for them before it ends the drain).
     let sent = match &result {
-        Ok(v) => link.send(&RpcResponse {
+        Ok(v) => link.send_reply(&RpcResponse {
             id,
             result: Cow::Borrowed(v),
         }),
-        Err(f) => link.send(&RpcError {
+        Err(f) => link.send_reply(&RpcError {
             id,
             code: f.code,
             message: Cow::Borrowed(&f.message),
@@ -312,7 +314,7 @@ fn answer(reg: &Registry, link: &Link, id: u64, info: RpcRequestInfo) {
     };
     if let Err(SendFailure::Encode(e)) = sent {
         // The result does not fit the server's frame limit: the caller still gets an answer.
-        let _ = link.send(&RpcError {
+        let _ = link.send_reply(&RpcError {
             id,
             code: Code::TooLarge.as_u16(),
             message: Cow::Owned(format!("result too large: {e}")),

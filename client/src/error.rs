@@ -184,11 +184,14 @@ pub enum CallError {
     /// The connection dropped while the call was pending. The call may or may not have run.
     #[error("connection lost while the call was pending")]
     ConnectionLost,
-    /// No active connection when the call was made (connecting or reconnecting); it was not
-    /// sent.
+    /// No session yet (made before the first `connect()` completed), or reconnect or the
+    /// reconnect queue is disabled; it was not sent. While reconnecting, calls are queued
+    /// instead ([`PeerOptions::reconnect_queue_timeout`](crate::PeerOptions)).
     #[error("not connected")]
     NotConnected,
-    /// The peer is closed; it will not connect again.
+    /// The peer is closed; it will not connect again. A call still in the reconnect queue
+    /// when the peer closes (`disconnect()`, a final close, reconnect gave up) fails with
+    /// this too: it was never sent.
     #[error("peer is closed")]
     Closed,
     /// The request does not fit the server's frame limit (local misuse).
@@ -197,6 +200,15 @@ pub enum CallError {
     /// A method name or peer id the protocol does not allow (local misuse).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// Made while reconnecting, and the reconnect queue was full
+    /// ([`PeerOptions::reconnect_queue_frames`](crate::PeerOptions) or
+    /// `reconnect_queue_bytes`): not queued, not sent.
+    #[error("not sent: the reconnect queue is full")]
+    QueueFull,
+    /// Made while reconnecting, and still queued when
+    /// [`PeerOptions::reconnect_queue_timeout`](crate::PeerOptions) ran out: never sent.
+    #[error("not sent: still queued when the reconnect queue timeout ran out")]
+    QueueTimeout,
 }
 
 impl CallError {
@@ -234,10 +246,13 @@ pub enum RequestError {
     /// The connection dropped before the answer arrived (or while writing).
     #[error("connection lost")]
     ConnectionLost,
-    /// No active connection (connecting or reconnecting); nothing was sent.
+    /// No session yet (before the first `connect()` completed), or reconnect or the
+    /// reconnect queue is disabled, or a request that is never queued (`ping`, `refresh`);
+    /// nothing was sent.
     #[error("not connected")]
     NotConnected,
-    /// The peer is closed; it will not connect again.
+    /// The peer is closed; it will not connect again. A request still in the reconnect
+    /// queue when the peer closes fails with this too: it was never sent.
     #[error("peer is closed")]
     Closed,
     /// The message does not fit the server's frame limit (local misuse).
@@ -249,6 +264,13 @@ pub enum RequestError {
     /// The session's protocol version lacks what was asked (a Refresh on a v1 session).
     #[error("not supported by this session: {0}")]
     Unsupported(&'static str),
+    /// Made while reconnecting, and the reconnect queue was full: not queued, not sent.
+    #[error("not sent: the reconnect queue is full")]
+    QueueFull,
+    /// Made while reconnecting, and still queued when the reconnect queue timeout ran
+    /// out: never sent.
+    #[error("not sent: still queued when the reconnect queue timeout ran out")]
+    QueueTimeout,
 }
 
 impl RequestError {
@@ -271,8 +293,16 @@ impl RequestError {
 pub(crate) enum SendFailure {
     NotConnected,
     Closed,
+    /// The write failed part-way: the connection is dead, and the frame may or may not
+    /// have reached the server.
     ConnectionLost,
+    /// Nothing was written: the link was already dead, or half-closed by a drain. The
+    /// sender tries again on whatever is current (the reconnect queue); only a caller
+    /// that cannot would see it, as `ConnectionLost`.
+    Unusable,
     Encode(EncodeError),
+    QueueFull,
+    QueueTimeout,
 }
 
 impl From<SendFailure> for CallError {
@@ -280,8 +310,10 @@ impl From<SendFailure> for CallError {
         match e {
             SendFailure::NotConnected => CallError::NotConnected,
             SendFailure::Closed => CallError::Closed,
-            SendFailure::ConnectionLost => CallError::ConnectionLost,
+            SendFailure::ConnectionLost | SendFailure::Unusable => CallError::ConnectionLost,
             SendFailure::Encode(e) => CallError::Encode(e),
+            SendFailure::QueueFull => CallError::QueueFull,
+            SendFailure::QueueTimeout => CallError::QueueTimeout,
         }
     }
 }
@@ -291,8 +323,10 @@ impl From<SendFailure> for RequestError {
         match e {
             SendFailure::NotConnected => RequestError::NotConnected,
             SendFailure::Closed => RequestError::Closed,
-            SendFailure::ConnectionLost => RequestError::ConnectionLost,
+            SendFailure::ConnectionLost | SendFailure::Unusable => RequestError::ConnectionLost,
             SendFailure::Encode(e) => RequestError::Encode(e),
+            SendFailure::QueueFull => RequestError::QueueFull,
+            SendFailure::QueueTimeout => RequestError::QueueTimeout,
         }
     }
 }

@@ -143,6 +143,8 @@ fn handshake(
     link.write(&hello).map_err(|e| match e {
         WriteError::Encode(e) => ClientError::InvalidOptions(format!("Hello does not fit: {e}")),
         WriteError::Io(e) => io_err(e),
+        // Only a drain half-closes a link, and none can start before the Welcome.
+        WriteError::HalfClosed => ClientError::ClosedDuringHandshake,
     })?;
 
     let mut hs = ClientHandshake::new(opts.max_frame_len);

@@ -24,7 +24,7 @@ use crate::messages::{
     EventInfo, PresenceEvent, RpcRequestInfo, ServerError, SignalInfo, TopicMessageInfo,
 };
 use crate::shared::{Inner, Reply, Resync};
-use crate::state::{CloseInfo, Initiator};
+use crate::state::{CloseInfo, Initiator, State};
 use crate::transport::Chunk;
 use crate::ws::ws_violation_code;
 
@@ -48,6 +48,12 @@ pub(crate) enum End {
 }
 
 impl End {
+    /// The server ended the connection with Close{reconnect}: a drain completed, and
+    /// everything sent before our own Close was acted on and answered (PROTOCOL.md §6.10).
+    pub(crate) fn is_drained(&self) -> bool {
+        matches!(self, End::ServerClose { code, .. } if *code == Code::Reconnect.as_u16())
+    }
+
     /// What `Peer::last_close` reports for this end.
     pub(crate) fn info(&self) -> CloseInfo {
         let (code, reason, initiator) = match self {
@@ -146,6 +152,26 @@ pub(crate) fn read_loop(inner: &Arc<Inner>, est: &mut Established) -> End {
             }
             Err(e) => return End::Io(e),
         }
+    }
+}
+
+/// The server's drain notice, Status{req: 0, reconnect} (PROTOCOL.md §6.10): half-close
+/// (our Close{reconnect}, and from now on only answers on this connection), and keep
+/// reading until the server's Close. What the application sends meanwhile goes to the
+/// reconnect queue, since the link is no longer usable; the reconnect writes it.
+fn drain(inner: &Inner, link: &Link, message: &str) {
+    if inner.session().is_some_and(|s| s.version < 2) {
+        // A v1 session has no drain handshake: the server closes it with Shutdown when
+        // its grace runs out, and we reconnect with backoff (§6.10).
+        tracing::debug!(message, "drain notice on a v1 session: ignored");
+        return;
+    }
+    if link.half_close(Code::Reconnect.as_u16(), "draining: reconnecting") {
+        tracing::info!(
+            message,
+            "peerd-client: the server is draining; reconnecting once it has answered"
+        );
+        inner.set_state(State::Reconnecting);
     }
 }
 
@@ -291,12 +317,14 @@ fn on_frame(inner: &Arc<Inner>, link: &Arc<Link>, frame: Bytes) -> Option<End> {
         ),
         Frame::Status(s) => on_status(
             inner,
+            link,
             s.req.to_native(),
             s.code.to_native(),
             s.message.as_str(),
         ),
         Frame::Ping(p) => {
-            let _ = link.send(&Pong {
+            // An answer: it goes out after a drain's half-close too.
+            let _ = link.send_reply(&Pong {
                 nonce: p.nonce.to_native(),
             });
         }
@@ -326,9 +354,11 @@ fn on_frame(inner: &Arc<Inner>, link: &Arc<Link>, frame: Bytes) -> Option<End> {
     None
 }
 
-fn on_status(inner: &Arc<Inner>, req: u64, code: u16, message: &str) {
+fn on_status(inner: &Arc<Inner>, link: &Link, req: u64, code: u16, message: &str) {
     if req == 0 {
-        if code != 0 {
+        if code == Code::Reconnect.as_u16() {
+            drain(inner, link, message);
+        } else if code != 0 {
             // An asynchronous failure of a fire-and-forget request (a direct event to an
             // unknown peer, a publish to a bad topic): never dropped silently.
             tracing::warn!(

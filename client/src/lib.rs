@@ -58,8 +58,9 @@
 //! - one *reader/supervisor* thread: reads the connection (decrypting TLS, deframing
 //!   WebSocket messages and answering their Pings) into a [`peerd_codec::Framer`],
 //!   decodes each frame with validated access, completes pending calls and requests
-//!   directly, answers Ping, and queues everything that runs user code; when the
-//!   connection ends it runs the reconnect loop, then reads the next connection;
+//!   directly, answers Ping and the drain notice, and queues everything that runs user
+//!   code; when the connection ends it runs the reconnect loop, then reads the next
+//!   connection;
 //! - one *dispatcher* thread: runs RPC handlers and listeners in arrival order and feeds
 //!   subscription channels and presence watchers. User code never runs on the reader, so a
 //!   handler that makes a blocking `call` cannot deadlock the connection;
@@ -86,10 +87,28 @@
 //!
 //! # Semantics worth knowing
 //!
-//! - Calls and requests made while not Active fail at once with `NotConnected` (they are
-//!   not queued for after the reconnect); pending ones fail at once with
-//!   `ConnectionLost` when the connection drops, not at their deadline. Use
-//!   [`Peer::when_ready`] to wait for a reconnect.
+//! - Requests pending when the connection drops fail at once with `ConnectionLost`, not at
+//!   their deadline (they may or may not have been acted on).
+//! - What is sent while the peer is reconnecting (after a first session) waits in a
+//!   bounded *reconnect queue* and goes out, in order, once the next connection has
+//!   re-joined and re-watched: events, broadcasts, publishes, topic sends, signals,
+//!   calls, joins, leaves, watches, list peers. Bounds ([`PeerOptions`]):
+//!   `reconnect_queue_timeout` (10 s), `reconnect_queue_frames` (1,024),
+//!   `reconnect_queue_bytes` (1 MiB). A send that does not fit fails at once with
+//!   `QueueFull` (what is queued stays); a request still queued at the timeout fails with
+//!   `QueueTimeout`, and a fire-and-forget frame is dropped and reported through
+//!   [`Peer::on_error`] (code `timeout`); a queued call also keeps its own deadline. When
+//!   the peer closes for good, what is queued fails with `Closed`. Before the first
+//!   session, with reconnect off or with [`PeerOptions::no_reconnect_queue`], sends made
+//!   without a connection fail at once with `NotConnected`; `ping` and `refresh_token`
+//!   never queue. [`Peer::queued_frames`] says how much waits.
+//! - Draining (PROTOCOL.md §6.10): on the server's notice (Status{req 0, `reconnect`}) the
+//!   client half-closes at the peerd level: it sends Close{`reconnect`} at once but keeps
+//!   the socket open (no FIN, no WebSocket Close), answers calls and Pings on it, queues
+//!   everything else, and reads until the server's Close. After the server's
+//!   Close{`reconnect`} (everything sent before our Close was acted on and answered) it
+//!   reconnects at once, with at most 5 ms of jitter and no backoff, resumes its session,
+//!   re-joins, re-watches and writes the queue: a restart loses nothing either side sent.
 //! - Handlers and listeners can be registered before `connect()` (use [`Peer::new`] then
 //!   [`Peer::connect`]) and survive reconnects.
 //! - A topic message for a topic this client has not joined is discarded on receipt.
@@ -137,7 +156,9 @@
 //! - `inbound`: the read loop and keepalive probe; routes each frame to a waiter, the
 //!   dispatcher, or a Pong.
 //! - `supervisor`: the thread that owns the connection's life: read until it ends, fail
-//!   pending requests, reconnect with backoff and jitter, resume, re-join and re-watch.
+//!   pending requests, reconnect with backoff and jitter (at once after a drain), resume,
+//!   re-join and re-watch, write what was queued.
+//! - `outbox`: the reconnect queue, its bounds, and the order it keeps.
 //! - `dispatch`: the dispatcher thread, the registry of handlers and listeners it runs,
 //!   and the presence views (snapshot -> joins).
 //! - `membership`: the topics joined and watches open (the receive filter; what a
@@ -163,6 +184,7 @@ mod link;
 mod listeners;
 mod membership;
 mod messages;
+mod outbox;
 mod peer;
 mod pending;
 mod shared;

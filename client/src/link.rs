@@ -6,6 +6,12 @@
 //! costs one syscall. A second handle on the socket lets anyone shut it down without
 //! taking that lock (a writer blocked on a full socket would otherwise hold it), which also
 //! wakes the reader.
+//!
+//! A drain (PROTOCOL.md §6.10) half-closes the link at the peerd level: the client's
+//! Close{reconnect} is written, and from then on only answers (RpcResponse, RpcError,
+//! Pong) may follow it; every other frame is refused unwritten ([`SendFailure::Unusable`])
+//! and its sender queues it for the next connection instead. The socket stays open both
+//! ways (no FIN, no WebSocket Close) so the server's answers and its own Close arrive.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -28,6 +34,8 @@ const KEEP_BUF: usize = 256 * 1024;
 pub(crate) enum WriteError {
     Encode(EncodeError),
     Io(io::Error),
+    /// The link is half-closed (a drain): only answers may be written.
+    HalfClosed,
 }
 
 /// The write side of one connection.
@@ -36,6 +44,9 @@ pub(crate) struct Link {
     /// A second handle on the socket, to shut it down without taking the writer lock.
     sock: Socket,
     alive: AtomicBool,
+    /// Our Close{reconnect} is written: only answers may follow. Set and checked under the
+    /// writer lock, so no frame can slip in behind the Close.
+    half_closed: AtomicBool,
     /// The largest body this side may send: the Hello's cap during the handshake, then the
     /// server's limit from Welcome. Bigger messages fail locally with `Encode(TooLarge)`
     /// instead of getting the connection closed.
@@ -58,6 +69,7 @@ impl Link {
             }),
             sock,
             alive: AtomicBool::new(true),
+            half_closed: AtomicBool::new(false),
             max_send: AtomicU32::new(max_send),
         }
     }
@@ -67,8 +79,18 @@ impl Link {
         self.max_send.store(n, Ordering::Relaxed);
     }
 
+    /// The largest body this link may send.
+    pub(crate) fn max_send(&self) -> u32 {
+        self.max_send.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Alive and not half-closed: a new request may be written on it.
+    pub(crate) fn is_usable(&self) -> bool {
+        self.is_alive() && !self.half_closed.load(Ordering::SeqCst)
     }
 
     /// Mark dead and shut the socket down, which wakes the reader (and any blocked writer).
@@ -77,15 +99,31 @@ impl Link {
         self.sock.shutdown();
     }
 
-    /// Encode and write one frame; an IO error is returned, not acted on.
+    /// Encode and write one frame (the Hello); an IO error is returned, not acted on.
     pub(crate) fn write<M: Encode>(&self, msg: &M) -> Result<(), WriteError> {
+        self.write_with(
+            |buf, max| encode(msg, buf, max).map_err(WriteError::Encode),
+            false,
+        )
+    }
+
+    /// Write one frame: `fill` appends it (header and body) to the buffer, whose front
+    /// holds room for the transport's header. `reply`: an answer, which may follow our
+    /// half-close; anything else is refused after it.
+    fn write_with(
+        &self,
+        fill: impl FnOnce(&mut BytesMut, u32) -> Result<(), WriteError>,
+        reply: bool,
+    ) -> Result<(), WriteError> {
         let mut guard = self.writer.lock().unwrap();
+        if !reply && self.half_closed.load(Ordering::SeqCst) {
+            return Err(WriteError::HalfClosed);
+        }
         let w = &mut *guard;
         w.buf.clear();
         let headroom = w.wire.headroom();
         w.buf.put_bytes(0, headroom);
-        encode(msg, &mut w.buf, self.max_send.load(Ordering::Relaxed))
-            .map_err(WriteError::Encode)?;
+        fill(&mut w.buf, self.max_send.load(Ordering::Relaxed))?;
         let r = w.wire.write_frame(&mut w.buf);
         if w.buf.capacity() > KEEP_BUF {
             w.buf = BytesMut::new();
@@ -98,12 +136,48 @@ impl Link {
     where
         M: Encode,
     {
+        self.send_with(
+            |buf, max| encode(msg, buf, max).map_err(WriteError::Encode),
+            false,
+        )
+    }
+
+    /// Write an answer (RpcResponse, RpcError, Pong): allowed after our half-close too, since
+    /// the server waits for the answers to its calls before ending a drain.
+    pub(crate) fn send_reply<M>(&self, msg: &M) -> Result<(), SendFailure>
+    where
+        M: Encode,
+    {
+        self.send_with(
+            |buf, max| encode(msg, buf, max).map_err(WriteError::Encode),
+            true,
+        )
+    }
+
+    /// Write a frame encoded earlier (by the reconnect queue), as it is. Its body must fit
+    /// [`max_send`](Self::max_send); the caller checks.
+    pub(crate) fn send_encoded(&self, frame: &[u8]) -> Result<(), SendFailure> {
+        self.send_with(
+            |buf, _| {
+                buf.extend_from_slice(frame);
+                Ok(())
+            },
+            false,
+        )
+    }
+
+    fn send_with(
+        &self,
+        fill: impl FnOnce(&mut BytesMut, u32) -> Result<(), WriteError>,
+        reply: bool,
+    ) -> Result<(), SendFailure> {
         if !self.is_alive() {
-            return Err(SendFailure::ConnectionLost);
+            return Err(SendFailure::Unusable);
         }
-        match self.write(msg) {
+        match self.write_with(fill, reply) {
             Ok(()) => Ok(()),
             Err(WriteError::Encode(e)) => Err(SendFailure::Encode(e)),
+            Err(WriteError::HalfClosed) => Err(SendFailure::Unusable),
             Err(WriteError::Io(e)) => {
                 // A partial write leaves the stream mid-frame: the connection is unusable.
                 tracing::debug!(error = %e, "peerd-client write failed");
@@ -111,6 +185,36 @@ impl Link {
                 Err(SendFailure::ConnectionLost)
             }
         }
+    }
+
+    /// The drain's half-close (PROTOCOL.md §6.10): write Close{code, reason} and refuse
+    /// every later frame but answers, keeping the socket open both ways. True the first
+    /// time.
+    pub(crate) fn half_close(&self, code: u16, reason: &str) -> bool {
+        let close = Close {
+            code,
+            reason: reason.into(),
+        };
+        let r = {
+            let mut guard = self.writer.lock().unwrap();
+            if self.half_closed.swap(true, Ordering::SeqCst) {
+                return false;
+            }
+            let w = &mut *guard;
+            w.buf.clear();
+            let headroom = w.wire.headroom();
+            w.buf.put_bytes(0, headroom);
+            match encode(&close, &mut w.buf, self.max_send.load(Ordering::Relaxed)) {
+                Ok(()) => w.wire.write_frame(&mut w.buf),
+                // A reason too long for the server's limit: a bare Close says the same.
+                Err(_) => Ok(()),
+            }
+        };
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "peerd-client half-close write failed");
+            self.kill();
+        }
+        true
     }
 
     /// Write bytes below the peerd framing (the WebSocket upgrade request).
@@ -151,8 +255,8 @@ impl Link {
 }
 
 impl Outbound for Link {
-    fn is_alive(&self) -> bool {
-        Link::is_alive(self)
+    fn is_usable(&self) -> bool {
+        Link::is_usable(self)
     }
 
     fn send<M: Encode>(&self, msg: &M) -> Result<(), SendFailure> {

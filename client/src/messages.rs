@@ -30,6 +30,11 @@ pub struct EventInfo {
 /// An asynchronous failure the server reported with `Status{req: 0, code != 0}`: a
 /// fire-and-forget request failed (a direct event to an unknown peer, a publish to an
 /// invalid topic, ...), or a topic/watch could not be re-established after a reconnect.
+///
+/// The client reports here too the fire-and-forget frames it dropped from its reconnect
+/// queue without sending them: `timeout` when they waited longer than
+/// `reconnect_queue_timeout`, `too_large` when the next connection's frame limit was
+/// below them (the message names their kinds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerError {

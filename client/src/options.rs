@@ -30,6 +30,25 @@ pub struct PeerOptions {
     pub default_call_timeout: Duration,
     /// What to do when an established connection drops.
     pub reconnect: ReconnectPolicy,
+    /// How long a send made while the peer is not connected (reconnecting, or draining:
+    /// PROTOCOL.md §6.10) may wait in the reconnect queue for the next connection. Default
+    /// 10 s: long enough for a drain (the server waits up to its drain grace, 5 s by
+    /// default, before its Close; the client then reconnects at once) and for a plain
+    /// restart that takes a few seconds (the default backoff tries again at least every
+    /// 5 s); short enough that a caller learns well before the 30 s call deadline that
+    /// the server is not coming back. Zero disables the queue: such sends fail at once
+    /// with `NotConnected`, as they did before there was one.
+    pub reconnect_queue_timeout: Duration,
+    /// The most frames the reconnect queue holds. Default 1,024. A send that would exceed
+    /// it, or [`reconnect_queue_bytes`](Self::reconnect_queue_bytes), fails at once with
+    /// `QueueFull`; what is already queued is kept (dropping the oldest would lose frames
+    /// whose senders were told they were accepted). Zero disables the queue.
+    pub reconnect_queue_frames: usize,
+    /// The most bytes (encoded frames) the reconnect queue holds. Default 1 MiB, the same
+    /// as the TypeScript client's: what a reconnecting peer holds stays small next to what
+    /// the server buffers per peer. A frame near the server's default limit (a 1 MiB body)
+    /// does not fit: raise this if the application sends such frames while reconnecting.
+    pub reconnect_queue_bytes: usize,
     /// Largest frame body accepted *from the server*. Larger frames are a protocol
     /// violation and drop the connection. What the client may *send* is governed by the
     /// server's own limit announced in Welcome, not by this field.
@@ -59,6 +78,9 @@ impl Default for PeerOptions {
             tls: TlsOptions::default(),
             default_call_timeout: Duration::from_secs(30),
             reconnect: ReconnectPolicy::default(),
+            reconnect_queue_timeout: Duration::from_secs(10),
+            reconnect_queue_frames: 1024,
+            reconnect_queue_bytes: 1 << 20,
             // Relayed frames carry the sender's payload plus an envelope (topic, sender id),
             // so accept more than the server's default body limit.
             max_frame_len: 16 * DEFAULT_MAX_FRAME_LEN,
@@ -134,6 +156,35 @@ impl PeerOptions {
     pub fn no_reconnect(mut self) -> Self {
         self.reconnect.enabled = false;
         self
+    }
+
+    /// How long a send made while not connected may wait for the next connection
+    /// ([`PeerOptions::reconnect_queue_timeout`]); zero disables the queue.
+    pub fn reconnect_queue_timeout(mut self, d: Duration) -> Self {
+        self.reconnect_queue_timeout = d;
+        self
+    }
+
+    /// The reconnect queue's bounds: at most `frames` frames and `bytes` bytes.
+    pub fn reconnect_queue_limits(mut self, frames: usize, bytes: usize) -> Self {
+        self.reconnect_queue_frames = frames;
+        self.reconnect_queue_bytes = bytes;
+        self
+    }
+
+    /// Fail sends made while not connected at once (`NotConnected`) instead of queueing
+    /// them for the next connection.
+    pub fn no_reconnect_queue(mut self) -> Self {
+        self.reconnect_queue_frames = 0;
+        self
+    }
+
+    /// Whether sends made while not connected are queued (reconnect on, bounds non-zero).
+    pub(crate) fn queues_while_reconnecting(&self) -> bool {
+        self.reconnect.enabled
+            && !self.reconnect_queue_timeout.is_zero()
+            && self.reconnect_queue_frames > 0
+            && self.reconnect_queue_bytes > 0
     }
 
     /// Largest frame body accepted from the server.
@@ -310,6 +361,18 @@ mod tests {
         assert_eq!(o.connect_timeout, Duration::from_secs(5));
         assert_eq!(o.handshake_timeout, Duration::from_secs(5));
         assert_eq!(o.dispatch_queue, 1024);
+        assert_eq!(o.reconnect_queue_timeout, Duration::from_secs(10));
+        assert_eq!(
+            (o.reconnect_queue_frames, o.reconnect_queue_bytes),
+            (1024, 1 << 20)
+        );
+        assert!(o.queues_while_reconnecting());
+        assert!(!o.clone().no_reconnect_queue().queues_while_reconnecting());
+        assert!(!o.clone().no_reconnect().queues_while_reconnecting());
+        assert!(!o
+            .clone()
+            .reconnect_queue_timeout(Duration::ZERO)
+            .queues_while_reconnecting());
         assert!(o.max_frame_len > DEFAULT_MAX_FRAME_LEN);
         let r = o.reconnect;
         assert!(r.enabled);

@@ -275,7 +275,7 @@ impl Peer {
     pub fn refresh_token(&self, credentials: impl Into<Vec<u8>>) -> Result<(), RequestError> {
         let inner = self.inner();
         let credentials = credentials.into();
-        let live = inner.current_link().is_ok();
+        let live = inner.usable_link().is_some();
         let version = inner.session().map(|s| s.version);
         if !live || version.is_none_or(|v| v < 2) {
             *inner.credentials.lock().unwrap() = Some(credentials);
@@ -293,12 +293,25 @@ impl Peer {
         Ok(())
     }
 
-    /// Round trip of a Ping to the server.
+    /// Frames waiting in the reconnect queue for the next connection (sent while not
+    /// connected; see [`PeerOptions::reconnect_queue_timeout`]). Zero while connected.
+    pub fn queued_frames(&self) -> usize {
+        self.inner().outbox.len().0
+    }
+
+    /// Bytes (encoded frames) waiting in the reconnect queue; at most
+    /// [`PeerOptions::reconnect_queue_bytes`].
+    pub fn queued_bytes(&self) -> usize {
+        self.inner().outbox.len().1
+    }
+
+    /// Round trip of a Ping to the server. Never queued: while not connected it fails at
+    /// once with `NotConnected`.
     pub fn ping(&self, timeout: Duration) -> Result<Duration, RequestError> {
         let inner = self.inner();
         let sent = Instant::now();
         let pong = inner
-            .start(&inner.pings, timeout, |nonce| Ping { nonce })?
+            .start_live(&inner.pings, timeout, |nonce| Ping { nonce })?
             .wait()?;
         Ok(pong.saturating_duration_since(sent))
     }
@@ -310,7 +323,8 @@ impl Peer {
     ) -> impl Future<Output = Result<Duration, RequestError>> + Send + 'static {
         let inner = self.inner();
         let sent = Instant::now();
-        let pong = inner.wait_async(inner.start(&inner.pings, timeout, |nonce| Ping { nonce }));
+        let pong =
+            inner.wait_async(inner.start_live(&inner.pings, timeout, |nonce| Ping { nonce }));
         async move { Ok(pong.await?.saturating_duration_since(sent)) }
     }
 

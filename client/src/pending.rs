@@ -4,26 +4,36 @@
 //! A [`Waiter`] owns the whole sequence:
 //! 1. it registers its id in a [`PendingTable`] *before* the request is written, so an
 //!    answer can never arrive for an id nobody registered;
-//! 2. it checks that the link is alive, then writes the request; if either fails it
-//!    un-registers itself and the caller gets the error at once;
+//! 2. it checks that the link is usable, then writes the request; if either fails it
+//!    un-registers itself and the caller gets the error at once (or, when nothing was
+//!    written, tries the reconnect queue: `Inner::start`);
 //! 3. it waits for the outcome until its deadline: blocking ([`Waiter::wait`]) or as a
 //!    future ([`Waiter::wait_async`]) whose deadline the [`Deadlines`] timer enforces,
 //!    because the crate borrows no runtime's timer;
 //! 4. it un-registers itself when it is done or dropped (a dropped future leaves nothing
 //!    behind).
 //!
+//! A request made while the peer is not connected is registered *queued*
+//! ([`Waiter::queued`]) and its frame goes to the reconnect queue (`outbox`). It keeps its
+//! own deadline. When the queue writes it on the next connection it first marks it sent
+//! ([`Awaiting::mark_sent`]), which fails if nobody waits any more (timed out, dropped):
+//! such a request is not sent at all.
+//!
 //! **Who decides the outcome.** Whoever removes the entry from the table: the reader
 //! ([`PendingTable::complete`]: the answer), the supervisor when the link drops
-//! ([`PendingTable::fail_all`]: lost, at once rather than at the deadline), the timer
-//! (timeout, async waits), or the waiter itself at its deadline (timeout). The remover then
-//! sends that outcome on the waiter's one-shot channel. A waiter whose deadline passes but
-//! whose entry is already gone waits for what the remover is sending, so an answer that
-//! arrives in the same instant as the deadline is delivered: `complete` returning true
-//! always means the caller got the answer.
+//! ([`PendingTable::fail_sent`]: lost, at once rather than at the deadline), the reconnect
+//! queue (queue timeout, too large for the new connection), closing the peer
+//! ([`PendingTable::fail_all`]), the timer (timeout, async waits), or the waiter itself at
+//! its deadline (timeout). The remover then sends that outcome on the waiter's one-shot
+//! channel. A waiter whose deadline passes but whose entry is already gone waits for what
+//! the remover is sending, so an answer that arrives in the same instant as the deadline
+//! is delivered: `complete` returning true always means the caller got the answer.
 //!
 //! **Link drop.** The supervisor marks the link dead *before* failing the table, and a
-//! waiter checks the link *after* registering: either `fail_all` sees the entry or the
-//! waiter sees the dead link. No waiter is left behind to run into its deadline.
+//! waiter checks the link *after* registering: either `fail_sent` sees the entry or the
+//! waiter sees the dead link. No waiter is left behind to run into its deadline. Queued
+//! entries are not failed by a link drop: they were never written on it, and wait for the
+//! next connection.
 //!
 //! Each channel is bounded(1) and fed at most once (by the remover), so completing never
 //! blocks the reader.
@@ -65,15 +75,25 @@ impl WaitError for RequestError {
 
 /// Where a waiter writes its request: the connection's write side.
 pub(crate) trait Outbound {
-    /// False once the connection is known to be dead (marked before `fail_all` runs).
-    fn is_alive(&self) -> bool;
+    /// False once nothing more can be written: the connection is known to be dead (marked
+    /// before `fail_sent` runs), or half-closed by a drain.
+    fn is_usable(&self) -> bool;
     /// Write one frame.
     fn send<M: Encode>(&self, msg: &M) -> Result<(), SendFailure>;
 }
 
+/// One registered waiter: where its outcome goes, and whether its request has been
+/// written on a connection yet.
+struct Entry<V, E> {
+    tx: flume::Sender<Result<V, E>>,
+    /// In the reconnect queue, not written on any connection yet: a connection that drops
+    /// does not fail it.
+    queued: bool,
+}
+
 /// Registered waiters of one kind, keyed by request id.
 pub(crate) struct PendingTable<V, E> {
-    map: Mutex<HashMap<u64, flume::Sender<Result<V, E>>>>,
+    map: Mutex<HashMap<u64, Entry<V, E>>>,
 }
 
 impl<V, E> PendingTable<V, E> {
@@ -83,15 +103,15 @@ impl<V, E> PendingTable<V, E> {
         }
     }
 
-    fn register(&self, id: u64) -> flume::Receiver<Result<V, E>> {
+    fn register(&self, id: u64, queued: bool) -> flume::Receiver<Result<V, E>> {
         let (tx, rx) = flume::bounded(1);
-        self.map.lock().unwrap().insert(id, tx);
+        self.map.lock().unwrap().insert(id, Entry { tx, queued });
         rx
     }
 
     /// Take `id`'s entry out: the caller now decides its outcome.
     fn take(&self, id: u64) -> Option<flume::Sender<Result<V, E>>> {
-        self.map.lock().unwrap().remove(&id)
+        self.map.lock().unwrap().remove(&id).map(|e| e.tx)
     }
 
     /// Deliver the outcome for `id`. True: its waiter gets it. False: nobody waits for it
@@ -110,15 +130,88 @@ impl<V, E> PendingTable<V, E> {
 }
 
 impl<V, E: WaitError> PendingTable<V, E> {
-    /// The connection dropped: fail every waiter at once with [`WaitError::lost`], since
-    /// no answer can come any more. Returns how many there were.
+    /// The connection dropped: fail every waiter whose request was written at once with
+    /// [`WaitError::lost`], since no answer can come any more. Queued ones stay: they go
+    /// out on the next connection. Returns how many failed.
+    pub(crate) fn fail_sent(&self) -> usize {
+        let failed: Vec<_> = {
+            let mut map = self.map.lock().unwrap();
+            let ids: Vec<u64> = map
+                .iter()
+                .filter(|(_, e)| !e.queued)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter().filter_map(|id| map.remove(&id)).collect()
+        };
+        let n = failed.len();
+        for e in failed {
+            let _ = e.tx.try_send(Err(E::lost()));
+        }
+        n
+    }
+
+    /// The peer closed for good: fail every waiter, those written with
+    /// [`WaitError::lost`], queued ones (never sent) with `Closed`. Returns how many.
     pub(crate) fn fail_all(&self) -> usize {
         let drained: Vec<_> = self.map.lock().unwrap().drain().collect();
         let n = drained.len();
-        for (_, tx) in drained {
-            let _ = tx.try_send(Err(E::lost()));
+        for (_, e) in drained {
+            let err = if e.queued {
+                E::from(SendFailure::Closed)
+            } else {
+                E::lost()
+            };
+            let _ = e.tx.try_send(Err(err));
         }
         n
+    }
+}
+
+/// A request waiting in the reconnect queue, as the queue sees it (whatever its table's
+/// types).
+pub(crate) trait Awaiting: Send + Sync {
+    /// The request is about to be written: from now on a dropped connection fails it.
+    /// False when nobody waits for it any more (timed out, dropped, peer closed): it must
+    /// not be sent.
+    fn mark_sent(&self, id: u64) -> bool;
+    /// Undo [`mark_sent`](Self::mark_sent): nothing of it was written after all.
+    fn mark_queued(&self, id: u64);
+    /// Whether someone still waits for `id`.
+    fn is_waiting(&self, id: u64) -> bool;
+    /// `id` will not be sent: fail it with `why`, if it is still queued.
+    fn fail_queued(&self, id: u64, why: SendFailure) -> bool;
+}
+
+impl<V: Send, E: WaitError + Send> Awaiting for PendingTable<V, E> {
+    fn mark_sent(&self, id: u64) -> bool {
+        match self.map.lock().unwrap().get_mut(&id) {
+            Some(e) => {
+                e.queued = false;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn mark_queued(&self, id: u64) {
+        if let Some(e) = self.map.lock().unwrap().get_mut(&id) {
+            e.queued = true;
+        }
+    }
+
+    fn is_waiting(&self, id: u64) -> bool {
+        self.map.lock().unwrap().contains_key(&id)
+    }
+
+    fn fail_queued(&self, id: u64, why: SendFailure) -> bool {
+        let tx = {
+            let mut map = self.map.lock().unwrap();
+            match map.get(&id) {
+                Some(e) if e.queued => map.remove(&id).map(|e| e.tx),
+                _ => None,
+            }
+        };
+        tx.is_some_and(|tx| tx.try_send(Err(E::from(why))).is_ok())
     }
 }
 
@@ -133,8 +226,8 @@ impl<V: Send, E: WaitError + Send> Expire for PendingTable<V, E> {
     }
 }
 
-/// One request in flight: registered in its table, written, awaiting the outcome. See the
-/// module docs for the protocol.
+/// One request in flight: registered in its table, written (or queued), awaiting the
+/// outcome. See the module docs for the protocol.
 pub(crate) struct Waiter<V, E> {
     table: Arc<PendingTable<V, E>>,
     id: u64,
@@ -142,6 +235,8 @@ pub(crate) struct Waiter<V, E> {
     deadline: Instant,
     /// The timer holding this waiter's deadline (async waits only), to cancel it on drop.
     timer: Option<Arc<Deadlines>>,
+    /// Made while not connected: its request went to the reconnect queue.
+    queued: bool,
 }
 
 impl<V, E> Waiter<V, E>
@@ -149,33 +244,49 @@ where
     V: Send + 'static,
     E: WaitError + Send + 'static,
 {
-    /// Register `id` in `table`, then write `build(id)` on `link`. On `Err` nothing stays
-    /// registered. The deadline runs from now.
+    /// Register `id` in `table`, then write `msg` on `link`. On `Err` nothing stays
+    /// registered; `Unusable` means nothing was written. The deadline runs from now.
     pub(crate) fn start<L, M>(
         table: &Arc<PendingTable<V, E>>,
         link: &L,
         id: u64,
         timeout: Duration,
-        build: impl FnOnce(u64) -> M,
-    ) -> Result<Self, E>
+        msg: &M,
+    ) -> Result<Self, SendFailure>
     where
         L: Outbound + ?Sized,
         M: Encode,
     {
-        let waiter = Waiter {
-            table: table.clone(),
-            id,
-            rx: table.register(id),
-            deadline: deadline_after(timeout),
-            timer: None,
-        };
+        let waiter = Self::register(table, id, timeout, false);
         // After registering: see "Link drop" in the module docs. Returning drops the
         // waiter, which un-registers it.
-        if !link.is_alive() {
-            return Err(E::lost());
+        if !link.is_usable() {
+            return Err(SendFailure::Unusable);
         }
-        link.send(&build(id))?;
+        link.send(msg)?;
         Ok(waiter)
+    }
+
+    /// Register `id` in `table` as queued: its request waits in the reconnect queue. The
+    /// deadline runs from now, like a request written at once.
+    pub(crate) fn queued(table: &Arc<PendingTable<V, E>>, id: u64, timeout: Duration) -> Self {
+        Self::register(table, id, timeout, true)
+    }
+
+    fn register(table: &Arc<PendingTable<V, E>>, id: u64, timeout: Duration, queued: bool) -> Self {
+        Waiter {
+            table: table.clone(),
+            id,
+            rx: table.register(id, queued),
+            deadline: deadline_after(timeout),
+            timer: None,
+            queued,
+        }
+    }
+
+    /// Whether the request was made while not connected and went to the reconnect queue.
+    pub(crate) fn was_queued(&self) -> bool {
+        self.queued
     }
 
     /// Block until the outcome: the answer, the link dropping, or the deadline.
@@ -356,7 +467,7 @@ mod tests {
     }
 
     impl Outbound for FakeLink {
-        fn is_alive(&self) -> bool {
+        fn is_usable(&self) -> bool {
             self.alive.load(Ordering::SeqCst)
         }
         fn send<M: Encode>(&self, _msg: &M) -> Result<(), SendFailure> {
@@ -379,7 +490,7 @@ mod tests {
         id: u64,
         timeout: Duration,
     ) -> Waiter<u32, RequestError> {
-        Waiter::start(t, link, id, timeout, ping).unwrap()
+        Waiter::start(t, link, id, timeout, &ping(id)).unwrap()
     }
 
     #[test]
@@ -480,7 +591,7 @@ mod tests {
             })
             .collect();
         started.wait();
-        assert_eq!(t.fail_all(), 50);
+        assert_eq!(t.fail_sent(), 50);
         assert_eq!(t.len(), 0);
         for w in waiters {
             let (r, waited) = w.join().unwrap();
@@ -497,12 +608,49 @@ mod tests {
     }
 
     #[test]
+    fn queued_waiters_outlive_a_link_drop_and_fail_closed_at_the_end() {
+        let t = Arc::new(Table::new());
+        let link = FakeLink::up();
+        let sent = start(&t, &link, 1, Duration::from_secs(30));
+        let queued = Waiter::queued(&t, 2, Duration::from_secs(30));
+        assert!(queued.was_queued() && !sent.was_queued());
+        // The link drops: only what was written on it fails.
+        assert_eq!(t.fail_sent(), 1);
+        assert_eq!(sent.wait(), Err(RequestError::ConnectionLost));
+        assert!(t.is_waiting(2));
+        // Written on the next link, then that one drops too.
+        assert!(t.mark_sent(2));
+        assert!(!t.fail_queued(2, SendFailure::QueueTimeout), "sent by now");
+        assert_eq!(t.fail_sent(), 1);
+        assert_eq!(queued.wait(), Err(RequestError::ConnectionLost));
+
+        // Still queued when the peer closes: Closed (never sent); a written one: lost.
+        let queued = Waiter::queued(&t, 3, Duration::from_secs(30));
+        let sent = start(&t, &link, 4, Duration::from_secs(30));
+        assert_eq!(t.fail_all(), 2);
+        assert_eq!(queued.wait(), Err(RequestError::Closed));
+        assert_eq!(sent.wait(), Err(RequestError::ConnectionLost));
+
+        // Dropped or timed out while queued: not to be sent.
+        let w = Waiter::queued(&t, 5, Duration::from_millis(1));
+        assert_eq!(w.wait(), Err(RequestError::Timeout), "its own deadline");
+        assert!(!t.mark_sent(5));
+        let w = Waiter::queued(&t, 6, Duration::from_secs(30));
+        assert!(t.fail_queued(6, SendFailure::QueueTimeout));
+        assert_eq!(w.wait(), Err(RequestError::QueueTimeout));
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
     fn a_dead_link_or_a_failed_write_leaves_nothing_registered() {
         let t = Arc::new(Table::new());
         let dead = FakeLink::up();
         dead.alive.store(false, Ordering::SeqCst);
-        let r = Waiter::start(&t, &dead, 1, Duration::from_secs(30), ping);
-        assert_eq!(r.err(), Some(RequestError::ConnectionLost));
+        let r = Waiter::start(&t, &dead, 1, Duration::from_secs(30), &ping(1));
+        assert!(
+            matches!(r.err(), Some(SendFailure::Unusable)),
+            "nothing written"
+        );
         assert_eq!(dead.sent.load(Ordering::SeqCst), 0, "nothing written");
         assert_eq!(t.len(), 0);
 
@@ -510,8 +658,8 @@ mod tests {
             fail_send: true,
             ..FakeLink::up()
         };
-        let r = Waiter::start(&t, &failing, 2, Duration::from_secs(30), ping);
-        assert_eq!(r.err(), Some(RequestError::ConnectionLost));
+        let r = Waiter::start(&t, &failing, 2, Duration::from_secs(30), &ping(2));
+        assert!(matches!(r.err(), Some(SendFailure::ConnectionLost)));
         assert_eq!(t.len(), 0);
     }
 
@@ -523,7 +671,7 @@ mod tests {
         let t2 = t.clone();
         let link = FakeLink {
             during_send: Box::new(move || {
-                t2.fail_all();
+                t2.fail_sent();
             }),
             ..FakeLink::up()
         };
@@ -558,7 +706,7 @@ mod tests {
         );
 
         let f = start(&t, &link, 4, Duration::from_secs(30)).wait_async(&timer);
-        assert_eq!(t.fail_all(), 1);
+        assert_eq!(t.fail_sent(), 1);
         assert_eq!(block_on(f), Err(RequestError::ConnectionLost));
         timer.stop();
     }

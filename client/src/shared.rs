@@ -1,22 +1,25 @@
 //! `Inner`: the state a peer's threads share (the user's handle, the supervisor, the
 //! dispatcher, the deadline timer), and the operations on it that more than one of them
-//! needs: the live link, sending, starting requests, state changes, closing.
+//! needs: the live link, sending (or queueing while not connected), starting requests,
+//! state changes, closing.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use peerd_codec::{Code, Encode, Limits};
+use bytes::{Bytes, BytesMut};
+use peerd_codec::{Code, Encode, EncodeError, Limits, DEFAULT_MAX_FRAME_LEN, HEADER_LEN};
 
 use crate::dispatch::{self, Control, Registry, Work};
 use crate::error::{CallError, RequestError, SendFailure};
 use crate::link::Link;
 use crate::membership::{TopicState, WatchKey};
+use crate::messages::ServerError;
 use crate::options::PeerOptions;
-use crate::pending::{Deadlines, PendingTable, WaitError, Waiter};
+use crate::outbox::{Outbox, Pushed, Queued};
+use crate::pending::{Awaiting, Deadlines, Expire, PendingTable, WaitError, Waiter};
 use crate::socket::Socket;
 use crate::state::{CloseInfo, Initiator, State, StateCell};
 use crate::transport::Target;
@@ -118,8 +121,13 @@ pub(crate) struct Inner {
     pub(crate) target: Target,
     pub(crate) state: StateCell,
     pub(crate) gate: Gate,
-    /// The live connection's write side; `None` while not Active.
+    /// The live connection's write side; `None` while reconnecting, and while a new
+    /// connection writes what was queued (the queue publishes it once empty). A link
+    /// that is dead or half-closed (a drain) may stay here a moment: senders check
+    /// [`Link::is_usable`].
     pub(crate) link: Mutex<Option<Arc<Link>>>,
+    /// What is sent while not connected, for the next connection (see `outbox`).
+    pub(crate) outbox: Outbox,
     /// The last Welcome (kept while reconnecting: its token and id are presented again).
     pub(crate) session: Mutex<Option<Arc<Session>>>,
     /// The socket of a connect/handshake in progress, so `disconnect()` can interrupt it.
@@ -143,6 +151,24 @@ pub(crate) struct Inner {
     /// queue that only its own thread drains.
     pub(crate) ctl: flume::Sender<Control>,
     dispatch_rx: Mutex<Option<(flume::Receiver<Work>, flume::Receiver<Control>)>>,
+    /// This `Inner`, for the deadline timer, which expires the reconnect queue through
+    /// it (a weak reference: the timer must not keep a dropped peer alive).
+    me: Weak<Inner>,
+}
+
+/// Where a frame sent now goes.
+enum Route {
+    Link(Arc<Link>),
+    Queue,
+}
+
+/// Why queued frames were not sent.
+#[derive(Debug, Clone, Copy)]
+enum Unsent {
+    /// `reconnect_queue_timeout` ran out.
+    Timeout,
+    /// The new connection's frame limit is below the frame's body.
+    TooLarge { max: u32 },
 }
 
 impl Inner {
@@ -152,8 +178,9 @@ impl Inner {
         let (ctl_tx, ctl_rx) = flume::unbounded();
         let gate = Gate::new();
         let closed = gate.flag.clone();
-        Arc::new(Inner {
+        Arc::new_cyclic(|me| Inner {
             credentials: Mutex::new(options.credentials.clone()),
+            outbox: Outbox::new(&options),
             opts: options,
             target,
             state: StateCell::new(),
@@ -173,6 +200,7 @@ impl Inner {
             work: work_tx,
             ctl: ctl_tx,
             dispatch_rx: Mutex::new(Some((work_rx, ctl_rx))),
+            me: me.clone(),
         })
     }
 
@@ -211,23 +239,213 @@ impl Inner {
         *self.last_close.lock().unwrap() = Some(info);
     }
 
-    pub(crate) fn current_link(&self) -> Result<Arc<Link>, SendFailure> {
-        if let Some(l) = self.link.lock().unwrap().as_ref() {
-            return Ok(l.clone());
+    /// The link new frames are written on now, if there is one that takes them.
+    pub(crate) fn usable_link(&self) -> Option<Arc<Link>> {
+        self.link
+            .lock()
+            .unwrap()
+            .as_ref()
+            .filter(|l| l.is_usable())
+            .cloned()
+    }
+
+    /// Where a frame sent now goes: the live link, the reconnect queue, or nowhere (the
+    /// error says why).
+    fn route(&self) -> Result<Route, SendFailure> {
+        if let Some(l) = self.usable_link() {
+            return Ok(Route::Link(l));
         }
         if self.gate.is_closed() {
             Err(SendFailure::Closed)
+        } else if self.outbox.is_open() {
+            Ok(Route::Queue)
         } else {
             Err(SendFailure::NotConnected)
         }
     }
 
-    /// Write one frame on the live connection.
+    /// Whether a frame sent now would be written or queued; if neither, why.
+    pub(crate) fn can_send(&self) -> Result<(), SendFailure> {
+        self.route().map(|_| ())
+    }
+
+    /// Write one frame on the live connection, or queue it for the next one while not
+    /// connected.
     pub(crate) fn send<M>(&self, msg: &M) -> Result<(), SendFailure>
     where
         M: Encode,
     {
-        self.current_link()?.send(msg)
+        // Each turn either succeeds or moves on: a link that refused the frame unwritten
+        // is no longer usable, and the queue says Retry only when a usable one is
+        // published.
+        loop {
+            match self.route()? {
+                Route::Link(l) => match l.send(msg) {
+                    Err(SendFailure::Unusable) => continue,
+                    r => return r,
+                },
+                Route::Queue => match self.enqueue(msg, None)? {
+                    Pushed::Queued { .. } => return Ok(()),
+                    Pushed::Retry => continue,
+                },
+            }
+        }
+    }
+
+    /// Write one frame if a connection takes it now; otherwise drop it (Unwatch: the next
+    /// connection has nothing to undo).
+    pub(crate) fn send_if_connected<M>(&self, msg: &M)
+    where
+        M: Encode,
+    {
+        if let Some(l) = self.usable_link() {
+            let _ = l.send(msg);
+        }
+    }
+
+    /// Encode `msg` and put it in the reconnect queue, arming the queue's expiry timer
+    /// when it was empty.
+    fn enqueue<M>(
+        &self,
+        msg: &M,
+        awaits: Option<(Arc<dyn Awaiting>, u64)>,
+    ) -> Result<Pushed, SendFailure>
+    where
+        M: Encode,
+    {
+        // The last session's limit: the next one is most likely the same server's (it is
+        // checked again when written).
+        let max = self
+            .session()
+            .map_or(DEFAULT_MAX_FRAME_LEN, |s| match s.limits.max_frame_len {
+                0 => DEFAULT_MAX_FRAME_LEN,
+                n => n,
+            });
+        let mut buf = BytesMut::new();
+        peerd_codec::encode(msg, &mut buf, max).map_err(SendFailure::Encode)?;
+        let pushed = self.outbox.push(
+            || self.usable_link().is_some(),
+            buf.freeze(),
+            M::KIND,
+            awaits,
+        )?;
+        if let Pushed::Queued { arm: Some(when) } = pushed {
+            self.arm_queue_expiry(when);
+        }
+        Ok(pushed)
+    }
+
+    fn arm_queue_expiry(&self, when: Instant) {
+        let me: Weak<dyn Expire> = self.me.clone();
+        self.deadlines.add(when, self.next_id(), me);
+    }
+
+    /// Write what the reconnect queue holds on `link`, in order, then publish `link` for
+    /// direct sends (under the queue's lock: no send overtakes a queued one). False when
+    /// the link died first: it is not published, and what is left waits for the next.
+    pub(crate) fn flush_queue(&self, link: &Arc<Link>) -> bool {
+        let mut written = 0usize;
+        loop {
+            let Some(item) = self
+                .outbox
+                .pop(|| *self.link.lock().unwrap() = Some(link.clone()))
+            else {
+                if written > 0 {
+                    tracing::debug!(written, "peerd-client: reconnect queue flushed");
+                }
+                return true;
+            };
+            // Its expiry may be due without the timer having run yet.
+            if item.until <= Instant::now() {
+                self.unsent(vec![item], Unsent::Timeout);
+                continue;
+            }
+            let max = link.max_send();
+            if item.frame.len() - HEADER_LEN > max as usize {
+                self.unsent(vec![item], Unsent::TooLarge { max });
+                continue;
+            }
+            if let Some((table, id)) = &item.awaits {
+                if !table.mark_sent(*id) {
+                    continue; // Nobody waits for it any more: not sent.
+                }
+            }
+            match link.send_encoded(&item.frame) {
+                Ok(()) => written += 1,
+                Err(SendFailure::Unusable) => {
+                    // Nothing was written: it waits for the next connection, still first.
+                    if let Some((table, id)) = &item.awaits {
+                        table.mark_queued(*id);
+                    }
+                    if let Err(item) = self.outbox.unpop(item) {
+                        if let Some((table, id)) = &item.awaits {
+                            table.fail_queued(*id, SendFailure::Closed);
+                        }
+                    }
+                    return false;
+                }
+                Err(e) => {
+                    // Written part-way: like anything in flight when a connection drops,
+                    // it may or may not have arrived; a request fails with the link
+                    // (ConnectionLost), a fire-and-forget frame is gone.
+                    tracing::debug!(?e, kind = ?item.kind, "peerd-client: queued frame lost");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Fail queued frames that will not be sent: a request gets its error, fire-and-forget
+    /// frames are reported through `on_error` (their senders were told they were taken).
+    fn unsent(&self, items: Vec<Queued>, why: Unsent) {
+        let mut dropped: Vec<&'static str> = Vec::new();
+        for item in &items {
+            match &item.awaits {
+                Some((table, id)) => {
+                    let err = match why {
+                        Unsent::Timeout => SendFailure::QueueTimeout,
+                        Unsent::TooLarge { max } => SendFailure::Encode(EncodeError::TooLarge {
+                            kind: item.kind,
+                            len: item.frame.len() - HEADER_LEN,
+                            max,
+                        }),
+                    };
+                    table.fail_queued(*id, err);
+                }
+                None => dropped.push(item.kind.name()),
+            }
+        }
+        if dropped.is_empty() {
+            return;
+        }
+        let (code, message) = match why {
+            Unsent::Timeout => (
+                Code::Timeout,
+                format!(
+                    "not sent: {} frame(s) ({}) waited in the reconnect queue longer than \
+                     reconnect_queue_timeout ({:?})",
+                    dropped.len(),
+                    dropped.join(", "),
+                    self.opts.reconnect_queue_timeout
+                ),
+            ),
+            Unsent::TooLarge { max } => (
+                Code::TooLarge,
+                format!(
+                    "not sent: {} queued frame(s) ({}) exceed the new connection's frame \
+                     limit of {max} bytes",
+                    dropped.len(),
+                    dropped.join(", ")
+                ),
+            ),
+        };
+        tracing::warn!(%message, "peerd-client");
+        // Never blocks: this runs on the timer thread or the supervisor, and a full
+        // dispatcher queue must not stall them (the warning above is always logged).
+        let _ = self.work.try_send(Work::Error(ServerError {
+            code: code.as_u16(),
+            message,
+        }));
     }
 
     /// Start the dispatcher thread once. It is started before the first connect so that
@@ -243,8 +461,30 @@ impl Inner {
         }
     }
 
-    /// Fail everything waiting on the connection that just ended.
-    pub(crate) fn fail_pending(&self) {
+    /// Fail everything waiting on the connection that just ended (what is queued waits
+    /// for the next one). Returns how many requests failed.
+    pub(crate) fn fail_pending(&self) -> usize {
+        let n = self.calls.fail_sent() + self.requests.fail_sent() + self.pings.fail_sent();
+        self.resync.lock().unwrap().clear();
+        n
+    }
+
+    /// The peer closed for good: fail everything waiting, queued or sent.
+    fn fail_everything(&self) {
+        // The queue first, so nothing more gets in; then the tables, which hold the
+        // queued requests' waiters too (they fail with `Closed`: never sent).
+        let dropped = self
+            .outbox
+            .close()
+            .iter()
+            .filter(|i| i.awaits.is_none())
+            .count();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "peerd-client closed with fire-and-forget frames still queued; not sent"
+            );
+        }
         self.calls.fail_all();
         self.requests.fail_all();
         self.pings.fail_all();
@@ -252,7 +492,8 @@ impl Inner {
     }
 
     /// Write the request `build` makes for a fresh id, with its waiter registered in
-    /// `table` (see [`Waiter`]: the one protocol every request kind follows).
+    /// `table` (see [`Waiter`]: the one protocol every request kind follows); while not
+    /// connected, queue it for the next connection.
     pub(crate) fn start<V, E, M>(
         &self,
         table: &Arc<PendingTable<V, E>>,
@@ -264,8 +505,55 @@ impl Inner {
         E: WaitError + Send + 'static,
         M: Encode,
     {
-        let link = self.current_link()?;
-        Waiter::start(table, &*link, self.next_id(), timeout, build)
+        let id = self.next_id();
+        let msg = build(id);
+        // As in `send`: every turn succeeds or moves on.
+        loop {
+            match self.route()? {
+                Route::Link(l) => match Waiter::start(table, &*l, id, timeout, &msg) {
+                    Err(SendFailure::Unusable) => continue,
+                    r => return r.map_err(E::from),
+                },
+                Route::Queue => {
+                    // Registered before it is queued, as before it is written: the
+                    // queue may write it (and the answer arrive) at once.
+                    let waiter = Waiter::queued(table, id, timeout);
+                    let awaits: Arc<dyn Awaiting> = table.clone();
+                    match self.enqueue(&msg, Some((awaits, id)))? {
+                        Pushed::Queued { .. } => return Ok(waiter),
+                        Pushed::Retry => continue,
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`start`](Self::start) on the live connection only, never queued (ping: it
+    /// measures the connection).
+    pub(crate) fn start_live<V, E, M>(
+        &self,
+        table: &Arc<PendingTable<V, E>>,
+        timeout: Duration,
+        build: impl FnOnce(u64) -> M,
+    ) -> Result<Waiter<V, E>, E>
+    where
+        V: Send + 'static,
+        E: WaitError + Send + 'static,
+        M: Encode,
+    {
+        let id = self.next_id();
+        let Some(link) = self.usable_link() else {
+            return Err(E::from(if self.gate.is_closed() {
+                SendFailure::Closed
+            } else {
+                SendFailure::NotConnected
+            }));
+        };
+        Waiter::start(table, &*link, id, timeout, &build(id)).map_err(|e| match e {
+            // Dead or draining since we looked: not connected, as far as a ping goes.
+            SendFailure::Unusable => E::from(SendFailure::NotConnected),
+            e => E::from(e),
+        })
     }
 
     /// A started request as a future: its error at once, or its outcome. Takes the
@@ -314,7 +602,7 @@ impl Inner {
         if let Some(s) = self.connecting.lock().unwrap().take() {
             s.shutdown();
         }
-        self.fail_pending();
+        self.fail_everything();
         self.deadlines.stop();
         self.set_state(State::Closed);
     }
@@ -323,9 +611,22 @@ impl Inner {
     /// reconnect disabled or given up).
     pub(crate) fn finish(&self) {
         self.gate.close();
-        self.fail_pending();
+        self.fail_everything();
         self.deadlines.stop();
         self.set_state(State::Closed);
+    }
+}
+
+/// The deadline timer calls this when the reconnect queue's front frame is due.
+impl Expire for Inner {
+    fn expire(&self, _id: u64) {
+        let (due, next) = self.outbox.expire(Instant::now());
+        if !due.is_empty() {
+            self.unsent(due, Unsent::Timeout);
+        }
+        if let Some(when) = next {
+            self.arm_queue_expiry(when);
+        }
     }
 }
 

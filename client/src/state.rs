@@ -27,7 +27,10 @@ pub enum State {
     Negotiating,
     /// The session is up: calls and requests are sent.
     Active,
-    /// The connection dropped; retrying with backoff. Calls fail fast with `NotConnected`.
+    /// The connection dropped (retrying with backoff), or the server is draining it (the
+    /// client half-closed it and reconnects as soon as the server closes it). What is sent
+    /// meanwhile waits in the reconnect queue, within its bounds
+    /// ([`PeerOptions::reconnect_queue_timeout`](crate::PeerOptions)).
     Reconnecting,
     /// Disconnected for good.
     Closed,

@@ -1,8 +1,12 @@
 //! The supervisor: one thread per peer, for the peer's whole life. It reads the current
 //! connection until it ends ([`read_loop`]), fails what was pending on it, then
 //! reconnects with exponential backoff and full jitter, presenting the last session's
-//! resume token, re-joins topics and re-opens presence watches, and reads the next
-//! connection.
+//! resume token, re-joins topics and re-opens presence watches, writes what was queued
+//! meanwhile (`outbox`), and reads the next connection.
+//!
+//! After a drain (the server's Close{reconnect}, PROTOCOL.md §6.10) it reconnects at once,
+//! with a few milliseconds of jitter and no backoff: the server already spread its peers
+//! over its drain window, and the new process or node is there now.
 //!
 //! Reading, reconnecting and the handshake are thus never concurrent with each other,
 //! which keeps the state machine simple. User code never runs on this thread (it goes to
@@ -11,6 +15,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
 use peerd_codec::{Code, Join, Watch};
 
@@ -20,11 +25,21 @@ use crate::link::Link;
 use crate::shared::{Inner, Resync};
 use crate::state::{CloseInfo, Initiator, State};
 
-/// Make `est` the live connection; on a reconnect, re-join topics and re-watch presence.
-/// False if the peer was closed meanwhile (the connection is then dropped).
+/// The most a reconnect after a drain waits: jitter only, so that peers drained in the
+/// same instant do not land in the same one.
+const DRAIN_JITTER: Duration = Duration::from_millis(5);
+
+/// Make `est` the live connection; on a reconnect, re-join topics and re-watch presence
+/// first, then write what was queued while not connected, in order. False if the peer was
+/// closed meanwhile (the connection is then dropped).
 pub(crate) fn install(inner: &Arc<Inner>, est: &Established, resync: bool) -> bool {
     *inner.session.lock().unwrap() = Some(est.session.clone());
-    *inner.link.lock().unwrap() = Some(est.link.clone());
+    if resync {
+        // Before the queue: a queued publish or send may need its topic joined.
+        resync_session(inner, &est.link);
+    }
+    // Publishes the link once the queue is empty (at once on a first connection).
+    let published = inner.flush_queue(&est.link);
     // Same ordering argument as in `establish`: shutdown() closes the gate, then takes
     // the link; if it ran before our store, we see the closed gate here.
     if inner.gate.is_closed() {
@@ -34,10 +49,12 @@ pub(crate) fn install(inner: &Arc<Inner>, est: &Established, resync: bool) -> bo
         est.link.kill();
         return false;
     }
-    if resync {
-        resync_session(inner, &est.link);
+    if published {
+        // From the first session on, sends made without a connection wait for the next.
+        inner.outbox.enable();
+        inner.set_state(State::Active);
     }
-    inner.set_state(State::Active);
+    // Else the link died while the queue was written: the read loop sees it at once.
     true
 }
 
@@ -127,9 +144,18 @@ fn supervise(inner: Arc<Inner>, mut est: Established) {
                 *slot = None;
             }
         }
-        inner.fail_pending();
+        let failed = inner.fail_pending();
         if inner.gate.is_closed() {
             return;
+        }
+        let drained = end.is_drained();
+        if drained && failed > 0 {
+            // The server's Close{reconnect} promises every call before our Close was
+            // answered: a server that broke that promise. Failed as lost, like any drop.
+            tracing::warn!(
+                failed,
+                "peerd-client: drain ended with requests unanswered; failed as lost"
+            );
         }
         inner.set_last_close(end.info());
         if !may_reconnect(&end) || !inner.opts.reconnect.enabled {
@@ -137,7 +163,7 @@ fn supervise(inner: Arc<Inner>, mut est: Established) {
             return;
         }
         inner.set_state(State::Reconnecting);
-        match reconnect(&inner) {
+        match reconnect(&inner, drained) {
             Some(next) => est = next,
             None => {
                 inner.finish();
@@ -147,10 +173,15 @@ fn supervise(inner: Arc<Inner>, mut est: Established) {
     }
 }
 
-fn reconnect(inner: &Arc<Inner>) -> Option<Established> {
+/// Reconnect until it works, gives up, or the peer closes. `drained`: the server ended
+/// the connection with Close{reconnect}, so the first attempt waits only
+/// [`DRAIN_JITTER`] and is not counted as a failure if it fails (the backoff then starts
+/// from its first step, as after any other close); later attempts back off as usual.
+fn reconnect(inner: &Arc<Inner>, drained: bool) -> Option<Established> {
     let policy = &inner.opts.reconnect;
     let mut rng = fastrand::Rng::new();
     let mut failed = 0u32;
+    let mut at_once = drained;
     loop {
         if !policy.may_retry(failed) {
             tracing::warn!(attempts = failed, "peerd-client: giving up reconnecting");
@@ -168,7 +199,13 @@ fn reconnect(inner: &Arc<Inner>) -> Option<Established> {
             inner.set_last_close(info);
             return None;
         }
-        if inner.gate.sleep(policy.delay(failed, &mut rng)) {
+        let immediate = std::mem::take(&mut at_once);
+        let delay = if immediate {
+            Duration::from_micros(rng.u64(0..=DRAIN_JITTER.as_micros() as u64))
+        } else {
+            policy.delay(failed, &mut rng)
+        };
+        if inner.gate.sleep(delay) {
             return None;
         }
         match establish(inner, false) {
@@ -186,7 +223,9 @@ fn reconnect(inner: &Arc<Inner>) -> Option<Established> {
                     });
                     return None;
                 }
-                failed = failed.saturating_add(1);
+                if !immediate {
+                    failed = failed.saturating_add(1);
+                }
             }
         }
     }
@@ -208,6 +247,10 @@ mod tests {
         assert!(may_reconnect(&close(Code::Shutdown)));
         assert!(may_reconnect(&close(Code::SlowConsumer)));
         assert!(may_reconnect(&close(Code::IdleTimeout)));
+        assert!(may_reconnect(&close(Code::Reconnect)));
+        assert!(close(Code::Reconnect).is_drained());
+        assert!(!close(Code::Shutdown).is_drained());
+        assert!(!End::Eof.is_drained());
         assert!(may_reconnect(&End::Eof));
         assert!(may_reconnect(&End::Keepalive));
         // A WebSocket Close without a peerd Close before it: its status decides.

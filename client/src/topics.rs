@@ -83,8 +83,9 @@ impl Drop for Watcher {
             id: self.id,
         });
         if last && self.unwatch_on_drop {
-            // Fire-and-forget; if not connected there is nothing to stop server-side.
-            let _ = self.inner.send(&Unwatch {
+            // Fire-and-forget, never queued: if not connected there is nothing to stop
+            // server-side (the next connection is not re-watched for this key).
+            self.inner.send_if_connected(&Unwatch {
                 req: 0,
                 topic: self.key.as_deref().map(Cow::Borrowed),
             });
@@ -110,11 +111,12 @@ impl Peer {
     }
 
     /// Join `topic` and wait for the server's confirmation. Messages on it are delivered
-    /// from now on; the membership is renewed after a reconnect.
+    /// from now on; the membership is renewed after a reconnect. Made while reconnecting,
+    /// it waits in the reconnect queue like any request.
     pub fn join(&self, topic: &str) -> Result<(), RequestError> {
         self.check_topic(topic)?;
         let inner = self.inner();
-        inner.current_link()?;
+        inner.can_send()?;
         let newly = inner.topics.lock().unwrap().mark_joined(topic);
         let r = inner.request(self.default_timeout(), |req| Join {
             req,
@@ -135,7 +137,7 @@ impl Peer {
         let topic_owned = topic.to_string();
         let start = self
             .check_topic(topic)
-            .and_then(|()| inner.current_link().map_err(RequestError::from))
+            .and_then(|()| inner.can_send().map_err(RequestError::from))
             .map(|_| {
                 let newly = inner.topics.lock().unwrap().mark_joined(topic);
                 let started = inner.start(&inner.requests, self.default_timeout(), |req| Join {
@@ -155,21 +157,22 @@ impl Peer {
     }
 
     /// Leave `topic` and wait for the confirmation. Messages for it are discarded from
-    /// this call on, even those already in flight.
+    /// this call on, even those already in flight. Made while reconnecting, the Leave is
+    /// queued; the topic is not re-joined either way.
     pub fn leave(&self, topic: &str) -> Result<(), RequestError> {
         self.check_topic(topic)?;
         let inner = self.inner();
-        inner.current_link()?;
+        inner.can_send()?;
         inner.topics.lock().unwrap().forget_topic(topic);
-        inner
-            .request(self.default_timeout(), |req| Leave {
-                req,
-                topic: Cow::Borrowed(topic),
-            })
-            .map(|_| ())
+        let waiter = inner.start(&inner.requests, self.default_timeout(), |req| Leave {
+            req,
+            topic: Cow::Borrowed(topic),
+        })?;
+        let queued = waiter.was_queued();
+        left(waiter.wait(), queued)
     }
 
-    /// [`Peer::leave`] as a future; the Leave is sent when this is called.
+    /// [`Peer::leave`] as a future; the Leave is sent (or queued) when this is called.
     pub fn leave_async(
         &self,
         topic: &str,
@@ -177,16 +180,20 @@ impl Peer {
         let inner = self.inner().clone();
         let start = self
             .check_topic(topic)
-            .and_then(|()| inner.current_link().map_err(RequestError::from))
-            .map(|_| {
+            .and_then(|()| inner.can_send().map_err(RequestError::from))
+            .and_then(|()| {
                 inner.topics.lock().unwrap().forget_topic(topic);
-                let started = inner.start(&inner.requests, self.default_timeout(), |req| Leave {
+                let waiter = inner.start(&inner.requests, self.default_timeout(), |req| Leave {
                     req,
                     topic: Cow::Borrowed(topic),
-                });
-                inner.wait_async(started)
+                })?;
+                let queued = waiter.was_queued();
+                Ok((queued, inner.wait_async(Ok(waiter))))
             });
-        async move { start?.await.map(|_| ()) }
+        async move {
+            let (queued, wait) = start?;
+            left(wait.await, queued)
+        }
     }
 
     /// The topics this client is in (as far as it knows), sorted.
@@ -318,7 +325,7 @@ impl Peer {
             self.check_topic(t)?;
         }
         let inner = self.inner();
-        inner.current_link()?;
+        inner.can_send()?;
         let key: WatchKey = topic.map(str::to_string);
         let first = inner.topics.lock().unwrap().add_watch(&key);
         let id = inner.next_id();
@@ -449,6 +456,16 @@ impl Peer {
             .signals
             .add(self.new_listener_id(), Sink::Channel(tx));
         rx
+    }
+}
+
+/// A Leave's outcome. One made while not connected reached a new connection, which is
+/// in no topic until it re-joins (and this one is not re-joined): `NotMember` means the
+/// membership it asked to end ended with the old connection. Done, then.
+fn left(r: Result<Reply, RequestError>, queued: bool) -> Result<(), RequestError> {
+    match r {
+        Err(e) if queued && e.known_code() == Some(peerd_codec::Code::NotMember) => Ok(()),
+        r => r.map(|_| ()),
     }
 }
 
