@@ -593,6 +593,9 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
         cert_slot = Some(slot);
     }
     // Bind everything before starting anything: an error leaves nothing behind.
+    // A successor replaces its predecessor's Unix socket files (asked before the TCP
+    // endpoints take their inherited sockets out).
+    let taking_over = !opts.inherited.is_empty();
     // Listeners the accept thread serves (see `acceptor`), and our Unix socket files.
     let mut threaded: Vec<(OwnedFd, Transport)> = Vec::new();
     let mut unix_files = Vec::new();
@@ -604,7 +607,7 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
     for e in &opts.endpoints {
         match e {
             Endpoint::Unix(p) => {
-                let l = bind_unix(p, !opts.inherited.is_empty())?;
+                let l = bind_unix(p, taking_over)?;
                 if let Some(id) = file_id(p) {
                     unix_files.push((p.clone(), id));
                 }

@@ -272,3 +272,36 @@ fn a_successor_with_more_shards_than_its_predecessor_accepts_on_every_socket() {
     }
     drop(b);
 }
+
+#[test]
+fn a_successor_takes_over_a_unix_socket_path_and_the_predecessor_leaves_it_alone() {
+    let path = std::env::temp_dir().join(format!("peerd-restart-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let endpoints = |tcp: &str| {
+        vec![
+            peerd_server::Endpoint::parse(tcp).unwrap(),
+            peerd_server::Endpoint::Unix(path.clone()),
+        ]
+    };
+    let opts = |tcp: &str, name: &'static str| {
+        let mut o = ListenOptions::default()
+            .shards(2)
+            .handover(true)
+            .handle("who", move |_p, _r| async move { Ok(Bytes::from(name)) });
+        o.endpoints = endpoints(tcp);
+        o.pin = false;
+        o
+    };
+    let a = listen(opts("127.0.0.1:0", "A")).unwrap();
+    let addr = a.local_addr().unwrap();
+    let b = listen(opts(&addr.to_string(), "B").inherit(a.listener_fds().unwrap())).unwrap();
+    a.close();
+    // The path is B's: A, closing, removed only a socket file of its own.
+    let mut s = std::os::unix::net::UnixStream::connect(&path).expect("B's socket");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut q = RawPeer::tcp(addr);
+    q.handshake(&hello(None, None)).unwrap();
+    assert_eq!(q.call(1, "who", b"").unwrap(), b"B");
+    drop(b);
+    assert!(!path.exists(), "B removed its socket file");
+}
