@@ -297,7 +297,7 @@ fn a_successor_takes_over_a_unix_socket_path_and_the_predecessor_leaves_it_alone
     let b = listen(opts(&addr.to_string(), "B").inherit(a.listener_fds().unwrap())).unwrap();
     a.close();
     // The path is B's: A, closing, removed only a socket file of its own.
-    let mut s = std::os::unix::net::UnixStream::connect(&path).expect("B's socket");
+    let s = std::os::unix::net::UnixStream::connect(&path).expect("B's socket");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut q = RawPeer::tcp(addr);
     q.handshake(&hello(None, None)).unwrap();
