@@ -9,6 +9,10 @@
 //! accepted stays in the socket's queue for whoever else listens on it. (An io_uring accept,
 //! glommio's, cannot be withdrawn like that: one that completes while it is being cancelled
 //! takes a connection that no one then serves.)
+//!
+//! Out of descriptors, it closes the waiting connection at once (with a descriptor kept in
+//! reserve for that), like the shards' own accept loops, but without their Reject{overloaded}:
+//! the thread has no shard's encoder to write one. The client sees the connection end.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,10 +32,15 @@ pub(crate) struct Acceptor {
 
 impl Acceptor {
     /// Accept on `listeners` (each with what its connections speak) until stopped.
-    pub fn spawn(listeners: Vec<(OwnedFd, Transport)>, shared: Arc<Shared>) -> Acceptor {
+    pub fn spawn(
+        listeners: Vec<(OwnedFd, Transport)>,
+        shared: Arc<Shared>,
+    ) -> std::io::Result<Acceptor> {
         // SAFETY: eventfd returns a new descriptor (or -1), which we own.
         let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        assert!(wake >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        if wake < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         let wake = Arc::new(unsafe { OwnedFd::from_raw_fd(wake) });
         let stopping = Arc::new(AtomicBool::new(false));
         for (fd, _) in &listeners {
@@ -45,13 +54,12 @@ impl Acceptor {
         let (stop, w) = (stopping.clone(), wake.clone());
         let thread = std::thread::Builder::new()
             .name("peerd-accept".into())
-            .spawn(move || run(&listeners, &shared, &stop, w.as_raw_fd()))
-            .expect("spawn the accept thread");
-        Acceptor {
+            .spawn(move || run(&listeners, &shared, &stop, w.as_raw_fd()))?;
+        Ok(Acceptor {
             stopping,
             wake,
             thread: Some(thread),
-        }
+        })
     }
 
     /// Stop accepting: the thread checks the flag before each accept(2), so none starts
@@ -94,6 +102,10 @@ fn run(listeners: &[(OwnedFd, Transport)], shared: &Shared, stop: &AtomicBool, w
         revents: 0,
     });
     let mut next = 0usize;
+    // A descriptor held in reserve, as the shards' accept loops hold one: out of
+    // descriptors (EMFILE), it is given up to take the waiting connection and close it at
+    // once, so that the client is told instead of left in the backlog.
+    let mut spare = std::fs::File::open("/dev/null").ok();
     while !stop.load(Ordering::Acquire) {
         // SAFETY: `fds` is a valid array of pollfd for its length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -119,6 +131,15 @@ fn run(listeners: &[(OwnedFd, Transport)], shared: &Shared, stop: &AtomicBool, w
                     Err(e) => {
                         shared.accept_failed();
                         tracing::warn!(error = %e, "accept failed; retrying in 10 ms");
+                        let out_of_fds =
+                            matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                        if out_of_fds && spare.take().is_some() {
+                            if let Ok(Some(conn)) = accept(listener.as_raw_fd()) {
+                                shared.count_dropped();
+                                drop(conn);
+                            }
+                            spare = std::fs::File::open("/dev/null").ok();
+                        }
                         std::thread::sleep(Duration::from_millis(10));
                         break;
                     }

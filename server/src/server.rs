@@ -697,7 +697,20 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
             break;
         }
     }
-    let acceptor = (!threaded.is_empty()).then(|| Acceptor::spawn(threaded, shared.clone()));
+    let acceptor = if threaded.is_empty() {
+        None
+    } else {
+        match Acceptor::spawn(threaded, shared.clone()) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                failure.get_or_insert(ListenError::Shard {
+                    shard: 0,
+                    detail: format!("cannot start the accept thread: {e}"),
+                });
+                None
+            }
+        }
+    };
     let server = PeerServer {
         shared,
         threads: Mutex::new(Some(threads)),
