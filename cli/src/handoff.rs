@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
-use peerd_server::{InheritedListener, PeerServer};
+use peerd_server::{sockfile, InheritedListener, PeerServer};
 
 const HELLO: &[u8] = b"peerd-takeover 1\n";
 const READY: &[u8] = b"ready\n";
@@ -132,15 +132,8 @@ impl HandoffListener {
         if live && !take_over {
             return Err(HandoffError::InUse { path: path.into() });
         }
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".{}", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        let _ = std::fs::remove_file(&tmp);
-        let listener = UnixListener::bind(&tmp).map_err(io(path))?;
         // Whoever connects gets our listening sockets: the owner only.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
-        std::fs::rename(&tmp, path).map_err(io(path))?;
+        let listener = sockfile::bind_over(path, Some(0o600)).map_err(io(path))?;
         Ok(HandoffListener {
             path: path.into(),
             listener,
@@ -156,7 +149,7 @@ impl HandoffListener {
     /// put its own in its place.
     pub fn spawn(self, server: Arc<PeerServer>, handed_over: mpsc::Sender<()>) -> SocketFile {
         let file = SocketFile {
-            id: file_id(&self.path),
+            id: sockfile::file_id(&self.path),
             path: self.path.clone(),
         };
         let spawned = std::thread::Builder::new()
@@ -188,18 +181,10 @@ pub struct SocketFile {
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        if self.id.is_some() && file_id(&self.path) == self.id {
-            let _ = std::fs::remove_file(&self.path);
+        if let Some(id) = self.id {
+            sockfile::remove_if_ours(&self.path, id);
         }
     }
-}
-
-/// A file's identity (device, inode).
-fn file_id(p: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(p)
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
 }
 
 fn hand_over(server: &PeerServer, mut conn: UnixStream) -> std::io::Result<()> {

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use crate::msg::{ShardMsg, Transport};
 use crate::shared::Shared;
+use crate::stream;
 
 /// A running accept thread.
 pub(crate) struct Acceptor {
@@ -105,7 +106,7 @@ fn run(listeners: &[(OwnedFd, Transport)], shared: &Shared, stop: &AtomicBool, w
     // A descriptor held in reserve, as the shards' accept loops hold one: out of
     // descriptors (EMFILE), it is given up to take the waiting connection and close it at
     // once, so that the client is told instead of left in the backlog.
-    let mut spare = std::fs::File::open("/dev/null").ok();
+    let mut spare = stream::open_spare();
     while !stop.load(Ordering::Acquire) {
         // SAFETY: `fds` is a valid array of pollfd for its length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
@@ -138,7 +139,7 @@ fn run(listeners: &[(OwnedFd, Transport)], shared: &Shared, stop: &AtomicBool, w
                                 shared.count_dropped();
                                 drop(conn);
                             }
-                            spare = std::fs::File::open("/dev/null").ok();
+                            spare = stream::open_spare();
                         }
                         std::thread::sleep(Duration::from_millis(10));
                         break;

@@ -271,7 +271,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, transport: Tra
     // A descriptor held in reserve: when the process runs out (EMFILE), it is given up for
     // one accept, so that the waiting connection is told Reject{overloaded} and closed
     // instead of left silent in the backlog, then taken again.
-    let mut spare = open_spare();
+    let mut spare = stream::open_spare();
     let mut last_warning: Option<std::time::Instant> = None;
     loop {
         match listener.accept().await {
@@ -297,7 +297,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, transport: Tra
                 }
                 let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
                 if spare.is_none() {
-                    spare = open_spare();
+                    spare = stream::open_spare();
                 }
                 if out_of_fds && spare.take().is_some() {
                     if let Ok(s) = listener.accept().await {
@@ -317,7 +317,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, transport: Tra
                             "server out of file descriptors",
                         );
                     }
-                    spare = open_spare();
+                    spare = stream::open_spare();
                 } else {
                     // Back off instead of spinning on an accept that keeps failing.
                     glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -325,10 +325,6 @@ async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, transport: Tra
             }
         }
     }
-}
-
-fn open_spare() -> Option<std::fs::File> {
-    std::fs::File::open("/dev/null").ok()
 }
 
 /// Serve a new socket: admit it (or refuse it as Overloaded) and start its task.

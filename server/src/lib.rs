@@ -29,6 +29,7 @@
 //!   path costs one branch. `examples/signaling.rs` is a small signaling server using both.
 //! - [`jwt`]: [`jwt::JwtAuth`], connect tokens (JWT) verified with pinned keys, and
 //!   [`jwt::TokenSigner`] to issue them.
+//! - [`sockfile`]: Unix socket files a successor may replace (bind over, remove only ours).
 //! - [`restart`]: [`PeerServer::stop_accepting`], [`PeerServer::drain`] ([`DrainOptions`],
 //!   [`DrainReport`]) and handing the listening sockets to a successor
 //!   ([`PeerServer::listener_fds`], [`InheritedListener`], [`ListenOptions::inherit`]).
@@ -89,6 +90,7 @@ pub mod server;
 mod shard;
 mod shared;
 mod signaling;
+pub mod sockfile;
 mod stream;
 mod striped;
 mod tls;

@@ -18,6 +18,7 @@ use crate::msg::{ShardMsg, Transport};
 use crate::options::Inherited;
 use crate::options::{Endpoint, ListenOptions};
 use crate::shared::Shared;
+use crate::sockfile;
 
 /// A connected peer as seen from any thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,9 +317,7 @@ impl PeerServer {
             }
             for (path, id) in unix_files {
                 // Only the socket file we bound: a successor may have put its own there.
-                if file_id(&path) == Some(id) {
-                    let _ = std::fs::remove_file(path);
-                }
+                sockfile::remove_if_ours(&path, id);
             }
         };
         if executor::on_own_shard(&self.shared) {
@@ -397,24 +396,11 @@ fn bind_unix(p: &std::path::Path, take_over: bool) -> Result<UnixListener, Liste
             if !take_over {
                 return Err(ListenError::UnixPathInUse { path: p.into() });
             }
-            let mut tmp = p.as_os_str().to_owned();
-            tmp.push(format!(".{}", std::process::id()));
-            let _ = std::fs::remove_file(&tmp);
-            let l = UnixListener::bind(&tmp).map_err(bind_err)?;
-            std::fs::rename(&tmp, p).map_err(bind_err)?;
-            return Ok(l);
+            return sockfile::bind_over(p, None).map_err(bind_err);
         }
         let _ = std::fs::remove_file(p);
     }
     UnixListener::bind(p).map_err(bind_err)
-}
-
-/// A file's identity (device, inode), to tell our socket file from one put in its place.
-fn file_id(p: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(p)
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
 }
 
 fn bind_tcp(
@@ -608,7 +594,7 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
         match e {
             Endpoint::Unix(p) => {
                 let l = bind_unix(p, taking_over)?;
-                if let Some(id) = file_id(p) {
+                if let Some(id) = sockfile::file_id(p) {
                     unix_files.push((p.clone(), id));
                 }
                 threaded.push((OwnedFd::from(l), Transport::PLAIN));

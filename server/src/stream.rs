@@ -143,3 +143,10 @@ pub(crate) fn is_unix(fd: &std::os::fd::OwnedFd) -> bool {
     };
     r == 0 && i32::from(addr.ss_family) == libc::AF_UNIX
 }
+
+/// A descriptor held in reserve by an accept loop: out of descriptors (EMFILE), it is given
+/// up for one accept, so that the waiting connection is answered instead of left silent in
+/// the backlog, then taken again.
+pub(crate) fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
