@@ -246,6 +246,12 @@ pub fn serve(a: ServeArgs, matches: &ArgMatches) -> ExitCode {
             std::process::id()
         );
     }
+    if let Some(c) = server.cluster() {
+        println!(
+            "peerd cluster node={} epoch={:016x} nodes={}",
+            c.node_id, c.epoch, c.nodes
+        );
+    }
     if let Some(l) = admin {
         let addr = l
             .local_addr()

@@ -41,7 +41,9 @@ use clap::Args;
 use peerd_server::jwt::{JwtAuth, KeyError};
 use peerd_server::jwt::{PermissionClaims, TokenAlgorithm};
 use peerd_server::options::{MIN_FRAME_LEN, MIN_MEMORY_BUDGET};
-use peerd_server::{Endpoint, ListenOptions, RateLimit, TlsFiles, WebSocketOptions};
+use peerd_server::{
+    ClusterOptions, Endpoint, ListenOptions, RateLimit, TlsFiles, WebSocketOptions,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AtLeast, Parsed};
@@ -76,6 +78,9 @@ pub struct Settings {
     /// `[admin]`
     #[command(flatten, next_help_heading = "Admin")]
     pub admin: AdminSettings,
+    /// `[cluster]`
+    #[command(flatten, next_help_heading = "Cluster")]
+    pub cluster: ClusterSettings,
     /// `[lifecycle]`
     #[command(flatten, next_help_heading = "Lifecycle")]
     pub lifecycle: LifecycleSettings,
@@ -322,6 +327,59 @@ impl std::fmt::Display for PermissionsJson {
     }
 }
 
+/// `[cluster]`: join a cluster of peerd nodes over NATS (README "Run a cluster").
+#[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Join the cluster on the NATS at these URLs (nats://host:port; several servers of
+    /// one NATS cluster: repeat the flag, or separate with commas). NATS must run with
+    /// JetStream (nats-server -js). Not set: a single node.
+    #[arg(
+        id = "cluster.urls",
+        long = "cluster",
+        env = "PEERD_CLUSTER",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub urls: Vec<String>,
+    /// This node's name in the cluster, 1 to 64 of A-Z a-z 0-9 - _ (default:
+    /// <hostname>-<pid>).
+    #[arg(
+        id = "cluster.node_id",
+        long = "node-id",
+        env = "PEERD_NODE_ID",
+        value_name = "NAME"
+    )]
+    pub node_id: Option<String>,
+    /// The cluster's name: its NATS subjects and id bucket are named after it, so that
+    /// several clusters can share one NATS.
+    #[arg(
+        id = "cluster.name",
+        long = "cluster-name",
+        env = "PEERD_CLUSTER_NAME",
+        value_name = "NAME",
+        default_value = "peerd"
+    )]
+    pub name: String,
+    /// Nodes send a heartbeat this often; a node silent for three intervals is dead and
+    /// its peers leave.
+    #[arg(id = "cluster.heartbeat_ms", long = "cluster-heartbeat-ms",
+          env = "PEERD_CLUSTER_HEARTBEAT_MS", value_name = "MS",
+          default_value_t = AtLeast(1000))]
+    pub heartbeat_ms: AtLeast<u64, 50>,
+    /// Bytes of cross-node messages that may wait for the link to NATS; past it,
+    /// cross-node sends are refused with `overloaded`.
+    #[arg(id = "cluster.backlog_bytes", long = "cluster-backlog-bytes",
+          env = "PEERD_CLUSTER_BACKLOG_BYTES", value_name = "BYTES",
+          default_value_t = AtLeast(64 << 20))]
+    pub backlog_bytes: AtLeast<usize, 65536>,
+    /// Keep the cluster's peer-id bucket in NATS's memory instead of its disk (faster
+    /// connects; a NATS restart then forgets the ids, and nodes claim them again).
+    #[arg(id = "cluster.kv_memory", long = "cluster-kv-memory", env = "PEERD_CLUSTER_KV_MEMORY",
+          value_parser = BoolishValueParser::new())]
+    pub kv_memory: bool,
+}
+
 /// `[lifecycle]`: draining on SIGTERM, and handing over to a new process (README
 /// "Restarts without losses").
 #[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -458,6 +516,7 @@ defaults_from_clap!(
     TimeoutSettings,
     AdminSettings,
     LifecycleSettings,
+    ClusterSettings,
     AuthSettings,
 );
 
@@ -475,6 +534,7 @@ pub const LIBRARY_OPTIONS: &[(&str, &str)] = &[
     ("limits.outbound_queue_bytes", "limits.outbound_queue_bytes"),
     ("limits.memory_budget", "limits.memory_budget"),
     ("limits.rate_limit", "limits.rate_frames"),
+    ("cluster", "cluster.urls"),
 ];
 
 /// The key behind a `ListenOptions` field `listen()` refused, if a setting sets it.
@@ -576,6 +636,16 @@ impl Settings {
         }
         opts.handshake_timeout = Duration::from_millis(self.timeouts.handshake_timeout_ms.get());
         opts.heartbeat = Duration::from_millis(self.timeouts.heartbeat_ms.get());
+        if !self.cluster.urls.is_empty() {
+            let c = &self.cluster;
+            let mut cluster = ClusterOptions::new(c.urls.clone());
+            cluster.node_id = c.node_id.clone();
+            cluster.name = c.name.clone();
+            cluster.heartbeat = Duration::from_millis(c.heartbeat_ms.get());
+            cluster.backlog_bytes = c.backlog_bytes.get();
+            cluster.kv_memory = c.kv_memory;
+            opts.cluster = Some(cluster);
+        }
         opts
     }
 }

@@ -79,6 +79,13 @@ impl Directory {
         })
     }
 
+    /// Set where `id` lives, whoever held it: a peer of another node, as its node reports
+    /// it (the cluster's id claims decided who holds it; see `cluster::claims`), or a local
+    /// peer whose claim the cluster granted. Returns the entry replaced.
+    pub fn upsert(&self, id: &Arc<str>, entry: Entry) -> Option<Entry> {
+        self.map.write(id, |map| map.insert(id.clone(), entry))
+    }
+
     /// Remove `id` if `session` still owns it. Returns whether it did.
     pub fn release(&self, id: &str, session: u64) -> bool {
         self.map.write(id, |map| {

@@ -225,10 +225,16 @@ pub(crate) fn dispatch(
         }
         Frame::Join(j) => {
             let topic = j.topic.as_str();
+            let req = j.req.to_native();
             let result = check_topic(shard, topic)
                 .and_then(|()| allowed(shard, conn, Action::Join { topic }))
-                .and_then(|()| topics::join(shard, conn, topic));
-            reply_status(conn, j.req.to_native(), result)?;
+                .and_then(|()| topics::join(shard, conn, topic, req));
+            match result {
+                // Answered when the cluster's subscription is in place (`topics::join`).
+                Ok(topics::Joined::Pending) => {}
+                Ok(topics::Joined::Now) => reply_status(conn, req, Ok(()))?,
+                Err(e) => reply_status(conn, req, Err(e))?,
+            }
         }
         Frame::Leave(l) => {
             let topic = l.topic.as_str();
@@ -407,7 +413,15 @@ fn broadcast(shard: &Shard, conn: &Conn, name: &str, payload: &[u8]) -> Result<(
                 peer: Some(Cow::Borrowed(&conn.peer_id)),
                 payload: Cow::Borrowed(payload),
             })?;
-            shard.shared().broadcast_frame(frame, conn.session);
+            if let Some(c) = &shard.shared().cluster {
+                if !c.fits(&frame, 16) {
+                    return Err(Refused::new(
+                        Code::TooLarge,
+                        "larger than the cluster's NATS max_payload",
+                    ));
+                }
+            }
+            shard.shared().broadcast_all(frame, conn.session);
             Ok(())
         },
     )

@@ -21,6 +21,13 @@ use peerd_codec::{Code, EncodeError, WireError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ListenError {
+    /// The cluster could not be joined (`ListenOptions::cluster`): NATS unreachable,
+    /// JetStream off, a bad URL or node id.
+    #[error("cannot join the cluster: {detail}")]
+    Cluster {
+        /// What failed, and what to do about it.
+        detail: String,
+    },
     /// The address is already bound by another socket (EADDRINUSE).
     #[error(
         "address {addr} is already in use (another peerd or another program is listening there)"

@@ -824,12 +824,30 @@ async fn expire_relays(shard: Rc<Shard>) {
     // Nothing pending: only a new call wakes the task before this.
     const IDLE: Duration = Duration::from_secs(3600);
     loop {
-        let next = shard.relays.borrow().next_deadline();
+        let next = [
+            shard.relays.borrow().next_deadline(),
+            shard.remote_calls.borrow().next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let wait = next.map_or(IDLE, |d| d.saturating_duration_since(Instant::now()));
         futures_lite::future::or(shard.relay_timer.notified(), glommio::timer::sleep(wait)).await;
-        let expired = shard.relays.borrow_mut().expired(Instant::now());
-        if expired.is_empty() {
+        let now = Instant::now();
+        let expired = shard.relays.borrow_mut().expired(now);
+        let remote = shard.remote_calls.borrow_mut().expired(now);
+        if expired.is_empty() && remote.is_empty() {
             continue;
+        }
+        for (session, id) in remote {
+            // The callee's node did not answer by the deadline (plus a margin for it to).
+            crate::route::fail_remote_call(
+                &shard,
+                session,
+                id,
+                Code::Timeout,
+                "callee did not answer in time",
+            );
         }
         for to in expired {
             answer(

@@ -14,6 +14,10 @@ use peerd_codec::handshake::{parse_hello, HelloFields};
 use peerd_codec::{self as codec, validate_declared_peer_id, Code, PresenceChange};
 
 use crate::auth::{AuthRequest, Denied, Grant};
+use crate::cluster::claims::ClaimRequest;
+use crate::cluster::link::here;
+use crate::cluster::wire::Op;
+use crate::cluster::BridgeCmd;
 use crate::config::millis_u32;
 use crate::conn::Conn;
 use crate::directory::{random_token, Claimed, Entry};
@@ -101,7 +105,12 @@ pub(crate) async fn read_hello(
         match parse_hello(rx.pending()) {
             Ok(Some((hello, n))) => {
                 metrics.frame_in(codec::FrameKind::Hello as u8, n);
-                let result = accept(shard, &hello);
+                let result = match &shard.shared().cluster {
+                    None => accept(shard, &hello),
+                    // Boxed: only a cluster node's handshakes carry the claim's wait in
+                    // their future, not every connection's task.
+                    Some(_) => Box::pin(accept_in_cluster(shard, &hello)).await,
+                };
                 rx.consume(n);
                 return match result {
                     Ok(a) => Some(a),
@@ -129,7 +138,20 @@ pub(crate) async fn read_hello(
     }
 }
 
-fn accept(shard: &Shard, h: &HelloFields<'_>) -> Result<Accepted, Refused> {
+/// A Hello that passed the checks before its id is claimed.
+struct Checked<'a> {
+    /// The id to claim (declared, or named by the credentials); None: assign one.
+    peer_id: Option<Arc<str>>,
+    resume: Option<&'a [u8]>,
+    /// The Hello resumes a server-assigned id (`HelloFields::resumes_assigned_id`).
+    resumes_assigned: bool,
+    grant: Grant,
+    version: u16,
+}
+
+/// The checks before the id is claimed: the server is open, the credentials, and which id
+/// the peer may have.
+fn check<'a>(shard: &Shard, h: &HelloFields<'a>) -> Result<Checked<'a>, Refused> {
     if shard.local.stopping.get() {
         // Welcoming now would register a peer after the shard closed every peer, and leave
         // it open until the thread ends.
@@ -169,10 +191,35 @@ fn accept(shard: &Shard, h: &HelloFields<'_>) -> Result<Accepted, Refused> {
         }
         (d, None) => d,
     };
-    let h = HelloFields {
+    let with_id = HelloFields {
         peer_id: declared,
         ..*h
     };
+    let resumes_assigned = with_id.resumes_assigned_id();
+    let peer_id = declared.map(Arc::from);
+    Ok(Checked {
+        peer_id,
+        resume: h.resume_token,
+        resumes_assigned,
+        grant,
+        version,
+    })
+}
+
+/// What the credentials allow, kept only when they restrict or expire (boxed: see
+/// `Accepted::grant`).
+fn kept(grant: Grant) -> Option<Box<Grant>> {
+    (grant.expires_at.is_some() || grant.permissions.is_some()).then(|| Box::new(grant))
+}
+
+fn accept(shard: &Shard, h: &HelloFields<'_>) -> Result<Accepted, Refused> {
+    let Checked {
+        peer_id,
+        resume,
+        resumes_assigned,
+        grant,
+        version,
+    } = check(shard, h)?;
     let shared = shard.shared();
     let session = shared.next_session();
     let token = random_token();
@@ -181,28 +228,24 @@ fn accept(shard: &Shard, h: &HelloFields<'_>) -> Result<Accepted, Refused> {
         session,
         token,
     };
-    let (peer_id, replaced) = match (h.peer_id, h.resume_token) {
-        (Some(id), Some(t)) if h.resumes_assigned_id() => {
-            let id: Arc<str> = id.into();
+    let (peer_id, replaced) = match (peer_id, resume) {
+        (Some(id), Some(t)) if resumes_assigned => {
             match shared.directory.take_over(&id, entry.clone(), t) {
                 Some(old) => (id, Some(old)),
                 // The old session is gone (or the token is wrong): a fresh assigned id.
                 None => (claim_assigned(shard, entry)?, None),
             }
         }
-        (Some(id), resume) => {
-            let id: Arc<str> = id.into();
-            match shared.directory.claim(&id, entry, resume) {
-                Ok(Claimed::Fresh) => (id, None),
-                Ok(Claimed::TookOver(old)) => (id, Some(old)),
-                Err(code) => {
-                    return Err(Refused::new(
-                        code,
-                        format!("peer id {id:?} is held by a live session"),
-                    ))
-                }
+        (Some(id), resume) => match shared.directory.claim(&id, entry, resume) {
+            Ok(Claimed::Fresh) => (id, None),
+            Ok(Claimed::TookOver(old)) => (id, Some(old)),
+            Err(code) => {
+                return Err(Refused::new(
+                    code,
+                    format!("peer id {id:?} is held by a live session"),
+                ))
             }
-        }
+        },
         (None, _) => (claim_assigned(shard, entry)?, None),
     };
     Ok(Accepted {
@@ -211,7 +254,65 @@ fn accept(shard: &Shard, h: &HelloFields<'_>) -> Result<Accepted, Refused> {
         token,
         replaced,
         version,
-        grant: (grant.expires_at.is_some() || grant.permissions.is_some()).then(|| Box::new(grant)),
+        grant: kept(grant),
+    })
+}
+
+/// `accept` on a cluster node: the id is claimed cluster-wide by the bridge
+/// (`cluster::claims`), which this waits for without blocking the shard.
+async fn accept_in_cluster(shard: &Shard, h: &HelloFields<'_>) -> Result<Accepted, Refused> {
+    let c = check(shard, h)?;
+    let shared = shard.shared();
+    let cluster = shared.cluster.as_ref().expect("a cluster node");
+    if !cluster.is_up() {
+        return Err(Refused::new(
+            Code::Overloaded,
+            "this node has no link to its cluster now, retry (or connect to another node)",
+        ));
+    }
+    if let (Some(id), None) = (&c.peer_id, c.resume) {
+        // Held here or elsewhere already, as far as this node knows: no need to ask.
+        if shared.directory.lookup(id).is_some() {
+            return Err(Refused::new(
+                Code::PeerIdTaken,
+                format!("peer id {id:?} is held by a live session"),
+            ));
+        }
+    }
+    let session = shared.next_session();
+    let token = random_token();
+    let (reply, answer) = flume::bounded(1);
+    cluster.cmd(BridgeCmd::Claim(ClaimRequest {
+        peer: c.peer_id,
+        resume: c.resume.map(<[u8]>::to_vec),
+        resumes_assigned: c.resumes_assigned,
+        at: here(shard.index(), session),
+        token,
+        reply,
+    }));
+    let claimed = match answer.recv_async().await {
+        Ok(Ok(c)) => c,
+        Ok(Err((code, reason))) => return Err(Refused::new(code, reason)),
+        Err(_) => return Err(Refused::new(Code::Shutdown, "server shutting down")),
+    };
+    let entry = Entry {
+        shard: shard.index(),
+        session,
+        token,
+    };
+    // The cluster granted the id: a local holder is replaced (closed as Replaced by
+    // `register`); a holder on another node was told by the bridge.
+    let replaced = shared
+        .directory
+        .upsert(&claimed.peer, entry)
+        .filter(|old| shared.is_local(old.shard));
+    Ok(Accepted {
+        peer_id: claimed.peer,
+        session,
+        token,
+        replaced,
+        version: c.version,
+        grant: kept(c.grant),
     })
 }
 
@@ -259,6 +360,12 @@ pub(crate) fn register(shard: &Rc<Shard>, out: Rc<Outbound>, a: Accepted) -> Rc<
         heartbeat_ms: millis_u32(shared.config.heartbeat),
     });
     announce_global(shard, &conn, PresenceChange::Join);
+    if let Some(c) = &shared.cluster {
+        c.state(vec![Op::PeerUp {
+            peer: conn.peer_id.clone(),
+            at: here(shard.index(), conn.session),
+        }]);
+    }
     if let Some(cb) = &shard.hooks.on_connection {
         cb(ConnectedPeer::from_conn(conn.clone()));
     }

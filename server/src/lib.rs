@@ -41,6 +41,8 @@
 //!   WebSocket header in front), shard-local primitives, per-peer rate limits (token
 //!   buckets), plain settings, the striped map, the shard's counters and their snapshot
 //!   types, the cross-shard message type.
+//! - `cluster` (`wire`, `claims`, `link`, then `bridge`, which sits above `shared`): a
+//!   cluster of nodes over NATS; see its module doc.
 //! - `acceptor`: the accept thread (Unix endpoints, and every endpoint of a server that may
 //!   hand its sockets over).
 //! - `directory`, `topic_index`, `shared`: what shards share (peer directory, topic
@@ -60,6 +62,7 @@
 
 mod acceptor;
 pub mod auth;
+mod cluster;
 mod config;
 mod conn;
 mod directory;
@@ -105,12 +108,12 @@ pub use auth::{Action, AuthRequest, Denied, Grant, Patterns, Permissions};
 pub use error::{CallError, ListenError, MetricsError, RpcFailure, SendError};
 pub use metrics::{FrameCounts, Histogram, Metrics, ShardMetrics, TransportKind};
 pub use options::{
-    Endpoint, InheritedListener, Limits, ListenOptions, PresenceNotice, RateLimit, TlsFiles,
-    WebSocketOptions,
+    ClusterOptions, Endpoint, InheritedListener, Limits, ListenOptions, PresenceNotice, RateLimit,
+    TlsFiles, WebSocketOptions,
 };
 pub use peer::ConnectedPeer;
 pub use peerd_codec::{Code, SignalKind};
 pub use request::{EventRef, HandlerFuture, Request};
 pub use restart::{DrainOptions, DrainReport};
-pub use server::{listen, PeerInfo, PeerServer, ServerStats, METRICS_WAIT};
+pub use server::{listen, ClusterStatus, PeerInfo, PeerServer, ServerStats, METRICS_WAIT};
 pub use traffic::Traffic;

@@ -10,6 +10,9 @@ use std::rc::Rc;
 
 use peerd_codec::{Code, PresenceChange};
 
+use crate::cluster::link::here;
+use crate::cluster::wire::Op;
+use crate::cluster::BridgeCmd;
 use crate::conn::Conn;
 use crate::local::RELAY_COST;
 use crate::metrics::SlowConsumer;
@@ -116,7 +119,18 @@ fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     leave_all(shard, conn);
     drop_all_watches(shard, conn);
     fail_relays_to(shard, conn.session);
+    shard.remote_calls.borrow_mut().caller_gone(conn.session);
     announce_global(shard, conn, PresenceChange::Leave);
+    if let Some(c) = &shared.cluster {
+        c.state(vec![Op::PeerDown {
+            peer: conn.peer_id.clone(),
+            at: here(shard.index(), conn.session),
+        }]);
+        c.cmd(BridgeCmd::Release {
+            peer: conn.peer_id.clone(),
+            session: conn.session,
+        });
+    }
     for cb in callbacks {
         cb(code);
     }

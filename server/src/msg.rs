@@ -37,9 +37,17 @@ pub(crate) enum ShardMsg {
     },
     /// Start a peer-to-peer call on the callee's shard.
     RelayCall(RelayedCall),
-    /// The outcome of a relayed call (RpcResponse or RpcError), for its caller: frees one
-    /// of the caller's relayed-call slots and delivers the frame.
-    RelayAnswer { session: u64, frame: Frame },
+    /// The outcome of a relayed call (RpcResponse or RpcError) to the caller's request
+    /// `id`: frees one of the caller's relayed-call slots and delivers the frame.
+    RelayAnswer { session: u64, id: u64, frame: Frame },
+    /// The same, from a callee on another node: delivered only if the call still waits
+    /// (it may have timed out here, or failed with its node).
+    RemoteAnswer { session: u64, id: u64, frame: Frame },
+    /// The node at this virtual shard is gone: calls waiting for its peers fail.
+    NodeGone(usize),
+    /// This node's subscription to the topic is in place: joins waiting for it are
+    /// answered.
+    TopicReady(Arc<str>),
     /// Close the peer with this session (a takeover closes the old session as Replaced).
     Kick {
         session: u64,

@@ -201,6 +201,73 @@ pub struct PresenceNotice {
 /// Server-side presence callback; runs on the shard where the change happened.
 pub type OnPresence = Arc<dyn Fn(PresenceNotice) + Send + Sync>;
 
+/// Joining a cluster of peerd nodes over NATS ([`ListenOptions::cluster`]): see
+/// `docs/ARCHITECTURE.md`, "The cluster".
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClusterOptions {
+    /// NATS server URLs (`nats://host:port`, `tls://host:port`; user:password@ works). One
+    /// NATS server, or several of one NATS cluster.
+    pub urls: Vec<String>,
+    /// This node's name (default `<hostname>-<pid>`): `[A-Za-z0-9_-]{1,64}`.
+    pub node_id: Option<String>,
+    /// The cluster's name (default `peerd`): subjects and the id bucket are named after it,
+    /// so several clusters can share one NATS. `[A-Za-z0-9_-]{1,32}`.
+    pub name: String,
+    /// Interval of the nodes' heartbeats (default 1 s); a node silent for three is dead.
+    pub heartbeat: Duration,
+    /// Bytes of cross-node messages that may wait for the bridge thread (default 64 MiB);
+    /// past it, cross-node sends are refused with Overloaded.
+    pub backlog_bytes: usize,
+    /// Keep the id bucket in NATS's memory rather than on its disk (default false: ids
+    /// survive a NATS restart without being claimed again).
+    pub kv_memory: bool,
+    /// Replicas of the id bucket in a NATS cluster (default 1).
+    pub kv_replicas: usize,
+}
+
+impl ClusterOptions {
+    /// A cluster on the NATS at `urls`, every other setting its default.
+    pub fn new(urls: Vec<String>) -> ClusterOptions {
+        ClusterOptions {
+            urls,
+            node_id: None,
+            name: "peerd".into(),
+            heartbeat: Duration::from_secs(1),
+            backlog_bytes: 64 << 20,
+            kv_memory: false,
+            kv_replicas: 1,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.urls.is_empty() {
+            return Err("no NATS URL given".into());
+        }
+        let ok = |s: &str, max: usize| {
+            !s.is_empty()
+                && s.len() <= max
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if let Some(id) = &self.node_id {
+            if !ok(id, 64) {
+                return Err(format!("node id {id:?} must be 1 to 64 of A-Z a-z 0-9 - _"));
+            }
+        }
+        if !ok(&self.name, 32) {
+            return Err(format!(
+                "cluster name {:?} must be 1 to 32 of A-Z a-z 0-9 - _",
+                self.name
+            ));
+        }
+        if self.heartbeat < Duration::from_millis(50) {
+            return Err("the cluster heartbeat must be at least 50 ms".into());
+        }
+        Ok(())
+    }
+}
+
 /// Options for [`crate::listen`].
 #[derive(Clone)]
 pub struct ListenOptions {
@@ -244,6 +311,8 @@ pub struct ListenOptions {
     /// instead of each shard accepting on its own socket with io_uring (which is cheaper by
     /// one cross-thread message per connection).
     pub handover: bool,
+    /// Join a cluster of peerd nodes over NATS (default: none, a single node).
+    pub cluster: Option<ClusterOptions>,
     pub(crate) on_connection: Option<OnConnection>,
     pub(crate) on_presence: Option<OnPresence>,
     pub(crate) handlers: Vec<(String, SharedHandler)>,
@@ -283,6 +352,7 @@ impl Default for ListenOptions {
             on_traffic_error: None,
             relay_broadcasts: true,
             handover: false,
+            cluster: None,
             inherited: Default::default(),
         }
     }
@@ -450,6 +520,13 @@ impl ListenOptions {
         let bad = |option, reason: String| Err(ListenError::InvalidOptions { option, reason });
         if self.shards == 0 {
             return bad("shards", "shards must be at least 1".into());
+        }
+        if self.shards > 256 {
+            // A remote peer's shard travels in one byte (`cluster::wire`).
+            return bad("shards", "at most 256 shards".into());
+        }
+        if let Some(c) = &self.cluster {
+            c.validate().or_else(|reason| bad("cluster", reason))?;
         }
         for (name, d) in [
             ("heartbeat", self.heartbeat),

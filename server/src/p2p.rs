@@ -16,8 +16,12 @@ use crate::config::millis_u32;
 use crate::conn::Conn;
 use crate::error::Refused;
 use crate::msg::{RelayedCall, ReplyTo, ShardMsg};
-use crate::route::{answer, deliver, route};
+use crate::route::{answer, cluster_room, deliver, route};
 use crate::shard::Shard;
+
+/// How much longer than a remote call's deadline the caller's shard waits for the callee's
+/// node to report the timeout itself.
+const REMOTE_MARGIN_MS: u64 = 250;
 
 fn lookup(shard: &Shard, peer: &str) -> Result<(usize, u64), Refused> {
     shard
@@ -36,6 +40,7 @@ pub(crate) fn direct_event(
     payload: &[u8],
 ) -> Result<(), Refused> {
     let (at, session) = lookup(shard, target)?;
+    cluster_room(shard, at)?;
     let frame = shard.local.encode_relayed(&codec::Event {
         name: Cow::Borrowed(name),
         peer: Some(Cow::Borrowed(&conn.peer_id)),
@@ -56,6 +61,7 @@ pub(crate) fn forward_call(
     timeout_ms: u32,
 ) -> Result<(), Refused> {
     let (at, callee_session) = lookup(shard, target)?;
+    cluster_room(shard, at)?;
     let config = &shard.shared().config;
     if conn.relayed_calls.get() >= config.limits.max_relayed_calls_per_peer {
         return Err(Refused::new(
@@ -84,6 +90,18 @@ pub(crate) fn forward_call(
     // Freed when the outcome comes back (`ShardMsg::RelayAnswer`): an answer, an error,
     // the callee leaving, or the deadline.
     conn.relay_started();
+    if !shard.shared().is_local(at) {
+        // Tracked here too: the callee's node may die, or never answer. Its own deadline
+        // comes first; this one, a little later, is the backstop.
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_millis(timeout_ms as u64 + REMOTE_MARGIN_MS);
+        let mut calls = shard.remote_calls.borrow_mut();
+        let earliest = calls.next_deadline().is_none_or(|d| deadline < d);
+        calls.insert(conn.session, id, at, deadline);
+        if earliest {
+            shard.relay_timer.notify();
+        }
+    }
     route(shard, at, ShardMsg::RelayCall(call));
     Ok(())
 }

@@ -7,6 +7,8 @@
 //! answered before its deadline stays in the heap until that deadline and is skipped then;
 //! so that quickly answered calls with long deadlines cannot grow the heap without bound,
 //! it is rebuilt from the waiting calls when it holds more than twice as many entries.
+//!
+//! [`RemoteCalls`]: this shard's peers' calls to peers of other nodes, on the caller's side.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -74,6 +76,88 @@ impl Relays {
     }
 
     /// The earliest deadline still to check.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((d, _, _))| *d)
+    }
+}
+
+/// Calls from this shard's peers to peers of other nodes, waiting for their answer: keyed
+/// by (caller session, the caller's request id), with the callee's node (virtual shard)
+/// and a deadline. The answer comes from the callee's node; this table is what fails the
+/// call when that node dies or never answers (`ShardMsg::NodeGone`, the deadline).
+#[derive(Default)]
+pub(crate) struct RemoteCalls {
+    waiting: BTreeMap<(u64, u64), (usize, Instant)>,
+    deadlines: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+}
+
+impl RemoteCalls {
+    pub fn insert(&mut self, session: u64, id: u64, node: usize, deadline: Instant) {
+        self.waiting.insert((session, id), (node, deadline));
+        self.deadlines.push(Reverse((deadline, session, id)));
+        if self.deadlines.len() > 2 * self.waiting.len() + 1024 {
+            self.deadlines = self
+                .waiting
+                .iter()
+                .map(|(&(s, i), &(_, d))| Reverse((d, s, i)))
+                .collect();
+        }
+    }
+
+    /// The answer to (session, id) came: whether the call was still waiting.
+    pub fn answer(&mut self, session: u64, id: u64) -> bool {
+        self.waiting.remove(&(session, id)).is_some()
+    }
+
+    /// The caller left: forget its calls.
+    pub fn caller_gone(&mut self, session: u64) {
+        let keys: Vec<(u64, u64)> = self
+            .waiting
+            .range((session, 0)..=(session, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            self.waiting.remove(&k);
+        }
+    }
+
+    /// Every call waiting for a peer of `node`, which is gone. A scan: nodes die rarely.
+    pub fn node_gone(&mut self, node: usize) -> Vec<(u64, u64)> {
+        let keys: Vec<(u64, u64)> = self
+            .waiting
+            .iter()
+            .filter(|(_, (n, _))| *n == node)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &keys {
+            self.waiting.remove(k);
+        }
+        keys
+    }
+
+    /// Calls whose deadline passed.
+    pub fn expired(&mut self, now: Instant) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        while let Some(Reverse((deadline, session, id))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            if self
+                .waiting
+                .get(&(session, id))
+                .is_some_and(|(_, d)| *d == deadline)
+            {
+                self.waiting.remove(&(session, id));
+                out.push((session, id));
+            }
+        }
+        if self.waiting.is_empty() {
+            self.deadlines.clear();
+        }
+        out
+    }
+
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.peek().map(|Reverse((d, _, _))| *d)
     }

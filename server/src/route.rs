@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::frame::Frame;
 use peerd_codec::{self as codec, Code, PresenceChange};
 
+use crate::error::Refused;
 use crate::metrics::Gauges;
 use crate::msg::{RelayedCall, ReplyTo, ShardMsg, Transport};
 use crate::shard::Shard;
@@ -59,8 +60,46 @@ pub(crate) fn answer(shard: &Rc<Shard>, to: ReplyTo, result: Result<&[u8], (u16,
         }),
     };
     if let Ok(frame) = frame {
-        let session = to.session;
-        route(shard, to.shard, ShardMsg::RelayAnswer { session, frame });
+        let (session, id) = (to.session, to.id);
+        route(
+            shard,
+            to.shard,
+            ShardMsg::RelayAnswer { session, id, frame },
+        );
+    }
+}
+
+/// A call of the caller (`session`, request `id`) to a peer of another node failed here:
+/// its node is gone, or it did not answer by the deadline.
+pub(crate) fn fail_remote_call(shard: &Shard, session: u64, id: u64, code: Code, why: &str) {
+    let Some(c) = shard.conn(session) else {
+        return;
+    };
+    c.relay_ended(false);
+    let _ = c.queue_msg(&codec::RpcError {
+        id,
+        code: code.as_u16(),
+        message: Cow::Borrowed(why),
+    });
+}
+
+/// Refuse a message to a peer of another node that cannot go now: the link to NATS is
+/// down, or the bridge is too far behind.
+pub(crate) fn cluster_room(shard: &Shard, target_shard: usize) -> Result<(), Refused> {
+    let shared = shard.shared();
+    if shared.is_local(target_shard) {
+        return Ok(());
+    }
+    match &shared.cluster {
+        Some(c) if !c.is_up() => Err(Refused::new(
+            Code::Overloaded,
+            "the link to the cluster is down, retry",
+        )),
+        Some(c) if !c.has_room() => Err(Refused::new(
+            Code::Overloaded,
+            "the cluster's backlog is full, retry",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -84,10 +123,38 @@ pub(crate) fn handle(shard: &Rc<Shard>, msg: ShardMsg) -> Option<Control> {
                 let _ = c.queue(&frame);
             }
         }
-        ShardMsg::RelayAnswer { session, frame } => {
+        ShardMsg::RelayAnswer { session, frame, .. } => {
             if let Some(c) = shard.conn(session) {
                 c.relay_ended(false);
                 let _ = c.queue(&frame);
+            }
+        }
+        ShardMsg::RemoteAnswer { session, id, frame } => {
+            if shard.remote_calls.borrow_mut().answer(session, id) {
+                if let Some(c) = shard.conn(session) {
+                    c.relay_ended(false);
+                    let _ = c.queue(&frame);
+                }
+            }
+        }
+        ShardMsg::NodeGone(node) => {
+            let gone = shard.remote_calls.borrow_mut().node_gone(node);
+            for (session, id) in gone {
+                fail_remote_call(
+                    shard,
+                    session,
+                    id,
+                    Code::PeerGone,
+                    "the callee's node is gone",
+                );
+            }
+        }
+        ShardMsg::TopicReady(topic) => {
+            let waiting = shard.join_waiters.borrow_mut().remove(&topic);
+            for (session, req) in waiting.into_iter().flatten() {
+                if let Some(c) = shard.conn(session) {
+                    c.status(req, Code::Ok, "");
+                }
             }
         }
         ShardMsg::Presence {

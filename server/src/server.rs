@@ -31,6 +31,24 @@ pub struct PeerInfo {
     pub session_id: u64,
 }
 
+/// Where this node stands in its cluster ([`PeerServer::cluster`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClusterStatus {
+    /// This node's name.
+    pub node_id: String,
+    /// This node's incarnation: drawn at start, in every message it sends.
+    pub epoch: u64,
+    /// Nodes alive in the cluster, this one included.
+    pub nodes: usize,
+    /// Linked to NATS and in sync: new peers are admitted.
+    pub up: bool,
+    /// Cross-node messages not sent (link down, backlog full, NATS slow consumer).
+    pub dropped: u64,
+    /// Nodes declared dead or gone since start.
+    pub nodes_lost: u64,
+}
+
 /// Server counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -53,6 +71,8 @@ pub const METRICS_WAIT: Duration = Duration::from_secs(2);
 /// A running server. Usable from any thread. Dropping it closes it.
 pub struct PeerServer {
     pub(crate) shared: Arc<Shared>,
+    /// The cluster's bridge thread, when this node is part of a cluster.
+    bridge: Mutex<Option<crate::cluster::bridge::Bridge>>,
     threads: Mutex<Option<Vec<glommio::ExecutorJoinHandle<()>>>>,
     /// The accept thread, for Unix endpoints and for every endpoint of a handover server.
     acceptor: Mutex<Option<Acceptor>>,
@@ -148,7 +168,7 @@ impl PeerServer {
             peer: None,
             payload: payload.into(),
         })?;
-        self.shared.broadcast_frame(frame, 0);
+        self.shared.broadcast_all(frame, 0);
         Ok(())
     }
 
@@ -176,6 +196,7 @@ impl PeerServer {
             direct: false,
             payload: payload.into(),
         })?;
+        self.shared.topic_remote(topic, None, &frame);
         for (i, msg) in self.shared.topic_frames(topic, frame, 0) {
             self.shared.send(i, msg);
         }
@@ -194,14 +215,35 @@ impl PeerServer {
             direct: true,
             payload: payload.into(),
         })?;
-        self.shared
-            .send(shard, ShardMsg::Deliver { session, frame });
+        if self.shared.is_local(shard) {
+            self.shared
+                .send(shard, ShardMsg::Deliver { session, frame });
+        } else {
+            // Through the topic's subject, in order with its other traffic (`topics`).
+            self.shared.topic_remote(topic, Some(session), &frame);
+        }
         Ok(true)
     }
 
     /// Members of `topic` across all shards (sorted).
     pub fn topic_members(&self, topic: &str) -> Vec<String> {
         self.shared.topics.members(topic)
+    }
+
+    /// This node's place in its cluster; None without one.
+    pub fn cluster(&self) -> Option<ClusterStatus> {
+        let c = self.shared.cluster.as_ref()?;
+        Some(ClusterStatus {
+            node_id: c.node_id.clone(),
+            epoch: c.epoch,
+            nodes: c.nodes.load(std::sync::atomic::Ordering::Relaxed),
+            up: c.is_up(),
+            dropped: c.stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            nodes_lost: c
+                .stats
+                .nodes_lost
+                .load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 
     /// Counters for monitoring and tests.
@@ -219,7 +261,8 @@ impl PeerServer {
     /// (`close`, `close_graceful`). While it drains and after it closed, false: what a
     /// readiness probe (`/readyz`) reports, so a load balancer sends new peers elsewhere.
     pub fn is_ready(&self) -> bool {
-        !self.shared.is_draining() && !self.is_closed()
+        let cluster_up = self.shared.cluster.as_ref().is_none_or(|c| c.is_up());
+        !self.shared.is_draining() && !self.is_closed() && cluster_up
     }
 
     /// A snapshot of every shard's counters and gauges, and the server-wide figures.
@@ -308,12 +351,18 @@ impl PeerServer {
             self.shared.send(i, ShardMsg::Shutdown { drain });
         }
         let unix_files = self.unix_files.clone();
+        let bridge = self.bridge.lock().unwrap_or_else(|e| e.into_inner()).take();
         let wait = move || {
             if let Some(a) = acceptor {
                 a.join();
             }
             for t in threads {
                 let _ = t.join();
+            }
+            // After the shards: their peers' leaves and releases went out first; then
+            // the node says goodbye.
+            if let Some(mut b) = bridge {
+                b.stop();
             }
             for (path, id) in unix_files {
                 // Only the socket file we bound: a successor may have put its own there.
@@ -628,7 +677,24 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
         senders.push(tx);
         receivers.push(rx);
     }
-    let shared = Arc::new(Shared::new(config, senders));
+    // The cluster's link exists before the shards, so that every handshake sees it; the
+    // bridge starts once they run, and until it has joined the cluster the link is down and
+    // handshakes are refused with Overloaded.
+    let (cluster, bridge_rx) = match &opts.cluster {
+        Some(c) => {
+            let epoch = loop {
+                let e = fastrand::u64(..);
+                if e != 0 {
+                    break e;
+                }
+            };
+            let node_id = c.node_id.clone().unwrap_or_else(default_node_id);
+            let (link, rx) = crate::cluster::ClusterLink::new(node_id, epoch, n, c.backlog_bytes);
+            (Some(link), Some(rx))
+        }
+        None => (None, None),
+    };
+    let shared = Arc::new(Shared::new(config, senders, cluster.clone()));
     let hooks = Arc::new(opts.hooks());
     let mut threads = Vec::with_capacity(n);
     let mut failure = None;
@@ -697,8 +763,21 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
             }
         }
     };
+    let bridge = match (failure.is_none(), cluster, bridge_rx, opts.cluster.clone()) {
+        (true, Some(link), Some(rx), Some(c)) => {
+            match crate::cluster::bridge::start(shared.clone(), link, rx, c) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    failure = Some(e);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let server = PeerServer {
         shared,
+        bridge: Mutex::new(bridge),
         threads: Mutex::new(Some(threads)),
         acceptor: Mutex::new(acceptor),
         unix_files,
@@ -717,6 +796,29 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
         tracing::info!(endpoint = %e, shards = n, "listening");
     }
     Ok(server)
+}
+
+/// A node's default name: `<hostname>-<pid>`.
+fn default_node_id() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let n = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..n])
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(48)
+            .collect()
+    } else {
+        "peerd".to_string()
+    };
+    format!("{host}-{}", std::process::id())
 }
 
 fn classify_glommio_error(shard: usize, e: glommio::GlommioError<()>) -> ListenError {

@@ -14,7 +14,7 @@ use crate::conn::Conn;
 use crate::local::Local;
 use crate::members::TopicMembers;
 use crate::options::Hooks;
-use crate::relays::Relays;
+use crate::relays::{Relays, RemoteCalls};
 use crate::shared::Shared;
 use crate::util::Notify;
 use crate::watchers::Watchers;
@@ -31,8 +31,13 @@ pub(crate) struct Shard {
     pub watchers: RefCell<Watchers>,
     /// Peer-to-peer calls waiting for a local callee's answer.
     pub relays: RefCell<Relays>,
+    /// This shard's peers' calls to peers of other nodes, waiting for an answer.
+    pub remote_calls: RefCell<RemoteCalls>,
     /// Wakes the relay expiry task when a call with an earlier deadline is added.
     pub relay_timer: Notify,
+    /// In a cluster: joins answered once the node's subscription to their topic is in
+    /// place, topic -> (session, request id).
+    pub join_waiters: RefCell<HashMap<Arc<str>, Vec<(u64, u64)>>>,
     /// The accept loops, with their listeners' fds; dropped (cancelled) to stop accepting.
     pub accepts: RefCell<Vec<(glommio::Task<()>, i32)>>,
 }
@@ -46,7 +51,9 @@ impl Shard {
             members: TopicMembers::default(),
             watchers: RefCell::new(Watchers::default()),
             relays: RefCell::new(Relays::default()),
+            remote_calls: RefCell::new(RemoteCalls::default()),
             relay_timer: Notify::default(),
+            join_waiters: RefCell::new(HashMap::new()),
             accepts: RefCell::new(Vec::new()),
         }
     }

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use crate::frame::Frame;
 use peerd_codec::Code;
 
+use crate::cluster::ClusterLink;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::msg::ShardMsg;
@@ -46,14 +47,30 @@ pub(crate) struct Shared {
     /// were handed over and the successor is up (`PeerServer::forward_accepted`).
     pub forward: std::sync::OnceLock<Forward>,
     pub started_at: SystemTime,
+    /// The cluster this node is part of, if any: messages for peers of other nodes (at
+    /// virtual shards, numbered from `shards()`) go through it.
+    pub cluster: Option<Arc<ClusterLink>>,
+    /// Assigned ids are `prefix * 10^10 + counter`: 0 on a single node; in a cluster a
+    /// random prefix per node incarnation, so that nodes rarely try the same ids (the
+    /// cluster's claim settles it when they do).
+    peer_id_prefix: u64,
 }
 
 /// Takes a connection this server accepted but should not serve (see `Shared::forward`).
 pub type Forward = Arc<dyn Fn(std::os::fd::OwnedFd) + Send + Sync>;
 
 impl Shared {
-    pub fn new(config: Config, senders: Vec<flume::Sender<ShardMsg>>) -> Shared {
+    pub fn new(
+        config: Config,
+        senders: Vec<flume::Sender<ShardMsg>>,
+        cluster: Option<Arc<ClusterLink>>,
+    ) -> Shared {
         let shards = senders.len();
+        let peer_id_prefix = if cluster.is_some() {
+            fastrand::u64(1..10_000)
+        } else {
+            0
+        };
         Shared {
             max_connections: AtomicUsize::new(config.limits.max_connections),
             config,
@@ -70,6 +87,8 @@ impl Shared {
             listeners_shared: AtomicBool::new(false),
             forward: std::sync::OnceLock::new(),
             started_at: SystemTime::now(),
+            cluster,
+            peer_id_prefix,
         }
     }
 
@@ -96,9 +115,24 @@ impl Shared {
     }
 
     /// Send `msg` to shard `target`'s inbox. A shard that has stopped drops it, which is
-    /// what a message to a stopped server should do.
+    /// what a message to a stopped server should do. A virtual shard's message (a peer of
+    /// another node) goes to the cluster.
     pub fn send(&self, target: usize, msg: ShardMsg) {
-        let _ = self.senders[target].send(msg);
+        match self.senders.get(target) {
+            Some(s) => {
+                let _ = s.send(msg);
+            }
+            None => {
+                if let Some(c) = &self.cluster {
+                    c.to_node(target, msg);
+                }
+            }
+        }
+    }
+
+    /// Whether `shard` is one of this node's (not a virtual shard of another node's).
+    pub fn is_local(&self, shard: usize) -> bool {
+        shard < self.senders.len()
     }
 
     pub fn next_session(&self) -> u64 {
@@ -106,7 +140,8 @@ impl Shared {
     }
 
     pub fn assign_peer_id(&self) -> String {
-        self.next_peer.fetch_add(1, Ordering::Relaxed).to_string()
+        let n = self.next_peer.fetch_add(1, Ordering::Relaxed);
+        (self.peer_id_prefix * 10_000_000_000 + n).to_string()
     }
 
     /// Count a new connection against `max_connections`; false (and counted as dropped)
@@ -147,7 +182,25 @@ impl Shared {
         self.accept_errors.load(Ordering::Relaxed)
     }
 
-    /// One message per shard, not one per peer; the frame is shared by reference count.
+    /// A broadcast to every peer of the cluster: this node's, and one message to the
+    /// other nodes.
+    pub fn broadcast_all(&self, frame: Frame, exclude_session: u64) {
+        if let Some(c) = &self.cluster {
+            c.broadcast(&frame);
+        }
+        self.broadcast_frame(frame, exclude_session);
+    }
+
+    /// A topic frame to the members on other nodes, once (NATS brings it to the nodes with
+    /// members); `to`: only that member (a scoped session).
+    pub fn topic_remote(&self, topic: &str, to: Option<u64>, frame: &Frame) {
+        if let Some(c) = &self.cluster {
+            c.topic(&topic.into(), to, frame);
+        }
+    }
+
+    /// One message per local shard, not one per peer; the frame is shared by reference
+    /// count.
     pub fn broadcast_frame(&self, frame: Frame, exclude_session: u64) {
         for i in 0..self.shards() {
             self.send(

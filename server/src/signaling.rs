@@ -9,9 +9,8 @@ use peerd_codec::{self as codec, ArchivedSignal, ArchivedSignalKind, Code, Signa
 
 use crate::conn::Conn;
 use crate::error::Refused;
-use crate::route::deliver;
 use crate::shard::Shard;
-use crate::topics::{fan_out, member};
+use crate::topics::{deliver_member, fan_out, member};
 
 /// The kind of a received Signal.
 pub(crate) fn kind(s: &ArchivedSignal<'_>) -> SignalKind {
@@ -53,9 +52,8 @@ pub(crate) fn signal(
     match to {
         None => fan_out(shard, room, frame, conn.session),
         Some(to) => {
-            let (at, session) = member(shard, room, to)?;
-            deliver(shard, at, session, frame);
+            let at = member(shard, room, to)?;
+            deliver_member(shard, room, at, frame)
         }
     }
-    Ok(())
 }

@@ -20,8 +20,13 @@ use crate::striped::Striped;
 #[derive(Default)]
 struct TopicEntry {
     members: HashMap<Arc<str>, (usize, u64)>,
+    /// Members per local shard; members of other nodes (at virtual shards, see
+    /// `cluster::link`) are in `members` only.
     per_shard: Vec<u32>,
     watchers: Vec<u32>,
+    /// In a cluster: this node's subscription to the topic's subject is confirmed, so a
+    /// join here may be answered at once (see `topics::join`).
+    subscribed: bool,
 }
 
 impl TopicEntry {
@@ -30,7 +35,12 @@ impl TopicEntry {
             members: HashMap::new(),
             per_shard: vec![0; shards],
             watchers: vec![0; shards],
+            subscribed: false,
         }
+    }
+
+    fn local_count(&self) -> u32 {
+        self.per_shard.iter().sum()
     }
 
     fn is_unused(&self) -> bool {
@@ -51,6 +61,18 @@ fn shards_with(counts: &[u32]) -> Vec<usize> {
 #[derive(Debug)]
 pub(crate) struct TopicFull;
 
+/// What a join or leave changed.
+pub(crate) struct Change {
+    /// The shards with watchers of the topic, to be told.
+    pub notify: Vec<usize>,
+    /// The topic's local membership started or ended (in a cluster, the node's
+    /// subscription to the topic must follow).
+    pub interest: bool,
+    /// The node's subscription to the topic is confirmed (always true off a cluster's
+    /// first member: see `topics::join`).
+    pub subscribed: bool,
+}
+
 /// Shared topic membership, striped by topic name.
 pub(crate) struct TopicIndex {
     map: Striped<TopicEntry>,
@@ -65,14 +87,14 @@ impl TopicIndex {
         }
     }
 
-    /// Add a member. Returns the shards with watchers of `topic`, to be told of the join.
+    /// Add a member (at a local shard, or at a virtual one: a member on another node).
     pub fn join(
         &self,
         topic: &Arc<str>,
         peer: &Arc<str>,
         at: (usize, u64),
         max_members: u32,
-    ) -> Result<Vec<usize>, TopicFull> {
+    ) -> Result<Change, TopicFull> {
         self.map.write(topic, |map| {
             let e = map
                 .entry(topic.clone())
@@ -84,28 +106,78 @@ impl TopicIndex {
                 return Err(TopicFull);
             }
             e.members.insert(peer.clone(), at);
-            e.per_shard[at.0] += 1;
-            Ok(shards_with(&e.watchers))
+            let mut interest = false;
+            if let Some(n) = e.per_shard.get_mut(at.0) {
+                *n += 1;
+                interest = e.local_count() == 1;
+            }
+            Ok(Change {
+                notify: shards_with(&e.watchers),
+                interest,
+                subscribed: e.subscribed,
+            })
         })
     }
 
     /// Remove a member (only if `at` still owns the membership: a takeover's new session
-    /// may have joined already). Returns the shards with watchers, to be told of the leave.
-    pub fn leave(&self, topic: &str, peer: &str, at: (usize, u64)) -> Vec<usize> {
+    /// may have joined already).
+    pub fn leave(&self, topic: &str, peer: &str, at: (usize, u64)) -> Change {
         self.map.write(topic, |map| {
             let Some(e) = map.get_mut(topic) else {
-                return Vec::new();
+                return Change {
+                    notify: Vec::new(),
+                    interest: false,
+                    subscribed: false,
+                };
             };
             if e.members.get(peer) == Some(&at) {
                 e.members.remove(peer);
             }
-            e.per_shard[at.0] = e.per_shard[at.0].saturating_sub(1);
-            let notify = shards_with(&e.watchers);
+            let mut interest = false;
+            if let Some(n) = e.per_shard.get_mut(at.0) {
+                *n = n.saturating_sub(1);
+                interest = e.local_count() == 0;
+            }
+            let change = Change {
+                notify: shards_with(&e.watchers),
+                interest,
+                subscribed: e.subscribed,
+            };
             if e.is_unused() {
                 map.remove(topic);
             }
-            notify
+            change
         })
+    }
+
+    /// Members of `topic` on this node's shards.
+    pub fn local_count(&self, topic: &str) -> u32 {
+        self.map.read(topic, |e| e.map_or(0, |e| e.local_count()))
+    }
+
+    /// The node's subscription to `topic` is confirmed; false if the topic has no entry
+    /// (its members left meanwhile).
+    pub fn set_subscribed(&self, topic: &str) -> bool {
+        self.map.write(topic, |map| match map.get_mut(topic) {
+            Some(e) => {
+                e.subscribed = true;
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Every membership on this node's shards: (topic, peer, shard, session).
+    pub fn local_members(&self) -> Vec<(Arc<str>, Arc<str>, usize, u64)> {
+        let mut out = Vec::new();
+        self.map.for_each(|topic, e| {
+            for (peer, &(shard, session)) in &e.members {
+                if shard < self.shards {
+                    out.push((topic.clone(), peer.clone(), shard, session));
+                }
+            }
+        });
+        out
     }
 
     /// Register a watcher on `shard` and return the current members (id, session) taken
@@ -171,15 +243,20 @@ mod tests {
         let ix = TopicIndex::new(2);
         let t: Arc<str> = "chat".into();
         let a: Arc<str> = "a".into();
-        assert_eq!(ix.join(&t, &a, (1, 10), 2).unwrap(), Vec::<usize>::new());
+        assert_eq!(
+            ix.join(&t, &a, (1, 10), 2).unwrap().notify,
+            Vec::<usize>::new()
+        );
         assert_eq!(ix.member_shards("chat"), vec![1]);
         assert_eq!(ix.watch(&t, 0), vec![(a.clone(), 10)]);
         let b: Arc<str> = "b".into();
-        assert_eq!(ix.join(&t, &b, (0, 11), 2).unwrap(), vec![0]);
+        assert_eq!(ix.join(&t, &b, (0, 11), 2).unwrap().notify, vec![0]);
         assert!(ix.join(&t, &"c".into(), (0, 12), 2).is_err());
         assert_eq!(ix.members("chat"), vec!["a", "b"]);
-        assert_eq!(ix.leave("chat", "a", (1, 10)), vec![0]);
-        assert_eq!(ix.leave("chat", "b", (0, 11)), vec![0]);
+        assert_eq!(ix.leave("chat", "a", (1, 10)).notify, vec![0]);
+        let last = ix.leave("chat", "b", (0, 11));
+        assert_eq!(last.notify, vec![0]);
+        assert!(last.interest, "the last local member left");
         assert_eq!(ix.len(), 1, "the watcher keeps the entry");
         ix.unwatch("chat", 0);
         assert_eq!(ix.len(), 0);

@@ -17,20 +17,37 @@ use std::sync::Arc;
 use crate::frame::Frame;
 use peerd_codec::{self as codec, Code, PresenceChange};
 
+use crate::cluster::link::here;
+use crate::cluster::wire::Op;
+use crate::cluster::BridgeCmd;
 use crate::conn::Conn;
 use crate::error::Refused;
 use crate::presence::announce_topic;
-use crate::route::{deliver, route};
+use crate::route::{cluster_room, deliver, route};
 use crate::shard::Shard;
 
+/// A join succeeded: answer it now, or (in a cluster, `req` != 0) once this node's
+/// subscription to the topic is in place, so that, as on one node, whatever any node
+/// publishes after the answer reaches the new member (the bridge confirms the subscription
+/// with a round trip to NATS, then sends `ShardMsg::TopicReady`).
+pub(crate) enum Joined {
+    Now,
+    Pending,
+}
+
 /// Join `topic`. Joining a topic already joined is a success.
-pub(crate) fn join(shard: &Rc<Shard>, conn: &Rc<Conn>, topic: &str) -> Result<(), Refused> {
+pub(crate) fn join(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    topic: &str,
+    req: u64,
+) -> Result<Joined, Refused> {
     let limits = shard.local.limits();
     {
         let mine = conn.topics.borrow();
         let joined = mine.held().map_or(0, |h| h.joined.len());
         if mine.is_member(topic) {
-            return Ok(());
+            return Ok(Joined::Now);
         }
         if joined >= limits.max_topics_per_peer as usize {
             return Err(Refused::new(
@@ -40,7 +57,7 @@ pub(crate) fn join(shard: &Rc<Shard>, conn: &Rc<Conn>, topic: &str) -> Result<()
         }
     }
     let topic: Arc<str> = topic.into();
-    let notify = shard
+    let change = shard
         .shared()
         .topics
         .join(
@@ -56,8 +73,28 @@ pub(crate) fn join(shard: &Rc<Shard>, conn: &Rc<Conn>, topic: &str) -> Result<()
         .joined
         .insert(topic.clone());
     shard.members.add(&topic, conn.clone());
-    announce_topic(shard, conn, &topic, notify, PresenceChange::Join);
-    Ok(())
+    announce_topic(shard, conn, &topic, change.notify, PresenceChange::Join);
+    let Some(cluster) = &shard.shared().cluster else {
+        return Ok(Joined::Now);
+    };
+    cluster.state(vec![Op::Join {
+        topic: topic.clone(),
+        peer: conn.peer_id.clone(),
+        at: here(shard.index(), conn.session),
+    }]);
+    if change.interest {
+        cluster.cmd(BridgeCmd::Interest(topic.clone()));
+    }
+    if change.subscribed || req == 0 || !cluster.is_up() {
+        return Ok(Joined::Now);
+    }
+    shard
+        .join_waiters
+        .borrow_mut()
+        .entry(topic)
+        .or_default()
+        .push((conn.session, req));
+    Ok(Joined::Pending)
 }
 
 /// Leave `topic`.
@@ -80,11 +117,21 @@ pub(crate) fn leave_all(shard: &Rc<Shard>, conn: &Conn) {
 
 fn leave_joined(shard: &Rc<Shard>, conn: &Conn, topic: &Arc<str>) {
     shard.members.remove(topic, conn.session);
-    let notify = shard
+    let change = shard
         .shared()
         .topics
         .leave(topic, &conn.peer_id, (shard.index(), conn.session));
-    announce_topic(shard, conn, topic, notify, PresenceChange::Leave);
+    announce_topic(shard, conn, topic, change.notify, PresenceChange::Leave);
+    if let Some(cluster) = &shard.shared().cluster {
+        cluster.state(vec![Op::Leave {
+            topic: topic.clone(),
+            peer: conn.peer_id.clone(),
+            at: here(shard.index(), conn.session),
+        }]);
+        if change.interest {
+            cluster.cmd(BridgeCmd::Interest(topic.clone()));
+        }
+    }
 }
 
 /// Publish `payload` to every member of `topic` (the publisher too when `echo`).
@@ -102,16 +149,59 @@ pub(crate) fn publish(
         payload: Cow::Borrowed(payload),
     })?;
     let exclude = if echo { 0 } else { conn.session };
-    fan_out(shard, topic, frame, exclude);
-    Ok(())
+    fan_out(shard, topic, frame, exclude)
 }
 
 /// Deliver a topic frame to every member except session `exclude`: one message per shard
-/// that has members (inline for this one).
-pub(crate) fn fan_out(shard: &Rc<Shard>, topic: &str, frame: Frame, exclude: u64) {
-    for (i, msg) in shard.shared().topic_frames(topic, frame, exclude) {
+/// that has members (inline for this one), and in a cluster one message to the other
+/// nodes, which NATS brings to those with members.
+pub(crate) fn fan_out(
+    shard: &Rc<Shard>,
+    topic: &str,
+    frame: Frame,
+    exclude: u64,
+) -> Result<(), Refused> {
+    let shared = shard.shared();
+    if shared.cluster.is_some() {
+        cluster_fits(shard, &frame, topic)?;
+        shared.topic_remote(topic, None, &frame);
+    }
+    for (i, msg) in shared.topic_frames(topic, frame, exclude) {
         route(shard, i, msg);
     }
+    Ok(())
+}
+
+/// A frame for other nodes must fit in one NATS message.
+fn cluster_fits(shard: &Shard, frame: &Frame, topic: &str) -> Result<(), Refused> {
+    match &shard.shared().cluster {
+        Some(c) if !c.fits(frame, 32 + topic.len()) => Err(Refused::new(
+            Code::TooLarge,
+            "larger than the cluster's NATS max_payload",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Deliver a frame to the one member of `topic` at (`target`, `session`). A member on
+/// another node gets it through the topic's subject, not its node's inbox, so that it
+/// stays in order with the topic's other traffic (a room's offer, then the answers and
+/// candidates sent to one member: `signaling`).
+pub(crate) fn deliver_member(
+    shard: &Rc<Shard>,
+    topic: &str,
+    (target, session): (usize, u64),
+    frame: Frame,
+) -> Result<(), Refused> {
+    let shared = shard.shared();
+    if shared.is_local(target) {
+        deliver(shard, target, session, frame);
+        return Ok(());
+    }
+    cluster_room(shard, target)?;
+    cluster_fits(shard, &frame, topic)?;
+    shared.topic_remote(topic, Some(session), &frame);
+    Ok(())
 }
 
 /// Send `payload` on `topic` to the one member `to`.
@@ -122,15 +212,14 @@ pub(crate) fn send_to_member(
     to: &str,
     payload: &[u8],
 ) -> Result<(), Refused> {
-    let (target, session) = member(shard, topic, to)?;
+    let at = member(shard, topic, to)?;
     let frame = shard.local.encode_relayed(&codec::TopicMessage {
         topic: Cow::Borrowed(topic),
         from: Cow::Borrowed(&conn.peer_id),
         direct: true,
         payload: Cow::Borrowed(payload),
     })?;
-    deliver(shard, target, session, frame);
-    Ok(())
+    deliver_member(shard, topic, at, frame)
 }
 
 /// Where member `to` of `topic` lives, or why it cannot be reached through the topic.

@@ -1,0 +1,1194 @@
+//! The bridge: one thread (`peerd-cluster`) running a tokio current-thread runtime with
+//! NATS's client, between the glommio shards and NATS. Shards hand it [`BridgeCmd`]s over
+//! one flume channel and never wait for it (except a handshake for its claim, without
+//! blocking its shard); it hands shards [`ShardMsg`]s through their inboxes, as any shard
+//! does.
+//!
+//! Subjects (`<c>`: the cluster name):
+//! - `peerd.<c>.t.<base64url topic>`: a topic's frames; a node subscribes while it has a
+//!   local member (interest: nodes without members receive nothing for the topic).
+//! - `peerd.<c>.n.<epoch>`: one node incarnation's inbox (deliveries, calls, answers,
+//!   kicks, snapshots).
+//! - `peerd.<c>.b`: broadcasts, to every node.
+//! - `peerd.<c>.s.<epoch>`: a node's state changes and heartbeats, on one subject so that
+//!   a heartbeat's sequence number is ordered after the changes it covers.
+//!
+//! Replication: each node is the only writer of its own peers and memberships. It numbers
+//! its changes ([`wire::Msg::Delta`]) and every other node applies them to a replica held in
+//! the shared directory and topic index (at virtual shards, see `link`), announcing presence
+//! as a local change would. A gap in the numbers, or a node heard for the first time, asks
+//! that node for a snapshot; the replica then takes the difference, so a watcher sees what
+//! changed, once. A node silent for three heartbeat intervals is dead: its peers leave.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use async_nats::{Client, ServerAddr, Subject};
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use peerd_codec::{Code, PresenceChange};
+
+use super::claims::{self, ClaimRequest, Claimed, Holder, Liveness};
+use super::link::{kick_code, scope, BridgeCmd, ClusterLink, MAX_NODES, MAX_SESSION};
+use super::wire::{self, At, Msg, Op};
+use crate::directory::Entry;
+use crate::error::ListenError;
+use crate::msg::{RelayedCall, ReplyTo, ShardMsg};
+use crate::options::ClusterOptions;
+use crate::shared::Shared;
+
+/// Dead after this many heartbeat intervals of silence.
+const DEAD_AFTER: u32 = 3;
+/// How long a join waits for its topic's subscription to be confirmed before it is
+/// answered anyway.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The running bridge: stop it with [`Bridge::stop`].
+pub(crate) struct Bridge {
+    thread: Option<std::thread::JoinHandle<()>>,
+    link: Arc<ClusterLink>,
+}
+
+impl Bridge {
+    /// Say goodbye to the cluster (the peers' leaves were sent as they closed) and end.
+    pub fn stop(&mut self) {
+        self.link.cmd(BridgeCmd::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn subject_prefix(name: &str) -> String {
+    format!("peerd.{name}")
+}
+
+fn inbox(prefix: &str, epoch: u64) -> String {
+    format!("{prefix}.n.{epoch:016x}")
+}
+
+fn state_subject(prefix: &str, epoch: u64) -> String {
+    format!("{prefix}.s.{epoch:016x}")
+}
+
+fn topic_subject(prefix: &str, topic: &str) -> String {
+    format!(
+        "{prefix}.t.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(topic)
+    )
+}
+
+/// The KV bucket of a cluster's peer ids.
+pub(crate) fn bucket(name: &str) -> String {
+    format!("peerd_{name}_ids")
+}
+
+/// Connect, open the id bucket, subscribe, learn the other nodes, and return once this
+/// node may admit peers (or why it cannot).
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    link: Arc<ClusterLink>,
+    rx: flume::Receiver<BridgeCmd>,
+    opts: ClusterOptions,
+) -> Result<Bridge, ListenError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let link2 = link.clone();
+    let thread = std::thread::Builder::new()
+        .name("peerd-cluster".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("cannot start the bridge's runtime: {e}")));
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, run(shared, link2, rx, opts, ready_tx));
+        })
+        .map_err(|e| ListenError::Cluster {
+            detail: format!("cannot start the cluster thread: {e}"),
+        })?;
+    let mut bridge = Bridge {
+        thread: Some(thread),
+        link,
+    };
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(bridge),
+        Ok(Err(detail)) => {
+            bridge.stop();
+            Err(ListenError::Cluster { detail })
+        }
+        Err(_) => {
+            bridge.thread.take().map(|t| t.join());
+            Err(ListenError::Cluster {
+                detail: "the cluster thread ended during start-up".into(),
+            })
+        }
+    }
+}
+
+/// What the bridge knows of another node incarnation.
+struct Node {
+    slot: usize,
+    node_id: Box<str>,
+    last_heard: Instant,
+    /// Its heartbeat interval, as it says (it is judged on the longer of its and ours).
+    interval: Duration,
+    /// The last change of its applied (or covered by a snapshot).
+    seq: u64,
+    synced: bool,
+    /// Changes received while waiting for a snapshot.
+    buffered: Vec<(u64, Vec<Op>)>,
+    /// Parts of a snapshot being received.
+    snapshot: Vec<Op>,
+    /// The replica of its state: what its death or a snapshot's difference undoes.
+    peers: HashSet<(Arc<str>, At)>,
+    members: HashSet<(Arc<str>, Arc<str>, At)>,
+}
+
+/// The bridge's state, on its one thread.
+struct State {
+    shared: Arc<Shared>,
+    link: Arc<ClusterLink>,
+    prefix: String,
+    interval: Duration,
+    nodes: HashMap<u64, Node>,
+    /// Node slot -> epoch (None: free since the instant).
+    slots: Vec<Result<u64, Instant>>,
+    /// Changes of this node numbered so far.
+    seq: u64,
+    /// Claims this node holds: peer id -> (session, KV revision).
+    claims: HashMap<Arc<str>, (u64, u64)>,
+    /// Topic subscriptions: the task reading each, and whether it is confirmed.
+    subs: HashMap<Arc<str>, (tokio::task::AbortHandle, bool)>,
+    connected: bool,
+    /// Since when the link has been down (liveness is not judged meanwhile).
+    down_since: Option<Instant>,
+}
+
+type Shared_ = Rc<RefCell<State>>;
+
+impl Liveness for State {
+    fn alive(&self, peer: &str, h: &Holder) -> bool {
+        if h.epoch == self.link.epoch {
+            // Ours: alive while that session holds the claim (from the claim until its
+            // connection's teardown releases it).
+            return self
+                .claims
+                .get(peer)
+                .is_some_and(|(session, _)| *session == h.at.session);
+        }
+        self.nodes.contains_key(&h.epoch)
+    }
+}
+
+impl State {
+    fn vshard(&self, slot: usize) -> usize {
+        self.link.virtual_shard(slot)
+    }
+
+    fn new_slot(&mut self, epoch: u64) -> Option<usize> {
+        // A freed slot is reused only after a minute, so that late messages scoped to the
+        // old node cannot reach the new one's peers.
+        let reuse = self
+            .slots
+            .iter()
+            .position(|s| matches!(s, Err(at) if at.elapsed() > Duration::from_secs(60)));
+        let slot = match reuse {
+            Some(i) => i,
+            None if self.slots.len() < MAX_NODES => {
+                self.slots.push(Err(Instant::now()));
+                self.slots.len() - 1
+            }
+            None => return None,
+        };
+        self.slots[slot] = Ok(epoch);
+        Some(slot)
+    }
+
+    fn announce_global(&self, peer: &Arc<str>, session: u64, change: PresenceChange) {
+        if self.shared.global_watchers.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        for i in 0..self.shared.shards() {
+            self.shared.send(
+                i,
+                ShardMsg::Presence {
+                    topic: None,
+                    peer: peer.clone(),
+                    session,
+                    change,
+                },
+            );
+        }
+    }
+
+    /// Apply one change of node `epoch` to the replica; a change it already holds (a
+    /// snapshot covered it) is skipped, so nothing is announced twice.
+    fn apply(&mut self, epoch: u64, op: Op) {
+        let Some(node) = self.nodes.get_mut(&epoch) else {
+            return;
+        };
+        let slot = node.slot;
+        let at_of = |at: At| (at.session < MAX_SESSION).then(|| scope(slot, at));
+        match op {
+            Op::PeerUp { peer, at } => {
+                let Some(session) = at_of(at) else { return };
+                if !node.peers.insert((peer.clone(), at)) {
+                    return;
+                }
+                let entry = Entry {
+                    shard: self.link.virtual_shard(slot),
+                    session,
+                    token: [0; 16],
+                };
+                self.shared.directory.upsert(&peer, entry);
+                self.announce_global(&peer, session, PresenceChange::Join);
+            }
+            Op::PeerDown { peer, at } => {
+                let Some(session) = at_of(at) else { return };
+                if !node.peers.remove(&(peer.clone(), at)) {
+                    return;
+                }
+                self.shared.directory.release(&peer, session);
+                self.announce_global(&peer, session, PresenceChange::Leave);
+            }
+            Op::Join { topic, peer, at } => {
+                let Some(session) = at_of(at) else { return };
+                if !node.members.insert((topic.clone(), peer.clone(), at)) {
+                    return;
+                }
+                let at = (self.link.virtual_shard(slot), session);
+                if let Ok(change) = self.shared.topics.join(&topic, &peer, at, u32::MAX) {
+                    self.announce_topic(
+                        &topic,
+                        &peer,
+                        session,
+                        change.notify,
+                        PresenceChange::Join,
+                    );
+                }
+            }
+            Op::Leave { topic, peer, at } => {
+                let Some(session) = at_of(at) else { return };
+                if !node.members.remove(&(topic.clone(), peer.clone(), at)) {
+                    return;
+                }
+                let at = (self.link.virtual_shard(slot), session);
+                let change = self.shared.topics.leave(&topic, &peer, at);
+                self.announce_topic(&topic, &peer, session, change.notify, PresenceChange::Leave);
+            }
+        }
+    }
+
+    fn announce_topic(
+        &self,
+        topic: &Arc<str>,
+        peer: &Arc<str>,
+        session: u64,
+        shards: Vec<usize>,
+        change: PresenceChange,
+    ) {
+        for i in shards {
+            self.shared.send(
+                i,
+                ShardMsg::Presence {
+                    topic: Some(topic.clone()),
+                    peer: peer.clone(),
+                    session,
+                    change,
+                },
+            );
+        }
+    }
+
+    /// Node `epoch` is gone (dead, or said goodbye): its peers leave, calls waiting for them
+    /// fail, and its slot is freed.
+    fn node_gone(&mut self, epoch: u64, why: &str) {
+        let Some(node) = self.nodes.get(&epoch) else {
+            return;
+        };
+        tracing::warn!(node = %node.node_id, epoch = format_args!("{epoch:016x}"), why, "cluster node gone");
+        let slot = node.slot;
+        let mut ops: Vec<Op> = node
+            .members
+            .iter()
+            .map(|(topic, peer, at)| Op::Leave {
+                topic: topic.clone(),
+                peer: peer.clone(),
+                at: *at,
+            })
+            .collect();
+        ops.extend(node.peers.iter().map(|(peer, at)| Op::PeerDown {
+            peer: peer.clone(),
+            at: *at,
+        }));
+        for op in ops {
+            self.apply(epoch, op);
+        }
+        self.nodes.remove(&epoch);
+        self.slots[slot] = Err(Instant::now());
+        self.link.stats.nodes_lost.fetch_add(1, Ordering::Relaxed);
+        self.link
+            .nodes
+            .store(self.nodes.len() + 1, Ordering::Relaxed);
+        for i in 0..self.shared.shards() {
+            self.shared.send(i, ShardMsg::NodeGone(self.vshard(slot)));
+        }
+    }
+
+    /// The whole local state, as `Op`s.
+    fn snapshot_ops(&self) -> Vec<Op> {
+        let shards = self.shared.shards();
+        let mut ops = Vec::new();
+        for (peer, shard, session) in self.shared.directory.snapshot() {
+            if shard < shards {
+                ops.push(Op::PeerUp {
+                    peer,
+                    at: super::link::here(shard, session),
+                });
+            }
+        }
+        for (topic, peer, shard, session) in self.shared.topics.local_members() {
+            ops.push(Op::Join {
+                topic,
+                peer,
+                at: super::link::here(shard, session),
+            });
+        }
+        ops
+    }
+
+    /// Replace node `epoch`'s replica with a snapshot as of its change `seq`, then apply
+    /// the changes received meanwhile.
+    fn install_snapshot(&mut self, epoch: u64, seq: u64) {
+        let Some(node) = self.nodes.get_mut(&epoch) else {
+            return;
+        };
+        let ops = std::mem::take(&mut node.snapshot);
+        let mut peers = HashSet::new();
+        let mut members = HashSet::new();
+        for op in ops {
+            match op {
+                Op::PeerUp { peer, at } => {
+                    peers.insert((peer, at));
+                }
+                Op::Join { topic, peer, at } => {
+                    members.insert((topic, peer, at));
+                }
+                _ => {}
+            }
+        }
+        let mut diff: Vec<Op> = Vec::new();
+        for (topic, peer, at) in node.members.difference(&members) {
+            diff.push(Op::Leave {
+                topic: topic.clone(),
+                peer: peer.clone(),
+                at: *at,
+            });
+        }
+        for (peer, at) in node.peers.difference(&peers) {
+            diff.push(Op::PeerDown {
+                peer: peer.clone(),
+                at: *at,
+            });
+        }
+        for (peer, at) in peers.difference(&node.peers) {
+            diff.push(Op::PeerUp {
+                peer: peer.clone(),
+                at: *at,
+            });
+        }
+        for (topic, peer, at) in members.difference(&node.members) {
+            diff.push(Op::Join {
+                topic: topic.clone(),
+                peer: peer.clone(),
+                at: *at,
+            });
+        }
+        let buffered = std::mem::take(&mut node.buffered);
+        node.seq = seq;
+        node.synced = true;
+        for op in diff {
+            self.apply(epoch, op);
+        }
+        for (last, ops) in buffered {
+            self.apply_delta(epoch, last, ops);
+        }
+    }
+
+    /// Apply a numbered batch of changes, or note a gap and ask for a snapshot.
+    fn apply_delta(&mut self, epoch: u64, last: u64, ops: Vec<Op>) {
+        let Some(node) = self.nodes.get_mut(&epoch) else {
+            return;
+        };
+        if !node.synced {
+            node.buffered.push((last, ops));
+            return;
+        }
+        let first = last + 1 - ops.len() as u64;
+        if last <= node.seq {
+            return; // covered by the snapshot
+        }
+        if first > node.seq + 1 {
+            node.synced = false;
+            node.buffered.push((last, ops));
+            self.resync(epoch, "a gap in its changes");
+            return;
+        }
+        let skip = (node.seq + 1 - first) as usize;
+        node.seq = last;
+        for op in ops.into_iter().skip(skip) {
+            self.apply(epoch, op);
+        }
+    }
+
+    fn resync(&mut self, epoch: u64, why: &str) {
+        if let Some(node) = self.nodes.get_mut(&epoch) {
+            node.synced = false;
+            node.snapshot.clear();
+            tracing::debug!(node = %node.node_id, why, "cluster: asking for a snapshot");
+        }
+        self.link.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+        let subject = inbox(&self.prefix, epoch);
+        self.link.cmd(BridgeCmd::Publish {
+            subject,
+            payload: wire::snapshot_req(self.link.epoch),
+        });
+    }
+
+    /// A message from node `epoch`: learn of the node if new, and note it is alive.
+    fn heard(&mut self, epoch: u64, node_id: Option<&str>) -> bool {
+        if epoch == self.link.epoch {
+            return false;
+        }
+        if let Some(n) = self.nodes.get_mut(&epoch) {
+            n.last_heard = Instant::now();
+            if let Some(id) = node_id {
+                if *n.node_id != *id {
+                    n.node_id = id.into();
+                }
+            }
+            return true;
+        }
+        let Some(slot) = self.new_slot(epoch) else {
+            tracing::error!("cluster: too many nodes; ignoring a new one");
+            return false;
+        };
+        self.nodes.insert(
+            epoch,
+            Node {
+                slot,
+                node_id: node_id.unwrap_or("?").into(),
+                last_heard: Instant::now(),
+                interval: self.interval,
+                seq: 0,
+                synced: false,
+                buffered: Vec::new(),
+                snapshot: Vec::new(),
+                peers: HashSet::new(),
+                members: HashSet::new(),
+            },
+        );
+        self.link
+            .nodes
+            .store(self.nodes.len() + 1, Ordering::Relaxed);
+        self.resync(epoch, "new node");
+        true
+    }
+
+    fn slot_of(&self, epoch: u64) -> Option<usize> {
+        self.nodes.get(&epoch).map(|n| n.slot)
+    }
+
+    fn local_shard(&self, at: At) -> Option<usize> {
+        ((at.shard as usize) < self.shared.shards()).then_some(at.shard as usize)
+    }
+
+    /// One message from NATS.
+    fn incoming(&mut self, payload: Bytes) {
+        let link = self.link.clone();
+        let stats = &link.stats;
+        stats.messages_in.fetch_add(1, Ordering::Relaxed);
+        stats
+            .bytes_in
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        let (origin, msg) = match wire::decode(&payload) {
+            Ok(m) => m,
+            Err(e) => {
+                stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "cluster: dropped a message");
+                return;
+            }
+        };
+        if origin == self.link.epoch {
+            return;
+        }
+        let node_id = match &msg {
+            Msg::Heartbeat { node_id, .. } => Some(node_id.clone()),
+            _ => None,
+        };
+        if !self.heard(origin, node_id.as_deref()) {
+            return;
+        }
+        let shared = self.shared.clone();
+        match msg {
+            Msg::Topic { topic, to, frame } => {
+                stats.topic_in.fetch_add(1, Ordering::Relaxed);
+                match to {
+                    None => {
+                        for (i, m) in shared.topic_frames(&topic, frame, 0) {
+                            shared.send(i, m);
+                        }
+                    }
+                    Some(at) => {
+                        if let Some(i) = self.local_shard(at) {
+                            let session = at.session;
+                            shared.send(i, ShardMsg::Deliver { session, frame });
+                        }
+                    }
+                }
+            }
+            Msg::Broadcast { frame } => shared.broadcast_frame(frame, 0),
+            Msg::Deliver { to, frame } => {
+                if let Some(i) = self.local_shard(to) {
+                    let session = to.session;
+                    shared.send(i, ShardMsg::Deliver { session, frame });
+                }
+            }
+            Msg::Call {
+                caller,
+                id,
+                callee,
+                timeout_ms,
+                caller_peer,
+                method,
+                params,
+            } => {
+                let (Some(slot), Some(i)) = (self.slot_of(origin), self.local_shard(callee)) else {
+                    return;
+                };
+                if caller.session >= MAX_SESSION {
+                    return;
+                }
+                let call = RelayedCall {
+                    caller: ReplyTo {
+                        shard: self.vshard(slot),
+                        session: scope(slot, caller),
+                        id,
+                    },
+                    caller_peer,
+                    callee_session: callee.session,
+                    method,
+                    timeout_ms,
+                    params,
+                };
+                shared.send(i, ShardMsg::RelayCall(call));
+            }
+            Msg::Answer { to, id, frame } => {
+                if let Some(i) = self.local_shard(to) {
+                    let session = to.session;
+                    shared.send(i, ShardMsg::RemoteAnswer { session, id, frame });
+                }
+            }
+            Msg::Kick { at, code } => {
+                if let Some(i) = self.local_shard(at) {
+                    shared.send(
+                        i,
+                        ShardMsg::Kick {
+                            session: at.session,
+                            code: kick_code(code),
+                            reason: "session resumed by a new connection on another node",
+                        },
+                    );
+                }
+            }
+            Msg::Delta { seq, ops } => {
+                if ops.is_empty() || seq < ops.len() as u64 {
+                    return;
+                }
+                self.apply_delta(origin, seq, ops);
+            }
+            Msg::Heartbeat {
+                seq,
+                leaving,
+                interval_ms,
+                ..
+            } => {
+                if leaving {
+                    self.node_gone(origin, "it left the cluster");
+                    return;
+                }
+                let Some(node) = self.nodes.get_mut(&origin) else {
+                    return;
+                };
+                node.interval = Duration::from_millis(interval_ms.clamp(50, 600_000) as u64);
+                if node.synced && seq > node.seq {
+                    self.resync(origin, "its heartbeat is ahead of its changes");
+                }
+            }
+            Msg::SnapshotReq => {
+                let ops = self.snapshot_ops();
+                let seq = self.seq;
+                let max = self
+                    .link
+                    .max_payload
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(64)
+                    .max(1024);
+                let subject = inbox(&self.prefix, origin);
+                let mut part: Vec<Op> = Vec::new();
+                let mut size = 0;
+                let send = |part: &[Op], last: bool| {
+                    self.link.cmd(BridgeCmd::Publish {
+                        subject: subject.clone(),
+                        payload: wire::snapshot(self.link.epoch, seq, last, part),
+                    });
+                };
+                for op in ops {
+                    let n = wire::op_len(&op);
+                    if size + n > max && !part.is_empty() {
+                        send(&part, false);
+                        part.clear();
+                        size = 0;
+                    }
+                    size += n;
+                    part.push(op);
+                }
+                send(&part, true);
+            }
+            Msg::Snapshot { seq, last, ops } => {
+                if let Some(node) = self.nodes.get_mut(&origin) {
+                    node.snapshot.extend(ops);
+                    if last {
+                        self.install_snapshot(origin, seq);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every quarter interval: declare silent nodes dead (not while our own link is down:
+    /// then they are not silent, we are deaf).
+    fn tick(&mut self) {
+        if !self.connected {
+            return;
+        }
+        let dead: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.last_heard.elapsed() > n.interval.max(self.interval) * DEAD_AFTER)
+            .map(|(e, _)| *e)
+            .collect();
+        for e in dead {
+            self.node_gone(e, "no heartbeat for 3 intervals");
+        }
+    }
+
+    /// The link came back: no node is judged on the time we could not hear it, and every
+    /// replica is resynchronised (what changed meanwhile comes as a difference).
+    fn reconnected(&mut self) {
+        let now = Instant::now();
+        let epochs: Vec<u64> = self.nodes.keys().copied().collect();
+        for e in epochs {
+            if let Some(n) = self.nodes.get_mut(&e) {
+                n.last_heard = now;
+            }
+            self.resync(e, "the link to NATS came back");
+        }
+    }
+}
+
+async fn connect(
+    opts: &ClusterOptions,
+    events: tokio::sync::mpsc::UnboundedSender<async_nats::Event>,
+    name: String,
+) -> Result<Client, String> {
+    let mut addrs = Vec::new();
+    for u in &opts.urls {
+        let a: ServerAddr = u
+            .parse()
+            .map_err(|e| format!("bad cluster URL {u:?}: {e}"))?;
+        addrs.push(a);
+    }
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .no_echo()
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None)
+        // The default backoff grows to 4 s, which would keep the node unready that much
+        // longer than NATS was down.
+        .reconnect_delay_callback(|n| Duration::from_millis((1u64 << n.min(8)).min(250)))
+        .event_callback(move |e| {
+            let events = events.clone();
+            async move {
+                let _ = events.send(e);
+            }
+        })
+        .connect(addrs)
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {:?}: {e}", opts.urls))
+}
+
+/// The id bucket. `create_key_value` asks for account details that nats-server 2.9 does
+/// not send; creating the stream it would create, then opening it, works on 2.9 and later.
+async fn open_bucket(client: &Client, opts: &ClusterOptions) -> Result<kv::Store, String> {
+    let js = jetstream::new(client.clone());
+    let name = bucket(&opts.name);
+    let config = jetstream::stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        // Headers count: 256 holds a 33-byte value with room.
+        max_message_size: 256,
+        storage: if opts.kv_memory {
+            jetstream::stream::StorageType::Memory
+        } else {
+            jetstream::stream::StorageType::File
+        },
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: opts.kv_replicas.max(1),
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config).await.map_err(|e| {
+        format!(
+            "cannot open the id bucket {name} (is JetStream on? start nats-server with -js): {e}"
+        )
+    })?;
+    js.get_key_value(&name)
+        .await
+        .map_err(|e| format!("cannot open the id bucket {name}: {e}"))
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    link: Arc<ClusterLink>,
+    rx: flume::Receiver<BridgeCmd>,
+    opts: ClusterOptions,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = match connect(&opts, ev_tx, format!("peerd {}", link.node_id)).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let kv = match open_bucket(&client, &opts).await {
+        Ok(kv) => kv,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let max_payload = client.server_info().max_payload;
+    if max_payload > 0 {
+        link.max_payload.store(max_payload, Ordering::Relaxed);
+    }
+    let prefix = subject_prefix(&opts.name);
+    let state: Shared_ = Rc::new(RefCell::new(State {
+        shared: shared.clone(),
+        link: link.clone(),
+        prefix: prefix.clone(),
+        interval: opts.heartbeat,
+        nodes: HashMap::new(),
+        slots: Vec::new(),
+        seq: 0,
+        claims: HashMap::new(),
+        subs: HashMap::new(),
+        connected: true,
+        down_since: None,
+    }));
+    for subject in [
+        format!("{prefix}.s.*"),
+        inbox(&prefix, link.epoch),
+        format!("{prefix}.b"),
+    ] {
+        match client.subscribe(subject.clone()).await {
+            Ok(sub) => {
+                tokio::task::spawn_local(read(state.clone(), sub));
+            }
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot subscribe to {subject}: {e}")));
+                return;
+            }
+        }
+    }
+    // Say we are here at once, then give every live node a heartbeat interval and a bit to
+    // be heard, and their snapshots time to arrive.
+    link.cmd(BridgeCmd::Heartbeat);
+    let st = state.clone();
+    let ticker = tokio::task::spawn_local(async move { ticks(st).await });
+    let l2 = link.clone();
+    let st = state.clone();
+    let events = tokio::task::spawn_local(async move {
+        while let Some(e) = ev_rx.recv().await {
+            on_event(&st, &l2, e);
+        }
+    });
+    let start = {
+        let state = state.clone();
+        let link = link.clone();
+        let interval = opts.heartbeat;
+        async move {
+            tokio::time::sleep(interval + interval / 4).await;
+            // Snapshots asked of the nodes heard: bounded wait.
+            let until = Instant::now() + interval * 4;
+            while Instant::now() < until && state.borrow().nodes.values().any(|n| !n.synced) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            link.up.store(true, Ordering::Release);
+            let n = link.nodes.load(Ordering::Relaxed);
+            tracing::info!(node = %link.node_id, epoch = format_args!("{:016x}", link.epoch), nodes = n, "joined the cluster");
+            let _ = ready.send(Ok(()));
+        }
+    };
+    tokio::task::spawn_local(start);
+    publish_loop(&state, &client, &kv, &rx).await;
+    // Stopping: say goodbye, so that the others drop this node at once.
+    let goodbye = {
+        let s = state.borrow();
+        wire::heartbeat(
+            link.epoch,
+            s.seq,
+            millis(opts.heartbeat),
+            true,
+            &link.node_id,
+        )
+    };
+    let _ = client
+        .publish(state_subject(&prefix, link.epoch), goodbye)
+        .await;
+    let _ = client.flush().await;
+    ticker.abort();
+    events.abort();
+    link.up.store(false, Ordering::Release);
+}
+
+fn millis(d: Duration) -> u32 {
+    d.as_millis().min(u32::MAX as u128) as u32
+}
+
+fn on_event(state: &Shared_, link: &ClusterLink, e: async_nats::Event) {
+    match e {
+        async_nats::Event::Disconnected => {
+            link.stats.link_changes.fetch_add(1, Ordering::Relaxed);
+            link.up.store(false, Ordering::Release);
+            let mut s = state.borrow_mut();
+            s.connected = false;
+            s.down_since = Some(Instant::now());
+            tracing::warn!("cluster: lost the link to NATS; serving local peers only");
+        }
+        async_nats::Event::Connected => {
+            link.stats.link_changes.fetch_add(1, Ordering::Relaxed);
+            let mut s = state.borrow_mut();
+            if s.connected {
+                return;
+            }
+            s.connected = true;
+            let down = s.down_since.take().map(|t| t.elapsed());
+            tracing::info!(
+                down_ms = down.map(|d| d.as_millis() as u64),
+                "cluster: link to NATS back"
+            );
+            s.reconnected();
+            link.cmd(BridgeCmd::Heartbeat);
+            link.up.store(true, Ordering::Release);
+        }
+        async_nats::Event::SlowConsumer(_) => {
+            link.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("cluster: NATS dropped messages for a slow subscription");
+        }
+        other => tracing::debug!(event = %other, "cluster: NATS event"),
+    }
+}
+
+async fn read(state: Shared_, mut sub: async_nats::Subscriber) {
+    while let Some(m) = sub.next().await {
+        state.borrow_mut().incoming(m.payload);
+    }
+}
+
+async fn ticks(state: Shared_) {
+    let interval = state.borrow().interval;
+    let mut quarter = tokio::time::interval(interval / 4);
+    let mut n = 0u32;
+    loop {
+        quarter.tick().await;
+        n += 1;
+        let s = state.borrow();
+        if n % 4 == 0 {
+            s.link.cmd(BridgeCmd::Heartbeat);
+        }
+        drop(s);
+        state.borrow_mut().tick();
+    }
+}
+
+/// The one task that publishes: commands in the order the shards sent them.
+async fn publish_loop(
+    state: &Shared_,
+    client: &Client,
+    kv: &kv::Store,
+    rx: &flume::Receiver<BridgeCmd>,
+) {
+    let (prefix, link) = {
+        let s = state.borrow();
+        (s.prefix.clone(), s.link.clone())
+    };
+    let my_state = Subject::from(state_subject(&prefix, link.epoch));
+    let broadcast = Subject::from(format!("{prefix}.b"));
+    let mut topic_subjects: HashMap<Arc<str>, Subject> = HashMap::new();
+    while let Ok(cmd) = rx.recv_async().await {
+        let (subject, payload, counted) = match cmd {
+            BridgeCmd::Stop => return,
+            BridgeCmd::ToNode { slot, payload } => {
+                let epoch = state.borrow().slots.get(slot).copied();
+                let n = payload.len();
+                match epoch {
+                    Some(Ok(epoch)) => (Subject::from(inbox(&prefix, epoch)), payload, n),
+                    _ => {
+                        link.taken(n);
+                        continue;
+                    }
+                }
+            }
+            BridgeCmd::Topic { topic, payload } => {
+                let n = payload.len();
+                let subject = topic_subjects
+                    .entry(topic.clone())
+                    .or_insert_with(|| Subject::from(topic_subject(&prefix, &topic)))
+                    .clone();
+                if topic_subjects.len() > 65_536 {
+                    topic_subjects.clear();
+                }
+                (subject, payload, n)
+            }
+            BridgeCmd::Broadcast(payload) => {
+                let n = payload.len();
+                (broadcast.clone(), payload, n)
+            }
+            BridgeCmd::Publish { subject, payload } => (Subject::from(subject), payload, 0),
+            BridgeCmd::Heartbeat => {
+                let s = state.borrow();
+                let p =
+                    wire::heartbeat(link.epoch, s.seq, millis(s.interval), false, &link.node_id);
+                (my_state.clone(), p, 0)
+            }
+            BridgeCmd::State(ops) => {
+                let payload = {
+                    let mut s = state.borrow_mut();
+                    s.seq += ops.len() as u64;
+                    wire::delta(link.epoch, s.seq, &ops)
+                };
+                (my_state.clone(), payload, 0)
+            }
+            BridgeCmd::Interest(topic) => {
+                interest(state, client, &topic).await;
+                continue;
+            }
+            BridgeCmd::Claim(req) => {
+                tokio::task::spawn_local(claim(state.clone(), kv.clone(), req));
+                continue;
+            }
+            BridgeCmd::Release { peer, session } => {
+                let held = state.borrow_mut().claims.remove(&peer);
+                match held {
+                    Some((s, rev)) if s == session => {
+                        let kv = kv.clone();
+                        tokio::task::spawn_local(async move {
+                            // A failure means the id was claimed again since: nothing to do.
+                            let _ = kv
+                                .delete_expect_revision(claims::key(&peer), Some(rev))
+                                .await;
+                        });
+                    }
+                    Some(other) => {
+                        state.borrow_mut().claims.insert(peer, other);
+                    }
+                    None => {}
+                }
+                continue;
+            }
+        };
+        if counted > 0 {
+            link.taken(counted);
+        }
+        // While the link is down a publish would wait for it (async-nats queues, then
+        // blocks): drop and count instead; the state changes are caught up by snapshot.
+        if !state.borrow().connected {
+            link.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        link.stats.messages_out.fetch_add(1, Ordering::Relaxed);
+        link.stats
+            .bytes_out
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        if client.publish(subject, payload).await.is_err() {
+            link.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Make the subscription to `topic`'s subject match the local membership; once NATS has
+/// processed a new subscription, tell the shards (joins waiting for it are answered).
+async fn interest(state: &Shared_, client: &Client, topic: &Arc<str>) {
+    let (wanted, have, prefix, shared) = {
+        let s = state.borrow();
+        let wanted = s.shared.topics.local_count(topic) > 0;
+        (
+            wanted,
+            s.subs.get(topic).map(|(_, live)| *live),
+            s.prefix.clone(),
+            s.shared.clone(),
+        )
+    };
+    match (wanted, have) {
+        (true, Some(true)) => confirm(&shared, topic),
+        (true, Some(false)) => {}
+        (true, None) => {
+            let sub = match client.subscribe(topic_subject(&prefix, topic)).await {
+                Ok(sub) => sub,
+                Err(e) => {
+                    tracing::warn!(%topic, error = %e, "cluster: cannot subscribe");
+                    confirm(&shared, topic);
+                    return;
+                }
+            };
+            let task = tokio::task::spawn_local(read(state.clone(), sub));
+            state
+                .borrow_mut()
+                .subs
+                .insert(topic.clone(), (task.abort_handle(), false));
+            // A request nobody answers comes back "no responders" from the server itself,
+            // after it processed everything sent before it on this connection: the SUB too.
+            let barrier = client.request(format!("{prefix}.barrier"), Bytes::new());
+            let _ = tokio::time::timeout(BARRIER_TIMEOUT, barrier).await;
+            if let Some(e) = state.borrow_mut().subs.get_mut(topic) {
+                e.1 = true;
+            }
+            confirm(&shared, topic);
+        }
+        (false, Some(_)) => {
+            if let Some((task, _)) = state.borrow_mut().subs.remove(topic) {
+                task.abort();
+            }
+        }
+        (false, None) => {}
+    }
+}
+
+/// The topic's subscription is in place (or cannot be): joins waiting for it go on.
+fn confirm(shared: &Shared, topic: &Arc<str>) {
+    if shared.topics.set_subscribed(topic) {
+        for i in 0..shared.shards() {
+            shared.send(i, ShardMsg::TopicReady(topic.clone()));
+        }
+    }
+}
+
+/// Claim an id for a handshake.
+async fn claim(state: Shared_, kv: kv::Store, req: ClaimRequest) {
+    let link = state.borrow().link.clone();
+    let me = Holder {
+        epoch: link.epoch,
+        at: req.at,
+        token_hash: claims::token_hash(&req.token),
+    };
+    let result = claim_for(&state, &kv, &req, &me).await;
+    let out = match result {
+        Ok((peer, rev, displaced)) => {
+            let mut s = state.borrow_mut();
+            s.claims.insert(peer.clone(), (req.at.session, rev));
+            if let Some(old) = displaced {
+                if old.epoch != link.epoch && s.nodes.contains_key(&old.epoch) {
+                    let subject = inbox(&s.prefix, old.epoch);
+                    s.link.cmd(BridgeCmd::Publish {
+                        subject,
+                        payload: wire::kick(link.epoch, old.at, Code::Replaced.as_u16()),
+                    });
+                }
+            }
+            Ok(Claimed { peer })
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(flume::SendError(Ok(c))) = req.reply.send(out) {
+        // The handshake gave up waiting (its deadline, or the peer left): the claim must
+        // not outlive it.
+        let mut s = state.borrow_mut();
+        if let Some((session, rev)) = s.claims.remove(&c.peer) {
+            if session == req.at.session {
+                let kv = kv.clone();
+                tokio::task::spawn_local(async move {
+                    let _ = kv
+                        .delete_expect_revision(claims::key(&c.peer), Some(rev))
+                        .await;
+                });
+            } else {
+                s.claims.insert(c.peer, (session, rev));
+            }
+        }
+    }
+}
+
+async fn claim_for(
+    state: &Shared_,
+    kv: &kv::Store,
+    req: &ClaimRequest,
+    me: &Holder,
+) -> Result<claims::Won, (Code, String)> {
+    // The liveness view is read when the entry is, on this thread; `Snap` copies what it
+    // needs so no borrow is held across the awaits.
+    struct Snap(Shared_);
+    impl Liveness for Snap {
+        fn alive(&self, peer: &str, h: &Holder) -> bool {
+            self.0.borrow().alive(peer, h)
+        }
+    }
+    let live = Snap(state.clone());
+    let resume = req.resume.as_deref();
+    if let Some(peer) = &req.peer {
+        let won =
+            claims::claim_id(kv, &live, peer.clone(), me, resume, req.resumes_assigned).await?;
+        if let Some(w) = won {
+            return Ok(w);
+        }
+    }
+    // A fresh assigned id: all digits, unique in the cluster (a random prefix per node,
+    // checked by the create-only claim).
+    for _ in 0..4 {
+        let id: Arc<str> = {
+            let s = state.borrow();
+            s.shared.assign_peer_id().into()
+        };
+        if let Some(w) = claims::claim_id(kv, &live, id, me, None, false)
+            .await
+            .ok()
+            .flatten()
+        {
+            return Ok(w);
+        }
+    }
+    Err((Code::Overloaded, "cannot assign a peer id, retry".into()))
+}
