@@ -19,6 +19,9 @@ use crate::shared::Shared;
 use crate::util::Notify;
 use crate::watchers::Watchers;
 
+/// Joins waiting for their topic's subscription: topic -> (session, request id).
+pub(crate) type JoinWaiters = HashMap<Arc<str>, Vec<(u64, u64)>>;
+
 pub(crate) struct Shard {
     /// What connections use: encoder, buffers, write set, gates.
     pub local: Rc<Local>,
@@ -37,7 +40,7 @@ pub(crate) struct Shard {
     pub relay_timer: Notify,
     /// In a cluster: joins answered once the node's subscription to their topic is in
     /// place, topic -> (session, request id).
-    pub join_waiters: RefCell<HashMap<Arc<str>, Vec<(u64, u64)>>>,
+    pub join_waiters: RefCell<JoinWaiters>,
     /// The accept loops, with their listeners' fds; dropped (cancelled) to stop accepting.
     pub accepts: RefCell<Vec<(glommio::Task<()>, i32)>>,
 }

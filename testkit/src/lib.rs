@@ -16,6 +16,10 @@
 //!   time. Kept apart so that "the server closed" can never pass for "nothing arrived".
 //! - [`hello`], [`frame`]: build a Hello, encode any message as one frame.
 //! - [`wait_until`]: poll an observable condition with a deadline, instead of sleeping.
+//! - [`nats::Nats`]: a real nats-server with JetStream on a free loopback port (the
+//!   cluster tests).
+
+pub mod nats;
 
 use std::borrow::Cow;
 use std::io::{ErrorKind, Read, Write};

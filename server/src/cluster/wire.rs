@@ -213,6 +213,7 @@ pub(crate) fn call(
         .u32(timeout_ms)
         .str(caller_peer)
         .str(method)
+        .u32(params.len() as u32)
         .body(params)
 }
 
@@ -392,7 +393,11 @@ pub(crate) fn decode(buf: &Bytes) -> Result<(u64, Msg), Malformed> {
             timeout_ms: r.u32()?,
             caller_peer: r.str()?.into(),
             method: r.str()?.into(),
-            params: r.rest(),
+            params: {
+                let n = r.u32()? as usize;
+                r.take(n)?;
+                r.buf.slice(r.pos - n..r.pos)
+            },
         },
         ANSWER => Msg::Answer {
             to: r.at()?,
