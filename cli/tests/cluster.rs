@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use peerd_codec::codec::decode_bytes;
 use peerd_codec::handshake::HandshakeError;
 use peerd_codec::{self as codec, Code, Frame, PresenceChange};
 use peerd_testkit::nats::Nats;
@@ -24,6 +25,7 @@ const HEARTBEAT_MS: u64 = 250;
 struct Node {
     served: Served,
     addr: SocketAddr,
+    admin: SocketAddr,
 }
 
 impl Node {
@@ -39,12 +41,38 @@ impl Node {
         ])
         .args(["--cluster", &nats.url(), "--node-id", name])
         .args(["--cluster-name", cluster])
-        .args(["--cluster-heartbeat-ms", &HEARTBEAT_MS.to_string()]);
+        .args(["--cluster-heartbeat-ms", &HEARTBEAT_MS.to_string()])
+        .args(["--admin", "127.0.0.1:0"]);
         let served = Served::start(cmd, LIMIT, |l| {
-            l.last().is_some_and(|l| l.starts_with("peerd cluster "))
+            l.last().is_some_and(|l| l.starts_with("peerd admin on "))
         });
         let addr = served.endpoint().parse().expect("a TCP endpoint");
-        Node { served, addr }
+        let admin = served
+            .lines
+            .iter()
+            .find_map(|l| l.strip_prefix("peerd admin on http://"))
+            .and_then(|r| r.split('/').next())
+            .expect("admin line")
+            .parse()
+            .expect("admin address");
+        Node {
+            served,
+            addr,
+            admin,
+        }
+    }
+
+    /// One sample of the node's /metrics.
+    fn metric(&self, name: &str) -> f64 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.admin).expect("admin");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
     }
 }
 
@@ -434,4 +462,67 @@ fn a_killed_node_s_peers_leave_within_three_heartbeats() {
     assert_eq!(again.peer_id, "carol");
     let _ = nodes[2].served.child.wait();
     assert!(matches!(carol.recv_within(WAIT), Recv::Eof | Recv::Reset));
+}
+
+#[test]
+fn nats_down_keeps_local_service_and_the_cluster_resyncs_when_it_returns() {
+    let mut nats = Nats::start();
+    let nodes: Vec<Node> = ["a", "b"]
+        .iter()
+        .map(|n| Node::start(&nats, "outage", n))
+        .collect();
+    let mut bob = RawPeer::connect(nodes[1].addr, Some("bob"));
+    join(&mut bob, 1, "chat");
+    let z = RawPeer::connect(nodes[1].addr, Some("z"));
+    let mut la = RawPeer::connect(nodes[0].addr, Some("la"));
+    let mut lb = RawPeer::connect(nodes[0].addr, Some("lb"));
+    join(&mut la, 1, "local");
+    let mut w = RawPeer::connect(nodes[0].addr, Some("watcher"));
+    let mut req = 10;
+    peerd_testkit::wait_until("node a knows z", || {
+        req += 1;
+        peer_list(&mut w, req, None).contains(&"z".to_string())
+    });
+    w.send(&codec::Watch {
+        req: 1,
+        topic: None,
+    });
+    w.recv_until(|f| matches!(f, Frame::PresenceSnapshot(_)).then_some(()));
+
+    nats.kill();
+    // Node a's own peers are still served.
+    publish(&mut lb, "local", b"still here");
+    publish(&mut lb, "local", b"end");
+    assert_eq!(
+        messages_until(&mut la, "local", b"end"),
+        vec![b"still here".to_vec()]
+    );
+    // A new peer is refused, retryably, once the node noticed the link is gone.
+    peerd_testkit::wait_until("a refuses new peers while NATS is down", || {
+        let mut p = RawPeer::tcp(nodes[0].addr);
+        matches!(p.handshake(&hello(None, None)),
+            Err(HandshakeError::Refused { code, .. }) if code == Code::Overloaded.as_u16())
+    });
+    // Meanwhile z leaves node b; a cannot hear it yet.
+    drop(z);
+
+    nats.restart();
+    // Cross-node publishes flow again.
+    let mut n = 0u32;
+    peerd_testkit::wait_until("a publish from a reaches bob on b again", || {
+        n += 1;
+        publish(&mut la, "chat", format!("probe-{n}").as_bytes());
+        match bob.recv_within(Duration::from_millis(50)) {
+            Recv::Frame(b) => matches!(decode_bytes(&b), Ok(Frame::TopicMessage(_))),
+            _ => false,
+        }
+    });
+    // And a's view of b was resynchronised: z's leave is reported.
+    loop {
+        let (peer, change) = presence(&mut w);
+        if peer == "z" {
+            assert_eq!(change, PresenceChange::Leave);
+            break;
+        }
+    }
 }

@@ -106,7 +106,7 @@ mod watchers;
 
 pub use auth::{Action, AuthRequest, Denied, Grant, Patterns, Permissions};
 pub use error::{CallError, ListenError, MetricsError, RpcFailure, SendError};
-pub use metrics::{FrameCounts, Histogram, Metrics, ShardMetrics, TransportKind};
+pub use metrics::{ClusterMetrics, FrameCounts, Histogram, Metrics, ShardMetrics, TransportKind};
 pub use options::{
     ClusterOptions, Endpoint, InheritedListener, Limits, ListenOptions, PresenceNotice, RateLimit,
     TlsFiles, WebSocketOptions,

@@ -509,4 +509,35 @@ pub struct Metrics {
     pub topics: usize,
     /// accept(2) failures (EMFILE and the like), all shards and Unix acceptors.
     pub accept_errors: u64,
+    /// The cluster link's figures, on a cluster node.
+    pub cluster: Option<ClusterMetrics>,
+}
+
+/// A cluster node's figures (`peerd_cluster_*`), written by its bridge thread.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClusterMetrics {
+    /// Linked to NATS and in sync: new peers are admitted.
+    pub up: bool,
+    /// Nodes alive, this one included.
+    pub nodes: u64,
+    /// Messages and bytes this node published to NATS / received from it.
+    pub messages_out: u64,
+    pub messages_in: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    /// Topic messages received from other nodes (zero on a node with no member of any
+    /// topic others publish to: interest-based subscriptions).
+    pub topic_messages_in: u64,
+    /// Cross-node messages not sent (link down, backlog full) or dropped by NATS for a
+    /// slow subscription.
+    pub dropped: u64,
+    /// Messages from other nodes that could not be read.
+    pub malformed: u64,
+    /// Snapshots asked of other nodes (new node, gap, link back).
+    pub resyncs: u64,
+    /// Nodes declared dead or that left.
+    pub nodes_lost: u64,
+    /// Times the link to NATS went down or came back.
+    pub link_changes: u64,
 }

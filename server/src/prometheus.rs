@@ -84,6 +84,76 @@ impl Metrics {
             "accept(2) failures (EMFILE and the like), all shards.",
         );
         w.sample("peerd_accept_errors_total", &[], self.accept_errors);
+        if let Some(c) = &self.cluster {
+            gauge(
+                w,
+                "peerd_cluster_up",
+                "1 while this node is linked to NATS and in sync with its cluster.",
+                if c.up { 1.0 } else { 0.0 },
+            );
+            gauge(
+                w,
+                "peerd_cluster_nodes",
+                "Nodes alive in the cluster, this one included.",
+                c.nodes as f64,
+            );
+            let counters: [(&str, &str, u64); 10] = [
+                (
+                    "peerd_cluster_messages_out_total",
+                    "Messages this node published to NATS.",
+                    c.messages_out,
+                ),
+                (
+                    "peerd_cluster_messages_in_total",
+                    "Messages this node received from NATS.",
+                    c.messages_in,
+                ),
+                (
+                    "peerd_cluster_bytes_out_total",
+                    "Bytes this node published to NATS.",
+                    c.bytes_out,
+                ),
+                (
+                    "peerd_cluster_bytes_in_total",
+                    "Bytes this node received from NATS.",
+                    c.bytes_in,
+                ),
+                (
+                    "peerd_cluster_topic_messages_in_total",
+                    "Topic messages received from other nodes.",
+                    c.topic_messages_in,
+                ),
+                (
+                    "peerd_cluster_dropped_total",
+                    "Cross-node messages not sent (link down, backlog full) or dropped by NATS.",
+                    c.dropped,
+                ),
+                (
+                    "peerd_cluster_malformed_total",
+                    "Messages from other nodes that could not be read.",
+                    c.malformed,
+                ),
+                (
+                    "peerd_cluster_resyncs_total",
+                    "Snapshots asked of other nodes (new node, gap, link back).",
+                    c.resyncs,
+                ),
+                (
+                    "peerd_cluster_nodes_lost_total",
+                    "Nodes declared dead or that left.",
+                    c.nodes_lost,
+                ),
+                (
+                    "peerd_cluster_link_changes_total",
+                    "Times the link to NATS went down or came back.",
+                    c.link_changes,
+                ),
+            ];
+            for (name, help, v) in counters {
+                w.family(name, "counter", help);
+                w.sample(name, &[], v);
+            }
+        }
     }
 
     fn per_shard(&self, w: &mut Writer) {

@@ -312,6 +312,7 @@ impl PeerServer {
             peers: self.shared.directory.len(),
             topics: self.shared.topics.len(),
             accept_errors: self.shared.accept_errors(),
+            cluster: self.shared.cluster.as_ref().map(|c| c.metrics()),
         })
     }
 

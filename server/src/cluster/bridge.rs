@@ -150,13 +150,18 @@ struct Node {
     last_heard: Instant,
     /// Its heartbeat interval, as it says (it is judged on the longer of its and ours).
     interval: Duration,
+    /// When a snapshot was last asked of it (asked again while none comes: the request,
+    /// or the answer, can be lost, e.g. sent while its link to NATS was not back yet).
+    asked: Instant,
     /// The last change of its applied (or covered by a snapshot).
     seq: u64,
     synced: bool,
     /// Changes received while waiting for a snapshot.
     buffered: Vec<(u64, Vec<Op>)>,
-    /// Parts of a snapshot being received.
+    /// Parts of a snapshot being received, and the change it is as of (parts of two
+    /// answers must not mix: a new one restarts the collection).
     snapshot: Vec<Op>,
+    snapshot_seq: Option<u64>,
     /// The replica of its state: what its death or a snapshot's difference undoes.
     peers: HashSet<(Arc<str>, At)>,
     members: HashSet<(Arc<str>, Arc<str>, At)>,
@@ -382,6 +387,7 @@ impl State {
             return;
         };
         let ops = std::mem::take(&mut node.snapshot);
+        node.snapshot_seq = None;
         let mut peers = HashSet::new();
         let mut members = HashSet::new();
         for op in ops {
@@ -463,6 +469,7 @@ impl State {
         if let Some(node) = self.nodes.get_mut(&epoch) {
             node.synced = false;
             node.snapshot.clear();
+            node.asked = Instant::now();
             tracing::debug!(node = %node.node_id, why, "cluster: asking for a snapshot");
         }
         self.link.stats.resyncs.fetch_add(1, Ordering::Relaxed);
@@ -498,10 +505,12 @@ impl State {
                 node_id: node_id.unwrap_or("?").into(),
                 last_heard: Instant::now(),
                 interval: self.interval,
+                asked: Instant::now(),
                 seq: 0,
                 synced: false,
                 buffered: Vec::new(),
                 snapshot: Vec::new(),
+                snapshot_seq: None,
                 peers: HashSet::new(),
                 members: HashSet::new(),
             },
@@ -675,6 +684,19 @@ impl State {
             }
             Msg::Snapshot { seq, last, ops } => {
                 if let Some(node) = self.nodes.get_mut(&origin) {
+                    if node.synced {
+                        return; // a late answer to a request already satisfied
+                    }
+                    // Answers to two requests may interleave: keep the newest one's parts
+                    // (same `seq`: the same state, so parts of either fit).
+                    match node.snapshot_seq {
+                        Some(s) if seq < s => return,
+                        Some(s) if seq == s => {}
+                        _ => {
+                            node.snapshot.clear();
+                            node.snapshot_seq = Some(seq);
+                        }
+                    }
                     node.snapshot.extend(ops);
                     if last {
                         self.install_snapshot(origin, seq);
@@ -698,6 +720,15 @@ impl State {
             .collect();
         for e in dead {
             self.node_gone(e, "no heartbeat for 3 intervals");
+        }
+        let unanswered: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.synced && n.asked.elapsed() > n.interval.max(self.interval))
+            .map(|(e, _)| *e)
+            .collect();
+        for e in unanswered {
+            self.resync(e, "no snapshot came");
         }
     }
 
