@@ -372,6 +372,7 @@ pub fn run_attack(a: &AttackArgs, settings: serde_json::Value) -> Result<()> {
                     )
                     .with_context(|| format!("opening the well-behaved connection {i}"))?,
                 send: Some((SendKind::Request { target: None }, i as u32)),
+                target: 0,
             });
         }
         let reps = a.msg.repetitions.max(1);
@@ -454,6 +455,7 @@ pub fn run_attack(a: &AttackArgs, settings: serde_json::Value) -> Result<()> {
             track_slowest: false,
             max_unsent: 64 << 20,
             start_ns: Some(t0),
+            local_target: None,
         };
         let total_ms = attack_end.saturating_sub(now_ns()) / 1_000_000 + 100;
         let pb = scenarios::progress_bar(&a.msg, total_ms, kind.name());

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-/// Open-loop load generator for peerd and its peers (a raw TCP floor, Redis).
+/// Open-loop load generator for peerd and its peers (a raw TCP floor, Redis, NATS).
 ///
 /// Every latency is measured from the message's intended send time (open loop, wrk2's
 /// coordinated-omission correction) unless --closed-loop is given, which every output then
@@ -58,9 +58,12 @@ pub enum Cmd {
 #[derive(Args, Debug, Clone, Serialize)]
 pub struct ServerArgs {
     /// Drive a running server at host:port, or at a URL whose scheme picks the transport:
-    /// tcp://host:port, tls://host:port, ws://host:port[/path], wss://host:port[/path].
+    /// tcp://host:port, tls://host:port, ws://host:port[/path], wss://host:port[/path]
+    /// (nats://host:port for --protocol nats). Repeatable in `fanout`: the nodes of a
+    /// cluster (subscriber i connects to target i % N, publishers to --publisher-target).
     #[arg(long, value_name = "HOST:PORT|URL")]
-    pub target: Option<String>,
+    #[serde(serialize_with = "one_or_many")]
+    pub target: Vec<String>,
     /// Start a local `peerd serve --listen 127.0.0.1:0` (with --transport ws:
     /// `--listen ws://127.0.0.1:0`, and so on) and stop it at the end.
     #[arg(long)]
@@ -76,8 +79,15 @@ pub struct ServerArgs {
     #[arg(long, value_name = "LIST")]
     pub server_cores: Option<String>,
     /// Pid of a --target server on this machine, for server CPU (and RSS in `idle`).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Repeatable: once per --target, in the same order; each target's CPU is reported
+    /// separately and summed.
+    #[arg(long, value_name = "PID")]
+    #[serde(serialize_with = "one_or_many")]
+    pub server_pid: Vec<u32>,
+    /// Another process on this machine whose CPU seconds the report gives under NAME (e.g.
+    /// nats=$(pidof nats-server), the backplane of a peerd cluster). Repeatable.
+    #[arg(long, value_name = "NAME=PID", value_parser = parse_named_pid)]
+    pub extra_pid: Vec<NamedPid>,
     /// Extra argument for the spawned server (repeatable).
     #[arg(long, allow_hyphen_values = true)]
     pub server_arg: Vec<String>,
@@ -93,13 +103,52 @@ pub struct ServerArgs {
     pub no_pin: bool,
 }
 
+/// A process named on the command line (`--extra-pid NAME=PID`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamedPid {
+    /// The name its CPU is reported under.
+    pub name: String,
+    /// Its process id.
+    pub pid: u32,
+}
+
+fn parse_named_pid(s: &str) -> Result<NamedPid, String> {
+    let (name, pid) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=PID (e.g. nats=1234)"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("{s:?}: empty NAME"));
+    }
+    let pid = pid
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: {pid:?} is not a pid"))?;
+    Ok(NamedPid {
+        name: name.to_string(),
+        pid,
+    })
+}
+
+/// Serialize a repeatable flag as it was before it became repeatable: null when absent,
+/// the value when given once, and a list only when given several times, so that scripts
+/// reading a report's `settings` keep working.
+fn one_or_many<T: Serialize, S: serde::Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        [] => s.serialize_none(),
+        [one] => one.serialize(s),
+        many => many.serialize(s),
+    }
+}
+
 /// Settings shared by every load scenario.
 #[derive(Args, Debug, Clone, Serialize)]
 pub struct MsgArgs {
     /// Server location.
     #[command(flatten)]
     pub server: ServerArgs,
-    /// Protocol adapter: peerd, wsop (the WebSocket peers in bench-peers/), floor or redis.
+    /// Protocol adapter: peerd, wsop (the WebSocket peers in bench-peers/), floor, redis or
+    /// nats (fanout; default when --target is nats://).
     #[arg(long)]
     pub protocol: Option<String>,
     /// How connections are carried: tcp, tls, ws (WebSocket, one message per binary
@@ -193,6 +242,10 @@ pub struct FanoutArgs {
     /// Topics; publishers cycle through them.
     #[arg(long, default_value_t = 1)]
     pub topics: usize,
+    /// With several --target: the index (from 0, in --target order) of the target every
+    /// publisher connects to. Subscribers on it are "local", the others "remote".
+    #[arg(long, default_value_t = 0)]
+    pub publisher_target: usize,
 }
 
 /// Broadcast settings.
@@ -408,6 +461,81 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn cluster_flags_parse() {
+        let c = Cli::try_parse_from([
+            "peerd-loadgen",
+            "fanout",
+            "--target",
+            "127.0.0.1:7001",
+            "--target",
+            "127.0.0.1:7002",
+            "--server-pid",
+            "11",
+            "--server-pid",
+            "12",
+            "--extra-pid",
+            "nats=13",
+            "--publisher-target",
+            "1",
+        ])
+        .unwrap();
+        let Cmd::Fanout(f) = c.cmd else {
+            panic!("not fanout")
+        };
+        assert_eq!(f.msg.server.target, ["127.0.0.1:7001", "127.0.0.1:7002"]);
+        assert_eq!(f.msg.server.server_pid, [11, 12]);
+        assert_eq!(
+            f.msg.server.extra_pid,
+            [NamedPid {
+                name: "nats".into(),
+                pid: 13
+            }]
+        );
+        assert_eq!(f.publisher_target, 1);
+        // Several values are a list in the report's settings...
+        let v = serde_json::to_value(&f).unwrap();
+        assert_eq!(
+            v["msg"]["server"]["target"],
+            serde_json::json!(["127.0.0.1:7001", "127.0.0.1:7002"])
+        );
+        assert_eq!(v["msg"]["server"]["extra_pid"][0]["name"], "nats");
+        for bad in ["nats", "=5", "nats=x"] {
+            assert!(
+                Cli::try_parse_from(["peerd-loadgen", "fanout", "--extra-pid", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_target_serializes_as_before() {
+        // One --target and one --server-pid are a string and a number in `settings`, none
+        // of either is null: what the flags were before they became repeatable.
+        let c = Cli::try_parse_from([
+            "peerd-loadgen",
+            "rpc",
+            "--target",
+            "127.0.0.1:7400",
+            "--server-pid",
+            "5",
+        ])
+        .unwrap();
+        let Cmd::Rpc(a) = c.cmd else {
+            panic!("not rpc")
+        };
+        let v = serde_json::to_value(&a).unwrap();
+        assert_eq!(v["server"]["target"], "127.0.0.1:7400");
+        assert_eq!(v["server"]["server_pid"], 5);
+        let c = Cli::try_parse_from(["peerd-loadgen", "rpc", "--spawn-server"]).unwrap();
+        let Cmd::Rpc(a) = c.cmd else {
+            panic!("not rpc")
+        };
+        let v = serde_json::to_value(&a).unwrap();
+        assert!(v["server"]["target"].is_null());
+        assert!(v["server"]["server_pid"].is_null());
     }
 
     #[test]

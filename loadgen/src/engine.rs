@@ -55,6 +55,8 @@ pub struct ConnSpec {
     pub conn: Connected,
     /// What it sends, and its index among the run's senders.
     pub send: Option<(SendKind, u32)>,
+    /// Index of the target (server, cluster node) it is connected to; 0 with one target.
+    pub target: usize,
 }
 
 /// Open or closed loop.
@@ -115,12 +117,22 @@ pub struct RunConfig {
     /// Time of the run's message 0 (the start of the warm-up), when the caller fixes it
     /// to line the run up with something else; default 150 ms after the call.
     pub start_ns: Option<u64>,
+    /// The target the publishers are connected to (fan-out): deliveries are then also
+    /// counted per target and their latency split into local (a receiver on this target)
+    /// and remote (on another). `None`: no split.
+    pub local_target: Option<usize>,
 }
 
 /// Readings taken at each window boundary.
 pub trait Probe: Send {
     /// Server CPU seconds so far, if known.
     fn server_cpu_s(&mut self) -> Option<f64>;
+
+    /// CPU seconds so far of each process reported on its own (every target's server,
+    /// then the --extra-pid processes), in a fixed order; `None` where unreadable.
+    fn named_cpu_s(&mut self) -> Vec<Option<f64>> {
+        Vec::new()
+    }
 }
 
 /// A probe that knows nothing.
@@ -153,6 +165,14 @@ pub struct RepOut {
     pub loadgen_max_thread_util: f64,
     /// CPU seconds of the whole loadgen process (includes an in-process floor server).
     pub process_cpu_s: f64,
+    /// CPU seconds over the window of each process of [`Probe::named_cpu_s`].
+    pub named_cpu_s: Vec<Option<f64>>,
+    /// Latency of the answers received on the publishers' target ([`RunConfig::local_target`]).
+    pub local: Option<Hist>,
+    /// Latency of the answers received on the other targets.
+    pub remote: Option<Hist>,
+    /// Answers received on each target (index = target).
+    pub by_target: Vec<u64>,
 }
 
 /// Results of a run.
@@ -196,6 +216,8 @@ struct Sender {
 
 struct Conn {
     stream: mio::net::TcpStream,
+    /// Index of the target it is connected to.
+    target: usize,
     /// TLS session, if any.
     link: Link,
     /// Messages travel as WebSocket messages.
@@ -220,6 +242,10 @@ struct RepAcc {
     sent: u64,
     received: u64,
     errors: u64,
+    /// With a split (fan-out): local and remote latency, answers per target.
+    local: Option<Hist>,
+    remote: Option<Hist>,
+    by_target: Vec<u64>,
 }
 
 struct WorkerOut {
@@ -234,6 +260,7 @@ struct WorkerOut {
 
 struct Acc {
     windows: Windows,
+    local_target: Option<usize>,
     reps: Vec<RepAcc>,
     send_lag: Hist,
     warmup_received: u64,
@@ -258,8 +285,9 @@ impl Acc {
         }
     }
 
+    /// One answer carrying payload `p`, received at `now` on a connection to `target`.
     #[inline]
-    fn answer(&mut self, p: &[u8], now: u64, delivery: bool) {
+    fn answer(&mut self, p: &[u8], now: u64, delivery: bool, target: usize) {
         let Some((t, seq)) = payload::read(p) else {
             self.delivered += 1;
             self.error(None, "answer without the loadgen's stamp".into());
@@ -271,6 +299,18 @@ impl Acc {
                 let rep = &mut self.reps[r];
                 hist::record(&mut rep.hist, lat);
                 rep.received += 1;
+                if let Some(local) = self.local_target {
+                    let h = if target == local {
+                        &mut rep.local
+                    } else {
+                        &mut rep.remote
+                    };
+                    hist::record(h.get_or_insert_with(hist::new_hist), lat);
+                    if rep.by_target.len() <= target {
+                        rep.by_target.resize(target + 1, 0);
+                    }
+                    rep.by_target[target] += 1;
+                }
             }
             None => {
                 if t < self.windows.measure_start_ns {
@@ -380,6 +420,17 @@ pub fn run(
             r.sent += a.sent;
             r.received += a.received;
             r.errors += a.errors;
+            for (mine, theirs) in [(&mut r.local, a.local), (&mut r.remote, a.remote)] {
+                if let Some(h) = theirs {
+                    mine.get_or_insert_with(hist::new_hist).add(&h).ok();
+                }
+            }
+            if r.by_target.len() < a.by_target.len() {
+                r.by_target.resize(a.by_target.len(), 0);
+            }
+            for (d, n) in r.by_target.iter_mut().zip(a.by_target) {
+                *d += n;
+            }
         }
         send_lag.add(&o.send_lag).ok();
         warmup_received += o.warmup_received;
@@ -430,6 +481,8 @@ pub struct Boundary {
     pub at: u64,
     /// Server CPU seconds so far.
     pub server: Option<f64>,
+    /// [`Probe::named_cpu_s`] so far.
+    pub named: Vec<Option<f64>>,
     /// CPU seconds of each loadgen worker thread so far.
     pub threads: Vec<f64>,
     /// CPU seconds of the whole process so far.
@@ -467,6 +520,7 @@ pub fn watch_windows(
         out.push(Boundary {
             at: now_ns(),
             server: probe.server_cpu_s(),
+            named: probe.named_cpu_s(),
             threads: tids
                 .iter()
                 .map(|&t| sys::thread_cpu_s(t).unwrap_or(0.0))
@@ -506,6 +560,15 @@ pub fn rep_shells(b: &[Boundary], track_slowest: bool) -> Vec<RepOut> {
                     0.0
                 },
                 process_cpu_s: z.process - a.process,
+                named_cpu_s: z
+                    .named
+                    .iter()
+                    .zip(&a.named)
+                    .map(|(y, x)| Some(y.as_ref()? - x.as_ref()?))
+                    .collect(),
+                local: None,
+                remote: None,
+                by_target: Vec::new(),
             }
         })
         .collect()
@@ -540,6 +603,7 @@ fn worker(
 
     let mut conns = Vec::with_capacity(specs.len());
     for (i, spec) in specs.into_iter().enumerate() {
+        let target = spec.target;
         let Connected {
             stream,
             leftover,
@@ -571,6 +635,7 @@ fn worker(
         });
         conns.push(Conn {
             stream,
+            target,
             link,
             ws,
             inbox,
@@ -584,12 +649,16 @@ fn worker(
 
     let mut acc = Acc {
         windows,
+        local_target: cfg.local_target,
         reps: (0..windows.count)
             .map(|_| RepAcc {
                 hist: hist::new_hist(),
                 sent: 0,
                 received: 0,
                 errors: 0,
+                local: None,
+                remote: None,
+                by_target: Vec::new(),
             })
             .collect(),
         send_lag: hist::new_hist(),
@@ -914,6 +983,7 @@ fn process(
     let mut reissue = 0u32;
     let mut closed = None;
     let mut reply_err = None;
+    let target = c.target;
     {
         let Conn {
             inbox,
@@ -925,11 +995,11 @@ fn process(
         let ws = *ws;
         let mut on = |inc: Incoming<'_>| match inc {
             Incoming::Response(p) => {
-                acc.answer(p, now, false);
+                acc.answer(p, now, false, target);
                 *outstanding = outstanding.saturating_sub(1);
                 reissue += 1;
             }
-            Incoming::Delivery(p) => acc.answer(p, now, true),
+            Incoming::Delivery(p) => acc.answer(p, now, true, target),
             Incoming::Request { id, payload } => {
                 if let Err(e) = link::frame(ws, wbuf, |o| adapter.encode_response(o, id, payload)) {
                     reply_err = Some(e);

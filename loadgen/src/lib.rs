@@ -12,7 +12,7 @@
 //!   connections per scenario, sweeps; the `connect` and `idle` scenarios.
 //! - [`engine`]: the per-thread mio event loop that sends on schedule and records answers.
 //! - [`schedule`]: exact intended send times and measurement windows.
-//! - [`adapter`]: the protocol trait and its `peerd`, `wsop`, `floor` and `redis`
+//! - [`adapter`]: the protocol trait and its `peerd`, `wsop`, `floor`, `redis` and `nats`
 //!   implementations; `adapter::link`: TLS and WebSocket under any adapter.
 //! - [`payload`]: the stamps (intended send time, sequence) every message carries.
 //! - [`hist`]: histograms, percentile summaries, the `.hgrm` writer and reader.
@@ -102,6 +102,7 @@ where
                 publishers: f.publishers,
                 subscribers: f.subscribers,
                 topics: f.topics,
+                publisher_target: f.publisher_target,
             },
             serde_json::to_value(f)?,
         ),

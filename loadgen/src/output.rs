@@ -60,6 +60,30 @@ pub fn table_rows(r: &RunReport) -> String {
             "  slowest rcv", "", sl.count, sl.p50, sl.p90, sl.p99, sl.p99_9, sl.p99_99, sl.max
         );
     }
+    // The local/remote split only says something over several targets (with one, every
+    // delivery is local and the row would repeat the first).
+    if r.deliveries_by_target.len() > 1 {
+        for (label, l) in [
+            ("  local rcv", &r.latency_local),
+            ("  remote rcv", &r.latency_remote),
+        ] {
+            match l {
+                Some(l) => {
+                    let _ = writeln!(
+                        s,
+                        "{:<14} {:>11} {:>11} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                        label, "", l.count, l.p50, l.p90, l.p99, l.p99_9, l.p99_99, l.max
+                    );
+                }
+                None => {
+                    let _ = writeln!(s, "{label:<14} {:>11} {:>11}", "", 0);
+                }
+            }
+        }
+    }
+    for line in target_lines(r) {
+        let _ = writeln!(s, "  {line}");
+    }
     if r.reps.len() > 1 {
         let sp = &r.spread;
         let _ = writeln!(
@@ -76,6 +100,53 @@ pub fn table_rows(r: &RunReport) -> String {
         let _ = writeln!(s, "  WARNING: {w}");
     }
     s
+}
+
+/// Per-target lines of a run over several targets (deliveries per target, each server's
+/// CPU) and the --extra-pid processes' CPU; nothing for a plain single-server run.
+pub fn target_lines(r: &RunReport) -> Vec<String> {
+    let mut v = Vec::new();
+    if r.deliveries_by_target.len() > 1 {
+        let parts: Vec<String> = r
+            .deliveries_by_target
+            .iter()
+            .map(|d| {
+                format!(
+                    "t{} {}{}: {} subscribers, {} received{}",
+                    d.target,
+                    d.address,
+                    if d.local { " (publishers')" } else { "" },
+                    d.subscribers,
+                    d.received,
+                    d.received_per_subscriber
+                        .map(|x| format!(" ({x:.0} each)"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        v.push(format!("deliveries by target: {}", parts.join("; ")));
+    }
+    let secs = |c: Option<f64>| c.map(|c| format!("{c:.2} s")).unwrap_or_else(|| "-".into());
+    if r.server_cpu_by_target.len() > 1 || !r.extra_cpu_s.is_empty() {
+        let mut parts: Vec<String> = Vec::new();
+        if r.server_cpu_by_target.len() > 1 {
+            parts.extend(
+                r.server_cpu_by_target
+                    .iter()
+                    .map(|t| format!("t{} {}", t.target, secs(t.cpu_s))),
+            );
+            parts.push(format!("sum {}", secs(r.server_cpu_s)));
+        } else {
+            parts.push(format!("server {}", secs(r.server_cpu_s)));
+        }
+        parts.extend(
+            r.extra_cpu_s
+                .iter()
+                .map(|(name, c)| format!("{name} {}", secs(*c))),
+        );
+        v.push(format!("CPU in the windows: {}", parts.join(", ")));
+    }
+    v
 }
 
 /// The whole table for a report, with a title line.
@@ -330,6 +401,25 @@ pub fn write_markdown(path: &Path, rep: &Report) -> Result<()> {
             r.missing,
             r.per_server_cpu_s.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into())
         );
+    }
+    if rep.runs.iter().any(|r| !target_lines(r).is_empty()) {
+        let _ = writeln!(s, "\n## Targets\n");
+        for r in &rep.runs {
+            if let (true, Some(l), Some(m)) = (
+                r.deliveries_by_target.len() > 1,
+                &r.latency_local,
+                &r.latency_remote,
+            ) {
+                let _ = writeln!(
+                    s,
+                    "- {}: local p50 {:.1} µs, p99 {:.1} µs ({} samples); remote p50 {:.1} µs, p99 {:.1} µs ({} samples)",
+                    r.label, l.p50, l.p99, l.count, m.p50, m.p99, m.count
+                );
+            }
+            for l in target_lines(r) {
+                let _ = writeln!(s, "- {}: {l}", r.label);
+            }
+        }
     }
     if let Some(a) = &rep.attack {
         let _ = writeln!(s, "\n## Attack\n");

@@ -1,6 +1,8 @@
 //! The JSON report (schema below is versioned by [`SCHEMA_VERSION`]) and its assembly from
 //! engine results.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::engine::{Mode, RunOut};
@@ -66,6 +68,22 @@ pub struct ServerInfo {
     pub command: Option<Vec<String>>,
     /// How it exited (spawned servers).
     pub exit: Option<String>,
+    /// Every target in --target order (one entry for a single server). With several,
+    /// `address` above lists them all and `pid` is null; their pids are here.
+    pub targets: Vec<TargetInfo>,
+    /// Further processes whose CPU is reported by name (--extra-pid NAME=PID).
+    pub extra_pids: Vec<crate::cli::NamedPid>,
+}
+
+/// One target (a server, or one node of a cluster).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct TargetInfo {
+    /// Position in --target order; connections name targets by it.
+    pub index: usize,
+    /// The address driven.
+    pub address: String,
+    /// Its server's pid, when known (--server-pid, or the spawned server's).
+    pub pid: Option<u32>,
 }
 
 /// Pinning of server and loadgen.
@@ -108,6 +126,14 @@ pub struct RunReport {
     pub latency: LatencySummary,
     /// All windows together: per message, the slowest receiver (fan-out scenarios).
     pub slowest_receiver: Option<LatencySummary>,
+    /// Fan-out: latency of the deliveries to subscribers on the publishers' target
+    /// (null when none arrived there).
+    pub latency_local: Option<LatencySummary>,
+    /// Fan-out: latency of the deliveries to subscribers on the other targets (null when
+    /// none arrived there, e.g. with a single target).
+    pub latency_remote: Option<LatencySummary>,
+    /// Fan-out: deliveries in the windows per target (empty for other scenarios).
+    pub deliveries_by_target: Vec<TargetDeliveries>,
     /// Messages sent in the windows.
     pub sent: u64,
     /// Answers (responses or deliveries) received for them.
@@ -126,6 +152,11 @@ pub struct RunReport {
     pub server_cpu_s: Option<f64>,
     /// Answers (responses or deliveries) per server CPU-second.
     pub per_server_cpu_s: Option<f64>,
+    /// Each target's server CPU seconds in the windows (`server_cpu_s` is their sum, a
+    /// process given for two targets counted once).
+    pub server_cpu_by_target: Vec<TargetCpu>,
+    /// CPU seconds in the windows of each --extra-pid process, by its NAME.
+    pub extra_cpu_s: BTreeMap<String, Option<f64>>,
     /// The loadgen's own cost and lateness.
     pub loadgen: LoadgenCost,
     /// Per window.
@@ -146,6 +177,37 @@ pub struct RunReport {
     pub meets_p99_bound: Option<bool>,
     /// Doubts about this run.
     pub warnings: Vec<String>,
+}
+
+/// Deliveries to the subscribers on one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetDeliveries {
+    /// Target index (--target order).
+    pub target: usize,
+    /// Its address.
+    pub address: String,
+    /// Whether the publishers are connected to it (its deliveries are the "local" ones).
+    pub local: bool,
+    /// Subscribing connections on it.
+    pub subscribers: usize,
+    /// Deliveries received on them for messages intended in the windows.
+    pub received: u64,
+    /// `received / subscribers`: messages each got on average (equals `sent` when every
+    /// subscriber here is on the one topic and nothing was lost).
+    pub received_per_subscriber: Option<f64>,
+}
+
+/// One target's server CPU.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetCpu {
+    /// Target index (--target order).
+    pub target: usize,
+    /// Its address.
+    pub address: String,
+    /// The pid read.
+    pub pid: Option<u32>,
+    /// CPU seconds over the windows (null: pid unknown or unreadable).
+    pub cpu_s: Option<f64>,
 }
 
 /// The loadgen's CPU and schedule lateness.
@@ -403,6 +465,9 @@ pub fn build_run(out: &RunOut, meta: &RunMeta) -> (RunReport, Hist, Option<Hist>
         answers_per_msg: meta.answers_per_msg,
         latency,
         slowest_receiver: slowest.as_ref().map(LatencySummary::of),
+        latency_local: None,
+        latency_remote: None,
+        deliveries_by_target: Vec::new(),
         sent,
         received,
         errors,
@@ -412,6 +477,8 @@ pub fn build_run(out: &RunOut, meta: &RunMeta) -> (RunReport, Hist, Option<Hist>
         sent_rate: sent as f64 / total_s,
         server_cpu_s: server_cpu,
         per_server_cpu_s: per_cpu(received, server_cpu),
+        server_cpu_by_target: Vec::new(),
+        extra_cpu_s: BTreeMap::new(),
         loadgen: LoadgenCost {
             cpu_s: lg_cpu,
             max_thread_util: lg_util,
@@ -431,6 +498,93 @@ pub fn build_run(out: &RunOut, meta: &RunMeta) -> (RunReport, Hist, Option<Hist>
         warnings,
     };
     (report, combined, slowest)
+}
+
+/// How the connections of a run were laid out over the targets.
+#[derive(Debug, Clone, Default)]
+pub struct TargetLayout {
+    /// Every target, in --target order.
+    pub targets: Vec<TargetInfo>,
+    /// The target the publishers are connected to (fan-out).
+    pub publisher_target: usize,
+    /// Subscribing connections on each target (fan-out; index = target).
+    pub subscribers: Vec<usize>,
+    /// --extra-pid processes, in the order of the probe's readings after the targets.
+    pub extra: Vec<crate::cli::NamedPid>,
+}
+
+/// Per-target CPU (the probe's named readings: every target, then the extra processes)
+/// and, for fan-out (`split`), deliveries per target and the local/remote latency. Returns
+/// the local and remote histograms over all windows, for their files.
+pub fn add_targets(
+    r: &mut RunReport,
+    out: &RunOut,
+    layout: &TargetLayout,
+    split: bool,
+) -> (Option<Hist>, Option<Hist>) {
+    let n = layout.targets.len();
+    // Sum over the windows; one unreadable window makes the total unknown.
+    let named_total = |i: usize| -> Option<f64> {
+        out.reps
+            .iter()
+            .map(|rep| rep.named_cpu_s.get(i).copied().flatten())
+            .sum()
+    };
+    if !out.reps.is_empty() {
+        r.server_cpu_by_target = layout
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TargetCpu {
+                target: t.index,
+                address: t.address.clone(),
+                pid: t.pid,
+                cpu_s: t.pid.and_then(|_| named_total(i)),
+            })
+            .collect();
+        r.extra_cpu_s = layout
+            .extra
+            .iter()
+            .enumerate()
+            .map(|(j, e)| (e.name.clone(), named_total(n + j)))
+            .collect();
+    }
+    if !split {
+        return (None, None);
+    }
+    let (mut local, mut remote): (Option<Hist>, Option<Hist>) = (None, None);
+    let mut by_target = vec![0u64; n];
+    for rep in &out.reps {
+        for (mine, theirs) in [(&mut local, &rep.local), (&mut remote, &rep.remote)] {
+            if let Some(h) = theirs {
+                mine.get_or_insert_with(hist::new_hist).add(h).ok();
+            }
+        }
+        for (t, k) in rep.by_target.iter().enumerate() {
+            if t < n {
+                by_target[t] += k;
+            }
+        }
+    }
+    r.latency_local = local.as_ref().map(LatencySummary::of);
+    r.latency_remote = remote.as_ref().map(LatencySummary::of);
+    r.deliveries_by_target = layout
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let subs = layout.subscribers.get(i).copied().unwrap_or(0);
+            TargetDeliveries {
+                target: t.index,
+                address: t.address.clone(),
+                local: i == layout.publisher_target,
+                subscribers: subs,
+                received: by_target[i],
+                received_per_subscriber: (subs > 0).then(|| by_target[i] as f64 / subs as f64),
+            }
+        })
+        .collect();
+    (local, remote)
 }
 
 /// A rate as a short string: 10000 -> "10000", 2500.5 -> "2500.5".
@@ -463,6 +617,10 @@ mod tests {
                 loadgen_cpu_s: 0.2,
                 loadgen_max_thread_util: 0.2,
                 process_cpu_s: 0.3,
+                named_cpu_s: Vec::new(),
+                local: None,
+                remote: None,
+                by_target: Vec::new(),
             }],
             send_lag: hist::new_hist(),
             warmup_received: 10,
@@ -581,6 +739,98 @@ mod tests {
         }
         assert!(run["slowest_receiver"].is_null());
         assert_eq!(v["knee"]["rate"], 1000.0);
+    }
+
+    #[test]
+    fn targets_add_up_over_windows() {
+        let rep = |local: &[u64], remote: &[u64], by: Vec<u64>, cpu: Vec<Option<f64>>| {
+            let h = |v: &[u64]| {
+                let mut h = hist::new_hist();
+                for &x in v {
+                    hist::record(&mut h, x * 1000);
+                }
+                h
+            };
+            RepOut {
+                hist: h(&[local, remote].concat()),
+                slowest: None,
+                sent: 1,
+                received: (local.len() + remote.len()) as u64,
+                errors: 0,
+                server_cpu_s: Some(1.0),
+                loadgen_cpu_s: 0.0,
+                loadgen_max_thread_util: 0.0,
+                process_cpu_s: 0.0,
+                named_cpu_s: cpu,
+                local: (!local.is_empty()).then(|| h(local)),
+                remote: (!remote.is_empty()).then(|| h(remote)),
+                by_target: by,
+            }
+        };
+        let out = RunOut {
+            reps: vec![
+                rep(
+                    &[10, 20],
+                    &[30],
+                    vec![2, 1],
+                    vec![Some(0.5), Some(0.25), Some(1.0)],
+                ),
+                // A window where target 1 got nothing (a short by_target) and the second
+                // server's CPU could not be read.
+                rep(&[40], &[], vec![1], vec![Some(0.5), None, Some(1.0)]),
+            ],
+            send_lag: hist::new_hist(),
+            warmup_received: 0,
+            error_samples: vec![],
+            overloaded: false,
+            dead_conns: 0,
+            window_s: 1.0,
+        };
+        let meta = RunMeta {
+            mode: Mode::Open { rate: 1.0 },
+            connections: 4,
+            payload: 64,
+            warmup_s: 0.0,
+            answers_per_msg: 2,
+            p99_bound_us: None,
+            spin: false,
+        };
+        let (mut r, _, _) = build_run(&out, &meta);
+        let layout = TargetLayout {
+            targets: (0..2)
+                .map(|i| TargetInfo {
+                    index: i,
+                    address: format!("t{i}"),
+                    pid: Some(7),
+                })
+                .collect(),
+            publisher_target: 0,
+            subscribers: vec![1, 1],
+            extra: vec![crate::cli::NamedPid {
+                name: "nats".into(),
+                pid: 8,
+            }],
+        };
+        let (local, remote) = add_targets(&mut r, &out, &layout, true);
+        assert_eq!(local.unwrap().len(), 3);
+        assert_eq!(remote.unwrap().len(), 1);
+        assert_eq!(r.latency_local.as_ref().unwrap().count, 3);
+        assert_eq!(r.latency_remote.as_ref().unwrap().count, 1);
+        let got: Vec<(u64, bool)> = r
+            .deliveries_by_target
+            .iter()
+            .map(|d| (d.received, d.local))
+            .collect();
+        assert_eq!(got, [(3, true), (1, false)]);
+        assert_eq!(r.server_cpu_by_target[0].cpu_s, Some(1.0));
+        // One unreadable window: the total is unknown, not a partial sum.
+        assert_eq!(r.server_cpu_by_target[1].cpu_s, None);
+        assert_eq!(r.extra_cpu_s["nats"], Some(2.0));
+        // Without the split (not fan-out) only the CPU is filled in.
+        let (mut r, _, _) = build_run(&out, &meta);
+        assert_eq!(add_targets(&mut r, &out, &layout, false).0, None);
+        assert!(r.deliveries_by_target.is_empty() && r.latency_local.is_none());
+        assert_eq!(r.extra_cpu_s.len(), 1);
     }
 
     #[test]

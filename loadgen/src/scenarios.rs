@@ -33,21 +33,40 @@ pub struct Shape {
     pub subscribers: usize,
     /// Topics.
     pub topics: usize,
+    /// Index of the target the publishers connect to (fan-out over several targets).
+    pub publisher_target: usize,
+}
+
+/// One server a run connects to (with several, one node of a cluster each).
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub(crate) addr: SocketAddr,
+    /// Where it listens (scheme, host, port, path): what the adapter's transport connects to.
+    pub(crate) endpoint: Endpoint,
+    /// Its server's pid, when known.
+    pub(crate) pid: Option<u32>,
 }
 
 /// The server being measured and how to read its CPU.
 pub(crate) struct Target {
+    /// The first (with one target, the only) node: what every single-server scenario
+    /// drives.
     pub(crate) addr: SocketAddr,
     /// Where it listens (scheme, host, port, path): what the adapter's transport connects to.
     pub(crate) endpoint: Endpoint,
     pub(crate) info: ServerInfo,
+    /// Every target in --target order (`addr`/`endpoint` above are the first).
+    pub(crate) nodes: Vec<Node>,
     spawned: Option<SpawnedServer>,
     echo: Option<Arc<EchoServer>>,
     server_cores: Option<Vec<usize>>,
 }
 
 pub(crate) struct ServerProbe {
-    pid: Option<u32>,
+    /// Each target's server pid.
+    pids: Vec<Option<u32>>,
+    /// --extra-pid processes, read after the targets.
+    extra: Vec<u32>,
     echo: Option<Arc<EchoServer>>,
 }
 
@@ -56,7 +75,34 @@ impl Probe for ServerProbe {
         if let Some(e) = &self.echo {
             return Some(e.cpu_s());
         }
-        sys::process_cpu_s(self.pid?).ok()
+        // The sum over the targets; unknown if any target's is (a partial sum would pass
+        // for the whole). Two targets served by one process count it once.
+        if self.pids.is_empty() {
+            return None;
+        }
+        let mut seen = Vec::with_capacity(self.pids.len());
+        let mut sum = 0.0;
+        for p in &self.pids {
+            let p = (*p)?;
+            if !seen.contains(&p) {
+                seen.push(p);
+                sum += sys::process_cpu_s(p).ok()?;
+            }
+        }
+        Some(sum)
+    }
+
+    fn named_cpu_s(&mut self) -> Vec<Option<f64>> {
+        let read = |p: u32| sys::process_cpu_s(p).ok();
+        let targets: Vec<Option<f64>> = match &self.echo {
+            // The in-process floor: its threads, not this whole process.
+            Some(e) => vec![Some(e.cpu_s())],
+            None => self.pids.iter().map(|p| p.and_then(read)).collect(),
+        };
+        targets
+            .into_iter()
+            .chain(self.extra.iter().map(|&p| read(p)))
+            .collect()
     }
 }
 
@@ -79,51 +125,95 @@ pub(crate) fn protocol_name<'a>(scenario: &str, a: &'a MsgArgs) -> Result<&'a st
         ("floor", None | Some("floor")) => "floor",
         ("floor", Some(p)) => bail!("the floor scenario speaks the floor protocol, not {p}"),
         (_, Some(p)) => p,
+        (_, None) if a.server.target.iter().any(|t| is_nats_url(t)) => "nats",
         (_, None) => "peerd",
     })
 }
 
-/// The endpoint asked for on the command line: --target (its scheme, or --transport for a
-/// bare host:port), or for --spawn-server 127.0.0.1 port 0 with --transport's scheme.
+/// `nats://host:port`: a NATS server's URL (plain TCP for the loadgen).
+fn is_nats_url(t: &str) -> bool {
+    t.trim()
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("nats://"))
+}
+
+/// The endpoint asked for on the command line: the first --target (its scheme, or
+/// --transport for a bare host:port), or for --spawn-server 127.0.0.1 port 0 with
+/// --transport's scheme.
 pub(crate) fn wanted_endpoint(scenario: &str, a: &MsgArgs) -> Result<Endpoint> {
+    let mut eps = wanted_endpoints(scenario, a)?;
+    Ok(eps.swap_remove(0))
+}
+
+/// Every endpoint asked for: one per --target (several only for `fanout`, all over the
+/// same transport, since one adapter encodes for every connection), or the one of
+/// --spawn-server.
+pub(crate) fn wanted_endpoints(scenario: &str, a: &MsgArgs) -> Result<Vec<Endpoint>> {
     let transport = a.transport.as_deref().map(str::to_ascii_lowercase);
     if let Some(t) = &transport {
         if !matches!(t.as_str(), "tcp" | "tls" | "ws" | "wss") {
             bail!("--transport {t:?}: expected tcp, tls, ws or wss");
         }
     }
-    let default_scheme = match protocol_name(scenario, a)? {
+    let protocol = protocol_name(scenario, a)?;
+    let default_scheme = match protocol {
         "wsop" => "ws",
         _ => "tcp",
     };
-    let mut ep = match &a.server.target {
-        Some(t) => {
-            let has_scheme = t.contains("://");
-            let mut ep = parse_endpoint(t)?;
-            match (&transport, has_scheme) {
-                (Some(tr), true) if *tr != ep.scheme => {
-                    bail!("--target {t} says {} but --transport says {tr}", ep.scheme)
-                }
-                (Some(tr), false) => ep.scheme = tr.clone(),
-                (None, false) => ep.scheme = default_scheme.into(),
-                _ => {}
+    if a.server.target.len() > 1 && scenario != "fanout" {
+        bail!(
+            "--target is given {} times: several targets (the nodes of a cluster) are for the fanout scenario only",
+            a.server.target.len()
+        );
+    }
+    let mut eps = Vec::new();
+    for t in &a.server.target {
+        // nats:// names a NATS server, which the nats adapter reaches over plain TCP.
+        let (t, nats) = match is_nats_url(t) {
+            true if protocol != "nats" => {
+                bail!("--target {t} is a NATS server: use --protocol nats")
             }
-            ep
+            true => (&t.trim()[7..], true),
+            false => (t.as_str(), false),
+        };
+        let has_scheme = t.contains("://") || nats;
+        let mut ep = parse_endpoint(t)?;
+        match (&transport, has_scheme) {
+            (Some(tr), true) if *tr != ep.scheme => {
+                bail!("--target {t} says {} but --transport says {tr}", ep.scheme)
+            }
+            (Some(tr), false) => ep.scheme = tr.clone(),
+            (None, false) => ep.scheme = default_scheme.into(),
+            _ => {}
         }
-        None => Endpoint {
+        eps.push(ep);
+    }
+    if eps.is_empty() {
+        eps.push(Endpoint {
             scheme: transport.unwrap_or_else(|| default_scheme.into()),
             host: "127.0.0.1".into(),
             port: 0,
             path: String::new(),
-        },
-    };
-    if ep.is_ws() && ep.path.is_empty() {
-        ep.path = "/".into();
+        });
     }
-    if scenario == "floor" && ep.scheme != "tcp" {
+    for ep in &mut eps {
+        if ep.is_ws() && ep.path.is_empty() {
+            ep.path = "/".into();
+        }
+    }
+    if let Some(other) = eps.iter().find(|e| e.scheme != eps[0].scheme) {
+        bail!(
+            "every --target must use the same transport: {} is {}, {} is {}",
+            eps[0],
+            eps[0].scheme,
+            other,
+            other.scheme
+        );
+    }
+    if scenario == "floor" && eps[0].scheme != "tcp" {
         bail!("the floor runs over plain TCP only");
     }
-    Ok(ep)
+    Ok(eps)
 }
 
 /// Plain TCP only (the hostile scenarios write peerd frames straight to the socket).
@@ -174,23 +264,75 @@ pub(crate) fn make_adapter(scenario: &str, a: &MsgArgs, ep: &Endpoint) -> Result
     Ok(ad)
 }
 
+/// The report's list of targets.
+fn target_infos(nodes: &[Node]) -> Vec<report::TargetInfo> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(index, n)| report::TargetInfo {
+            index,
+            address: n.endpoint.to_string(),
+            pid: n.pid,
+        })
+        .collect()
+}
+
 fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
     let s = &a.server;
-    if s.target.is_some() && s.spawn_server {
+    if !s.target.is_empty() && s.spawn_server {
         bail!("give either --target or --spawn-server, not both");
     }
+    let mut names = Vec::new();
+    for e in &s.extra_pid {
+        if names.contains(&&e.name) {
+            bail!("--extra-pid names {:?} twice", e.name);
+        }
+        names.push(&e.name);
+    }
     let wanted = wanted_endpoint(scenario, a)?;
-    if s.target.is_some() {
-        let addr = resolve(&wanted.host_port())?;
+    if !s.target.is_empty() {
+        let eps = wanted_endpoints(scenario, a)?;
+        if !s.server_pid.is_empty() && s.server_pid.len() != eps.len() {
+            bail!(
+                "--server-pid is given {} times for {} --target: give it once per --target, in the same order (or not at all)",
+                s.server_pid.len(),
+                eps.len()
+            );
+        }
+        let nodes = eps
+            .iter()
+            .enumerate()
+            .map(|(i, ep)| {
+                Ok(Node {
+                    addr: resolve(&ep.host_port())?,
+                    endpoint: ep.clone(),
+                    pid: s.server_pid.get(i).copied(),
+                })
+            })
+            .collect::<Result<Vec<Node>>>()?;
+        let several = nodes.len() > 1;
         return Ok(Target {
-            addr,
-            endpoint: wanted.clone(),
+            addr: nodes[0].addr,
+            endpoint: nodes[0].endpoint.clone(),
             info: ServerInfo {
-                kind: "external".into(),
-                address: wanted.to_string(),
-                pid: s.server_pid,
+                kind: if several {
+                    format!("external ({} targets)", nodes.len())
+                } else {
+                    "external".into()
+                },
+                address: eps
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                // One pid only where there is one server; with several they are under
+                // `targets`.
+                pid: if several { None } else { nodes[0].pid },
+                targets: target_infos(&nodes),
+                extra_pids: s.extra_pid.clone(),
                 ..Default::default()
             },
+            nodes,
             spawned: None,
             echo: None,
             server_cores: s
@@ -207,14 +349,20 @@ fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
             None => default_server_cores(1),
         };
         let echo = Arc::new(EchoServer::start(cores.clone())?);
+        let endpoint = Endpoint {
+            scheme: "tcp".into(),
+            host: echo.addr().ip().to_string(),
+            port: echo.addr().port(),
+            path: String::new(),
+        };
+        let nodes = vec![Node {
+            addr: echo.addr(),
+            endpoint: endpoint.clone(),
+            pid: Some(std::process::id()),
+        }];
         return Ok(Target {
             addr: echo.addr(),
-            endpoint: Endpoint {
-                scheme: "tcp".into(),
-                host: echo.addr().ip().to_string(),
-                port: echo.addr().port(),
-                path: String::new(),
-            },
+            endpoint,
             info: ServerInfo {
                 kind: "floor echo (in-process, blocking, thread per connection)".into(),
                 address: echo.addr().to_string(),
@@ -222,7 +370,10 @@ fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
                 shards: None,
                 command: None,
                 exit: None,
+                targets: target_infos(&nodes),
+                extra_pids: s.extra_pid.clone(),
             },
+            nodes,
             spawned: None,
             echo: Some(echo),
             server_cores: cores,
@@ -272,6 +423,11 @@ fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
             wanted.scheme
         );
     }
+    let nodes = vec![Node {
+        addr: spawned.ready.addr,
+        endpoint: spawned.ready.endpoint.clone(),
+        pid: Some(spawned.ready.pid),
+    }];
     Ok(Target {
         addr: spawned.ready.addr,
         endpoint: spawned.ready.endpoint.clone(),
@@ -282,7 +438,10 @@ fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
             shards: Some(spawned.ready.shards),
             command: Some(spawned.command.clone()),
             exit: None,
+            targets: target_infos(&nodes),
+            extra_pids: s.extra_pid.clone(),
         },
+        nodes,
         spawned: Some(spawned),
         echo: None,
         server_cores: cores,
@@ -310,8 +469,22 @@ impl Target {
 
     pub(crate) fn probe(&self) -> ServerProbe {
         ServerProbe {
-            pid: self.pid(),
+            pids: self
+                .nodes
+                .iter()
+                .map(|n| n.pid.filter(|_| self.echo.is_none()))
+                .collect(),
+            extra: self.info.extra_pids.iter().map(|e| e.pid).collect(),
             echo: self.echo.clone(),
+        }
+    }
+
+    /// How the report names the targets and the extra processes.
+    pub(crate) fn layout(&self) -> report::TargetLayout {
+        report::TargetLayout {
+            targets: self.info.targets.clone(),
+            extra: self.info.extra_pids.clone(),
+            ..Default::default()
         }
     }
 
@@ -372,20 +545,41 @@ pub(crate) fn run_nonce() -> u64 {
     (now_ns() / 1000) % 1_000_000
 }
 
-/// Connections and roles for one run of a message scenario.
+/// The connections of one run and what the engine and the report need to know of them.
+struct Built {
+    specs: Vec<ConnSpec>,
+    /// Answers each message should produce.
+    answers: u64,
+    /// Keep the slowest receiver per message.
+    track_slowest: bool,
+    /// Connections in all.
+    connections: usize,
+    /// Fan-out: subscribing connections per target.
+    subscribers_by_target: Vec<usize>,
+}
+
+/// Connections and roles for one run of a message scenario. `nodes` holds, per target, the
+/// adapter for its endpoint (a WebSocket's Host header, a TLS server name) and its
+/// address; every scenario but fan-out uses the first only.
 fn build_specs(
     scenario: &str,
     a: &MsgArgs,
     shape: Shape,
-    adapter: &dyn Adapter,
-    addr: SocketAddr,
-) -> Result<(Vec<ConnSpec>, u64, bool, usize)> {
+    nodes: &[(Arc<dyn Adapter>, SocketAddr)],
+) -> Result<Built> {
     let opts = ConnectOptions::default();
     let tag = format!("lg{}n{}", std::process::id(), run_nonce());
-    let connect = |role: &str, i: usize| -> Result<Connected> {
+    let connect_to = |node: usize, role: &str, i: usize| -> Result<Connected> {
+        let (adapter, addr) = &nodes[node];
         adapter
-            .connect(addr, Some(&format!("{tag}-{role}{i}")), &opts)
-            .with_context(|| format!("opening connection {role}{i}"))
+            .connect(*addr, Some(&format!("{tag}-{role}{i}")), &opts)
+            .with_context(|| format!("opening connection {role}{i} to {addr}"))
+    };
+    let connect = |role: &str, i: usize| connect_to(0, role, i);
+    let spec = |conn: Connected, send: Option<(SendKind, u32)>| ConnSpec {
+        conn,
+        send,
+        target: 0,
     };
     let n = a.connections.unwrap_or(1).max(1);
     let mut specs = Vec::new();
@@ -403,50 +597,58 @@ fn build_specs(
                     target: Some(target),
                 }
             };
-            specs.push(ConnSpec {
-                conn: connect("c", i)?,
-                send: Some((kind, i as u32)),
-            });
-            specs.push(ConnSpec {
-                conn: callee,
-                send: None,
-            });
+            specs.push(spec(connect("c", i)?, Some((kind, i as u32))));
+            specs.push(spec(callee, None));
         }
         Ok(())
+    };
+    let built = |specs, answers, track_slowest, connections| Built {
+        specs,
+        answers,
+        track_slowest,
+        connections,
+        subscribers_by_target: Vec::new(),
     };
     Ok(match scenario {
         "rpc" | "floor" => {
             for i in 0..n {
-                specs.push(ConnSpec {
-                    conn: connect("c", i)?,
-                    send: Some((SendKind::Request { target: None }, i as u32)),
-                });
+                specs.push(spec(
+                    connect("c", i)?,
+                    Some((SendKind::Request { target: None }, i as u32)),
+                ));
             }
-            (specs, 1, false, n)
+            built(specs, 1, false, n)
         }
         "p2p" => {
             pairs(&mut specs, false)?;
-            (specs, 1, false, 2 * n)
+            built(specs, 1, false, 2 * n)
         }
         "direct" => {
             pairs(&mut specs, true)?;
-            (specs, 1, true, 2 * n)
+            built(specs, 1, true, 2 * n)
         }
         "fanout" => {
             let topics: Vec<String> = (0..shape.topics.max(1))
                 .map(|t| format!("{tag}-topic{t}"))
                 .collect();
+            let mut subscribers_by_target = vec![0; nodes.len()];
             let mut i = 0;
             for t in &topics {
                 for _ in 0..shape.subscribers.max(1) {
-                    let mut c = connect("s", i)?;
-                    adapter
+                    // Subscribers go round the targets (every topic has members on every
+                    // node when there are at least as many subscribers as targets).
+                    let node = i % nodes.len();
+                    let mut c = connect_to(node, "s", i)?;
+                    nodes[node]
+                        .0
                         .subscribe(&mut c, t)
                         .with_context(|| format!("subscribing s{i} to {t}"))?;
                     specs.push(ConnSpec {
                         conn: c,
                         send: None,
+                        target: node,
                     });
+                    subscribers_by_target[node] += 1;
                     i += 1;
                 }
             }
@@ -454,33 +656,34 @@ fn build_specs(
                 let mut mine = topics.clone();
                 mine.rotate_left(p % topics.len());
                 specs.push(ConnSpec {
-                    conn: connect("p", p)?,
+                    conn: connect_to(shape.publisher_target, "p", p)?,
                     send: Some((SendKind::Publish { topics: mine }, p as u32)),
+                    target: shape.publisher_target,
                 });
             }
-            (
-                specs,
-                shape.subscribers.max(1) as u64,
-                true,
-                i + shape.publishers.max(1),
-            )
+            Built {
+                subscribers_by_target,
+                ..built(
+                    specs,
+                    shape.subscribers.max(1) as u64,
+                    true,
+                    i + shape.publishers.max(1),
+                )
+            }
         }
         "broadcast" => {
             let receivers = a.connections.unwrap_or(10);
             let pubs = shape.publishers.max(1);
             for i in 0..receivers {
-                specs.push(ConnSpec {
-                    conn: connect("r", i)?,
-                    send: None,
-                });
+                specs.push(spec(connect("r", i)?, None));
             }
             for p in 0..pubs {
-                specs.push(ConnSpec {
-                    conn: connect("p", p)?,
-                    send: Some((SendKind::Broadcast, p as u32)),
-                });
+                specs.push(spec(
+                    connect("p", p)?,
+                    Some((SendKind::Broadcast, p as u32)),
+                ));
             }
-            (specs, (receivers + pubs - 1) as u64, true, receivers + pubs)
+            built(specs, (receivers + pubs - 1) as u64, true, receivers + pubs)
         }
         other => bail!("{other} is not a message scenario"),
     })
@@ -507,7 +710,7 @@ pub(crate) fn prepare(scenario: &str, protocol: &str, a: &MsgArgs) -> Result<Pre
     let target = setup_target(scenario, a)?;
     let lg_cores = loadgen_cores(a, &target.server_cores)?;
     let pin = pinning(a, &lg_cores, &target.server_cores);
-    let warnings = pinning_warnings(&pin, target.info.pid.is_some());
+    let warnings = pinning_warnings(&pin, target.nodes.iter().any(|n| n.pid.is_some()));
     Ok(Prepared {
         dir,
         name,
@@ -617,7 +820,33 @@ pub fn run_messages(
         pin,
         mut warnings,
     } = prepare(scenario, adapter.name(), a)?;
-    let adapter = make_adapter(scenario, a, &target.endpoint)?;
+    // One adapter per target, each for its own endpoint (they encode alike: the first
+    // serves the engine).
+    let nodes: Vec<(Arc<dyn Adapter>, SocketAddr)> = match target
+        .nodes
+        .iter()
+        .map(|n| Ok((make_adapter(scenario, a, &n.endpoint)?, n.addr)))
+        .collect::<Result<_>>()
+    {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = target.finish();
+            return Err(e);
+        }
+    };
+    let adapter = nodes[0].0.clone();
+    if shape.publisher_target >= nodes.len() {
+        let _ = target.finish();
+        bail!(
+            "--publisher-target {} but there {} {} target{}",
+            shape.publisher_target,
+            if nodes.len() == 1 { "is" } else { "are" },
+            nodes.len(),
+            if nodes.len() == 1 { "" } else { "s" }
+        );
+    }
+    let fanout = scenario == "fanout";
+    let several = nodes.len() > 1;
 
     let modes: Vec<Mode> = if a.closed_loop {
         vec![Mode::Closed {
@@ -642,13 +871,22 @@ pub fn run_messages(
         adapter.name(),
         modes[0].label(),
         target.info.kind,
-        target.endpoint
+        if several {
+            target.info.address.clone()
+        } else {
+            target.endpoint.to_string()
+        }
     );
     println!("{}", output::table_header());
     let result = (|| -> Result<()> {
         for mode in &modes {
-            let (specs, answers, track_slowest, conns) =
-                build_specs(scenario, a, shape, &*adapter, target.addr)?;
+            let Built {
+                specs,
+                answers,
+                track_slowest,
+                connections: conns,
+                subscribers_by_target,
+            } = build_specs(scenario, a, shape, &nodes)?;
             let cfg = RunConfig {
                 mode: *mode,
                 payload: a.payload.max(crate::payload::MIN_PAYLOAD),
@@ -664,6 +902,7 @@ pub fn run_messages(
                 track_slowest,
                 max_unsent: 64 << 20,
                 start_ns: None,
+                local_target: fanout.then_some(shape.publisher_target),
             };
             let total_ms = ((a.warmup + a.duration * a.repetitions as f64) * 1000.0) as u64 + 150;
             let label = match mode {
@@ -686,6 +925,12 @@ pub fn run_messages(
                 spin: a.spin || a.spin_us > 0,
             };
             let (mut rr, h, slowest) = report::build_run(&out, &meta);
+            let layout = report::TargetLayout {
+                publisher_target: shape.publisher_target,
+                subscribers: subscribers_by_target,
+                ..target.layout()
+            };
+            let (local, remote) = report::add_targets(&mut rr, &out, &layout, fanout);
             let f = format!("{name}-{}.hgrm", rr.label);
             output::write_hgrm(&dir.join(&f), &h)?;
             rr.files.push(f);
@@ -698,6 +943,22 @@ pub fn run_messages(
                     format!("{name} {} slowest receiver", rr.label),
                     hist::percentile_points(s),
                 ));
+            }
+            // Over several targets: the deliveries on the publishers' node and on the
+            // others, each in a file of its own and on the plot (new files: the names
+            // above stay what they were).
+            if several {
+                for (which, h) in [("local", &local), ("remote", &remote)] {
+                    if let Some(h) = h {
+                        let f = format!("{name}-{}-{which}.hgrm", rr.label);
+                        output::write_hgrm(&dir.join(&f), h)?;
+                        rr.files.push(f);
+                        series.push((
+                            format!("{name} {} {which} receivers", rr.label),
+                            hist::percentile_points(h),
+                        ));
+                    }
+                }
             }
             print!("{}", output::table_rows(&rr));
             if let Mode::Open { rate } = mode {

@@ -16,6 +16,7 @@ use bytes::BytesMut;
 
 pub mod floor;
 pub mod link;
+pub mod nats;
 pub mod peerd;
 pub mod redis;
 pub mod wsop;
@@ -216,8 +217,8 @@ pub fn by_name(name: &str) -> Result<Box<dyn Adapter>> {
     build(name, Transport::default())
 }
 
-/// The adapter called `name` over `transport` (peerd: any; wsop: a WebSocket; floor and
-/// redis: plain TCP only).
+/// The adapter called `name` over `transport` (peerd: any; wsop: a WebSocket; floor, redis
+/// and nats: plain TCP only).
 pub fn build(name: &str, transport: Transport) -> Result<Box<dyn Adapter>> {
     let plain_only = |p: &str| -> Result<()> {
         if !transport.is_plain() {
@@ -247,6 +248,12 @@ pub fn build(name: &str, transport: Transport) -> Result<Box<dyn Adapter>> {
             plain_only(name)?;
             Box::new(redis::Redis)
         }
-        other => bail!("unknown protocol {other:?} (expected peerd, wsop, floor or redis)"),
+        "nats" => {
+            plain_only(name)?;
+            Box::new(nats::Nats::default())
+        }
+        other => {
+            bail!("unknown protocol {other:?} (expected peerd, wsop, floor, redis or nats)")
+        }
     })
 }
