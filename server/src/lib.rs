@@ -104,6 +104,16 @@ mod upgrade;
 mod util;
 mod watchers;
 
+/// Entry points for the fuzz targets (`fuzz/`): not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decode `data` as a message from another cluster node: any input must give a message
+    /// or `Malformed`, never a panic (nor, under AddressSanitizer, a bad read).
+    pub fn cluster_envelope(data: &[u8]) {
+        let _ = crate::cluster::wire::decode(&bytes::Bytes::copy_from_slice(data));
+    }
+}
+
 pub use auth::{Action, AuthRequest, Denied, Grant, Patterns, Permissions};
 pub use error::{CallError, ListenError, MetricsError, RpcFailure, SendError};
 pub use metrics::{ClusterMetrics, FrameCounts, Histogram, Metrics, ShardMetrics, TransportKind};
