@@ -143,20 +143,20 @@ impl ClusterLink {
     pub fn metrics(&self) -> crate::metrics::ClusterMetrics {
         let s = &self.stats;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut m = crate::metrics::ClusterMetrics::default();
-        m.up = self.is_up();
-        m.nodes = self.nodes.load(Ordering::Relaxed) as u64;
-        m.messages_out = get(&s.messages_out);
-        m.messages_in = get(&s.messages_in);
-        m.bytes_out = get(&s.bytes_out);
-        m.bytes_in = get(&s.bytes_in);
-        m.topic_messages_in = get(&s.topic_in);
-        m.dropped = get(&s.dropped);
-        m.malformed = get(&s.malformed);
-        m.resyncs = get(&s.resyncs);
-        m.nodes_lost = get(&s.nodes_lost);
-        m.link_changes = get(&s.link_changes);
-        m
+        crate::metrics::ClusterMetrics {
+            up: self.is_up(),
+            nodes: self.nodes.load(Ordering::Relaxed) as u64,
+            messages_out: get(&s.messages_out),
+            messages_in: get(&s.messages_in),
+            bytes_out: get(&s.bytes_out),
+            bytes_in: get(&s.bytes_in),
+            topic_messages_in: get(&s.topic_in),
+            dropped: get(&s.dropped),
+            malformed: get(&s.malformed),
+            resyncs: get(&s.resyncs),
+            nodes_lost: get(&s.nodes_lost),
+            link_changes: get(&s.link_changes),
+        }
     }
 
     pub fn is_up(&self) -> bool {
