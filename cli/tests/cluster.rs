@@ -211,8 +211,14 @@ fn a_publish_reaches_every_member_on_every_node_once_and_in_order() {
     // C has no member of `t`: NATS brought it none of the topic's messages (interest),
     // while B, with two members, got each publish of A and C once (one message per node,
     // not per member): 2 x 501.
-    assert_eq!(nodes[2].metric("peerd_cluster_topic_messages_in_total"), 0.0);
-    assert_eq!(nodes[1].metric("peerd_cluster_topic_messages_in_total"), 1002.0);
+    assert_eq!(
+        nodes[2].metric("peerd_cluster_topic_messages_in_total"),
+        0.0
+    );
+    assert_eq!(
+        nodes[1].metric("peerd_cluster_topic_messages_in_total"),
+        1002.0
+    );
     assert_eq!(nodes[0].metric("peerd_cluster_nodes"), 3.0);
 }
 
