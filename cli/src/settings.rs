@@ -367,8 +367,9 @@ pub struct ClusterSettings {
           env = "PEERD_CLUSTER_HEARTBEAT_MS", value_name = "MS",
           default_value_t = AtLeast(1000))]
     pub heartbeat_ms: AtLeast<u64, 50>,
-    /// Bytes of cross-node messages that may wait for the link to NATS; past it,
-    /// cross-node sends are refused with `overloaded`.
+    /// Bytes of cross-node messages that may wait for the link to NATS; past it, events
+    /// and calls to peers of other nodes are refused with `overloaded`, and topic messages
+    /// and broadcasts for other nodes are dropped and counted (peerd_cluster_dropped_total).
     #[arg(id = "cluster.backlog_bytes", long = "cluster-backlog-bytes",
           env = "PEERD_CLUSTER_BACKLOG_BYTES", value_name = "BYTES",
           default_value_t = AtLeast(64 << 20))]

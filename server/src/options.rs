@@ -217,7 +217,8 @@ pub struct ClusterOptions {
     /// Interval of the nodes' heartbeats (default 1 s); a node silent for three is dead.
     pub heartbeat: Duration,
     /// Bytes of cross-node messages that may wait for the bridge thread (default 64 MiB);
-    /// past it, cross-node sends are refused with Overloaded.
+    /// past it, events and calls to peers of other nodes are refused with Overloaded, and
+    /// topic messages and broadcasts for other nodes are dropped and counted.
     pub backlog_bytes: usize,
     /// Keep the id bucket in NATS's memory rather than on its disk (default false: ids
     /// survive a NATS restart without being claimed again).
