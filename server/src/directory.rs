@@ -128,7 +128,7 @@ pub(crate) fn sorted(ids: impl Iterator<Item = Arc<str>>) -> Vec<String> {
     v
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     // Resume tokens are secrets: do not leak how many leading bytes matched.
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -839,7 +839,7 @@ async fn expire_relays(shard: Rc<Shard>) {
         if expired.is_empty() && remote.is_empty() {
             continue;
         }
-        for (session, id) in remote {
+        for ((session, id), _node) in remote {
             // The callee's node did not answer by the deadline (plus a margin for it to).
             crate::route::fail_remote_call(
                 &shard,
@@ -849,7 +849,7 @@ async fn expire_relays(shard: Rc<Shard>) {
                 "callee did not answer in time",
             );
         }
-        for to in expired {
+        for (_, to) in expired {
             answer(
                 &shard,
                 to,

@@ -119,7 +119,7 @@ fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     leave_all(shard, conn);
     drop_all_watches(shard, conn);
     fail_relays_to(shard, conn.session);
-    shard.remote_calls.borrow_mut().caller_gone(conn.session);
+    shard.remote_calls.borrow_mut().session_gone(conn.session);
     announce_global(shard, conn, PresenceChange::Leave);
     if let Some(c) = &shared.cluster {
         c.state(vec![Op::PeerDown {

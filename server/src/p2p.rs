@@ -124,7 +124,7 @@ pub(crate) fn relay_answer(
 
 /// The callee `session` left: every call relayed to it fails with PeerGone now.
 pub(crate) fn fail_relays_to(shard: &Rc<Shard>, session: u64) {
-    let gone = shard.relays.borrow_mut().callee_gone(session);
+    let gone = shard.relays.borrow_mut().session_gone(session);
     for to in gone {
         answer(
             shard,

@@ -8,7 +8,8 @@
 //! so that quickly answered calls with long deadlines cannot grow the heap without bound,
 //! it is rebuilt from the waiting calls when it holds more than twice as many entries.
 //!
-//! [`RemoteCalls`]: this shard's peers' calls to peers of other nodes, on the caller's side.
+//! [`RemoteCalls`]: this shard's peers' calls to peers of other nodes, on the caller's side;
+//! the same table ([`Waiting`]) keyed by the caller's session and request id.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -16,16 +17,35 @@ use std::time::Instant;
 
 use crate::msg::ReplyTo;
 
-#[derive(Default)]
-pub(crate) struct Relays {
-    waiting: BTreeMap<(u64, u64), (ReplyTo, Instant)>,
+/// Calls waiting for a local callee: (callee session, the id the server gave the request
+/// toward the callee) -> the caller to answer.
+pub(crate) type Relays = Waiting<ReplyTo>;
+
+/// Calls from this shard's peers to peers of other nodes: (caller session, the caller's
+/// request id) -> the callee's node (virtual shard). The answer comes from that node; this
+/// table is what fails the call when the node dies or never answers (`ShardMsg::NodeGone`,
+/// the deadline).
+pub(crate) type RemoteCalls = Waiting<usize>;
+
+/// Calls keyed by (session, request id), each with a value and a deadline (module doc).
+pub(crate) struct Waiting<V> {
+    waiting: BTreeMap<(u64, u64), (V, Instant)>,
     deadlines: BinaryHeap<Reverse<(Instant, u64, u64)>>,
 }
 
-impl Relays {
-    pub fn insert(&mut self, callee_session: u64, id: u64, reply: ReplyTo, deadline: Instant) {
-        self.waiting.insert((callee_session, id), (reply, deadline));
-        self.deadlines.push(Reverse((deadline, callee_session, id)));
+impl<V> Default for Waiting<V> {
+    fn default() -> Self {
+        Waiting {
+            waiting: BTreeMap::new(),
+            deadlines: BinaryHeap::new(),
+        }
+    }
+}
+
+impl<V: Copy> Waiting<V> {
+    pub fn insert(&mut self, session: u64, id: u64, value: V, deadline: Instant) {
+        self.waiting.insert((session, id), (value, deadline));
+        self.deadlines.push(Reverse((deadline, session, id)));
         if self.deadlines.len() > 2 * self.waiting.len() + 1024 {
             self.deadlines = self
                 .waiting
@@ -35,25 +55,43 @@ impl Relays {
         }
     }
 
-    /// The caller waiting for the callee's answer to `id`, if any.
-    pub fn answer(&mut self, callee_session: u64, id: u64) -> Option<ReplyTo> {
-        self.waiting.remove(&(callee_session, id)).map(|(r, _)| r)
+    /// The call (session, id) is answered: its value, if it still waited.
+    pub fn answer(&mut self, session: u64, id: u64) -> Option<V> {
+        self.waiting.remove(&(session, id)).map(|(v, _)| v)
     }
 
-    /// Every caller waiting for `callee_session` (it left).
-    pub fn callee_gone(&mut self, callee_session: u64) -> Vec<ReplyTo> {
+    /// Every call of `session` (its peer left), taken out.
+    pub fn session_gone(&mut self, session: u64) -> Vec<V> {
         let keys: Vec<(u64, u64)> = self
             .waiting
-            .range((callee_session, 0)..=(callee_session, u64::MAX))
+            .range((session, 0)..=(session, u64::MAX))
             .map(|(k, _)| *k)
             .collect();
         keys.iter()
-            .filter_map(|k| self.waiting.remove(k).map(|(r, _)| r))
+            .filter_map(|k| self.waiting.remove(k).map(|(v, _)| v))
             .collect()
     }
 
-    /// Callers whose deadline has passed.
-    pub fn expired(&mut self, now: Instant) -> Vec<ReplyTo> {
+    /// Every call whose value is `value` (a node that is gone), taken out. A scan: nodes
+    /// die rarely.
+    pub fn value_gone(&mut self, value: V) -> Vec<(u64, u64)>
+    where
+        V: PartialEq,
+    {
+        let keys: Vec<(u64, u64)> = self
+            .waiting
+            .iter()
+            .filter(|(_, (v, _))| *v == value)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &keys {
+            self.waiting.remove(k);
+        }
+        keys
+    }
+
+    /// Calls whose deadline has passed, taken out, with their keys.
+    pub fn expired(&mut self, now: Instant) -> Vec<((u64, u64), V)> {
         let mut out = Vec::new();
         while let Some(Reverse((deadline, session, id))) = self.deadlines.peek().copied() {
             if deadline > now {
@@ -66,7 +104,11 @@ impl Relays {
                 .get(&(session, id))
                 .is_some_and(|(_, d)| *d == deadline)
             {
-                out.extend(self.waiting.remove(&(session, id)).map(|(r, _)| r));
+                out.extend(
+                    self.waiting
+                        .remove(&(session, id))
+                        .map(|(v, _)| ((session, id), v)),
+                );
             }
         }
         if self.waiting.is_empty() {
@@ -76,88 +118,6 @@ impl Relays {
     }
 
     /// The earliest deadline still to check.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|Reverse((d, _, _))| *d)
-    }
-}
-
-/// Calls from this shard's peers to peers of other nodes, waiting for their answer: keyed
-/// by (caller session, the caller's request id), with the callee's node (virtual shard)
-/// and a deadline. The answer comes from the callee's node; this table is what fails the
-/// call when that node dies or never answers (`ShardMsg::NodeGone`, the deadline).
-#[derive(Default)]
-pub(crate) struct RemoteCalls {
-    waiting: BTreeMap<(u64, u64), (usize, Instant)>,
-    deadlines: BinaryHeap<Reverse<(Instant, u64, u64)>>,
-}
-
-impl RemoteCalls {
-    pub fn insert(&mut self, session: u64, id: u64, node: usize, deadline: Instant) {
-        self.waiting.insert((session, id), (node, deadline));
-        self.deadlines.push(Reverse((deadline, session, id)));
-        if self.deadlines.len() > 2 * self.waiting.len() + 1024 {
-            self.deadlines = self
-                .waiting
-                .iter()
-                .map(|(&(s, i), &(_, d))| Reverse((d, s, i)))
-                .collect();
-        }
-    }
-
-    /// The answer to (session, id) came: whether the call was still waiting.
-    pub fn answer(&mut self, session: u64, id: u64) -> bool {
-        self.waiting.remove(&(session, id)).is_some()
-    }
-
-    /// The caller left: forget its calls.
-    pub fn caller_gone(&mut self, session: u64) {
-        let keys: Vec<(u64, u64)> = self
-            .waiting
-            .range((session, 0)..=(session, u64::MAX))
-            .map(|(k, _)| *k)
-            .collect();
-        for k in keys {
-            self.waiting.remove(&k);
-        }
-    }
-
-    /// Every call waiting for a peer of `node`, which is gone. A scan: nodes die rarely.
-    pub fn node_gone(&mut self, node: usize) -> Vec<(u64, u64)> {
-        let keys: Vec<(u64, u64)> = self
-            .waiting
-            .iter()
-            .filter(|(_, (n, _))| *n == node)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in &keys {
-            self.waiting.remove(k);
-        }
-        keys
-    }
-
-    /// Calls whose deadline passed.
-    pub fn expired(&mut self, now: Instant) -> Vec<(u64, u64)> {
-        let mut out = Vec::new();
-        while let Some(Reverse((deadline, session, id))) = self.deadlines.peek().copied() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.pop();
-            if self
-                .waiting
-                .get(&(session, id))
-                .is_some_and(|(_, d)| *d == deadline)
-            {
-                self.waiting.remove(&(session, id));
-                out.push((session, id));
-            }
-        }
-        if self.waiting.is_empty() {
-            self.deadlines.clear();
-        }
-        out
-    }
-
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.peek().map(|Reverse((d, _, _))| *d)
     }
@@ -187,8 +147,11 @@ mod tests {
         assert_eq!(r.answer(10, 1), Some(to(1)));
         assert_eq!(r.answer(10, 1), None);
         assert_eq!(r.expired(t0), vec![]);
-        assert_eq!(r.expired(t0 + Duration::from_millis(6)), vec![to(3)]);
-        assert_eq!(r.callee_gone(10), vec![to(2)]);
+        assert_eq!(
+            r.expired(t0 + Duration::from_millis(6)),
+            vec![((11, 3), to(3))]
+        );
+        assert_eq!(r.session_gone(10), vec![to(2)]);
         assert_eq!(r.expired(t0 + Duration::from_secs(1)), vec![]);
         assert_eq!(r.next_deadline(), None);
     }

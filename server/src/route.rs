@@ -130,7 +130,12 @@ pub(crate) fn handle(shard: &Rc<Shard>, msg: ShardMsg) -> Option<Control> {
             }
         }
         ShardMsg::RemoteAnswer { session, id, frame } => {
-            if shard.remote_calls.borrow_mut().answer(session, id) {
+            if shard
+                .remote_calls
+                .borrow_mut()
+                .answer(session, id)
+                .is_some()
+            {
                 if let Some(c) = shard.conn(session) {
                     c.relay_ended(false);
                     let _ = c.queue(&frame);
@@ -138,7 +143,7 @@ pub(crate) fn handle(shard: &Rc<Shard>, msg: ShardMsg) -> Option<Control> {
             }
         }
         ShardMsg::NodeGone(node) => {
-            let gone = shard.remote_calls.borrow_mut().node_gone(node);
+            let gone = shard.remote_calls.borrow_mut().value_gone(node);
             for (session, id) in gone {
                 fail_remote_call(
                     shard,

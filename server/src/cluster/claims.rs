@@ -17,6 +17,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use peerd_codec::Code;
 
 use super::wire::At;
+use crate::directory::constant_time_eq;
 
 /// A handshake's claim, sent to the bridge.
 pub(crate) struct ClaimRequest {
@@ -106,10 +107,6 @@ pub(crate) fn decide(holder: &Holder, alive: bool, resume: Option<&[u8]>) -> Dec
         Some(t) if constant_time_eq(&token_hash(t), &holder.token_hash) => Decision::TakeOver,
         _ => Decision::Taken,
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What the bridge knows that a claim needs.
