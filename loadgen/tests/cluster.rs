@@ -11,35 +11,11 @@
 //! No wall-clock assertions: each run is bounded by its own --duration/--drain, and the
 //! drain ends as soon as every delivery is in.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
-
-fn out_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("peerd-loadgen-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-/// Run the loadgen; the JSON report `name` it wrote.
-fn loadgen(args: &[&str], dir: &Path, name: &str) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_peerd-loadgen"))
-        .args(args)
-        .args(["--no-progress", "--no-pin", "--name", name, "--out"])
-        .arg(dir)
-        .output()
-        .expect("run peerd-loadgen");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())
-        .unwrap()
-}
+mod common;
+use common::{loadgen, out_dir};
 
 /// One peerd server on an ephemeral loopback port, one unpinned shard (tests run in
 /// parallel on a small machine).

@@ -6,11 +6,8 @@
 
 use std::process::Command;
 
-fn out_dir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("peerd-loadgen-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+mod common;
+use common::out_dir;
 
 #[test]
 fn floor_open_loop_short_run_writes_reports() {

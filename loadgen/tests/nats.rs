@@ -10,12 +10,13 @@
 //! drain ends as soon as every delivery is in.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use serde_json::Value;
+mod common;
+use common::{loadgen, out_dir};
 
 /// The nats-server binary: `$NATS_SERVER`, else `nats-server` on the PATH, else where
 /// Debian's package puts it (`/usr/sbin`, often not on a user's PATH).
@@ -93,30 +94,6 @@ impl Drop for Nats {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn out_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("peerd-loadgen-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-/// Run the loadgen; the JSON report `name` it wrote.
-fn loadgen(args: &[&str], dir: &Path, name: &str) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_peerd-loadgen"))
-        .args(args)
-        .args(["--no-progress", "--no-pin", "--name", name, "--out"])
-        .arg(dir)
-        .output()
-        .expect("run peerd-loadgen");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())
-        .unwrap()
 }
 
 /// 400/s for 0.5 s after 0.2 s of warm-up: 200 publishes in the window.

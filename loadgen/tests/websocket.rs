@@ -18,6 +18,9 @@ use peerd_ws::{write_frame, Deframer, Event, Opcode, Role, UpgradePolicy};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+mod common;
+use common::{loadgen, out_dir};
+
 fn testdata(f: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../testdata/tls")
@@ -192,29 +195,6 @@ fn start(tls: bool) -> SocketAddr {
         }
     });
     addr
-}
-
-fn out_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("peerd-loadgen-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn loadgen(args: &[&str], dir: &PathBuf, name: &str) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_peerd-loadgen"))
-        .args(args)
-        .args(["--no-progress", "--no-pin", "--name", name, "--out"])
-        .arg(dir)
-        .output()
-        .expect("run peerd-loadgen");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())
-        .unwrap()
 }
 
 fn assert_all_answered(json: &serde_json::Value, sent: u64, per_msg: u64) {

@@ -1,0 +1,34 @@
+//! What the loadgen's integration tests share: a fresh output directory, and running the
+//! loadgen binary to read the JSON report it wrote.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// An empty directory for one test's reports.
+pub fn out_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("peerd-loadgen-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// Run the loadgen (no progress bar, unpinned, reports named `name` in `dir`); the JSON
+/// report it wrote. Fails the test, with its output, if the loadgen fails.
+#[allow(dead_code)] // floor.rs checks its own runs' output
+pub fn loadgen(args: &[&str], dir: &Path, name: &str) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_peerd-loadgen"))
+        .args(args)
+        .args(["--no-progress", "--no-pin", "--name", name, "--out"])
+        .arg(dir)
+        .output()
+        .expect("run peerd-loadgen");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())
+        .unwrap()
+}
