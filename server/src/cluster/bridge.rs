@@ -45,6 +45,8 @@ use crate::shared::Shared;
 
 /// Dead after this many heartbeat intervals of silence.
 const DEAD_AFTER: u32 = 3;
+/// How long a stopping node tries to say goodbye before it stops anyway.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a join waits for its topic's subscription to be confirmed before it is
 /// answered anyway.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -120,6 +122,11 @@ pub(crate) fn start(
             };
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, run(shared, link2, rx, opts, ready_tx));
+            // The tasks still in the set (subscription readers) are dropped with it, and an
+            // async-nats Subscriber's drop spawns its unsubscribe: inside the runtime, or
+            // it panics.
+            let _inside = rt.enter();
+            drop(local);
         })
         .map_err(|e| ListenError::Cluster {
             detail: format!("cannot start the cluster thread: {e}"),
@@ -907,10 +914,17 @@ async fn run(
             &link.node_id,
         )
     };
-    let _ = client
-        .publish(state_subject(&prefix, link.epoch), goodbye)
-        .await;
-    let _ = client.flush().await;
+    // Only over a live link, and bounded: while NATS is down, async-nats would hold the
+    // publish and the flush until it came back, and the server could never stop.
+    if state.borrow().connected {
+        let bye = async {
+            let _ = client
+                .publish(state_subject(&prefix, link.epoch), goodbye)
+                .await;
+            let _ = client.flush().await;
+        };
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, bye).await;
+    }
     ticker.abort();
     events.abort();
     link.up.store(false, Ordering::Release);
