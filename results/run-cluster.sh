@@ -19,6 +19,7 @@ store=$(mktemp -d)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$store"; }
 trap cleanup EXIT
+trap "exit 130" INT TERM  # so that EXIT runs, and no node or NATS is left behind
 "$nats" -a 127.0.0.1 -p "$port" -js -sd "$store" 2>"$store/nats.log" &
 natspid=$!
 pids+=("$natspid")

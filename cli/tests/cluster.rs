@@ -538,3 +538,17 @@ fn nats_down_keeps_local_service_and_the_cluster_resyncs_when_it_returns() {
         }
     }
 }
+
+#[test]
+fn a_node_stops_on_sigterm_while_nats_is_down() {
+    let mut nats = Nats::start();
+    let mut node = Node::start(&nats, "stop", "a");
+    let _peer = RawPeer::connect(node.addr, Some("p"));
+    nats.kill();
+    // It must not wait for NATS to say goodbye (the drain itself takes under a second here:
+    // the one peer is asked to reconnect and the raw peer does not answer, so at most the
+    // drain window and grace).
+    let (status, stderr) = node.served.terminate(Duration::from_secs(25));
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
