@@ -1,7 +1,9 @@
 //! A cluster of three `peerd serve --cluster` nodes on one real nats-server (Debian's,
 //! installed by `.ci/deps`), all on loopback: peers on different nodes reach each other as
-//! on one node (topics, presence, ids, calls, events), and a node killed with SIGKILL is
-//! noticed within the documented bound (3 heartbeat intervals, checked every quarter).
+//! on one node (topics, presence, ids, calls, events, broadcasts, signaling); a node killed
+//! with SIGKILL is noticed within the documented bound (3 heartbeat intervals, checked every
+//! quarter) and its ids are reaped; a node paused past that bound rejoins without ghosts;
+//! churn leaves every table and the id bucket empty; NATS going away is survived.
 //!
 //! Each test has its own NATS, so that a failure cannot leak into another.
 
@@ -30,6 +32,10 @@ struct Node {
 
 impl Node {
     fn start(nats: &Nats, cluster: &str, name: &str) -> Node {
+        Node::start_with(nats, cluster, name, &[])
+    }
+
+    fn start_with(nats: &Nats, cluster: &str, name: &str, extra: &[&str]) -> Node {
         let mut cmd = peerd();
         cmd.args([
             "serve",
@@ -42,7 +48,8 @@ impl Node {
         .args(["--cluster", &nats.url(), "--node-id", name])
         .args(["--cluster-name", cluster])
         .args(["--cluster-heartbeat-ms", &HEARTBEAT_MS.to_string()])
-        .args(["--admin", "127.0.0.1:0"]);
+        .args(["--admin", "127.0.0.1:0"])
+        .args(extra);
         let served = Served::start(cmd, LIMIT, |l| {
             l.last().is_some_and(|l| l.starts_with("peerd admin on "))
         });
@@ -425,6 +432,7 @@ fn a_killed_node_s_peers_leave_within_three_heartbeats() {
     let mut nodes = three(&nats, "sigkill");
     let mut carol = RawPeer::connect(nodes[2].addr, Some("carol"));
     join(&mut carol, 1, "t");
+    let _dave = RawPeer::connect(nodes[2].addr, Some("dave"));
     let mut w = RawPeer::connect(nodes[0].addr, Some("watcher"));
     let mut req = 10;
     peerd_testkit::wait_until("node a knows carol's membership", || {
@@ -474,6 +482,13 @@ fn a_killed_node_s_peers_leave_within_three_heartbeats() {
     assert_eq!(again.peer_id, "carol");
     let _ = nodes[2].served.child.wait();
     assert!(matches!(carol.recv_within(WAIT), Recv::Eof | Recv::Reset));
+    // The dead node's ids do not stay in the bucket: node a (its name sorts first among
+    // the live) deletes the entries that still name it.
+    peerd_testkit::wait_until("dave's id is reaped", || {
+        !ids_in_bucket(&nats, "sigkill").contains(&"dave".to_string())
+    });
+    assert!(nodes[0].metric("peerd_cluster_ids_reaped_total") >= 1.0);
+    assert_eq!(nodes[1].metric("peerd_cluster_ids_reaped_total"), 0.0);
 }
 
 #[test]
@@ -551,4 +566,314 @@ fn a_node_stops_on_sigterm_while_nats_is_down() {
     let (status, stderr) = node.served.terminate(Duration::from_secs(25));
     assert!(status.success(), "{status}: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The peer ids held in cluster `cluster`'s id bucket (deleted keys are not listed).
+fn ids_in_bucket(nats: &Nats, cluster: &str) -> Vec<String> {
+    bucket_ids(nats, cluster).expect("the id bucket")
+}
+
+/// [`ids_in_bucket`], or why they cannot be read (no bucket, NATS not back).
+fn bucket_ids(nats: &Nats, cluster: &str) -> Result<Vec<String>, String> {
+    use base64::Engine;
+    use futures_util::StreamExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        let client = async_nats::connect(nats.url()).await.map_err(|e| err(&e))?;
+        let js = async_nats::jetstream::new(client);
+        let kv = js
+            .get_key_value(format!("peerd_{cluster}_ids"))
+            .await
+            .map_err(|e| err(&e))?;
+        let mut keys = kv.keys().await.map_err(|e| err(&e))?;
+        let mut ids = Vec::new();
+        while let Some(k) = keys.next().await {
+            let k = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(k.map_err(|e| err(&e))?)
+                .expect("keys are base64url");
+            ids.push(String::from_utf8(k).expect("ids are UTF-8"));
+        }
+        ids.sort();
+        Ok(ids)
+    })
+}
+
+fn signal(p: &mut RawPeer, room: &str, kind: codec::SignalKind, to: Option<&str>, body: &[u8]) {
+    p.send(&codec::Signal {
+        req: 0,
+        room: room.into(),
+        kind,
+        peer: to.map(Cow::Borrowed),
+        payload: Cow::Borrowed(body),
+    });
+}
+
+#[test]
+fn broadcasts_and_signaling_cross_nodes_once_and_in_order() {
+    let nats = Nats::start();
+    let nodes = three(&nats, "signal");
+    let mut peers: Vec<RawPeer> = ["pa", "pb", "pc"]
+        .iter()
+        .zip(&nodes)
+        .map(|(id, n)| RawPeer::connect(n.addr, Some(id)))
+        .collect();
+    let mut req = 10;
+    for p in peers.iter_mut() {
+        peerd_testkit::wait_until("every node knows every peer", || {
+            req += 1;
+            let all = peer_list(p, req, None);
+            ["pa", "pb", "pc"]
+                .iter()
+                .all(|id| all.contains(&id.to_string()))
+        });
+    }
+    // A broadcast reaches every other peer on every node exactly once, marked as from its
+    // sender. A second one is the fence: one publisher's messages keep their order on the
+    // broadcast subject, so a copy of the first would arrive before it.
+    for n in [b"1", b"2"] {
+        peers[0].send(&codec::Broadcast {
+            name: "news".into(),
+            peer: None,
+            payload: Cow::Borrowed(n),
+        });
+    }
+    for p in &mut peers[1..] {
+        let mut got = Vec::new();
+        loop {
+            let (payload, from) = p.recv_until(|f| match f {
+                Frame::Broadcast(b) => Some((
+                    b.payload.to_vec(),
+                    codec::opt_str(&b.peer).map(str::to_string),
+                )),
+                _ => None,
+            });
+            assert_eq!(from.as_deref(), Some("pa"));
+            if payload == b"2" {
+                break;
+            }
+            got.push(payload);
+        }
+        assert_eq!(got, vec![b"1".to_vec()]);
+    }
+    // Signaling in a room across nodes: pa (node a) offers to the room, pb (node b)
+    // answers and trickles candidates; each arrives once, in order, with its sender.
+    for (i, p) in peers.iter_mut().enumerate() {
+        join(p, 100 + i as u64, "call");
+    }
+    let mut members = 0;
+    peerd_testkit::wait_until("node a knows the room", || {
+        members += 1;
+        peer_list(&mut peers[0], 200 + members, Some("call")).len() == 3
+    });
+    let (pa, rest) = peers.split_first_mut().unwrap();
+    let (pb, pc) = rest.split_first_mut().unwrap();
+    let pc = &mut pc[0];
+    peerd_testkit::wait_until("node b knows the room", || {
+        members += 1;
+        peer_list(pb, 200 + members, Some("call")).len() == 3
+    });
+    let got = |p: &mut RawPeer| {
+        p.recv_until(|f| match f {
+            Frame::Signal(s) => Some((
+                s.payload.to_vec(),
+                codec::opt_str(&s.peer).map(str::to_string),
+            )),
+            _ => None,
+        })
+    };
+    signal(pa, "call", codec::SignalKind::Offer, None, b"offer");
+    assert_eq!(got(pb), (b"offer".to_vec(), Some("pa".into())));
+    assert_eq!(got(pc), (b"offer".to_vec(), Some("pa".into())));
+    signal(pb, "call", codec::SignalKind::Answer, Some("pa"), b"answer");
+    for i in 0..20 {
+        let c = format!("cand-{i}");
+        signal(
+            pb,
+            "call",
+            codec::SignalKind::Candidate,
+            Some("pa"),
+            c.as_bytes(),
+        );
+    }
+    assert_eq!(got(pa), (b"answer".to_vec(), Some("pb".into())));
+    for i in 0..20 {
+        let c = format!("cand-{i}");
+        assert_eq!(
+            got(pa),
+            (c.into_bytes(), Some("pb".into())),
+            "candidate {i}"
+        );
+    }
+    // Signals addressed to pa went to pa only.
+    let extra = pc.sync(9);
+    assert!(
+        !extra
+            .iter()
+            .any(|b| matches!(decode_bytes(b), Ok(Frame::Signal(_)))),
+        "pc got a signal addressed to pa"
+    );
+}
+
+#[test]
+fn a_paused_node_rejoins_and_an_id_taken_meanwhile_is_closed_there_without_ghosts() {
+    let nats = Nats::start();
+    let nodes = three(&nats, "rejoin");
+    let mut carol = RawPeer::connect(nodes[2].addr, Some("carol"));
+    let mut dave = RawPeer::connect(nodes[2].addr, Some("dave"));
+    join(&mut dave, 1, "room");
+    let mut lister = RawPeer::connect(nodes[1].addr, Some("lister"));
+    let mut req = 10;
+    peerd_testkit::wait_until("node b knows carol and dave", || {
+        req += 1;
+        let all = peer_list(&mut lister, req, None);
+        all.contains(&"carol".to_string()) && all.contains(&"dave".to_string())
+    });
+    // Node c stops for longer than the cluster allows (3 heartbeats): the others declare
+    // it gone, and carol's id is taken on node a meanwhile.
+    let c = nodes[2].served.child.id() as libc::pid_t;
+    unsafe { libc::kill(c, libc::SIGSTOP) };
+    struct Cont(libc::pid_t);
+    impl Drop for Cont {
+        fn drop(&mut self) {
+            unsafe { libc::kill(self.0, libc::SIGCONT) };
+        }
+    }
+    let cont = Cont(c);
+    let mut lister_a = RawPeer::connect(nodes[0].addr, Some("lister-a"));
+    peerd_testkit::wait_until("nodes a and b drop node c's peers", || {
+        req += 2;
+        !peer_list(&mut lister, req, None).contains(&"dave".to_string())
+            && !peer_list(&mut lister_a, req + 1, None).contains(&"carol".to_string())
+    });
+    let mut carol2 = RawPeer::connect(nodes[0].addr, Some("carol"));
+    drop(cont);
+    // Node c finds out, rejoins under a new epoch, and closes its carol.
+    carol.expect_close(Code::Replaced);
+    // Dave is back on every node; carol is on node a, for every node.
+    for (i, n) in nodes.iter().enumerate() {
+        let mut p = RawPeer::connect(n.addr, Some(&format!("probe{i}")));
+        peerd_testkit::wait_until("dave and carol are listed again", || {
+            req += 1;
+            let all = peer_list(&mut p, req, None);
+            all.contains(&"carol".to_string())
+                && all.contains(&"dave".to_string())
+                && peer_list(&mut p, req + 1000, Some("room")) == vec!["dave"]
+        });
+        p.send(&codec::Event {
+            name: "where".into(),
+            peer: Some("carol".into()),
+            payload: Cow::Owned(vec![i as u8]),
+        });
+        let (from, payload) = carol2.recv_until(|f| match f {
+            Frame::Event(e) => Some((
+                codec::opt_str(&e.peer).map(str::to_string),
+                e.payload.to_vec(),
+            )),
+            _ => None,
+        });
+        assert_eq!((from, payload), (Some(format!("probe{i}")), vec![i as u8]));
+    }
+    // Dave kept his id: nobody else may take it.
+    assert_eq!(
+        refused(nodes[0].addr, "dave", None),
+        Code::PeerIdTaken.as_u16()
+    );
+    assert!(nodes[2].metric("peerd_cluster_rejoins_total") >= 1.0);
+    assert_eq!(nodes[2].metric("peerd_cluster_ids_lost_total"), 1.0);
+    let ids = ids_in_bucket(&nats, "rejoin");
+    for id in ["carol", "dave", "lister", "lister-a"] {
+        assert!(ids.contains(&id.to_string()), "{id} in {ids:?}");
+    }
+}
+
+#[test]
+fn after_churn_across_the_nodes_every_table_is_empty_on_every_node() {
+    let nats = Nats::start();
+    let nodes = three(&nats, "churn");
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    // Three clients, one per node, each for 12 rounds: peers connect (declared and assigned
+    // ids), join topics, watch presence, publish, call peers of the next node, resume on
+    // the next node (a cross-node takeover), and go.
+    let workers: Vec<_> = (0..3)
+        .map(|k| {
+            let addrs = addrs.clone();
+            std::thread::spawn(move || {
+                let next = addrs[(k + 1) % 3];
+                for round in 0..12 {
+                    let mut peers: Vec<RawPeer> = (0..3)
+                        .map(|i| RawPeer::connect(addrs[k], Some(&format!("c{k}-{round}-{i}"))))
+                        .collect();
+                    peers.push(RawPeer::connect(addrs[k], None));
+                    for (i, p) in peers.iter_mut().enumerate() {
+                        join(p, 1, &format!("t{}", (round + i) % 4));
+                    }
+                    peers[3].send(&codec::Watch {
+                        req: 2,
+                        topic: None,
+                    });
+                    peers[3].recv_until(|f| matches!(f, Frame::PresenceSnapshot(_)).then_some(()));
+                    publish(&mut peers[0], &format!("t{}", round % 4), b"x");
+                    peers[1].send(&codec::RpcRequest {
+                        id: 1,
+                        method: "m".into(),
+                        peer: Some(format!("c{}-{round}-1", (k + 1) % 3).into()),
+                        timeout_ms: 200,
+                        params: Cow::Borrowed(b""),
+                    });
+                    let mut moved = RawPeer::tcp(next);
+                    moved
+                        .handshake(&hello(
+                            Some(&format!("c{k}-{round}-2")),
+                            Some(&peers[2].token),
+                        ))
+                        .expect("resume on the next node");
+                    join(&mut moved, 3, "moved");
+                    peers[2].expect_close(Code::Replaced);
+                    drop(peers);
+                    drop(moved);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a churn client");
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        peerd_testkit::wait_until("every table of every node empties", || {
+            [
+                "peerd_peers",
+                "peerd_topics",
+                "peerd_cluster_remote_peers",
+                "peerd_cluster_remote_members",
+                "peerd_cluster_subscriptions",
+                "peerd_cluster_claims",
+            ]
+            .iter()
+            .all(|m| n.metric(m) == 0.0)
+        });
+        assert_eq!(n.metric("peerd_cluster_nodes"), 3.0, "node {i}");
+    }
+    peerd_testkit::wait_until("no id is left in the bucket", || {
+        ids_in_bucket(&nats, "churn").is_empty()
+    });
+}
+
+#[test]
+fn an_id_bucket_in_memory_is_made_again_with_the_live_ids_after_nats_restarts() {
+    let mut nats = Nats::start();
+    let node = Node::start_with(&nats, "memory", "a", &["--cluster-kv-memory"]);
+    let _keep = RawPeer::connect(node.addr, Some("keep"));
+    assert_eq!(ids_in_bucket(&nats, "memory"), vec!["keep"]);
+    // A restart loses a bucket held in memory, and with it every claim.
+    nats.restart();
+    peerd_testkit::wait_until("the node claims its peer's id again", || {
+        bucket_ids(&nats, "memory") == Ok(vec!["keep".to_string()])
+    });
+    // The id is held again: nobody else gets it, and new peers are admitted.
+    assert_eq!(refused(node.addr, "keep", None), Code::PeerIdTaken.as_u16());
+    let _new = RawPeer::connect(node.addr, Some("new"));
 }

@@ -86,6 +86,19 @@ impl Directory {
         self.map.write(id, |map| map.insert(id.clone(), entry))
     }
 
+    /// Set where `id` lives unless its entry now is one to `keep` (the replica's rule: a
+    /// peer of another node never hides a local one, see `cluster::bridge`). Returns
+    /// whether it did.
+    pub fn place(&self, id: &Arc<str>, entry: Entry, keep: impl Fn(&Entry) -> bool) -> bool {
+        self.map.write(id, |map| {
+            if map.get(id).is_some_and(keep) {
+                return false;
+            }
+            map.insert(id.clone(), entry);
+            true
+        })
+    }
+
     /// Remove `id` if `session` still owns it. Returns whether it did.
     pub fn release(&self, id: &str, session: u64) -> bool {
         self.map.write(id, |map| {
@@ -187,6 +200,26 @@ mod tests {
         assert!(d.release("alice", 2));
         assert_eq!(d.lookup("alice"), None);
         assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn a_replica_entry_never_hides_a_local_one() {
+        let d = Directory::new();
+        let id: Arc<str> = "carol".into();
+        let local = |e: &Entry| e.shard < 2;
+        assert!(d.place(&id, e(5, 100, 0), local), "free: placed");
+        assert!(
+            d.place(&id, e(6, 200, 0), local),
+            "remote over remote: placed"
+        );
+        // The cluster granted the id to a local session: it replaces the remote one.
+        assert_eq!(d.upsert(&id, e(1, 7, 1)).map(|o| o.session), Some(200));
+        assert!(!d.place(&id, e(5, 300, 0), local), "a local holder stays");
+        assert_eq!(d.lookup("carol"), Some((1, 7)));
+        assert!(d.release("carol", 7));
+        assert!(d.place(&id, e(5, 300, 0), |_| true), "absent: revealed");
+        assert!(!d.place(&id, e(6, 400, 0), |_| true), "present: kept");
+        assert_eq!(d.lookup("carol"), Some((5, 300)));
     }
 
     #[test]

@@ -540,4 +540,20 @@ pub struct ClusterMetrics {
     pub nodes_lost: u64,
     /// Times the link to NATS went down or came back.
     pub link_changes: u64,
+    /// Times this node rejoined under a new epoch (it had been declared gone).
+    pub rejoins: u64,
+    /// Local peers closed because their id was claimed elsewhere while this node was cut
+    /// off (found when it rejoined).
+    pub ids_lost: u64,
+    /// Ids of dead nodes' peers this node deleted from the id bucket.
+    pub ids_reaped: u64,
+    /// Messages from incarnations declared gone, answered with "rejoin".
+    pub rejoins_asked: u64,
+    /// The replica: other nodes' peers and topic memberships held here.
+    pub remote_peers: u64,
+    pub remote_members: u64,
+    /// Topic subjects subscribed (topics with a local member).
+    pub subscriptions: u64,
+    /// Ids this node holds in the id bucket.
+    pub claims: u64,
 }

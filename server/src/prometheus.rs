@@ -97,7 +97,32 @@ impl Metrics {
                 "Nodes alive in the cluster, this one included.",
                 c.nodes as f64,
             );
-            let counters: [(&str, &str, u64); 10] = [
+            let gauges: [(&str, &str, u64); 4] = [
+                (
+                    "peerd_cluster_remote_peers",
+                    "Peers of other nodes in this node's replica.",
+                    c.remote_peers,
+                ),
+                (
+                    "peerd_cluster_remote_members",
+                    "Topic memberships of other nodes' peers in this node's replica.",
+                    c.remote_members,
+                ),
+                (
+                    "peerd_cluster_subscriptions",
+                    "Topic subjects this node subscribes to (topics with a local member).",
+                    c.subscriptions,
+                ),
+                (
+                    "peerd_cluster_claims",
+                    "Peer ids this node holds in the cluster's id bucket.",
+                    c.claims,
+                ),
+            ];
+            for (name, help, v) in gauges {
+                gauge(w, name, help, v as f64);
+            }
+            let counters: [(&str, &str, u64); 14] = [
                 (
                     "peerd_cluster_messages_out_total",
                     "Messages this node published to NATS.",
@@ -147,6 +172,26 @@ impl Metrics {
                     "peerd_cluster_link_changes_total",
                     "Times the link to NATS went down or came back.",
                     c.link_changes,
+                ),
+                (
+                    "peerd_cluster_rejoins_total",
+                    "Times this node rejoined under a new epoch (the cluster had declared it gone).",
+                    c.rejoins,
+                ),
+                (
+                    "peerd_cluster_ids_lost_total",
+                    "Local peers closed as replaced: their id was claimed elsewhere while this node was cut off.",
+                    c.ids_lost,
+                ),
+                (
+                    "peerd_cluster_ids_reaped_total",
+                    "Ids of dead nodes' peers this node deleted from the id bucket.",
+                    c.ids_reaped,
+                ),
+                (
+                    "peerd_cluster_rejoins_asked_total",
+                    "Messages from node incarnations declared gone, answered with 'rejoin'.",
+                    c.rejoins_asked,
                 ),
             ];
             for (name, help, v) in counters {

@@ -235,7 +235,7 @@ impl PeerServer {
         let c = self.shared.cluster.as_ref()?;
         Some(ClusterStatus {
             node_id: c.node_id.clone(),
-            epoch: c.epoch,
+            epoch: c.epoch(),
             nodes: c.nodes.load(std::sync::atomic::Ordering::Relaxed),
             up: c.is_up(),
             dropped: c.stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
@@ -683,12 +683,7 @@ pub fn listen(mut opts: ListenOptions) -> Result<PeerServer, ListenError> {
     // handshakes are refused with Overloaded.
     let (cluster, bridge_rx) = match &opts.cluster {
         Some(c) => {
-            let epoch = loop {
-                let e = fastrand::u64(..);
-                if e != 0 {
-                    break e;
-                }
-            };
+            let epoch = crate::cluster::link::new_epoch();
             let node_id = c.node_id.clone().unwrap_or_else(default_node_id);
             let (link, rx) = crate::cluster::ClusterLink::new(node_id, epoch, n, c.backlog_bytes);
             (Some(link), Some(rx))

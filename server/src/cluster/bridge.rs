@@ -42,6 +42,7 @@ use crate::error::ListenError;
 use crate::msg::{RelayedCall, ReplyTo, ShardMsg};
 use crate::options::ClusterOptions;
 use crate::shared::Shared;
+use async_nats::jetstream::kv::Operation;
 
 /// Dead after this many heartbeat intervals of silence.
 const DEAD_AFTER: u32 = 3;
@@ -50,6 +51,14 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a join waits for its topic's subscription to be confirmed before it is
 /// answered anyway.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an incarnation declared gone is remembered (its messages are answered
+/// "rejoin", not taken as a new node's), and how many at most. A node paused longer than
+/// that finds out by itself: its own ticks come late.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
+const MAX_TOMBSTONES: usize = 4096;
+/// KV operations in flight at once when a node checks its ids on rejoin, or reaps a dead
+/// node's.
+const KV_CONCURRENCY: usize = 256;
 
 /// The running bridge: stop it with [`Bridge::stop`].
 pub(crate) struct Bridge {
@@ -169,9 +178,16 @@ struct Node {
     /// answers must not mix: a new one restarts the collection).
     snapshot: Vec<Op>,
     snapshot_seq: Option<u64>,
-    /// The replica of its state: what its death or a snapshot's difference undoes.
-    peers: HashSet<(Arc<str>, At)>,
+    /// The replica of its state: what its death or a snapshot's difference undoes. A
+    /// node holds an id once (its directory is keyed by id).
+    peers: HashMap<Arc<str>, At>,
     members: HashSet<(Arc<str>, Arc<str>, At)>,
+}
+
+/// An incarnation declared gone, and when it was last told to rejoin.
+struct Tomb {
+    since: Instant,
+    told: Option<Instant>,
 }
 
 /// The bridge's state, on its one thread.
@@ -185,26 +201,38 @@ struct State {
     slots: Vec<Result<u64, Instant>>,
     /// Changes of this node numbered so far.
     seq: u64,
-    /// Claims this node holds: peer id -> (session, KV revision).
-    claims: HashMap<Arc<str>, (u64, u64)>,
+    /// Claims this node holds: peer id -> (the entry as written, its KV revision).
+    claims: HashMap<Arc<str>, (Holder, u64)>,
     /// Topic subscriptions: the task reading each, and whether it is confirmed.
     subs: HashMap<Arc<str>, (tokio::task::AbortHandle, bool)>,
     connected: bool,
     /// Since when the link has been down (liveness is not judged meanwhile).
     down_since: Option<Instant>,
+    /// Incarnations of other nodes declared gone (see [`Tomb`]).
+    tombstones: HashMap<u64, Tomb>,
+    /// This node's own earlier epochs, newest last (ids claimed under them are its own).
+    past_epochs: Vec<u64>,
+    /// When the last tick ran: one far later than due means this node was paused.
+    last_tick: Instant,
+    /// A rejoin is under way.
+    rejoining: bool,
+    /// The task reading this incarnation's inbox (replaced when it rejoins).
+    inbox_reader: Option<tokio::task::AbortHandle>,
+    /// KV writes started and not finished (a stopping node waits for its releases).
+    kv_pending: usize,
 }
 
 type Shared_ = Rc<RefCell<State>>;
 
 impl Liveness for State {
     fn alive(&self, peer: &str, h: &Holder) -> bool {
-        if h.epoch == self.link.epoch {
+        if self.is_mine(h.epoch) {
             // Ours: alive while that session holds the claim (from the claim until its
             // connection's teardown releases it).
             return self
                 .claims
                 .get(peer)
-                .is_some_and(|(session, _)| *session == h.at.session);
+                .is_some_and(|(held, _)| held.at.session == h.at.session);
         }
         self.nodes.contains_key(&h.epoch)
     }
@@ -213,6 +241,92 @@ impl Liveness for State {
 impl State {
     fn vshard(&self, slot: usize) -> usize {
         self.link.virtual_shard(slot)
+    }
+
+    /// Whether `epoch` is this node's, now or before it rejoined.
+    fn is_mine(&self, epoch: u64) -> bool {
+        epoch == self.link.epoch() || self.past_epochs.contains(&epoch)
+    }
+
+    /// Whether this node holds `peer`'s claim for `session`: what it replicates. A local
+    /// peer without one is being closed (its id was claimed elsewhere while this node was
+    /// cut off) and must not reappear on other nodes.
+    fn holds(&self, peer: &str, session: u64) -> bool {
+        self.claims
+            .get(peer)
+            .is_some_and(|(h, _)| h.at.session == session)
+    }
+
+    fn subs_changed(&self) {
+        self.link
+            .stats
+            .subscriptions
+            .store(self.subs.len() as u64, Ordering::Relaxed);
+    }
+
+    fn claims_changed(&self) {
+        self.link
+            .stats
+            .claims
+            .store(self.claims.len() as u64, Ordering::Relaxed);
+    }
+
+    fn replica_changed(&self) {
+        let (p, m) = self.nodes.values().fold((0, 0), |(p, m), n| {
+            (p + n.peers.len() as u64, m + n.members.len() as u64)
+        });
+        self.link.stats.remote_peers.store(p, Ordering::Relaxed);
+        self.link.stats.remote_members.store(m, Ordering::Relaxed);
+    }
+
+    /// Point the directory at a remote peer, unless a local session holds the id: this
+    /// node granted it that claim, so the replica's entry is older (a late change from its
+    /// old node), or the local one is about to be closed (its id was taken while this node
+    /// was cut off), after which [`State::reveal`] brings the remote one in.
+    fn place(&self, peer: &Arc<str>, slot: usize, at: At) {
+        let session = scope(slot, at);
+        let entry = Entry {
+            shard: self.vshard(slot),
+            session,
+            token: [0; 16],
+        };
+        let shards = self.shared.shards();
+        if self
+            .shared
+            .directory
+            .place(peer, entry, |e| e.shard < shards)
+        {
+            self.announce_global(peer, session, PresenceChange::Join);
+        }
+    }
+
+    /// A remote session of `peer` is gone: remove it from the directory if it is there.
+    fn unplace(&self, peer: &Arc<str>, session: u64) {
+        if self.shared.directory.release(peer, session) {
+            self.announce_global(peer, session, PresenceChange::Leave);
+            self.reveal(peer);
+        }
+    }
+
+    /// `peer` has no entry now: if the replica holds it on some node (hidden until now by
+    /// a local or another remote session), point the directory there.
+    fn reveal(&self, peer: &Arc<str>) {
+        if self.shared.directory.lookup(peer).is_some() {
+            return;
+        }
+        for n in self.nodes.values() {
+            if let Some(at) = n.peers.get(peer) {
+                let entry = Entry {
+                    shard: self.vshard(n.slot),
+                    session: scope(n.slot, *at),
+                    token: [0; 16],
+                };
+                if self.shared.directory.place(peer, entry, |_| true) {
+                    self.announce_global(peer, scope(n.slot, *at), PresenceChange::Join);
+                }
+                return;
+            }
+        }
     }
 
     fn new_slot(&mut self, epoch: u64) -> Option<usize> {
@@ -261,25 +375,25 @@ impl State {
         let at_of = |at: At| (at.session < MAX_SESSION).then(|| scope(slot, at));
         match op {
             Op::PeerUp { peer, at } => {
-                let Some(session) = at_of(at) else { return };
-                if !node.peers.insert((peer.clone(), at)) {
+                if at_of(at).is_none() {
                     return;
                 }
-                let entry = Entry {
-                    shard: self.link.virtual_shard(slot),
-                    session,
-                    token: [0; 16],
-                };
-                self.shared.directory.upsert(&peer, entry);
-                self.announce_global(&peer, session, PresenceChange::Join);
+                match node.peers.insert(peer.clone(), at) {
+                    Some(old) if old == at => return,
+                    // Its node gave the id to a new session (a resume there): the old one
+                    // is gone, whenever its own PeerDown comes.
+                    Some(old) => self.unplace(&peer, scope(slot, old)),
+                    None => {}
+                }
+                self.place(&peer, slot, at);
             }
             Op::PeerDown { peer, at } => {
                 let Some(session) = at_of(at) else { return };
-                if !node.peers.remove(&(peer.clone(), at)) {
+                if node.peers.get(&peer) != Some(&at) {
                     return;
                 }
-                self.shared.directory.release(&peer, session);
-                self.announce_global(&peer, session, PresenceChange::Leave);
+                node.peers.remove(&peer);
+                self.unplace(&peer, session);
             }
             Op::Join { topic, peer, at } => {
                 let Some(session) = at_of(at) else { return };
@@ -332,7 +446,7 @@ impl State {
 
     /// Node `epoch` is gone (dead, or said goodbye): its peers leave, calls waiting for them
     /// fail, and its slot is freed.
-    fn node_gone(&mut self, epoch: u64, why: &str) {
+    fn node_gone(&mut self, epoch: u64, why: &str, dead: bool) {
         let Some(node) = self.nodes.get(&epoch) else {
             return;
         };
@@ -351,11 +465,20 @@ impl State {
             peer: peer.clone(),
             at: *at,
         }));
+        let held: Vec<Arc<str>> = node.peers.keys().cloned().collect();
         for op in ops {
             self.apply(epoch, op);
         }
         self.nodes.remove(&epoch);
+        self.replica_changed();
         self.slots[slot] = Err(Instant::now());
+        self.bury(epoch);
+        // A dead node cannot release its ids: one node (the live one whose name sorts
+        // first) deletes the bucket entries that still name it, so the bucket does not keep
+        // them. A node that left released its own.
+        if dead && self.reaper() {
+            self.link.cmd(BridgeCmd::Reap { epoch, peers: held });
+        }
         self.link.stats.nodes_lost.fetch_add(1, Ordering::Relaxed);
         self.link
             .nodes
@@ -365,12 +488,40 @@ impl State {
         }
     }
 
+    /// Remember that `epoch` is gone, within bounds (the oldest is forgotten first).
+    fn bury(&mut self, epoch: u64) {
+        if self.tombstones.len() >= MAX_TOMBSTONES {
+            if let Some(oldest) = self
+                .tombstones
+                .iter()
+                .min_by_key(|(_, t)| t.since)
+                .map(|(e, _)| *e)
+            {
+                self.tombstones.remove(&oldest);
+            }
+        }
+        self.tombstones.insert(
+            epoch,
+            Tomb {
+                since: Instant::now(),
+                told: None,
+            },
+        );
+    }
+
+    /// Whether this node reaps dead nodes' ids: its name sorts first among the live ones.
+    fn reaper(&self) -> bool {
+        self.nodes
+            .values()
+            .all(|n| *self.link.node_id <= *n.node_id)
+    }
+
     /// The whole local state, as `Op`s.
     fn snapshot_ops(&self) -> Vec<Op> {
         let shards = self.shared.shards();
         let mut ops = Vec::new();
         for (peer, shard, session) in self.shared.directory.snapshot() {
-            if shard < shards {
+            if shard < shards && self.holds(&peer, session) {
                 ops.push(Op::PeerUp {
                     peer,
                     at: super::link::here(shard, session),
@@ -378,6 +529,9 @@ impl State {
             }
         }
         for (topic, peer, shard, session) in self.shared.topics.local_members() {
+            if !self.holds(&peer, session) {
+                continue;
+            }
             ops.push(Op::Join {
                 topic,
                 peer,
@@ -395,12 +549,12 @@ impl State {
         };
         let ops = std::mem::take(&mut node.snapshot);
         node.snapshot_seq = None;
-        let mut peers = HashSet::new();
+        let mut peers = HashMap::new();
         let mut members = HashSet::new();
         for op in ops {
             match op {
                 Op::PeerUp { peer, at } => {
-                    peers.insert((peer, at));
+                    peers.insert(peer, at);
                 }
                 Op::Join { topic, peer, at } => {
                     members.insert((topic, peer, at));
@@ -416,17 +570,21 @@ impl State {
                 at: *at,
             });
         }
-        for (peer, at) in node.peers.difference(&peers) {
-            diff.push(Op::PeerDown {
-                peer: peer.clone(),
-                at: *at,
-            });
+        for (peer, at) in &node.peers {
+            if peers.get(peer) != Some(at) {
+                diff.push(Op::PeerDown {
+                    peer: peer.clone(),
+                    at: *at,
+                });
+            }
         }
-        for (peer, at) in peers.difference(&node.peers) {
-            diff.push(Op::PeerUp {
-                peer: peer.clone(),
-                at: *at,
-            });
+        for (peer, at) in &peers {
+            if node.peers.get(peer) != Some(at) {
+                diff.push(Op::PeerUp {
+                    peer: peer.clone(),
+                    at: *at,
+                });
+            }
         }
         for (topic, peer, at) in members.difference(&node.members) {
             diff.push(Op::Join {
@@ -444,6 +602,7 @@ impl State {
         for (last, ops) in buffered {
             self.apply_delta(epoch, last, ops);
         }
+        self.replica_changed();
     }
 
     /// Apply a numbered batch of changes, or note a gap and ask for a snapshot.
@@ -470,6 +629,7 @@ impl State {
         for op in ops.into_iter().skip(skip) {
             self.apply(epoch, op);
         }
+        self.replica_changed();
     }
 
     fn resync(&mut self, epoch: u64, why: &str) {
@@ -483,13 +643,30 @@ impl State {
         let subject = inbox(&self.prefix, epoch);
         self.link.cmd(BridgeCmd::Publish {
             subject,
-            payload: wire::snapshot_req(self.link.epoch),
+            payload: wire::snapshot_req(self.link.epoch()),
         });
     }
 
     /// A message from node `epoch`: learn of the node if new, and note it is alive.
     fn heard(&mut self, epoch: u64, node_id: Option<&str>) -> bool {
-        if epoch == self.link.epoch {
+        if self.is_mine(epoch) {
+            return false;
+        }
+        if let Some(t) = self.tombstones.get_mut(&epoch) {
+            // Declared gone, yet it speaks: it was paused or cut off, and does not know.
+            // Taking it back as it is would bring back peers whose ids others may hold
+            // now (ghosts); it must rejoin under a new epoch, checking its ids.
+            if t.told.is_none_or(|at| at.elapsed() >= self.interval) {
+                t.told = Some(Instant::now());
+                self.link
+                    .stats
+                    .rejoins_asked
+                    .fetch_add(1, Ordering::Relaxed);
+                self.link.cmd(BridgeCmd::Publish {
+                    subject: inbox(&self.prefix, epoch),
+                    payload: wire::rejoin(self.link.epoch(), epoch),
+                });
+            }
             return false;
         }
         if let Some(n) = self.nodes.get_mut(&epoch) {
@@ -518,7 +695,7 @@ impl State {
                 buffered: Vec::new(),
                 snapshot: Vec::new(),
                 snapshot_seq: None,
-                peers: HashSet::new(),
+                peers: HashMap::new(),
                 members: HashSet::new(),
             },
         );
@@ -553,7 +730,7 @@ impl State {
                 return;
             }
         };
-        if origin == self.link.epoch {
+        if self.is_mine(origin) {
             return;
         }
         let node_id = match &msg {
@@ -648,7 +825,7 @@ impl State {
                 ..
             } => {
                 if leaving {
-                    self.node_gone(origin, "it left the cluster");
+                    self.node_gone(origin, "it left the cluster", false);
                     return;
                 }
                 let Some(node) = self.nodes.get_mut(&origin) else {
@@ -674,7 +851,7 @@ impl State {
                 let send = |part: &[Op], last: bool| {
                     self.link.cmd(BridgeCmd::Publish {
                         subject: subject.clone(),
-                        payload: wire::snapshot(self.link.epoch, seq, last, part),
+                        payload: wire::snapshot(self.link.epoch(), seq, last, part),
                     });
                 };
                 for op in ops {
@@ -710,12 +887,33 @@ impl State {
                     }
                 }
             }
+            Msg::Rejoin { dead } => {
+                if dead == self.link.epoch() {
+                    self.link
+                        .cmd(BridgeCmd::Rejoin("the cluster declared this node gone"));
+                }
+            }
         }
     }
 
     /// Every quarter interval: declare silent nodes dead (not while our own link is down:
     /// then they are not silent, we are deaf).
     fn tick(&mut self) {
+        let now = Instant::now();
+        let late = now.duration_since(self.last_tick);
+        self.last_tick = now;
+        self.tombstones
+            .retain(|_, t| now.duration_since(t.since) < TOMBSTONE_TTL);
+        if late > self.interval * DEAD_AFTER {
+            // This node was paused (SIGSTOP, a VM or a thread starved): the others were not
+            // silent, it was deaf; they have heard nothing from it either and have likely
+            // declared it gone. Judge them from now, and rejoin.
+            for n in self.nodes.values_mut() {
+                n.last_heard = now;
+            }
+            self.link.cmd(BridgeCmd::Rejoin("this node was paused"));
+            return;
+        }
         if !self.connected {
             return;
         }
@@ -726,7 +924,7 @@ impl State {
             .map(|(e, _)| *e)
             .collect();
         for e in dead {
-            self.node_gone(e, "no heartbeat for 3 intervals");
+            self.node_gone(e, "no heartbeat for 3 intervals", true);
         }
         let unanswered: Vec<u64> = self
             .nodes
@@ -739,16 +937,17 @@ impl State {
         }
     }
 
-    /// The link came back: no node is judged on the time we could not hear it, and every
-    /// replica is resynchronised (what changed meanwhile comes as a difference).
-    fn reconnected(&mut self) {
+    /// The link came back, or this node rejoined: no node is judged on the time we could
+    /// not hear it, and every replica is resynchronised (what changed meanwhile comes as a
+    /// difference).
+    fn resync_all(&mut self) {
         let now = Instant::now();
         let epochs: Vec<u64> = self.nodes.keys().copied().collect();
         for e in epochs {
             if let Some(n) = self.nodes.get_mut(&e) {
                 n.last_heard = now;
             }
-            self.resync(e, "the link to NATS came back");
+            self.resync(e, "the link to NATS came back, or this node rejoined");
         }
     }
 }
@@ -856,15 +1055,25 @@ async fn run(
         subs: HashMap::new(),
         connected: true,
         down_since: None,
+        tombstones: HashMap::new(),
+        past_epochs: Vec::new(),
+        last_tick: Instant::now(),
+        rejoining: false,
+        inbox_reader: None,
+        kv_pending: 0,
     }));
+    let my_inbox = inbox(&prefix, link.epoch());
     for subject in [
         format!("{prefix}.s.*"),
-        inbox(&prefix, link.epoch),
+        my_inbox.clone(),
         format!("{prefix}.b"),
     ] {
         match client.subscribe(subject.clone()).await {
             Ok(sub) => {
-                tokio::task::spawn_local(read(state.clone(), sub));
+                let task = tokio::task::spawn_local(read(state.clone(), sub));
+                if subject == my_inbox {
+                    state.borrow_mut().inbox_reader = Some(task.abort_handle());
+                }
             }
             Err(e) => {
                 let _ = ready.send(Err(format!("cannot subscribe to {subject}: {e}")));
@@ -890,24 +1099,20 @@ async fn run(
         let interval = opts.heartbeat;
         async move {
             tokio::time::sleep(interval + interval / 4).await;
-            // Snapshots asked of the nodes heard: bounded wait.
-            let until = Instant::now() + interval * 4;
-            while Instant::now() < until && state.borrow().nodes.values().any(|n| !n.synced) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            synced(&state).await;
             link.up.store(true, Ordering::Release);
             let n = link.nodes.load(Ordering::Relaxed);
-            tracing::info!(node = %link.node_id, epoch = format_args!("{:016x}", link.epoch), nodes = n, "joined the cluster");
+            tracing::info!(node = %link.node_id, epoch = format_args!("{:016x}", link.epoch()), nodes = n, "joined the cluster");
             let _ = ready.send(Ok(()));
         }
     };
     tokio::task::spawn_local(start);
-    publish_loop(&state, &client, &kv, &rx).await;
+    publish_loop(&state, &client, &kv, &rx, &opts).await;
     // Stopping: say goodbye, so that the others drop this node at once.
     let goodbye = {
         let s = state.borrow();
         wire::heartbeat(
-            link.epoch,
+            link.epoch(),
             s.seq,
             millis(opts.heartbeat),
             true,
@@ -915,11 +1120,15 @@ async fn run(
         )
     };
     // Only over a live link, and bounded: while NATS is down, async-nats would hold the
-    // publish and the flush until it came back, and the server could never stop.
+    // publish and the flush until it came back, and the server could never stop. The
+    // peers' releases go first (the ids of a node that left are not reaped by others).
     if state.borrow().connected {
         let bye = async {
+            while state.borrow().kv_pending > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let _ = client
-                .publish(state_subject(&prefix, link.epoch), goodbye)
+                .publish(state_subject(&prefix, link.epoch()), goodbye)
                 .await;
             let _ = client.flush().await;
         };
@@ -928,6 +1137,14 @@ async fn run(
     ticker.abort();
     events.abort();
     link.up.store(false, Ordering::Release);
+}
+
+/// Until every node heard of has sent its snapshot (bounded: four intervals).
+async fn synced(state: &Shared_) {
+    let until = Instant::now() + state.borrow().interval * 4;
+    while Instant::now() < until && state.borrow().nodes.values().any(|n| !n.synced) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn millis(d: Duration) -> u32 {
@@ -956,8 +1173,9 @@ fn on_event(state: &Shared_, link: &ClusterLink, e: async_nats::Event) {
                 down_ms = down.map(|d| d.as_millis() as u64),
                 "cluster: link to NATS back"
             );
-            s.reconnected();
+            s.resync_all();
             link.cmd(BridgeCmd::Heartbeat);
+            link.cmd(BridgeCmd::Recheck);
             link.up.store(true, Ordering::Release);
         }
         async_nats::Event::SlowConsumer(_) => {
@@ -996,12 +1214,14 @@ async fn publish_loop(
     client: &Client,
     kv: &kv::Store,
     rx: &flume::Receiver<BridgeCmd>,
+    opts: &ClusterOptions,
 ) {
     let (prefix, link) = {
         let s = state.borrow();
         (s.prefix.clone(), s.link.clone())
     };
-    let my_state = Subject::from(state_subject(&prefix, link.epoch));
+    // This incarnation's state subject (a new one after a rejoin).
+    let mut my_state = (0, Subject::from(""));
     let broadcast = Subject::from(format!("{prefix}.b"));
     let mut topic_subjects: HashMap<Arc<str>, Subject> = HashMap::new();
     while let Ok(cmd) = rx.recv_async().await {
@@ -1035,18 +1255,45 @@ async fn publish_loop(
             }
             BridgeCmd::Publish { subject, payload } => (Subject::from(subject), payload, 0),
             BridgeCmd::Heartbeat => {
+                let epoch = link.epoch();
                 let s = state.borrow();
-                let p =
-                    wire::heartbeat(link.epoch, s.seq, millis(s.interval), false, &link.node_id);
-                (my_state.clone(), p, 0)
+                let p = wire::heartbeat(epoch, s.seq, millis(s.interval), false, &link.node_id);
+                (state_of(&mut my_state, &prefix, epoch), p, 0)
             }
             BridgeCmd::State(ops) => {
+                let epoch = link.epoch();
                 let payload = {
                     let mut s = state.borrow_mut();
                     s.seq += ops.len() as u64;
-                    wire::delta(link.epoch, s.seq, &ops)
+                    wire::delta(epoch, s.seq, &ops)
                 };
-                (my_state.clone(), payload, 0)
+                (state_of(&mut my_state, &prefix, epoch), payload, 0)
+            }
+            BridgeCmd::Rejoin(why) => {
+                if !state.borrow().rejoining {
+                    let (state, client, kv) = (state.clone(), client.clone(), kv.clone());
+                    tokio::task::spawn_local(async move { rejoin(state, client, kv, why).await });
+                }
+                continue;
+            }
+            BridgeCmd::Recheck if opts.kv_memory => {
+                // A bucket in memory is lost when NATS restarts: make it again, and
+                // claim again the ids this node holds.
+                let (state, client, opts) = (state.clone(), client.clone(), opts.clone());
+                tokio::task::spawn_local(async move {
+                    match open_bucket(&client, &opts).await {
+                        Ok(kv) => recheck_all(&state, &kv).await,
+                        Err(e) => {
+                            tracing::error!(error = %e, "cluster: cannot reopen the id bucket")
+                        }
+                    }
+                });
+                continue;
+            }
+            BridgeCmd::Recheck => continue,
+            BridgeCmd::Reap { epoch, peers } => {
+                tokio::task::spawn_local(reap(state.clone(), kv.clone(), epoch, peers));
+                continue;
             }
             BridgeCmd::Interest(topic) => {
                 interest(state, client, &topic).await;
@@ -1057,22 +1304,17 @@ async fn publish_loop(
                 continue;
             }
             BridgeCmd::Release { peer, session } => {
-                let held = state.borrow_mut().claims.remove(&peer);
-                match held {
-                    Some((s, rev)) if s == session => {
-                        let kv = kv.clone();
-                        tokio::task::spawn_local(async move {
-                            // A failure means the id was claimed again since: nothing to do.
-                            let _ = kv
-                                .delete_expect_revision(claims::key(&peer), Some(rev))
-                                .await;
-                        });
+                let mut s = state.borrow_mut();
+                if s.holds(&peer, session) {
+                    if let Some((_, rev)) = s.claims.remove(&peer) {
+                        s.claims_changed();
+                        // A failure means the id was claimed again since: nothing to do.
+                        kv_delete(state, &mut s, kv, &peer, rev);
                     }
-                    Some(other) => {
-                        state.borrow_mut().claims.insert(peer, other);
-                    }
-                    None => {}
                 }
+                // The id may be held on another node (it was taken while this node was
+                // cut off, and the local session was just closed for it).
+                s.reveal(&peer);
                 continue;
             }
         };
@@ -1093,6 +1335,24 @@ async fn publish_loop(
             link.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// The state subject of incarnation `epoch`, made once per epoch.
+fn state_of(cache: &mut (u64, Subject), prefix: &str, epoch: u64) -> Subject {
+    if cache.0 != epoch {
+        *cache = (epoch, Subject::from(state_subject(prefix, epoch)));
+    }
+    cache.1.clone()
+}
+
+/// Delete `peer`'s entry if it is still at `rev`, counted in `kv_pending` until done.
+fn kv_delete(state: &Shared_, s: &mut State, kv: &kv::Store, peer: &str, rev: u64) {
+    s.kv_pending += 1;
+    let (state, kv, key) = (state.clone(), kv.clone(), claims::key(peer));
+    tokio::task::spawn_local(async move {
+        let _ = kv.delete_expect_revision(key, Some(rev)).await;
+        state.borrow_mut().kv_pending -= 1;
+    });
 }
 
 /// Make the subscription to `topic`'s subject match the local membership; once NATS has
@@ -1121,10 +1381,11 @@ async fn interest(state: &Shared_, client: &Client, topic: &Arc<str>) {
                 }
             };
             let task = tokio::task::spawn_local(read(state.clone(), sub));
-            state
-                .borrow_mut()
-                .subs
-                .insert(topic.clone(), (task.abort_handle(), false));
+            {
+                let mut s = state.borrow_mut();
+                s.subs.insert(topic.clone(), (task.abort_handle(), false));
+                s.subs_changed();
+            }
             // A request nobody answers comes back "no responders" from the server itself,
             // after it processed everything sent before it on this connection: the SUB too.
             let barrier = client.request(format!("{prefix}.barrier"), Bytes::new());
@@ -1135,9 +1396,11 @@ async fn interest(state: &Shared_, client: &Client, topic: &Arc<str>) {
             confirm(&shared, topic);
         }
         (false, Some(_)) => {
-            if let Some((task, _)) = state.borrow_mut().subs.remove(topic) {
+            let mut s = state.borrow_mut();
+            if let Some((task, _)) = s.subs.remove(topic) {
                 task.abort();
             }
+            s.subs_changed();
         }
         (false, None) => {}
     }
@@ -1156,7 +1419,7 @@ fn confirm(shared: &Shared, topic: &Arc<str>) {
 async fn claim(state: Shared_, kv: kv::Store, req: ClaimRequest) {
     let link = state.borrow().link.clone();
     let me = Holder {
-        epoch: link.epoch,
+        epoch: link.epoch(),
         at: req.at,
         token_hash: claims::token_hash(&req.token),
     };
@@ -1164,15 +1427,22 @@ async fn claim(state: Shared_, kv: kv::Store, req: ClaimRequest) {
     let out = match result {
         Ok((peer, rev, displaced)) => {
             let mut s = state.borrow_mut();
-            s.claims.insert(peer.clone(), (req.at.session, rev));
+            s.claims.insert(peer.clone(), (me, rev));
+            s.claims_changed();
             if let Some(old) = displaced {
-                if old.epoch != link.epoch && s.nodes.contains_key(&old.epoch) {
+                if !s.is_mine(old.epoch) && s.nodes.contains_key(&old.epoch) {
                     let subject = inbox(&s.prefix, old.epoch);
                     s.link.cmd(BridgeCmd::Publish {
                         subject,
-                        payload: wire::kick(link.epoch, old.at, Code::Replaced.as_u16()),
+                        payload: wire::kick(link.epoch(), old.at, Code::Replaced.as_u16()),
                     });
                 }
+            }
+            if me.epoch != link.epoch() {
+                // The node rejoined while this claim was being made: it names the old
+                // epoch, which the others hold for gone. Move it like the others.
+                let (state, kv, peer) = (state.clone(), kv.clone(), peer.clone());
+                tokio::task::spawn_local(async move { recheck(&state, &kv, peer).await });
             }
             Ok(Claimed { peer })
         }
@@ -1182,19 +1452,192 @@ async fn claim(state: Shared_, kv: kv::Store, req: ClaimRequest) {
         // The handshake gave up waiting (its deadline, or the peer left): the claim must
         // not outlive it.
         let mut s = state.borrow_mut();
-        if let Some((session, rev)) = s.claims.remove(&c.peer) {
-            if session == req.at.session {
-                let kv = kv.clone();
-                tokio::task::spawn_local(async move {
-                    let _ = kv
-                        .delete_expect_revision(claims::key(&c.peer), Some(rev))
-                        .await;
-                });
-            } else {
-                s.claims.insert(c.peer, (session, rev));
+        if s.holds(&c.peer, req.at.session) {
+            if let Some((_, rev)) = s.claims.remove(&c.peer) {
+                s.claims_changed();
+                kv_delete(&state, &mut s, &kv, &c.peer, rev);
             }
         }
     }
+}
+
+/// Rejoin under a new epoch: the cluster declared this incarnation gone (or surely will:
+/// it was paused for longer than it allows), so the others dropped its peers and may have
+/// given some of their ids to new sessions. Admitting stops meanwhile; every id this node
+/// holds is checked and moved to the new epoch, or its local session is closed as
+/// Replaced; then the node is announced anew, and the others take its state by snapshot.
+async fn rejoin(state: Shared_, client: Client, kv: kv::Store, why: &'static str) {
+    let (link, prefix, old, seq, interval) = {
+        let mut s = state.borrow_mut();
+        if s.rejoining {
+            return;
+        }
+        s.rejoining = true;
+        (
+            s.link.clone(),
+            s.prefix.clone(),
+            s.link.epoch(),
+            s.seq,
+            s.interval,
+        )
+    };
+    link.up.store(false, Ordering::Release);
+    link.stats.rejoins.fetch_add(1, Ordering::Relaxed);
+    let new = super::link::new_epoch();
+    tracing::warn!(
+        why,
+        old = format_args!("{old:016x}"),
+        new = format_args!("{new:016x}"),
+        "cluster: rejoining under a new epoch"
+    );
+    // The new inbox is in place before anyone can learn of it.
+    let Ok(sub) = client.subscribe(inbox(&prefix, new)).await else {
+        return; // the client is closed: the server is stopping
+    };
+    let reader = tokio::task::spawn_local(read(state.clone(), sub));
+    {
+        let mut s = state.borrow_mut();
+        s.past_epochs.push(old);
+        if s.past_epochs.len() > 16 {
+            s.past_epochs.remove(0);
+        }
+        link.set_epoch(new);
+        if let Some(h) = s.inbox_reader.replace(reader.abort_handle()) {
+            h.abort();
+        }
+    }
+    // The old incarnation says goodbye: a node that has not declared it gone yet drops it
+    // now, rather than hold its peers twice until it does.
+    let bye = wire::heartbeat(old, seq, millis(interval), true, &link.node_id);
+    let _ = client.publish(state_subject(&prefix, old), bye).await;
+    recheck_all(&state, &kv).await;
+    state.borrow_mut().resync_all();
+    link.cmd(BridgeCmd::Heartbeat);
+    synced(&state).await;
+    let mut s = state.borrow_mut();
+    s.rejoining = false;
+    if s.connected {
+        link.up.store(true, Ordering::Release);
+    }
+    tracing::info!(
+        epoch = format_args!("{new:016x}"),
+        ids = s.claims.len(),
+        "cluster: rejoined"
+    );
+}
+
+/// [`recheck`] every id this node holds.
+async fn recheck_all(state: &Shared_, kv: &kv::Store) {
+    let held: Vec<Arc<str>> = state.borrow().claims.keys().cloned().collect();
+    futures_util::stream::iter(held)
+        .for_each_concurrent(KV_CONCURRENCY, |peer| async move {
+            recheck(state, kv, peer).await
+        })
+        .await;
+}
+
+/// Check `peer`'s claim against the bucket and move it to this node's epoch. Taken by
+/// another session meanwhile: the local session is closed as Replaced. Absent (a dead
+/// node's ids reaped, a memory bucket after a NATS restart): claimed again.
+async fn recheck(state: &Shared_, kv: &kv::Store, peer: Arc<str>) {
+    let key = claims::key(&peer);
+    for _ in 0..4 {
+        let (held, epoch) = {
+            let s = state.borrow();
+            match s.claims.get(&peer) {
+                Some((h, _)) => (*h, s.link.epoch()),
+                None => return, // released meanwhile
+            }
+        };
+        let mine = Holder { epoch, ..held };
+        let Ok(entry) = kv.entry(key.clone()).await else {
+            // The store cannot answer: keep the claim; a node that takes the id will tell.
+            return;
+        };
+        let written = match entry {
+            None => kv.create(&key, mine.encode()).await.ok(),
+            Some(e) if matches!(e.operation, Operation::Delete | Operation::Purge) => {
+                kv.update(&key, mine.encode(), e.revision).await.ok()
+            }
+            Some(e) => {
+                let ours = Holder::decode(&e.value).filter(|h| {
+                    h.at == held.at
+                        && h.token_hash == held.token_hash
+                        && state.borrow().is_mine(h.epoch)
+                });
+                match ours {
+                    None => {
+                        lost(state, &peer, held);
+                        return;
+                    }
+                    Some(h) if h.epoch == epoch => Some(e.revision),
+                    Some(_) => kv.update(&key, mine.encode(), e.revision).await.ok(),
+                }
+            }
+        };
+        if let Some(rev) = written {
+            let mut s = state.borrow_mut();
+            if let Some(c) = s.claims.get_mut(&peer).filter(|(h, _)| h.at == held.at) {
+                *c = (mine, rev);
+            }
+            return;
+        }
+        // A concurrent write (a resume, the reaper): read again.
+    }
+}
+
+/// This node's session of `peer` lost its id while the node was cut off: close it.
+fn lost(state: &Shared_, peer: &Arc<str>, held: Holder) {
+    let mut s = state.borrow_mut();
+    if !s.holds(peer, held.at.session) {
+        return;
+    }
+    s.claims.remove(peer);
+    s.claims_changed();
+    s.link.stats.ids_lost.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(%peer, "cluster: id claimed elsewhere while this node was cut off; closing its session here");
+    if let Some(i) = s.local_shard(held.at) {
+        s.shared.send(
+            i,
+            ShardMsg::Kick {
+                session: held.at.session,
+                code: Code::Replaced,
+                reason: "peer id claimed on another node while this node was cut off",
+            },
+        );
+    }
+}
+
+/// Delete the bucket entries of dead incarnation `epoch`'s peers that still name it.
+async fn reap(state: Shared_, kv: kv::Store, epoch: u64, peers: Vec<Arc<str>>) {
+    state.borrow_mut().kv_pending += 1;
+    futures_util::stream::iter(peers)
+        .for_each_concurrent(KV_CONCURRENCY, |peer| {
+            let (kv, state) = (&kv, &state);
+            async move {
+                let key = claims::key(&peer);
+                let Ok(Some(e)) = kv.entry(key.clone()).await else {
+                    return;
+                };
+                let theirs = e.operation == Operation::Put
+                    && Holder::decode(&e.value).is_some_and(|h| h.epoch == epoch);
+                if theirs
+                    && kv
+                        .delete_expect_revision(key, Some(e.revision))
+                        .await
+                        .is_ok()
+                {
+                    state
+                        .borrow()
+                        .link
+                        .stats
+                        .ids_reaped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+        .await;
+    state.borrow_mut().kv_pending -= 1;
 }
 
 async fn claim_for(

@@ -75,6 +75,13 @@ pub(crate) enum BridgeCmd {
     /// Time for a heartbeat (made in the publishing loop, so that it carries the last
     /// change numbered).
     Heartbeat,
+    /// Rejoin under a new epoch (why, for the log): the cluster declared this node gone.
+    Rejoin(&'static str),
+    /// The link came back: with the id bucket in memory (lost if NATS restarted), make it
+    /// again and claim this node's ids again.
+    Recheck,
+    /// Delete the ids still held in the bucket by dead incarnation `epoch`'s peers.
+    Reap { epoch: u64, peers: Vec<Arc<str>> },
     /// The server is closing.
     Stop,
 }
@@ -94,13 +101,23 @@ pub(crate) struct ClusterStats {
     pub resyncs: AtomicU64,
     pub nodes_lost: AtomicU64,
     pub link_changes: AtomicU64,
+    pub rejoins: AtomicU64,
+    pub ids_lost: AtomicU64,
+    pub ids_reaped: AtomicU64,
+    pub rejoins_asked: AtomicU64,
+    /// Gauges the bridge keeps: its replica's size, its subscriptions and claims.
+    pub remote_peers: AtomicU64,
+    pub remote_members: AtomicU64,
+    pub subscriptions: AtomicU64,
+    pub claims: AtomicU64,
 }
 
 /// The shards' side of the cluster (module doc).
 pub(crate) struct ClusterLink {
     tx: flume::Sender<BridgeCmd>,
-    /// This node's incarnation: a random number drawn at start, in every message it sends.
-    pub epoch: u64,
+    /// This node's incarnation: a random number drawn at start, and again when the node
+    /// rejoins after the cluster declared it gone ([`new_epoch`]); in every message it sends.
+    epoch: AtomicU64,
     pub node_id: String,
     /// Local shards: virtual shards start here.
     shards: usize,
@@ -126,7 +143,7 @@ impl ClusterLink {
         let (tx, rx) = flume::unbounded();
         let link = ClusterLink {
             tx,
-            epoch,
+            epoch: AtomicU64::new(epoch),
             node_id,
             shards,
             up: AtomicBool::new(false),
@@ -156,7 +173,24 @@ impl ClusterLink {
             resyncs: get(&s.resyncs),
             nodes_lost: get(&s.nodes_lost),
             link_changes: get(&s.link_changes),
+            rejoins: get(&s.rejoins),
+            ids_lost: get(&s.ids_lost),
+            ids_reaped: get(&s.ids_reaped),
+            rejoins_asked: get(&s.rejoins_asked),
+            remote_peers: get(&s.remote_peers),
+            remote_members: get(&s.remote_members),
+            subscriptions: get(&s.subscriptions),
+            claims: get(&s.claims),
         }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Only the bridge changes it, when it rejoins.
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Release);
     }
 
     pub fn is_up(&self) -> bool {
@@ -201,7 +235,7 @@ impl ClusterLink {
     /// Publish a topic frame to the members on other nodes (all of them, or the one at `to`).
     pub fn topic(&self, topic: &Arc<str>, to: Option<u64>, frame: &Frame) {
         let to = to.map(|s| unscope(s).1);
-        let payload = wire::topic(self.epoch, topic, to, frame);
+        let payload = wire::topic(self.epoch(), topic, to, frame);
         let n = payload.len();
         self.push(
             BridgeCmd::Topic {
@@ -213,7 +247,7 @@ impl ClusterLink {
     }
 
     pub fn broadcast(&self, frame: &Frame) {
-        let payload = wire::broadcast(self.epoch, frame);
+        let payload = wire::broadcast(self.epoch(), frame);
         let n = payload.len();
         self.push(BridgeCmd::Broadcast(payload), n);
     }
@@ -229,7 +263,7 @@ impl ClusterLink {
     /// Presence and the shard's own control messages never go there.
     pub fn to_node(&self, target: usize, msg: ShardMsg) {
         let slot = target - self.shards;
-        let e = self.epoch;
+        let e = self.epoch();
         let payload = match msg {
             ShardMsg::Deliver { session, frame } => wire::deliver(e, unscope(session).1, &frame),
             ShardMsg::RelayAnswer { session, id, frame } => {
@@ -255,6 +289,16 @@ impl ClusterLink {
         };
         let n = payload.len();
         self.push(BridgeCmd::ToNode { slot, payload }, n);
+    }
+}
+
+/// A node incarnation's number: random, never 0.
+pub(crate) fn new_epoch() -> u64 {
+    loop {
+        let e = fastrand::u64(..);
+        if e != 0 {
+            return e;
+        }
     }
 }
 

@@ -94,6 +94,9 @@ pub(crate) enum Msg {
     SnapshotReq,
     /// Part of a node's whole state as of change `seq`; `last`: the final part.
     Snapshot { seq: u64, last: bool, ops: Vec<Op> },
+    /// The sender declared the receiver's incarnation `dead` gone (it was silent for too
+    /// long: paused, or cut off): it must rejoin under a new one.
+    Rejoin { dead: u64 },
 }
 
 const TOPIC: u8 = 1;
@@ -106,6 +109,7 @@ const DELTA: u8 = 7;
 const HEARTBEAT: u8 = 8;
 const SNAPSHOT_REQ: u8 = 9;
 const SNAPSHOT: u8 = 10;
+const REJOIN: u8 = 11;
 
 /// Builds one message.
 pub(crate) struct Writer(BytesMut);
@@ -259,6 +263,10 @@ pub(crate) fn snapshot(origin: u64, seq: u64, last: bool, ops: &[Op]) -> Bytes {
         .u64(seq)
         .u8(last as u8)
         .ops(ops)
+}
+
+pub(crate) fn rejoin(origin: u64, dead: u64) -> Bytes {
+    Writer::new(REJOIN, origin, 8).u64(dead).body(&[])
 }
 
 /// Reads one message; every read checks the length left.
@@ -424,6 +432,7 @@ pub(crate) fn decode(buf: &Bytes) -> Result<(u64, Msg), Malformed> {
             last: r.u8()? != 0,
             ops: r.ops()?,
         },
+        REJOIN => Msg::Rejoin { dead: r.u64()? },
         _ => return Err(Malformed("kind")),
     };
     if r.pos != buf.len() {
@@ -489,6 +498,7 @@ mod tests {
             heartbeat(9, 41, 200, false, "node-a"),
             snapshot_req(9),
             snapshot(9, 41, true, &ops),
+            rejoin(9, 0xdead),
         ]
     }
 
@@ -528,6 +538,7 @@ mod tests {
                 }
                 Msg::Heartbeat { node_id, .. } => assert_eq!(&*node_id, "node-a"),
                 Msg::Kick { at: a, code } => assert_eq!((a, code), (at(6), 4003)),
+                Msg::Rejoin { dead } => assert_eq!(dead, 0xdead),
                 _ => {}
             }
         }
