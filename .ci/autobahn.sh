@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 out="${1:-target/autobahn}"
 cargo build --release --locked -p peerd-cli
 log="$(mktemp)"
-./target/release/peerd serve --listen ws://127.0.0.1:0 --ws-echo --shards 1 --no-pin >"$log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}/release/peerd" serve --listen ws://127.0.0.1:0 --ws-echo --shards 1 --no-pin >"$log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
 url=""
