@@ -331,8 +331,9 @@ impl std::fmt::Display for PermissionsJson {
 #[derive(Args, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterSettings {
-    /// Join the cluster on the NATS at these URLs (nats://host:port; several servers of
-    /// one NATS cluster: repeat the flag, or separate with commas). NATS must run with
+    /// Join the cluster on the NATS at these URLs (nats://host:port, tls://host:port;
+    /// several servers of one NATS cluster: repeat the flag, or separate with commas;
+    /// credentials as user:password@ or token@ before the host). NATS must run with
     /// JetStream (nats-server -js). Not set: a single node.
     #[arg(
         id = "cluster.urls",
@@ -379,6 +380,15 @@ pub struct ClusterSettings {
     #[arg(id = "cluster.kv_memory", long = "cluster-kv-memory", env = "PEERD_CLUSTER_KV_MEMORY",
           value_parser = BoolishValueParser::new())]
     pub kv_memory: bool,
+    /// The CA certificate (PEM) that NATS's TLS certificate must chain to; set, the link
+    /// to NATS must be TLS.
+    #[arg(
+        id = "cluster.ca",
+        long = "cluster-ca",
+        env = "PEERD_CLUSTER_CA",
+        value_name = "FILE"
+    )]
+    pub ca: Option<PathBuf>,
 }
 
 /// `[lifecycle]`: draining on SIGTERM, and handing over to a new process (README
@@ -645,6 +655,7 @@ impl Settings {
             cluster.heartbeat = Duration::from_millis(c.heartbeat_ms.get());
             cluster.backlog_bytes = c.backlog_bytes.get();
             cluster.kv_memory = c.kv_memory;
+            cluster.ca = c.ca.clone();
             opts.cluster = Some(cluster);
         }
         opts

@@ -877,3 +877,69 @@ fn an_id_bucket_in_memory_is_made_again_with_the_live_ids_after_nats_restarts() 
     assert_eq!(refused(node.addr, "keep", None), Code::PeerIdTaken.as_u16());
     let _new = RawPeer::connect(node.addr, Some("new"));
 }
+
+#[test]
+fn a_node_joins_over_tls_with_a_password_and_never_logs_it() {
+    let testdata = |f: &str| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testdata/tls")
+            .join(f)
+            .display()
+            .to_string()
+    };
+    let (cert, key, ca) = (
+        testdata("server.pem"),
+        testdata("server.key"),
+        testdata("ca.pem"),
+    );
+    let nats = Nats::start_with(&[
+        "--tls",
+        "--tlscert",
+        &cert,
+        "--tlskey",
+        &key,
+        "--user",
+        "peerd",
+        "--pass",
+        "s3cret-pass",
+    ]);
+    let url = |pass: &str| format!("tls://peerd:{pass}@127.0.0.1:{}", nats.port);
+    let mut cmd = peerd();
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--no-pin",
+    ])
+    .args(["--cluster", &url("s3cret-pass"), "--cluster-ca", &ca])
+    .args(["--node-id", "a", "--cluster-heartbeat-ms", "250"]);
+    let served = Served::start(cmd, LIMIT, |l| {
+        l.iter().any(|l| l.starts_with("peerd cluster node=a"))
+    });
+    let addr: SocketAddr = served.endpoint().parse().expect("a TCP endpoint");
+    let p = RawPeer::connect(addr, Some("over-tls"));
+    assert_eq!(p.peer_id, "over-tls");
+    // A wrong password: the node says why it cannot join, without the password.
+    let out = peerd()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--no-pin",
+        ])
+        .args(["--cluster", &url("wrong-pass"), "--cluster-ca", &ca])
+        .output()
+        .expect("run peerd");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot connect to NATS"), "{stderr}");
+    assert!(stderr.contains("tls://***@127.0.0.1"), "{stderr}");
+    assert!(
+        !stderr.contains("wrong-pass"),
+        "the password was logged: {stderr}"
+    );
+}

@@ -206,9 +206,13 @@ pub type OnPresence = Arc<dyn Fn(PresenceNotice) + Send + Sync>;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ClusterOptions {
-    /// NATS server URLs (`nats://host:port`, `tls://host:port`; user:password@ works). One
-    /// NATS server, or several of one NATS cluster.
+    /// NATS server URLs (`nats://host:port`, `tls://host:port`), one NATS server or several
+    /// of one NATS cluster. Credentials go in a URL as NATS's own tools take them:
+    /// `nats://user:password@host:port`, or `nats://token@host:port`; they are never logged.
     pub urls: Vec<String>,
+    /// The CA certificate (PEM) that NATS's TLS certificate must chain to; set, the link
+    /// to NATS must be TLS (default: none; a `tls://` URL uses the system's roots).
+    pub ca: Option<std::path::PathBuf>,
     /// This node's name (default `<hostname>-<pid>`): `[A-Za-z0-9_-]{1,64}`.
     pub node_id: Option<String>,
     /// The cluster's name (default `peerd`): subjects and the id bucket are named after it,
@@ -232,6 +236,7 @@ impl ClusterOptions {
     pub fn new(urls: Vec<String>) -> ClusterOptions {
         ClusterOptions {
             urls,
+            ca: None,
             node_id: None,
             name: "peerd".into(),
             heartbeat: Duration::from_secs(1),

@@ -15,6 +15,8 @@ pub struct Nats {
     /// The port it listens on (kept across [`Nats::restart`]).
     pub port: u16,
     dir: PathBuf,
+    /// More nats-server arguments (TLS, credentials), kept across restarts.
+    extra: Vec<String>,
 }
 
 fn binary() -> String {
@@ -42,6 +44,11 @@ fn binary() -> String {
 impl Nats {
     /// Start one on a free port, with JetStream and a fresh store.
     pub fn start() -> Nats {
+        Nats::start_with(&[])
+    }
+
+    /// [`Nats::start`] with more nats-server arguments (`--tls`, `--user`, ...).
+    pub fn start_with(extra: &[&str]) -> Nats {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -52,6 +59,7 @@ impl Nats {
             child: None,
             port,
             dir,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         n.spawn();
         n
@@ -68,6 +76,7 @@ impl Nats {
                 "-sd",
             ])
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

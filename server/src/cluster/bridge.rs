@@ -961,10 +961,24 @@ async fn connect(
     for u in &opts.urls {
         let a: ServerAddr = u
             .parse()
-            .map_err(|e| format!("bad cluster URL {u:?}: {e}"))?;
+            .map_err(|e| format!("bad cluster URL {:?}: {e}", redact(u)))?;
         addrs.push(a);
     }
-    async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new();
+    // NATS's URL convention, which async-nats parses but does not apply: `user:pass@` or
+    // `token@`. The first URL that carries credentials gives them.
+    if let Some(a) = addrs.iter().find(|a| a.username().is_some()) {
+        let user = a.username().unwrap_or_default().to_string();
+        options = match a.password() {
+            Some(pass) => options.user_and_password(user, pass.to_string()),
+            None => options.token(user),
+        };
+    }
+    if let Some(ca) = &opts.ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let shown: Vec<String> = opts.urls.iter().map(|u| redact(u)).collect();
+    options
         .name(name)
         .no_echo()
         .connection_timeout(Duration::from_secs(5))
@@ -980,7 +994,15 @@ async fn connect(
         })
         .connect(addrs)
         .await
-        .map_err(|e| format!("cannot connect to NATS at {:?}: {e}", opts.urls))
+        .map_err(|e| format!("cannot connect to NATS at {shown:?}: {e}"))
+}
+
+/// A URL as it may be logged: credentials replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
 }
 
 /// The id bucket. `create_key_value` asks for account details that nats-server 2.9 does
@@ -1679,4 +1701,18 @@ async fn claim_for(
         }
     }
     Err((Code::Overloaded, "cannot assign a peer id, retry".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn credentials_are_not_shown() {
+        assert_eq!(redact("nats://u:p@h:4222"), "nats://***@h:4222");
+        assert_eq!(redact("tls://tok@h:4222"), "tls://***@h:4222");
+        assert_eq!(redact("nats://h:4222"), "nats://h:4222");
+        assert_eq!(redact("h:4222"), "h:4222");
+        assert_eq!(redact("nats://u:p@ss@h"), "nats://***@h");
+    }
 }
