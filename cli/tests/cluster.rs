@@ -35,21 +35,18 @@ impl Node {
         Node::start_with(nats, cluster, name, &[])
     }
 
+    /// With more `peerd serve` arguments (`--shards N` replaces the default 2).
     fn start_with(nats: &Nats, cluster: &str, name: &str, extra: &[&str]) -> Node {
         let mut cmd = peerd();
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "2",
-            "--no-pin",
-        ])
-        .args(["--cluster", &nats.url(), "--node-id", name])
-        .args(["--cluster-name", cluster])
-        .args(["--cluster-heartbeat-ms", &HEARTBEAT_MS.to_string()])
-        .args(["--admin", "127.0.0.1:0"])
-        .args(extra);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--no-pin"]);
+        if !extra.contains(&"--shards") {
+            cmd.args(["--shards", "2"]);
+        }
+        cmd.args(["--cluster", &nats.url(), "--node-id", name])
+            .args(["--cluster-name", cluster])
+            .args(["--cluster-heartbeat-ms", &HEARTBEAT_MS.to_string()])
+            .args(["--admin", "127.0.0.1:0"])
+            .args(extra);
         let served = Served::start(cmd, LIMIT, |l| {
             l.last().is_some_and(|l| l.starts_with("peerd admin on "))
         });
@@ -85,9 +82,13 @@ impl Node {
 
 /// Three nodes, started one after the other (each joins the ones before).
 fn three(nats: &Nats, cluster: &str) -> Vec<Node> {
+    three_with(nats, cluster, &[])
+}
+
+fn three_with(nats: &Nats, cluster: &str, extra: &[&str]) -> Vec<Node> {
     let nodes: Vec<Node> = ["a", "b", "c"]
         .iter()
-        .map(|n| Node::start(nats, cluster, n))
+        .map(|n| Node::start_with(nats, cluster, n, extra))
         .collect();
     let last = &nodes[2].served.lines;
     assert!(
@@ -615,7 +616,9 @@ fn signal(p: &mut RawPeer, room: &str, kind: codec::SignalKind, to: Option<&str>
 #[test]
 fn broadcasts_and_signaling_cross_nodes_once_and_in_order() {
     let nats = Nats::start();
-    let nodes = three(&nats, "signal");
+    // One shard each: pa, pb and pc, each its node's first peer, then have the same shard
+    // and session numbers on their nodes, and a message for one must not reach another.
+    let nodes = three_with(&nats, "signal", &["--shards", "1"]);
     let mut peers: Vec<RawPeer> = ["pa", "pb", "pc"]
         .iter()
         .zip(&nodes)
@@ -708,7 +711,8 @@ fn broadcasts_and_signaling_cross_nodes_once_and_in_order() {
             "candidate {i}"
         );
     }
-    // Signals addressed to pa went to pa only.
+    // Signals addressed to pa went to pa only (node c gets them, as a member of the room,
+    // and must not give them to its own session of pa's number).
     let extra = pc.sync(9);
     assert!(
         !extra

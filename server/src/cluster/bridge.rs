@@ -345,6 +345,7 @@ impl State {
             None => return None,
         };
         self.slots[slot] = Ok(epoch);
+        self.link.set_slot(slot, epoch);
         Some(slot)
     }
 
@@ -472,6 +473,7 @@ impl State {
         self.nodes.remove(&epoch);
         self.replica_changed();
         self.slots[slot] = Err(Instant::now());
+        self.link.set_slot(slot, 0);
         self.bury(epoch);
         // A dead node cannot release its ids: one node (the live one whose name sorts
         // first) deletes the bucket entries that still name it, so the bucket does not keep
@@ -750,8 +752,8 @@ impl State {
                             shared.send(i, m);
                         }
                     }
-                    Some(at) => {
-                        if let Some(i) = self.local_shard(at) {
+                    Some((node, at)) => {
+                        if let (true, Some(i)) = (self.is_mine(node), self.local_shard(at)) {
                             let session = at.session;
                             shared.send(i, ShardMsg::Deliver { session, frame });
                         }

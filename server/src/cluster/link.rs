@@ -130,6 +130,9 @@ pub(crate) struct ClusterLink {
     pub max_payload: AtomicUsize,
     /// Nodes heard from and alive, this one included.
     pub nodes: AtomicUsize,
+    /// Node slot -> that node's epoch (0: free), kept by the bridge: a topic message for
+    /// one member on another node names its node incarnation (`wire::Msg::Topic`).
+    slot_epochs: std::sync::RwLock<Vec<u64>>,
     pub stats: ClusterStats,
 }
 
@@ -151,6 +154,7 @@ impl ClusterLink {
             backlog_cap,
             max_payload: AtomicUsize::new(1 << 20),
             nodes: AtomicUsize::new(1),
+            slot_epochs: std::sync::RwLock::new(Vec::new()),
             stats: ClusterStats::default(),
         };
         (Arc::new(link), rx)
@@ -186,6 +190,20 @@ impl ClusterLink {
 
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The bridge gave node slot `slot` to incarnation `epoch` (0: freed it).
+    pub fn set_slot(&self, slot: usize, epoch: u64) {
+        let mut v = self.slot_epochs.write().unwrap_or_else(|e| e.into_inner());
+        if v.len() <= slot {
+            v.resize(slot + 1, 0);
+        }
+        v[slot] = epoch;
+    }
+
+    fn slot_epoch(&self, slot: usize) -> u64 {
+        let v = self.slot_epochs.read().unwrap_or_else(|e| e.into_inner());
+        v.get(slot).copied().unwrap_or(0)
     }
 
     /// Only the bridge changes it, when it rejoins.
@@ -234,7 +252,13 @@ impl ClusterLink {
 
     /// Publish a topic frame to the members on other nodes (all of them, or the one at `to`).
     pub fn topic(&self, topic: &Arc<str>, to: Option<u64>, frame: &Frame) {
-        let to = to.map(|s| unscope(s).1);
+        let to = match to.map(unscope) {
+            None => None,
+            Some((slot, at)) => match self.slot_epoch(slot) {
+                0 => return, // its node is gone: so is the member
+                node => Some((node, at)),
+            },
+        };
         let payload = wire::topic(self.epoch(), topic, to, frame);
         let n = payload.len();
         self.push(

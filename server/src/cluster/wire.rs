@@ -57,10 +57,12 @@ pub(crate) enum Op {
 /// A decoded message.
 #[derive(Debug)]
 pub(crate) enum Msg {
-    /// A frame for the members of `topic` on the receiving node; `to`: only that member.
+    /// A frame for the members of `topic` on the receiving node; `to`: only that member,
+    /// on the node incarnation named (every node with members receives the message:
+    /// another node must not take the member's place for one of its own sessions).
     Topic {
         topic: Arc<str>,
-        to: Option<At>,
+        to: Option<(u64, At)>,
         frame: Frame,
     },
     /// A frame for every peer of the receiving node.
@@ -178,12 +180,12 @@ pub(crate) fn op_len(op: &Op) -> usize {
     }
 }
 
-pub(crate) fn topic(origin: u64, topic: &str, to: Option<At>, frame: &Frame) -> Bytes {
+pub(crate) fn topic(origin: u64, topic: &str, to: Option<(u64, At)>, frame: &Frame) -> Bytes {
     let ws = frame.websocket();
-    let w = Writer::new(TOPIC, origin, 12 + topic.len() + ws.len()).str(topic);
+    let w = Writer::new(TOPIC, origin, 20 + topic.len() + ws.len()).str(topic);
     let w = match to {
         None => w.u8(0),
-        Some(at) => w.u8(1).at(at),
+        Some((node, at)) => w.u8(1).u64(node).at(at),
     };
     w.body(&ws)
 }
@@ -381,7 +383,7 @@ pub(crate) fn decode(buf: &Bytes) -> Result<(u64, Msg), Malformed> {
             let topic = r.str()?.into();
             let to = match r.u8()? {
                 0 => None,
-                _ => Some(r.at()?),
+                _ => Some((r.u64()?, r.at()?)),
             };
             Msg::Topic {
                 topic,
@@ -488,7 +490,7 @@ mod tests {
         ];
         vec![
             topic(9, "room", None, &f),
-            topic(9, "room", Some(at(3)), &big),
+            topic(9, "room", Some((0xabc, at(3))), &big),
             broadcast(9, &f),
             deliver(9, at(4), &f),
             call(9, at(5), 77, at(6), 1000, "bob", "m", b"params"),
@@ -511,7 +513,7 @@ mod tests {
                 Msg::Topic { topic, to, frame } => {
                     assert_eq!(&*topic, "room");
                     if let Some(to) = to {
-                        assert_eq!(to, at(3));
+                        assert_eq!(to, (0xabc, at(3)));
                         assert_eq!(frame.websocket(), a_frame(70_000).websocket());
                     }
                 }
