@@ -165,6 +165,24 @@ fn presence(p: &mut RawPeer) -> (String, PresenceChange) {
     })
 }
 
+/// Connect as `id`, retrying while the node refuses with `overloaded` (not in its cluster
+/// yet, or rejoining), as clients do.
+fn connect_when_admitted(addr: SocketAddr, id: &str) -> RawPeer {
+    let mut admitted = None;
+    peerd_testkit::wait_until("the node admits peers", || {
+        let mut p = RawPeer::tcp(addr);
+        match p.handshake(&hello(Some(id), None)) {
+            Ok(_) => {
+                admitted = Some(p);
+                true
+            }
+            Err(HandshakeError::Refused { code, .. }) if code == Code::Overloaded.as_u16() => false,
+            Err(e) => panic!("{id} refused: {e:?}"),
+        }
+    });
+    admitted.expect("admitted")
+}
+
 fn refused(addr: SocketAddr, id: &str, token: Option<&[u8]>) -> u16 {
     let mut p = RawPeer::tcp(addr);
     match p.handshake(&hello(Some(id), token)) {
@@ -757,9 +775,10 @@ fn a_paused_node_rejoins_and_an_id_taken_meanwhile_is_closed_there_without_ghost
     drop(cont);
     // Node c finds out, rejoins under a new epoch, and closes its carol.
     carol.expect_close(Code::Replaced);
-    // Dave is back on every node; carol is on node a, for every node.
+    // Dave is back on every node; carol is on node a, for every node. (Node c admits no
+    // one until it has rejoined: `overloaded`, which clients retry.)
     for (i, n) in nodes.iter().enumerate() {
-        let mut p = RawPeer::connect(n.addr, Some(&format!("probe{i}")));
+        let mut p = connect_when_admitted(n.addr, &format!("probe{i}"));
         peerd_testkit::wait_until("dave and carol are listed again", || {
             req += 1;
             let all = peer_list(&mut p, req, None);

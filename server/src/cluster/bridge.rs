@@ -59,6 +59,8 @@ const MAX_TOMBSTONES: usize = 4096;
 /// KV operations in flight at once when a node checks its ids on rejoin, or reaps a dead
 /// node's.
 const KV_CONCURRENCY: usize = 256;
+/// The most bytes of state changes sent as one delta (NATS's max_payload bounds it too).
+const MAX_DELTA_BYTES: usize = 64 * 1024;
 
 /// The running bridge: stop it with [`Bridge::stop`].
 pub(crate) struct Bridge {
@@ -1248,7 +1250,59 @@ async fn publish_loop(
     let mut my_state = (0, Subject::from(""));
     let broadcast = Subject::from(format!("{prefix}.b"));
     let mut topic_subjects: HashMap<Arc<str>, Subject> = HashMap::new();
-    while let Ok(cmd) = rx.recv_async().await {
+    // State changes are numbered and sent in batches: those queued back to back (a burst
+    // of connects) go as one delta, sent before whatever command follows them, so that a
+    // heartbeat still comes after the changes it counts.
+    let mut pending: Vec<Op> = Vec::new();
+    let mut pending_bytes = 0;
+    let mut held: Option<BridgeCmd> = None;
+    loop {
+        let next = match held.take() {
+            Some(c) => Some(c),
+            None if pending.is_empty() => match rx.recv_async().await {
+                Ok(c) => Some(c),
+                Err(_) => return,
+            },
+            None => rx.try_recv().ok(),
+        };
+        let cmd = match next {
+            Some(BridgeCmd::State(ops)) => {
+                let n: usize = ops.iter().map(wire::op_len).sum();
+                let max = link.max_payload.load(Ordering::Relaxed).saturating_sub(64);
+                if pending.is_empty() || pending_bytes + n <= max.min(MAX_DELTA_BYTES) {
+                    pending.extend(ops);
+                    pending_bytes += n;
+                    continue;
+                }
+                held = Some(BridgeCmd::State(ops));
+                None
+            }
+            Some(c) if !pending.is_empty() => {
+                held = Some(c);
+                None
+            }
+            other => other,
+        };
+        let Some(cmd) = cmd else {
+            // The batch is complete: number it and send it.
+            let ops = std::mem::take(&mut pending);
+            pending_bytes = 0;
+            let epoch = link.epoch();
+            let payload = {
+                let mut s = state.borrow_mut();
+                s.seq += ops.len() as u64;
+                wire::delta(epoch, s.seq, &ops)
+            };
+            publish(
+                state,
+                client,
+                &link,
+                state_of(&mut my_state, &prefix, epoch),
+                payload,
+            )
+            .await;
+            continue;
+        };
         let (subject, payload, counted) = match cmd {
             BridgeCmd::Stop => return,
             BridgeCmd::ToNode { slot, payload } => {
@@ -1284,14 +1338,11 @@ async fn publish_loop(
                 let p = wire::heartbeat(epoch, s.seq, millis(s.interval), false, &link.node_id);
                 (state_of(&mut my_state, &prefix, epoch), p, 0)
             }
+            // Taken into the batch above; kept in order all the same if one got here.
             BridgeCmd::State(ops) => {
-                let epoch = link.epoch();
-                let payload = {
-                    let mut s = state.borrow_mut();
-                    s.seq += ops.len() as u64;
-                    wire::delta(epoch, s.seq, &ops)
-                };
-                (state_of(&mut my_state, &prefix, epoch), payload, 0)
+                pending_bytes += ops.iter().map(wire::op_len).sum::<usize>();
+                pending.extend(ops);
+                continue;
             }
             BridgeCmd::Rejoin(why) => {
                 if !state.borrow().rejoining {
@@ -1345,19 +1396,30 @@ async fn publish_loop(
         if counted > 0 {
             link.taken(counted);
         }
-        // While the link is down a publish would wait for it (async-nats queues, then
-        // blocks): drop and count instead; the state changes are caught up by snapshot.
-        if !state.borrow().connected {
-            link.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        link.stats.messages_out.fetch_add(1, Ordering::Relaxed);
-        link.stats
-            .bytes_out
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        if client.publish(subject, payload).await.is_err() {
-            link.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        publish(state, client, &link, subject, payload).await;
+    }
+}
+
+/// Publish one message, or count it dropped.
+async fn publish(
+    state: &Shared_,
+    client: &Client,
+    link: &ClusterLink,
+    subject: Subject,
+    payload: Bytes,
+) {
+    // While the link is down a publish would wait for it (async-nats queues, then
+    // blocks): drop and count instead; the state changes are caught up by snapshot.
+    if !state.borrow().connected {
+        link.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    link.stats.messages_out.fetch_add(1, Ordering::Relaxed);
+    link.stats
+        .bytes_out
+        .fetch_add(payload.len() as u64, Ordering::Relaxed);
+    if client.publish(subject, payload).await.is_err() {
+        link.stats.dropped.fetch_add(1, Ordering::Relaxed);
     }
 }
 
