@@ -25,10 +25,13 @@ use crate::sockfile;
 pub struct PeerInfo {
     /// The peer id.
     pub peer_id: String,
-    /// The shard that owns its connection.
+    /// The shard that owns its connection (on its node).
     pub shard: usize,
-    /// Its session id (as in Welcome).
+    /// Its session id (as in Welcome; sessions are numbered per node).
     pub session_id: u64,
+    /// On a cluster node: the name of the node holding a peer of another node; None for
+    /// this node's own peers.
+    pub node: Option<String>,
 }
 
 /// Where this node stands in its cluster ([`PeerServer::cluster`]).
@@ -132,10 +135,26 @@ impl PeerServer {
             .directory
             .snapshot()
             .into_iter()
-            .map(|(id, shard, session)| PeerInfo {
-                peer_id: id.to_string(),
-                shard,
-                session_id: session,
+            .map(|(id, shard, session)| {
+                let remote = self
+                    .shared
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.remote(shard, session));
+                match remote {
+                    Some((node, at)) => PeerInfo {
+                        peer_id: id.to_string(),
+                        shard: at.shard as usize,
+                        session_id: at.session,
+                        node: Some(node.to_string()),
+                    },
+                    None => PeerInfo {
+                        peer_id: id.to_string(),
+                        shard,
+                        session_id: session,
+                        node: None,
+                    },
+                }
             })
             .collect();
         v.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));

@@ -47,7 +47,14 @@ fn server_side_calls_answer_for_the_whole_cluster() {
     });
     let listed = a.connections();
     let info = listed.iter().find(|p| p.peer_id == "bob").expect("bob");
-    assert!(info.shard >= a.shards(), "bob is on another node: {info:?}");
+    let on_b = b.connections();
+    let at_b = on_b.iter().find(|p| p.peer_id == "bob").expect("bob on b");
+    assert_eq!(at_b.node, None, "b's own peer");
+    assert_eq!(
+        (info.node.as_deref(), info.shard, info.session_id),
+        (Some("b"), at_b.shard, at_b.session_id),
+        "node a names bob's node, and where bob is there"
+    );
 
     let mut recv = || -> (String, bool) {
         bob.recv_until(|f| match f {

@@ -347,7 +347,6 @@ impl State {
             None => return None,
         };
         self.slots[slot] = Ok(epoch);
-        self.link.set_slot(slot, epoch);
         Some(slot)
     }
 
@@ -475,7 +474,7 @@ impl State {
         self.nodes.remove(&epoch);
         self.replica_changed();
         self.slots[slot] = Err(Instant::now());
-        self.link.set_slot(slot, 0);
+        self.link.set_slot(slot, 0, "");
         self.bury(epoch);
         // A dead node cannot release its ids: one node (the live one whose name sorts
         // first) deletes the bucket entries that still name it, so the bucket does not keep
@@ -678,6 +677,7 @@ impl State {
             if let Some(id) = node_id {
                 if *n.node_id != *id {
                     n.node_id = id.into();
+                    self.link.set_slot(n.slot, epoch, id);
                 }
             }
             return true;
@@ -703,6 +703,7 @@ impl State {
                 members: HashSet::new(),
             },
         );
+        self.link.set_slot(slot, epoch, node_id.unwrap_or("?"));
         self.link
             .nodes
             .store(self.nodes.len() + 1, Ordering::Relaxed);

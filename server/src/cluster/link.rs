@@ -130,9 +130,10 @@ pub(crate) struct ClusterLink {
     pub max_payload: AtomicUsize,
     /// Nodes heard from and alive, this one included.
     pub nodes: AtomicUsize,
-    /// Node slot -> that node's epoch (0: free), kept by the bridge: a topic message for
-    /// one member on another node names its node incarnation (`wire::Msg::Topic`).
-    slot_epochs: std::sync::RwLock<Vec<u64>>,
+    /// Node slot -> that node's epoch (0: free) and name, kept by the bridge: a topic
+    /// message for one member on another node names its node incarnation
+    /// (`wire::Msg::Topic`), and `connections()` names a remote peer's node.
+    slot_nodes: std::sync::RwLock<Vec<(u64, Arc<str>)>>,
     pub stats: ClusterStats,
 }
 
@@ -154,7 +155,7 @@ impl ClusterLink {
             backlog_cap,
             max_payload: AtomicUsize::new(1 << 20),
             nodes: AtomicUsize::new(1),
-            slot_epochs: std::sync::RwLock::new(Vec::new()),
+            slot_nodes: std::sync::RwLock::new(Vec::new()),
             stats: ClusterStats::default(),
         };
         (Arc::new(link), rx)
@@ -192,18 +193,29 @@ impl ClusterLink {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// The bridge gave node slot `slot` to incarnation `epoch` (0: freed it).
-    pub fn set_slot(&self, slot: usize, epoch: u64) {
-        let mut v = self.slot_epochs.write().unwrap_or_else(|e| e.into_inner());
+    /// The bridge gave node slot `slot` to incarnation `epoch` of node `name` (0: freed).
+    pub fn set_slot(&self, slot: usize, epoch: u64, name: &str) {
+        let mut v = self.slot_nodes.write().unwrap_or_else(|e| e.into_inner());
         if v.len() <= slot {
-            v.resize(slot + 1, 0);
+            v.resize(slot + 1, (0, Arc::from("")));
         }
-        v[slot] = epoch;
+        v[slot] = (epoch, name.into());
     }
 
     fn slot_epoch(&self, slot: usize) -> u64 {
-        let v = self.slot_epochs.read().unwrap_or_else(|e| e.into_inner());
-        v.get(slot).copied().unwrap_or(0)
+        let v = self.slot_nodes.read().unwrap_or_else(|e| e.into_inner());
+        v.get(slot).map_or(0, |n| n.0)
+    }
+
+    /// A peer at virtual shard `shard` with scoped `session`: its node's name and where it
+    /// lives there; None for a local peer.
+    pub fn remote(&self, shard: usize, session: u64) -> Option<(Arc<str>, At)> {
+        if shard < self.shards {
+            return None;
+        }
+        let (slot, at) = unscope(session);
+        let v = self.slot_nodes.read().unwrap_or_else(|e| e.into_inner());
+        Some((v.get(slot).map(|n| n.1.clone())?, at))
     }
 
     /// Only the bridge changes it, when it rejoins.
