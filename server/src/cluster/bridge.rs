@@ -1596,7 +1596,14 @@ async fn rejoin(state: Shared_, client: Client, kv: kv::Store, why: &'static str
     // The old incarnation says goodbye: a node that has not declared it gone yet drops it
     // now, rather than hold its peers twice until it does.
     let bye = wire::heartbeat(old, seq, millis(interval), true, &link.node_id);
-    let _ = client.publish(state_subject(&prefix, old), bye).await;
+    publish(
+        &state,
+        &client,
+        &link,
+        state_subject(&prefix, old).into(),
+        bye,
+    )
+    .await;
     recheck_all(&state, &kv).await;
     state.borrow_mut().resync_all();
     link.cmd(BridgeCmd::Heartbeat);
