@@ -166,6 +166,11 @@ pub struct RuntimeSettings {
     #[arg(id = "runtime.spin_us", long = "spin-us", env = "PEERD_SPIN_US", value_name = "US",
           default_value_t = lib().spin_before_park.as_micros() as u64)]
     pub spin_us: u64,
+    /// Send with one sendmsg per connection instead of batching a flush's sends through
+    /// the shard's io_uring (used when the kernel cannot; set it to compare the two).
+    #[arg(id = "runtime.no_batched_sends", long = "no-batched-sends",
+          env = "PEERD_NO_BATCHED_SENDS", value_parser = BoolishValueParser::new())]
+    pub no_batched_sends: bool,
 }
 
 /// `[limits]`: what one peer, and all of them, may hold.
@@ -629,6 +634,7 @@ impl Settings {
         opts.cores = self.runtime.cores.clone();
         opts.pin = !self.runtime.no_pin;
         opts.spin_before_park = Duration::from_micros(self.runtime.spin_us);
+        opts.batched_sends = !self.runtime.no_batched_sends;
         // A server that may hand its sockets to a successor accepts on a thread that can
         // stop without losing a connection (peerd_server::restart).
         opts.handover = self.lifecycle.handoff_socket.is_some();

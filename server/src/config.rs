@@ -192,6 +192,8 @@ pub(crate) struct Config {
     pub relay_broadcasts: bool,
     /// `ListenOptions::handover`.
     pub handover: bool,
+    /// `ListenOptions::batched_sends`.
+    pub batched_sends: bool,
     pub websocket: WebSocketOptions,
     /// The TLS configuration built from `ListenOptions::tls` (certificate and key loaded).
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,

@@ -661,7 +661,13 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     let mut ready_in_a_row = 0;
     loop {
         process(shard, conn);
-        settle(shard);
+        if shard.local.writes.batching() {
+            // The janitor settles after the other connections the reactor found readable
+            // have been read: their answers leave in one batch of sends.
+            shard.local.janitor.notify();
+        } else {
+            settle(shard);
+        }
         if !conn.is_active() {
             return;
         }

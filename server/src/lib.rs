@@ -36,8 +36,9 @@
 //!
 //! A shard, from the socket up (each module imports only modules listed before it):
 //! - `auth`, `traffic`, `jwt` (public, above), then
-//!   `stream`, `tls`, `frame`, `util`, `rate`, `config`, `striped`, `metrics`, `msg`: the
-//!   socket wrapper, a connection's TLS session, a frame ready for any transport (its
+//!   `stream`, `uring`, `tls`, `frame`, `util`, `rate`, `config`, `striped`, `metrics`,
+//!   `msg`: the socket wrapper, the shard's io_uring for batched sends, a connection's TLS
+//!   session, a frame ready for any transport (its
 //!   WebSocket header in front), shard-local primitives, per-peer rate limits (token
 //!   buckets), plain settings, the striped map, the shard's counters and their snapshot
 //!   types, the cross-shard message type.
@@ -101,6 +102,7 @@ mod topic_index;
 mod topics;
 pub mod traffic;
 mod upgrade;
+mod uring;
 mod util;
 mod watchers;
 

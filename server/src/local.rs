@@ -21,6 +21,7 @@ use crate::inbound::RxPool;
 use crate::metrics::{ShardCounters, TransportKind};
 use crate::outbound::WriteSet;
 use crate::shared::Shared;
+use crate::uring::SendRing;
 use crate::util::Notify;
 
 /// What one relayed call waiting for its answer costs, as the memory budget counts it: the
@@ -69,11 +70,37 @@ pub(crate) struct Local {
     pub metrics: ShardCounters,
 }
 
+/// The shard's io_uring for batched sends (made on the shard's thread, which alone
+/// submits to it), or None: turned off, or the kernel cannot (logged once, by shard 0).
+fn send_ring(index: usize, shared: &Shared) -> Option<SendRing> {
+    if !shared.config.batched_sends {
+        if index == 0 {
+            tracing::info!("sends: one sendmsg per connection (batched sends turned off)");
+        }
+        return None;
+    }
+    match SendRing::new() {
+        Ok(ring) => {
+            if index == 0 {
+                tracing::info!("sends: batched through io_uring (SENDMSG, one enter per flush)");
+            }
+            Some(ring)
+        }
+        Err(e) => {
+            if index == 0 {
+                tracing::warn!(error = %e, "sends: no io_uring for batched sends; one sendmsg per connection");
+            }
+            None
+        }
+    }
+}
+
 impl Local {
     pub fn new(index: usize, shared: Arc<Shared>) -> Local {
         let tasks = Gate::new();
         let memory_budget = Cell::new(shared.config.limits.memory_budget / shared.shards());
         let limits = RefCell::new(Rc::new(shared.config.limits.clone()));
+        let ring = send_ring(index, &shared);
         Local {
             relay_slots: Cell::new(0),
             relay_peak: Cell::new(0),
@@ -83,7 +110,7 @@ impl Local {
             shared,
             encoder: RefCell::new(BytesMut::with_capacity(ENCODE_CHUNK)),
             rx_pool: RxPool::default(),
-            writes: Rc::new(WriteSet::new(tasks.clone())),
+            writes: Rc::new(WriteSet::new(tasks.clone(), ring)),
             tasks,
             handlers: Gate::new(),
             closing: RefCell::new(Vec::new()),

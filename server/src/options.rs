@@ -317,6 +317,11 @@ pub struct ListenOptions {
     /// instead of each shard accepting on its own socket with io_uring (which is cheaper by
     /// one cross-thread message per connection).
     pub handover: bool,
+    /// Send through each shard's own io_uring: the sends of every connection a batch made
+    /// dirty go in with one `io_uring_enter` instead of one `sendmsg` each (default true).
+    /// Where the kernel has no io_uring or no SENDMSG for it, shards use `sendmsg` anyway
+    /// and say so in the log; false forces that path (to compare, or to rule it out).
+    pub batched_sends: bool,
     /// Join a cluster of peerd nodes over NATS (default: none, a single node).
     pub cluster: Option<ClusterOptions>,
     pub(crate) on_connection: Option<OnConnection>,
@@ -358,6 +363,7 @@ impl Default for ListenOptions {
             on_traffic_error: None,
             relay_broadcasts: true,
             handover: false,
+            batched_sends: true,
             cluster: None,
             inherited: Default::default(),
         }
@@ -595,6 +601,7 @@ impl ListenOptions {
             close_linger: self.close_linger,
             relay_broadcasts: self.relay_broadcasts,
             handover: self.handover,
+            batched_sends: self.batched_sends,
             websocket: self.websocket.clone(),
             tls: None,
         }

@@ -27,7 +27,7 @@
 //! Over TLS the queued bytes are plaintext: [`Outbound::flush`] hands them to the
 //! connection's [`TlsSession`] and writes its records instead.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::RawFd;
@@ -44,6 +44,7 @@ use crate::frame::Frame;
 use crate::metrics::TransportKind;
 use crate::stream::{self, Stream};
 use crate::tls::TlsSession;
+use crate::uring::{self, SendRing};
 
 /// Most iovecs per sendmsg.
 const MAX_IOV: usize = 64;
@@ -383,6 +384,25 @@ impl Outbound {
         }
     }
 
+    /// Add this connection's first send to `batch` if it writes plain bytes now (not TLS,
+    /// not waiting for room); the queue stays borrowed while the batch refers to it.
+    fn join_batch<'a>(&'a self, batch: &mut uring::Batch, held: &mut Vec<Ref<'a, Queue>>) -> bool {
+        if self.state.get() != WriteState::Dirty || self.tls.is_some() {
+            return false;
+        }
+        let Some(fd) = self.fd() else { return false };
+        let q = self.queue.borrow();
+        if q.frames.is_empty() {
+            return false;
+        }
+        batch.add(fd, q.frames.iter().take(MAX_IOV).map(|f| &f[..]));
+        held.push(q);
+        // A connection can be on the dirty list twice (flushed directly, then queued to
+        // again): the second must not send the same bytes again.
+        self.state.set(WriteState::Idle);
+        true
+    }
+
     /// Vectored writes straight from the queue.
     fn write_plain(&self, fd: RawFd) -> Written {
         loop {
@@ -519,6 +539,9 @@ async fn drain(out: Rc<Outbound>) {
 /// The shard's connections with frames queued since the last flush.
 pub(crate) struct WriteSet {
     dirty: RefCell<Vec<Rc<Outbound>>>,
+    /// The shard's io_uring for batched sends; None: one `sendmsg` per connection (no
+    /// io_uring with SENDMSG here, or turned off: `ListenOptions::batched_sends`).
+    ring: Option<RefCell<SendRing>>,
     /// What every queue of the shard is charged, together (for the memory budget).
     charged: Cell<usize>,
     /// The most `charged` has been since the last `take_peak`.
@@ -528,9 +551,10 @@ pub(crate) struct WriteSet {
 }
 
 impl WriteSet {
-    pub fn new(tasks: Gate) -> WriteSet {
+    pub fn new(tasks: Gate, ring: Option<SendRing>) -> WriteSet {
         WriteSet {
             dirty: RefCell::new(Vec::new()),
+            ring: ring.map(RefCell::new),
             charged: Cell::new(0),
             peak: Cell::new(0),
             tasks,
@@ -547,6 +571,12 @@ impl WriteSet {
         self.peak.replace(self.charged.get())
     }
 
+    /// Whether sends are batched through the shard's io_uring: then a read settles later,
+    /// once every connection found readable has been read (`executor::read_loop`).
+    pub fn batching(&self) -> bool {
+        self.ring.is_some()
+    }
+
     /// Write out every connection that has queued frames. Returns whether there was any.
     pub fn flush(&self) -> bool {
         let mut any = false;
@@ -556,8 +586,45 @@ impl WriteSet {
                 return any;
             }
             any = true;
+            if list.len() > 1 {
+                if let Some(ring) = &self.ring {
+                    send_batched(&mut ring.borrow_mut(), &list);
+                }
+            }
+            // What the batch sent is consumed: each flush writes what is left (a short or
+            // refused send, a TLS connection, one not in the batch) or finishes.
             for out in list {
                 out.flush();
+            }
+        }
+    }
+}
+
+/// The first send of every connection in `list` that writes plain bytes, through the ring:
+/// one `io_uring_enter` per [`uring::ENTRIES`] connections instead of one `sendmsg` each.
+fn send_batched(ring: &mut SendRing, list: &[Rc<Outbound>]) {
+    let mut outcomes = Vec::new();
+    for chunk in list.chunks(uring::ENTRIES as usize) {
+        let mut batch = ring.batch();
+        let mut held = Vec::with_capacity(chunk.len());
+        let mut who = Vec::with_capacity(chunk.len());
+        for out in chunk {
+            if out.join_batch(&mut batch, &mut held) {
+                who.push(out);
+            }
+        }
+        if who.is_empty() {
+            continue;
+        }
+        // SAFETY: every byte the batch names belongs to a queue borrowed in `held`, which
+        // lives until the call has returned with every completion (uring module doc).
+        unsafe { ring.submit(batch, &mut outcomes) };
+        drop(held);
+        for (out, result) in who.into_iter().zip(outcomes.drain(..)) {
+            // Would block, or failed: the connection's own flush finds out again and starts
+            // its drain, or clears its queue.
+            if let Ok(Some(n)) = result {
+                out.with_queue(|q| q.consume(n));
             }
         }
     }
