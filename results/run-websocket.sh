@@ -16,6 +16,13 @@
 # Needs: cargo, node + npm (bench-peers/package-lock.json; `npm ci` installs Bun's binary
 # and ws), a quiet machine (nothing else compiling or running: the script warns when the
 # load average says otherwise, and records it).
+#
+# More servers (SERVERS=...): `redis` (Debian's redis-server, ECHO and PUBLISH/SUBSCRIBE over
+# RESP), `nats` (Debian's nats-server, PUB/SUB; it has no echo), `floor` (the loadgen's own
+# blocking-TCP echo: what a round trip costs with no server logic; echo only), and
+# `peerd-tcp-sendmsg` (peerd with --no-batched-sends). A server that does not do a scenario
+# is skipped for it. results/run-peers.sh runs peerd against Redis, NATS, Bun and the floor
+# with this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -27,6 +34,7 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 DUR=${DUR:-3}
 REPS=${REPS:-3}
 SERVERS=${SERVERS:-"peerd-tcp peerd-tls peerd-ws peerd-wss bun node-ws"}
+SUMMARY=${SUMMARY:-results/summarize-websocket.py}
 SCENARIOS=${SCENARIOS:-"echo1 echo64 fanout idle"}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$CARGO_TARGET_DIR/release
@@ -36,6 +44,18 @@ cargo build --release -p peerd-cli -p peerd-loadgen
 (cd bench-peers && npm ci --no-audit --no-fund --loglevel=error)
 BUN=$ROOT/bench-peers/node_modules/.bin/bun
 "$BUN" --version >/dev/null
+# Redis and NATS from Debian, when asked for and missing (root: apt-get; else say so).
+need_deb() { # command package
+    command -v "$1" >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+    else
+        echo "$1 is missing: sudo apt-get install $2" >&2
+        exit 1
+    fi
+}
+case " $SERVERS " in *" redis "*) need_deb redis-server redis-server ;; esac
+case " $SERVERS " in *" nats "*) need_deb nats-server nats-server ;; esac
 L=$BIN/peerd-loadgen
 P=$BIN/peerd
 
@@ -56,6 +76,8 @@ LOG=$OUT/run.log
     echo "commit: $(git rev-parse HEAD)$(git diff --quiet HEAD -- . ':!results' || echo ' (dirty)')"
     echo "kernel: $(uname -r); cores: $(nproc); $(grep -m1 'model name' /proc/cpuinfo)"
     echo "node: $(node --version); bun: $("$BUN" --version); ws: $(node -p 'require("./bench-peers/node_modules/ws/package.json").version')"
+    case " $SERVERS " in *" redis "*) echo "redis: $(redis-server --version)" ;; esac
+    case " $SERVERS " in *" nats "*) echo "nats: $(nats-server --version)" ;; esac
     echo "ulimit -n: $(ulimit -n)"
     echo "settings: ECHO1_RATE=$ECHO1_RATE ECHO64_RATE=$ECHO64_RATE FANOUT_RATE=$FANOUT_RATE IDLE_CONNS=$IDLE_CONNS DUR=$DUR REPS=$REPS"
 } | tee -a "$LOG"
@@ -81,7 +103,7 @@ ACT=$OUT/other-activity.log
     while :; do
         top -b -n 2 -d 1 -w 250 2>/dev/null | awk -v t="$(date +%T)" '
             /^top -/ {frame++}
-            frame == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 > 10 && $12 !~ /^(peerd|peerd-loadgen|bun|bun.exe|node|top|loadgen-0|peerd-shard-0|peerd-shard-0-1)$/ {print t, $12, $9 "%"}' >>"$ACT"
+            frame == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 > 10 && $12 !~ /^(peerd|peerd-loadgen|bun|bun.exe|node|top|loadgen-0|peerd-shard-0|peerd-shard-0-1|redis-server|nats-server|floor-echo)$/ {print t, $12, $9 "%"}' >>"$ACT"
         sleep 4
     done
 ) &
@@ -93,9 +115,31 @@ PEER_URL=
 start_peer() {
     local kind=$1 ready=$OUT/.ready-$1
     rm -f "$ready"
+    local port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     case $kind in
     bun) taskset -c 0 "$BUN" bench-peers/bun-server.js >"$ready" 2>>"$LOG" & ;;
     node-ws) taskset -c 0 node bench-peers/node-ws-server.js >"$ready" 2>>"$LOG" & ;;
+    redis)
+        # No persistence, no protected mode games: a plain in-memory server on loopback.
+        taskset -c 0 redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+            --maxclients 20000 >>"$LOG" 2>&1 &
+        local pid=$!
+        for _ in $(seq 100); do
+            redis-cli -p "$port" ping >/dev/null 2>&1 && break
+            sleep 0.1
+        done
+        echo "redis listening on 127.0.0.1:$port pid=$pid" >"$ready"
+        ;;
+    nats)
+        taskset -c 0 nats-server -a 127.0.0.1 -p "$port" >>"$ready.log" 2>&1 &
+        local pid=$!
+        for _ in $(seq 100); do
+            grep -q 'Server is ready' "$ready.log" 2>/dev/null && break
+            sleep 0.1
+        done
+        echo "nats listening on nats://127.0.0.1:$port pid=$pid" >"$ready"
+        ;;
     esac
     for _ in $(seq 100); do
         if grep -q ' listening on ' "$ready" 2>/dev/null; then break; fi
@@ -121,15 +165,28 @@ trap 'stop_peer; kill $MONITOR 2>/dev/null || true' EXIT
 run() {
     local server=$1 name=$2
     shift 2
+    # What a server does not do is skipped: NATS has no echo, the floor only echoes.
+    case "$server:$1" in nats:rpc | floor:fanout | floor:idle) return 0 ;; esac
     local where=()
     case $server in
     peerd-tcp) where=(--spawn-server --server-bin "$P" --shards 1 --transport tcp) ;;
     peerd-tls) where=(--spawn-server --server-bin "$P" --shards 1 --transport tls) ;;
     peerd-ws) where=(--spawn-server --server-bin "$P" --shards 1 --transport ws) ;;
     peerd-wss) where=(--spawn-server --server-bin "$P" --shards 1 --transport wss) ;;
+    peerd-tcp-sendmsg) where=(--spawn-server --server-bin "$P" --shards 1 --transport tcp --server-arg=--no-batched-sends) ;;
     bun | node-ws)
         start_peer "$server"
         where=(--protocol wsop --target "$PEER_URL" --server-pid "$PEER_PID" --server-cores 0 --cores 1)
+        ;;
+    redis | nats)
+        # rpc is ECHO for Redis; NATS has no echo (skipped below).
+        start_peer "$server"
+        where=(--protocol "$server" --target "$PEER_URL" --server-pid "$PEER_PID" --server-cores 0 --cores 1)
+        ;;
+    floor)
+        # The loadgen's in-process blocking echo on core 0: the floor for a round trip.
+        set -- floor "${@:2}"
+        where=(--server-cores 0 --cores 1)
         ;;
     esac
     echo "== $name-$server" | tee -a "$LOG"
@@ -184,7 +241,7 @@ want echo64 && overlay echo64 ""
 want fanout && overlay fanout "" && overlay fanout "-slowest"
 rm -f "$OUT"/.ready-*
 {
-    python3 results/summarize-websocket.py "$OUT"
+    python3 "$SUMMARY" "$OUT"
     echo
     echo "Quiet? CPU busy before measuring: $IDLE_BUSY %; other processes above 10 % of a core while measuring: $(wc -l <"$ACT") samples (other-activity.log)."
 } | tee "$OUT/summary.md"
