@@ -574,7 +574,7 @@ impl WriteSet {
     /// Whether sends are batched through the shard's io_uring: then a read settles later,
     /// once every connection found readable has been read (`executor::read_loop`).
     pub fn batching(&self) -> bool {
-        self.ring.is_some()
+        self.ring.as_ref().is_some_and(|r| r.borrow().usable())
     }
 
     /// Write out every connection that has queued frames. Returns whether there was any.
@@ -586,7 +586,7 @@ impl WriteSet {
                 return any;
             }
             any = true;
-            if list.len() > 1 {
+            if list.len() > 1 && self.batching() {
                 if let Some(ring) = &self.ring {
                     send_batched(&mut ring.borrow_mut(), &list);
                 }
@@ -605,6 +605,9 @@ impl WriteSet {
 fn send_batched(ring: &mut SendRing, list: &[Rc<Outbound>]) {
     let mut outcomes = Vec::new();
     for chunk in list.chunks(uring::ENTRIES as usize) {
+        if !ring.usable() {
+            return;
+        }
         let mut batch = ring.batch();
         let mut held = Vec::with_capacity(chunk.len());
         let mut who = Vec::with_capacity(chunk.len());

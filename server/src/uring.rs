@@ -26,6 +26,10 @@ pub(crate) struct SendRing {
     /// A batch's storage, kept between batches to reuse the allocations.
     spare: Batch,
     headers: Vec<libc::msghdr>,
+    /// `io_uring_enter` failed for a reason other than an interruption: the ring is not
+    /// used again (entries it did not take stay unread by the kernel, since nothing enters
+    /// the ring any more), and the shard goes back to `sendmsg`.
+    broken: bool,
 }
 
 /// Sends being gathered for one submission: per send its socket and a range of `iovecs`.
@@ -69,7 +73,13 @@ impl SendRing {
             ring,
             spare: Batch::default(),
             headers: Vec::with_capacity(ENTRIES as usize),
+            broken: false,
         })
+    }
+
+    /// Whether the ring may be used (see `broken`).
+    pub fn usable(&self) -> bool {
+        !self.broken
     }
 
     /// An empty batch (at most [`ENTRIES`] sends go in one).
@@ -119,19 +129,25 @@ impl SendRing {
                 pushed += 1;
             }
         }
-        // Every entry completes during the submission (MSG_DONTWAIT); the loop is for an
-        // interrupted io_uring_enter. Nothing may be released before all are in.
+        // Every entry the kernel takes completes during the submission (MSG_DONTWAIT); the
+        // loop is for an interrupted io_uring_enter.
         let mut reaped = 0;
         while reaped < pushed {
-            if let Err(e) = self.ring.submit_and_wait(pushed - reaped) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::warn!(error = %e, "io_uring_enter failed during a batch of sends");
-                    std::thread::yield_now();
-                }
-            }
+            let entered = self.ring.submit_and_wait(pushed - reaped);
             for cqe in self.ring.completion() {
                 out[cqe.user_data() as usize] = outcome(cqe.result());
                 reaped += 1;
+            }
+            match entered {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if reaped < pushed => {
+                    // What it did not take, it never reads (nothing enters this ring
+                    // again): those sends stay Ok(Some(0)) and go by sendmsg.
+                    tracing::error!(error = %e, "io_uring_enter failed; this shard sends with sendmsg from now on");
+                    self.broken = true;
+                    break;
+                }
+                _ => {}
             }
         }
         self.spare = batch;
