@@ -152,6 +152,18 @@ fn peer_list(p: &mut RawPeer, req: u64, topic: Option<&str>) -> Vec<String> {
     })
 }
 
+/// Watch presence (of `topic`, or global); the snapshot's peers.
+fn watch(p: &mut RawPeer, req: u64, topic: Option<&str>) -> Vec<String> {
+    p.send(&codec::Watch {
+        req,
+        topic: topic.map(Cow::Borrowed),
+    });
+    p.recv_until(|f| match f {
+        Frame::PresenceSnapshot(s) => Some(s.peers.iter().map(|p| p.to_string()).collect()),
+        _ => None,
+    })
+}
+
 fn presence(p: &mut RawPeer) -> (String, PresenceChange) {
     p.recv_until(|f| match f {
         Frame::Presence(e) => Some((
@@ -273,11 +285,7 @@ fn peers_and_presence_span_the_nodes() {
     let nats = Nats::start();
     let nodes = three(&nats, "presence");
     let mut w = RawPeer::connect(nodes[0].addr, Some("watcher"));
-    w.send(&codec::Watch {
-        req: 1,
-        topic: None,
-    });
-    w.recv_until(|f| matches!(f, Frame::PresenceSnapshot(_)).then_some(()));
+    watch(&mut w, 1, None);
     let x = RawPeer::connect(nodes[1].addr, Some("x"));
     let mut y = RawPeer::connect(nodes[2].addr, Some("y"));
     let mut seen = vec![presence(&mut w), presence(&mut w)];
@@ -458,17 +466,7 @@ fn a_killed_node_s_peers_leave_within_three_heartbeats() {
         req += 1;
         peer_list(&mut w, req, Some("t")) == vec!["carol"]
     });
-    w.send(&codec::Watch {
-        req: 1,
-        topic: Some("t".into()),
-    });
-    let snapshot = w.recv_until(|f| match f {
-        Frame::PresenceSnapshot(s) => {
-            Some(s.peers.iter().map(|p| p.to_string()).collect::<Vec<_>>())
-        }
-        _ => None,
-    });
-    assert_eq!(snapshot, vec!["carol"]);
+    assert_eq!(watch(&mut w, 1, Some("t")), vec!["carol"]);
     // A call to carol waits when her node dies.
     let mut caller = RawPeer::connect(nodes[1].addr, Some("caller"));
     peerd_testkit::wait_until("node b knows carol", || {
@@ -529,11 +527,7 @@ fn nats_down_keeps_local_service_and_the_cluster_resyncs_when_it_returns() {
         req += 1;
         peer_list(&mut w, req, None).contains(&"z".to_string())
     });
-    w.send(&codec::Watch {
-        req: 1,
-        topic: None,
-    });
-    w.recv_until(|f| matches!(f, Frame::PresenceSnapshot(_)).then_some(()));
+    watch(&mut w, 1, None);
 
     nats.kill();
     // Node a's own peers are still served.
@@ -834,11 +828,7 @@ fn after_churn_across_the_nodes_every_table_is_empty_on_every_node() {
                     for (i, p) in peers.iter_mut().enumerate() {
                         join(p, 1, &format!("t{}", (round + i) % 4));
                     }
-                    peers[3].send(&codec::Watch {
-                        req: 2,
-                        topic: None,
-                    });
-                    peers[3].recv_until(|f| matches!(f, Frame::PresenceSnapshot(_)).then_some(()));
+                    watch(&mut peers[3], 2, None);
                     publish(&mut peers[0], &format!("t{}", round % 4), b"x");
                     peers[1].send(&codec::RpcRequest {
                         id: 1,

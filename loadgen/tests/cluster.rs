@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 mod common;
-use common::{loadgen, out_dir};
+use common::{loadgen, out_dir, WINDOW};
 
 /// One peerd server on an ephemeral loopback port, one unpinned shard (tests run in
 /// parallel on a small machine).
@@ -39,35 +39,24 @@ fn fanout_over_two_targets_counts_per_target_and_splits_local_from_remote() {
     // 10 subscribers alternate between the targets (5 each), the publisher is on target 0.
     // 400/s for 0.5 s: 200 publishes, 2000 deliveries, 1000 on each target. The server runs
     // in this process: its pid is this test's, given once per target.
-    let j = loadgen(
-        &[
-            "fanout",
-            "--target",
-            &addr,
-            "--target",
-            &format!("tcp://{addr}"),
-            "--server-pid",
-            &me,
-            "--server-pid",
-            &me,
-            "--publishers",
-            "1",
-            "--subscribers",
-            "10",
-            "--rate",
-            "400",
-            "--duration",
-            "0.5",
-            "--warmup",
-            "0.2",
-            "--repetitions",
-            "1",
-            "--drain",
-            "30",
-        ],
-        &dir,
-        "cluster",
-    );
+    let second = format!("tcp://{addr}");
+    let mut args = vec![
+        "fanout",
+        "--target",
+        &addr,
+        "--target",
+        &second,
+        "--server-pid",
+        &me,
+        "--server-pid",
+        &me,
+        "--publishers",
+        "1",
+        "--subscribers",
+        "10",
+    ];
+    args.extend(WINDOW);
+    let j = loadgen(&args, &dir, "cluster");
     srv.close();
 
     assert_eq!(j["scenario"], "fanout");

@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 mod common;
-use common::{loadgen, out_dir};
+use common::{loadgen, out_dir, WINDOW};
 
 /// The nats-server binary: `$NATS_SERVER`, else `nats-server` on the PATH, else where
 /// Debian's package puts it (`/usr/sbin`, often not on a user's PATH).
@@ -95,20 +95,6 @@ impl Drop for Nats {
         let _ = self.child.wait();
     }
 }
-
-/// 400/s for 0.5 s after 0.2 s of warm-up: 200 publishes in the window.
-const WINDOW: [&str; 10] = [
-    "--rate",
-    "400",
-    "--duration",
-    "0.5",
-    "--warmup",
-    "0.2",
-    "--repetitions",
-    "1",
-    "--drain",
-    "30",
-];
 
 #[test]
 fn fanout_over_nats_reaches_every_subscriber() {

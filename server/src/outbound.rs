@@ -586,10 +586,10 @@ impl WriteSet {
                 return any;
             }
             any = true;
-            if list.len() > 1 && self.batching() {
-                if let Some(ring) = &self.ring {
-                    send_batched(&mut ring.borrow_mut(), &list);
-                }
+            // One connection gains nothing from the ring (send_batched stops at once if
+            // the ring broke).
+            if let Some(ring) = self.ring.as_ref().filter(|_| list.len() > 1) {
+                send_batched(&mut ring.borrow_mut(), &list);
             }
             // What the batch sent is consumed: each flush writes what is left (a short or
             // refused send, a TLS connection, one not in the batch) or finishes.

@@ -6,6 +6,22 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// 400/s for 0.5 s after 0.2 s of warm-up: 200 publishes in the window, one repetition;
+/// the drain ends as soon as every delivery is in (30 s only bounds a stuck run).
+#[allow(dead_code)] // not every test file runs this window
+pub const WINDOW: [&str; 10] = [
+    "--rate",
+    "400",
+    "--duration",
+    "0.5",
+    "--warmup",
+    "0.2",
+    "--repetitions",
+    "1",
+    "--drain",
+    "30",
+];
+
 /// An empty directory for one test's reports.
 pub fn out_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("peerd-loadgen-{tag}-{}", std::process::id()));

@@ -286,18 +286,20 @@ impl State {
     /// old node), or the local one is about to be closed (its id was taken while this node
     /// was cut off), after which [`State::reveal`] brings the remote one in.
     fn place(&self, peer: &Arc<str>, slot: usize, at: At) {
+        let shards = self.shared.shards();
+        self.point(peer, slot, at, |e| e.shard < shards);
+    }
+
+    /// Point the directory's entry for `peer` at its session `at` on node `slot`, unless
+    /// the entry now is one to `keep`; announce it if it did.
+    fn point(&self, peer: &Arc<str>, slot: usize, at: At, keep: impl Fn(&Entry) -> bool) {
         let session = scope(slot, at);
         let entry = Entry {
             shard: self.vshard(slot),
             session,
             token: [0; 16],
         };
-        let shards = self.shared.shards();
-        if self
-            .shared
-            .directory
-            .place(peer, entry, |e| e.shard < shards)
-        {
+        if self.shared.directory.place(peer, entry, keep) {
             self.announce_global(peer, session, PresenceChange::Join);
         }
     }
@@ -313,21 +315,8 @@ impl State {
     /// `peer` has no entry now: if the replica holds it on some node (hidden until now by
     /// a local or another remote session), point the directory there.
     fn reveal(&self, peer: &Arc<str>) {
-        if self.shared.directory.lookup(peer).is_some() {
-            return;
-        }
-        for n in self.nodes.values() {
-            if let Some(at) = n.peers.get(peer) {
-                let entry = Entry {
-                    shard: self.vshard(n.slot),
-                    session: scope(n.slot, *at),
-                    token: [0; 16],
-                };
-                if self.shared.directory.place(peer, entry, |_| true) {
-                    self.announce_global(peer, scope(n.slot, *at), PresenceChange::Join);
-                }
-                return;
-            }
+        if let Some(n) = self.nodes.values().find(|n| n.peers.contains_key(peer)) {
+            self.point(peer, n.slot, n.peers[peer], |_| true);
         }
     }
 
