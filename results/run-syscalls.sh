@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # System calls and kernel CPU per message of a peerd server, per scenario (issue 14's
 # "measure first, keep measuring"): echo over 1 and over 64 connections, and fan-out
-# 1 -> 100, each at a fixed offered rate so that both send paths do the same work. Each
-# scenario runs with sends batched through io_uring (the default) and with one sendmsg per
-# connection (--no-batched-sends), alternating, in one sitting.
+# 1 -> 100, each at a fixed offered rate so that every data path does the same work. Each
+# scenario runs in three modes, alternating, in one sitting: `ring` (the default: multishot
+# receives and batched sends through the shard's io_urings), `batched` (--no-ring-receives:
+# reads through glommio, sends batched) and `sendmsg` (--no-ring-receives
+# --no-batched-sends: the path before issue 14).
 #
 #   results/run-syscalls.sh [OUT_DIR] [PEERD_BIN]
 #
@@ -11,7 +13,7 @@
 # measured window, `perf stat` counts the server's system calls in the kernel (tracepoints:
 # little overhead) for 3 s, and /proc gives its user and system CPU over the same seconds.
 # Needs perf (Debian: linux-perf) and permission to trace (root, or perf_event_paranoid
-# <= 1). Writes OUT_DIR/<scenario>.{json,perf} and OUT_DIR/README.md. About 1 minute.
+# <= 1). Writes OUT_DIR/<scenario>.{json,perf} and OUT_DIR/README.md. About 2 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-results/syscalls}
@@ -52,17 +54,22 @@ run() { # name, server flag or "", loadgen arguments...
 }
 
 rm -f "$OUT/ticks"
-for mode in batched sendmsg; do
-  flag=""; [ $mode = sendmsg ] && flag=--no-batched-sends
-  run echo-1-$mode "$flag" rpc --connections 1 --rate 10000
+MODES="ring batched sendmsg"
+flags() {
+  case $1 in
+    ring) echo "" ;;
+    batched) echo "--no-ring-receives" ;;
+    sendmsg) echo "--no-ring-receives --no-batched-sends" ;;
+  esac
+}
+for mode in $MODES; do
+  run echo-1-$mode "$(flags $mode)" rpc --connections 1 --rate 10000
 done
-for mode in batched sendmsg; do
-  flag=""; [ $mode = sendmsg ] && flag=--no-batched-sends
-  run echo-64-$mode "$flag" rpc --connections 64 --rate 40000
+for mode in $MODES; do
+  run echo-64-$mode "$(flags $mode)" rpc --connections 64 --rate 40000
 done
-for mode in batched sendmsg; do
-  flag=""; [ $mode = sendmsg ] && flag=--no-batched-sends
-  run fanout-100-$mode "$flag" fanout --publishers 1 --subscribers 100 --topics 1 --rate 1000
+for mode in $MODES; do
+  run fanout-100-$mode "$(flags $mode)" fanout --publishers 1 --subscribers 100 --topics 1 --rate 1000
 done
 
 python3 - "$OUT" "$(getconf CLK_TCK)" "$(git rev-parse --short HEAD)$(git diff --quiet || echo +)" <<'EOF'
@@ -73,7 +80,7 @@ for line in open(os.path.join(out, "ticks")):
     n, u0, s0, u1, s1 = line.split()
     ticks[n] = ((int(u1) - int(u0)) / hz, (int(s1) - int(s0)) / hz)
 rows = []
-for name in [f"{s}-{m}" for s in ["echo-1", "echo-64", "fanout-100"] for m in ["batched", "sendmsg"]]:
+for name in [f"{s}-{m}" for s in ["echo-1", "echo-64", "fanout-100"] for m in ["ring", "batched", "sendmsg"]]:
     counts = {}
     for line in open(os.path.join(out, name + ".perf")):
         parts = line.strip().split(",")
@@ -92,8 +99,9 @@ for name in [f"{s}-{m}" for s in ["echo-1", "echo-64", "fanout-100"] for m in ["
 with open(os.path.join(out, "README.md"), "w") as f:
     f.write(f"# System calls per message (peerd {rev})\n\n")
     f.write("`results/run-syscalls.sh` on this 2-vCPU VM: server on core 0 (1 shard), loadgen on core 1, "
-            "64 B payloads; `batched`: the sends of a flush through the shard's io_uring (default), `sendmsg`: "
-            "`--no-batched-sends`; counts from `perf stat` tracepoints over 3 s of the measured window, CPU from "
+            "64 B payloads; `ring`: multishot receives and batched sends through the shard's io_urings "
+            "(default), `batched`: `--no-ring-receives` (reads through glommio, sends batched), `sendmsg`: "
+            "`--no-ring-receives --no-batched-sends` (the path before issue 14); counts from `perf stat` tracepoints over 3 s of the measured window, CPU from "
             "/proc over the same 3 s (10 ms ticks). A message is a round trip (echo) or a delivery "
             "(fan-out).\n\n")
     f.write("| scenario | msgs/s | syscalls/msg | send/msg | recv/msg | io_uring_enter/msg | server CPU µs/msg | of it kernel | p50 µs | p99 µs |\n")

@@ -194,6 +194,8 @@ pub(crate) struct Config {
     pub handover: bool,
     /// `ListenOptions::batched_sends`.
     pub batched_sends: bool,
+    /// `ListenOptions::ring_receives`.
+    pub ring_receives: bool,
     pub websocket: WebSocketOptions,
     /// The TLS configuration built from `ListenOptions::tls` (certificate and key loaded).
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,

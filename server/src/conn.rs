@@ -33,7 +33,7 @@ use peerd_codec::{self as codec, Code};
 use crate::auth::{Action, Grant, Permissions};
 use crate::error::{CallError, Refused, SendError};
 use crate::frame::Frame;
-use crate::inbound::RxBuf;
+use crate::inbound::{RingRecv, RxBuf};
 use crate::local::Local;
 use crate::metrics::SlowConsumer;
 use crate::outbound::Outbound;
@@ -165,6 +165,8 @@ pub(crate) struct Conn {
     pub rx_held: Cell<usize>,
     /// The reader, while it waits for the socket; woken when the connection closes.
     pub reader_waker: RefCell<Option<Waker>>,
+    /// Its receive through the shard's ring, when it reads that way (`receiver`).
+    pub ring: RingRecv,
     /// Server-side handler calls running for this peer.
     pub inflight: Cell<u32>,
     /// Peer-to-peer calls this peer made that still wait for their outcome.
@@ -229,6 +231,7 @@ impl Conn {
             version,
             drain: Cell::new(Drain::No),
             reader_waker: RefCell::new(None),
+            ring: RingRecv::default(),
             inflight: Cell::new(0),
             relayed_calls: Cell::new(0),
             next_call: Cell::new(1),

@@ -91,6 +91,12 @@ pub(crate) async fn run(
             shard.accepts.borrow_mut().push((t, *fd));
         }
     }
+    // Not a service: connections still on the ring when the services stop need it to end
+    // their receives. Stopped after the connections' tasks (see `stop`).
+    let reaper = shard
+        .receiver
+        .clone()
+        .map(|r| glommio::spawn_local(r.run(shard.local.clone())));
     spawn_service(Box::pin(heartbeat(shard.clone())));
     spawn_service(Box::pin(janitor(shard.clone())));
     spawn_service(Box::pin(expire_relays(shard.clone())));
@@ -101,7 +107,7 @@ pub(crate) async fn run(
     // watched. Nothing else in the inbox is carried out after Shutdown (as before: it
     // would be dropped with the inbox at the end).
     futures_lite::future::or(
-        stop(&shard, drain, services),
+        stop(&shard, drain, services, reaper),
         scrapes_while_stopping(&shard, &rx),
     )
     .await;
@@ -241,7 +247,12 @@ async fn drain_peers(shard: Rc<Shard>, window: Duration, grace: Duration) {
 }
 
 /// Stop: see the module doc.
-async fn stop(shard: &Rc<Shard>, drain: Duration, services: Vec<Task<()>>) {
+async fn stop(
+    shard: &Rc<Shard>,
+    drain: Duration,
+    services: Vec<Task<()>>,
+    reaper: Option<Task<()>>,
+) {
     let local = &shard.local;
     local.stopping.set(true);
     let _ = glommio::timer::timeout(drain, async {
@@ -265,6 +276,9 @@ async fn stop(shard: &Rc<Shard>, drain: Duration, services: Vec<Task<()>>) {
         Ok(())
     })
     .await;
+    if let Some(r) = reaper {
+        r.cancel().await;
+    }
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: Rc<TcpListener>, transport: Transport) {
@@ -435,7 +449,15 @@ async fn serve(shard: Rc<Shard>, out: Rc<Outbound>, ws_path: Option<Arc<str>>) {
     // The bytes after Hello (a client may pipeline its first requests) are dispatched
     // here, after on_connection ran, so handlers registered there see them.
     *conn.rx.borrow_mut() = rx;
+    let ring = shard
+        .receiver
+        .as_ref()
+        .filter(|r| !conn.out.is_tls() && r.register(&conn));
     read_loop(&shard, &conn).await;
+    if let Some(r) = ring {
+        // Off the ring before the linger reads through glommio.
+        r.stop(&conn).await;
+    }
     // Teardown freed the buffer; the reader's last read may have taken one since.
     conn.rx.borrow_mut().clear(&shard.local.rx_pool);
     // Tearing down may have queued frames to other peers (presence leaves, PeerGone for
@@ -689,12 +711,15 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         }
         let mut waited = false;
         let r = poll_fn(|cx| {
-            let r = poll_fill(
-                &conn.out,
-                &mut conn.rx.borrow_mut(),
-                &shard.local.rx_pool,
-                cx,
-            );
+            let r = match &shard.receiver {
+                Some(ring) if conn.ring.key.get() != 0 => ring.poll_read(conn),
+                _ => poll_fill(
+                    &conn.out,
+                    &mut conn.rx.borrow_mut(),
+                    &shard.local.rx_pool,
+                    cx,
+                ),
+            };
             if r.is_pending() {
                 waited = true;
                 if !conn.is_active() {

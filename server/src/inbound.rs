@@ -358,48 +358,112 @@ pub(crate) fn poll_fill(
     pool: &RxPool,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    let mut buf = rx.buf.take().unwrap_or_else(|| pool.take());
-    if rx.start == rx.end {
-        rx.start = 0;
-        rx.ready = 0;
-        rx.app = 0;
-        rx.raw = 0;
-        rx.end = 0;
-    } else if rx.end == buf.len() {
-        // Move what is left to the front: the peerd bytes, then the raw ones after them
-        // (closing the gap deframing left).
-        let app_len = rx.app - rx.start;
-        buf.copy_within(rx.start..rx.app, 0);
-        buf.copy_within(rx.raw..rx.end, app_len);
-        rx.end = app_len + (rx.end - rx.raw);
-        rx.ready -= rx.start;
-        rx.start = 0;
-        rx.app = app_len;
-        rx.raw = app_len;
-        if rx.end == buf.len() {
-            // Full of one incomplete frame: grow with what arrives, by a quarter (at least
-            // one pooled buffer's worth), up to the declared length (module doc). A peer that
-            // sent half of a large frame makes the server hold about that half, not double.
-            let step = (buf.len() / 4).max(RX_BUF);
-            let want = rx.want.max(rx.ws_want());
-            let len = (buf.len() + step).min(want).max(buf.len() + 1);
-            pool.grow(&mut buf, len);
-        }
-    }
+    let mut buf = rx.room(pool);
     let r = socket.poll_read(cx, &mut buf[rx.end..]);
     if let Poll::Ready(Ok(n)) = r {
         rx.end += n;
         rx.received(&mut buf, socket);
     }
-    if rx.start == rx.end {
-        pool.put(buf);
-        rx.start = 0;
-        rx.ready = 0;
-        rx.app = 0;
-        rx.raw = 0;
-        rx.end = 0;
-    } else {
-        rx.buf = Some(buf);
-    }
+    rx.keep(buf, pool);
     r
+}
+
+impl RxBuf {
+    /// Bytes the ring received for this connection (`receiver`): appended as if read.
+    pub fn append(&mut self, mut data: &[u8], pool: &RxPool, socket: &Rc<Outbound>) {
+        while !data.is_empty() {
+            let mut buf = self.room(pool);
+            let n = (buf.len() - self.end).min(data.len());
+            buf[self.end..self.end + n].copy_from_slice(&data[..n]);
+            self.end += n;
+            data = &data[n..];
+            self.received(&mut buf, socket);
+            self.keep(buf, pool);
+        }
+    }
+
+    /// Whether the bytes held are enough to go on with: at least a pooled buffer's worth,
+    /// and the whole of the frame being received if that is larger. The ring's receive
+    /// is paused then (`receiver`), as a reader that stops reading leaves the rest in the
+    /// kernel.
+    pub fn is_full(&self) -> bool {
+        self.end - self.start >= RX_BUF.max(self.want).max(self.ws_want())
+    }
+
+    /// The buffer, with room after `end` for at least one byte: taken from the pool if
+    /// there is none, the unconsumed bytes moved to its front when they reach its end, grown
+    /// when they fill it.
+    fn room(&mut self, pool: &RxPool) -> Vec<u8> {
+        let mut buf = self.buf.take().unwrap_or_else(|| pool.take());
+        if self.start == self.end {
+            self.start = 0;
+            self.ready = 0;
+            self.app = 0;
+            self.raw = 0;
+            self.end = 0;
+        } else if self.end == buf.len() {
+            // Move what is left to the front: the peerd bytes, then the raw ones after them
+            // (closing the gap deframing left).
+            let app_len = self.app - self.start;
+            buf.copy_within(self.start..self.app, 0);
+            buf.copy_within(self.raw..self.end, app_len);
+            self.end = app_len + (self.end - self.raw);
+            self.ready -= self.start;
+            self.start = 0;
+            self.app = app_len;
+            self.raw = app_len;
+            if self.end == buf.len() {
+                // Full of one incomplete frame: grow with what arrives, by a quarter (at
+                // least one pooled buffer's worth), up to the declared length (module doc).
+                // A peer that sent half of a large frame makes the server hold about that
+                // half, not double.
+                let step = (buf.len() / 4).max(RX_BUF);
+                let want = self.want.max(self.ws_want());
+                let len = (buf.len() + step).min(want).max(buf.len() + 1);
+                pool.grow(&mut buf, len);
+            }
+        }
+        buf
+    }
+
+    /// Keep `buf` if it holds unconsumed bytes, else give it back to the pool.
+    fn keep(&mut self, buf: Vec<u8>, pool: &RxPool) {
+        if self.start == self.end {
+            pool.put(buf);
+            self.start = 0;
+            self.ready = 0;
+            self.app = 0;
+            self.raw = 0;
+            self.end = 0;
+        } else {
+            self.buf = Some(buf);
+        }
+    }
+}
+
+/// Where a connection's receive through the shard's ring stands (`receiver`): 24 bytes
+/// per connection, in place of the poll glommio keeps armed for an idle socket.
+#[derive(Default)]
+pub(crate) struct RingRecv {
+    /// The receive's key in the shard's ring (0: the connection reads through glommio).
+    pub key: Cell<u64>,
+    pub state: Cell<RecvState>,
+    /// Bytes appended since the reader last looked.
+    pub arrived: Cell<u32>,
+}
+
+/// See [`RingRecv`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecvState {
+    /// Not on the ring.
+    #[default]
+    Off,
+    /// On the ring, no receive in the kernel: the reader arms one when it wants bytes.
+    Idle,
+    /// A multishot receive is in the kernel.
+    Armed,
+    /// Its cancellation was asked for; its last completion has not come yet.
+    Stopping,
+    /// The stream ended (0) or failed (the errno): nothing more comes.
+    Ended(i32),
 }

@@ -37,7 +37,8 @@
 //! A shard, from the socket up (each module imports only modules listed before it):
 //! - `auth`, `traffic`, `jwt` (public, above), then
 //!   `stream`, `uring`, `tls`, `frame`, `util`, `rate`, `config`, `striped`, `metrics`,
-//!   `msg`: the socket wrapper, the shard's io_uring for batched sends, a connection's TLS
+//!   `msg`: the socket wrapper, the shard's io_urings (batched sends, multishot
+//!   receives), a connection's TLS
 //!   session, a frame ready for any transport (its
 //!   WebSocket header in front), shard-local primitives, per-peer rate limits (token
 //!   buckets), plain settings, the striped map, the shard's counters and their snapshot
@@ -51,7 +52,8 @@
 //! - `inbound` (receive buffers, reads, in-place WebSocket deframing), `outbound` (send
 //!   queue, vectored writes or TLS records, the shard's write set), `local` (what a
 //!   connection needs of its shard).
-//! - `conn`: one connection and its state machine.
+//! - `conn`: one connection and its state machine; `receiver`: its receives through the
+//!   shard's ring (which connection a completion is for, the reaper task).
 //! - `members`, `watchers`, `relays`: a shard's topic members, presence watchers and
 //!   relayed calls (data); `shard`: the shard's state, holding them.
 //! - `route`: do a [`msg`]-typed piece of work here, or send it to the shard that must.
@@ -86,6 +88,7 @@ pub mod peer;
 mod presence;
 pub mod prometheus;
 mod rate;
+mod receiver;
 mod relays;
 pub mod request;
 pub mod restart;

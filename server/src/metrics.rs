@@ -211,6 +211,8 @@ pub(crate) struct ShardCounters {
     rpc_buckets: [Cell<u64>; RPC_BUCKETS.len() + 1],
     rpc_nanos: Cell<u64>,
     rate_limit_hits: Cell<u64>,
+    ring_arms: Cell<u64>,
+    ring_no_buffers: Cell<u64>,
     auth_failures: Tally,
 }
 
@@ -231,6 +233,8 @@ impl Default for ShardCounters {
             rpc_buckets: cells(),
             rpc_nanos: Cell::new(0),
             rate_limit_hits: Cell::new(0),
+            ring_arms: Cell::new(0),
+            ring_no_buffers: Cell::new(0),
             auth_failures: Tally::seeded(AUTH_REASONS),
         }
     }
@@ -309,6 +313,16 @@ impl ShardCounters {
         bump(&self.rate_limit_hits, 1);
     }
 
+    /// A multishot receive was armed on the shard's ring (`receiver`).
+    pub fn ring_armed(&self) {
+        bump(&self.ring_arms, 1);
+    }
+
+    /// A ring receive ended because every provided buffer was in use.
+    pub fn ring_out_of_buffers(&self) {
+        bump(&self.ring_no_buffers, 1);
+    }
+
     /// Credentials were refused, for `reason` (a short `snake_case` word; see
     /// [`AUTH_REASONS`] for the ones present from the start).
     pub fn auth_failed(&self, reason: &'static str) {
@@ -366,6 +380,8 @@ impl ShardCounters {
                 sum_seconds: self.rpc_nanos.get() as f64 / 1e9,
             },
             rate_limit_hits: self.rate_limit_hits.get(),
+            receive_ring_arms: self.ring_arms.get(),
+            receive_ring_out_of_buffers: self.ring_no_buffers.get(),
             auth_failures: self.auth_failures.snapshot(),
         }
     }
@@ -482,6 +498,13 @@ pub struct ShardMetrics {
     pub rpc_handler_seconds: Histogram,
     /// Frames refused by a per-peer rate limit.
     pub rate_limit_hits: u64,
+    /// Multishot receives armed on the shard's io_uring: one per connection on the ring,
+    /// one more after each pause (the connection held enough undispatched bytes) and each
+    /// time the shard's provided buffers ran out. 0 when receives go through glommio.
+    pub receive_ring_arms: u64,
+    /// Ring receives ended because every provided buffer of the shard was in use (each is
+    /// armed again; often, and more buffers per shard would pay).
+    pub receive_ring_out_of_buffers: u64,
     /// Credentials refused, by reason (`refused`: the `authenticate` callback said no).
     pub auth_failures: Vec<(String, u64)>,
 }

@@ -322,6 +322,12 @@ pub struct ListenOptions {
     /// Where the kernel has no io_uring or no SENDMSG for it, shards use `sendmsg` anyway
     /// and say so in the log; false forces that path (to compare, or to rule it out).
     pub batched_sends: bool,
+    /// Receive through each shard's own io_uring: one multishot receive per connection,
+    /// armed once, into buffers the kernel picks from a ring the shard's connections share
+    /// (default true). Where the kernel lacks multishot receive or provided-buffer rings
+    /// (before 6.0), connections read through glommio (one `recv` per read, a poll armed
+    /// per wait) and the log says so; false forces that path.
+    pub ring_receives: bool,
     /// Join a cluster of peerd nodes over NATS (default: none, a single node).
     pub cluster: Option<ClusterOptions>,
     pub(crate) on_connection: Option<OnConnection>,
@@ -364,6 +370,7 @@ impl Default for ListenOptions {
             relay_broadcasts: true,
             handover: false,
             batched_sends: true,
+            ring_receives: true,
             cluster: None,
             inherited: Default::default(),
         }
@@ -602,6 +609,7 @@ impl ListenOptions {
             relay_broadcasts: self.relay_broadcasts,
             handover: self.handover,
             batched_sends: self.batched_sends,
+            ring_receives: self.ring_receives,
             websocket: self.websocket.clone(),
             tls: None,
         }

@@ -172,8 +172,14 @@ impl Outbound {
         })
     }
 
-    fn fd(&self) -> Option<RawFd> {
+    /// The socket's fd; None once finished.
+    pub fn fd(&self) -> Option<RawFd> {
         self.stream.borrow().as_ref().map(Stream::fd)
+    }
+
+    /// Whether the connection is TLS (rustls reads its socket itself).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Read from the socket (the receive side shares it): plaintext, for a TLS connection.

@@ -342,7 +342,7 @@ impl Metrics {
             }
         }
         type Gauge = fn(&ShardMetrics) -> u64;
-        let gauges: [(&str, &str, &str, Gauge); 5] = [
+        let gauges: [(&str, &str, &str, Gauge); 7] = [
             (
                 "peerd_outbound_queue_bytes",
                 "gauge",
@@ -372,6 +372,18 @@ impl Metrics {
                 "counter",
                 "Frames refused by a per-peer rate limit (rate_limited; docs/PROTOCOL.md 6.9).",
                 |s| s.rate_limit_hits,
+            ),
+            (
+                "peerd_receive_ring_arms_total",
+                "counter",
+                "Multishot receives armed on the shard's io_uring (one per connection, one per pause or buffer shortage).",
+                |s| s.receive_ring_arms,
+            ),
+            (
+                "peerd_receive_ring_out_of_buffers_total",
+                "counter",
+                "Ring receives ended because every provided buffer of the shard was in use.",
+                |s| s.receive_ring_out_of_buffers,
             ),
         ];
         for (name, kind, help, get) in gauges {

@@ -14,6 +14,7 @@ use crate::conn::Conn;
 use crate::local::Local;
 use crate::members::TopicMembers;
 use crate::options::Hooks;
+use crate::receiver::Receiver;
 use crate::relays::{Relays, RemoteCalls};
 use crate::shared::Shared;
 use crate::util::Notify;
@@ -43,11 +44,48 @@ pub(crate) struct Shard {
     pub join_waiters: RefCell<JoinWaiters>,
     /// The accept loops, with their listeners' fds; dropped (cancelled) to stop accepting.
     pub accepts: RefCell<Vec<(glommio::Task<()>, i32)>>,
+    /// Receives through the shard's own io_uring; None: connections read through glommio
+    /// (turned off, or the kernel cannot).
+    pub receiver: Option<Rc<Receiver>>,
+}
+
+/// The shard's receive ring (made on the shard's thread), or None: turned off, or the
+/// kernel cannot (logged once, by shard 0).
+fn receiver(local: &Local) -> Option<Rc<Receiver>> {
+    let first = local.index == 0;
+    if !local.shared.config.ring_receives {
+        if first {
+            tracing::info!(
+                "receives: one recv per read, through glommio (ring receives turned off)"
+            );
+        }
+        return None;
+    }
+    match Receiver::new() {
+        Ok(r) => {
+            if first {
+                tracing::info!(
+                    buffers = crate::uring::RECV_BUFS,
+                    buffer_bytes = crate::uring::RECV_BUF_LEN,
+                    "receives: multishot through io_uring, with a provided-buffer ring per shard"
+                );
+            }
+            Some(Rc::new(r))
+        }
+        Err(e) => {
+            if first {
+                tracing::warn!(error = %e, "receives: no multishot receive with provided buffers here; one recv per read, through glommio");
+            }
+            None
+        }
+    }
 }
 
 impl Shard {
     pub fn new(local: Local, hooks: Arc<Hooks>) -> Shard {
+        let receiver = receiver(&local);
         Shard {
+            receiver,
             local: Rc::new(local),
             hooks,
             conns: RefCell::new(HashMap::new()),

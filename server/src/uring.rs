@@ -1,7 +1,9 @@
-//! A shard's own io_uring, for what glommio does not batch: the sends of a flush. glommio
-//! arms a poll per socket and leaves the data path to us; a flush that finds N connections
-//! with frames queued made N `sendmsg` calls. Here the N sends go in as N SENDMSG entries
-//! and one `io_uring_enter`.
+//! A shard's own io_urings, for what glommio does not do in batches: the sends of a flush
+//! ([`SendRing`]) and the receives of every connection ([`RecvRing`]).
+//!
+//! **Sends.** glommio arms a poll per socket and leaves the data path to us; a flush that
+//! finds N connections with frames queued made N `sendmsg` calls. Here the N sends go in as
+//! N SENDMSG entries and one `io_uring_enter`.
 //!
 //! Each entry carries `MSG_DONTWAIT`: io_uring then performs the send inline while
 //! submitting and completes it at once, with the bytes taken or `EAGAIN`, instead of
@@ -12,11 +14,27 @@
 //!
 //! [`SendRing::new`] probes the kernel: no io_uring (disabled, too old, a seccomp filter) or
 //! no SENDMSG opcode, and the shard keeps the per-connection `sendmsg` path.
+//!
+//! **Receives.** Each connection has one multishot RECV in the [`RecvRing`], armed once: the
+//! kernel completes it again every time bytes arrive, each time into a buffer it picks from
+//! the shard's provided-buffer ring ([`RECV_BUFS`] buffers of [`RECV_BUF_LEN`] bytes, shared
+//! by every connection of the shard). No `recv` call, no poll re-armed per read, and an idle
+//! connection owns no buffer: the kernel takes one only when bytes come. The reaper
+//! (`receiver`) copies them into the connection's receive buffer and gives the provided
+//! buffer back at once, so the ring never runs dry because one peer is slow to be served.
+//!
+//! The kernel signals an eventfd on every completion; glommio waits on it (an io_uring READ
+//! in glommio's own ring), so the shard sleeps in one place. [`RecvRing::new`] probes for
+//! provided-buffer rings (5.19) and multishot receive (6.0) with a real receive on a socket
+//! pair; without them connections read through glommio as before.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
 
-use io_uring::{opcode, types, IoUring, Probe};
+use io_uring::{cqueue, opcode, types, IoUring, Probe};
 
 /// Entries in the ring: sends per `io_uring_enter` at most (a larger flush takes several).
 pub(crate) const ENTRIES: u32 = 256;
@@ -162,5 +180,351 @@ fn outcome(res: i32) -> io::Result<Option<usize>> {
         Ok(None)
     } else {
         Err(io::Error::from_raw_os_error(-res))
+    }
+}
+
+/// Provided receive buffers per shard (a power of two: the ring's index is masked).
+pub(crate) const RECV_BUFS: u16 = 128;
+
+/// Size of one provided receive buffer: 128 x 4 KiB is 512 KiB per shard, faulted in when
+/// the ring is made (a fixed cost of the shard, not of its connections).
+pub(crate) const RECV_BUF_LEN: usize = 4096;
+
+/// The provided-buffer group the receives take from (one per ring).
+const RECV_GROUP: u16 = 0;
+
+/// Submission entries of the receive ring: arms and cancellations between two submits.
+const RECV_ENTRIES: u32 = 256;
+
+/// Completion entries: room for a burst of receives between two reaps (the kernel keeps
+/// what overflows, IORING_FEAT_NODROP, but that path is slow).
+const RECV_CQ_ENTRIES: u32 = 4096;
+
+/// `user_data` of entries whose completions say nothing anyone waits for (cancellations).
+const UNWATCHED: u64 = u64::MAX;
+
+/// What one receive completion brought, as [`RecvRing::reap`] hands it over.
+pub(crate) enum Received<'a> {
+    /// Bytes (in a provided buffer, valid until the callback returns).
+    Data(&'a [u8]),
+    /// The peer closed its side: end of stream.
+    End,
+    /// The receive ended with nothing wrong with the connection: cancelled, or every
+    /// provided buffer was taken (`no_buffers`). It can be armed again.
+    Stopped { no_buffers: bool },
+    /// The receive failed (a reset, for instance).
+    Failed(io::Error),
+}
+
+/// A shard's ring for multishot receives (module doc).
+pub(crate) struct RecvRing {
+    /// Dropped first, by hand: the kernel must be done with the buffers before they go.
+    ring: ManuallyDrop<IoUring>,
+    /// Signalled by the kernel on every completion (registered with the ring).
+    eventfd: OwnedFd,
+    /// The provided-buffer ring the kernel reads (RECV_BUFS entries, page-aligned).
+    entries: Mapping,
+    /// The buffers the entries point into.
+    bufs: Mapping,
+    /// The ring's tail as we last wrote it (the kernel reads the copy in `entries`).
+    tail: u16,
+    /// Completions copied out of the ring, reused between reaps.
+    reaped: Vec<(u64, i32, u32)>,
+    /// `io_uring_enter` failed for good: nothing is submitted any more (see `receiver`).
+    broken: bool,
+}
+
+/// Anonymous memory, unmapped on drop.
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> io::Result<Mapping> {
+        // SAFETY: an anonymous private mapping; MAP_POPULATE faults it in now, so the RSS it
+        // costs shows at start and not as connections come.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: NonNull::new(p.cast()).expect("mmap never returns null on success"),
+            len,
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+impl RecvRing {
+    /// A ring with its provided buffers for the calling thread, or why there is none.
+    pub fn new() -> io::Result<RecvRing> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .setup_cqsize(RECV_CQ_ENTRIES)
+            .build(RECV_ENTRIES)
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_cqsize(RECV_CQ_ENTRIES)
+                    .build(RECV_ENTRIES)
+            })?;
+        let entries = Mapping::new(
+            (RECV_BUFS as usize * std::mem::size_of::<types::BufRingEntry>()).max(4096),
+        )?;
+        let bufs = Mapping::new(RECV_BUFS as usize * RECV_BUF_LEN)?;
+        // SAFETY: `entries` is page-aligned, holds RECV_BUFS entries and lives as long as
+        // the ring (dropped after it, see Drop).
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                entries.ptr.as_ptr() as u64,
+                RECV_BUFS,
+                RECV_GROUP,
+                0,
+            )?;
+        }
+        // SAFETY: eventfd(2) with valid flags; blocking (no EFD_NONBLOCK), so that an
+        // io_uring READ of it waits for a count instead of failing with EAGAIN.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd we own.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+        let mut r = RecvRing {
+            ring: ManuallyDrop::new(ring),
+            eventfd,
+            entries,
+            bufs,
+            tail: 0,
+            reaped: Vec::with_capacity(RECV_CQ_ENTRIES as usize),
+            broken: false,
+        };
+        for bid in 0..RECV_BUFS {
+            r.give_back(bid);
+        }
+        r.publish();
+        r.probe()?;
+        // Registered after the probe: its completions need not wake anyone.
+        r.ring.submitter().register_eventfd(r.eventfd.as_raw_fd())?;
+        Ok(r)
+    }
+
+    /// One multishot receive on a socket pair: kernels before 6.0 refuse the flag.
+    fn probe(&mut self) -> io::Result<()> {
+        let mut fds = [0; 2];
+        // SAFETY: socketpair fills two fds, which we own from here.
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        } < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: just created, ours alone.
+        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        self.arm(a.as_raw_fd(), 1);
+        // SAFETY: one byte from a valid buffer.
+        unsafe { libc::send(b.as_raw_fd(), b"p".as_ptr().cast(), 1, libc::MSG_DONTWAIT) };
+        self.ring.submit_and_wait(1)?;
+        let mut first = None;
+        // The end of stream ends the request (the ring holds the socket, not our fd).
+        crate::stream::shutdown(a.as_raw_fd());
+        let mut ended = false;
+        while !ended {
+            self.ring.submit_and_wait(1)?;
+            let cqes: Vec<_> = self
+                .ring
+                .completion()
+                .map(|c| (c.result(), c.flags()))
+                .collect();
+            for (res, flags) in cqes {
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    self.give_back(bid);
+                }
+                first.get_or_insert((res, cqueue::more(flags)));
+                ended |= !cqueue::more(flags);
+            }
+        }
+        self.publish();
+        match first {
+            Some((1, true)) => Ok(()),
+            Some((res, _)) if res < 0 => Err(io::Error::from_raw_os_error(-res)),
+            _ => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the kernel's io_uring has no multishot receive",
+            )),
+        }
+    }
+
+    /// The eventfd the kernel signals on every completion.
+    pub fn eventfd(&self) -> RawFd {
+        self.eventfd.as_raw_fd()
+    }
+
+    /// Whether the ring may be used (see `broken`).
+    pub fn usable(&self) -> bool {
+        !self.broken
+    }
+
+    /// Queue a multishot receive on `fd`; its completions carry `key`. Goes to the kernel
+    /// with the next [`submit`](Self::submit).
+    pub fn arm(&mut self, fd: RawFd, key: u64) {
+        let entry = opcode::RecvMulti::new(types::Fd(fd), RECV_GROUP)
+            .build()
+            .user_data(key);
+        self.push(&entry);
+    }
+
+    /// Queue the cancellation of `key`'s receive (its last completion says so).
+    pub fn cancel(&mut self, key: u64) {
+        let entry = opcode::AsyncCancel::new(key).build().user_data(UNWATCHED);
+        self.push(&entry);
+    }
+
+    fn push(&mut self, entry: &io_uring::squeue::Entry) {
+        loop {
+            // SAFETY: a receive names no memory of ours (the kernel picks a provided
+            // buffer, which outlives the ring); a cancellation names none at all.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            // Full: send what is queued, then there is room.
+            if self.submit().is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Hand what was queued to the kernel, without waiting. An error other than an
+    /// interruption marks the ring broken (and is returned).
+    pub fn submit(&mut self) -> io::Result<()> {
+        if self.broken || self.ring.submission().is_empty() {
+            return Ok(());
+        }
+        loop {
+            match self.ring.submit() {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    // The completion queue is over full: what the reaper takes makes room.
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "io_uring_enter failed on the receive ring");
+                    self.broken = true;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Every completion so far, in order, to `f(key, what, more)`; `more` is false on a
+    /// request's last. `f` returning true asks to stop that receive (it is cancelled).
+    /// Provided buffers go back to the kernel as soon as `f` has seen them.
+    pub fn reap(&mut self, mut f: impl FnMut(u64, Received<'_>, bool) -> bool) {
+        let mut reaped = std::mem::take(&mut self.reaped);
+        reaped.clear();
+        reaped.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(key, res, flags) in &reaped {
+            if key == UNWATCHED {
+                continue;
+            }
+            let more = cqueue::more(flags);
+            let bid = cqueue::buffer_select(flags);
+            let what = match (res, bid) {
+                (n, Some(bid)) if n > 0 => {
+                    let start = bid as usize * RECV_BUF_LEN;
+                    // SAFETY: the kernel wrote `n` bytes into buffer `bid` and will not
+                    // touch it again until we give it back (below).
+                    Received::Data(unsafe {
+                        std::slice::from_raw_parts(
+                            self.bufs.ptr.as_ptr().add(start),
+                            (n as usize).min(RECV_BUF_LEN),
+                        )
+                    })
+                }
+                (0, _) => Received::End,
+                (n, _) if n == -libc::ECANCELED => Received::Stopped { no_buffers: false },
+                (n, _) if n == -libc::ENOBUFS => Received::Stopped { no_buffers: true },
+                (n, _) if n < 0 => Received::Failed(io::Error::from_raw_os_error(-n)),
+                _ => Received::Failed(io::Error::other("a receive completed without its buffer")),
+            };
+            let stop = f(key, what, more);
+            if let Some(bid) = bid {
+                self.give_back(bid);
+            }
+            if stop && more {
+                self.cancel(key);
+            }
+        }
+        self.publish();
+        self.reaped = reaped;
+        let _ = self.submit();
+    }
+
+    /// Put buffer `bid` at the ring's tail (seen by the kernel after [`publish`]).
+    fn give_back(&mut self, bid: u16) {
+        let slot = (self.tail & (RECV_BUFS - 1)) as usize;
+        // SAFETY: `slot` < RECV_BUFS entries of the mapping; the kernel reads only the
+        // entries before the published tail, and this one is past it.
+        let entry = unsafe {
+            &mut *self
+                .entries
+                .ptr
+                .as_ptr()
+                .cast::<types::BufRingEntry>()
+                .add(slot)
+        };
+        entry.set_addr(self.bufs.ptr.as_ptr() as u64 + (bid as usize * RECV_BUF_LEN) as u64);
+        entry.set_len(RECV_BUF_LEN as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Let the kernel see the buffers given back.
+    fn publish(&self) {
+        // SAFETY: the tail field of the mapped ring, written by us and read by the kernel:
+        // a release store, so the entries are written before the kernel sees them counted.
+        unsafe {
+            let tail =
+                types::BufRingEntry::tail(self.entries.ptr.as_ptr().cast()) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for RecvRing {
+    fn drop(&mut self) {
+        // No receive may pick a buffer once the ring is gone and the buffers unmapped:
+        // unregistered first, the group is empty for whatever the ring's teardown runs.
+        let _ = self.ring.submitter().unregister_buf_ring(RECV_GROUP);
+        // SAFETY: dropped once, here; the fields after it (the mappings) go next.
+        unsafe { ManuallyDrop::drop(&mut self.ring) };
     }
 }

@@ -1,0 +1,266 @@
+//! A shard's receives through its own io_uring ([`RecvRing`], module doc of `uring`): which
+//! connection each multishot receive belongs to, the reaper task that hands their bytes
+//! over, and the reader's side of it (wait for bytes, arm, stop).
+//!
+//! A connection goes on the ring when its read loop starts (after the handshake, which stays
+//! on glommio: it is brief, and its deadline and upgrade parsing read in their own way) and
+//! leaves it when the loop ends, before the close linger reads through glommio again. TLS
+//! connections stay on glommio throughout: rustls reads the socket itself.
+//!
+//! The reaper appends what each completion brought to the connection's [`RxBuf`], exactly as
+//! a read would have, and wakes the reader, which dispatches as before. Once a connection
+//! holds enough undispatched bytes ([`RxBuf::is_full`]: a rate-limited peer, a large frame
+//! still coming), its receive is cancelled; the reader arms a new one when it wants bytes
+//! again. What the peer sends meanwhile waits in the kernel, under TCP flow control, as it
+//! does for a reader that stops reading.
+//!
+//! Keys: a completion carries its connection's slot index and the slot's generation, so a
+//! completion still in the ring for a connection that has gone never reaches the one that
+//! took its slot. A slot is freed only after its receive's last completion.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
+
+use futures_lite::future::poll_fn;
+
+use crate::conn::Conn;
+use crate::inbound::RecvState;
+use crate::local::Local;
+use crate::uring::{Received, RecvRing};
+
+pub(crate) struct Receiver {
+    ring: RefCell<RecvRing>,
+    slots: RefCell<Slots>,
+    /// The reaper stopped (waiting on the ring failed): no connection goes on the ring.
+    failed: Cell<bool>,
+}
+
+#[derive(Default)]
+struct Slots {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+struct Slot {
+    /// Bumped each time the slot is taken; part of the key (0 is never used, so no key is
+    /// 0, which `RingRecv::key` keeps for "not on the ring").
+    gen: u32,
+    /// `None` while free.
+    conn: Option<Weak<Conn>>,
+}
+
+fn key(index: u32, gen: u32) -> u64 {
+    (u64::from(gen) << 32) | u64::from(index)
+}
+
+impl Slots {
+    fn take(&mut self, conn: Weak<Conn>) -> u64 {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot { gen: 0, conn: None });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.gen = slot.gen.wrapping_add(1).max(1);
+        slot.conn = Some(conn);
+        key(index, slot.gen)
+    }
+
+    /// The slot `key` names, if it is still the one it named.
+    fn get(&self, key: u64) -> Option<&Slot> {
+        let slot = self.slots.get(key as u32 as usize)?;
+        (slot.gen == (key >> 32) as u32 && slot.conn.is_some()).then_some(slot)
+    }
+
+    fn release(&mut self, key: u64) {
+        if self.get(key).is_some() {
+            self.slots[key as u32 as usize].conn = None;
+            self.free.push(key as u32);
+        }
+    }
+}
+
+impl Receiver {
+    pub fn new() -> io::Result<Receiver> {
+        Ok(Receiver {
+            ring: RefCell::new(RecvRing::new()?),
+            slots: RefCell::new(Slots::default()),
+            failed: Cell::new(false),
+        })
+    }
+
+    /// Put `conn` on the ring (its first receive is armed when its reader first waits);
+    /// false if the ring cannot take it (it reads through glommio then).
+    pub fn register(&self, conn: &Rc<Conn>) -> bool {
+        if self.failed.get() || !self.ring.borrow().usable() {
+            return false;
+        }
+        let key = self.slots.borrow_mut().take(Rc::downgrade(conn));
+        conn.ring.key.set(key);
+        conn.ring.state.set(RecvState::Idle);
+        true
+    }
+
+    /// The reader's wait: the bytes appended since it last looked, the end of the stream,
+    /// or `Pending` (the caller keeps the waker in `Conn::reader_waker`, which the reaper
+    /// wakes). Arms a receive if none is in the kernel.
+    pub fn poll_read(&self, conn: &Conn) -> Poll<io::Result<usize>> {
+        let n = conn.ring.arrived.replace(0);
+        if n > 0 {
+            return Poll::Ready(Ok(n as usize));
+        }
+        match conn.ring.state.get() {
+            RecvState::Ended(0) | RecvState::Off => Poll::Ready(Ok(0)),
+            RecvState::Ended(errno) => Poll::Ready(Err(io::Error::from_raw_os_error(errno))),
+            RecvState::Armed | RecvState::Stopping => Poll::Pending,
+            RecvState::Idle => {
+                let Some(fd) = conn.out.fd() else {
+                    return Poll::Ready(Ok(0));
+                };
+                let mut ring = self.ring.borrow_mut();
+                ring.arm(fd, conn.ring.key.get());
+                match ring.submit() {
+                    Ok(()) => {
+                        conn.local.metrics.ring_armed();
+                        conn.ring.state.set(RecvState::Armed);
+                        Poll::Pending
+                    }
+                    Err(e) => {
+                        conn.ring
+                            .state
+                            .set(RecvState::Ended(e.raw_os_error().unwrap_or(libc::EIO)));
+                        Poll::Ready(Err(e))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Take `conn` off the ring: cancel its receive, wait for the last completion, free its
+    /// slot. The bytes that came meanwhile are in its `rx`.
+    pub async fn stop(&self, conn: &Conn) {
+        let key = conn.ring.key.get();
+        if key == 0 {
+            return;
+        }
+        if conn.ring.state.get() == RecvState::Armed {
+            let mut ring = self.ring.borrow_mut();
+            ring.cancel(key);
+            if ring.submit().is_ok() {
+                conn.ring.state.set(RecvState::Stopping);
+            }
+        }
+        poll_fn(|cx: &mut Context<'_>| {
+            let waiting = matches!(
+                conn.ring.state.get(),
+                RecvState::Armed | RecvState::Stopping
+            );
+            if waiting && self.ring.borrow().usable() {
+                *conn.reader_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+        conn.reader_waker.borrow_mut().take();
+        if self.ring.borrow().usable() {
+            self.slots.borrow_mut().release(key);
+        }
+        // On a broken ring a receive may still be in the kernel: its slot stays taken.
+        conn.ring.key.set(0);
+        conn.ring.state.set(RecvState::Off);
+    }
+
+    /// Hand every completion so far to its connection.
+    fn reap(&self, local: &Local) {
+        let (pool, metrics) = (&local.rx_pool, &local.metrics);
+        let mut slots = self.slots.borrow_mut();
+        self.ring.borrow_mut().reap(|key, what, more| {
+            let Some(slot) = slots.get(key) else {
+                return true;
+            };
+            let Some(conn) = slot.conn.as_ref().and_then(Weak::upgrade) else {
+                // The connection is gone without stopping (its task was dropped): end the
+                // receive, and free the slot at its last completion.
+                if !more {
+                    slots.release(key);
+                }
+                return true;
+            };
+            let ring = &conn.ring;
+            let mut stop = false;
+            match what {
+                Received::Data(bytes) => {
+                    let mut rx = conn.rx.borrow_mut();
+                    rx.append(bytes, pool, &conn.out);
+                    conn.rx_held.set(rx.held());
+                    ring.arrived
+                        .set(ring.arrived.get().saturating_add(bytes.len() as u32));
+                    if more && rx.is_full() && ring.state.get() == RecvState::Armed {
+                        ring.state.set(RecvState::Stopping);
+                        stop = true;
+                    }
+                }
+                Received::End => ring.state.set(RecvState::Ended(0)),
+                Received::Failed(e) => ring
+                    .state
+                    .set(RecvState::Ended(e.raw_os_error().unwrap_or(libc::EIO))),
+                Received::Stopped { no_buffers } => {
+                    if no_buffers {
+                        metrics.ring_out_of_buffers();
+                    }
+                }
+            }
+            if !more && matches!(ring.state.get(), RecvState::Armed | RecvState::Stopping) {
+                ring.state.set(RecvState::Idle);
+            }
+            if let Some(w) = conn.reader_waker.borrow_mut().take() {
+                w.wake();
+            }
+            stop
+        });
+    }
+
+    /// The reaper: reap whenever the kernel signals completions, until the shard stops
+    /// (the task is cancelled then). If waiting fails, every connection on the ring ends.
+    pub async fn run(self: Rc<Self>, local: Rc<Local>) {
+        // glommio owns (and closes) its copy of the eventfd.
+        // SAFETY: dup of an fd we own; the copy is handed to glommio alone.
+        let fd = unsafe { libc::dup(self.ring.borrow().eventfd()) };
+        if fd < 0 {
+            self.fail_all(io::Error::last_os_error());
+            return;
+        }
+        // SAFETY: `fd` is a fresh descriptor of ours.
+        let signal = unsafe { glommio::io::BufferedFile::from_raw_fd(fd) };
+        loop {
+            self.reap(&local);
+            if let Err(e) = signal.read_at(0, 8).await {
+                let e = io::Error::from(e);
+                tracing::error!(error = %e, fd = signal.as_raw_fd(), "waiting for the receive ring failed; its connections end");
+                self.fail_all(e);
+                return;
+            }
+        }
+    }
+
+    /// End every connection on the ring (it cannot be waited on any more).
+    fn fail_all(&self, e: io::Error) {
+        self.failed.set(true);
+        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+        for slot in &self.slots.borrow().slots {
+            if let Some(conn) = slot.conn.as_ref().and_then(Weak::upgrade) {
+                conn.ring.state.set(RecvState::Ended(errno));
+                if let Some(w) = conn.reader_waker.borrow_mut().take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Both receive paths deliver every byte whole and in order, over TCP and WebSocket: one
+//! multishot receive per connection through the shard's io_uring (the default), and glommio's
+//! read per wakeup (`ListenOptions::ring_receives = false`, the fallback where the kernel
+//! cannot). Each test runs both and checks through the server's counters which one it got.
+//!
+//! The ring's corners: more connections sending at once than the shard has provided buffers
+//! (receives end with ENOBUFS and are armed again), a frame larger than all of them
+//! together, and a burst far past what a connection may hold undispatched (its receive is
+//! paused and resumed, many times).
+
+mod transport;
+
+use std::io::Write;
+use std::sync::mpsc;
+use std::thread;
+
+use peerd_codec::{self as codec, Frame};
+use peerd_server::{Metrics, PeerServer};
+use transport::*;
+
+/// More than the shard's 128 provided buffers.
+const CROWD: usize = 300;
+
+fn servers(ring: bool) -> Servers {
+    server(1, |o| o.ring_receives = ring)
+}
+
+fn totals(srv: &PeerServer) -> (u64, u64) {
+    let m: Metrics = srv.metrics().expect("metrics");
+    m.shards.iter().fold((0, 0), |(a, b), s| {
+        (a + s.receive_ring_arms, b + s.receive_ring_out_of_buffers)
+    })
+}
+
+/// `id`'s call, as bytes a peer on `kind` writes (one WebSocket message on `ws://`).
+fn call(kind: Kind, id: u64, params: &[u8]) -> Vec<u8> {
+    let f = peerd_testkit::frame(&codec::RpcRequest {
+        id,
+        method: "echo".into(),
+        peer: None,
+        timeout_ms: 5000,
+        params: params.into(),
+    });
+    match kind {
+        Kind::Ws => {
+            let mut v = Vec::new();
+            peerd_ws::frame::write_masked_frame(
+                peerd_ws::frame::Opcode::Binary,
+                true,
+                &f,
+                peerd_ws::random_mask(),
+                &mut v,
+            );
+            v
+        }
+        _ => f.to_vec(),
+    }
+}
+
+fn answer(p: &mut Peer, id: u64) -> Vec<u8> {
+    p.recv_until(|f| peerd_testkit::call_answer(f, id))
+        .unwrap_or_else(|e| panic!("{}: call {id} failed: {e:?}", p.peer_id))
+}
+
+fn crowd(ring: bool) {
+    let s = servers(ring);
+    let mut peers: Vec<(Kind, Peer)> = (0..CROWD)
+        .map(|i| {
+            let kind = if i % 2 == 0 { Kind::Tcp } else { Kind::Ws };
+            (kind, s.peer(kind, &format!("p{i}")))
+        })
+        .collect();
+    // Every peer's call is written before any answer is read: the shard finds them all
+    // waiting at once.
+    for (i, (kind, p)) in peers.iter_mut().enumerate() {
+        let params = vec![i as u8; 1000 + i];
+        p.write(&call(*kind, i as u64, &params));
+    }
+    for (i, (_, p)) in peers.iter_mut().enumerate() {
+        assert_eq!(answer(p, i as u64), vec![i as u8; 1000 + i], "peer {i}");
+    }
+    // And every connection still reads after that.
+    for (i, (_, p)) in peers.iter_mut().enumerate() {
+        p.echo(10_000 + i as u64, b"again");
+    }
+    let (arms, _) = totals(&s.srv);
+    if ring {
+        assert!(
+            arms >= CROWD as u64,
+            "{arms} receives armed for {CROWD} connections"
+        );
+    } else {
+        assert_eq!(arms, 0, "ring receives turned off, yet {arms} armed");
+    }
+}
+
+#[test]
+fn a_crowd_larger_than_the_provided_buffers_is_answered_whole_through_the_ring() {
+    crowd(true);
+}
+
+#[test]
+fn a_crowd_is_answered_whole_through_glommio() {
+    crowd(false);
+}
+
+fn large_frame(ring: bool) {
+    let s = servers(ring);
+    for kind in [Kind::Tcp, Kind::Ws] {
+        let mut p = s.peer(kind, &format!("large-{kind:?}"));
+        // 600 KiB: more than the 128 x 4 KiB provided buffers, and many pooled receive
+        // buffers' worth (the frame's buffer grows as its bytes come).
+        let params: Vec<u8> = (0..600 * 1024u32).map(|i| (i % 251) as u8).collect();
+        p.write(&call(kind, 1, &params));
+        assert!(answer(&mut p, 1) == params, "{kind:?}: the answer differs");
+        p.echo(2, b"after");
+    }
+}
+
+#[test]
+fn a_frame_larger_than_every_provided_buffer_arrives_whole_through_the_ring() {
+    large_frame(true);
+}
+
+#[test]
+fn a_frame_larger_than_a_receive_buffer_arrives_whole_through_glommio() {
+    large_frame(false);
+}
+
+const BURST: u32 = 3000;
+
+/// A publisher writes `BURST` 1 KiB publishes in one go, from its own thread (3 MiB, far
+/// past the 32 KiB a connection may hold undispatched), while a member reads them: all
+/// arrive, in order.
+fn burst(ring: bool, kind: Kind) {
+    let s = servers(ring);
+    let mut member = s.peer(Kind::Tcp, "member");
+    member.join(1, "t");
+    let mut publisher = s.peer(kind, "publisher");
+    let mut bytes = Vec::new();
+    for n in 0..BURST {
+        let mut payload = vec![(n % 256) as u8; 1024];
+        payload[..4].copy_from_slice(&n.to_le_bytes());
+        let f = peerd_testkit::frame(&codec::Publish {
+            req: 0,
+            topic: "t".into(),
+            payload: payload.as_slice().into(),
+            echo: false,
+        });
+        match kind {
+            Kind::Ws => peerd_ws::frame::write_masked_frame(
+                peerd_ws::frame::Opcode::Binary,
+                true,
+                &f,
+                peerd_ws::random_mask(),
+                &mut bytes,
+            ),
+            _ => bytes.extend_from_slice(&f),
+        }
+    }
+    let (done, written) = mpsc::channel();
+    let writer = thread::spawn(move || {
+        publisher.io.write_all(&bytes).expect("write the burst");
+        publisher.io.flush().expect("flush");
+        done.send(()).unwrap();
+        publisher
+    });
+    for n in 0..BURST {
+        let got = member.recv_until(|f| match f {
+            Frame::TopicMessage(m) => Some(m.payload.to_vec()),
+            _ => None,
+        });
+        assert_eq!(got.len(), 1024, "message {n}");
+        assert_eq!(
+            u32::from_le_bytes(got[..4].try_into().unwrap()),
+            n,
+            "out of order (ring: {ring}, {kind:?})"
+        );
+    }
+    written.recv().unwrap();
+    let mut publisher = writer.join().unwrap();
+    publisher.echo(1, b"still here");
+    let (arms, _) = totals(&s.srv);
+    if ring {
+        assert!(arms >= 2, "{arms} receives armed");
+    } else {
+        assert_eq!(arms, 0);
+    }
+}
+
+#[test]
+fn a_burst_past_what_a_connection_may_hold_arrives_in_order_through_the_ring() {
+    burst(true, Kind::Tcp);
+    burst(true, Kind::Ws);
+}
+
+#[test]
+fn a_burst_arrives_in_order_through_glommio() {
+    burst(false, Kind::Tcp);
+    burst(false, Kind::Ws);
+}
