@@ -413,13 +413,7 @@ impl RxBuf {
             self.app = app_len;
             self.raw = app_len;
             if self.end == buf.len() {
-                // Full of one incomplete frame: grow with what arrives, by a quarter (at
-                // least one pooled buffer's worth), up to the declared length (module doc).
-                // A peer that sent half of a large frame makes the server hold about that
-                // half, not double.
-                let step = (buf.len() / 4).max(RX_BUF);
-                let want = self.want.max(self.ws_want());
-                let len = (buf.len() + step).min(want).max(buf.len() + 1);
+                let len = grown_len(buf.len(), self.want.max(self.ws_want()));
                 pool.grow(&mut buf, len);
             }
         }
@@ -438,6 +432,24 @@ impl RxBuf {
         } else {
             self.buf = Some(buf);
         }
+    }
+}
+
+/// The length a full receive buffer of `len` bytes grows to, `want` being the declared
+/// length of the frame being received (0: none known).
+///
+/// By a quarter (at least one pooled buffer's worth), up to `want` (module doc): a peer that
+/// sent half of a large frame makes the server hold about that half, not double. When no
+/// longer frame is known the buffer holds whole frames not yet dispatched (`want` is learnt
+/// only when the reader parses, and the ring's reaper appends several completions before it
+/// does): it grows by the whole step, never byte by byte, as each growth reallocates and
+/// copies everything held.
+fn grown_len(len: usize, want: usize) -> usize {
+    let step = (len / 4).max(RX_BUF);
+    if want > len {
+        (len + step).min(want)
+    } else {
+        len + step
     }
 }
 
@@ -466,4 +478,29 @@ pub(crate) enum RecvState {
     Stopping,
     /// The stream ended (0) or failed (the errno): nothing more comes.
     Ended(i32),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_buffer_grows_by_a_step_towards_the_frame_it_waits_for() {
+        // Half of a large frame: a quarter more, not the declared length at once.
+        assert_eq!(grown_len(RX_BUF, 1 << 20), 2 * RX_BUF);
+        assert_eq!(grown_len(256 * 1024, 1 << 20), 320 * 1024);
+        // The last step stops at the frame's end.
+        assert_eq!(grown_len(RX_BUF, RX_BUF + 10), RX_BUF + 10);
+    }
+
+    #[test]
+    fn a_full_buffer_of_whole_frames_grows_by_a_whole_step() {
+        // The ring appended more whole frames than a buffer holds before the reader parsed
+        // them: no frame is waited for (or a stale, shorter one is remembered). Growing by
+        // one byte per appended byte cost a reallocation and a copy each (a soak's
+        // pipeliners took a shard's whole core with it).
+        assert_eq!(grown_len(RX_BUF, 0), 2 * RX_BUF);
+        assert_eq!(grown_len(2 * RX_BUF, 100), 3 * RX_BUF);
+        assert_eq!(grown_len(2 * RX_BUF, 2 * RX_BUF), 3 * RX_BUF);
+    }
 }
