@@ -94,6 +94,11 @@ impl Receiver {
         })
     }
 
+    /// How the shard's provided buffers are cut.
+    pub fn layout(&self) -> crate::uring::RecvLayout {
+        self.ring.borrow().layout()
+    }
+
     /// Put `conn` on the ring (its first receive is armed when its reader first waits);
     /// false if the ring cannot take it (it reads through glommio then).
     pub fn register(&self, conn: &Rc<Conn>) -> bool {

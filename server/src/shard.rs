@@ -65,8 +65,9 @@ fn receiver(local: &Local) -> Option<Rc<Receiver>> {
         Ok(r) => {
             if first {
                 tracing::info!(
-                    buffers = crate::uring::RECV_BUFS,
-                    buffer_bytes = crate::uring::RECV_BUF_LEN,
+                    buffers = r.layout().count,
+                    buffer_bytes = r.layout().len,
+                    incremental = r.layout().incremental,
                     "receives: multishot through io_uring, with a provided-buffer ring per shard"
                 );
             }
