@@ -449,10 +449,7 @@ async fn serve(shard: Rc<Shard>, out: Rc<Outbound>, ws_path: Option<Arc<str>>) {
     // The bytes after Hello (a client may pipeline its first requests) are dispatched
     // here, after on_connection ran, so handlers registered there see them.
     *conn.rx.borrow_mut() = rx;
-    let ring = shard
-        .receiver
-        .as_ref()
-        .filter(|r| !conn.out.is_tls() && r.register(&conn));
+    let ring = shard.receiver.as_ref().filter(|r| r.register(&conn));
     read_loop(&shard, &conn).await;
     if let Some(r) = ring {
         // Off the ring before the linger reads through glommio.

@@ -358,28 +358,86 @@ pub(crate) fn poll_fill(
     pool: &RxPool,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    let mut buf = rx.room(pool);
-    let r = socket.poll_read(cx, &mut buf[rx.end..]);
-    if let Poll::Ready(Ok(n)) = r {
-        rx.end += n;
-        rx.received(&mut buf, socket);
-    }
-    rx.keep(buf, pool);
-    r
+    rx.fill(pool, socket, |room| {
+        let r = socket.poll_read(cx, room);
+        let n = match r {
+            Poll::Ready(Ok(n)) => n,
+            _ => 0,
+        };
+        (r, n)
+    })
 }
 
 impl RxBuf {
+    /// Let `source` write into the room after the bytes held; it returns its result and how
+    /// many bytes it wrote, which are then passed on (`received`). The buffer is kept only
+    /// while it holds unconsumed bytes.
+    pub fn fill<R>(
+        &mut self,
+        pool: &RxPool,
+        socket: &Rc<Outbound>,
+        source: impl FnOnce(&mut [u8]) -> (R, usize),
+    ) -> R {
+        let mut buf = self.room(pool);
+        let (r, n) = source(&mut buf[self.end..]);
+        if n > 0 {
+            self.end += n;
+            self.received(&mut buf, socket);
+        }
+        self.keep(buf, pool);
+        r
+    }
+
     /// Bytes the ring received for this connection (`receiver`): appended as if read.
     pub fn append(&mut self, mut data: &[u8], pool: &RxPool, socket: &Rc<Outbound>) {
         while !data.is_empty() {
-            let mut buf = self.room(pool);
-            let n = (buf.len() - self.end).min(data.len());
-            buf[self.end..self.end + n].copy_from_slice(&data[..n]);
-            self.end += n;
-            data = &data[n..];
-            self.received(&mut buf, socket);
-            self.keep(buf, pool);
+            self.fill(pool, socket, |room| {
+                let n = room.len().min(data.len());
+                room[..n].copy_from_slice(&data[..n]);
+                data = &data[n..];
+                ((), n)
+            });
         }
+    }
+
+    /// Ciphertext the ring received for a TLS connection (`receiver`): handed to rustls a
+    /// record's worth at a time and the plaintext moved in after each, so rustls's plaintext
+    /// buffer never fills (`&[]`: only move in what rustls holds). Records rustls owes the
+    /// peer (alerts, tickets) are flushed. `Ok(true)`: the peer ended the session
+    /// (close_notify); an error is a TLS protocol error, its alert sent.
+    pub fn tls_received(
+        &mut self,
+        mut bytes: &[u8],
+        pool: &RxPool,
+        socket: &Rc<Outbound>,
+    ) -> io::Result<bool> {
+        let Some(tls) = socket.tls() else {
+            self.append(bytes, pool, socket);
+            return Ok(false);
+        };
+        let r = loop {
+            let plain = self.fill(pool, socket, |room| {
+                let r = tls.borrow_mut().read_plaintext(room);
+                let n = match r {
+                    Ok(Some(n)) => n,
+                    _ => 0,
+                };
+                (r, n)
+            });
+            match plain {
+                Ok(Some(0)) => break Ok(true),
+                Ok(Some(_)) => {}
+                Ok(None) if bytes.is_empty() => break Ok(false),
+                Ok(None) => {
+                    if let Err(e) = tls.borrow_mut().feed_some(&mut bytes) {
+                        break Err(e);
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        socket.flush_tls_records();
+        r
     }
 
     /// Whether the bytes held are enough to go on with: at least a pooled buffer's worth,
@@ -476,6 +534,10 @@ pub(crate) enum RecvState {
     Armed,
     /// Its cancellation was asked for; its last completion has not come yet.
     Stopping,
+    /// The stream ended for the reader (0: a TLS close_notify; else the errno of a TLS
+    /// protocol error) while its receive, cancelled, is still in the kernel: `Ended` at the
+    /// receive's last completion.
+    Ending(i32),
     /// The stream ended (0) or failed (the errno): nothing more comes.
     Ended(i32),
 }

@@ -177,7 +177,7 @@ impl Outbound {
         self.stream.borrow().as_ref().map(Stream::fd)
     }
 
-    /// Whether the connection is TLS (rustls reads its socket itself).
+    /// Whether the connection is TLS.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
@@ -209,9 +209,7 @@ impl Outbound {
             };
             // Handshake messages, alerts, session tickets: rustls may have records to send
             // after any input.
-            if tls.borrow().wants_write() {
-                self.flush();
-            }
+            self.flush_tls_records();
             match r {
                 Ok(crate::tls::Fed::Progress) => continue,
                 Ok(crate::tls::Fed::Eof) => return Poll::Ready(Ok(0)),
@@ -229,14 +227,25 @@ impl Outbound {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Ok(0)),
                 Poll::Ready(Ok(_)) => {
                     let fed = tls.borrow_mut().feed(&one);
-                    if tls.borrow().wants_write() {
-                        self.flush();
-                    }
+                    self.flush_tls_records();
                     // On an error the alert for it was just flushed.
                     fed?;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             }
+        }
+    }
+
+    /// The TLS session, for the ring's receive side (`inbound`), which feeds it what the
+    /// ring received.
+    pub fn tls(&self) -> Option<&RefCell<TlsSession>> {
+        self.tls.as_deref()
+    }
+
+    /// Write what rustls owes the peer (handshake messages, alerts, tickets) after input.
+    pub fn flush_tls_records(self: &Rc<Self>) {
+        if self.tls.as_ref().is_some_and(|t| t.borrow().wants_write()) {
+            self.flush();
         }
     }
 

@@ -4,8 +4,10 @@
 //!
 //! A connection goes on the ring when its read loop starts (after the handshake, which stays
 //! on glommio: it is brief, and its deadline and upgrade parsing read in their own way) and
-//! leaves it when the loop ends, before the close linger reads through glommio again. TLS
-//! connections stay on glommio throughout: rustls reads the socket itself.
+//! leaves it when the loop ends, before the close linger reads through glommio again. On a
+//! TLS connection the reaper hands the ciphertext to the connection's rustls session and
+//! moves the plaintext into its `RxBuf` (`RxBuf::tls_received`); rustls keeps its own
+//! buffer for a record still incomplete, as it does when it reads the socket itself.
 //!
 //! The reaper appends what each completion brought to the connection's [`RxBuf`], exactly as
 //! a read would have, and wakes the reader, which dispatches as before. Once a connection
@@ -108,6 +110,17 @@ impl Receiver {
         let key = self.slots.borrow_mut().take(Rc::downgrade(conn));
         conn.ring.key.set(key);
         conn.ring.state.set(RecvState::Idle);
+        if conn.out.is_tls() {
+            // Plaintext rustls decrypted during the handshake's reads and still holds would
+            // otherwise wait for the next record: into `rx` now, for the reader's first pass.
+            let mut rx = conn.rx.borrow_mut();
+            match rx.tls_received(&[], &conn.local.rx_pool, &conn.out) {
+                Ok(false) => {}
+                Ok(true) => conn.ring.state.set(RecvState::Ended(0)),
+                Err(_) => conn.ring.state.set(RecvState::Ended(libc::EPROTO)),
+            }
+            conn.rx_held.set(rx.held());
+        }
         true
     }
 
@@ -120,8 +133,10 @@ impl Receiver {
             return Poll::Ready(Ok(n as usize));
         }
         match conn.ring.state.get() {
-            RecvState::Ended(0) | RecvState::Off => Poll::Ready(Ok(0)),
-            RecvState::Ended(errno) => Poll::Ready(Err(io::Error::from_raw_os_error(errno))),
+            RecvState::Ended(0) | RecvState::Ending(0) | RecvState::Off => Poll::Ready(Ok(0)),
+            RecvState::Ended(errno) | RecvState::Ending(errno) => {
+                Poll::Ready(Err(io::Error::from_raw_os_error(errno)))
+            }
             RecvState::Armed | RecvState::Stopping => Poll::Pending,
             RecvState::Idle => {
                 let Some(fd) = conn.out.fd() else {
@@ -163,7 +178,7 @@ impl Receiver {
         poll_fn(|cx: &mut Context<'_>| {
             let waiting = matches!(
                 conn.ring.state.get(),
-                RecvState::Armed | RecvState::Stopping
+                RecvState::Armed | RecvState::Stopping | RecvState::Ending(_)
             );
             if waiting && self.ring.borrow().usable() {
                 *conn.reader_waker.borrow_mut() = Some(cx.waker().clone());
@@ -201,17 +216,45 @@ impl Receiver {
             let ring = &conn.ring;
             let mut stop = false;
             match what {
+                // After the end of a TLS session nothing more is read (what still comes
+                // before the cancellation lands is dropped, as a reader that stopped).
+                Received::Data(_)
+                    if matches!(ring.state.get(), RecvState::Ending(_) | RecvState::Ended(_)) => {}
                 Received::Data(bytes) => {
                     let mut rx = conn.rx.borrow_mut();
-                    rx.append(bytes, pool, &conn.out);
+                    // Plain bytes are appended; TLS records decrypted first.
+                    let fed = rx.tls_received(bytes, pool, &conn.out);
                     conn.rx_held.set(rx.held());
                     ring.arrived
                         .set(ring.arrived.get().saturating_add(bytes.len() as u32));
-                    if more && rx.is_full() && ring.state.get() == RecvState::Armed {
-                        ring.state.set(RecvState::Stopping);
-                        stop = true;
+                    match fed {
+                        Ok(false) => {
+                            if more && rx.is_full() && ring.state.get() == RecvState::Armed {
+                                ring.state.set(RecvState::Stopping);
+                                stop = true;
+                            }
+                        }
+                        // close_notify, or a protocol error (its alert was sent): the
+                        // reader sees the end once it has what came before; the receive
+                        // is cancelled.
+                        end => {
+                            let errno = match end {
+                                Ok(_) => 0,
+                                Err(_) => libc::EPROTO,
+                            };
+                            // A pause's cancellation may be on its way already.
+                            stop = more && ring.state.get() == RecvState::Armed;
+                            ring.state.set(if more {
+                                RecvState::Ending(errno)
+                            } else {
+                                RecvState::Ended(errno)
+                            });
+                        }
                     }
                 }
+                // An end after a TLS session's end changes nothing for the reader.
+                Received::End | Received::Failed(_)
+                    if matches!(ring.state.get(), RecvState::Ending(_)) => {}
                 Received::End => ring.state.set(RecvState::Ended(0)),
                 Received::Failed(e) => ring
                     .state
@@ -222,8 +265,12 @@ impl Receiver {
                     }
                 }
             }
-            if !more && matches!(ring.state.get(), RecvState::Armed | RecvState::Stopping) {
-                ring.state.set(RecvState::Idle);
+            if !more {
+                match ring.state.get() {
+                    RecvState::Armed | RecvState::Stopping => ring.state.set(RecvState::Idle),
+                    RecvState::Ending(errno) => ring.state.set(RecvState::Ended(errno)),
+                    _ => {}
+                }
             }
             if let Some(w) = conn.reader_waker.borrow_mut().take() {
                 w.wake();

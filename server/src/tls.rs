@@ -187,10 +187,17 @@ impl TlsSession {
     /// Hand rustls bytes already read from the socket (the byte that ended a wait).
     pub fn feed(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
-            self.conn.read_tls(&mut bytes)?;
-            self.process()?;
+            self.feed_some(&mut bytes)?;
         }
         Ok(())
+    }
+
+    /// Hand rustls what it takes now of `bytes` (at most a record's worth, and nothing while
+    /// its plaintext buffer is full: read that out first) and decrypt it; `bytes` is
+    /// advanced past what it took.
+    pub fn feed_some(&mut self, bytes: &mut &[u8]) -> io::Result<()> {
+        self.conn.read_tls(bytes)?;
+        self.process()
     }
 
     fn process(&mut self) -> io::Result<()> {

@@ -1,4 +1,4 @@
-//! Both receive paths deliver every byte whole and in order, over TCP and WebSocket: one
+//! Both receive paths deliver every byte whole and in order, over TCP, WebSocket and TLS: one
 //! multishot receive per connection through the shard's io_uring (the default), and glommio's
 //! read per wakeup (`ListenOptions::ring_receives = false`, the fallback where the kernel
 //! cannot). Each test runs both and checks through the server's counters which one it got.
@@ -43,7 +43,7 @@ fn call(kind: Kind, id: u64, params: &[u8]) -> Vec<u8> {
         params: params.into(),
     });
     match kind {
-        Kind::Ws => {
+        Kind::Ws | Kind::Wss => {
             let mut v = Vec::new();
             peerd_ws::frame::write_masked_frame(
                 peerd_ws::frame::Opcode::Binary,
@@ -67,7 +67,7 @@ fn crowd(ring: bool) {
     let s = servers(ring);
     let mut peers: Vec<(Kind, Peer)> = (0..CROWD)
         .map(|i| {
-            let kind = if i % 2 == 0 { Kind::Tcp } else { Kind::Ws };
+            let kind = [Kind::Tcp, Kind::Ws, Kind::Tls, Kind::Wss][i % 4];
             (kind, s.peer(kind, &format!("p{i}")))
         })
         .collect();
@@ -107,7 +107,7 @@ fn a_crowd_is_answered_whole_through_glommio() {
 
 fn large_frame(ring: bool) {
     let s = servers(ring);
-    for kind in [Kind::Tcp, Kind::Ws] {
+    for kind in [Kind::Tcp, Kind::Ws, Kind::Tls, Kind::Wss] {
         let mut p = s.peer(kind, &format!("large-{kind:?}"));
         // 600 KiB: many provided buffers' worth, and many pooled receive buffers' worth
         // (the frame's buffer grows as its bytes come).
@@ -149,7 +149,7 @@ fn burst(ring: bool, kind: Kind) {
             echo: false,
         });
         match kind {
-            Kind::Ws => peerd_ws::frame::write_masked_frame(
+            Kind::Ws | Kind::Wss => peerd_ws::frame::write_masked_frame(
                 peerd_ws::frame::Opcode::Binary,
                 true,
                 &f,
@@ -196,7 +196,75 @@ fn a_burst_past_what_a_connection_may_hold_arrives_in_order_through_the_ring() {
 }
 
 #[test]
+fn a_tls_burst_past_what_a_connection_may_hold_arrives_in_order_through_the_ring() {
+    burst(true, Kind::Tls);
+    burst(true, Kind::Wss);
+}
+
+#[test]
 fn a_burst_arrives_in_order_through_glommio() {
     burst(false, Kind::Tcp);
     burst(false, Kind::Ws);
+    burst(false, Kind::Tls);
+}
+
+/// Wait (bounded) until the server counts `n` peers.
+fn peers_become(srv: &PeerServer, n: usize) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let now = srv.metrics().expect("metrics").peers;
+        if now == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{now} peers, expected {n}"
+        );
+        thread::yield_now();
+    }
+}
+
+/// The ends of a TLS session that the receive side meets: the peer's close_notify, and a
+/// record that does not decrypt (a forged one, written past rustls on the raw socket; the
+/// server answers with an alert). Each ends that connection alone.
+fn tls_ends(ring: bool) {
+    let s = servers(ring);
+    let mut other = s.peer(Kind::Tls, "other");
+
+    let mut leaving = s.peer(Kind::Tls, "leaving");
+    leaving.echo(1, b"before");
+    leaving.io.close_notify();
+    leaving.frames_until_end();
+    peers_become(&s.srv, 1);
+
+    let mut forger = s.peer(Kind::Tls, "forger");
+    forger.echo(1, b"before");
+    let mut raw = forger.io.tcp().try_clone().unwrap();
+    // An application-data record of TLS 1.2/1.3 whose contents are no encryption at all.
+    raw.write_all(&[0x17, 0x03, 0x03, 0x00, 0x20])
+        .and_then(|_| raw.write_all(&[0x5a; 0x20]))
+        .expect("write the forged record");
+    assert!(
+        forger.frames_until_end().is_empty(),
+        "frames after a forged record"
+    );
+    peers_become(&s.srv, 1);
+
+    other.echo(2, b"still here");
+    let (arms, _) = totals(&s.srv);
+    if ring {
+        assert!(arms >= 3, "{arms} receives armed for 3 TLS connections");
+    } else {
+        assert_eq!(arms, 0);
+    }
+}
+
+#[test]
+fn tls_close_notify_and_a_forged_record_end_only_their_session_through_the_ring() {
+    tls_ends(true);
+}
+
+#[test]
+fn tls_close_notify_and_a_forged_record_end_only_their_session_through_glommio() {
+    tls_ends(false);
 }

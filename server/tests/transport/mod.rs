@@ -73,6 +73,9 @@ pub struct Servers {
 /// A byte stream a test reads with deadlines: a TCP socket, or rustls over one.
 pub trait Io: Read + Write + Send {
     fn tcp(&self) -> &TcpStream;
+
+    /// End the TLS session (a close_notify); nothing on plain TCP.
+    fn close_notify(&mut self) {}
 }
 
 impl Io for TcpStream {
@@ -84,6 +87,11 @@ impl Io for TcpStream {
 impl Io for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     fn tcp(&self) -> &TcpStream {
         &self.sock
+    }
+
+    fn close_notify(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.flush();
     }
 }
 
@@ -501,6 +509,29 @@ impl Peer {
                     return (code, status);
                 }
                 Err(None) => panic!("{}: no WebSocket Close", self.peer_id),
+            }
+        }
+    }
+
+    /// The frames the server sends until the stream ends (EOF or reset), which must be
+    /// within [`WAIT`].
+    pub fn frames_until_end(&mut self) -> Vec<Bytes> {
+        let deadline = Instant::now() + WAIT;
+        let mut frames = Vec::new();
+        loop {
+            while self.buf.len() >= HEADER_LEN {
+                let len =
+                    HEADER_LEN + u32::from_le_bytes(self.buf[..4].try_into().unwrap()) as usize;
+                if self.buf.len() < len {
+                    break;
+                }
+                frames.push(Bytes::copy_from_slice(&self.buf[..len]));
+                self.buf.drain(..len);
+            }
+            match self.fill(deadline) {
+                Got::Eof | Got::Reset => return frames,
+                Got::Timeout => panic!("{}: the stream did not end", self.peer_id),
+                Got::Data => {}
             }
         }
     }
