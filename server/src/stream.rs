@@ -59,15 +59,20 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<O
     loop {
         // MSG_NOSIGNAL: a peer that closed must give EPIPE, not kill the process.
         let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return Ok(Some(n as usize));
+        match usize::try_from(n).map_err(|_| io::Error::last_os_error()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return sent(r),
         }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(None),
-            _ => return Err(err),
-        }
+    }
+}
+
+/// A send's result as every send path reports it (`sendmsg` here, a SENDMSG completion in
+/// `uring`): the bytes taken, `None` when the socket is full, or the error.
+pub(crate) fn sent(r: io::Result<usize>) -> io::Result<Option<usize>> {
+    match r {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

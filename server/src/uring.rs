@@ -156,7 +156,10 @@ impl SendRing {
         while reaped < pushed {
             let entered = self.ring.submit_and_wait(pushed - reaped);
             for cqe in self.ring.completion() {
-                out[cqe.user_data() as usize] = outcome(cqe.result());
+                let res = cqe.result();
+                out[cqe.user_data() as usize] = crate::stream::sent(
+                    usize::try_from(res).map_err(|_| io::Error::from_raw_os_error(-res)),
+                );
                 reaped += 1;
             }
             match entered {
@@ -172,17 +175,6 @@ impl SendRing {
             }
         }
         self.spare = batch;
-    }
-}
-
-/// A SENDMSG completion's result as `send_vectored` gives it.
-fn outcome(res: i32) -> io::Result<Option<usize>> {
-    if res >= 0 {
-        Ok(Some(res as usize))
-    } else if res == -libc::EAGAIN {
-        Ok(None)
-    } else {
-        Err(io::Error::from_raw_os_error(-res))
     }
 }
 
