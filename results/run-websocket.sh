@@ -6,6 +6,9 @@
 #   echo1    echo at 1 connection, open loop at ECHO1_RATE/s (p50/p99; --spin-us 100)
 #   echo64   echo at 64 connections, open loop at ECHO64_RATE/s (answers per server CPU-s)
 #   fanout   1 publisher -> 100 subscribers, FANOUT_RATE publishes/s (deliveries per server CPU-s)
+#   fanout-batched  the same publishes FANOUT_BATCH to a write (--batch: same offered rate, a
+#            write every FANOUT_BATCH / FANOUT_RATE s; labelled "batched N per write" in every
+#            report). Not in the default SCENARIOS; results/run-peers.sh asks for it
 #   idle     IDLE_CONNS idle, handshaken connections (server RSS delta per connection)
 #
 # peerd is started by the loadgen (--spawn-server, 1 shard, pinned to core 0); Bun and Node
@@ -19,7 +22,8 @@
 #
 # More servers (SERVERS=...): `redis` (Debian's redis-server, ECHO and PUBLISH/SUBSCRIBE over
 # RESP), `nats` (Debian's nats-server, PUB/SUB; it has no echo), `floor` (the loadgen's own
-# blocking-TCP echo: what a round trip costs with no server logic; echo only), and
+# blocking-TCP floors: the echo, what a round trip costs with no server logic, and the
+# fan-out floor, which only writes each publish to every subscriber; no idle), and
 # `peerd-tcp-sendmsg` (peerd with --no-ring-receives --no-batched-sends: a recv per read and
 # a sendmsg per connection, the data path before issue 14). A server that does not do a scenario
 # is skipped for it. results/run-peers.sh runs peerd against Redis, NATS, Bun and the floor
@@ -31,6 +35,7 @@ OUT=${1:-results/websocket}
 ECHO1_RATE=${ECHO1_RATE:-10000}
 ECHO64_RATE=${ECHO64_RATE:-20000}
 FANOUT_RATE=${FANOUT_RATE:-500}
+FANOUT_BATCH=${FANOUT_BATCH:-8}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 DUR=${DUR:-3}
 REPS=${REPS:-3}
@@ -80,7 +85,7 @@ LOG=$OUT/run.log
     case " $SERVERS " in *" redis "*) echo "redis: $(redis-server --version)" ;; esac
     case " $SERVERS " in *" nats "*) echo "nats: $(nats-server --version)" ;; esac
     echo "ulimit -n: $(ulimit -n)"
-    echo "settings: ECHO1_RATE=$ECHO1_RATE ECHO64_RATE=$ECHO64_RATE FANOUT_RATE=$FANOUT_RATE IDLE_CONNS=$IDLE_CONNS DUR=$DUR REPS=$REPS"
+    echo "settings: ECHO1_RATE=$ECHO1_RATE ECHO64_RATE=$ECHO64_RATE FANOUT_RATE=$FANOUT_RATE FANOUT_BATCH=$FANOUT_BATCH IDLE_CONNS=$IDLE_CONNS DUR=$DUR REPS=$REPS"
 } | tee -a "$LOG"
 
 # Is the machine quiet? The build just ran, so the load average says little: let it settle,
@@ -104,7 +109,7 @@ ACT=$OUT/other-activity.log
     while :; do
         top -b -n 2 -d 1 -w 250 2>/dev/null | awk -v t="$(date +%T)" '
             /^top -/ {frame++}
-            frame == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 > 10 && $12 !~ /^(peerd|peerd-loadgen|bun|bun.exe|node|top|loadgen-0|peerd-shard-0|peerd-shard-0-1|redis-server|nats-server|floor-echo)$/ {print t, $12, $9 "%"}' >>"$ACT"
+            frame == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 > 10 && $12 !~ /^(peerd|peerd-loadgen|bun|bun.exe|node|top|loadgen-0|peerd-shard-0|peerd-shard-0-1|redis-server|nats-server|floor-echo|floor-fanout)$/ {print t, $12, $9 "%"}' >>"$ACT"
         sleep 4
     done
 ) &
@@ -166,8 +171,9 @@ trap 'stop_peer; kill $MONITOR 2>/dev/null || true' EXIT
 run() {
     local server=$1 name=$2
     shift 2
-    # What a server does not do is skipped: NATS has no echo, the floor only echoes.
-    case "$server:$1" in nats:rpc | floor:fanout | floor:idle) return 0 ;; esac
+    # What a server does not do is skipped: NATS has no echo, the floor holds no idle
+    # connections worth measuring.
+    case "$server:$1" in nats:rpc | floor:idle) return 0 ;; esac
     local where=()
     case $server in
     peerd-tcp) where=(--spawn-server --server-bin "$P" --shards 1 --transport tcp) ;;
@@ -185,9 +191,13 @@ run() {
         where=(--protocol "$server" --target "$PEER_URL" --server-pid "$PEER_PID" --server-cores 0 --cores 1)
         ;;
     floor)
-        # The loadgen's in-process blocking echo on core 0: the floor for a round trip.
-        set -- floor "${@:2}"
-        where=(--server-cores 0 --cores 1)
+        # The loadgen's in-process floors on core 0: the blocking echo (its own `floor`
+        # scenario) for a round trip, the fan-out floor (--protocol floor) for fan-out.
+        case $1 in
+        rpc) set -- floor "${@:2}" ;;
+        fanout) where=(--protocol floor) ;;
+        esac
+        where+=(--server-cores 0 --cores 1)
         ;;
     esac
     echo "== $name-$server" | tee -a "$LOG"
@@ -211,6 +221,12 @@ done
 for s in $SERVERS; do
     want fanout && run "$s" fanout fanout --publishers 1 --subscribers 100 --topics 1 \
         --rate "$FANOUT_RATE" --duration "$DUR" --warmup 1 --repetitions "$REPS"
+done
+for s in $SERVERS; do
+    # The same offered rate as `fanout`, FANOUT_BATCH publishes per write: what a server
+    # saves when a read brings several messages.
+    want fanout-batched && run "$s" fanout-batched fanout --publishers 1 --subscribers 100 --topics 1 \
+        --rate "$FANOUT_RATE" --batch "$FANOUT_BATCH" --duration "$DUR" --warmup 1 --repetitions "$REPS"
 done
 for s in $SERVERS; do
     # tls:// idle is left out: wss against ws shows what TLS holds per connection.
@@ -240,6 +256,7 @@ overlay() {
 want echo1 && overlay echo1 ""
 want echo64 && overlay echo64 ""
 want fanout && overlay fanout "" && overlay fanout "-slowest"
+want fanout-batched && overlay fanout-batched "" && overlay fanout-batched "-slowest"
 rm -f "$OUT"/.ready-*
 {
     python3 "$SUMMARY" "$OUT"

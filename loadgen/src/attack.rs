@@ -239,7 +239,7 @@ pub fn run_attack(a: &AttackArgs, settings: serde_json::Value) -> Result<()> {
     let mut msg = a.msg.clone();
     msg.name
         .get_or_insert_with(|| format!("attack-{}", kind.name()));
-    let adapter: Arc<dyn Adapter> = Arc::from(adapter::by_name("peerd")?);
+    let adapter: Arc<dyn Adapter> = Arc::from(adapter::by_name("peerd", "attack")?);
     let Prepared {
         dir,
         name,
@@ -442,6 +442,7 @@ pub fn run_attack(a: &AttackArgs, settings: serde_json::Value) -> Result<()> {
             mode: Mode::Open {
                 rate: a.msg.rate.unwrap_or(1000.0),
             },
+            per_write: 1,
             payload: a.msg.payload.max(crate::payload::MIN_PAYLOAD),
             warmup: Duration::from_secs_f64(a.msg.warmup),
             window: Duration::from_nanos(window_ns),
@@ -498,6 +499,7 @@ pub fn run_attack(a: &AttackArgs, settings: serde_json::Value) -> Result<()> {
             answers_per_msg: 1,
             p99_bound_us: Some(a.msg.p99_bound),
             spin: a.msg.spin || a.msg.spin_us > 0,
+            per_write: cfg.per_write,
         };
         let (rr, h, _) = report::build_run(&out, &meta);
         let well_behaved = WellBehaved {

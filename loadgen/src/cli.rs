@@ -26,7 +26,8 @@ pub enum Cmd {
     Rpc(MsgArgs),
     /// Peer -> peer RPC through the server: --connections pairs, the callee answers.
     P2p(MsgArgs),
-    /// Topic fan-out: P publishers, N subscribers per topic, M topics.
+    /// Topic fan-out: P publishers, N subscribers per topic, M topics (--protocol floor: the
+    /// in-process fan-out floor, which only writes each publish to every subscriber).
     Fanout(FanoutArgs),
     /// Peer -> peer message (Event with peer = target): --connections pairs.
     Direct(MsgArgs),
@@ -74,7 +75,8 @@ pub struct ServerArgs {
     /// Shards of the spawned server.
     #[arg(long, default_value_t = 1)]
     pub shards: u32,
-    /// Cores of the spawned server (or the in-process floor echo), e.g. "0" or "0-1".
+    /// Cores of the spawned server (or of the in-process floor: the echo of `floor`, the
+    /// fan-out floor of `fanout --protocol floor`), e.g. "0" or "0-1".
     /// Default: the first --shards cores when that leaves a core for the loadgen.
     #[arg(long, value_name = "LIST")]
     pub server_cores: Option<String>,
@@ -147,8 +149,9 @@ pub struct MsgArgs {
     /// Server location.
     #[command(flatten)]
     pub server: ServerArgs,
-    /// Protocol adapter: peerd, wsop (the WebSocket peers in bench-peers/), floor, redis or
-    /// nats (fanout; default when --target is nats://).
+    /// Protocol adapter: peerd, wsop (the WebSocket peers in bench-peers/), floor (`fanout`
+    /// without --target: the in-process fan-out floor, one topic), redis or nats (fanout;
+    /// default when --target is nats://).
     #[arg(long)]
     pub protocol: Option<String>,
     /// How connections are carried: tcp, tls, ws (WebSocket, one message per binary
@@ -165,6 +168,13 @@ pub struct MsgArgs {
     /// without --rate the run is closed loop.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Send pattern (open loop): each sender writes N messages in one write, every N / rate
+    /// s, at the same offered rate; each message's latency still counts from its intended
+    /// send time, the time of its write. 1 (default): evenly spaced, a write per message.
+    /// Message scenarios only; a run with N > 1 is labelled "batched N per write" (its run
+    /// `rRATE-batchN`) in every output.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub batch: u64,
     /// Closed loop: each connection keeps --pipeline requests in flight; latency is then
     /// measured from the actual send (labelled closed-loop everywhere).
     #[arg(long)]
@@ -451,10 +461,13 @@ mod tests {
             "--topics",
             "2",
             "--closed-loop",
+            "--batch",
+            "8",
         ])
         .unwrap();
         match c.cmd {
             Cmd::Fanout(f) => {
+                assert_eq!(f.msg.batch, 8);
                 assert_eq!(f.subscribers, 100);
                 assert_eq!(f.msg.rate, Some(5000.0));
                 assert!(f.msg.server.spawn_server);

@@ -1,9 +1,12 @@
-//! The floor's server: a plain blocking TCP echo, one thread per connection, pinned to the
-//! server cores. It echoes raw bytes and never parses them, so it costs exactly a read and a
-//! write per batch: the kernel's price for the same bytes peerd moves.
+//! The floor's servers: plain blocking TCP, one thread per connection, every thread pinned
+//! to the server cores, their CPU time the floor's "server CPU". [`FloorServer::echo`]
+//! echoes raw bytes and never parses them, so it costs exactly a read and a write per
+//! batch: the kernel's price for the same bytes peerd moves. The fan-out floor
+//! ([`crate::fanout_floor`]) runs on the same server with its own per-connection code.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -12,30 +15,59 @@ use anyhow::{Context, Result};
 
 use crate::sys;
 
-/// A running echo server inside this process.
+/// What a floor server does with each accepted connection, on that connection's own
+/// thread; it returns when it is done with the connection.
+pub type Serve = Arc<dyn Fn(TcpStream) + Send + Sync>;
+
+/// A running floor server inside this process.
 #[derive(Debug)]
-pub struct EchoServer {
+pub struct FloorServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     tids: Arc<Mutex<Vec<i32>>>,
+    live: Arc<Mutex<Live>>,
     accept: Option<JoinHandle<()>>,
 }
 
-impl EchoServer {
-    /// Listen on `127.0.0.1:0`; every thread it starts is pinned to `cores` (if any).
-    pub fn start(cores: Option<Vec<usize>>) -> Result<EchoServer> {
-        let listener = TcpListener::bind("127.0.0.1:0").context("binding the floor echo server")?;
+/// The connections being served, so that dropping the server ends their threads too (a
+/// thread blocked in a read or a write returns once its socket is shut down).
+#[derive(Debug, Default)]
+struct Live {
+    next: u64,
+    conns: HashMap<u64, TcpStream>,
+}
+
+impl FloorServer {
+    /// The echo floor: listen on `127.0.0.1:0`; every thread it starts is pinned to
+    /// `cores` (if any).
+    pub fn echo(cores: Option<Vec<usize>>) -> Result<FloorServer> {
+        FloorServer::start("floor-echo", cores, Arc::new(echo))
+    }
+
+    /// Listen on `127.0.0.1:0` and run `serve` on a thread of its own (named `name`) for
+    /// every connection; every thread it starts is pinned to `cores` (if any).
+    pub fn start(name: &str, cores: Option<Vec<usize>>, serve: Serve) -> Result<FloorServer> {
+        let listener = TcpListener::bind("127.0.0.1:0").context("binding a floor server")?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let tids = Arc::new(Mutex::new(Vec::new()));
-        let (s2, t2) = (stop.clone(), tids.clone());
+        let live = Arc::new(Mutex::new(Live::default()));
+        let shared = Accept {
+            stop: stop.clone(),
+            tids: tids.clone(),
+            live: live.clone(),
+            cores,
+            name: name.to_string(),
+            serve,
+        };
         let accept = std::thread::Builder::new()
             .name("floor-accept".into())
-            .spawn(move || accept_loop(listener, s2, t2, cores))?;
-        Ok(EchoServer {
+            .spawn(move || shared.run(listener))?;
+        Ok(FloorServer {
             addr,
             stop,
             tids,
+            live,
             accept: Some(accept),
         })
     }
@@ -45,7 +77,7 @@ impl EchoServer {
         self.addr
     }
 
-    /// CPU seconds used so far by the echo threads (the floor's "server CPU").
+    /// CPU seconds used so far by the server's threads (the floor's "server CPU").
     pub fn cpu_s(&self) -> f64 {
         self.tids
             .lock()
@@ -56,9 +88,14 @@ impl EchoServer {
     }
 }
 
-impl Drop for EchoServer {
+impl Drop for FloorServer {
     fn drop(&mut self) {
+        // Set before the sweep below: a connection accepted meanwhile sees it under the
+        // `live` lock and is not served.
         self.stop.store(true, Ordering::SeqCst);
+        for c in self.live.lock().unwrap().conns.values() {
+            let _ = c.shutdown(Shutdown::Both);
+        }
         // Wake the accept loop.
         let _ = TcpStream::connect(self.addr);
         if let Some(h) = self.accept.take() {
@@ -67,32 +104,62 @@ impl Drop for EchoServer {
     }
 }
 
-fn accept_loop(
-    listener: TcpListener,
+/// What the accept loop shares with the connection threads.
+struct Accept {
     stop: Arc<AtomicBool>,
     tids: Arc<Mutex<Vec<i32>>>,
+    live: Arc<Mutex<Live>>,
     cores: Option<Vec<usize>>,
-) {
-    if let Some(c) = &cores {
-        let _ = sys::set_affinity(0, c);
-    }
-    tids.lock().unwrap().push(sys::gettid());
-    for conn in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            return;
+    name: String,
+    serve: Serve,
+}
+
+impl Accept {
+    /// Pin the calling thread and count its CPU as the server's.
+    fn enrol(&self) {
+        if let Some(c) = &self.cores {
+            let _ = sys::set_affinity(0, c);
         }
-        let Ok(conn) = conn else { continue };
-        let (tids, cores) = (tids.clone(), cores.clone());
-        // Connection threads end when the client closes; they are not joined.
-        let _ = std::thread::Builder::new()
-            .name("floor-echo".into())
-            .spawn(move || {
-                if let Some(c) = &cores {
-                    let _ = sys::set_affinity(0, c);
+        self.tids.lock().unwrap().push(sys::gettid());
+    }
+
+    fn run(self, listener: TcpListener) {
+        self.enrol();
+        let me = Arc::new(self);
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else {
+                if me.stop.load(Ordering::SeqCst) {
+                    return;
                 }
-                tids.lock().unwrap().push(sys::gettid());
-                echo(conn);
-            });
+                continue;
+            };
+            let id = {
+                let mut live = me.live.lock().unwrap();
+                if me.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(handle) = conn.try_clone() else {
+                    continue;
+                };
+                live.next += 1;
+                let id = live.next;
+                live.conns.insert(id, handle);
+                id
+            };
+            let me2 = me.clone();
+            // Connection threads end when the client closes or the server is dropped;
+            // they are not joined.
+            let spawned = std::thread::Builder::new()
+                .name(me.name.clone())
+                .spawn(move || {
+                    me2.enrol();
+                    (me2.serve)(conn);
+                    me2.live.lock().unwrap().conns.remove(&id);
+                });
+            if spawned.is_err() {
+                me.live.lock().unwrap().conns.remove(&id);
+            }
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! connections spread over the threads, senders driven by a schedule of intended send times.
 //!
 //! Each loop iteration sends every message whose intended time has come (catching up in one
-//! batched write when late), then sleeps in epoll until the next intended time. epoll's own
+//! batched write when late), then sleeps in epoll until the next intended time. With
+//! [`RunConfig::per_write`] > 1 (the batched pattern) the schedule is one of writes, each
+//! carrying that many messages stamped with the write's intended time. epoll's own
 //! timeout has millisecond resolution, so the wake-up comes from a timerfd armed at the exact
 //! nanosecond (with 1 ns timer slack); `--spin` polls without sleeping instead. Latency is
 //! always `receipt time - time stamped in the payload`; in open loop the stamp is the intended
@@ -90,6 +92,9 @@ impl Mode {
 pub struct RunConfig {
     /// Open or closed loop.
     pub mode: Mode,
+    /// Messages each sender writes at once (open loop): 1 is the evenly spaced pattern;
+    /// N > 1 sends N messages in one write every N / rate s at the same offered rate.
+    pub per_write: u64,
     /// Payload bytes per message (>= 16).
     pub payload: usize,
     /// Warm-up, discarded.
@@ -625,7 +630,8 @@ fn worker(
             index,
             pacer: match cfg.mode {
                 Mode::Open { rate } => Some(Pacer::new(
-                    Schedule::new(shared.t0, rate, n_senders.max(1), index as u64),
+                    Schedule::new(shared.t0, rate, n_senders.max(1), index as u64)
+                        .batched(cfg.per_write),
                     end_send,
                 )),
                 Mode::Closed { .. } => None,
@@ -697,15 +703,20 @@ fn worker(
                         continue;
                     }
                     let mut any = false;
-                    while let Some((k, t)) = c
+                    // The pacer hands out writes: one message each, or --batch messages
+                    // that all carry the write's intended time (k numbers the messages).
+                    let per_write = cfg.per_write.max(1);
+                    while let Some((w, t)) = c
                         .sender
                         .as_mut()
                         .and_then(|s| s.pacer.as_mut().and_then(|p| p.pop_due(now)))
                     {
-                        if let Some(s) = c.sender.as_mut() {
-                            s.k = k;
+                        for j in 0..per_write {
+                            if let Some(s) = c.sender.as_mut() {
+                                s.k = w * per_write + j;
+                            }
+                            generate(c, &*adapter, &cfg, &mut acc, &mut pbuf, t, now)?;
                         }
-                        generate(c, &*adapter, &cfg, &mut acc, &mut pbuf, t, now)?;
                         any = true;
                     }
                     if any {

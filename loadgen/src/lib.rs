@@ -11,7 +11,8 @@
 //! - [`scenarios`]: target resolution (external, spawned peerd, in-process floor), roles of
 //!   connections per scenario, sweeps; the `connect` and `idle` scenarios.
 //! - [`engine`]: the per-thread mio event loop that sends on schedule and records answers.
-//! - [`schedule`]: exact intended send times and measurement windows.
+//! - [`schedule`]: exact intended send times (of messages, or of writes of `--batch`
+//!   messages) and measurement windows.
 //! - [`adapter`]: the protocol trait and its `peerd`, `wsop`, `floor`, `redis` and `nats`
 //!   implementations; `adapter::link`: TLS and WebSocket under any adapter.
 //! - [`payload`]: the stamps (intended send time, sequence) every message carries.
@@ -23,7 +24,9 @@
 //!   numbers; [`hostile`]: the hostile connections both use; [`sampler`]: server RSS and CPU
 //!   over time.
 //! - [`server`]: starting and stopping `peerd serve`.
-//! - [`echo`]: the floor's blocking echo server.
+//! - [`echo`]: the floors' blocking server (thread per connection, pinned, its threads' CPU
+//!   the server CPU) and the echo floor on it; [`fanout_floor`]: the fan-out floor on it,
+//!   which writes each publisher's bytes to every subscriber (`fanout --protocol floor`).
 //! - [`envinfo`], [`sys`]: environment, /proc readings, pinning, limits.
 //! - [`clock`]: the process clock and a nanosecond timerfd.
 
@@ -34,6 +37,7 @@ pub mod clock;
 pub mod echo;
 pub mod engine;
 pub mod envinfo;
+pub mod fanout_floor;
 pub mod hist;
 pub mod hostile;
 pub mod output;

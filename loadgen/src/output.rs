@@ -6,8 +6,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 
+use crate::engine::Mode;
 use crate::hist::{self, Hist, PercentilePoint};
-use crate::report::{Report, RunReport};
+use crate::report::{send_pattern, Report, RunReport};
 use crate::sampler::MemoryReport;
 
 /// Column header of the run table.
@@ -149,13 +150,38 @@ pub fn target_lines(r: &RunReport) -> Vec<String> {
     v
 }
 
+/// What a run is, as every title says it: "scenario / protocol / mode", then the send
+/// pattern of an open-loop run ("evenly spaced", "batched 8 per write"), so that a batched
+/// run is never read as an evenly spaced one.
+pub fn heading(scenario: &str, protocol: &str, mode: Mode, per_write: u64) -> String {
+    let pattern = matches!(mode, Mode::Open { .. }).then(|| send_pattern(mode, per_write));
+    join_heading(scenario, protocol, mode.label(), pattern.as_deref())
+}
+
+/// A report's [`heading`], from its first run (every run of one invocation has the same
+/// mode and pattern; a report without runs has no pattern).
+pub fn title(rep: &Report) -> String {
+    let pattern = rep.runs.first().filter(|r| r.offered_rate.is_some());
+    let pattern = pattern.map(|r| r.send_pattern.as_str());
+    join_heading(&rep.scenario, &rep.protocol, &rep.mode, pattern)
+}
+
+fn join_heading(scenario: &str, protocol: &str, mode: &str, pattern: Option<&str>) -> String {
+    match pattern {
+        Some(p) => format!("{scenario} / {protocol} / {mode}, {p}"),
+        None => format!("{scenario} / {protocol} / {mode}"),
+    }
+}
+
 /// The whole table for a report, with a title line.
 pub fn table(rep: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{} / {} / {} — server: {} {}",
-        rep.scenario, rep.protocol, rep.mode, rep.server.kind, rep.server.address
+        "{} — server: {} {}",
+        title(rep),
+        rep.server.kind,
+        rep.server.address
     );
     let _ = writeln!(s, "{}", table_header());
     for r in &rep.runs {
@@ -354,7 +380,7 @@ pub fn write_json(path: &Path, rep: &Report) -> Result<()> {
 /// A markdown summary: the command and the table, for results/README.md.
 pub fn write_markdown(path: &Path, rep: &Report) -> Result<()> {
     let mut s = String::new();
-    let _ = writeln!(s, "# {} / {} / {}\n", rep.scenario, rep.protocol, rep.mode);
+    let _ = writeln!(s, "# {}\n", title(rep));
     let _ = writeln!(
         s,
         "Command:\n\n```sh\n{}\n```\n",
@@ -375,19 +401,20 @@ pub fn write_markdown(path: &Path, rep: &Report) -> Result<()> {
     );
     let _ = writeln!(
         s,
-        "| run | mode | conns | payload | answers/s | samples | p50 µs | p90 µs | p99 µs | p99.9 µs | p99.99 µs | max µs | missing | answers / server CPU-s |"
+        "| run | mode | sends | conns | payload | answers/s | samples | p50 µs | p90 µs | p99 µs | p99.9 µs | p99.99 µs | max µs | missing | answers / server CPU-s |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in &rep.runs {
         let l = &r.latency;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} B | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {} | {} | {} | {} B | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
             r.label,
             r.mode,
+            r.send_pattern,
             r.connections,
             r.payload_bytes,
             r.achieved_rate,

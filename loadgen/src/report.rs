@@ -102,10 +102,16 @@ pub struct Pinning {
 /// One run at one rate.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
-    /// "r10000" (open loop, rate) or "closed-p1" (closed loop, pipeline depth).
+    /// "r10000" (open loop, rate; "r10000-batch8" in the batched pattern) or "closed-p1"
+    /// (closed loop, pipeline depth).
     pub label: String,
     /// "open-loop" or "closed-loop".
     pub mode: String,
+    /// How the senders spaced their messages: "evenly spaced" (a write per message),
+    /// "batched N per write" (--batch N), or "closed loop" (a message per answer).
+    pub send_pattern: String,
+    /// Messages per write of each sender (1 unless --batch).
+    pub messages_per_write: u64,
     /// Offered rate in messages/s (open loop).
     pub offered_rate: Option<f64>,
     /// Requests in flight per connection (closed loop).
@@ -334,6 +340,18 @@ pub struct RunMeta {
     pub p99_bound_us: Option<f64>,
     /// --spin.
     pub spin: bool,
+    /// Messages per write (--batch; 1 = evenly spaced).
+    pub per_write: u64,
+}
+
+/// The send pattern of a run, as every output names it (so that a batched run is never
+/// read as an evenly spaced one).
+pub fn send_pattern(mode: Mode, per_write: u64) -> String {
+    match (mode, per_write) {
+        (Mode::Closed { .. }, _) => "closed loop".into(),
+        (Mode::Open { .. }, 0 | 1) => "evenly spaced".into(),
+        (Mode::Open { .. }, n) => format!("batched {n} per write"),
+    }
 }
 
 fn per_cpu(received: u64, cpu: Option<f64>) -> Option<f64> {
@@ -449,12 +467,21 @@ pub fn build_run(out: &RunOut, meta: &RunMeta) -> (RunReport, Hist, Option<Hist>
             .map(|v| Spread::of(&v)),
     };
     let (label, offered_rate, pipeline) = match meta.mode {
+        // The pattern is in the label (and so in the .hgrm file names) too: a batched
+        // run's files never pass for an evenly spaced run's.
+        Mode::Open { rate } if meta.per_write > 1 => (
+            format!("r{}-batch{}", fmt_rate(rate), meta.per_write),
+            Some(rate),
+            None,
+        ),
         Mode::Open { rate } => (format!("r{}", fmt_rate(rate)), Some(rate), None),
         Mode::Closed { pipeline } => (format!("closed-p{pipeline}"), None, Some(pipeline)),
     };
     let report = RunReport {
         label,
         mode: meta.mode.label().into(),
+        send_pattern: send_pattern(meta.mode, meta.per_write),
+        messages_per_write: meta.per_write.max(1),
         offered_rate,
         pipeline,
         connections: meta.connections,
@@ -639,6 +666,7 @@ mod tests {
                 answers_per_msg: 1,
                 p99_bound_us: Some(2000.0),
                 spin: false,
+                per_write: 1,
             },
         );
         Report {
@@ -670,6 +698,8 @@ mod tests {
     fn run_numbers_from_known_windows() {
         let r = &sample_report().runs[0];
         assert_eq!(r.label, "r1000");
+        assert_eq!(r.send_pattern, "evenly spaced");
+        assert_eq!(r.messages_per_write, 1);
         assert_eq!(r.latency.count, 1000);
         assert!((r.latency.p50 - 500.0).abs() < 0.5);
         assert!((r.latency.p99 - 990.0).abs() < 1.0);
@@ -679,6 +709,42 @@ mod tests {
         assert_eq!(r.per_server_cpu_s, Some(2000.0));
         assert_eq!(r.meets_p99_bound, Some(true));
         assert!(!r.loadgen.saturated);
+    }
+
+    #[test]
+    fn batched_runs_are_labelled_as_such() {
+        let mut rep = sample_report();
+        let out = RunOut {
+            reps: Vec::new(),
+            send_lag: hist::new_hist(),
+            warmup_received: 0,
+            error_samples: vec![],
+            overloaded: false,
+            dead_conns: 0,
+            window_s: 1.0,
+        };
+        let meta = |mode, per_write| RunMeta {
+            mode,
+            connections: 2,
+            payload: 64,
+            warmup_s: 0.0,
+            answers_per_msg: 1,
+            p99_bound_us: None,
+            spin: false,
+            per_write,
+        };
+        let (r, _, _) = build_run(&out, &meta(Mode::Open { rate: 500.0 }, 8));
+        assert_eq!(r.label, "r500-batch8");
+        assert_eq!(r.send_pattern, "batched 8 per write");
+        assert_eq!(r.messages_per_write, 8);
+        rep.runs = vec![r];
+        let v = serde_json::to_value(&rep).unwrap();
+        assert_eq!(v["runs"][0]["send_pattern"], "batched 8 per write");
+        let (r, _, _) = build_run(&out, &meta(Mode::Closed { pipeline: 2 }, 1));
+        assert_eq!(
+            (r.label.as_str(), r.send_pattern.as_str()),
+            ("closed-p2", "closed loop")
+        );
     }
 
     #[test]
@@ -794,6 +860,7 @@ mod tests {
             answers_per_msg: 2,
             p99_bound_us: None,
             spin: false,
+            per_write: 1,
         };
         let (mut r, _, _) = build_run(&out, &meta);
         let layout = TargetLayout {

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::adapter::{self, Adapter, ConnectOptions, Connected, Incoming};
 use crate::cli::{parse_sweep, MsgArgs};
 use crate::clock::{self, now_ns};
-use crate::echo::EchoServer;
+use crate::echo::FloorServer;
 use crate::engine::{self, ConnSpec, Mode, Probe, RepOut, RunConfig, RunOut, SendKind};
 use crate::envinfo::Environment;
 use crate::hist::{self, PercentilePoint};
@@ -58,7 +58,8 @@ pub(crate) struct Target {
     /// Every target in --target order (`addr`/`endpoint` above are the first).
     pub(crate) nodes: Vec<Node>,
     spawned: Option<SpawnedServer>,
-    echo: Option<Arc<EchoServer>>,
+    /// The in-process floor (echo or fan-out), whose threads are the server.
+    floor: Option<Arc<FloorServer>>,
     server_cores: Option<Vec<usize>>,
 }
 
@@ -67,13 +68,13 @@ pub(crate) struct ServerProbe {
     pids: Vec<Option<u32>>,
     /// --extra-pid processes, read after the targets.
     extra: Vec<u32>,
-    echo: Option<Arc<EchoServer>>,
+    floor: Option<Arc<FloorServer>>,
 }
 
 impl Probe for ServerProbe {
     fn server_cpu_s(&mut self) -> Option<f64> {
-        if let Some(e) = &self.echo {
-            return Some(e.cpu_s());
+        if let Some(f) = &self.floor {
+            return Some(f.cpu_s());
         }
         // The sum over the targets; unknown if any target's is (a partial sum would pass
         // for the whole). Two targets served by one process count it once.
@@ -94,9 +95,9 @@ impl Probe for ServerProbe {
 
     fn named_cpu_s(&mut self) -> Vec<Option<f64>> {
         let read = |p: u32| sys::process_cpu_s(p).ok();
-        let targets: Vec<Option<f64>> = match &self.echo {
+        let targets: Vec<Option<f64>> = match &self.floor {
             // The in-process floor: its threads, not this whole process.
-            Some(e) => vec![Some(e.cpu_s())],
+            Some(f) => vec![Some(f.cpu_s())],
             None => self.pids.iter().map(|p| p.and_then(read)).collect(),
         };
         targets
@@ -257,7 +258,11 @@ pub(crate) fn make_adapter(scenario: &str, a: &MsgArgs, ep: &Endpoint) -> Result
         path: ep.path.clone(),
         subprotocol: String::new(),
     });
-    let ad: Arc<dyn Adapter> = Arc::from(adapter::build(name, adapter::Transport { tls, ws })?);
+    let ad: Arc<dyn Adapter> = Arc::from(adapter::build(
+        name,
+        scenario,
+        adapter::Transport { tls, ws },
+    )?);
     if !ad.supports(scenario) {
         bail!("protocol {} cannot run the {scenario} scenario", ad.name());
     }
@@ -334,7 +339,7 @@ fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
             },
             nodes,
             spawned: None,
-            echo: None,
+            floor: None,
             server_cores: s
                 .server_cores
                 .as_deref()
@@ -342,30 +347,47 @@ fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
                 .transpose()?,
         });
     }
-    if scenario == "floor" {
+    // The floors run in this process: the echo for `floor`, the fan-out floor for
+    // `fanout --protocol floor`.
+    let fanout_floor = scenario == "fanout" && protocol_name(scenario, a)? == "floor";
+    if fanout_floor && s.spawn_server {
+        bail!("the fan-out floor runs in the loadgen's process: drop --spawn-server");
+    }
+    if scenario == "floor" || fanout_floor {
         let cores = match &s.server_cores {
             Some(c) => Some(sys::parse_cpu_list(c)?),
             None if s.no_pin => None,
             None => default_server_cores(1),
         };
-        let echo = Arc::new(EchoServer::start(cores.clone())?);
+        let (floor, kind) = if fanout_floor {
+            (
+                crate::fanout_floor::start(cores.clone())?,
+                "floor fan-out (in-process, blocking, thread per connection, a write per subscriber)",
+            )
+        } else {
+            (
+                FloorServer::echo(cores.clone())?,
+                "floor echo (in-process, blocking, thread per connection)",
+            )
+        };
+        let floor = Arc::new(floor);
         let endpoint = Endpoint {
             scheme: "tcp".into(),
-            host: echo.addr().ip().to_string(),
-            port: echo.addr().port(),
+            host: floor.addr().ip().to_string(),
+            port: floor.addr().port(),
             path: String::new(),
         };
         let nodes = vec![Node {
-            addr: echo.addr(),
+            addr: floor.addr(),
             endpoint: endpoint.clone(),
             pid: Some(std::process::id()),
         }];
         return Ok(Target {
-            addr: echo.addr(),
+            addr: floor.addr(),
             endpoint,
             info: ServerInfo {
-                kind: "floor echo (in-process, blocking, thread per connection)".into(),
-                address: echo.addr().to_string(),
+                kind: kind.into(),
+                address: floor.addr().to_string(),
                 pid: Some(std::process::id()),
                 shards: None,
                 command: None,
@@ -375,7 +397,7 @@ fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
             },
             nodes,
             spawned: None,
-            echo: Some(echo),
+            floor: Some(floor),
             server_cores: cores,
         });
     }
@@ -443,7 +465,7 @@ fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
         },
         nodes,
         spawned: Some(spawned),
-        echo: None,
+        floor: None,
         server_cores: cores,
     })
 }
@@ -451,7 +473,7 @@ fn setup_target(scenario: &str, a: &MsgArgs) -> Result<Target> {
 impl Target {
     /// The server's pid, when it is a separate process on this machine.
     pub(crate) fn pid(&self) -> Option<u32> {
-        self.info.pid.filter(|_| self.echo.is_none())
+        self.info.pid.filter(|_| self.floor.is_none())
     }
 
     /// Whether the server is still running: a spawned one has not exited, an external one
@@ -472,10 +494,10 @@ impl Target {
             pids: self
                 .nodes
                 .iter()
-                .map(|n| n.pid.filter(|_| self.echo.is_none()))
+                .map(|n| n.pid.filter(|_| self.floor.is_none()))
                 .collect(),
             extra: self.info.extra_pids.iter().map(|e| e.pid).collect(),
-            echo: self.echo.clone(),
+            floor: self.floor.clone(),
         }
     }
 
@@ -704,6 +726,14 @@ pub(crate) struct Prepared {
 /// Output paths, environment, the target server (spawned or external), core pinning and the
 /// pinning warnings, in the order the reports expect.
 pub(crate) fn prepare(scenario: &str, protocol: &str, a: &MsgArgs) -> Result<Prepared> {
+    // Every runner comes through here: the one place to refuse a send pattern that only
+    // the message engine's scenarios follow.
+    if a.batch != 1 && !MESSAGE_SCENARIOS.contains(&scenario) {
+        bail!(
+            "--batch applies to the message scenarios ({}), not {scenario}",
+            MESSAGE_SCENARIOS.join(", ")
+        );
+    }
     let (dir, name) = output_paths(scenario, protocol, a)?;
     let started = now_unix();
     let environment = Environment::collect();
@@ -755,8 +785,8 @@ pub(crate) fn check_args(a: &MsgArgs) -> Result<()> {
     if a.duration <= 0.0 || a.warmup < 0.0 || a.drain < 0.0 {
         bail!("--duration must be > 0, --warmup and --drain >= 0");
     }
-    if a.repetitions == 0 || a.threads == 0 || a.pipeline == 0 {
-        bail!("--repetitions, --threads and --pipeline must be at least 1");
+    if a.repetitions == 0 || a.threads == 0 || a.pipeline == 0 || a.batch == 0 {
+        bail!("--repetitions, --threads, --pipeline and --batch must be at least 1");
     }
     if a.closed_loop && (a.sweep.is_some() || a.rate.is_some()) {
         bail!("--closed-loop takes no --rate or --sweep (its rate is whatever the server answers)");
@@ -797,6 +827,9 @@ fn pinning_warnings(p: &Pinning, local: bool) -> Vec<String> {
     w
 }
 
+/// The scenarios [`run_messages`] runs.
+const MESSAGE_SCENARIOS: [&str; 6] = ["rpc", "p2p", "fanout", "direct", "broadcast", "floor"];
+
 /// Run a message scenario (rpc, p2p, fanout, direct, broadcast, floor), with sweeps.
 pub fn run_messages(
     scenario: &str,
@@ -808,8 +841,16 @@ pub fn run_messages(
     if a.closed_loop && !matches!(scenario, "rpc" | "p2p" | "floor") {
         bail!("--closed-loop applies to request/response scenarios (rpc, p2p, floor)");
     }
+    if a.closed_loop && a.batch != 1 {
+        bail!("--batch is a send pattern of the open loop; --closed-loop sends as answers arrive");
+    }
     sys::raise_nofile();
     let adapter = pick_adapter(scenario, a)?;
+    if adapter.name() == "floor" && scenario == "fanout" && shape.topics > 1 {
+        bail!(
+            "the fan-out floor has one topic (every subscriber gets every publish): drop --topics"
+        );
+    }
     let Prepared {
         dir,
         name,
@@ -867,9 +908,8 @@ pub fn run_messages(
     let mut series: Vec<(String, Vec<PercentilePoint>)> = Vec::new();
     let mut tested = Vec::new();
     println!(
-        "{scenario} / {} / {} — server {} at {}",
-        adapter.name(),
-        modes[0].label(),
+        "{} — server {} at {}",
+        output::heading(scenario, adapter.name(), modes[0], a.batch),
         target.info.kind,
         if several {
             target.info.address.clone()
@@ -889,6 +929,7 @@ pub fn run_messages(
             } = build_specs(scenario, a, shape, &nodes)?;
             let cfg = RunConfig {
                 mode: *mode,
+                per_write: a.batch,
                 payload: a.payload.max(crate::payload::MIN_PAYLOAD),
                 warmup: Duration::from_secs_f64(a.warmup),
                 window: Duration::from_secs_f64(a.duration),
@@ -923,6 +964,7 @@ pub fn run_messages(
                 answers_per_msg: answers,
                 p99_bound_us: Some(a.p99_bound),
                 spin: a.spin || a.spin_us > 0,
+                per_write: cfg.per_write,
             };
             let (mut rr, h, slowest) = report::build_run(&out, &meta);
             let layout = report::TargetLayout {
@@ -1037,10 +1079,7 @@ pub(crate) fn finish_report(
         let svg = dir.join(format!("{name}.svg"));
         let conns = rep.runs.first().map(|r| r.connections).unwrap_or(0);
         let payload = rep.runs.first().map(|r| r.payload_bytes).unwrap_or(0);
-        let title = format!(
-            "{} / {} / {} — {} conns, {} B",
-            rep.scenario, rep.protocol, rep.mode, conns, payload
-        );
+        let title = format!("{} — {} conns, {} B", output::title(rep), conns, payload);
         output::plot_percentiles(&svg, &title, series)?;
         written.push(svg.display().to_string());
     }
@@ -1218,6 +1257,7 @@ pub fn run_connect(a: &MsgArgs, settings: serde_json::Value) -> Result<()> {
                 answers_per_msg: 1,
                 p99_bound_us: Some(a.p99_bound),
                 spin: false,
+                per_write: 1,
             },
         );
         Ok((rr, h))

@@ -6,6 +6,11 @@
 //! at `start + (phase + k*stride) / rate`. Times are computed from `k` with integer
 //! arithmetic each time (never accumulated), so they are exact and never drift.
 //!
+//! The batched pattern ([`Schedule::batched`]) schedules writes instead of messages: each
+//! write carries `per_write` messages, so at the same offered rate write `n` of the run is
+//! due at `start + n * per_write / rate`, and every message of a write keeps that write's
+//! time as its intended send time.
+//!
 //! A sender that wakes up late sends every message whose time has come ([`Pacer::due`]) and
 //! each keeps its *intended* time: the latency of a message is measured from that time, so
 //! the generator's own lateness (or a stalled server that kept it from sending) counts
@@ -23,6 +28,8 @@ pub struct Schedule {
     pub stride: u64,
     /// This sender's index among them.
     pub phase: u64,
+    /// Messages per write (1: the evenly spaced pattern, a write per message).
+    pub per_write: u64,
 }
 
 impl Schedule {
@@ -35,13 +42,24 @@ impl Schedule {
             rate_milli: (rate * 1000.0).round().max(1.0) as u64,
             stride,
             phase,
+            per_write: 1,
         }
     }
 
-    /// Intended send time of this sender's `k`-th message.
+    /// The same offered rate in writes of `per_write` messages: `at(k)` is then the
+    /// intended time of this sender's `k`-th write (every message in it carries that time).
+    pub fn batched(self, per_write: u64) -> Schedule {
+        Schedule {
+            per_write: per_write.max(1),
+            ..self
+        }
+    }
+
+    /// Intended send time of this sender's `k`-th message (of its `k`-th write when
+    /// batched).
     #[inline]
     pub fn at(&self, k: u64) -> u64 {
-        let n = self.phase as u128 + k as u128 * self.stride as u128;
+        let n = (self.phase as u128 + k as u128 * self.stride as u128) * self.per_write as u128;
         self.start_ns + (n * 1_000_000_000_000 / self.rate_milli as u128) as u64
     }
 }
@@ -164,6 +182,27 @@ mod tests {
         for (n, t) in all.iter().enumerate() {
             assert_eq!(*t, n as u64 * 250_000);
         }
+    }
+
+    #[test]
+    fn batched_writes_keep_the_offered_rate() {
+        // 2 senders sharing 1000 msg/s in writes of 8: together a write every 8 ms (125
+        // writes/s, 1000 msg/s), alternating between the senders, never drifting.
+        let a = Schedule::new(0, 1000.0, 2, 0).batched(8);
+        let b = Schedule::new(0, 1000.0, 2, 1).batched(8);
+        for k in 0..10_000u64 {
+            assert_eq!(a.at(k), 2 * k * 8_000_000);
+            assert_eq!(b.at(k), (2 * k + 1) * 8_000_000);
+        }
+        // A rate that does not divide into whole writes per second stays exact: 1000/s in
+        // writes of 3 is a write every 3 ms.
+        let s = Schedule::new(0, 1000.0, 1, 0).batched(3);
+        assert_eq!(s.at(1_000_000), 3_000_000_000_000);
+        // Batches of 1 are the evenly spaced schedule.
+        assert_eq!(
+            Schedule::new(7, 3.0, 1, 0).batched(1),
+            Schedule::new(7, 3.0, 1, 0)
+        );
     }
 
     #[test]

@@ -926,7 +926,7 @@ pub fn run_soak(a: &SoakArgs, settings: serde_json::Value) -> Result<()> {
         bail!("--publishers, --subscribers and --topics must be at least 1");
     }
     sys::raise_nofile();
-    let adapter: Arc<dyn Adapter> = Arc::from(adapter::by_name("peerd")?);
+    let adapter: Arc<dyn Adapter> = Arc::from(adapter::by_name("peerd", "soak")?);
     let Prepared {
         dir,
         name,

@@ -12,23 +12,9 @@
 //! drain ends as soon as every delivery is in.
 
 use std::process::Command;
-use std::time::Duration;
 
 mod common;
-use common::{loadgen, out_dir, WINDOW};
-
-/// One peerd server on an ephemeral loopback port, one unpinned shard (tests run in
-/// parallel on a small machine).
-fn peerd() -> peerd_server::PeerServer {
-    let mut opts = peerd_server::ListenOptions::default();
-    opts.endpoints = vec![peerd_server::Endpoint::Tcp("127.0.0.1:0".into())];
-    opts.shards = 1;
-    opts.pin = false;
-    // The loadgen's connections close at once; no reason to wait out the 2 s default
-    // when the test closes the server.
-    opts.close_linger = Duration::from_millis(300);
-    peerd_server::listen(opts).expect("start peerd")
-}
+use common::{loadgen, out_dir, peerd, WINDOW};
 
 #[test]
 fn fanout_over_two_targets_counts_per_target_and_splits_local_from_remote() {

@@ -1,5 +1,6 @@
-//! End to end through the real binary: the floor scenario (no peerd server needed), a short
-//! open-loop run on loopback, then the files it must leave behind.
+//! End to end through the real binary: the floors (no peerd server needed): the echo floor
+//! in a short open-loop run on loopback and the files it must leave behind, the fan-out
+//! floor evenly spaced and batched, and the checks on what the floors and --batch refuse.
 //!
 //! No wall-clock assertions: the loadgen's own --duration/--warmup/--drain bound each run,
 //! and the tests check what the report says (counts, errors), which is what can go wrong.
@@ -7,7 +8,7 @@
 use std::process::Command;
 
 mod common;
-use common::out_dir;
+use common::{loadgen, out_dir, WINDOW};
 
 #[test]
 fn floor_open_loop_short_run_writes_reports() {
@@ -151,4 +152,101 @@ fn plot_overlays_hgrm_files() {
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.contains("floor") && text.contains("again"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn fanout_floor_delivers_every_publish_to_every_subscriber() {
+    let dir = out_dir("fanout-floor");
+    // 400/s for 0.5 s to 10 subscribers: 200 publishes, 2000 deliveries; then the same
+    // messages 8 to a write (25 writes in the window).
+    for (batch, name, label, pattern) in [
+        ("1", "even", "r400", "evenly spaced"),
+        ("8", "batched", "r400-batch8", "batched 8 per write"),
+    ] {
+        let mut args = vec![
+            "fanout",
+            "--protocol",
+            "floor",
+            "--subscribers",
+            "10",
+            "--batch",
+            batch,
+        ];
+        args.extend(WINDOW);
+        let j = loadgen(&args, &dir, name);
+        assert_eq!(j["scenario"], "fanout");
+        assert_eq!(j["protocol"], "floor");
+        let kind = j["server"]["kind"].as_str().unwrap();
+        assert!(kind.starts_with("floor fan-out"), "{kind}");
+        let run = &j["runs"][0];
+        assert_eq!(run["label"], label);
+        assert_eq!(run["send_pattern"], pattern);
+        assert_eq!(run["answers_per_msg"], 10);
+        assert_eq!(run["sent"], 200, "{run}");
+        assert_eq!(run["received"], 2000, "{run}");
+        assert_eq!(run["missing"], 0);
+        assert_eq!(run["errors"], 0, "{}", run["error_samples"]);
+        assert_eq!(run["dead_connections"], 0);
+        // Deliveries, not echoes: the slowest receiver of every publish is known.
+        assert_eq!(run["slowest_receiver"]["count"], 200, "{run}");
+        // The floor's threads are the server: their CPU is read (it may round to 0 s in
+        // so short a run at clock-tick resolution).
+        assert!(
+            run["server_cpu_s"].as_f64().is_some_and(|c| c >= 0.0),
+            "{run}"
+        );
+        assert!(dir.join(format!("{name}-{label}-slowest.hgrm")).exists());
+        let md = std::fs::read_to_string(dir.join(format!("{name}.md"))).unwrap();
+        assert!(
+            md.starts_with(&format!("# fanout / floor / open-loop, {pattern}\n")),
+            "{md}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn floor_echo_batched_answers_every_request() {
+    // The batched pattern in a request/response scenario: 4 requests per write, every one
+    // answered, each latency counted from its write's intended time.
+    let dir = out_dir("floor-batch");
+    let mut args = vec!["floor", "--batch", "4", "--connections", "2"];
+    args.extend(WINDOW);
+    let j = loadgen(&args, &dir, "fb");
+    let run = &j["runs"][0];
+    assert_eq!(run["label"], "r400-batch4");
+    assert_eq!(run["messages_per_write"], 4);
+    assert_eq!(run["sent"], 200, "{run}");
+    assert_eq!(run["received"], 200, "{run}");
+    assert_eq!(run["missing"], 0);
+    assert_eq!(j["settings"]["batch"], 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn batch_and_the_fanout_floor_refuse_what_they_cannot_do() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_peerd-loadgen"))
+            .args(args)
+            .args(["--no-progress", "--no-pin", "--out"])
+            .arg(std::env::temp_dir().join("peerd-loadgen-batch-checks"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Each is refused before a server is started or a connection opened.
+    let err = run(&["idle", "--batch", "2", "--spawn-server"]);
+    assert!(
+        err.contains("--batch applies to the message scenarios"),
+        "{err}"
+    );
+    let err = run(&["floor", "--closed-loop", "--batch", "2"]);
+    assert!(err.contains("--batch"), "{err}");
+    let err = run(&["floor", "--batch", "0"]);
+    assert!(err.contains("--batch"), "{err}");
+    let err = run(&["fanout", "--protocol", "floor", "--topics", "2"]);
+    assert!(err.contains("one topic"), "{err}");
+    let err = run(&["fanout", "--protocol", "floor", "--spawn-server"]);
+    assert!(err.contains("--spawn-server"), "{err}");
 }

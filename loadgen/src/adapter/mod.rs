@@ -212,14 +212,15 @@ pub fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> Result<()> {
     stream.write_all(bytes).context("writing to server")
 }
 
-/// The adapter called `name`, over plain TCP.
-pub fn by_name(name: &str) -> Result<Box<dyn Adapter>> {
-    build(name, Transport::default())
+/// The adapter called `name` for `scenario`, over plain TCP.
+pub fn by_name(name: &str, scenario: &str) -> Result<Box<dyn Adapter>> {
+    build(name, scenario, Transport::default())
 }
 
-/// The adapter called `name` over `transport` (peerd: any; wsop: a WebSocket; floor, redis
-/// and nats: plain TCP only).
-pub fn build(name: &str, transport: Transport) -> Result<Box<dyn Adapter>> {
+/// The adapter called `name` for `scenario` over `transport` (peerd: any; wsop: a
+/// WebSocket; floor, redis and nats: plain TCP only). Only the floor's depends on the
+/// scenario: its frames do not say whether they are answers or deliveries.
+pub fn build(name: &str, scenario: &str, transport: Transport) -> Result<Box<dyn Adapter>> {
     let plain_only = |p: &str| -> Result<()> {
         if !transport.is_plain() {
             bail!(
@@ -242,7 +243,7 @@ pub fn build(name: &str, transport: Transport) -> Result<Box<dyn Adapter>> {
         "wsop" => Box::new(wsop::WsOp::new(transport)?),
         "floor" => {
             plain_only(name)?;
-            Box::new(floor::Floor)
+            Box::new(floor::Floor::for_scenario(scenario))
         }
         "redis" => {
             plain_only(name)?;

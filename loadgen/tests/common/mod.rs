@@ -1,8 +1,9 @@
-//! What the loadgen's integration tests share: a fresh output directory, and running the
-//! loadgen binary to read the JSON report it wrote.
+//! What the loadgen's integration tests share: a fresh output directory, running the
+//! loadgen binary to read the JSON report it wrote, and a peerd server in the test process.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -29,9 +30,24 @@ pub fn out_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// One peerd server on an ephemeral loopback port, one unpinned shard (tests run in
+/// parallel on a small machine). It runs in the test process (peerd-server is a
+/// dev-dependency: this package's tests are not given the `peerd` binary's path, see
+/// cli/tests/soak.rs), so its pid is the test's.
+#[allow(dead_code)] // not every test file needs a peerd
+pub fn peerd() -> peerd_server::PeerServer {
+    let mut opts = peerd_server::ListenOptions::default();
+    opts.endpoints = vec![peerd_server::Endpoint::Tcp("127.0.0.1:0".into())];
+    opts.shards = 1;
+    opts.pin = false;
+    // The loadgen's connections close at once; no reason to wait out the 2 s default
+    // when the test closes the server.
+    opts.close_linger = Duration::from_millis(300);
+    peerd_server::listen(opts).expect("start peerd")
+}
+
 /// Run the loadgen (no progress bar, unpinned, reports named `name` in `dir`); the JSON
 /// report it wrote. Fails the test, with its output, if the loadgen fails.
-#[allow(dead_code)] // floor.rs checks its own runs' output
 pub fn loadgen(args: &[&str], dir: &Path, name: &str) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_peerd-loadgen"))
         .args(args)
