@@ -429,8 +429,16 @@ impl RxBuf {
                 Ok(Some(_)) => {}
                 Ok(None) if bytes.is_empty() => break Ok(false),
                 Ok(None) => {
+                    let before = bytes.len();
                     if let Err(e) = tls.borrow_mut().feed_some(&mut bytes) {
                         break Err(e);
+                    }
+                    if bytes.len() == before {
+                        // rustls took nothing and has nothing to give: never spin on it.
+                        break Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "TLS input refused by the session",
+                        ));
                     }
                 }
                 Err(e) => break Err(e),
