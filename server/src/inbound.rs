@@ -1,10 +1,12 @@
 //! The receive side: bytes read but not yet dispatched ([`RxBuf`]), the shard's pool of
-//! receive buffers ([`RxPool`]), and one read ([`poll_fill`]).
+//! receive buffers ([`RxPool`]), one read through glommio ([`poll_fill`]), what the
+//! shard's receive ring brought ([`RxBuf::append`], and [`RxBuf::tls_received`] for TLS),
+//! and a connection's place on that ring ([`RingRecv`]). Every source writes through
+//! [`RxBuf::fill`], so all of them are deframed and accounted alike.
 //!
-//! An idle connection holds no receive buffer at all: glommio waits for readiness before
-//! it reads (the buffer is used only inside the synchronous read), so a buffer is taken from
-//! the pool when the socket is readable and returned as soon as every received byte has
-//! been dispatched.
+//! An idle connection holds no receive buffer at all: bytes come from the ring's provided
+//! buffers (or glommio waits for readiness before it reads), so a buffer is taken from the
+//! pool when bytes come and returned as soon as every received byte has been dispatched.
 //!
 //! A frame larger than a pooled buffer grows its buffer as its bytes arrive (by a quarter at
 //! a time, up to the size the header declared), never to the declared size up front: a header alone
