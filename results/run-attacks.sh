@@ -12,6 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BEFORE_BIN=${1:?usage: results/run-attacks.sh BEFORE_BIN [OUT_DIR]}
 OUT=${2:-results/attacks}
+# Extra loadgen arguments for the "before" server only, e.g. to compare two modes of one
+# binary: BEFORE_ARGS="--server-arg=--no-ring-receives --server-arg=--memory-budget
+# --server-arg=268435456" results/run-attacks.sh target/release/peerd OUT_DIR
+BEFORE_ARGS=${BEFORE_ARGS:-}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo build --release --locked -p peerd-cli -p peerd-loadgen
 mkdir -p "$OUT/bin"
@@ -29,7 +33,7 @@ declare -A EXTRA=(
 )
 for kind in slow-reader slow-subscribers partial-frames relay-flood pipeline; do
   $L attack --spawn-server --server-bin "$OUT/bin/peerd-before" --kind "$kind" $COMMON \
-    ${EXTRA[$kind]} --out "$OUT/$kind" --name before
+    ${EXTRA[$kind]} $BEFORE_ARGS --out "$OUT/$kind" --name before
   $L attack --spawn-server --server-bin "$OUT/bin/peerd-after" --server-arg=--memory-budget \
     --server-arg=268435456 --kind "$kind" $COMMON ${EXTRA[$kind]} --out "$OUT/$kind" --name after
 done
