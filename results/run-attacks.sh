@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 BEFORE_BIN=${1:?usage: results/run-attacks.sh BEFORE_BIN [OUT_DIR]}
 OUT=${2:-results/attacks}
 # Extra loadgen arguments for the "before" server only, e.g. to compare two modes of one
-# binary: BEFORE_ARGS="--server-arg=--no-ring-receives --server-arg=--memory-budget
+# binary: BEFORE_ARGS="--server-arg=--ring-receives --server-arg=--memory-budget
 # --server-arg=268435456" results/run-attacks.sh target/release/peerd OUT_DIR
 BEFORE_ARGS=${BEFORE_ARGS:-}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 14's peers runner: peerd over TCP (receives and sends through io_uring, and with
-# --no-ring-receives --no-batched-sends) against Redis, NATS, Bun and the blocking-TCP floors, with the same
+# Issue 14's peers runner: peerd over TCP (sends batched through io_uring, and with
+# --no-batched-sends) against Redis, NATS, Bun and the blocking-TCP floors, with the same
 # loadgen scenarios in one sitting (echo at 1 and 64 connections, fan-out 1 -> 100 with
 # evenly spaced publishes and batched FANOUT_BATCH (8) to a write, idle connections), and the
 # side-by-side table with issue 14's targets as ratios (results/summarize-peers.py ->

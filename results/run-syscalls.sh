@@ -2,10 +2,10 @@
 # System calls and kernel CPU per message of a peerd server, per scenario (issue 14's
 # "measure first, keep measuring"): echo over 1 and over 64 connections, and fan-out
 # 1 -> 100, each at a fixed offered rate so that every data path does the same work. Each
-# scenario runs in three modes, alternating, in one sitting: `ring` (the default: multishot
-# receives and batched sends through the shard's io_urings), `batched` (--no-ring-receives:
-# reads through glommio, sends batched) and `sendmsg` (--no-ring-receives
-# --no-batched-sends: the path before issue 14).
+# scenario runs in three modes, alternating, in one sitting: `ring` (--ring-receives:
+# multishot receives and batched sends through the shard's io_urings), `batched` (the
+# default: reads through glommio, sends batched) and `sendmsg` (--no-batched-sends: the path
+# before issue 14).
 #
 #   results/run-syscalls.sh [OUT_DIR] [PEERD_BIN]
 #
@@ -57,9 +57,9 @@ rm -f "$OUT/ticks"
 MODES="ring batched sendmsg"
 flags() {
   case $1 in
-    ring) echo "" ;;
-    batched) echo "--no-ring-receives" ;;
-    sendmsg) echo "--no-ring-receives --no-batched-sends" ;;
+    ring) echo "--ring-receives" ;;
+    batched) echo "" ;;
+    sendmsg) echo "--no-batched-sends" ;;
   esac
 }
 for mode in $MODES; do
@@ -99,9 +99,9 @@ for name in [f"{s}-{m}" for s in ["echo-1", "echo-64", "fanout-100"] for m in ["
 with open(os.path.join(out, "README.md"), "w") as f:
     f.write(f"# System calls per message (peerd {rev})\n\n")
     f.write("`results/run-syscalls.sh` on this 2-vCPU VM: server on core 0 (1 shard), loadgen on core 1, "
-            "64 B payloads; `ring`: multishot receives and batched sends through the shard's io_urings "
-            "(default), `batched`: `--no-ring-receives` (reads through glommio, sends batched), `sendmsg`: "
-            "`--no-ring-receives --no-batched-sends` (the path before issue 14); counts from `perf stat` tracepoints over 3 s of the measured window, CPU from "
+            "64 B payloads; `ring`: `--ring-receives` (multishot receives and batched sends through the "
+            "shard's io_urings), `batched`: the default (reads through glommio, sends batched), `sendmsg`: "
+            "`--no-batched-sends` (the path before issue 14); counts from `perf stat` tracepoints over 3 s of the measured window, CPU from "
             "/proc over the same 3 s (10 ms ticks). A message is a round trip (echo) or a delivery "
             "(fan-out).\n\n")
     f.write("| scenario | msgs/s | syscalls/msg | send/msg | recv/msg | io_uring_enter/msg | server CPU µs/msg | of it kernel | p50 µs | p99 µs |\n")

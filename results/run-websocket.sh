@@ -24,8 +24,8 @@
 # RESP), `nats` (Debian's nats-server, PUB/SUB; it has no echo), `floor` (the loadgen's own
 # blocking-TCP floors: the echo, what a round trip costs with no server logic, and the
 # fan-out floor, which only writes each publish to every subscriber; no idle), and
-# `peerd-tcp-sendmsg` (peerd with --no-ring-receives --no-batched-sends: a recv per read and
-# a sendmsg per connection, the data path before issue 14). A server that does not do a scenario
+# `peerd-tcp-sendmsg` (peerd with --no-batched-sends: a recv per read and a sendmsg per
+# connection, the data path before issue 14). A server that does not do a scenario
 # is skipped for it. results/run-peers.sh runs peerd against Redis, NATS, Bun and the floor
 # with this script.
 set -euo pipefail
@@ -180,7 +180,7 @@ run() {
     peerd-tls) where=(--spawn-server --server-bin "$P" --shards 1 --transport tls) ;;
     peerd-ws) where=(--spawn-server --server-bin "$P" --shards 1 --transport ws) ;;
     peerd-wss) where=(--spawn-server --server-bin "$P" --shards 1 --transport wss) ;;
-    peerd-tcp-sendmsg) where=(--spawn-server --server-bin "$P" --shards 1 --transport tcp --server-arg=--no-ring-receives --server-arg=--no-batched-sends) ;;
+    peerd-tcp-sendmsg) where=(--spawn-server --server-bin "$P" --shards 1 --transport tcp --server-arg=--no-batched-sends) ;;
     bun | node-ws)
         start_peer "$server"
         where=(--protocol wsop --target "$PEER_URL" --server-pid "$PEER_PID" --server-cores 0 --cores 1)

@@ -171,12 +171,12 @@ pub struct RuntimeSettings {
     #[arg(id = "runtime.no_batched_sends", long = "no-batched-sends",
           env = "PEERD_NO_BATCHED_SENDS", value_parser = BoolishValueParser::new())]
     pub no_batched_sends: bool,
-    /// Read each connection through glommio (one recv per read) instead of one multishot
-    /// receive per connection through the shard's io_uring (used when the kernel cannot;
-    /// set it to compare the two).
-    #[arg(id = "runtime.no_ring_receives", long = "no-ring-receives",
-          env = "PEERD_NO_RING_RECEIVES", value_parser = BoolishValueParser::new())]
-    pub no_ring_receives: bool,
+    /// Experimental: receive through one multishot receive per connection on the shard's
+    /// io_uring instead of one recv per read through glommio (off by default: under 5,000
+    /// peers flooding large partial frames it starves well-behaved peers, docs/ARCHITECTURE.md).
+    #[arg(id = "runtime.ring_receives", long = "ring-receives",
+          env = "PEERD_RING_RECEIVES", value_parser = BoolishValueParser::new())]
+    pub ring_receives: bool,
 }
 
 /// `[limits]`: what one peer, and all of them, may hold.
@@ -641,7 +641,7 @@ impl Settings {
         opts.pin = !self.runtime.no_pin;
         opts.spin_before_park = Duration::from_micros(self.runtime.spin_us);
         opts.batched_sends = !self.runtime.no_batched_sends;
-        opts.ring_receives = !self.runtime.no_ring_receives;
+        opts.ring_receives = self.runtime.ring_receives;
         // A server that may hand its sockets to a successor accepts on a thread that can
         // stop without losing a connection (peerd_server::restart).
         opts.handover = self.lifecycle.handoff_socket.is_some();

@@ -322,11 +322,12 @@ pub struct ListenOptions {
     /// Where the kernel has no io_uring or no SENDMSG for it, shards use `sendmsg` anyway
     /// and say so in the log; false forces that path (to compare, or to rule it out).
     pub batched_sends: bool,
-    /// Receive through each shard's own io_uring: one multishot receive per connection,
-    /// armed once, into buffers the kernel picks from a ring the shard's connections share
-    /// (default true). Where the kernel lacks multishot receive or provided-buffer rings
-    /// (before 6.0), connections read through glommio (one `recv` per read, a poll armed
-    /// per wait) and the log says so; false forces that path.
+    /// Experimental (default false): receive through each shard's own io_uring, one
+    /// multishot receive per connection, armed once, into buffers the kernel picks from a
+    /// ring the shard's connections share. Off by default because a flood of large
+    /// partial frames from 5,000 peers starves well-behaved peers on it (docs/ARCHITECTURE.md).
+    /// Where the kernel lacks multishot receive or provided-buffer rings (before 6.0),
+    /// connections read through glommio (one `recv` per read) anyway, and the log says so.
     pub ring_receives: bool,
     /// Join a cluster of peerd nodes over NATS (default: none, a single node).
     pub cluster: Option<ClusterOptions>,
@@ -370,7 +371,7 @@ impl Default for ListenOptions {
             relay_broadcasts: true,
             handover: false,
             batched_sends: true,
-            ring_receives: true,
+            ring_receives: false,
             cluster: None,
             inherited: Default::default(),
         }
