@@ -628,13 +628,41 @@ mod tests {
     use super::*;
     use crate::engine::RepOut;
 
+    /// A run's windows as the engine hands them over, nothing else happening.
+    fn run_out(reps: Vec<RepOut>) -> RunOut {
+        RunOut {
+            reps,
+            send_lag: hist::new_hist(),
+            warmup_received: 0,
+            error_samples: vec![],
+            overloaded: false,
+            dead_conns: 0,
+            window_s: 1.0,
+        }
+    }
+
+    /// One connection's open or closed loop of 64 B messages, one answer each, evenly spaced.
+    fn run_meta(mode: Mode) -> RunMeta {
+        RunMeta {
+            mode,
+            connections: 1,
+            payload: 64,
+            warmup_s: 0.0,
+            answers_per_msg: 1,
+            p99_bound_us: None,
+            spin: false,
+            per_write: 1,
+        }
+    }
+
     fn sample_report() -> Report {
         let mut h = hist::new_hist();
         for v in 1..=1000u64 {
             hist::record(&mut h, v * 1000);
         }
         let out = RunOut {
-            reps: vec![RepOut {
+            warmup_received: 10,
+            ..run_out(vec![RepOut {
                 hist: h,
                 slowest: None,
                 sent: 1000,
@@ -648,25 +676,14 @@ mod tests {
                 local: None,
                 remote: None,
                 by_target: Vec::new(),
-            }],
-            send_lag: hist::new_hist(),
-            warmup_received: 10,
-            error_samples: vec![],
-            overloaded: false,
-            dead_conns: 0,
-            window_s: 1.0,
+            }])
         };
         let (run, _, _) = build_run(
             &out,
             &RunMeta {
-                mode: Mode::Open { rate: 1000.0 },
-                connections: 1,
-                payload: 64,
                 warmup_s: 1.0,
-                answers_per_msg: 1,
                 p99_bound_us: Some(2000.0),
-                spin: false,
-                per_write: 1,
+                ..run_meta(Mode::Open { rate: 1000.0 })
             },
         );
         Report {
@@ -714,24 +731,11 @@ mod tests {
     #[test]
     fn batched_runs_are_labelled_as_such() {
         let mut rep = sample_report();
-        let out = RunOut {
-            reps: Vec::new(),
-            send_lag: hist::new_hist(),
-            warmup_received: 0,
-            error_samples: vec![],
-            overloaded: false,
-            dead_conns: 0,
-            window_s: 1.0,
-        };
+        let out = run_out(Vec::new());
         let meta = |mode, per_write| RunMeta {
-            mode,
             connections: 2,
-            payload: 64,
-            warmup_s: 0.0,
-            answers_per_msg: 1,
-            p99_bound_us: None,
-            spin: false,
             per_write,
+            ..run_meta(mode)
         };
         let (r, _, _) = build_run(&out, &meta(Mode::Open { rate: 500.0 }, 8));
         assert_eq!(r.label, "r500-batch8");
@@ -833,34 +837,21 @@ mod tests {
                 by_target: by,
             }
         };
-        let out = RunOut {
-            reps: vec![
-                rep(
-                    &[10, 20],
-                    &[30],
-                    vec![2, 1],
-                    vec![Some(0.5), Some(0.25), Some(1.0)],
-                ),
-                // A window where target 1 got nothing (a short by_target) and the second
-                // server's CPU could not be read.
-                rep(&[40], &[], vec![1], vec![Some(0.5), None, Some(1.0)]),
-            ],
-            send_lag: hist::new_hist(),
-            warmup_received: 0,
-            error_samples: vec![],
-            overloaded: false,
-            dead_conns: 0,
-            window_s: 1.0,
-        };
+        let out = run_out(vec![
+            rep(
+                &[10, 20],
+                &[30],
+                vec![2, 1],
+                vec![Some(0.5), Some(0.25), Some(1.0)],
+            ),
+            // A window where target 1 got nothing (a short by_target) and the second
+            // server's CPU could not be read.
+            rep(&[40], &[], vec![1], vec![Some(0.5), None, Some(1.0)]),
+        ]);
         let meta = RunMeta {
-            mode: Mode::Open { rate: 1.0 },
             connections: 4,
-            payload: 64,
-            warmup_s: 0.0,
             answers_per_msg: 2,
-            p99_bound_us: None,
-            spin: false,
-            per_write: 1,
+            ..run_meta(Mode::Open { rate: 1.0 })
         };
         let (mut r, _, _) = build_run(&out, &meta);
         let layout = TargetLayout {

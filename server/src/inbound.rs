@@ -236,12 +236,17 @@ impl RxBuf {
             if let Some(b) = self.buf.take() {
                 pool.put(b);
             }
-            self.start = 0;
-            self.ready = 0;
-            self.app = 0;
-            self.raw = 0;
-            self.end = 0;
+            self.empty();
         }
+    }
+
+    /// Every offset back to the buffer's start: nothing is held.
+    fn empty(&mut self) {
+        self.start = 0;
+        self.ready = 0;
+        self.app = 0;
+        self.raw = 0;
+        self.end = 0;
     }
 
     /// Drop everything buffered and give the buffer back.
@@ -464,11 +469,7 @@ impl RxBuf {
     fn room(&mut self, pool: &RxPool) -> Vec<u8> {
         let mut buf = self.buf.take().unwrap_or_else(|| pool.take());
         if self.start == self.end {
-            self.start = 0;
-            self.ready = 0;
-            self.app = 0;
-            self.raw = 0;
-            self.end = 0;
+            self.empty();
         } else if self.end == buf.len() {
             // Move what is left to the front: the peerd bytes, then the raw ones after them
             // (closing the gap deframing left).
@@ -492,11 +493,7 @@ impl RxBuf {
     fn keep(&mut self, buf: Vec<u8>, pool: &RxPool) {
         if self.start == self.end {
             pool.put(buf);
-            self.start = 0;
-            self.ready = 0;
-            self.app = 0;
-            self.raw = 0;
-            self.end = 0;
+            self.empty();
         } else {
             self.buf = Some(buf);
         }

@@ -87,6 +87,17 @@ impl Slots {
     }
 }
 
+/// Where [`RxBuf::tls_received`]'s outcome leaves the stream: `None` while it goes on,
+/// `Some(0)` after the peer's close_notify, `Some(EPROTO)` after a TLS protocol error (its
+/// alert already sent).
+fn session_end(fed: &io::Result<bool>) -> Option<i32> {
+    match fed {
+        Ok(false) => None,
+        Ok(true) => Some(0),
+        Err(_) => Some(libc::EPROTO),
+    }
+}
+
 impl Receiver {
     pub fn new() -> io::Result<Receiver> {
         Ok(Receiver {
@@ -114,10 +125,9 @@ impl Receiver {
             // Plaintext rustls decrypted during the handshake's reads and still holds would
             // otherwise wait for the next record: into `rx` now, for the reader's first pass.
             let mut rx = conn.rx.borrow_mut();
-            match rx.tls_received(&[], &conn.local.rx_pool, &conn.out) {
-                Ok(false) => {}
-                Ok(true) => conn.ring.state.set(RecvState::Ended(0)),
-                Err(_) => conn.ring.state.set(RecvState::Ended(libc::EPROTO)),
+            let fed = rx.tls_received(&[], &conn.local.rx_pool, &conn.out);
+            if let Some(errno) = session_end(&fed) {
+                conn.ring.state.set(RecvState::Ended(errno));
             }
             conn.rx_held.set(rx.held());
         }
@@ -227,21 +237,16 @@ impl Receiver {
                     conn.rx_held.set(rx.held());
                     ring.arrived
                         .set(ring.arrived.get().saturating_add(bytes.len() as u32));
-                    match fed {
-                        Ok(false) => {
+                    match session_end(&fed) {
+                        None => {
                             if more && rx.is_full() && ring.state.get() == RecvState::Armed {
                                 ring.state.set(RecvState::Stopping);
                                 stop = true;
                             }
                         }
-                        // close_notify, or a protocol error (its alert was sent): the
-                        // reader sees the end once it has what came before; the receive
-                        // is cancelled.
-                        end => {
-                            let errno = match end {
-                                Ok(_) => 0,
-                                Err(_) => libc::EPROTO,
-                            };
+                        // The reader sees the end once it has what came before; the
+                        // receive is cancelled.
+                        Some(errno) => {
                             // A pause's cancellation may be on its way already.
                             stop = more && ring.state.get() == RecvState::Armed;
                             ring.state.set(if more {
