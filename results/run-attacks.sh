@@ -16,6 +16,8 @@ OUT=${2:-results/attacks}
 # binary: BEFORE_ARGS="--server-arg=--ring-receives --server-arg=--memory-budget
 # --server-arg=268435456" results/run-attacks.sh target/release/peerd OUT_DIR
 BEFORE_ARGS=${BEFORE_ARGS:-}
+# And for the "after" server only, e.g. AFTER_ARGS="--server-arg=--ring-receives".
+AFTER_ARGS=${AFTER_ARGS:-}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo build --release --locked -p peerd-cli -p peerd-loadgen
 mkdir -p "$OUT/bin"
@@ -35,6 +37,7 @@ for kind in slow-reader slow-subscribers partial-frames relay-flood pipeline; do
   $L attack --spawn-server --server-bin "$OUT/bin/peerd-before" --kind "$kind" $COMMON \
     ${EXTRA[$kind]} $BEFORE_ARGS --out "$OUT/$kind" --name before
   $L attack --spawn-server --server-bin "$OUT/bin/peerd-after" --server-arg=--memory-budget \
-    --server-arg=268435456 --kind "$kind" $COMMON ${EXTRA[$kind]} --out "$OUT/$kind" --name after
+    --server-arg=268435456 --kind "$kind" $COMMON ${EXTRA[$kind]} $AFTER_ARGS --out "$OUT/$kind" \
+    --name after
 done
 rm -rf "$OUT/bin"

@@ -450,6 +450,13 @@ async fn serve(shard: Rc<Shard>, out: Rc<Outbound>, ws_path: Option<Arc<str>>) {
     // here, after on_connection ran, so handlers registered there see them.
     *conn.rx.borrow_mut() = rx;
     let ring = shard.receiver.as_ref().filter(|r| r.register(&conn));
+    if ring.is_some() {
+        // The handshake read through glommio, whose stream keeps a readiness poll armed
+        // that the ring makes useless: drop it (500 B per idle connection). If the fd
+        // cannot be duplicated (out of descriptors) the connection keeps it, and works the
+        // same.
+        let _ = conn.out.bare_stream();
+    }
     read_loop(&shard, &conn).await;
     if let Some(r) = ring {
         // Off the ring before the linger reads through glommio.
@@ -594,7 +601,7 @@ fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         }
     }
     rx.release_if_empty(&shard.local.rx_pool);
-    conn.rx_held.set(rx.held());
+    conn.set_rx_held(rx.held());
     // A frame that has started must finish by its deadline, set when it started: bytes
     // trickling in do not move it (a peer dripping one byte a second into a large frame
     // would otherwise hold its buffer for ever).
@@ -680,7 +687,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     let mut ready_in_a_row = 0;
     loop {
         process(shard, conn);
-        if shard.local.writes.batching() {
+        if shard.local.writes.batching() && !shard.local.grown_past_budget() {
             // The janitor settles after the other connections the reactor found readable
             // have been read: their answers leave in one batch of sends.
             shard.local.janitor.notify();
@@ -723,12 +730,12 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
                     // Closed from elsewhere while we were about to wait.
                     return Poll::Ready(Ok(0));
                 }
-                *conn.reader_waker.borrow_mut() = Some(cx.waker().clone());
+                conn.reader_waker.set(Some(cx.waker().clone()));
             }
             r
         })
         .await;
-        conn.reader_waker.borrow_mut().take();
+        conn.reader_waker.take();
         ready_in_a_row = if waited { 0 } else { ready_in_a_row + 1 };
         if !conn.is_active() {
             return;

@@ -35,6 +35,12 @@ use crate::outbound::Outbound;
 /// long as they are incomplete.
 pub(crate) const RX_BUF: usize = 32 * 1024;
 
+/// Bytes a connection may hold undispatched before its receive through the shard's ring is
+/// paused (`RxBuf::is_full`). Small: what the ring takes ahead of the reader is held per
+/// connection, and a crowd of flooding peers would each hold it (5,000 pipelining peers held
+/// 160 MiB at a 32 KiB share, against 22 MiB when read directly).
+const RING_SHARE: usize = 4 * 1024;
+
 /// Most receive buffers a shard keeps for reuse.
 const RX_POOL_MAX: usize = 256;
 
@@ -455,12 +461,13 @@ impl RxBuf {
         r
     }
 
-    /// Whether the bytes held are enough to go on with: at least a pooled buffer's worth,
-    /// and the whole of the frame being received if that is larger. The ring's receive
-    /// is paused then (`receiver`), as a reader that stops reading leaves the rest in the
-    /// kernel.
+    /// Whether the bytes held undispatched are [`RING_SHARE`] or more: the ring's receive
+    /// is paused then (`receiver`), and the rest (a large frame, or what a peer sends while
+    /// it is throttled) is read directly, in the reader's turn. Not the frame's whole
+    /// length: the shard's provided buffers are shared, and a connection sending a large
+    /// frame, slowly or not, must not take them all from the others.
     pub fn is_full(&self) -> bool {
-        self.end - self.start >= RX_BUF.max(self.want).max(self.ws_want())
+        self.end - self.start >= RING_SHARE
     }
 
     /// The buffer, with room after `end` for at least one byte: taken from the pool if
@@ -518,7 +525,7 @@ fn grown_len(len: usize, want: usize) -> usize {
     }
 }
 
-/// Where a connection's receive through the shard's ring stands (`receiver`): 24 bytes
+/// Where a connection's receive through the shard's ring stands (`receiver`): 16 bytes
 /// per connection, in place of the poll glommio keeps armed for an idle socket.
 #[derive(Default)]
 pub(crate) struct RingRecv {
@@ -544,9 +551,20 @@ pub(crate) enum RecvState {
     /// The stream ended for the reader (0: a TLS close_notify; else the errno of a TLS
     /// protocol error) while its receive, cancelled, is still in the kernel: `Ended` at the
     /// receive's last completion.
-    Ending(i32),
+    Ending(Errno),
     /// The stream ended (0) or failed (the errno): nothing more comes.
-    Ended(i32),
+    Ended(Errno),
+}
+
+/// An errno in 16 bits (Linux's are below 4096): `RecvState` fits in 4 bytes then, and
+/// `RingRecv` in 16.
+pub(crate) type Errno = u16;
+
+/// The errno of `e` (EIO when it has none).
+pub(crate) fn errno_of(e: &io::Error) -> Errno {
+    e.raw_os_error()
+        .and_then(|n| Errno::try_from(n).ok())
+        .unwrap_or(libc::EIO as Errno)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use crate::topics::leave_all;
 /// Call at the end of every batch of work: a read batch, an inbox batch, a timer tick, a
 /// handler's completion.
 pub(crate) fn settle(shard: &Rc<Shard>) {
+    let mut enforced = false;
     loop {
         let closing = shard.local.take_closing();
         for session in &closing {
@@ -36,10 +37,15 @@ pub(crate) fn settle(shard: &Rc<Shard>) {
         shard.local.writes.flush();
         if shard.local.memory_held() > shard.local.memory_budget.get() {
             enforce_budget(shard);
+            enforced = true;
         }
         if closing.is_empty() && shard.local.nothing_closing() {
-            return;
+            break;
         }
+    }
+    if enforced {
+        // After the teardowns: what the closed peers' receive buffers held is back.
+        shard.local.budget_enforced();
     }
 }
 
@@ -98,7 +104,7 @@ fn enforce_budget(shard: &Rc<Shard>) {
 /// What a connection holds, as the memory budget counts it: its queue, its receive buffer,
 /// and its relayed calls waiting for answers.
 fn held_by(c: &Conn) -> usize {
-    c.out.charged() + c.rx_held.get() + c.relayed_calls.get() as usize * RELAY_COST
+    c.out.charged() + c.rx_held() + c.relayed_calls.get() as usize * RELAY_COST
 }
 
 /// Undo everything the connection took part in: the directory, topics, watches, relayed
@@ -109,7 +115,7 @@ fn teardown(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     };
     shard.unregister(conn.session);
     conn.rx.borrow_mut().clear(&shard.local.rx_pool);
-    conn.rx_held.set(0);
+    conn.set_rx_held(0);
     // Answers to its calls will find no one: stop counting them now.
     conn.relay_ended(true);
     let shared = shard.shared();

@@ -213,6 +213,7 @@ pub(crate) struct ShardCounters {
     rate_limit_hits: Cell<u64>,
     ring_arms: Cell<u64>,
     ring_no_buffers: Cell<u64>,
+    ring_direct_reads: Cell<u64>,
     auth_failures: Tally,
 }
 
@@ -235,6 +236,7 @@ impl Default for ShardCounters {
             rate_limit_hits: Cell::new(0),
             ring_arms: Cell::new(0),
             ring_no_buffers: Cell::new(0),
+            ring_direct_reads: Cell::new(0),
             auth_failures: Tally::seeded(AUTH_REASONS),
         }
     }
@@ -323,6 +325,12 @@ impl ShardCounters {
         bump(&self.ring_no_buffers, 1);
     }
 
+    /// A connection on the ring, its receive ended (paused or out of buffers), read bytes
+    /// directly from its socket in its reader's turn (`receiver`, fairness).
+    pub fn ring_direct_read(&self) {
+        bump(&self.ring_direct_reads, 1);
+    }
+
     /// Credentials were refused, for `reason` (a short `snake_case` word; see
     /// [`AUTH_REASONS`] for the ones present from the start).
     pub fn auth_failed(&self, reason: &'static str) {
@@ -382,6 +390,7 @@ impl ShardCounters {
             rate_limit_hits: self.rate_limit_hits.get(),
             receive_ring_arms: self.ring_arms.get(),
             receive_ring_out_of_buffers: self.ring_no_buffers.get(),
+            receive_ring_direct_reads: self.ring_direct_reads.get(),
             auth_failures: self.auth_failures.snapshot(),
         }
     }
@@ -502,9 +511,14 @@ pub struct ShardMetrics {
     /// one more after each pause (the connection held enough undispatched bytes) and each
     /// time the shard's provided buffers ran out. 0 when receives go through glommio.
     pub receive_ring_arms: u64,
-    /// Ring receives ended because every provided buffer of the shard was in use (each is
-    /// armed again; often, and more buffers per shard would pay).
+    /// Ring receives ended because every provided buffer of the shard was in use (the
+    /// connection is then read directly, and its receive armed again once its socket is
+    /// empty; often, and more buffers per shard would pay).
     pub receive_ring_out_of_buffers: u64,
+    /// Reads that a connection on the ring made directly from its socket, in its reader's
+    /// turn, after its receive was paused (a large frame, a flood) or ran out of buffers:
+    /// how much of the input the ring left to the fair path (`receiver`, fairness).
+    pub receive_ring_direct_reads: u64,
     /// Credentials refused, by reason (`refused`: the `authenticate` callback said no).
     pub auth_failures: Vec<(String, u64)>,
 }

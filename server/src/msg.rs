@@ -11,7 +11,7 @@ use peerd_codec::{Code, PresenceChange};
 
 use crate::frame::Frame;
 use crate::metrics::{ShardMetrics, TransportKind};
-use crate::stream::Stream;
+use crate::stream::{Family, Stream};
 
 /// A message to a shard, sent over its flume inbox.
 pub(crate) enum ShardMsg {
@@ -112,7 +112,7 @@ impl Transport {
     /// The `transport` label of a connection on `stream` at this endpoint.
     pub fn kind(&self, stream: &Stream) -> TransportKind {
         match (stream, self.tls, self.ws_path.is_some()) {
-            (Stream::Unix(..), _, _) => TransportKind::Unix,
+            (Stream::Unix(..) | Stream::Bare(_, Family::Unix), _, _) => TransportKind::Unix,
             (_, true, true) => TransportKind::Wss,
             (_, true, false) => TransportKind::Tls,
             (_, false, true) => TransportKind::Ws,

@@ -96,6 +96,12 @@ impl Queue {
                 n -= front.len();
                 self.frames.pop_front();
                 self.front_started = false;
+                if self.frames.is_empty() {
+                    // An empty queue keeps no storage: most connections are idle most of
+                    // the time, and 128 B each is an eighth of an idle connection's budget.
+                    // A busy one pays a small malloc and free per drained batch instead.
+                    self.frames = VecDeque::new();
+                }
             } else {
                 front.advance(n);
                 self.front_started = true;
@@ -140,7 +146,10 @@ pub(crate) struct Outbound {
     /// the end.
     transport: TransportKind,
     queue: RefCell<Queue>,
-    limit: usize,
+    /// The queue's limit (`outbound_queue_bytes`), in 32 bits beside the small fields (the
+    /// 8 bytes saved put the connection in a smaller allocation class); a larger setting
+    /// saturates at 4 GiB.
+    limit: u32,
     state: Cell<WriteState>,
     /// Shut the write side once the queue is empty (the connection is closing).
     finish: Cell<bool>,
@@ -165,7 +174,7 @@ impl Outbound {
                 bytes: 0,
                 front_started: false,
             }),
-            limit,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
             state: Cell::new(WriteState::Idle),
             finish: Cell::new(false),
             writes,
@@ -175,6 +184,24 @@ impl Outbound {
     /// The socket's fd; None once finished.
     pub fn fd(&self) -> Option<RawFd> {
         self.stream.borrow().as_ref().map(Stream::fd)
+    }
+
+    /// Drop the socket's glommio stream and keep the bare socket, on a duplicate fd
+    /// (`Stream::bare`: what glommio keeps armed for a stream costs an idle connection
+    /// 500 B): for a connection whose receives go through the shard's ring, once its
+    /// handshake's reads through glommio are over. The fd number changes; nothing holds it
+    /// across this call (a batch of sends is submitted within the flush that built it).
+    /// Not while a drain waits for room: its waker is with the glommio stream. On failure
+    /// the stream stays as it was.
+    pub fn bare_stream(&self) -> io::Result<()> {
+        if self.state.get() == WriteState::Draining {
+            return Ok(());
+        }
+        let mut stream = self.stream.borrow_mut();
+        if let Some(s) = stream.as_mut() {
+            *s = s.bare()?;
+        }
+        Ok(())
     }
 
     /// Whether the connection is TLS.
@@ -195,25 +222,10 @@ impl Outbound {
                 None => Poll::Ready(Ok(0)),
             };
         };
-        let Some(fd) = self.fd() else {
-            return Poll::Ready(Ok(0));
-        };
         loop {
-            let r = {
-                let mut t = tls.borrow_mut();
-                match t.read_plaintext(buf) {
-                    Ok(Some(n)) => return Poll::Ready(Ok(n)),
-                    Ok(None) => t.read_socket(fd),
-                    Err(e) => Err(e),
-                }
-            };
-            // Handshake messages, alerts, session tickets: rustls may have records to send
-            // after any input.
-            self.flush_tls_records();
-            match r {
-                Ok(crate::tls::Fed::Progress) => continue,
-                Ok(crate::tls::Fed::Eof) => return Poll::Ready(Ok(0)),
-                Ok(crate::tls::Fed::WouldBlock) => {}
+            match self.read_tls(tls, buf) {
+                Ok(Some(n)) => return Poll::Ready(Ok(n)),
+                Ok(None) => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
             // Wait for readability through glommio with a one-byte read (tls module doc).
@@ -232,6 +244,53 @@ impl Outbound {
                     fed?;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Read what the socket has now, without waiting: `Ok(None)` when it has nothing (the
+    /// ring's receive side reads this way when its receive has ended, `receiver`).
+    /// Plaintext for a TLS connection; a finished socket reads as end of stream.
+    pub fn try_read(self: &Rc<Self>, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match &self.tls {
+            Some(tls) => self.read_tls(tls, buf),
+            None => match self.fd() {
+                Some(fd) => match crate::stream::recv(fd, buf) {
+                    Ok(n) => Ok(Some(n)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                    Err(e) => Err(e),
+                },
+                None => Ok(Some(0)),
+            },
+        }
+    }
+
+    /// Plaintext rustls holds, else what it decrypts of the ciphertext the socket has now;
+    /// `Ok(None)`: neither has any.
+    fn read_tls(
+        self: &Rc<Self>,
+        tls: &RefCell<TlsSession>,
+        buf: &mut [u8],
+    ) -> io::Result<Option<usize>> {
+        let Some(fd) = self.fd() else {
+            return Ok(Some(0));
+        };
+        loop {
+            let r = {
+                let mut t = tls.borrow_mut();
+                match t.read_plaintext(buf) {
+                    Ok(Some(n)) => return Ok(Some(n)),
+                    Ok(None) => t.read_socket(fd),
+                    Err(e) => Err(e),
+                }
+            };
+            // Handshake messages, alerts, session tickets: rustls may have records to send
+            // after any input.
+            self.flush_tls_records();
+            match r? {
+                crate::tls::Fed::Progress => {}
+                crate::tls::Fed::Eof => return Ok(Some(0)),
+                crate::tls::Fed::WouldBlock => return Ok(None),
             }
         }
     }
@@ -292,7 +351,7 @@ impl Outbound {
     pub fn push_bytes(self: &Rc<Self>, frame: Bytes) -> Result<(), Overflow> {
         let waiting = self.state.get() == WriteState::Draining;
         self.with_queue(|q| {
-            if q.charge() + frame.len() + FRAME_OVERHEAD > self.limit {
+            if q.charge() + frame.len() + FRAME_OVERHEAD > self.limit as usize {
                 return Err(Overflow);
             }
             q.bytes += frame.len();

@@ -342,7 +342,7 @@ impl Metrics {
             }
         }
         type Gauge = fn(&ShardMetrics) -> u64;
-        let gauges: [(&str, &str, &str, Gauge); 7] = [
+        let gauges: [(&str, &str, &str, Gauge); 8] = [
             (
                 "peerd_outbound_queue_bytes",
                 "gauge",
@@ -384,6 +384,12 @@ impl Metrics {
                 "counter",
                 "Ring receives ended because every provided buffer of the shard was in use.",
                 |s| s.receive_ring_out_of_buffers,
+            ),
+            (
+                "peerd_receive_ring_direct_reads_total",
+                "counter",
+                "Reads a connection on the ring made directly from its socket after its receive was paused or ran out of buffers.",
+                |s| s.receive_ring_direct_reads,
             ),
         ];
         for (name, kind, help, get) in gauges {

@@ -11,10 +11,18 @@
 //!
 //! The reaper appends what each completion brought to the connection's [`RxBuf`], exactly as
 //! a read would have, and wakes the reader, which dispatches as before. Once a connection
-//! holds enough undispatched bytes ([`RxBuf::is_full`]: a rate-limited peer, a large frame
-//! still coming), its receive is cancelled; the reader arms a new one when it wants bytes
-//! again. What the peer sends meanwhile waits in the kernel, under TCP flow control, as it
-//! does for a reader that stops reading.
+//! holds a buffer's worth undispatched ([`RxBuf::is_full`]: a rate-limited peer, a large
+//! frame still coming), its receive is cancelled. What the peer sends meanwhile waits in the
+//! kernel, under TCP flow control, as it does for a reader that stops reading.
+//!
+//! Fairness: the provided buffers are shared by every connection of the shard, and the
+//! kernel fills them in the order data arrives, so a crowd of peers sending fast could keep
+//! them empty, and every other receive would end "out of buffers" (ENOBUFS). So the ring
+//! serves a connection only in small shares: a receive that was paused or ran out of
+//! buffers is not simply armed again. When its reader next wants bytes it reads the socket
+//! directly, in its own turn among the shard's tasks (glommio's path, whose round robin is
+//! fair), and arms a receive only once the socket is empty. An idle or lightly loaded
+//! connection stays on the ring; one that floods is served as it would be without it.
 //!
 //! Keys: a completion carries its connection's slot index and the slot's generation, so a
 //! completion still in the ring for a connection that has gone never reaches the one that
@@ -29,7 +37,7 @@ use std::task::{Context, Poll};
 use futures_lite::future::poll_fn;
 
 use crate::conn::Conn;
-use crate::inbound::RecvState;
+use crate::inbound::{errno_of, Errno, RecvState};
 use crate::local::Local;
 use crate::uring::{Received, RecvRing};
 
@@ -90,11 +98,11 @@ impl Slots {
 /// Where [`RxBuf::tls_received`]'s outcome leaves the stream: `None` while it goes on,
 /// `Some(0)` after the peer's close_notify, `Some(EPROTO)` after a TLS protocol error (its
 /// alert already sent).
-fn session_end(fed: &io::Result<bool>) -> Option<i32> {
+fn session_end(fed: &io::Result<bool>) -> Option<Errno> {
     match fed {
         Ok(false) => None,
         Ok(true) => Some(0),
-        Err(_) => Some(libc::EPROTO),
+        Err(_) => Some(libc::EPROTO as Errno),
     }
 }
 
@@ -129,7 +137,7 @@ impl Receiver {
             if let Some(errno) = session_end(&fed) {
                 conn.ring.state.set(RecvState::Ended(errno));
             }
-            conn.rx_held.set(rx.held());
+            conn.set_rx_held(rx.held());
         }
         true
     }
@@ -145,10 +153,34 @@ impl Receiver {
         match conn.ring.state.get() {
             RecvState::Ended(0) | RecvState::Ending(0) | RecvState::Off => Poll::Ready(Ok(0)),
             RecvState::Ended(errno) | RecvState::Ending(errno) => {
-                Poll::Ready(Err(io::Error::from_raw_os_error(errno)))
+                Poll::Ready(Err(io::Error::from_raw_os_error(i32::from(errno))))
             }
             RecvState::Armed | RecvState::Stopping => Poll::Pending,
             RecvState::Idle => {
+                // No receive in the kernel: it was paused (a buffer's worth held), ran out of
+                // provided buffers, or was never armed. Whatever the socket holds is read
+                // directly first, in this reader's turn, so a connection the ring could not
+                // serve is served like one on glommio's path, in task order; a receive is
+                // armed only when the socket is empty (fairness, module doc).
+                let direct = {
+                    let mut rx = conn.rx.borrow_mut();
+                    rx.fill(&conn.local.rx_pool, &conn.out, |room| {
+                        match conn.out.try_read(room) {
+                            Ok(Some(n)) => (Ok(Some(n)), n),
+                            r => (r, 0),
+                        }
+                    })
+                };
+                match direct {
+                    Ok(Some(n)) => {
+                        if n > 0 {
+                            conn.local.metrics.ring_direct_read();
+                        }
+                        return Poll::Ready(Ok(n));
+                    }
+                    Err(e) => return Poll::Ready(Err(e)),
+                    Ok(None) => {}
+                }
                 let Some(fd) = conn.out.fd() else {
                     return Poll::Ready(Ok(0));
                 };
@@ -161,9 +193,7 @@ impl Receiver {
                         Poll::Pending
                     }
                     Err(e) => {
-                        conn.ring
-                            .state
-                            .set(RecvState::Ended(e.raw_os_error().unwrap_or(libc::EIO)));
+                        conn.ring.state.set(RecvState::Ended(errno_of(&e)));
                         Poll::Ready(Err(e))
                     }
                 }
@@ -191,14 +221,14 @@ impl Receiver {
                 RecvState::Armed | RecvState::Stopping | RecvState::Ending(_)
             );
             if waiting && self.ring.borrow().usable() {
-                *conn.reader_waker.borrow_mut() = Some(cx.waker().clone());
+                conn.reader_waker.set(Some(cx.waker().clone()));
                 Poll::Pending
             } else {
                 Poll::Ready(())
             }
         })
         .await;
-        conn.reader_waker.borrow_mut().take();
+        conn.reader_waker.take();
         if self.ring.borrow().usable() {
             self.slots.borrow_mut().release(key);
         }
@@ -234,7 +264,7 @@ impl Receiver {
                     let mut rx = conn.rx.borrow_mut();
                     // Plain bytes are appended; TLS records decrypted first.
                     let fed = rx.tls_received(bytes, pool, &conn.out);
-                    conn.rx_held.set(rx.held());
+                    conn.set_rx_held(rx.held());
                     ring.arrived
                         .set(ring.arrived.get().saturating_add(bytes.len() as u32));
                     match session_end(&fed) {
@@ -261,9 +291,7 @@ impl Receiver {
                 Received::End | Received::Failed(_)
                     if matches!(ring.state.get(), RecvState::Ending(_)) => {}
                 Received::End => ring.state.set(RecvState::Ended(0)),
-                Received::Failed(e) => ring
-                    .state
-                    .set(RecvState::Ended(e.raw_os_error().unwrap_or(libc::EIO))),
+                Received::Failed(e) => ring.state.set(RecvState::Ended(errno_of(&e))),
                 Received::Stopped { no_buffers } => {
                     if no_buffers {
                         metrics.ring_out_of_buffers();
@@ -277,7 +305,7 @@ impl Receiver {
                     _ => {}
                 }
             }
-            if let Some(w) = conn.reader_waker.borrow_mut().take() {
+            if let Some(w) = conn.reader_waker.take() {
                 w.wake();
             }
             stop
@@ -310,11 +338,11 @@ impl Receiver {
     /// End every connection on the ring (it cannot be waited on any more).
     fn fail_all(&self, e: io::Error) {
         self.failed.set(true);
-        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+        let errno = errno_of(&e);
         for slot in &self.slots.borrow().slots {
             if let Some(conn) = slot.conn.as_ref().and_then(Weak::upgrade) {
                 conn.ring.state.set(RecvState::Ended(errno));
-                if let Some(w) = conn.reader_waker.borrow_mut().take() {
+                if let Some(w) = conn.reader_waker.take() {
                     w.wake();
                 }
             }

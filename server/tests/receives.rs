@@ -1,7 +1,7 @@
-//! Both receive paths deliver every byte whole and in order, over TCP, WebSocket and TLS: one
-//! multishot receive per connection through the shard's io_uring (the default), and glommio's
-//! read per wakeup (`ListenOptions::ring_receives = false`, the fallback where the kernel
-//! cannot). Each test runs both and checks through the server's counters which one it got.
+//! Both receive paths deliver every byte whole and in order, over TCP, WebSocket and TLS:
+//! glommio's read per wakeup (the default), and one multishot receive per connection through
+//! the shard's io_uring (`ListenOptions::ring_receives = true`, experimental). Each test runs
+//! both and checks through the server's counters which one it got.
 //!
 //! The ring's corners: more bytes sent at once by a crowd than the shard's provided buffers
 //! hold (receives may end with ENOBUFS and be armed again), a frame spanning many buffers,
@@ -127,6 +127,63 @@ fn a_frame_spanning_many_provided_buffers_arrives_whole_through_the_ring() {
 #[test]
 fn a_frame_larger_than_a_receive_buffer_arrives_whole_through_glommio() {
     large_frame(false);
+}
+
+/// Peers that each keep a large frame half sent.
+const HALF_SENT: usize = 60;
+
+/// `HALF_SENT` peers (every transport) each send half of a 256 KiB call and stop there,
+/// while another peer calls: it is answered every time, and each half-sent call, once its
+/// peer completes it, is answered whole. Through the ring a connection gets only a small
+/// share of the shard's provided buffers: the rest of a large frame is read directly from
+/// its socket in its reader's turn (counted), never by keeping the shared buffers, which a
+/// crowd of such peers once kept empty for everyone (issue 14, 8 s per call).
+fn half_sent(ring: bool) {
+    let s = servers(ring);
+    let mut crowd: Vec<(Kind, Peer, Vec<u8>, Vec<u8>)> = (0..HALF_SENT)
+        .map(|i| {
+            let kind = [Kind::Tcp, Kind::Ws, Kind::Tls, Kind::Wss][i % 4];
+            let params: Vec<u8> = (0..256 * 1024u32).map(|b| (b as usize + i) as u8).collect();
+            let bytes = call(kind, i as u64, &params);
+            (kind, s.peer(kind, &format!("half{i}")), bytes, params)
+        })
+        .collect();
+    for (_, p, bytes, _) in crowd.iter_mut() {
+        p.write(&bytes[..bytes.len() / 2]);
+    }
+    let mut caller = s.peer(Kind::Tcp, "caller");
+    for n in 0..200 {
+        caller.echo(n, b"in turn");
+    }
+    for (i, (kind, p, bytes, params)) in crowd.iter_mut().enumerate() {
+        p.write(&bytes[bytes.len() / 2..]);
+        assert!(
+            answer(p, i as u64) == *params,
+            "{kind:?} peer {i}: the answer differs"
+        );
+    }
+    assert_path(&s.srv, ring, HALF_SENT as u64 + 1);
+    let m: Metrics = s.srv.metrics().expect("metrics");
+    let direct: u64 = m.shards.iter().map(|s| s.receive_ring_direct_reads).sum();
+    if ring {
+        // Each half is 32 times the share: most connections must have been read directly.
+        assert!(
+            direct >= HALF_SENT as u64 / 2,
+            "{direct} direct reads for {HALF_SENT} half-sent frames"
+        );
+    } else {
+        assert_eq!(direct, 0, "direct reads counted without the ring");
+    }
+}
+
+#[test]
+fn half_sent_large_frames_take_a_small_share_of_the_ring() {
+    half_sent(true);
+}
+
+#[test]
+fn half_sent_large_frames_leave_other_callers_answered_through_glommio() {
+    half_sent(false);
 }
 
 const BURST: u32 = 3000;
