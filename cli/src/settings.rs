@@ -202,8 +202,9 @@ pub struct LimitSettings {
           default_value_t = AtLeast(lib().limits.outbound_queue_bytes))]
     pub outbound_queue_bytes: AtLeast<usize, 1>,
     /// Memory for outbound queues and receive buffers of all shards together, in bytes (at
-    /// least 16 MiB); past it the largest holders are closed. Default: a quarter of the
-    /// machine's memory.
+    /// least 16 MiB); once what they hold passes seven eighths of it the largest holders are
+    /// closed (the last eighth is headroom for what is not counted: the connections
+    /// themselves, the allocator's overhead). Default: a quarter of the machine's memory.
     #[arg(id = "limits.memory_budget", long = "memory-budget", env = "PEERD_MEMORY_BUDGET",
           value_name = "BYTES", default_value_t = AtLeast(lib().limits.memory_budget),
           hide_default_value = true)]

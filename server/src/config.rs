@@ -35,9 +35,11 @@ pub struct Limits {
     /// (default 5 minutes).
     pub max_call_timeout: Duration,
     /// Memory the server may hold in outbound queues and receive buffers together, split
-    /// evenly between shards (default: a quarter of the machine's memory). A shard past its
-    /// share closes its largest holders first: slow_consumer for a queue, overloaded for
-    /// receive buffers (partial frames).
+    /// evenly between shards (default: a quarter of the machine's memory). A shard whose
+    /// queues and buffers pass seven eighths of its share closes its largest holders first
+    /// (slow_consumer for a queue, overloaded for receive buffers: partial frames); the last
+    /// eighth is headroom for what is not counted (the connections, the allocator's
+    /// overhead), which is most of what RSS grows beyond the budget by.
     pub memory_budget: usize,
     /// Per-peer rate limits (default: none). See [`RateLimit`] and docs/PROTOCOL.md §6.9.
     pub rate_limit: Option<RateLimit>,

@@ -35,7 +35,7 @@ pub(crate) fn settle(shard: &Rc<Shard>) {
             }
         }
         shard.local.writes.flush();
-        if shard.local.memory_held() > shard.local.memory_budget.get() {
+        if shard.local.memory_held() > shard.local.budget_counted() {
             enforce_budget(shard);
             enforced = true;
         }
@@ -49,9 +49,10 @@ pub(crate) fn settle(shard: &Rc<Shard>) {
     }
 }
 
-/// The shard holds more than its memory budget (queues, receive buffers, relayed calls):
-/// close the connections holding the most, until what the live ones hold is back under
-/// three quarters of it. Connections already closing are not counted: their receive
+/// The shard holds more than it lets its counted memory reach (queues, receive buffers,
+/// relayed calls; `Local::budget_counted`, seven eighths of its budget): close the
+/// connections holding the most, until what the live ones hold is back under three
+/// quarters of the budget. Connections already closing are not counted: their receive
 /// buffers and relay slots go at their teardown (this settle), their queues once the
 /// Close is out, so they are never closed twice over.
 fn enforce_budget(shard: &Rc<Shard>) {
@@ -63,7 +64,7 @@ fn enforce_budget(shard: &Rc<Shard>) {
         .map(|c| (held_by(&c), c))
         .collect();
     let mut live: usize = holders.iter().map(|(n, _)| n).sum();
-    if live <= budget {
+    if live <= shard.local.budget_counted() {
         return;
     }
     holders.sort_unstable_by_key(|(held, _)| std::cmp::Reverse(*held));

@@ -209,7 +209,20 @@ impl Local {
     /// every read while what is over the budget is on its way out (queues of closed peers).
     pub fn grown_past_budget(&self) -> bool {
         let (held, budget) = (self.memory_held(), self.memory_budget.get());
-        held > budget && held >= self.enforced_at.get() + budget / 16
+        held > self.budget_counted() && held >= self.enforced_at.get() + budget / 16
+    }
+
+    /// What the shard lets what it counts (queues, receive buffers, relayed calls) reach
+    /// before it closes the largest holders: seven eighths of its budget. The last eighth is
+    /// for what it does not count: the connections themselves, the allocator's own overhead
+    /// and free memory not yet returned, and the overshoot of one read per reader before
+    /// the check. With a 256 MiB budget and 5,000 peers sending large partial frames,
+    /// counting to the whole budget peaked at 281-283 MiB of RSS, and to seven eighths at
+    /// 243-246 MiB. A small budget is exceeded still: at 32 MiB, RSS grew by 33-37 MiB in
+    /// `cli/tests/hostile.rs` (likely a growing buffer's old and new copies, not counted).
+    pub fn budget_counted(&self) -> usize {
+        let budget = self.memory_budget.get();
+        budget - budget / 8
     }
 
     /// The budget was just enforced (`grown_past_budget`).
