@@ -11,8 +11,8 @@
 //!
 //! The reaper appends what each completion brought to the connection's [`RxBuf`], exactly as
 //! a read would have, and wakes the reader, which dispatches as before. Once a connection
-//! holds a buffer's worth undispatched ([`RxBuf::is_full`]: a rate-limited peer, a large
-//! frame still coming), its receive is cancelled. What the peer sends meanwhile waits in the
+//! holds 4 KiB undispatched ([`RxBuf::is_full`]: a rate-limited peer, a large frame still
+//! coming), its receive is cancelled. What the peer sends meanwhile waits in the
 //! kernel, under TCP flow control, as it does for a reader that stops reading.
 //!
 //! Fairness: the provided buffers are shared by every connection of the shard, and the
@@ -157,7 +157,7 @@ impl Receiver {
             }
             RecvState::Armed | RecvState::Stopping => Poll::Pending,
             RecvState::Idle => {
-                // No receive in the kernel: it was paused (a buffer's worth held), ran out of
+                // No receive in the kernel: it was paused (4 KiB held), ran out of
                 // provided buffers, or was never armed. Whatever the socket holds is read
                 // directly first, in this reader's turn, so a connection the ring could not
                 // serve is served like one on glommio's path, in task order; a receive is

@@ -1,9 +1,10 @@
-//! The socket under a connection: TCP or Unix, both glommio streams.
+//! The socket under a connection: TCP or Unix, as a glommio stream, or bare (a connection
+//! whose receives go through the shard's ring keeps no glommio stream, [`Stream::bare`]).
 //!
-//! Reads go through glommio (`poll_read`), which first tries the syscall directly and only
-//! when it would block arms an io_uring poll for readiness; the buffer is used only inside
-//! the synchronous `poll_read` call, never lent to the kernel while waiting. That is what
-//! lets an idle connection own no receive buffer (see `conn::RxBuf`).
+//! Reads through glommio (`poll_read`) first try the syscall directly and only when it
+//! would block arm an io_uring poll for readiness; the buffer is used only inside the
+//! synchronous `poll_read` call, never lent to the kernel while waiting. That is what lets
+//! an idle connection own no receive buffer (see `inbound::RxBuf`).
 //!
 //! Writes bypass glommio for the common case: `sendmsg(MSG_DONTWAIT)` with up to 64
 //! iovecs straight from the outbound queue (vectored, no copy into a staging buffer). Only
