@@ -1,7 +1,7 @@
 //! The receive side: bytes read but not yet dispatched ([`RxBuf`]), the shard's pool of
-//! receive buffers ([`RxPool`]), one read through glommio ([`poll_fill`]), what the
-//! shard's receive ring brought ([`RxBuf::append`], and [`RxBuf::tls_received`] for TLS),
-//! and a connection's place on that ring ([`RingRecv`]). Every source writes through
+//! receive buffers ([`RxPool`]), one read through glommio ([`poll_fill`]) or without
+//! waiting ([`try_fill`]), what the shard's receive ring brought ([`RxBuf::append`], and
+//! [`RxBuf::tls_received`] for TLS), and a connection's place on that ring ([`RingRecv`]). Every source writes through
 //! [`RxBuf::fill`], so all of them are deframed and accounted alike.
 //!
 //! An idle connection holds no receive buffer at all: bytes come from the ring's provided
@@ -378,6 +378,19 @@ pub(crate) fn poll_fill(
             _ => 0,
         };
         (r, n)
+    })
+}
+
+/// Read once from `socket` into `rx` without waiting (`Ok(None)`: nothing to read), with
+/// the buffer lent as in [`poll_fill`]: the ring's reader, when no receive is in the kernel.
+pub(crate) fn try_fill(
+    socket: &Rc<Outbound>,
+    rx: &mut RxBuf,
+    pool: &RxPool,
+) -> io::Result<Option<usize>> {
+    rx.fill(pool, socket, |room| match socket.try_read(room) {
+        Ok(Some(n)) => (Ok(Some(n)), n),
+        r => (r, 0),
     })
 }
 

@@ -255,11 +255,7 @@ impl Outbound {
         match &self.tls {
             Some(tls) => self.read_tls(tls, buf),
             None => match self.fd() {
-                Some(fd) => match crate::stream::recv(fd, buf) {
-                    Ok(n) => Ok(Some(n)),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-                    Err(e) => Err(e),
-                },
+                Some(fd) => stream::nonblocking(stream::recv(fd, buf)),
                 None => Ok(Some(0)),
             },
         }

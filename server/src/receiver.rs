@@ -37,7 +37,7 @@ use std::task::{Context, Poll};
 use futures_lite::future::poll_fn;
 
 use crate::conn::Conn;
-use crate::inbound::{errno_of, Errno, RecvState};
+use crate::inbound::{errno_of, try_fill, Errno, RecvState};
 use crate::local::Local;
 use crate::uring::{Received, RecvRing};
 
@@ -162,15 +162,7 @@ impl Receiver {
                 // directly first, in this reader's turn, so a connection the ring could not
                 // serve is served like one on glommio's path, in task order; a receive is
                 // armed only when the socket is empty (fairness, module doc).
-                let direct = {
-                    let mut rx = conn.rx.borrow_mut();
-                    rx.fill(&conn.local.rx_pool, &conn.out, |room| {
-                        match conn.out.try_read(room) {
-                            Ok(Some(n)) => (Ok(Some(n)), n),
-                            r => (r, 0),
-                        }
-                    })
-                };
+                let direct = try_fill(&conn.out, &mut conn.rx.borrow_mut(), &conn.local.rx_pool);
                 match direct {
                     Ok(Some(n)) => {
                         if n > 0 {

@@ -117,14 +117,15 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<O
         let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
         match usize::try_from(n).map_err(|_| io::Error::last_os_error()) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return sent(r),
+            r => return nonblocking(r),
         }
     }
 }
 
-/// A send's result as every send path reports it (`sendmsg` here, a SENDMSG completion in
-/// `uring`): the bytes taken, `None` when the socket is full, or the error.
-pub(crate) fn sent(r: io::Result<usize>) -> io::Result<Option<usize>> {
+/// A non-blocking call's result as every path reports it (`sendmsg` here, a SENDMSG
+/// completion in `uring`, a direct `recv` in `Outbound::try_read`): the bytes moved, `None`
+/// when it would have blocked (the socket full, or nothing to read), or the error.
+pub(crate) fn nonblocking(r: io::Result<usize>) -> io::Result<Option<usize>> {
     match r {
         Ok(n) => Ok(Some(n)),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),

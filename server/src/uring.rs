@@ -157,7 +157,7 @@ impl SendRing {
             let entered = self.ring.submit_and_wait(pushed - reaped);
             for cqe in self.ring.completion() {
                 let res = cqe.result();
-                out[cqe.user_data() as usize] = crate::stream::sent(
+                out[cqe.user_data() as usize] = crate::stream::nonblocking(
                     usize::try_from(res).map_err(|_| io::Error::from_raw_os_error(-res)),
                 );
                 reaped += 1;
