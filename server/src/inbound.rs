@@ -7,6 +7,8 @@
 //! An idle connection holds no receive buffer at all: bytes come from the ring's provided
 //! buffers (or glommio waits for readiness before it reads), so a buffer is taken from the
 //! pool when bytes come and returned as soon as every received byte has been dispatched.
+//! The ring's bytes wait for the reader's turn, so they land in a small buffer (`RING_BUF`,
+//! grown to a pooled one if more come): a crowd of busy connections each holds one at once.
 //!
 //! A frame larger than a pooled buffer grows its buffer as its bytes arrive (by a quarter at
 //! a time, up to the size the header declared), never to the declared size up front: a header alone
@@ -37,17 +39,26 @@ pub(crate) const RX_BUF: usize = 32 * 1024;
 
 /// Bytes a connection may hold undispatched before its receive through the shard's ring is
 /// paused (`RxBuf::is_full`). Small: what the ring takes ahead of the reader is held per
-/// connection, and a crowd of flooding peers would each hold it (5,000 pipelining peers held
-/// 160 MiB at a 32 KiB share, against 22 MiB when read directly).
+/// connection, a crowd of flooding peers would each hold it, and the shard's provided
+/// buffers are shared.
 const RING_SHARE: usize = 4 * 1024;
 
-/// Most receive buffers a shard keeps for reuse.
+/// Size of the buffer the ring's bytes land in when a connection holds none. What the
+/// reaper appends waits there for the reader's turn, so under a flood every connection
+/// with bytes holds one at once: 5,000 pipelining peers held 96 MiB of pooled `RX_BUF`s
+/// with a request or two in each. A read through glommio or a direct read is dispatched as
+/// soon as it is made and keeps taking `RX_BUF`, the most one read brings in.
+const RING_BUF: usize = RING_SHARE;
+
+/// Most receive buffers of each size a shard keeps for reuse.
 const RX_POOL_MAX: usize = 256;
 
-/// The shard's spare receive buffers, and the bytes of those lent out.
+/// The shard's spare receive buffers (of `RX_BUF` and of `RING_BUF` bytes), and the bytes
+/// of those lent out.
 #[derive(Default)]
 pub(crate) struct RxPool {
     spare: RefCell<Vec<Vec<u8>>>,
+    spare_small: RefCell<Vec<Vec<u8>>>,
     lent: Cell<usize>,
     /// The most `lent` has been since the last `take_peak`.
     peak: Cell<usize>,
@@ -59,19 +70,30 @@ impl RxPool {
         self.peak.set(self.peak.get().max(self.lent.get()));
     }
 
-    fn take(&self) -> Vec<u8> {
-        self.lend(RX_BUF);
-        self.spare
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| vec![0u8; RX_BUF])
+    /// The spares of buffers `len` long, if the pool keeps that size.
+    fn spares(&self, len: usize) -> Option<&RefCell<Vec<Vec<u8>>>> {
+        match len {
+            RX_BUF => Some(&self.spare),
+            RING_BUF => Some(&self.spare_small),
+            _ => None,
+        }
+    }
+
+    /// A buffer of `len` bytes (`RX_BUF` or `RING_BUF`).
+    fn take(&self, len: usize) -> Vec<u8> {
+        self.lend(len);
+        self.spares(len)
+            .and_then(|s| s.borrow_mut().pop())
+            .unwrap_or_else(|| vec![0u8; len])
     }
 
     fn put(&self, buf: Vec<u8>) {
         self.lent.set(self.lent.get() - buf.len());
-        let mut spare = self.spare.borrow_mut();
-        if buf.len() == RX_BUF && spare.len() < RX_POOL_MAX {
-            spare.push(buf);
+        if let Some(spares) = self.spares(buf.len()) {
+            let mut spares = spares.borrow_mut();
+            if spares.len() < RX_POOL_MAX {
+                spares.push(buf);
+            }
         }
     }
 
@@ -404,7 +426,18 @@ impl RxBuf {
         socket: &Rc<Outbound>,
         source: impl FnOnce(&mut [u8]) -> (R, usize),
     ) -> R {
-        let mut buf = self.room(pool);
+        self.fill_from(RX_BUF, pool, socket, source)
+    }
+
+    /// [`fill`](Self::fill), taking a buffer of `first` bytes if none is held.
+    fn fill_from<R>(
+        &mut self,
+        first: usize,
+        pool: &RxPool,
+        socket: &Rc<Outbound>,
+        source: impl FnOnce(&mut [u8]) -> (R, usize),
+    ) -> R {
+        let mut buf = self.room(first, pool);
         let (r, n) = source(&mut buf[self.end..]);
         if n > 0 {
             self.end += n;
@@ -417,7 +450,7 @@ impl RxBuf {
     /// Bytes the ring received for this connection (`receiver`): appended as if read.
     pub fn append(&mut self, mut data: &[u8], pool: &RxPool, socket: &Rc<Outbound>) {
         while !data.is_empty() {
-            self.fill(pool, socket, |room| {
+            self.fill_from(RING_BUF, pool, socket, |room| {
                 let n = room.len().min(data.len());
                 room[..n].copy_from_slice(&data[..n]);
                 data = &data[n..];
@@ -442,7 +475,7 @@ impl RxBuf {
             return Ok(false);
         };
         let r = loop {
-            let plain = self.fill(pool, socket, |room| {
+            let plain = self.fill_from(RING_BUF, pool, socket, |room| {
                 let r = tls.borrow_mut().read_plaintext(room);
                 let n = match r {
                     Ok(Some(n)) => n,
@@ -483,11 +516,11 @@ impl RxBuf {
         self.end - self.start >= RING_SHARE
     }
 
-    /// The buffer, with room after `end` for at least one byte: taken from the pool if
-    /// there is none, the unconsumed bytes moved to its front when they reach its end, grown
-    /// when they fill it.
-    fn room(&mut self, pool: &RxPool) -> Vec<u8> {
-        let mut buf = self.buf.take().unwrap_or_else(|| pool.take());
+    /// The buffer, with room after `end` for at least one byte: taken from the pool (`first`
+    /// bytes) if there is none, the unconsumed bytes moved to its front when they reach its
+    /// end, grown when they fill it.
+    fn room(&mut self, first: usize, pool: &RxPool) -> Vec<u8> {
+        let mut buf = self.buf.take().unwrap_or_else(|| pool.take(first));
         if self.start == self.end {
             self.empty();
         } else if self.end == buf.len() {
@@ -530,11 +563,16 @@ impl RxBuf {
 /// does): it grows by the whole step, never byte by byte, as each growth reallocates and
 /// copies everything held.
 fn grown_len(len: usize, want: usize) -> usize {
-    let step = (len / 4).max(RX_BUF);
-    if want > len {
-        (len + step).min(want)
+    // The ring's small buffer becomes a pooled one first.
+    let grown = if len < RX_BUF {
+        RX_BUF
     } else {
-        len + step
+        len + (len / 4).max(RX_BUF)
+    };
+    if want > len {
+        grown.min(want)
+    } else {
+        grown
     }
 }
 
@@ -591,6 +629,9 @@ mod tests {
         assert_eq!(grown_len(256 * 1024, 1 << 20), 320 * 1024);
         // The last step stops at the frame's end.
         assert_eq!(grown_len(RX_BUF, RX_BUF + 10), RX_BUF + 10);
+        // The ring's small buffer grows to a pooled one, or to the frame if shorter.
+        assert_eq!(grown_len(RING_BUF, 1 << 20), RX_BUF);
+        assert_eq!(grown_len(RING_BUF, RING_BUF + 10), RING_BUF + 10);
     }
 
     #[test]

@@ -262,6 +262,95 @@ fn a_burst_arrives_in_order_through_glommio() {
     burst(false, Kind::Tls);
 }
 
+/// Peers that each hold the start of a call.
+const WAITING: usize = 100;
+
+/// Bytes of receive buffer the server has lent out, over its shards.
+fn receive_buffers(srv: &PeerServer) -> u64 {
+    let m: Metrics = srv.metrics().expect("metrics");
+    m.shards.iter().map(|s| s.receive_buffer_bytes).sum()
+}
+
+/// Wait (bounded) until the server has armed `n` receives on its ring.
+fn arms_reach(srv: &PeerServer, n: u64) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let m: Metrics = srv.metrics().expect("metrics");
+        let arms: u64 = m.shards.iter().map(|s| s.receive_ring_arms).sum();
+        if arms >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{arms} receives armed, expected {n}"
+        );
+        thread::yield_now();
+    }
+}
+
+/// Wait (bounded) until the server has lent out at least `n` bytes of receive buffer (or
+/// none, for 0); what it has then.
+fn receive_buffers_reach(srv: &PeerServer, n: u64) -> u64 {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let now = receive_buffers(srv);
+        if (n == 0 && now == 0) || (n > 0 && now >= n) || std::time::Instant::now() >= deadline {
+            return now;
+        }
+        thread::yield_now();
+    }
+}
+
+/// `WAITING` peers each send the first half of a small call and stop, so each holds its
+/// half in a receive buffer until the rest comes, as a crowd of busy connections each holds
+/// its bytes while their readers wait their turn. Through glommio a read takes a pooled
+/// 32 KiB buffer (`per_conn`); through the ring, whose bytes wait for the reader, a 4 KiB
+/// one (5,000 pipelining peers held 96 MiB of 32 KiB buffers, a request or two in each).
+/// Then each sends the rest and is answered, and every buffer goes back.
+fn waiting(ring: bool, per_conn: u64) {
+    let s = servers(ring);
+    let params: Vec<Vec<u8>> = (0..WAITING).map(|i| vec![i as u8; 100]).collect();
+    let mut crowd: Vec<(Peer, Vec<u8>)> = (0..WAITING)
+        .map(|i| {
+            let bytes = call(Kind::Tcp, i as u64, &params[i]);
+            (s.peer(Kind::Tcp, &format!("waiting{i}")), bytes)
+        })
+        .collect();
+    if ring {
+        // Bytes that come before a connection's receive is armed are read directly, as a
+        // flood's are (into a pooled buffer): wait until every receive is in the kernel.
+        arms_reach(&s.srv, WAITING as u64);
+    }
+    for (p, bytes) in crowd.iter_mut() {
+        p.write(&bytes[..bytes.len() / 2]);
+    }
+    let want = WAITING as u64 * per_conn;
+    let held = receive_buffers_reach(&s.srv, want);
+    assert_eq!(
+        held, want,
+        "{WAITING} half-sent calls hold {held} bytes of receive buffer, expected {per_conn} each"
+    );
+    for (i, (p, bytes)) in crowd.iter_mut().enumerate() {
+        p.write(&bytes[bytes.len() / 2..]);
+        assert!(
+            answer(p, i as u64) == params[i],
+            "call {i}: the answer differs"
+        );
+    }
+    assert_eq!(receive_buffers_reach(&s.srv, 0), 0, "receive buffers kept");
+    assert_path(&s.srv, ring, WAITING as u64);
+}
+
+#[test]
+fn bytes_waiting_for_their_reader_take_a_small_buffer_through_the_ring() {
+    waiting(true, 4 * 1024);
+}
+
+#[test]
+fn bytes_read_through_glommio_take_a_pooled_buffer() {
+    waiting(false, 32 * 1024);
+}
+
 /// Wait (bounded) until the server counts `n` peers.
 fn peers_become(srv: &PeerServer, n: usize) {
     let deadline = std::time::Instant::now() + WAIT;
