@@ -173,8 +173,8 @@ pub struct RuntimeSettings {
     pub no_batched_sends: bool,
     /// Experimental: receive through one multishot receive per connection on the shard's
     /// io_uring instead of one recv per read through glommio; an idle connection then costs
-    /// under 1 KiB. Off by default: under floods from 5,000 peers a well-behaved peer's p99
-    /// is 1.6-2.1x what it is through glommio (docs/ARCHITECTURE.md).
+    /// under 1 KiB. Off by default: under floods from 5,000 peers that saturate the core a
+    /// well-behaved peer's p99 is 1.3-1.7x what it is through glommio (docs/ARCHITECTURE.md).
     #[arg(id = "runtime.ring_receives", long = "ring-receives",
           env = "PEERD_RING_RECEIVES", value_parser = BoolishValueParser::new())]
     pub ring_receives: bool,

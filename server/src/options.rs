@@ -325,8 +325,8 @@ pub struct ListenOptions {
     /// Experimental (default false): receive through each shard's own io_uring, one
     /// multishot receive per connection, armed once, into buffers the kernel picks from a
     /// ring the shard's connections share; an idle connection then costs under 1 KiB. Off
-    /// by default because under floods from 5,000 peers a well-behaved peer's p99 is
-    /// 1.6-2.1x what it is through glommio (docs/ARCHITECTURE.md).
+    /// by default because under floods from 5,000 peers that saturate the shard's core a
+    /// well-behaved peer's p99 is 1.3-1.7x what it is through glommio (docs/ARCHITECTURE.md).
     /// Where the kernel lacks multishot receive or provided-buffer rings (before 6.0),
     /// connections read through glommio (one `recv` per read) anyway, and the log says so.
     pub ring_receives: bool,
