@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use peerd_codec::{self as codec, Frame};
-use peerd_server::{Metrics, PeerServer};
+use peerd_server::{PeerServer, ShardMetrics};
 use transport::*;
 
 /// Connections of the crowd: with 4 KiB each, more than the shard's 1 MiB of provided
@@ -29,8 +29,7 @@ fn servers(ring: bool) -> Servers {
 /// Which path the server read through, by its counter of receives armed on the ring: at
 /// least `at_least` with the ring, none without.
 fn assert_path(srv: &PeerServer, ring: bool, at_least: u64) {
-    let m: Metrics = srv.metrics().expect("metrics");
-    let arms: u64 = m.shards.iter().map(|s| s.receive_ring_arms).sum();
+    let arms = total(srv, |s| s.receive_ring_arms);
     if ring {
         assert!(
             arms >= at_least,
@@ -163,8 +162,7 @@ fn half_sent(ring: bool) {
         );
     }
     assert_path(&s.srv, ring, HALF_SENT as u64 + 1);
-    let m: Metrics = s.srv.metrics().expect("metrics");
-    let direct: u64 = m.shards.iter().map(|s| s.receive_ring_direct_reads).sum();
+    let direct = total(&s.srv, |s| s.receive_ring_direct_reads);
     if ring {
         // Each half is 32 times the share: most connections must have been read directly.
         assert!(
@@ -265,36 +263,22 @@ fn a_burst_arrives_in_order_through_glommio() {
 /// Peers that each hold the start of a call.
 const WAITING: usize = 100;
 
-/// Bytes of receive buffer the server has lent out, over its shards.
-fn receive_buffers(srv: &PeerServer) -> u64 {
-    let m: Metrics = srv.metrics().expect("metrics");
-    m.shards.iter().map(|s| s.receive_buffer_bytes).sum()
+/// One of the server's per-shard metrics, summed over its shards.
+fn total(srv: &PeerServer, metric: impl Fn(&ShardMetrics) -> u64) -> u64 {
+    let m = srv.metrics().expect("metrics");
+    m.shards.iter().map(metric).sum()
 }
 
-/// Wait (bounded) until the server has armed `n` receives on its ring.
-fn arms_reach(srv: &PeerServer, n: u64) {
+/// Poll `metric`'s total (bounded) until `done` holds of it; its last value.
+fn poll_total(
+    srv: &PeerServer,
+    metric: impl Fn(&ShardMetrics) -> u64,
+    done: impl Fn(u64) -> bool,
+) -> u64 {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let m: Metrics = srv.metrics().expect("metrics");
-        let arms: u64 = m.shards.iter().map(|s| s.receive_ring_arms).sum();
-        if arms >= n {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{arms} receives armed, expected {n}"
-        );
-        thread::yield_now();
-    }
-}
-
-/// Wait (bounded) until the server has lent out at least `n` bytes of receive buffer (or
-/// none, for 0); what it has then.
-fn receive_buffers_reach(srv: &PeerServer, n: u64) -> u64 {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let now = receive_buffers(srv);
-        if (n == 0 && now == 0) || (n > 0 && now >= n) || std::time::Instant::now() >= deadline {
+        let now = total(srv, &metric);
+        if done(now) || std::time::Instant::now() >= deadline {
             return now;
         }
         thread::yield_now();
@@ -319,13 +303,17 @@ fn waiting(ring: bool, per_conn: u64) {
     if ring {
         // Bytes that come before a connection's receive is armed are read directly, as a
         // flood's are (into a pooled buffer): wait until every receive is in the kernel.
-        arms_reach(&s.srv, WAITING as u64);
+        let arms = poll_total(&s.srv, |s| s.receive_ring_arms, |a| a >= WAITING as u64);
+        assert!(
+            arms >= WAITING as u64,
+            "{arms} receives armed, expected {WAITING}"
+        );
     }
     for (p, bytes) in crowd.iter_mut() {
         p.write(&bytes[..bytes.len() / 2]);
     }
     let want = WAITING as u64 * per_conn;
-    let held = receive_buffers_reach(&s.srv, want);
+    let held = poll_total(&s.srv, |s| s.receive_buffer_bytes, |b| b >= want);
     assert_eq!(
         held, want,
         "{WAITING} half-sent calls hold {held} bytes of receive buffer, expected {per_conn} each"
@@ -337,7 +325,8 @@ fn waiting(ring: bool, per_conn: u64) {
             "call {i}: the answer differs"
         );
     }
-    assert_eq!(receive_buffers_reach(&s.srv, 0), 0, "receive buffers kept");
+    let kept = poll_total(&s.srv, |s| s.receive_buffer_bytes, |b| b == 0);
+    assert_eq!(kept, 0, "receive buffers kept");
     assert_path(&s.srv, ring, WAITING as u64);
 }
 
