@@ -1824,12 +1824,26 @@ impl Reactor {
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        //
+        // peerd patch: only when the previous one has fired. Upstream replaces it on
+        // every pass, which costs an `io_uring_enter` with three SQEs (the old one's
+        // cancellation, the timeout, its linked eventfd write) on every pass of the loop,
+        // two per request at low load. The timeout counts completions on the main ring
+        // and never expires by time, so keeping it armed only changes which completions
+        // it counts: it fires after `ring_depth` of them since it was armed rather than
+        // since the last pass, a preemption that can come sooner, never later.
+        let throughput = self.throughput_preemption_timeout_src.take();
+        if throughput.as_ref().map_or(false, |src| src.result().is_none()) {
+            self.throughput_preemption_timeout_src.set(throughput);
+        } else {
+            drop(throughput);
+            self.throughput_preemption_timeout_src.replace(Some(
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ),
+            ));
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
