@@ -1324,7 +1324,15 @@ impl LocalExecutor {
         let mut ran = false;
         loop {
             self.reactor.sys.install_eventfd();
-            if self.need_preempt() {
+            // peerd patch: a preemption is only honoured once a task queue has run. A
+            // preemption timer can fire between the reactor's pass and this point (the
+            // reactor keeps its timer armed across passes, see `sys::uring::Reactor::wait`,
+            // and a short preemption period makes it likely even upstream). Upstream then
+            // returned "nothing ran" with tasks still runnable, and the loop parked: the
+            // executor slept with runnable tasks until some unrelated event, forever if
+            // there was none. Running at least one queue per pass also guarantees progress
+            // however short the period.
+            if ran && self.need_preempt() {
                 break;
             }
             if !self.run_one_task_queue() {
@@ -1373,7 +1381,10 @@ impl LocalExecutor {
             let mut tasks_executed_this_loop = 0;
             loop {
                 let mut queue_ref = queue.borrow_mut();
-                if self.need_preempt() || queue_ref.yielded() {
+                // peerd patch: at least one task per turn, see `run_task_queues`.
+                if tasks_executed_this_loop > 0
+                    && (self.need_preempt() || queue_ref.yielded())
+                {
                     break;
                 }
 
@@ -2870,6 +2881,36 @@ mod test {
         let v = Rc::get_mut(&mut var).unwrap();
         let v = v.replace(0);
         assert_eq!(v, 10);
+    }
+
+    // peerd patch: with a preemption period this short the latency ring's timer fires
+    // between the reactor's pass and the run of the task queues on nearly every pass.
+    // Upstream 0.9.0 then reports "nothing ran" and parks with its only task runnable and
+    // nothing left to wake it: this test hangs there. Patched, each pass runs at least one
+    // task before it honours the preemption.
+    #[test]
+    fn preemption_before_the_first_task_does_not_park_a_runnable_executor() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let ex = LocalExecutorBuilder::default()
+                .preempt_timer(Duration::from_micros(1))
+                .make()
+                .unwrap();
+            let yields = ex.run(async {
+                let mut yields = 0u32;
+                for _ in 0..20_000 {
+                    futures_lite::future::yield_now().await;
+                    yields += 1;
+                }
+                yields
+            });
+            let _ = done_tx.send(yields);
+        });
+        // Generous: the loop takes well under a second; a lost wake-up never ends.
+        let yields = done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the executor parked with a runnable task");
+        assert_eq!(yields, 20_000);
     }
 
     #[test]

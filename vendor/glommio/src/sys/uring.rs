@@ -1071,14 +1071,18 @@ impl SleepableRing {
 
             // We have now prepared the SQE that links the two rings. We now need to submit
             // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
+            //
+            // peerd patch: submit it and wait in one `io_uring_enter` instead of two. The
+            // kernel submits first and returns without waiting when it could not submit
+            // everything, so this sleeps only once the link is in. Whether the SQE went in
+            // is read from the submission ring itself, not from the result, because a
+            // wait interrupted by a signal reports the interruption, not the submission.
+            let waited = self.ring.submit_sqes_and_wait(1);
+            let submitted = self.waiting_kernel_submission() == 0;
+            if submitted {
+                self.in_kernel += 1;
+            }
+            if !submitted {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
                 // Waiting here is unsafe because we could end up waiting much longer than
                 // needed.
@@ -1086,10 +1090,8 @@ impl SleepableRing {
                 unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
+                // The rings were linked, and we slept. Good morning!
+                waited
                     .map(|_| 1)
                     .or_else(Reactor::busy_ok)
                     .or_else(Reactor::again_ok)
@@ -1222,6 +1224,10 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    // peerd patch: when the timer in `latency_preemption_timeout_src` fires, and whether
+    // it alone ended the last sleep; `Reactor::wait` keeps it armed across passes.
+    latency_preemption_deadline: Cell<Option<Instant>>,
+    latency_preemption_ended_sleep: Cell<bool>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1353,6 +1359,8 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_deadline: Cell::new(None),
+            latency_preemption_ended_sleep: Cell::new(false),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1814,13 +1822,43 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
+        // peerd patch: keep the latency ring's timer armed while it still does its job,
+        // instead of cancelling it here and arming a new one below on every pass (an
+        // `io_uring_enter` each, two or three per request at low load).
         //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // * On a pass that installs a preemption timer of `d`, a timer that fires between
+        //   `d / 2` and `d` from now preempts the task queues at most twice as early as a
+        //   fresh one would, never later. A timer outside that window (fired, too far
+        //   off, or the user timer of a sleep) is replaced as upstream does.
+        // * On a pass that may sleep, a pending timer that fires no later than the next
+        //   user timer is left armed instead of being replaced by the user timer: it ends
+        //   that sleep at most `d` later, once, and costs nothing if work comes first. If
+        //   the last sleep was ended by the timer alone the shard is idle, and the timer is
+        //   cancelled (and the user timer, if any, armed) so that an idle shard does not
+        //   wake every `d`.
+        //
+        // A timer that fires between this pass and the run of the task queues makes
+        // `need_preempt()` true before any task runs; the executor's `run_task_queues`
+        // (peerd patch) then reports the queues as still runnable, so the loop polls again
+        // instead of parking with tasks pending.
+        let now = Instant::now();
+        let kept = self.latency_preemption_timeout_src.take();
+        let keep = match (&kept, self.latency_preemption_deadline.get()) {
+            (Some(src), Some(deadline)) if src.result().is_none() => match preempt_timer() {
+                Some(d) => deadline <= now + d && deadline >= now + d / 2,
+                None => {
+                    !self.latency_preemption_ended_sleep.get()
+                        && user_timer.map_or(true, |dur| deadline <= now + dur)
+                }
+            },
+            _ => false,
+        };
+        if keep {
+            self.latency_preemption_timeout_src.set(kept);
+        } else {
+            drop(kept);
+            self.latency_preemption_deadline.set(None);
+        }
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
@@ -1864,9 +1902,10 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer {
+            if let (Some(dur), false) = (user_timer, keep) {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+                self.latency_preemption_deadline.set(Some(now + dur));
                 assert!(flush_rings!(lat_ring)? > 0);
             }
             // From this moment on the remote executors are aware that we are sleeping
@@ -1884,9 +1923,22 @@ impl Reactor {
                     self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
                     // May have new cancellations related to the link ring fd.
-                    flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
+                    let mut woke_after = 0;
+                    flush_cancellations!(into &mut woke_after; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
-                    consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
+                    consume_rings!(into &mut woke_after; lat_ring, poll_ring, main_ring);
+                    // peerd patch: remember whether the kept timer alone ended this sleep
+                    // (it fired and nothing else was woken), see above.
+                    let timer_fired = match self.latency_preemption_timeout_src.take() {
+                        Some(src) => {
+                            let fired = src.result().is_some();
+                            self.latency_preemption_timeout_src.set(Some(src));
+                            fired
+                        }
+                        None => false,
+                    };
+                    self.latency_preemption_ended_sleep
+                        .set(timer_fired && woke_after == 0);
                 }
                 // Woke up, so no need to notify us anymore.
                 self.notifier.wake_up();
@@ -1894,8 +1946,13 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            // peerd patch: unless the kept timer still serves (see above).
+            if !keep {
+                self.latency_preemption_timeout_src
+                    .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+                self.latency_preemption_deadline
+                    .set(Some(Instant::now() + preempt));
+            }
             flush_rings!(lat_ring, main_ring)?;
         }
 
