@@ -1838,9 +1838,9 @@ impl Reactor {
         //   wake every `d`.
         //
         // A timer that fires between this pass and the run of the task queues makes
-        // `need_preempt()` true before any task runs; the executor's `run_task_queues`
-        // (peerd patch) then reports the queues as still runnable, so the loop polls again
-        // instead of parking with tasks pending.
+        // `need_preempt()` true before any task runs; the executor (peerd patch in
+        // `run_task_queues`) runs a task before it honours a preemption, so the loop never
+        // reads that as idleness and parks with tasks pending.
         let now = Instant::now();
         let kept = self.latency_preemption_timeout_src.take();
         let keep = match (&kept, self.latency_preemption_deadline.get()) {
