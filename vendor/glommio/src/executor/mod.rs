@@ -1504,6 +1504,17 @@ impl LocalExecutor {
                         // test again here. We can't test *just* here because the main
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
+                    } else if spin_before_park.is_zero() {
+                        // peerd patch: without a spin, park at once. Upstream polled the
+                        // reactor once more first (`spin_poll_io`), which submits the I/O
+                        // the tasks just queued in an `io_uring_enter` of its own; parking
+                        // makes the same checks (timers, shared channels, completions)
+                        // before it sleeps, and submits that I/O in the enter that sleeps
+                        // (`sys::uring::Reactor::wait`).
+                        this.parker
+                            .park()
+                            .expect("Failed to park! This is actually pretty bad!");
+                        pre_time = Instant::now();
                     } else {
                         while !this.reactor.spin_poll_io().unwrap() {
                             if pre_time.elapsed() > spin_before_park {
@@ -2911,6 +2922,49 @@ mod test {
             .recv_timeout(Duration::from_secs(60))
             .expect("the executor parked with a runnable task");
         assert_eq!(yields, 20_000);
+    }
+
+    // peerd patch: a wake from another thread that races the executor going to sleep is
+    // never lost. The executor parks in the same pass that submits its I/O and orders its
+    // "about to sleep" flag against its wakers with a fence on each side (see
+    // `sys::SleepNotifier::prepare_to_sleep`, where upstream calls `membarrier`). Each
+    // of these round trips wakes the executor from a thread while it goes to sleep, with
+    // no timer to rescue a lost wake-up: one lost, and the test never ends (it does when
+    // `notify` skips the eventfd write). On x86 it passed with both fences removed too,
+    // in three runs: the channels' own locked instructions order the pair there, which
+    // the language's memory model does not promise, so the fences stay.
+    #[test]
+    fn wakes_from_another_thread_racing_the_sleep_are_not_lost() {
+        const ROUND_TRIPS: u32 = 20_000;
+        let (to_thread, thread_rx) = flume::bounded::<u32>(1);
+        let (thread_tx, from_thread) = flume::bounded::<u32>(1);
+        let echo = std::thread::spawn(move || {
+            while let Ok(v) = thread_rx.recv() {
+                if thread_tx.send(v).is_err() {
+                    break;
+                }
+            }
+        });
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let ex = LocalExecutorBuilder::default().make().unwrap();
+            let answered = ex.run(async move {
+                let mut answered = 0u32;
+                for i in 0..ROUND_TRIPS {
+                    to_thread.send_async(i).await.unwrap();
+                    assert_eq!(from_thread.recv_async().await.unwrap(), i);
+                    answered += 1;
+                }
+                answered
+            });
+            let _ = done_tx.send(answered);
+        });
+        // Generous: the round trips take about a second; a lost wake-up never ends.
+        let answered = done_rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a wake from another thread was lost: the executor slept through it");
+        assert_eq!(answered, ROUND_TRIPS);
+        echo.join().unwrap();
     }
 
     #[test]

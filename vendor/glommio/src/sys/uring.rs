@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -855,11 +855,14 @@ impl UringCommon for PollRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
-        let now = Instant::now();
 
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                let ops = extract_one_chain(source_map, queue, chain, now);
+                // peerd patch: the clock is read only when there is something to submit.
+                // Upstream read it on every call, and the reactor calls this for each of
+                // its rings' queues on every pass, mostly empty: 25 of the 42 clock reads
+                // of a round trip at one connection.
+                let ops = extract_one_chain(source_map, queue, chain, Instant::now());
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -1044,12 +1047,23 @@ impl SleepableRing {
         }
     }
 
+    /// peerd patch: places the queued submissions in the submission ring without
+    /// entering the kernel (unless the ring is full), for `sleep` to submit.
+    fn prepare_submissions(&mut self) -> io::Result<usize> {
+        let q = self.submission_queue();
+        let mut queue = q.borrow_mut();
+        self.consume_sqe_queue(&mut queue.submissions, false)
+    }
+
+    /// peerd patch: `can_sleep`, except that SQEs already in the submission ring are
+    /// allowed: `sleep` submits them in the enter that waits.
+    fn can_sleep_once_submitted(&self) -> bool {
+        self.submission_queue.borrow().is_empty() && self.waiting_kernel_collection() == 0
+    }
+
     fn sleep(&mut self, link: &Source) -> io::Result<usize> {
-        assert_eq!(
-            self.waiting_kernel_submission(),
-            0,
-            "sleeping with pending SQEs"
-        );
+        // peerd patch: SQEs may be pending (`prepare_submissions`); they go in with the
+        // link poll, ahead of it.
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
             let op = UringDescriptor {
@@ -1077,11 +1091,11 @@ impl SleepableRing {
             // everything, so this sleeps only once the link is in. Whether the SQE went in
             // is read from the submission ring itself, not from the result, because a
             // wait interrupted by a signal reports the interruption, not the submission.
+            let pending = self.waiting_kernel_submission();
             let waited = self.ring.submit_sqes_and_wait(1);
-            let submitted = self.waiting_kernel_submission() == 0;
-            if submitted {
-                self.in_kernel += 1;
-            }
+            let left = self.waiting_kernel_submission();
+            self.in_kernel += pending - left;
+            let submitted = left == 0;
             if !submitted {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
                 // Waiting here is unsafe because we could end up waiting much longer than
@@ -1189,11 +1203,14 @@ impl UringCommon for SleepableRing {
 
     fn submit_one_event(&mut self, queue: &mut VecDeque<UringDescriptor>) -> Option<bool> {
         let source_map = &mut *self.source_map.borrow_mut();
-        let now = Instant::now();
 
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                let ops = extract_one_chain(source_map, queue, chain, now);
+                // peerd patch: the clock is read only when there is something to submit.
+                // Upstream read it on every call, and the reactor calls this for each of
+                // its rings' queues on every pass, mostly empty: 25 of the 42 clock reads
+                // of a round trip at one connection.
+                let ops = extract_one_chain(source_map, queue, chain, Instant::now());
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -1888,15 +1905,36 @@ impl Reactor {
         flush_cancellations!(into &mut woke; lat_ring, poll_ring, main_ring);
         // ... which happens right here. If you ever reorder this code just
         // be careful about this dependency.
-        flush_rings!(lat_ring, poll_ring, main_ring)?;
+        //
+        // peerd patch: on a pass that may sleep, the main ring's SQEs (the readiness
+        // polls and sends the tasks just queued) are only placed in its submission ring
+        // here. The enter that sleeps submits them with the link poll, one
+        // `io_uring_enter` where upstream makes two per sleep. Nothing runs in between but
+        // the checks below; a pass that does not sleep submits them at the end
+        // (`flush_rings!(main_ring)` after the sleep). An SQE that completes at submission
+        // (a socket already readable) posts its CQE and ends that wait at once, as it
+        // should. A pass with cancellations (already in the submission ring, from
+        // `flush_cancellations!`) submits here as upstream does: their CQEs wake no task,
+        // and submitted with the sleep they would end it for nothing.
+        let may_sleep = preempt_timer().is_none() && woke == 0;
+        flush_rings!(lat_ring, poll_ring)?;
+        if may_sleep && main_ring.waiting_kernel_submission() == 0 {
+            main_ring
+                .prepare_submissions()
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok)?;
+        } else {
+            flush_rings!(main_ring)?;
+        }
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
         // If we generated any event so far, we can't sleep. Need to handle them.
-        let should_sleep = preempt_timer().is_none()
+        let should_sleep = may_sleep
             && (woke == 0)
             && poll_ring.can_sleep()
-            && main_ring.can_sleep()
+            && main_ring.can_sleep_once_submitted()
             && lat_ring.can_sleep();
 
         if should_sleep {
@@ -1912,11 +1950,11 @@ impl Reactor {
             // We have to sweep the remote channels function once more because since
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
+            //
+            // peerd patch: `prepare_to_sleep` ends with the fence that pairs with the one
+            // in `SleepNotifier::notify`; upstream called `membarrier::heavy()` here (a
+            // `membarrier` system call on every sleep).
             self.notifier.prepare_to_sleep();
-            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
@@ -1944,6 +1982,10 @@ impl Reactor {
                 self.notifier.wake_up();
             }
         }
+
+        // peerd patch: submit what the main ring holds when this pass did not sleep (or
+        // could not link the rings); after a sleep nothing is left and this enters nothing.
+        flush_rings!(main_ring)?;
 
         if let Some(preempt) = preempt_timer() {
             // peerd patch: unless the kept timer still serves (see above).
