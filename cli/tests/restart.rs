@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use peerd_client::{connect, PeerOptions};
+use peerd_testkit::Scratch;
 
 mod common;
 use common::{peerd, run, Served};
@@ -22,12 +23,9 @@ fn testdata(dir: &str, name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A fresh directory for one test's files.
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("peerd-restart-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory for one test's files, removed when the test ends.
+fn scratch(name: &str) -> Scratch {
+    Scratch::new(&format!("restart-{name}"))
 }
 
 fn serve(args: &[&str]) -> Served {

@@ -15,9 +15,8 @@ use serde_json::Value;
 
 #[test]
 fn short_soak_loses_nothing_and_the_server_survives() {
-    let dir = std::env::temp_dir().join(format!("peerd-soak-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = dir.to_string_lossy().into_owned();
+    let dir = peerd_testkit::Scratch::new("soak-test");
+    let out = dir.path().to_string_lossy().into_owned();
     let run = peerd_loadgen::main_with_args([
         "peerd-loadgen",
         "soak",
@@ -91,5 +90,4 @@ fn short_soak_loses_nothing_and_the_server_survives() {
     assert_eq!(soak["final_echo"], "ok");
     assert!(soak["memory"]["series"].as_array().unwrap().len() > 2);
     assert_eq!(json["server"]["exit"], "exit status: 0");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -410,8 +410,7 @@ fn authenticator_rejects_bad_credentials() {
 
 #[test]
 fn unix_socket_endpoint() {
-    let dir = std::env::temp_dir().join(format!("peerd-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = peerd_testkit::Scratch::new("unix-endpoint");
     let path = dir.join("s.sock");
     let mut o = opts();
     o.endpoints = vec![peerd_server::Endpoint::Unix(path.clone())];

@@ -16,6 +16,7 @@
 //!   time. Kept apart so that "the server closed" can never pass for "nothing arrived".
 //! - [`hello`], [`frame`]: build a Hello, encode any message as one frame.
 //! - [`wait_until`]: poll an observable condition with a deadline, instead of sleeping.
+//! - [`Scratch`]: a test's own temporary directory, removed when dropped.
 //! - [`nats::Nats`]: a real nats-server with JetStream on a free loopback port (the
 //!   cluster tests).
 
@@ -24,6 +25,8 @@ pub mod nats;
 use std::borrow::Cow;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -54,6 +57,38 @@ pub fn frame<M: Encode>(m: &M) -> Bytes {
     let mut b = BytesMut::new();
     codec::encode(m, &mut b, u32::MAX).expect("encode");
     b.freeze()
+}
+
+/// A directory of one test's own under the system's temporary directory (keys, configs,
+/// Unix sockets, reports), removed with its contents when dropped, so that test runs leave
+/// nothing behind. Its name carries the tag, the process and a counter: tests running in
+/// parallel, in one process or several, never share one.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("peerd-{tag}-{}-{n}", std::process::id()));
+        // A leftover of an earlier process with the same pid, if any, is not ours to keep.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch directory under the temp dir");
+        Scratch(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Poll `f` every few milliseconds until it holds; panic naming `what` after 10 s.
