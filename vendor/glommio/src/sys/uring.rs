@@ -2003,7 +2003,8 @@ impl Reactor {
                 self.latency_preemption_deadline
                     .set(Some(Instant::now() + preempt));
             }
-            flush_rings!(lat_ring, main_ring)?;
+            // peerd patch: the latency ring only; the main ring was flushed just above.
+            flush_rings!(lat_ring)?;
         }
 
         // A Note about `need_preempt`:
