@@ -15,6 +15,7 @@
 # perf_event_paranoid <= 1). Writes OUT_DIR/<name>-<round>.{json,perf} and OUT_DIR/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. results/lib.sh
 OUT=${1:?OUT_DIR}
 ROUNDS=${2:?ROUNDS}
 shift 2
@@ -35,18 +36,9 @@ one() { # name, binary or "redis", round
         for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
         where=(--protocol redis --target "127.0.0.1:$port")
     else
-        local log addr=""
-        log=$(mktemp)
-        taskset -c 0 "$bin" serve --listen 127.0.0.1:0 --shards 1 --cores 0 >"$log" 2>&1 &
-        pid=$!
-        for _ in $(seq 100); do
-            addr=$(sed -n 's/^peerd listening on \(tcp:\/\/\)\{0,1\}\([^ ]*\) .*/\2/p' "$log" | head -1)
-            [ -n "$addr" ] && break
-            sleep 0.1
-        done
-        rm -f "$log"
-        [ -n "$addr" ] || { echo "$bin did not start" >&2; kill "$pid"; exit 1; }
-        where=(--target "$addr")
+        start_peerd "$bin"
+        pid=$PEERD_PID
+        where=(--target "$PEERD_ADDR")
     fi
     "$L" rpc "${where[@]}" --server-pid "$pid" --server-cores 0 --cores 1 --connections 1 \
         --rate 10000 --spin-us 100 --duration 5 --warmup 1 --repetitions 1 --no-progress \

@@ -16,6 +16,7 @@
 # <= 1). Writes OUT_DIR/<scenario>.{json,perf} and OUT_DIR/README.md. About 2 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. results/lib.sh
 OUT=${1:-results/syscalls}
 BIN=${2:-target/release/peerd}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -30,17 +31,10 @@ ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
 run() { # name, server flag or "", loadgen arguments...
   local name=$1 flag=$2; shift 2
-  local log; log=$(mktemp)
-  taskset -c 0 "$BIN" serve --listen 127.0.0.1:0 --shards 1 --cores 0 $flag >"$log" 2>&1 &
-  local pid=$!
-  local addr=""
-  for _ in $(seq 100); do
-    addr=$(sed -n 's/^peerd listening on \(tcp:\/\/\)\{0,1\}\([^ ]*\) .*/\2/p' "$log" | head -1)
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { cat "$log"; echo "peerd did not start" >&2; kill "$pid"; exit 1; }
-  "$L" "$@" --target "$addr" --server-pid "$pid" --cores 1 --duration 6 --warmup 1 \
+  # shellcheck disable=SC2086 # $flag is one argument or none
+  start_peerd "$BIN" $flag
+  local pid=$PEERD_PID
+  "$L" "$@" --target "$PEERD_ADDR" --server-pid "$pid" --cores 1 --duration 6 --warmup 1 \
     --repetitions 1 --no-progress --out "$OUT" --name "$name" &
   local lg=$!
   sleep 3 # handshakes and warm-up done, well inside the 6 s window
@@ -49,7 +43,6 @@ run() { # name, server flag or "", loadgen arguments...
   local after; after=$(ticks "$pid")
   wait "$lg"
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  rm -f "$log"
   echo "$name $before $after" >> "$OUT/ticks"
 }
 
