@@ -18,6 +18,8 @@ OUT=${2:-results/attacks}
 BEFORE_ARGS=${BEFORE_ARGS:-}
 # And for the "after" server only, e.g. AFTER_ARGS="--server-arg=--ring-receives".
 AFTER_ARGS=${AFTER_ARGS:-}
+# Which attacks, in order (all five by default).
+KINDS=${KINDS:-"slow-reader slow-subscribers partial-frames relay-flood pipeline"}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo build --release --locked -p peerd-cli -p peerd-loadgen
 mkdir -p "$OUT/bin"
@@ -33,7 +35,7 @@ declare -A EXTRA=(
   [relay-flood]="--hostile-rate 100000"
   [pipeline]="--hostile-rate 100000"
 )
-for kind in slow-reader slow-subscribers partial-frames relay-flood pipeline; do
+for kind in $KINDS; do
   $L attack --spawn-server --server-bin "$OUT/bin/peerd-before" --kind "$kind" $COMMON \
     ${EXTRA[$kind]} $BEFORE_ARGS --out "$OUT/$kind" --name before
   $L attack --spawn-server --server-bin "$OUT/bin/peerd-after" --server-arg=--memory-budget \

@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
-# Echo at one connection, A/B: server CPU per round trip of several peerd binaries (and
-# Redis's ECHO beside them), in alternating rounds in one sitting, reported as medians.
-# A single run on this VM moves by 10-30 % between sittings and by several µs within one,
-# more than a change to the reactor loop is worth; alternating rounds and medians make such a
-# change readable.
+# Echo A/B: server CPU per round trip of several peerd binaries (and Redis's ECHO beside
+# them), in alternating rounds in one sitting, reported as medians. A single run on this VM
+# moves by 10-30 % between sittings and by several µs within one, more than a change to the
+# reactor loop is worth; alternating rounds and medians make such a change readable.
 #
-#   results/run-echo-ab.sh OUT_DIR ROUNDS NAME=PEERD_BIN... [redis]
+#   [CONNS=64 RATE=20000] results/run-echo-ab.sh OUT_DIR ROUNDS NAME=PEERD_BIN... [redis]
+#
+# A NAME=PEERD_BIN may name a script that execs peerd with more arguments (`exec peerd "$@"
+# --ring-receives`): the pid stays the server's.
 #
 # Each round runs every server once: a fresh process pinned to core 0 (one shard), the
-# loadgen on core 1, `rpc --connections 1 --rate 10000 --spin-us 100` (as the peers runner's
-# echo1) for one 5 s window after 1 s of warm-up. The loadgen reads the server's CPU from its
-# process CPU-time clock. While the window runs, `perf stat` counts the server's system calls
-# and context switches for 3 s (needs perf: Debian's linux-perf, and root or
-# perf_event_paranoid <= 1). Writes OUT_DIR/<name>-<round>.{json,perf} and OUT_DIR/README.md.
+# loadgen on core 1, `rpc --connections $CONNS --rate $RATE --spin-us 100` (1 and 10,000 by
+# default, the peers runner's echo1; CONNS=64 RATE=20000 is its echo64) for one 5 s window
+# after 1 s of warm-up. The loadgen reads the server's CPU from its process CPU-time clock.
+# While the window runs, `perf stat` counts the server's system calls and context switches
+# for 3 s (needs perf: Debian's linux-perf, and root or perf_event_paranoid <= 1). Writes
+# OUT_DIR/<name>-<round>.{json,perf} and OUT_DIR/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . results/lib.sh
 OUT=${1:?OUT_DIR}
 ROUNDS=${2:?ROUNDS}
 shift 2
+CONNS=${CONNS:-1}
+RATE=${RATE:-10000}
 [ $# -gt 0 ] || { echo "name=binary or redis, at least one" >&2; exit 2; }
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 command -v perf >/dev/null || { echo "perf not found (apt-get install linux-perf)" >&2; exit 1; }
@@ -40,8 +45,8 @@ one() { # name, binary or "redis", round
         pid=$PEERD_PID
         where=(--target "$PEERD_ADDR")
     fi
-    "$L" rpc "${where[@]}" --server-pid "$pid" --server-cores 0 --cores 1 --connections 1 \
-        --rate 10000 --spin-us 100 --duration 5 --warmup 1 --repetitions 1 --no-progress \
+    "$L" rpc "${where[@]}" --server-pid "$pid" --server-cores 0 --cores 1 --connections "$CONNS" \
+        --rate "$RATE" --spin-us 100 --duration 5 --warmup 1 --repetitions 1 --no-progress \
         --out "$OUT" --name "$name-$round" >/dev/null 2>&1 &
     local lg=$!
     sleep 2 # handshake and warm-up done, inside the measured window
@@ -58,9 +63,9 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-python3 - "$OUT" "$ROUNDS" "$@" <<'EOF'
+python3 - "$OUT" "$ROUNDS" "$CONNS" "$RATE" "$@" <<'EOF'
 import json, os, statistics, sys
-out, rounds, specs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+out, rounds, conns, rate, specs = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:]
 names = [s.split("=", 1)[0] for s in specs]
 rows = []
 for n in names:
@@ -80,9 +85,9 @@ for n in names:
     rows.append((n, statistics.median(cpu), min(cpu), max(cpu), statistics.median(p50),
                  statistics.median(sc), statistics.median(cs)))
 with open(os.path.join(out, "README.md"), "w") as f:
-    f.write(f"# Echo at one connection, A/B ({rounds} alternating rounds)\n\n")
-    f.write("`results/run-echo-ab.sh " + " ".join(sys.argv[1:2] + [str(rounds)] + specs) + "`: server on "
-            "core 0 (one shard), loadgen on core 1, `rpc --connections 1 --rate 10000 --spin-us 100`, "
+    f.write(f"# Echo at {conns} connection(s), A/B ({rounds} alternating rounds)\n\n")
+    f.write(f"`CONNS={conns} RATE={rate} results/run-echo-ab.sh " + " ".join(sys.argv[1:2] + [str(rounds)] + specs) + "`: server on "
+            f"core 0 (one shard), loadgen on core 1, `rpc --connections {conns} --rate {rate} --spin-us 100`, "
             "one 5 s window per round; CPU from the server's CPU-time clock, system calls and context "
             "switches from `perf stat` over 3 s of the window.\n\n")
     f.write("| server | server CPU µs/round trip: median (min-max) | p50 µs | syscalls/rt | context switches/rt |\n")
