@@ -250,9 +250,16 @@ impl Local {
         let relay_peak = self.relay_peak.replace(self.relay_slots.get()) * RELAY_COST;
         let peak = self.writes.take_peak() + self.rx_pool.take_peak() + relay_peak;
         if peak > self.memory_held() + TRIM_AFTER {
-            // SAFETY: malloc_trim only releases free memory of the allocator's arenas.
-            unsafe { libc::malloc_trim(0) };
+            self.return_freed_memory();
         }
+    }
+
+    /// Return the allocator's free pages to the system (`malloc_trim`): after a burst, and
+    /// after the memory budget cut peers (`lifecycle::settle`). It walks every arena of the
+    /// process, other shards' too, so it is kept to those moments.
+    pub fn return_freed_memory(&self) {
+        // SAFETY: malloc_trim only releases free memory of the allocator's arenas.
+        unsafe { libc::malloc_trim(0) };
     }
 
     /// Whether no session waits to be torn down.
