@@ -547,6 +547,20 @@ impl TimeSpec64 {
     };
 }
 
+/// peerd patch: see `Wakers::stamps`.
+#[derive(Debug, Default)]
+pub(super) struct Stamps {
+    /// The timestamp at which the source was added to the IO queue of the
+    /// reactor
+    pub(super) queued_at: Option<std::time::Instant>,
+
+    /// The timestamp at which the source was submitted to the kernel
+    pub(super) submitted_at: Option<std::time::Instant>,
+
+    /// The timestamp at which the reactor fulfilled the source
+    pub(super) fulfilled_at: Option<std::time::Instant>,
+}
+
 pub(super) struct Latencies {
     /// The timestamp at which the source was added to the IO queue of the
     /// reactor
@@ -565,15 +579,12 @@ pub(super) struct Wakers {
     /// Raw result of the operation.
     pub(super) result: Option<io::Result<usize>>,
 
-    /// The timestamp at which the source was added to the IO queue of the
-    /// reactor
-    pub(super) queued_at: Option<std::time::Instant>,
-
-    /// The timestamp at which the source was submitted to the kernel
-    pub(super) submitted_at: Option<std::time::Instant>,
-
-    /// The timestamp at which the reactor fulfilled the source
-    pub(super) fulfilled_at: Option<std::time::Instant>,
+    /// peerd patch: when the source was queued, submitted and fulfilled, boxed and kept
+    /// only for a source whose stats collection measures latency
+    /// (`InnerSource::collects_latency`: file I/O with `record_io_latencies`). Upstream
+    /// kept the three `Option<Instant>` inline in every source (48 B, the readiness poll an
+    /// idle socket keeps armed included) and read the clock for each on every source.
+    pub(super) stamps: Option<Box<Stamps>>,
 
     /// Tasks waiting for the next event.
     pub(super) waiters: SmallVec<[Waker; 1]>,
@@ -583,9 +594,7 @@ impl Wakers {
     pub(super) fn new() -> Self {
         Wakers {
             result: None,
-            queued_at: None,
-            submitted_at: None,
-            fulfilled_at: None,
+            stamps: None,
             waiters: Default::default(),
         }
     }
@@ -602,15 +611,24 @@ impl Wakers {
     }
 
     fn timestamps(&mut self) -> Option<Latencies> {
-        if self.queued_at.is_none() || self.submitted_at.is_none() || self.fulfilled_at.is_none() {
+        let stamps = self.stamps.as_mut()?;
+        if stamps.queued_at.is_none()
+            || stamps.submitted_at.is_none()
+            || stamps.fulfilled_at.is_none()
+        {
             None
         } else {
             Some(Latencies {
-                queued_at: self.queued_at.take().unwrap(),
-                submitted_at: self.submitted_at.take().unwrap(),
-                fulfilled_at: self.fulfilled_at.take().unwrap(),
+                queued_at: stamps.queued_at.take().unwrap(),
+                submitted_at: stamps.submitted_at.take().unwrap(),
+                fulfilled_at: stamps.fulfilled_at.take().unwrap(),
             })
         }
+    }
+
+    /// peerd patch: the stamps to write, made on first use.
+    pub(super) fn stamps(&mut self) -> &mut Stamps {
+        self.stamps.get_or_insert_with(Default::default)
     }
 }
 

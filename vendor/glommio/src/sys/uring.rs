@@ -459,7 +459,10 @@ fn record_stats<Ring: UringCommon>(
     src: &mut InnerSource,
     res: &io::Result<usize>,
 ) {
-    src.wakers.fulfilled_at = Some(Instant::now());
+    // peerd patch: the clock only for a source that measures latency (`Wakers::stamps`).
+    if src.collects_latency() {
+        src.wakers.stamps().fulfilled_at = Some(Instant::now());
+    }
     if let Some(fulfilled) = src.stats_collection.and_then(|x| x.fulfilled) {
         fulfilled(res, ring.io_stats_mut(), 1);
         if let Some(handle) = src.task_queue {
@@ -505,7 +508,6 @@ fn extract_one_chain(
     source_map: &mut SourceMap,
     queue: &mut VecDeque<UringDescriptor>,
     chain: Range<usize>,
-    now: Instant,
 ) -> SmallVec<[UringDescriptor; 1]> {
     queue
         .drain(chain)
@@ -513,7 +515,10 @@ fn extract_one_chain(
             if op.user_data > 0 {
                 let id = from_user_data(op.user_data);
                 let status = source_map.peek_source_mut(from_user_data(op.user_data), |mut x| {
-                    x.wakers.submitted_at = Some(now);
+                    // peerd patch: see `record_stats`.
+                    if x.collects_latency() {
+                        x.wakers.stamps().submitted_at = Some(Instant::now());
+                    }
                     let current = x.enqueued.as_mut().expect("bug");
                     match current.status {
                         EnqueuedStatus::Enqueued => {
@@ -860,11 +865,12 @@ impl UringCommon for PollRing {
 
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                // peerd patch: the clock is read only when there is something to submit.
-                // Upstream read it on every call, and the reactor calls this for each of
-                // its rings' queues on every pass, mostly empty: 25 of the 42 clock reads
-                // of a round trip at one connection.
-                let ops = extract_one_chain(source_map, queue, chain, Instant::now());
+                // peerd patch: no clock read here. Upstream read it on every call, and
+                // the reactor calls this for each of its rings' queues on every pass,
+                // mostly empty: 25 of the 42 clock reads of a round trip at one
+                // connection. The submission time is now taken per source, and only for
+                // a source that measures latency (`extract_one_chain`).
+                let ops = extract_one_chain(source_map, queue, chain);
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -1208,11 +1214,12 @@ impl UringCommon for SleepableRing {
 
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                // peerd patch: the clock is read only when there is something to submit.
-                // Upstream read it on every call, and the reactor calls this for each of
-                // its rings' queues on every pass, mostly empty: 25 of the 42 clock reads
-                // of a round trip at one connection.
-                let ops = extract_one_chain(source_map, queue, chain, Instant::now());
+                // peerd patch: no clock read here. Upstream read it on every call, and
+                // the reactor calls this for each of its rings' queues on every pass,
+                // mostly empty: 25 of the 42 clock reads of a round trip at one
+                // connection. The submission time is now taken per source, and only for
+                // a source that measures latency (`extract_one_chain`).
+                let ops = extract_one_chain(source_map, queue, chain);
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
                     continue;
@@ -2119,7 +2126,13 @@ fn queue_request_into_ring(
     descriptor: UringOpDescriptor,
     source_map: &mut SourceMap,
 ) {
-    source.inner.borrow_mut().wakers.queued_at = Some(Instant::now());
+    {
+        // peerd patch: see `record_stats`.
+        let mut inner = source.inner.borrow_mut();
+        if inner.collects_latency() {
+            inner.wakers.stamps().queued_at = Some(Instant::now());
+        }
+    }
     let q = ring.submission_queue();
     let id = source_map.add_source(source, Rc::clone(&q));
 
