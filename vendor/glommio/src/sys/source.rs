@@ -6,8 +6,8 @@
 use crate::{
     iou::sqe::SockAddrStorage,
     sys::{
-        DmaBuffer, IoBuffer, OsResult, PollableStatus, ReactorQueue, SourceId, Statx, TimeSpec64,
-        Wakers,
+        DmaBuffer, IoBuffer, OsResult, PollableStatus, ReactorQueue, SourceId, Stamps, Statx,
+        TimeSpec64, Wakers,
     },
     GlommioError, IoRequirements, ReactorErrorKind, RingIoStats, TaskQueueHandle,
 };
@@ -23,7 +23,7 @@ use std::{
     pin::Pin,
     rc::Rc,
     task::{Poll, Waker},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 #[derive(Debug)]
@@ -147,6 +147,14 @@ impl InnerSource {
         self.stats_collection
             .as_ref()
             .map_or(false, |s| s.latency.is_some())
+    }
+
+    /// peerd patch: set one of the source's timestamps (`Wakers::stamps`) to now, if it
+    /// measures latency; otherwise neither the clock nor the box is touched.
+    pub(crate) fn stamp(&mut self, field: fn(&mut Stamps) -> &mut Option<Instant>) {
+        if self.collects_latency() {
+            *field(self.wakers.stamps()) = Some(Instant::now());
+        }
     }
 
     pub(crate) fn update_source_type(&mut self, source_type: SourceType) -> SourceType {

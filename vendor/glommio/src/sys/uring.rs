@@ -460,9 +460,7 @@ fn record_stats<Ring: UringCommon>(
     res: &io::Result<usize>,
 ) {
     // peerd patch: the clock only for a source that measures latency (`Wakers::stamps`).
-    if src.collects_latency() {
-        src.wakers.stamps().fulfilled_at = Some(Instant::now());
-    }
+    src.stamp(|s| &mut s.fulfilled_at);
     if let Some(fulfilled) = src.stats_collection.and_then(|x| x.fulfilled) {
         fulfilled(res, ring.io_stats_mut(), 1);
         if let Some(handle) = src.task_queue {
@@ -516,9 +514,7 @@ fn extract_one_chain(
                 let id = from_user_data(op.user_data);
                 let status = source_map.peek_source_mut(from_user_data(op.user_data), |mut x| {
                     // peerd patch: see `record_stats`.
-                    if x.collects_latency() {
-                        x.wakers.stamps().submitted_at = Some(Instant::now());
-                    }
+                    x.stamp(|s| &mut s.submitted_at);
                     let current = x.enqueued.as_mut().expect("bug");
                     match current.status {
                         EnqueuedStatus::Enqueued => {
@@ -1214,11 +1210,7 @@ impl UringCommon for SleepableRing {
 
         while let Some(chain) = peek_one_chain(queue, self.size) {
             return if let Some(sqes) = self.ring.sq().prepare_sqes(chain.len() as u32) {
-                // peerd patch: no clock read here. Upstream read it on every call, and
-                // the reactor calls this for each of its rings' queues on every pass,
-                // mostly empty: 25 of the 42 clock reads of a round trip at one
-                // connection. The submission time is now taken per source, and only for
-                // a source that measures latency (`extract_one_chain`).
+                // peerd patch: no clock read here (see `PollRing::submit_one_event`).
                 let ops = extract_one_chain(source_map, queue, chain);
                 if ops.is_empty() {
                     // all the sources in the ring were cancelled
@@ -2126,13 +2118,8 @@ fn queue_request_into_ring(
     descriptor: UringOpDescriptor,
     source_map: &mut SourceMap,
 ) {
-    {
-        // peerd patch: see `record_stats`.
-        let mut inner = source.inner.borrow_mut();
-        if inner.collects_latency() {
-            inner.wakers.stamps().queued_at = Some(Instant::now());
-        }
-    }
+    // peerd patch: see `record_stats`.
+    source.inner.borrow_mut().stamp(|s| &mut s.queued_at);
     let q = ring.submission_queue();
     let id = source_map.add_source(source, Rc::clone(&q));
 
