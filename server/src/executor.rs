@@ -23,6 +23,7 @@ use peerd_codec::{self as codec, Code, Frame};
 use crate::conn::{Conn, ConnState};
 use crate::dispatch::{dispatch, rate_limited_kind, refuse};
 use crate::error::Refused;
+use crate::fair;
 use crate::handshake::{auth_failed, read_hello, register, reject};
 use crate::inbound::{poll_fill, RxBuf, WsEnd};
 use crate::lifecycle::settle;
@@ -99,6 +100,8 @@ pub(crate) async fn run(
         .map(|r| glommio::spawn_local(r.run(shard.local.clone())));
     spawn_service(Box::pin(heartbeat(shard.clone())));
     spawn_service(Box::pin(janitor(shard.clone())));
+    let local = shard.local.clone();
+    spawn_service(Box::pin(async move { local.fair.run().await }));
     spawn_service(Box::pin(expire_relays(shard.clone())));
     let drain = inbox(&shard, &rx).await;
     tracing::debug!(shard = index, "shard stopping");
@@ -685,6 +688,8 @@ const READS_BEFORE_YIELD: u32 = 4;
 
 async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     let mut ready_in_a_row = 0;
+    // The last read brought `fair::BULK_READ` or more: the socket probably holds more.
+    let mut last_read_bulk = false;
     loop {
         process(shard, conn);
         if shard.local.writes.batching() && !shard.local.grown_past_budget() {
@@ -707,8 +712,33 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
                 continue;
             }
         }
-        // A peer that keeps the socket full would keep this task running: glommio does
-        // not preempt, and other peers, closed readers and timers would wait behind it.
+        // A peer that keeps its socket full, or is sending a frame larger than a pooled
+        // buffer, reads again in this pass of the shard's loop only while the pass's budget
+        // for bulk input lasts; past it, after the shard has polled for the others' input
+        // (`fair`). A close wakes it at once (at shutdown the service that opens passes is
+        // gone before the connections' tasks end); so, on the ring, may the reaper, and the
+        // reader then reads once more before it asks again.
+        let bulk = last_read_bulk || conn.rx.borrow().in_large_frame();
+        if bulk && shard.local.fair.spent() {
+            ready_in_a_row = 0;
+            shard.local.metrics.read_deferred();
+            let mut pass = std::pin::pin!(shard.local.fair.next_pass());
+            poll_fn(|cx| {
+                let r = std::future::Future::poll(pass.as_mut(), cx);
+                if r.is_pending() {
+                    conn.reader_waker.set(Some(cx.waker().clone()));
+                }
+                r
+            })
+            .await;
+            conn.reader_waker.take();
+            if !conn.is_active() {
+                return;
+            }
+        }
+        // Below the budget, a peer that keeps the socket full would still keep this task
+        // running: glommio does not preempt, and other peers, closed readers and timers
+        // would wait behind it.
         if ready_in_a_row >= READS_BEFORE_YIELD {
             ready_in_a_row = 0;
             futures_lite::future::yield_now().await;
@@ -741,7 +771,13 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
             return;
         }
         match r {
-            Ok(n) if n > 0 => conn.last_rx_tick.set(shard.local.tick.get()),
+            Ok(n) if n > 0 => {
+                conn.last_rx_tick.set(shard.local.tick.get());
+                last_read_bulk = n >= fair::BULK_READ;
+                if bulk || last_read_bulk {
+                    shard.local.fair.charge(n);
+                }
+            }
             Ok(_) | Err(_) => {
                 conn.peer_closed(Code::PeerGone.as_u16(), None);
                 return;

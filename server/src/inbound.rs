@@ -245,6 +245,12 @@ impl RxBuf {
         (self.start < self.end).then_some(self.want.max(self.ws_want()))
     }
 
+    /// Whether a frame larger than a pooled buffer is being received: its reads are bulk
+    /// input (`fair`), however small each is.
+    pub fn in_large_frame(&self) -> bool {
+        self.incomplete().is_some_and(|len| len > RX_BUF)
+    }
+
     /// Bytes the buffer must hold for the frames being received to complete.
     fn ws_want(&self) -> usize {
         match &self.ws {

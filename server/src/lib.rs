@@ -49,9 +49,10 @@
 //!   hand its sockets over).
 //! - `directory`, `topic_index`, `shared`: what shards share (peer directory, topic
 //!   index, inbox senders, counters).
-//! - `inbound` (receive buffers, reads, in-place WebSocket deframing), `outbound` (send
-//!   queue, vectored writes or TLS records, the shard's write set), `local` (what a
-//!   connection needs of its shard).
+//! - `outbound` (send queue, vectored writes or TLS records, the shard's write set),
+//!   `inbound` (receive buffers, reads, in-place WebSocket deframing), `fair` (the shard's
+//!   budget of bulk input per pass of its loop: connections that always have more to
+//!   read cannot delay the others), `local` (what a connection needs of its shard).
 //! - `conn`: one connection and its state machine; `receiver`: its receives through the
 //!   shard's ring (which connection a completion is for, the reaper task).
 //! - `members`, `watchers`, `relays`: a shard's topic members, presence watchers and
@@ -72,6 +73,7 @@ mod directory;
 mod dispatch;
 pub mod error;
 mod executor;
+mod fair;
 mod frame;
 mod handshake;
 mod inbound;

@@ -16,6 +16,7 @@ use glommio::sync::Gate;
 use peerd_codec::{self as codec, EncodeError};
 
 use crate::config::Limits;
+use crate::fair::Fair;
 use crate::frame::Frame;
 use crate::inbound::RxPool;
 use crate::metrics::{ShardCounters, TransportKind};
@@ -42,6 +43,8 @@ pub(crate) struct Local {
     pub shared: Arc<Shared>,
     encoder: RefCell<BytesMut>,
     pub rx_pool: RxPool,
+    /// The budget of bulk input per pass of the shard's loop (`fair`).
+    pub fair: Fair,
     pub writes: Rc<WriteSet>,
     /// Every task the shard spawns (connections, drains, timers); closed last at shutdown.
     pub tasks: Gate,
@@ -113,6 +116,7 @@ impl Local {
             shared,
             encoder: RefCell::new(BytesMut::with_capacity(ENCODE_CHUNK)),
             rx_pool: RxPool::default(),
+            fair: Fair::default(),
             writes: Rc::new(WriteSet::new(tasks.clone(), ring)),
             tasks,
             handlers: Gate::new(),

@@ -211,6 +211,7 @@ pub(crate) struct ShardCounters {
     rpc_buckets: [Cell<u64>; RPC_BUCKETS.len() + 1],
     rpc_nanos: Cell<u64>,
     rate_limit_hits: Cell<u64>,
+    reads_deferred: Cell<u64>,
     ring_arms: Cell<u64>,
     ring_no_buffers: Cell<u64>,
     ring_direct_reads: Cell<u64>,
@@ -234,6 +235,7 @@ impl Default for ShardCounters {
             rpc_buckets: cells(),
             rpc_nanos: Cell::new(0),
             rate_limit_hits: Cell::new(0),
+            reads_deferred: Cell::new(0),
             ring_arms: Cell::new(0),
             ring_no_buffers: Cell::new(0),
             ring_direct_reads: Cell::new(0),
@@ -315,6 +317,11 @@ impl ShardCounters {
         bump(&self.rate_limit_hits, 1);
     }
 
+    /// A bulk reader waited for a later pass of the shard's loop (`fair`).
+    pub fn read_deferred(&self) {
+        bump(&self.reads_deferred, 1);
+    }
+
     /// A multishot receive was armed on the shard's ring (`receiver`).
     pub fn ring_armed(&self) {
         bump(&self.ring_arms, 1);
@@ -388,6 +395,7 @@ impl ShardCounters {
                 sum_seconds: self.rpc_nanos.get() as f64 / 1e9,
             },
             rate_limit_hits: self.rate_limit_hits.get(),
+            reads_deferred: self.reads_deferred.get(),
             receive_ring_arms: self.ring_arms.get(),
             receive_ring_out_of_buffers: self.ring_no_buffers.get(),
             receive_ring_direct_reads: self.ring_direct_reads.get(),
@@ -507,6 +515,10 @@ pub struct ShardMetrics {
     pub rpc_handler_seconds: Histogram,
     /// Frames refused by a per-peer rate limit.
     pub rate_limit_hits: u64,
+    /// Reads put off to a later pass of the shard's loop: the connection's last read was a
+    /// bulk one and the pass's budget for bulk input was spent (docs/ARCHITECTURE.md,
+    /// "Fair reading").
+    pub reads_deferred: u64,
     /// Multishot receives armed on the shard's io_uring: one per connection on the ring,
     /// one more after each pause (the connection held enough undispatched bytes) and each
     /// time the shard's provided buffers ran out. 0 when receives go through glommio.

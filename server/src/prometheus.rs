@@ -342,7 +342,7 @@ impl Metrics {
             }
         }
         type Gauge = fn(&ShardMetrics) -> u64;
-        let gauges: [(&str, &str, &str, Gauge); 8] = [
+        let gauges: [(&str, &str, &str, Gauge); 9] = [
             (
                 "peerd_outbound_queue_bytes",
                 "gauge",
@@ -372,6 +372,12 @@ impl Metrics {
                 "counter",
                 "Frames refused by a per-peer rate limit (rate_limited; docs/PROTOCOL.md 6.9).",
                 |s| s.rate_limit_hits,
+            ),
+            (
+                "peerd_reads_deferred_total",
+                "counter",
+                "Reads put off to a later pass of the shard's loop: the pass's budget for bulk input was spent.",
+                |s| s.reads_deferred,
             ),
             (
                 "peerd_receive_ring_arms_total",

@@ -294,3 +294,51 @@ fn an_invalid_archive_is_closed_with_the_rule_it_broke() {
         "{reason}"
     );
 }
+
+/// A connection that always has more to read shares each pass of the shard's loop: past the
+/// pass's budget for bulk input (128 KiB) its reads wait for a later pass, and
+/// `reads_deferred` counts them. A peer making small calls never waits. Used to read on
+/// while anything was left, so that 5,000 such peers made one round of the shard's tasks
+/// read hundreds of megabytes before a small request found its turn (docs/ARCHITECTURE.md,
+/// "Fair reading").
+#[test]
+fn a_connection_with_always_more_to_read_waits_for_later_passes() {
+    let o = ListenOptions::new("127.0.0.1:0").unwrap().shards(1);
+    let srv = server(o);
+    let addr = srv.local_addr().unwrap();
+    let deferred = || {
+        let m = srv.metrics().expect("metrics");
+        m.shards.iter().map(|s| s.reads_deferred).sum::<u64>()
+    };
+    let mut small = RawPeer::connect(addr, Some("small"));
+    for i in 1..=200 {
+        small.sync(i);
+    }
+    assert_eq!(deferred(), 0, "small requests were held back");
+    // 8 MiB of publishes (to a topic nobody joined) in one write: the server finds its
+    // socket full on every read.
+    let publish = common::frame(&codec::Publish {
+        req: 0,
+        topic: "nobody".into(),
+        echo: false,
+        payload: vec![1u8; 60 * 1024].as_slice().into(),
+    });
+    let burst: Vec<u8> = std::iter::repeat_n(&publish[..], 8 << 20 >> 16)
+        .flatten()
+        .copied()
+        .collect();
+    let mut bulk = RawPeer::connect(addr, Some("bulk"));
+    bulk.send_raw(&burst);
+    // Everything was read and dispatched (the Pong comes after it), and nothing refused.
+    assert!(bulk.sync(1).is_empty(), "a publish was answered");
+    let after_burst = deferred();
+    assert!(
+        after_burst >= 8,
+        "8 MiB at 128 KiB a pass, yet {after_burst} reads deferred"
+    );
+    // The small peer is served as before.
+    for i in 201..=250 {
+        small.sync(i);
+    }
+    assert_eq!(deferred(), after_burst);
+}

@@ -1,0 +1,163 @@
+//! Fair reading: a bounded amount of bulk input per pass of the shard's loop.
+//!
+//! glommio runs a shard's runnable tasks one after another and polls io_uring for new
+//! completions only when none is left (or when its 100 ms preemption timer fires). A
+//! connection whose socket always holds more (a flooder, a large upload; 5,000 peers each
+//! sending half of a 1 MiB frame) used to read, yield to the back of the queue and read
+//! again: one round of the queue read hundreds of megabytes, and a well-behaved peer's
+//! request, found only by the next poll, waited for all of it (p99 0.18-0.52 s under issue
+//! 9's partial frames; results/fair-reading/).
+//!
+//! So bulk input has a budget per pass, [`PASS_BYTES`]. A connection is a bulk reader while
+//! its last read brought [`BULK_READ`] or more (its socket probably holds more) or while it
+//! is receiving a frame larger than a pooled buffer (however slowly its bytes come). A bulk
+//! reader reads again only while the pass's budget lasts; past it, it waits for a later pass
+//! ([`Fair::next_pass`]), in order of arrival. Once per pass while readers wait,
+//! [`Fair::run`] opens a new budget and wakes as many of them as it covers. A peer whose
+//! reads are small, as a request/response peer's are, is never held back.
+//!
+//! What it costs: a bulk reader alone on a shard still waits for a poll of the ring after
+//! each [`PASS_BYTES`], 5-8 % more server CPU per round trip for 512 KiB calls on one
+//! connection. A budget of 256 KiB cost less there and let partial frames through to a
+//! p99 of 5.4-6.2 ms instead of 4.5-5.0 (results/fair-reading/).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use crate::util::Notify;
+
+/// Bulk bytes a shard reads per pass of its loop, over all connections.
+///
+/// Chosen by measurement (module doc): 128 KiB of memory copies and reads is a small
+/// fraction of a millisecond on this project's 2-core VM.
+pub(crate) const PASS_BYTES: usize = 128 * 1024;
+
+/// A read of at least this many bytes marks its connection as a bulk reader until a
+/// smaller one: half a pooled receive buffer (`inbound::RX_BUF`).
+pub(crate) const BULK_READ: usize = 16 * 1024;
+
+/// Readers woken per pass: the budget in reads of a pooled receive buffer (the most one
+/// read brings in).
+const GRANTS: usize = PASS_BYTES / crate::inbound::RX_BUF;
+
+/// How long the service sleeps to let the shard poll its ring before a new budget. Any
+/// timer already due when the reactor next looks would do: the reactor fires timers in its
+/// pass, after the queue of runnable tasks ran dry, which is the pass boundary we want.
+const TO_NEXT_PASS: Duration = Duration::from_micros(1);
+
+/// A shard's budget of bulk input for the current pass, and the readers waiting for the
+/// next.
+#[derive(Default)]
+pub(crate) struct Fair {
+    /// Bytes read in this pass.
+    used: Cell<usize>,
+    /// Readers past the budget, in order of arrival.
+    waiting: RefCell<VecDeque<Waker>>,
+    /// Wakes [`Fair::run`] when the first reader waits.
+    wanted: Notify,
+}
+
+impl Fair {
+    /// Count `n` bytes read.
+    pub fn charge(&self, n: usize) {
+        self.used.set(self.used.get().saturating_add(n));
+    }
+
+    /// Whether this pass's budget is spent: a bulk reader waits for the next.
+    pub fn spent(&self) -> bool {
+        self.used.get() >= PASS_BYTES
+    }
+
+    /// Wait for a later pass: resolves when [`Fair::run`] wakes this reader, or when
+    /// anything else wakes its task (its connection closing, for one), so a caller reads
+    /// at most once more before it asks again.
+    pub fn next_pass(&self) -> impl Future<Output = ()> + '_ {
+        let mut queued = false;
+        std::future::poll_fn(move |cx| {
+            if queued {
+                return Poll::Ready(());
+            }
+            queued = true;
+            self.waiting.borrow_mut().push_back(cx.waker().clone());
+            self.wanted.notify();
+            Poll::Pending
+        })
+    }
+
+    /// Readers waiting for a pass.
+    pub fn waiting(&self) -> usize {
+        self.waiting.borrow().len()
+    }
+
+    /// The shard's service: while readers wait, once per pass, a new budget and as many of
+    /// them woken as it covers. Never ends.
+    pub async fn run(&self) {
+        loop {
+            self.wanted.notified().await;
+            while self.waiting() > 0 {
+                glommio::timer::sleep(TO_NEXT_PASS).await;
+                self.used.set(0);
+                for _ in 0..GRANTS {
+                    // Not borrowed across the wake: a wake only schedules the task.
+                    let Some(reader) = self.waiting.borrow_mut().pop_front() else {
+                        break;
+                    };
+                    reader.wake();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::rc::Rc;
+
+    #[test]
+    fn the_budget_is_spent_by_bulk_bytes() {
+        let fair = Fair::default();
+        fair.charge(PASS_BYTES - 1);
+        assert!(!fair.spent());
+        fair.charge(1);
+        assert!(fair.spent());
+    }
+
+    /// Waiting readers are woken in order of arrival, no more per pass than the budget
+    /// covers: each woken reader finds budget left for the read it makes.
+    #[test]
+    fn each_pass_wakes_as_many_readers_as_its_budget_covers_in_order() {
+        glommio::LocalExecutor::default().run(async {
+            let fair = Rc::new(Fair::default());
+            fair.charge(PASS_BYTES);
+            let service = {
+                let fair = fair.clone();
+                glommio::spawn_local(async move { fair.run().await }).detach()
+            };
+            let order = Rc::new(RefCell::new(Vec::new()));
+            let readers: Vec<_> = (0..3 * GRANTS + 1)
+                .map(|i| {
+                    let (fair, order) = (fair.clone(), order.clone());
+                    glommio::spawn_local(async move {
+                        fair.next_pass().await;
+                        // Budget left for this reader's read of a whole receive buffer.
+                        let budget_left = !fair.spent();
+                        fair.charge(crate::inbound::RX_BUF);
+                        order.borrow_mut().push((i, budget_left));
+                    })
+                })
+                .collect();
+            for r in readers {
+                r.await;
+            }
+            let order = order.borrow();
+            let expected: Vec<_> = (0..3 * GRANTS + 1).map(|i| (i, true)).collect();
+            assert_eq!(*order, expected);
+            assert_eq!(fair.waiting(), 0);
+            drop(service);
+        });
+    }
+}
