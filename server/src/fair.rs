@@ -18,8 +18,8 @@
 //!
 //! What it costs: a bulk reader alone on a shard still waits for a poll of the ring after
 //! each [`PASS_BYTES`], 5-8 % more server CPU per round trip for 512 KiB calls on one
-//! connection. A budget of 256 KiB cost less there and let partial frames through to a
-//! p99 of 5.4-6.2 ms instead of 4.5-5.0 (results/fair-reading/).
+//! connection. A budget of 256 KiB cost about as much there and let partial frames through
+//! to a p99 of 5.4-6.2 ms instead of 4.5-5.0 (results/fair-reading/).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

@@ -515,8 +515,9 @@ pub struct ShardMetrics {
     pub rpc_handler_seconds: Histogram,
     /// Frames refused by a per-peer rate limit.
     pub rate_limit_hits: u64,
-    /// Reads put off to a later pass of the shard's loop: the connection's last read was a
-    /// bulk one and the pass's budget for bulk input was spent (docs/ARCHITECTURE.md,
+    /// Reads put off to a later pass of the shard's loop: the connection was a bulk reader
+    /// (its last read brought 16 KiB or more, or it is receiving a frame larger than a
+    /// pooled buffer) and the pass's budget for bulk input was spent (docs/ARCHITECTURE.md,
     /// "Fair reading").
     pub reads_deferred: u64,
     /// Multishot receives armed on the shard's io_uring: one per connection on the ring,
