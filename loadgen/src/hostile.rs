@@ -406,6 +406,9 @@ pub struct Swarm {
     rbuf: Vec<u8>,
     origin: u64,
     active: bool,
+    /// The earliest moment a rate-paced connection has its next request due (ns), from the
+    /// last pass over the connections: the next poll waits no longer than that.
+    next_due: u64,
     /// Per kind.
     pub stats: BTreeMap<Kind, KindStats>,
     /// Shared readings.
@@ -431,6 +434,7 @@ impl Swarm {
             rbuf: vec![0; 256 * 1024],
             origin,
             active: false,
+            next_due: u64::MAX,
             stats: BTreeMap::new(),
             gauges: Arc::new(Gauges::default()),
             publisher: None,
@@ -440,9 +444,25 @@ impl Swarm {
     /// Start (or stop) sending: connections added before are quiet until then.
     pub fn set_active(&mut self, on: bool, now: u64) {
         self.active = on;
+        // Connections added before start together. Each starts with a different fraction of
+        // a request's credit, evenly spread, so that their sends are evenly spaced: from
+        // zero credit all would reach their first request at the same instant and send in
+        // one burst every 1/rate seconds (5,000 requests at once, then nothing), a coarser
+        // pattern than the aggregate rate says (BENCHMARKING.md, "Known pitfalls").
+        let paced = self
+            .conns
+            .iter()
+            .flatten()
+            .filter(|h| h.beh.rate > 0.0)
+            .count();
+        let mut k = 0;
         for h in self.conns.iter_mut().flatten() {
             h.credit_at = now;
             h.next_trickle = now;
+            if h.beh.rate > 0.0 {
+                h.credit = k as f64 / paced as f64;
+                k += 1;
+            }
         }
         if let Some(p) = &mut self.publisher {
             p.active = on;
@@ -604,7 +624,10 @@ impl Swarm {
     /// read what the reading kinds got, and look for connections the server closed.
     pub fn step(&mut self, until: u64) -> Result<()> {
         let now = now_ns();
-        let wait = Duration::from_nanos(until.saturating_sub(now).min(10_000_000));
+        // Until the next request is due, at most 10 ms (mio waits whole milliseconds, so at
+        // high rates each pass sends about a millisecond's requests).
+        let due = if self.active { self.next_due } else { u64::MAX };
+        let wait = Duration::from_nanos(until.min(due).saturating_sub(now).min(10_000_000));
         match self.poll.poll(&mut self.events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -642,6 +665,7 @@ impl Swarm {
             p.send_due(now);
         }
         if self.active {
+            self.next_due = u64::MAX;
             for i in 0..self.conns.len() {
                 self.pump(i, now);
             }
@@ -763,6 +787,14 @@ impl Swarm {
             Kind::PartialFrames => pump_partial(h, stats, now),
             Kind::RelayFlood | Kind::Pipeline | Kind::Flood => pump_requests(h, stats, now),
         };
+        let paced = matches!(h.beh.kind, Kind::RelayFlood | Kind::Pipeline | Kind::Flood)
+            && h.beh.rate > 0.0;
+        if failed.is_none() && paced && h.writable {
+            // `pump_requests` spent the whole credit: the next request is due when it
+            // reaches one again.
+            let wait_s = (1.0 - h.credit).max(0.0) / h.beh.rate;
+            self.next_due = self.next_due.min(now + (wait_s * 1e9) as u64);
+        }
         if let Some(e) = failed {
             // The server is gone from this connection: read what it left for the code.
             h.server_closed_at = Some(now);
