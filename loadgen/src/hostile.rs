@@ -624,9 +624,12 @@ impl Swarm {
     /// read what the reading kinds got, and look for connections the server closed.
     pub fn step(&mut self, until: u64) -> Result<()> {
         let now = now_ns();
-        // Until the next request is due, at most 10 ms (mio waits whole milliseconds, so at
-        // high rates each pass sends about a millisecond's requests).
-        let due = if self.active { self.next_due } else { u64::MAX };
+        // Until the next request or publish is due, at most 10 ms (mio waits whole
+        // milliseconds, so at high rates each pass sends about a millisecond's worth).
+        let mut due = if self.active { self.next_due } else { u64::MAX };
+        if let Some(t) = self.publisher.as_ref().and_then(Publisher::next_due) {
+            due = due.min(t);
+        }
         let wait = Duration::from_nanos(until.min(due).saturating_sub(now).min(10_000_000));
         match self.poll.poll(&mut self.events, Some(wait)) {
             Ok(()) => {}
@@ -1046,6 +1049,13 @@ impl Publisher {
             rr: 0,
             active: false,
         })
+    }
+
+    /// When the next publish is due, once the attack has started.
+    fn next_due(&self) -> Option<u64> {
+        (self.active && self.report.disconnected.is_none())
+            .then(|| self.pacer.next_time())
+            .flatten()
     }
 
     fn send_due(&mut self, now: u64) {
