@@ -173,9 +173,10 @@ pub struct RuntimeSettings {
     pub no_batched_sends: bool,
     /// Experimental: receive through one multishot receive per connection on the shard's
     /// io_uring instead of one recv per read through glommio; an idle connection then costs
-    /// under 1 KiB. Off by default: under floods from 5,000 peers that saturate the core a
-    /// well-behaved peer's p50 is 3-13x lower than through glommio but its p99 up to 1.6x
-    /// higher (partial frames), and echo costs 3-5 % more CPU (docs/ARCHITECTURE.md).
+    /// under 1 KiB, and floods the core has room for leave well-behaved peers a far lower
+    /// tail. Off by default: with the core saturated by floods from 5,000 peers a
+    /// well-behaved peer's p99 is up to 1.4x higher than through glommio, and echo at 64
+    /// connections costs 3 % more CPU (docs/ARCHITECTURE.md).
     #[arg(id = "runtime.ring_receives", long = "ring-receives",
           env = "PEERD_RING_RECEIVES", value_parser = BoolishValueParser::new())]
     pub ring_receives: bool,
