@@ -108,6 +108,12 @@ impl Behaviour {
             call_timeout_ms: 3_600_000,
         }
     }
+
+    /// Whether requests are sent at `rate` (request kinds with a rate) rather than as fast
+    /// as the socket takes them.
+    fn paced(&self) -> bool {
+        matches!(self.kind, Kind::RelayFlood | Kind::Pipeline | Kind::Flood) && self.rate > 0.0
+    }
 }
 
 /// Something a [`Skimmer`] saw go by.
@@ -453,13 +459,13 @@ impl Swarm {
             .conns
             .iter()
             .flatten()
-            .filter(|h| h.beh.rate > 0.0)
+            .filter(|h| h.beh.paced())
             .count();
         let mut k = 0;
         for h in self.conns.iter_mut().flatten() {
             h.credit_at = now;
             h.next_trickle = now;
-            if h.beh.rate > 0.0 {
+            if h.beh.paced() {
                 h.credit = k as f64 / paced as f64;
                 k += 1;
             }
@@ -790,9 +796,7 @@ impl Swarm {
             Kind::PartialFrames => pump_partial(h, stats, now),
             Kind::RelayFlood | Kind::Pipeline | Kind::Flood => pump_requests(h, stats, now),
         };
-        let paced = matches!(h.beh.kind, Kind::RelayFlood | Kind::Pipeline | Kind::Flood)
-            && h.beh.rate > 0.0;
-        if failed.is_none() && paced && h.writable {
+        if failed.is_none() && h.beh.paced() && h.writable {
             // `pump_requests` spent the whole credit: the next request is due when it
             // reaches one again.
             let wait_s = (1.0 - h.credit).max(0.0) / h.beh.rate;

@@ -50,10 +50,10 @@ pub(crate) fn settle(shard: &Rc<Shard>) {
     }
     if cut > 0 {
         // The cut peers' receive buffers went back to the allocator, which keeps their
-        // pages: the budget bounds RSS only if they go back to the system now. 5,000 peers sending partial frames took a 256 MiB budget
-        // to 252-281 MiB of RSS without this, 244-250 with it (results/budget-trim/). Only
-        // after a cut (not while cut peers' queues drain over the budget), so about once
-        // per sixteenth of the budget regrown.
+        // pages: the budget bounds RSS only if they go back to the system now. 5,000 peers
+        // sending partial frames took a 256 MiB budget to 252-281 MiB of RSS without this,
+        // 244-250 with it (results/budget-trim/). Only after a cut (not while cut peers'
+        // queues drain over the budget), so about once per sixteenth of the budget regrown.
         shard.local.return_freed_memory();
     }
 }
