@@ -553,14 +553,32 @@ async fn echo_loop(shard: &Rc<Shard>, out: &Rc<Outbound>, rx: &mut RxBuf) {
     }
 }
 
-/// Dispatch every whole frame in `rx`; on a bad frame, close with its code.
-fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) {
+/// Dispatch the whole frames in `rx`; on a bad frame, close with its code. Returns `true`
+/// when it stopped with whole frames left because this connection's frames spent the pass's
+/// budget of sends (`fair::sends_spent`): the caller lets the shard flush and poll for the
+/// others' input, then calls it again.
+fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) -> bool {
     let rx = &mut *conn.rx.borrow_mut();
     let max = shard.local.limits().max_frame_len;
     let mut completed = false;
+    // Connections waiting to be written after the first frame dispatched here, and how many
+    // the last frame added.
+    let (mut after_first, mut added) = (None, 0);
+    let mut held = false;
     while conn.is_active() {
+        let before = shard.local.writes.pending();
         let result = match rx.next_frame(max) {
             Ok(Some((raw, n))) => {
+                // The first frame always goes, whatever it fans out to (one frame is not
+                // split); after it, a connection whose frames make many sends (a publisher
+                // to many topics) stops at the pass's budget of them, so that the other
+                // peers' requests, and their answers, do not wait behind thousands of sends.
+                if after_first.is_some_and(|first| {
+                    fair::sends_spent(before, before.saturating_sub(first), added)
+                }) {
+                    held = true;
+                    break;
+                }
                 completed = true;
                 let kind = raw.header.kind as u8;
                 let r = raw
@@ -583,6 +601,20 @@ fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) {
             tracing::debug!(peer = %conn.peer_id, session = conn.session, error = %e, "closing on a bad frame");
             conn.close(e.code, &e.reason);
         }
+        let pending = shard.local.writes.pending();
+        // The first frame's sends are its own: only what later frames add counts.
+        added = match after_first {
+            None => {
+                after_first = Some(pending);
+                0
+            }
+            Some(_) => pending.saturating_sub(before),
+        };
+    }
+    if held {
+        shard.local.metrics.frames_deferred();
+        conn.set_rx_held(rx.held());
+        return true;
     }
     // The frames deframed before the WebSocket input ended were dispatched above.
     if let Some(end) = rx.take_ws_end() {
@@ -619,6 +651,7 @@ fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         }
         Some(_) => {}
     }
+    false
 }
 
 /// What became of a whole frame.
@@ -691,7 +724,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
     // The last read brought `fair::BULK_READ` or more: the socket probably holds more.
     let mut last_read_bulk = false;
     loop {
-        process(shard, conn);
+        let held = process(shard, conn);
         if shard.local.writes.batching() && !shard.local.grown_past_budget() {
             // The janitor settles after the other connections the reactor found readable
             // have been read: their answers leave in one batch of sends.
@@ -719,9 +752,11 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         // gone before the connections' tasks end); so, on the ring, may the reaper, and the
         // reader then reads once more before it asks again.
         let bulk = last_read_bulk || conn.rx.borrow().in_large_frame();
-        if bulk && shard.local.fair.spent() {
+        if held || (bulk && shard.local.fair.spent()) {
             ready_in_a_row = 0;
-            shard.local.metrics.read_deferred();
+            if !held {
+                shard.local.metrics.read_deferred();
+            }
             let mut pass = std::pin::pin!(shard.local.fair.next_pass());
             poll_fn(|cx| {
                 let r = std::future::Future::poll(pass.as_mut(), cx);
@@ -734,6 +769,10 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
             conn.reader_waker.take();
             if !conn.is_active() {
                 return;
+            }
+            if held {
+                // Its buffered frames first: what it sent after them waits in the kernel.
+                continue;
             }
         }
         // Below the budget, a peer that keeps the socket full would still keep this task
@@ -852,6 +891,16 @@ async fn heartbeat(shard: Rc<Shard>) {
         shard.local.return_memory_after_burst();
         let now = std::time::SystemTime::now();
         for c in shard.all_conns() {
+            // Peers that connected together fall silent together: 5,000 Pings (or Closes)
+            // in one flush kept every other peer's answer waiting 55 ms. A pass's budget of
+            // sends at a time, then the others' input (`fair`).
+            if shard.local.writes.pending() >= fair::PASS_SENDS {
+                settle(&shard);
+                shard.local.fair.next_pass().await;
+            }
+            if !c.is_active() {
+                continue;
+            }
             if c.auth_expired(now) {
                 let reason = "token expired: no Refresh before its exp";
                 auth_failed(&shard, Code::TokenExpired, reason);

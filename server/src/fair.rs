@@ -20,6 +20,18 @@
 //! each [`PASS_BYTES`], 5-8 % more server CPU per round trip for 512 KiB calls on one
 //! connection. A budget of 256 KiB cost about as much there and let partial frames through
 //! to a p99 of 5.4-6.2 ms instead of 4.5-5.0 (results/fair-reading/).
+//!
+//! Bytes are not the whole of a pass's cost: a 40-byte publish to a topic of 50 members
+//! makes 50 sends. A publisher whose input backed up while the shard was busy brought
+//! hundreds of publishes in one read, and the shard dispatched them all before it flushed
+//! and polled: flushes of 5,000 connections took 60 ms, and the well-behaved peer's request
+//! waited for them (slow-reader attack, results/fanout-share/). So a pass also has a
+//! budget of sends, [`PASS_SENDS`] connections waiting to be written, and a connection
+//! whose frames fan out stops dispatching when it is spent ([`sends_spent`]); its buffered
+//! frames wait for a later pass, as a bulk reader does. One frame always goes, so a single
+//! frame's fan-out (a broadcast, a publish to a topic of 5,000) is not split; and a peer
+//! whose frames make few sends (a request/response peer's answers all go to itself) is
+//! never held back, however many others are waiting.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -34,6 +46,31 @@ use crate::util::Notify;
 /// Chosen by measurement (module doc): 128 KiB of memory copies and reads is a small
 /// fraction of a millisecond on this project's 2-core VM.
 pub(crate) const PASS_BYTES: usize = 128 * 1024;
+
+/// Connections waiting to be written (`WriteSet::pending`) that spend a pass's budget of
+/// sends.
+///
+/// Chosen by measurement (results/fanout-share/): under the slow-reader attack 128 gave the
+/// well-behaved peer a p99 30-40 % lower than 256, for the same server CPU. A send costs
+/// 10-25 µs on this project's VM over loopback (the receiver's TCP input runs in the
+/// sender's system call), so 128 are 1-3 ms of a pass; on a network, a fraction of that.
+pub(crate) const PASS_SENDS: usize = 128;
+
+/// New connections waiting to be written that make a frame one that fans out.
+const FANS_OUT: usize = PASS_SENDS / 16;
+
+/// Whether a connection stops dispatching its buffered frames until a later pass, before a
+/// frame after its first of the pass: `pending` connections wait to be written, `later` of
+/// them were made waiting by its frames after the first, and `added` by its last frame.
+///
+/// Its frames after the first alone spent the budget; or the budget is spent (by anyone)
+/// and its last frame fanned out. A frame that adds no new connection (the next publish to
+/// the same topic: its members wait to be written already, and the frame joins their
+/// queues) does not stop it, so a burst of publishes to one large topic still leaves in one
+/// send per member. A peer whose answers all go to itself adds at most one.
+pub(crate) fn sends_spent(pending: usize, later: usize, added: usize) -> bool {
+    later >= PASS_SENDS || (added >= FANS_OUT && pending >= PASS_SENDS)
+}
 
 /// A read of at least this many bytes marks its connection as a bulk reader until a
 /// smaller one: half a pooled receive buffer (`inbound::RX_BUF`).
@@ -116,6 +153,24 @@ impl Fair {
 mod tests {
     use super::*;
     use std::rc::Rc;
+
+    #[test]
+    fn only_a_connection_whose_frames_fan_out_is_stopped_by_sends() {
+        // Its frames after the first spent the budget, each adding a few.
+        assert!(sends_spent(PASS_SENDS, PASS_SENDS, 1));
+        // Others (or its first frame) spent it, and its last frame fanned out.
+        assert!(sends_spent(PASS_SENDS, FANS_OUT, FANS_OUT));
+        // Its first frame spent it; the later ones go to the same members.
+        assert!(!sends_spent(10 * PASS_SENDS, 0, 0));
+        // Others spent it; its frames make one connection waiting (its own answers).
+        assert!(!sends_spent(10 * PASS_SENDS, 1, 0));
+        // Its frames fan out, with budget left.
+        assert!(!sends_spent(
+            PASS_SENDS - 1,
+            PASS_SENDS - 1 - FANS_OUT,
+            FANS_OUT
+        ));
+    }
 
     #[test]
     fn the_budget_is_spent_by_bulk_bytes() {

@@ -212,6 +212,7 @@ pub(crate) struct ShardCounters {
     rpc_nanos: Cell<u64>,
     rate_limit_hits: Cell<u64>,
     reads_deferred: Cell<u64>,
+    frames_deferred: Cell<u64>,
     ring_arms: Cell<u64>,
     ring_no_buffers: Cell<u64>,
     ring_direct_reads: Cell<u64>,
@@ -236,6 +237,7 @@ impl Default for ShardCounters {
             rpc_nanos: Cell::new(0),
             rate_limit_hits: Cell::new(0),
             reads_deferred: Cell::new(0),
+            frames_deferred: Cell::new(0),
             ring_arms: Cell::new(0),
             ring_no_buffers: Cell::new(0),
             ring_direct_reads: Cell::new(0),
@@ -322,6 +324,12 @@ impl ShardCounters {
         bump(&self.reads_deferred, 1);
     }
 
+    /// A connection's buffered frames waited for a later pass: the pass's share of sends
+    /// was taken (`fair::PASS_SENDS`).
+    pub fn frames_deferred(&self) {
+        bump(&self.frames_deferred, 1);
+    }
+
     /// A multishot receive was armed on the shard's ring (`receiver`).
     pub fn ring_armed(&self) {
         bump(&self.ring_arms, 1);
@@ -396,6 +404,7 @@ impl ShardCounters {
             },
             rate_limit_hits: self.rate_limit_hits.get(),
             reads_deferred: self.reads_deferred.get(),
+            frames_deferred: self.frames_deferred.get(),
             receive_ring_arms: self.ring_arms.get(),
             receive_ring_out_of_buffers: self.ring_no_buffers.get(),
             receive_ring_direct_reads: self.ring_direct_reads.get(),
@@ -520,6 +529,11 @@ pub struct ShardMetrics {
     /// pooled buffer) and the pass's budget for bulk input was spent (docs/ARCHITECTURE.md,
     /// "Fair reading").
     pub reads_deferred: u64,
+    /// Times a connection stopped dispatching its buffered frames until a later pass of
+    /// the shard's loop: its frames fan out (a publisher to many topics) and the pass's
+    /// budget of sends, 128 connections waiting to be written, was spent
+    /// (docs/ARCHITECTURE.md, "Fair reading").
+    pub frames_deferred: u64,
     /// Multishot receives armed on the shard's io_uring: one per connection on the ring,
     /// one more after each pause (the connection held enough undispatched bytes) and each
     /// time the shard's provided buffers ran out. 0 when receives go through glommio.

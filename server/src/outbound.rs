@@ -647,6 +647,11 @@ impl WriteSet {
         self.ring.as_ref().is_some_and(|r| r.borrow().usable())
     }
 
+    /// Connections with frames queued and not yet written.
+    pub fn pending(&self) -> usize {
+        self.dirty.borrow().len()
+    }
+
     /// Write out every connection that has queued frames. Returns whether there was any.
     pub fn flush(&self) -> bool {
         let mut any = false;

@@ -342,7 +342,7 @@ impl Metrics {
             }
         }
         type Gauge = fn(&ShardMetrics) -> u64;
-        let gauges: [(&str, &str, &str, Gauge); 9] = [
+        let gauges: [(&str, &str, &str, Gauge); 10] = [
             (
                 "peerd_outbound_queue_bytes",
                 "gauge",
@@ -378,6 +378,12 @@ impl Metrics {
                 "counter",
                 "Reads put off to a later pass of the shard's loop: the pass's budget for bulk input was spent.",
                 |s| s.reads_deferred,
+            ),
+            (
+                "peerd_frames_deferred_total",
+                "counter",
+                "Times a connection's buffered frames were put off to a later pass of the shard's loop: the pass's share of sends was taken.",
+                |s| s.frames_deferred,
             ),
             (
                 "peerd_receive_ring_arms_total",

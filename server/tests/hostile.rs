@@ -342,3 +342,101 @@ fn a_connection_with_always_more_to_read_waits_for_later_passes() {
     }
     assert_eq!(deferred(), after_burst);
 }
+
+/// A connection whose frames fan out shares each pass of the shard's loop: once they have
+/// made the pass's budget of connections waiting to be written (128), its other buffered
+/// frames wait for a later pass, and `frames_deferred` counts the waits. Nothing is lost
+/// or reordered. A burst to one large topic (its members are waiting after the first
+/// frame already) and a peer whose answers all go to itself are never held back. Used to
+/// dispatch a whole read before writing anything: under the slow-reader attack a flush
+/// took up to 60 ms and a well-behaved peer's request waited for it (results/fanout-share/).
+#[test]
+fn a_connection_whose_frames_fan_out_shares_each_pass() {
+    let o = ListenOptions::new("127.0.0.1:0").unwrap().shards(1);
+    let srv = server(o);
+    let addr = srv.local_addr().unwrap();
+    let deferred = || {
+        let m = srv.metrics().expect("metrics");
+        m.shards.iter().map(|s| s.frames_deferred).sum::<u64>()
+    };
+    // 256 subscribers: each in one of 16 topics of 16, and all in "all".
+    const TOPICS: usize = 16;
+    let mut subs: Vec<RawPeer> = (0..256)
+        .map(|i| {
+            let mut p = RawPeer::connect(addr, Some(&format!("s{i}")));
+            for (req, topic) in [(1, format!("t{}", i % TOPICS)), (2, "all".to_string())] {
+                p.send(&codec::Join {
+                    req,
+                    topic: topic.as_str().into(),
+                });
+                assert_eq!(status(&mut p, req).0, 0);
+            }
+            p
+        })
+        .collect();
+    let publish = |topic: &str, n: u32| {
+        common::frame(&codec::Publish {
+            req: 0,
+            topic: topic.into(),
+            echo: false,
+            payload: n.to_le_bytes()[..].into(),
+        })
+    };
+    let mut publisher = RawPeer::connect(addr, Some("publisher"));
+
+    // 500 Pings in one write: the answers all go to the peer itself.
+    let pings: Vec<u8> = (1..=500u64)
+        .flat_map(|nonce| common::frame(&codec::Ping { nonce }).to_vec())
+        .collect();
+    publisher.send_raw(&pings);
+    let pongs = publisher.sync(1000);
+    assert_eq!(pongs.len(), 500);
+    assert_eq!(deferred(), 0, "answers to the peer itself were held back");
+
+    // 64 publishes to "all" in one write: the first makes all 256 wait, the rest join
+    // their queues.
+    let burst: Vec<u8> = (0..64).flat_map(|n| publish("all", n).to_vec()).collect();
+    publisher.send_raw(&burst);
+    assert!(publisher.sync(1001).is_empty());
+    assert_eq!(deferred(), 0, "a burst to one topic was held back");
+
+    // 64 publishes cycling the 16 small topics: each makes 16 more connections wait, so
+    // the budget is spent every 8 or so.
+    let burst: Vec<u8> = (0..64u32)
+        .flat_map(|n| publish(&format!("t{}", n as usize % TOPICS), n).to_vec())
+        .collect();
+    publisher.send_raw(&burst);
+    assert!(publisher.sync(1002).is_empty());
+    let held = deferred();
+    assert!(
+        held >= 4,
+        "64 publishes fanning out to 16 new peers each, {held} waits"
+    );
+
+    // Every subscriber got its 64 + 4 messages, in order.
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let got: Vec<(String, u32)> = sub
+            .sync(1)
+            .iter()
+            .filter_map(
+                |b| match codec::codec::decode_bytes(b).expect("a valid frame") {
+                    Frame::TopicMessage(m) => Some((
+                        m.topic.as_str().to_string(),
+                        u32::from_le_bytes(m.payload.as_slice().try_into().expect("4 bytes")),
+                    )),
+                    _ => None,
+                },
+            )
+            .collect();
+        let mine = format!("t{}", i % TOPICS);
+        let want: Vec<(String, u32)> = (0..64)
+            .map(|n| ("all".to_string(), n))
+            .chain(
+                (0..64u32)
+                    .filter(|n| *n as usize % TOPICS == i % TOPICS)
+                    .map(|n| (mine.clone(), n)),
+            )
+            .collect();
+        assert_eq!(got, want, "subscriber {i}");
+    }
+}

@@ -482,6 +482,35 @@ fn idle_peer_is_pinged_then_closed() {
     assert_eq!(pings, 2, "one Ping per silent interval before the close");
 }
 
+/// More peers fall silent at once than a pass of the shard's loop sends to (128): the
+/// heartbeat pings them, and later closes them, a pass's budget at a time with the shard's
+/// other work in between (5,000 Pings in one flush held every other peer's answer for
+/// 55 ms), and misses none.
+#[test]
+fn many_idle_peers_are_each_pinged_then_closed() {
+    let mut o = opts().shards(1);
+    o.heartbeat = Duration::from_millis(200);
+    let srv = server(o);
+    let addr = srv.local_addr().unwrap();
+    let mut peers: Vec<RawPeer> = (0..300).map(|_| RawPeer::connect(addr, None)).collect();
+    for (i, p) in peers.iter_mut().enumerate() {
+        let mut pings = 0;
+        let code = p.recv_until(|f| match f {
+            Frame::Ping(_) => {
+                pings += 1;
+                None
+            }
+            Frame::Close(c) => Some(c.code.to_native()),
+            _ => None,
+        });
+        assert_eq!(Code::from_u16(code), Some(Code::IdleTimeout), "peer {i}");
+        assert_eq!(
+            pings, 2,
+            "peer {i}: one Ping per silent interval before the close"
+        );
+    }
+}
+
 #[test]
 fn assigned_ids_resume_only_with_their_token() {
     let srv = server(opts());
