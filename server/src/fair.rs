@@ -51,9 +51,10 @@ pub(crate) const PASS_BYTES: usize = 128 * 1024;
 /// sends.
 ///
 /// Chosen by measurement (results/fanout-share/): under the slow-reader attack 128 gave the
-/// well-behaved peer a p99 30-40 % lower than 256, for the same server CPU. A send costs
-/// 10-25 µs on this project's VM over loopback (the receiver's TCP input runs in the
-/// sender's system call), so 128 are 1-3 ms of a pass; on a network, a fraction of that.
+/// well-behaved peer a p99 15-43 % lower than 256 (five paired rounds), for the same server
+/// CPU. A send costs 10-25 µs on this project's VM over loopback (the receiver's TCP input
+/// runs in the sender's system call), so 128 are 1-3 ms of a pass; on a network, a fraction
+/// of that.
 pub(crate) const PASS_SENDS: usize = 128;
 
 /// New connections waiting to be written that make a frame one that fans out.
