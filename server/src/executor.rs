@@ -135,9 +135,12 @@ async fn inbox(shard: &Rc<Shard>, rx: &flume::Receiver<ShardMsg>) -> Duration {
         };
         let mut next = Some(first);
         let mut n = 0;
-        // Take what else is waiting in one go, bounded so a flood of cross-shard traffic
-        // cannot starve this shard's own sockets.
+        // Take what else is waiting in one go, bounded: in messages, and in sends as a
+        // connection's frames are (`fair`): a publish from another shard to this shard's
+        // members of a large topic is one message and hundreds of sends.
+        let mut share = fair::SendShare::default();
         while let Some(msg) = next.take() {
+            let before = shard.local.writes.pending();
             match handle(shard, msg) {
                 None => {}
                 Some(Control::Adopt(fd, transport)) => adopt(shard, fd, &transport),
@@ -154,11 +157,19 @@ async fn inbox(shard: &Rc<Shard>, rx: &flume::Receiver<ShardMsg>) -> Duration {
                 }
             }
             n += 1;
-            if n < INBOX_BATCH {
+            let pending = shard.local.writes.pending();
+            share.dispatched(before, pending);
+            if n < INBOX_BATCH && !share.spent(pending) {
                 next = rx.try_recv().ok();
             }
         }
         settle(shard);
+        // More waiting: this shard's own sockets get their turn first. A message already
+        // queued makes `recv_async` ready at once, so a flood of cross-shard traffic could
+        // otherwise keep the shard from polling them for as long as it lasted.
+        if !rx.is_empty() {
+            shard.local.fair.next_pass().await;
+        }
     }
 }
 
@@ -555,15 +566,13 @@ async fn echo_loop(shard: &Rc<Shard>, out: &Rc<Outbound>, rx: &mut RxBuf) {
 
 /// Dispatch the whole frames in `rx`; on a bad frame, close with its code. Returns `true`
 /// when it stopped with whole frames left because this connection's frames spent the pass's
-/// budget of sends (`fair::sends_spent`): the caller lets the shard flush and poll for the
+/// budget of sends (`fair::SendShare`): the caller lets the shard flush and poll for the
 /// others' input, then calls it again.
 fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) -> bool {
     let rx = &mut *conn.rx.borrow_mut();
     let max = shard.local.limits().max_frame_len;
     let mut completed = false;
-    // Connections waiting to be written after the first frame dispatched here, and how many
-    // the last frame added.
-    let (mut after_first, mut added) = (None, 0);
+    let mut share = fair::SendShare::default();
     let mut held = false;
     while conn.is_active() {
         let before = shard.local.writes.pending();
@@ -573,9 +582,7 @@ fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) -> bool {
                 // split); after it, a connection whose frames make many sends (a publisher
                 // to many topics) stops at the pass's budget of them, so that the other
                 // peers' requests, and their answers, do not wait behind thousands of sends.
-                if after_first.is_some_and(|first| {
-                    fair::sends_spent(before, before.saturating_sub(first), added)
-                }) {
+                if share.spent(before) {
                     held = true;
                     break;
                 }
@@ -601,15 +608,7 @@ fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) -> bool {
             tracing::debug!(peer = %conn.peer_id, session = conn.session, error = %e, "closing on a bad frame");
             conn.close(e.code, &e.reason);
         }
-        let pending = shard.local.writes.pending();
-        // The first frame's sends are its own: only what later frames add counts.
-        added = match after_first {
-            None => {
-                after_first = Some(pending);
-                0
-            }
-            Some(_) => pending.saturating_sub(before),
-        };
+        share.dispatched(before, shard.local.writes.pending());
     }
     if held {
         shard.local.metrics.frames_deferred();

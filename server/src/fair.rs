@@ -27,7 +27,7 @@
 //! and polled: flushes of 5,000 connections took 60 ms, and the well-behaved peer's request
 //! waited for them (slow-reader attack, results/fanout-share/). So a pass also has a
 //! budget of sends, [`PASS_SENDS`] connections waiting to be written, and a connection
-//! whose frames fan out stops dispatching when it is spent ([`sends_spent`]); its buffered
+//! whose frames fan out stops dispatching when it is spent ([`SendShare`]); its buffered
 //! frames wait for a later pass, as a bulk reader does. One frame always goes, so a single
 //! frame's fan-out (a broadcast, a publish to a topic of 5,000) is not split; and a peer
 //! whose frames make few sends (a request/response peer's answers all go to itself) is
@@ -60,17 +60,45 @@ pub(crate) const PASS_SENDS: usize = 128;
 /// New connections waiting to be written that make a frame one that fans out.
 const FANS_OUT: usize = PASS_SENDS / 16;
 
-/// Whether a connection stops dispatching its buffered frames until a later pass, before a
-/// frame after its first of the pass: `pending` connections wait to be written, `later` of
-/// them were made waiting by its frames after the first, and `added` by its last frame.
+/// What a run of dispatches in this pass (a connection's buffered frames, a batch of the
+/// shard's inbox) has made waiting to be written, and whether it must stop for a later pass.
 ///
-/// Its frames after the first alone spent the budget; or the budget is spent (by anyone)
-/// and its last frame fanned out. A frame that adds no new connection (the next publish to
-/// the same topic: its members wait to be written already, and the frame joins their
-/// queues) does not stop it, so a burst of publishes to one large topic still leaves in one
-/// send per member. A peer whose answers all go to itself adds at most one.
-pub(crate) fn sends_spent(pending: usize, later: usize, added: usize) -> bool {
-    later >= PASS_SENDS || (added >= FANS_OUT && pending >= PASS_SENDS)
+/// It stops, before its next dispatch, when its dispatches after the first alone spent the
+/// budget of sends, or when the budget is spent (by anyone) and its last dispatch fanned
+/// out. The first is its own whatever it fans out to (one frame is not split). A dispatch
+/// that adds no new connection (the next publish to the same topic: its members wait to be
+/// written already, and the frame joins their queues) does not stop it, so a burst of
+/// publishes to one large topic still leaves in one send per member. A peer whose answers
+/// all go to itself adds at most one.
+#[derive(Default)]
+pub(crate) struct SendShare {
+    /// Connections waiting after the first dispatch.
+    after_first: Option<usize>,
+    /// New connections waiting from the last dispatch (not counting the first).
+    added: usize,
+}
+
+impl SendShare {
+    /// One more dispatch: `before` connections waited to be written before it, `pending`
+    /// after it.
+    pub fn dispatched(&mut self, before: usize, pending: usize) {
+        self.added = match self.after_first {
+            None => {
+                self.after_first = Some(pending);
+                0
+            }
+            Some(_) => pending.saturating_sub(before),
+        };
+    }
+
+    /// Whether the run stops before its next dispatch, `pending` connections waiting.
+    pub fn spent(&self, pending: usize) -> bool {
+        let Some(first) = self.after_first else {
+            return false;
+        };
+        pending.saturating_sub(first) >= PASS_SENDS
+            || (self.added >= FANS_OUT && pending >= PASS_SENDS)
+    }
 }
 
 /// A read of at least this many bytes marks its connection as a bulk reader until a
@@ -155,22 +183,38 @@ mod tests {
     use super::*;
     use std::rc::Rc;
 
+    /// A share after dispatches that made waiting, in turn, the given numbers of new
+    /// connections, starting from `others` made waiting by anyone else.
+    fn share_after(others: usize, adds: &[usize]) -> (SendShare, usize) {
+        let mut share = SendShare::default();
+        let mut pending = others;
+        for &a in adds {
+            share.dispatched(pending, pending + a);
+            pending += a;
+        }
+        (share, pending)
+    }
+
     #[test]
-    fn only_a_connection_whose_frames_fan_out_is_stopped_by_sends() {
-        // Its frames after the first spent the budget, each adding a few.
-        assert!(sends_spent(PASS_SENDS, PASS_SENDS, 1));
-        // Others (or its first frame) spent it, and its last frame fanned out.
-        assert!(sends_spent(PASS_SENDS, FANS_OUT, FANS_OUT));
-        // Its first frame spent it; the later ones go to the same members.
-        assert!(!sends_spent(10 * PASS_SENDS, 0, 0));
-        // Others spent it; its frames make one connection waiting (its own answers).
-        assert!(!sends_spent(10 * PASS_SENDS, 1, 0));
-        // Its frames fan out, with budget left.
-        assert!(!sends_spent(
-            PASS_SENDS - 1,
-            PASS_SENDS - 1 - FANS_OUT,
-            FANS_OUT
-        ));
+    fn only_a_run_whose_dispatches_fan_out_is_stopped_by_sends() {
+        let spent = |others, adds: &[usize]| {
+            let (share, pending) = share_after(others, adds);
+            share.spent(pending)
+        };
+        // Nothing dispatched yet, or only the first, however much it fanned out.
+        assert!(!spent(10 * PASS_SENDS, &[]));
+        assert!(!spent(0, &[10 * PASS_SENDS]));
+        // Later dispatches alone spent the budget, each adding one.
+        assert!(spent(0, &[1; PASS_SENDS + 1]));
+        // Others (or the first) spent it, and the last fanned out.
+        assert!(spent(PASS_SENDS, &[0, FANS_OUT]));
+        assert!(spent(0, &[PASS_SENDS, FANS_OUT]));
+        // The first spent it; the later ones go to the same members.
+        assert!(!spent(0, &[10 * PASS_SENDS, 0, 0, 0]));
+        // Others spent it; the run makes one connection waiting (its own answers).
+        assert!(!spent(10 * PASS_SENDS, &[1, 0, 0]));
+        // The run fans out, with budget left.
+        assert!(!spent(0, &[FANS_OUT; PASS_SENDS / FANS_OUT - 1]));
     }
 
     #[test]
