@@ -413,8 +413,8 @@ fn fan_out_bursts(shards: usize) -> u64 {
     assert_eq!(pongs.len(), 500);
     assert_eq!(deferred(), 0, "answers to the peer itself were held back");
 
-    // 64 publishes to "all" in one write: the first makes all 256 wait, the rest join
-    // their queues.
+    // 64 publishes to "all" in one write: the first makes every member on the publisher's
+    // shard wait, the rest join their queues.
     let burst: Vec<u8> = (0..64).flat_map(|n| publish("all", n).to_vec()).collect();
     publisher.send_raw(&burst);
     assert!(publisher.sync(1001).is_empty());
