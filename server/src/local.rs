@@ -43,7 +43,9 @@ pub(crate) struct Local {
     pub shared: Arc<Shared>,
     encoder: RefCell<BytesMut>,
     pub rx_pool: RxPool,
-    /// The budget of bulk input per pass of the shard's loop (`fair`).
+    /// The budget of bulk input per pass of the shard's loop, and who waits for the next
+    /// pass: bulk readers, and runs of frames or inbox messages over the budget of sends
+    /// (`fair`).
     pub fair: Fair,
     pub writes: Rc<WriteSet>,
     /// Every task the shard spawns (connections, drains, timers); closed last at shutdown.

@@ -456,15 +456,8 @@ fn unix_socket_endpoint() {
     assert!(!path.exists(), "socket file removed on close");
 }
 
-#[test]
-fn idle_peer_is_pinged_then_closed() {
-    let mut o = opts();
-    o.heartbeat = Duration::from_millis(100);
-    let srv = server(o);
-    let mut p = RawPeer::connect(srv.local_addr().unwrap(), None);
-    let silent_since = std::time::Instant::now();
-    // The raw peer never answers: a Ping after each silent interval, then IdleTimeout once
-    // three intervals have passed (docs/PROTOCOL.md §6.6), not before.
+/// The Pings a silent peer gets before the server's Close, and the Close's code.
+fn pings_then_close(p: &mut RawPeer) -> (u32, Option<Code>) {
     let mut pings = 0;
     let code = p.recv_until(|f| match f {
         Frame::Ping(_) => {
@@ -474,7 +467,20 @@ fn idle_peer_is_pinged_then_closed() {
         Frame::Close(c) => Some(c.code.to_native()),
         _ => None,
     });
-    assert_eq!(Code::from_u16(code), Some(Code::IdleTimeout));
+    (pings, Code::from_u16(code))
+}
+
+#[test]
+fn idle_peer_is_pinged_then_closed() {
+    let mut o = opts();
+    o.heartbeat = Duration::from_millis(100);
+    let srv = server(o);
+    let mut p = RawPeer::connect(srv.local_addr().unwrap(), None);
+    let silent_since = std::time::Instant::now();
+    // The raw peer never answers: a Ping after each silent interval, then IdleTimeout once
+    // three intervals have passed (docs/PROTOCOL.md §6.6), not before.
+    let (pings, code) = pings_then_close(&mut p);
+    assert_eq!(code, Some(Code::IdleTimeout));
     assert!(
         silent_since.elapsed() >= Duration::from_millis(300),
         "closed early"
@@ -494,16 +500,8 @@ fn many_idle_peers_are_each_pinged_then_closed() {
     let addr = srv.local_addr().unwrap();
     let mut peers: Vec<RawPeer> = (0..300).map(|_| RawPeer::connect(addr, None)).collect();
     for (i, p) in peers.iter_mut().enumerate() {
-        let mut pings = 0;
-        let code = p.recv_until(|f| match f {
-            Frame::Ping(_) => {
-                pings += 1;
-                None
-            }
-            Frame::Close(c) => Some(c.code.to_native()),
-            _ => None,
-        });
-        assert_eq!(Code::from_u16(code), Some(Code::IdleTimeout), "peer {i}");
+        let (pings, code) = pings_then_close(p);
+        assert_eq!(code, Some(Code::IdleTimeout), "peer {i}");
         assert_eq!(
             pings, 2,
             "peer {i}: one Ping per silent interval before the close"
