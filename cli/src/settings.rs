@@ -175,7 +175,7 @@ pub struct RuntimeSettings {
     /// io_uring instead of one recv per read through glommio; an idle connection then costs
     /// under 1 KiB, and floods the core has room for leave well-behaved peers a far lower
     /// tail. Off by default: with the core saturated by floods from 5,000 peers a
-    /// well-behaved peer's p99 is up to 1.4x higher than through glommio, and echo at 64
+    /// well-behaved peer's p99 is 1.2-1.7x higher than through glommio, and echo at 64
     /// connections costs 3 % more CPU (docs/ARCHITECTURE.md).
     #[arg(id = "runtime.ring_receives", long = "ring-receives",
           env = "PEERD_RING_RECEIVES", value_parser = BoolishValueParser::new())]
