@@ -613,6 +613,10 @@ fn process(shard: &Rc<Shard>, conn: &Rc<Conn>) -> bool {
     if held {
         shard.local.metrics.frames_deferred();
         conn.set_rx_held(rx.held());
+        // The frames left are whole, held by us, not late: no deadline runs while they wait
+        // (one set for a frame that has just completed would otherwise close a peer that
+        // sent it in time). The next frame to start gets its own at the next call.
+        conn.frame_deadline.set(None);
         return true;
     }
     // The frames deframed before the WebSocket input ended were dispatched above.

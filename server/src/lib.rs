@@ -52,7 +52,8 @@
 //! - `outbound` (send queue, vectored writes or TLS records, the shard's write set),
 //!   `inbound` (receive buffers, reads, in-place WebSocket deframing), `fair` (the shard's
 //!   budgets per pass of its loop, of bulk input and of sends: connections that always
-//!   have more to read, or whose frames fan out, cannot delay the others), `local` (what a connection needs of its shard).
+//!   have more to read, or whose frames fan out, cannot delay the others), `local` (what a
+//!   connection needs of its shard).
 //! - `conn`: one connection and its state machine; `receiver`: its receives through the
 //!   shard's ring (which connection a completion is for, the reaper task).
 //! - `members`, `watchers`, `relays`: a shard's topic members, presence watchers and
