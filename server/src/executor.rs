@@ -281,6 +281,8 @@ async fn stop(
     for t in services {
         t.cancel().await;
     }
+    // No pass opens any more: lingering connections read on without waiting for one.
+    local.fair.lift();
     // Connections end when the peer has read our Close (or at the close linger); a
     // connection still in its handshake ends at the handshake deadline at the latest, but
     // the shard does not wait past the linger for it.
@@ -830,16 +832,33 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
 
 /// After Close: keep reading (and discarding) until the peer closes or the linger passes,
 /// so the kernel does not answer unread input with a reset that destroys our Close frame.
+///
+/// What a closed peer still sends takes its turn in the pass's budget for bulk input like
+/// any reader's (`fair`). A memory-budget cut closes a hundred or more peers at once, each
+/// with its socket full of a partial frame it goes on sending until it sees our end; read
+/// in one go, their discards made a second stall of several milliseconds after every cut
+/// under issue 9's partial frames (results/large-frame-mapping/).
 async fn linger(shard: &Rc<Shard>, out: &Rc<Outbound>) {
-    let pool = &shard.local.rx_pool;
+    let local = &shard.local;
+    let pool = &local.rx_pool;
     let _ = glommio::timer::timeout(shard.shared().config.close_linger, async {
         let mut rx = RxBuf::default();
+        let mut last_read_bulk = false;
         loop {
+            if last_read_bulk && local.fair.spent() {
+                local.metrics.read_deferred();
+                local.fair.next_pass().await;
+            }
             let r = poll_fn(|cx| poll_fill(out, &mut rx, pool, cx)).await;
             rx.clear(pool);
             match r {
                 Ok(0) | Err(_) => return Ok(()),
-                Ok(_) => {}
+                Ok(n) => {
+                    last_read_bulk = n >= fair::BULK_READ;
+                    if last_read_bulk {
+                        local.fair.charge(n);
+                    }
+                }
             }
         }
     })

@@ -124,6 +124,9 @@ pub(crate) struct Fair {
     waiting: RefCell<VecDeque<Waker>>,
     /// Wakes [`Fair::run`] when the first reader waits.
     wanted: Notify,
+    /// The shard is stopping and its service is gone ([`Fair::lift`]): nothing waits for a
+    /// pass any more.
+    lifted: Cell<bool>,
 }
 
 impl Fair {
@@ -134,7 +137,7 @@ impl Fair {
 
     /// Whether this pass's budget is spent: a bulk reader waits for the next.
     pub fn spent(&self) -> bool {
-        self.used.get() >= PASS_BYTES
+        self.used.get() >= PASS_BYTES && !self.lifted.get()
     }
 
     /// Wait for a later pass: resolves when [`Fair::run`] wakes this reader, or when
@@ -147,10 +150,28 @@ impl Fair {
                 return Poll::Ready(());
             }
             queued = true;
+            if self.lifted.get() {
+                // No service to wake it: only yield, so a caller that loops on passes
+                // still lets the shard's other tasks run.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             self.waiting.borrow_mut().push_back(cx.waker().clone());
             self.wanted.notify();
             Poll::Pending
         })
+    }
+
+    /// The shard is stopping and [`Fair::run`] was cancelled: wake every reader waiting
+    /// for a pass, and let none wait from now on. Connections still lingering after their
+    /// Close would otherwise wait for a pass that never comes, and notice their peer's
+    /// end only at the close linger.
+    pub fn lift(&self) {
+        self.lifted.set(true);
+        let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
+        for reader in waiting {
+            reader.wake();
+        }
     }
 
     /// Readers waiting for a pass.

@@ -10,10 +10,12 @@
 //! The ring's bytes wait for the reader's turn, so they land in a small buffer (`RING_BUF`,
 //! grown to a pooled one if more come): a crowd of busy connections each holds one at once.
 //!
-//! A frame larger than a pooled buffer grows its buffer as its bytes arrive (by a quarter at
-//! a time, up to the size the header declared), never to the declared size up front: a header alone
-//! must not make the server hold `max_frame_len` of memory. The pool counts every byte of
-//! receive buffer out of it, for the shard's memory budget.
+//! A frame larger than a pooled buffer moves, once its header has come and the pooled buffer
+//! is full, to a mapping of the length the header declared ([`crate::mapping`]): address
+//! space, backed page by page as its bytes arrive, so a header alone does not make the server
+//! hold `max_frame_len` of memory, and nothing is copied again as the frame grows. The pool
+//! counts every byte of receive buffer out of it (a mapping's pages written), for the shard's
+//! memory budget.
 //!
 //! On a WebSocket connection the buffer holds the raw stream: after each read the frames
 //! that are whole are deframed in place ([`peerd_ws::Deframer`]: payloads unmasked and
@@ -31,6 +33,7 @@ use bytes::Bytes;
 use peerd_codec::{Header, RawFrame, WireError, HEADER_LEN};
 use peerd_ws::frame::{self as wsframe, Deframer, Event, MessageKind, Opcode, Role};
 
+use crate::mapping::Mapping;
 use crate::outbound::Outbound;
 
 /// Size of a pooled receive buffer. Frames larger than this get a dedicated buffer for as
@@ -80,15 +83,21 @@ impl RxPool {
     }
 
     /// A buffer of `len` bytes (`RX_BUF` or `RING_BUF`).
-    fn take(&self, len: usize) -> Vec<u8> {
+    fn take(&self, len: usize) -> RxMem {
         self.lend(len);
-        self.spares(len)
-            .and_then(|s| s.borrow_mut().pop())
-            .unwrap_or_else(|| vec![0u8; len])
+        RxMem::Heap(
+            self.spares(len)
+                .and_then(|s| s.borrow_mut().pop())
+                .unwrap_or_else(|| vec![0u8; len]),
+        )
     }
 
-    fn put(&self, buf: Vec<u8>) {
-        self.lent.set(self.lent.get() - buf.len());
+    fn put(&self, buf: RxMem) {
+        self.lent.set(self.lent.get() - buf.held());
+        let RxMem::Heap(buf) = buf else {
+            // A mapping is unmapped as it drops: its pages go back to the system.
+            return;
+        };
         if let Some(spares) = self.spares(buf.len()) {
             let mut spares = spares.borrow_mut();
             if spares.len() < RX_POOL_MAX {
@@ -97,12 +106,42 @@ impl RxPool {
         }
     }
 
-    /// Grow a lent buffer to `len` bytes.
-    fn grow(&self, buf: &mut Vec<u8>, len: usize) {
-        self.lend(len - buf.len());
-        // Exact: `resize` alone would double the capacity, holding memory not counted.
-        buf.reserve_exact(len - buf.len());
-        buf.resize(len, 0);
+    /// A full lent buffer replaced by one of `len` bytes holding the same bytes: a mapping
+    /// if `map` (a large frame's; see [`crate::mapping`]) and the kernel grants one, else a
+    /// grown vector.
+    fn grow(&self, buf: RxMem, len: usize, map: bool) -> RxMem {
+        if map {
+            if let Some(mut m) = Mapping::new(len) {
+                m[..buf.len()].copy_from_slice(&buf);
+                self.lend(m.written(buf.len()));
+                self.put(buf);
+                return RxMem::Mapped(m);
+            }
+        }
+        match buf {
+            RxMem::Heap(mut v) => {
+                self.lend(len - v.len());
+                // Exact: `resize` alone would double the capacity, holding memory not
+                // counted.
+                v.reserve_exact(len - v.len());
+                v.resize(len, 0);
+                RxMem::Heap(v)
+            }
+            mapped => {
+                let mut v = vec![0u8; len];
+                v[..mapped.len()].copy_from_slice(&mapped);
+                self.lend(len);
+                self.put(mapped);
+                RxMem::Heap(v)
+            }
+        }
+    }
+
+    /// `buf` holds bytes up to `end`: count a mapping's pages written so far.
+    fn written(&self, buf: &mut RxMem, end: usize) {
+        if let RxMem::Mapped(map) = buf {
+            self.lend(map.written(end));
+        }
     }
 
     /// The most bytes lent since the last call; starts over from now.
@@ -116,6 +155,45 @@ impl RxPool {
     }
 }
 
+/// A receive buffer's memory.
+pub(crate) enum RxMem {
+    /// A pooled buffer, or one grown from it (whole frames piling up undispatched).
+    Heap(Vec<u8>),
+    /// A frame larger than a pooled buffer: a mapping of its declared length, of which the
+    /// pages written are lent out of the pool.
+    Mapped(Mapping),
+}
+
+impl RxMem {
+    /// Memory it holds, as the pool counts it.
+    fn held(&self) -> usize {
+        match self {
+            RxMem::Heap(v) => v.len(),
+            RxMem::Mapped(map) => map.backed(),
+        }
+    }
+}
+
+impl std::ops::Deref for RxMem {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            RxMem::Heap(v) => v,
+            RxMem::Mapped(map) => map,
+        }
+    }
+}
+
+impl std::ops::DerefMut for RxMem {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            RxMem::Heap(v) => v,
+            RxMem::Mapped(map) => map,
+        }
+    }
+}
+
 /// Bytes received but not yet consumed; no buffer while there are none.
 ///
 /// `buf[start..app]` are deframed bytes, of which `buf[start..ready]` belong to whole
@@ -125,7 +203,7 @@ impl RxPool {
 /// message that is not (docs/PROTOCOL.md §1.1) is refused before any of it is acted on.
 #[derive(Default)]
 pub(crate) struct RxBuf {
-    buf: Option<Vec<u8>>,
+    buf: Option<RxMem>,
     start: usize,
     ready: usize,
     app: usize,
@@ -261,7 +339,7 @@ impl RxBuf {
 
     /// Bytes of buffer this connection holds.
     pub fn held(&self) -> usize {
-        self.buf.as_ref().map_or(0, Vec::len)
+        self.buf.as_ref().map_or(0, RxMem::held)
     }
 
     /// Give the buffer back to the pool if everything in it was consumed.
@@ -447,6 +525,7 @@ impl RxBuf {
         let (r, n) = source(&mut buf[self.end..]);
         if n > 0 {
             self.end += n;
+            pool.written(&mut buf, self.end);
             self.received(&mut buf, socket);
         }
         self.keep(buf, pool);
@@ -525,7 +604,7 @@ impl RxBuf {
     /// The buffer, with room after `end` for at least one byte: taken from the pool (`first`
     /// bytes) if there is none, the unconsumed bytes moved to its front when they reach its
     /// end, grown when they fill it.
-    fn room(&mut self, first: usize, pool: &RxPool) -> Vec<u8> {
+    fn room(&mut self, first: usize, pool: &RxPool) -> RxMem {
         let mut buf = self.buf.take().unwrap_or_else(|| pool.take(first));
         if self.start == self.end {
             self.empty();
@@ -540,16 +619,28 @@ impl RxBuf {
             self.start = 0;
             self.app = app_len;
             self.raw = app_len;
+            let want = self.want.max(self.ws_want());
+            if matches!(buf, RxMem::Mapped(_)) && self.end < RX_BUF && want <= RX_BUF {
+                // The large frame is gone; what follows it fits a pooled buffer: the
+                // mapping's pages go back.
+                let mut small = pool.take(RX_BUF);
+                small[..self.end].copy_from_slice(&buf[..self.end]);
+                pool.put(std::mem::replace(&mut buf, small));
+            }
             if self.end == buf.len() {
-                let len = grown_len(buf.len(), self.want.max(self.ws_want()));
-                pool.grow(&mut buf, len);
+                let len = grown_len(buf.len(), want);
+                // A frame larger than a pooled buffer gets a mapping of its whole
+                // declared length at once: backed only as its bytes arrive, it never has
+                // to grow again.
+                let large = want > RX_BUF || matches!(buf, RxMem::Mapped(_));
+                buf = pool.grow(buf, if large { len.max(want) } else { len }, large);
             }
         }
         buf
     }
 
     /// Keep `buf` if it holds unconsumed bytes, else give it back to the pool.
-    fn keep(&mut self, buf: Vec<u8>, pool: &RxPool) {
+    fn keep(&mut self, buf: RxMem, pool: &RxPool) {
         if self.start == self.end {
             pool.put(buf);
             self.empty();
@@ -562,12 +653,13 @@ impl RxBuf {
 /// The length a full receive buffer of `len` bytes grows to, `want` being the declared
 /// length of the frame being received (0: none known).
 ///
-/// By a quarter (at least one pooled buffer's worth), up to `want` (module doc): a peer that
-/// sent half of a large frame makes the server hold about that half, not double. When no
-/// longer frame is known the buffer holds whole frames not yet dispatched (`want` is learnt
-/// only when the reader parses, and the ring's reaper appends several completions before it
-/// does): it grows by the whole step, never byte by byte, as each growth reallocates and
-/// copies everything held.
+/// By a quarter (at least one pooled buffer's worth), up to `want`. A frame larger than a
+/// pooled buffer is then given a mapping of its whole length instead (`RxBuf::room`, module
+/// doc), which holds only the pages written; this step is for a vector. When no longer frame
+/// is known the buffer holds whole frames not yet dispatched (`want` is learnt only when the
+/// reader parses, and the ring's reaper appends several completions before it does): it
+/// grows by the whole step, never byte by byte, as each growth reallocates and copies
+/// everything held.
 fn grown_len(len: usize, want: usize) -> usize {
     // The ring's small buffer becomes a pooled one first.
     let grown = if len < RX_BUF {
@@ -630,7 +722,7 @@ mod tests {
 
     #[test]
     fn a_full_buffer_grows_by_a_step_towards_the_frame_it_waits_for() {
-        // Half of a large frame: a quarter more, not the declared length at once.
+        // By a quarter, up to the frame (a large one then gets a mapping of its length).
         assert_eq!(grown_len(RX_BUF, 1 << 20), 2 * RX_BUF);
         assert_eq!(grown_len(256 * 1024, 1 << 20), 320 * 1024);
         // The last step stops at the frame's end.

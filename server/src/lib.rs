@@ -36,9 +36,10 @@
 //!
 //! A shard, from the socket up (each module imports only modules listed before it):
 //! - `auth`, `traffic`, `jwt` (public, above), then
-//!   `stream`, `uring`, `tls`, `frame`, `util`, `rate`, `config`, `striped`, `metrics`,
-//!   `msg`: the socket wrapper, the shard's io_urings (batched sends, multishot
-//!   receives), a connection's TLS
+//!   `stream`, `mapping`, `uring`, `tls`, `frame`, `util`, `rate`, `config`, `striped`,
+//!   `metrics`, `msg`: the socket wrapper, anonymous memory mappings (a large frame's
+//!   receive memory, backed as its bytes arrive; the ring's provided buffers), the shard's
+//!   io_urings (batched sends, multishot receives), a connection's TLS
 //!   session, a frame ready for any transport (its
 //!   WebSocket header in front), shard-local primitives, per-peer rate limits (token
 //!   buckets), plain settings, the striped map, the shard's counters and their snapshot
@@ -81,6 +82,7 @@ mod inbound;
 pub mod jwt;
 mod lifecycle;
 mod local;
+mod mapping;
 mod members;
 pub mod metrics;
 mod msg;

@@ -34,10 +34,11 @@
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::{cqueue, opcode, types, IoUring, Probe};
+
+use crate::mapping::Mapping;
 
 /// Entries in the ring: sends per `io_uring_enter` at most (a larger flush takes several).
 pub(crate) const ENTRIES: u32 = 256;
@@ -266,45 +267,6 @@ pub(crate) struct RecvRing {
     broken: bool,
 }
 
-/// Anonymous memory, unmapped on drop.
-struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(len: usize) -> io::Result<Mapping> {
-        // SAFETY: an anonymous private mapping; MAP_POPULATE faults it in now, so the RSS it
-        // costs shows at start and not as connections come.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            ptr: NonNull::new(p.cast()).expect("mmap never returns null on success"),
-            len,
-        })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping, unmapped once.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
-        }
-    }
-}
-
 impl RecvRing {
     /// A ring with its provided buffers for the calling thread, or why there is none:
     /// consumed incrementally where the kernel can, else whole.
@@ -330,14 +292,15 @@ impl RecvRing {
                     .build(RECV_ENTRIES)
             })?;
         let count = layout.count as usize;
-        let entries = Mapping::new((count * std::mem::size_of::<types::BufRingEntry>()).max(4096))?;
-        let bufs = Mapping::new(count * layout.len)?;
+        let entries =
+            Mapping::populated((count * std::mem::size_of::<types::BufRingEntry>()).max(4096))?;
+        let bufs = Mapping::populated(count * layout.len)?;
         // SAFETY: `entries` is page-aligned, holds `count` entries and lives as long as the
         // ring (dropped after it, see Drop). A kernel without incremental consumption
         // refuses the flag (EINVAL).
         unsafe {
             ring.submitter().register_buf_ring_with_flags(
-                entries.ptr.as_ptr() as u64,
+                entries.as_ptr() as u64,
                 layout.count,
                 RECV_GROUP,
                 if layout.incremental {
@@ -544,7 +507,7 @@ impl RecvRing {
                     // give the buffer back (below).
                     Received::Data(unsafe {
                         std::slice::from_raw_parts(
-                            self.bufs.ptr.as_ptr().add(start),
+                            self.bufs.as_ptr().add(start),
                             (n as usize).min(self.layout.len - offset),
                         )
                     })
@@ -587,12 +550,11 @@ impl RecvRing {
         let entry = unsafe {
             &mut *self
                 .entries
-                .ptr
                 .as_ptr()
                 .cast::<types::BufRingEntry>()
                 .add(slot)
         };
-        entry.set_addr(self.bufs.ptr.as_ptr() as u64 + (bid as usize * self.layout.len) as u64);
+        entry.set_addr(self.bufs.as_ptr() as u64 + (bid as usize * self.layout.len) as u64);
         entry.set_len(self.layout.len as u32);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
@@ -603,8 +565,7 @@ impl RecvRing {
         // SAFETY: the tail field of the mapped ring, written by us and read by the kernel:
         // a release store, so the entries are written before the kernel sees them counted.
         unsafe {
-            let tail =
-                types::BufRingEntry::tail(self.entries.ptr.as_ptr().cast()) as *const AtomicU16;
+            let tail = types::BufRingEntry::tail(self.entries.as_ptr().cast()) as *const AtomicU16;
             (*tail).store(self.tail, Ordering::Release);
         }
     }

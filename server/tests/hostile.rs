@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use peerd_codec::{self as codec, Code, Frame};
-use peerd_server::ListenOptions;
+use peerd_server::{ListenOptions, PeerServer, ShardMetrics};
 
 fn status(p: &mut RawPeer, req: u64) -> (u16, String) {
     p.recv_until(|f| match f {
@@ -18,6 +18,11 @@ fn status(p: &mut RawPeer, req: u64) -> (u16, String) {
         }
         _ => None,
     })
+}
+
+/// A counter or gauge of the server's metrics, summed over its shards.
+fn shard_sum(srv: &PeerServer, f: impl Fn(&ShardMetrics) -> u64) -> u64 {
+    srv.metrics().expect("metrics").shards.iter().map(f).sum()
 }
 
 #[test]
@@ -306,10 +311,7 @@ fn a_connection_with_always_more_to_read_waits_for_later_passes() {
     let o = ListenOptions::new("127.0.0.1:0").unwrap().shards(1);
     let srv = server(o);
     let addr = srv.local_addr().unwrap();
-    let deferred = || {
-        let m = srv.metrics().expect("metrics");
-        m.shards.iter().map(|s| s.reads_deferred).sum::<u64>()
-    };
+    let deferred = || shard_sum(&srv, |s| s.reads_deferred);
     let mut small = RawPeer::connect(addr, Some("small"));
     for i in 1..=200 {
         small.sync(i);
@@ -341,6 +343,94 @@ fn a_connection_with_always_more_to_read_waits_for_later_passes() {
         small.sync(i);
     }
     assert_eq!(deferred(), after_burst);
+}
+
+/// A frame larger than a pooled receive buffer is received into a mapping of its declared
+/// length, of which the shard holds and counts only the pages its bytes have reached: with
+/// 410,000 bytes of a 900 KB publish in, `receive_buffer_bytes` is those bytes in whole
+/// pages. (A buffer grown a quarter at a time held 500,000 there, and copied what it held
+/// at every step.) The frame then completes and is delivered intact, the frame behind it
+/// too, and the count goes back to 0.
+#[test]
+fn a_large_frame_holds_only_the_pages_its_bytes_reached() {
+    let o = ListenOptions::new("127.0.0.1:0").unwrap().shards(1);
+    let srv = server(o);
+    let addr = srv.local_addr().unwrap();
+    let held = || shard_sum(&srv, |s| s.receive_buffer_bytes);
+    let mut sub = RawPeer::connect(addr, Some("subscriber"));
+    sub.send(&codec::Join {
+        req: 1,
+        topic: "t".into(),
+    });
+    assert_eq!(status(&mut sub, 1).0, 0);
+    let mut publisher = RawPeer::connect(addr, Some("publisher"));
+    let payload: Vec<u8> = (0..900_000u32).map(|i| (i % 251) as u8).collect();
+    let big = common::frame(&codec::Publish {
+        req: 2,
+        topic: "t".into(),
+        echo: false,
+        payload: payload.as_slice().into(),
+    });
+    let small = common::frame(&codec::Publish {
+        req: 3,
+        topic: "t".into(),
+        echo: false,
+        payload: b"behind it".as_slice().into(),
+    });
+    let part = 410_000;
+    publisher.send_raw(&big[..part]);
+    wait_until("the first part to be read", || held() >= part as u64);
+    let page = 4096;
+    assert!(
+        held() <= part.div_ceil(page) as u64 * page as u64,
+        "{} bytes of receive buffer held for {part} received",
+        held()
+    );
+    let mut rest = big[part..].to_vec();
+    rest.extend_from_slice(&small);
+    publisher.send_raw(&rest);
+    assert_eq!(status(&mut publisher, 2).0, 0);
+    assert_eq!(status(&mut publisher, 3).0, 0);
+    for want in [payload.as_slice(), b"behind it"] {
+        let got = sub.recv_until(|f| match f {
+            Frame::TopicMessage(m) => Some(m.payload.as_slice().to_vec()),
+            _ => None,
+        });
+        assert!(got == want, "a {}-byte message arrived changed", want.len());
+    }
+    wait_until("the receive buffers to be given back", || held() == 0);
+}
+
+/// What a closed peer goes on sending is read (to be discarded, so that our Close is not
+/// destroyed by a reset) under the same budget for bulk input: past it, the reads wait for
+/// a later pass and `reads_deferred` counts them. Used to be read in one go, so that a
+/// memory-budget cut of a hundred peers, each with a socket full of a partial frame,
+/// stalled the shard for all of it (docs/ARCHITECTURE.md, "Fair reading").
+#[test]
+fn what_a_closed_peer_still_sends_is_read_in_turn() {
+    let mut o = ListenOptions::new("127.0.0.1:0").unwrap().shards(1);
+    // Long enough that the discards below end with the peer, never at the linger.
+    o.close_linger = Duration::from_secs(30);
+    let max = o.limits.max_frame_len;
+    let srv = server(o);
+    let deferred = || shard_sum(&srv, |s| s.reads_deferred);
+    let mut p = RawPeer::connect(srv.local_addr().unwrap(), Some("too-large"));
+    assert_eq!(deferred(), 0);
+    // A header past the frame limit (closed with too_large at once), then 8 MiB the
+    // server can only discard, in one write: it returns once the server has read it all.
+    let mut burst = vec![0u8; codec::HEADER_LEN + (8 << 20)];
+    codec::Header {
+        body_len: max + 1,
+        kind: codec::FrameKind::Event,
+    }
+    .write((&mut burst[..codec::HEADER_LEN]).try_into().unwrap());
+    p.send_raw(&burst);
+    p.expect_close(Code::TooLarge);
+    let discards = deferred();
+    assert!(
+        discards >= 8,
+        "8 MiB discarded at 128 KiB a pass, yet {discards} reads deferred"
+    );
 }
 
 /// A connection whose frames fan out shares each pass of the shard's loop: once they have
@@ -375,10 +465,7 @@ fn fan_out_bursts(shards: usize) -> u64 {
     let o = ListenOptions::new("127.0.0.1:0").unwrap().shards(shards);
     let srv = server(o);
     let addr = srv.local_addr().unwrap();
-    let deferred = || {
-        let m = srv.metrics().expect("metrics");
-        m.shards.iter().map(|s| s.frames_deferred).sum::<u64>()
-    };
+    let deferred = || shard_sum(&srv, |s| s.frames_deferred);
     // 256 subscribers: each in one of 16 topics of 16, and all in "all".
     const TOPICS: usize = 16;
     let mut subs: Vec<RawPeer> = (0..256)

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{wait_until, RawPeer};
+use peerd_codec::Frame;
 use peerd_server::{listen, Code, ListenError, ListenOptions, PeerServer};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -149,6 +150,42 @@ fn close_from_inside_a_handler_stops_the_server() {
         std::net::TcpListener::bind(addr).is_ok()
     });
     wait_until("every shard to stop", || shard_threads() == 0);
+}
+
+/// At shutdown a peer that goes on sending after our Close is read until it ends, not left
+/// waiting for a pass of the shard's loop (`fair`) that no longer comes: the service that
+/// opens passes is stopped before the connections' tasks end. `close()` returns once the
+/// peer is done, long before the close linger.
+#[test]
+fn shutdown_reads_a_peer_still_sending_until_it_ends() {
+    let _g = serial();
+    let mut o = ListenOptions::new("127.0.0.1:0").unwrap().shards(1);
+    o.pin = false;
+    o.close_linger = Duration::from_secs(20);
+    let srv = Arc::new(listen(o).expect("listen"));
+    let mut p = RawPeer::connect(srv.local_addr().unwrap(), Some("uploader"));
+    let closer = {
+        let srv = srv.clone();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            srv.close();
+            started.elapsed()
+        })
+    };
+    let code = p.recv_until(|f| match f {
+        Frame::Close(c) => Some(c.code.to_native()),
+        _ => None,
+    });
+    assert_eq!(code, Code::Shutdown.as_u16());
+    // More than the kernel's buffers at both ends hold, so the write returns only once the
+    // lingering server has read most of it; then the peer ends.
+    p.send_raw(&vec![0u8; 64 << 20]);
+    drop(p);
+    let took = closer.join().unwrap();
+    assert!(
+        took < Duration::from_secs(10),
+        "close() took {took:?}: the lingering reads waited for the close linger"
+    );
 }
 
 #[test]
