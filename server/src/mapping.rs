@@ -7,17 +7,19 @@
 //! buffer as its bytes came (a quarter at a time). Each step reallocated and copied what
 //! was held and zeroed the new part, below glibc's mmap threshold in a heap that the
 //! buffers of 5,000 such peers fragmented. Under issue 9's partial frames that growth was
-//! 45 % of the shard's CPU (34 % page faults), and the fragments made the `malloc_trim`
-//! after each cut of the memory budget take 3-5 ms while well-behaved peers waited
-//! (results/large-frame-mapping/).
+//! 45 % of the shard's CPU (34 % page faults), and the `malloc_trim` after each cut of the
+//! memory budget, which returns such freed heap pages, took 3-5 ms while well-behaved peers
+//! waited (results/large-frame-mapping/; not timed again since).
 //!
 //! A mapping of the declared length is address space, not memory: the kernel backs a page
 //! when it is first written, here by the `recv` that brings its bytes, so nothing is
 //! copied, zeroed or reallocated as the frame arrives, and the memory held is the pages
 //! written, which is what the pool counts (`inbound::RxPool`). Unmapping gives it all back
-//! to the system at once, with no allocator in between. `MAP_NORESERVE`: a frame's length
-//! is reserved only as address space, even under strict overcommit accounting the kernel
-//! counts only what is written.
+//! to the system at once, with no allocator in between. `MAP_NORESERVE`: no swap is
+//! reserved for the length, which is address space only. Under strict overcommit
+//! (`vm.overcommit_memory = 2`) the kernel ignores that flag and charges the whole length
+//! to its commit limit, and may refuse the mapping; the buffer then grows on the heap as it
+//! did before (`inbound::RxPool::grow`).
 
 use std::io;
 use std::ops::{Deref, DerefMut};
