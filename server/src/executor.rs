@@ -25,7 +25,7 @@ use crate::dispatch::{dispatch, rate_limited_kind, refuse};
 use crate::error::Refused;
 use crate::fair;
 use crate::handshake::{auth_failed, read_hello, register, reject};
-use crate::inbound::{poll_fill, RxBuf, WsEnd};
+use crate::inbound::{poll_fill, poll_fill_at_most, RxBuf, WsEnd};
 use crate::lifecycle::settle;
 use crate::local::Local;
 use crate::metrics::Dropped;
@@ -102,6 +102,8 @@ pub(crate) async fn run(
     spawn_service(Box::pin(janitor(shard.clone())));
     let local = shard.local.clone();
     spawn_service(Box::pin(async move { local.fair.run().await }));
+    let local = shard.local.clone();
+    spawn_service(Box::pin(async move { local.rx_pool.unmap_retired().await }));
     spawn_service(Box::pin(expire_relays(shard.clone())));
     let drain = inbox(&shard, &rx).await;
     tracing::debug!(shard = index, "shard stopping");
@@ -753,9 +755,9 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         // A peer that keeps its socket full, or is sending a frame larger than a pooled
         // buffer, reads again in this pass of the shard's loop only while the pass's budget
         // for bulk input lasts; past it, after the shard has polled for the others' input
-        // (`fair`). A close wakes it at once (at shutdown the service that opens passes is
-        // gone before the connections' tasks end); so, on the ring, may the reaper, and the
-        // reader then reads once more before it asks again.
+        // (`fair`). A close wakes it at once; at shutdown, `Fair::lift` does (the service
+        // that opens passes is gone before the connections' tasks end). Nothing else gives
+        // it a turn: not its socket turning readable, nor, on the ring, the reaper.
         let bulk = last_read_bulk || conn.rx.borrow().in_large_frame();
         if held || (bulk && shard.local.fair.spent()) {
             ready_in_a_row = 0;
@@ -764,6 +766,9 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
             }
             let mut pass = std::pin::pin!(shard.local.fair.next_pass());
             poll_fn(|cx| {
+                if !conn.is_active() {
+                    return Poll::Ready(());
+                }
                 let r = std::future::Future::poll(pass.as_mut(), cx);
                 if r.is_pending() {
                     conn.reader_waker.set(Some(cx.waker().clone()));
@@ -787,14 +792,23 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
             ready_in_a_row = 0;
             futures_lite::future::yield_now().await;
         }
+        let mut most = 0;
         let mut waited = false;
         let r = poll_fn(|cx| {
+            if waited && bulk && shard.local.fair.spent() {
+                // Its socket turned readable in a pass whose budget is spent: this read
+                // waits for its turn too. Read at once, a hundred bulk readers woken by
+                // their sockets read in a pass that had budget for four.
+                return Poll::Ready(None);
+            }
+            most = shard.local.fair.most_to_read(bulk);
             let r = match &shard.receiver {
                 Some(ring) if conn.ring.key.get() != 0 => ring.poll_read(conn),
-                _ => poll_fill(
+                _ => poll_fill_at_most(
                     &conn.out,
                     &mut conn.rx.borrow_mut(),
                     &shard.local.rx_pool,
+                    most,
                     cx,
                 ),
             };
@@ -802,11 +816,11 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
                 waited = true;
                 if !conn.is_active() {
                     // Closed from elsewhere while we were about to wait.
-                    return Poll::Ready(Ok(0));
+                    return Poll::Ready(Some(Ok(0)));
                 }
                 conn.reader_waker.set(Some(cx.waker().clone()));
             }
-            r
+            r.map(Some)
         })
         .await;
         conn.reader_waker.take();
@@ -814,10 +828,13 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
         if !conn.is_active() {
             return;
         }
+        let Some(r) = r else {
+            continue;
+        };
         match r {
             Ok(n) if n > 0 => {
                 conn.last_rx_tick.set(shard.local.tick.get());
-                last_read_bulk = n >= fair::BULK_READ;
+                last_read_bulk = fair::was_bulk(n, most);
                 if bulk || last_read_bulk {
                     shard.local.fair.charge(n);
                 }
@@ -833,31 +850,41 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
 /// After Close: keep reading (and discarding) until the peer closes or the linger passes,
 /// so the kernel does not answer unread input with a reset that destroys our Close frame.
 ///
-/// What a closed peer still sends takes its turn in the pass's budget for bulk input like
-/// any reader's (`fair`). A memory-budget cut closes a hundred or more peers at once, each
-/// with its socket full of a partial frame it goes on sending until it sees our end; read
-/// in one go, their discards made a second stall of several milliseconds after every cut
-/// under issue 9's partial frames (results/large-frame-mapping/).
+/// What a closed peer still sends is bulk input, every read of it, and takes its turn in
+/// the pass's budget (`fair`). A memory-budget cut closes a hundred or more peers at once,
+/// each with its socket full of a partial frame it goes on sending until it sees our end;
+/// read in one go, their discards made a second stall of several milliseconds after every
+/// cut under issue 9's partial frames (results/large-frame-mapping/), and their first
+/// reads alone, ungated, 5 MB in the pass of the cut (results/unmap-in-turn/).
 async fn linger(shard: &Rc<Shard>, out: &Rc<Outbound>) {
     let local = &shard.local;
     let pool = &local.rx_pool;
     let _ = glommio::timer::timeout(shard.shared().config.close_linger, async {
         let mut rx = RxBuf::default();
-        let mut last_read_bulk = false;
         loop {
-            if last_read_bulk && local.fair.spent() {
+            if local.fair.spent() {
                 local.metrics.read_deferred();
                 local.fair.next_pass().await;
             }
-            let r = poll_fn(|cx| poll_fill(out, &mut rx, pool, cx)).await;
+            let mut waited = false;
+            let r = poll_fn(|cx| {
+                if waited && local.fair.spent() {
+                    // Readable in a pass whose budget is spent: wait for a turn first.
+                    return Poll::Ready(None);
+                }
+                let r = poll_fill(out, &mut rx, pool, cx);
+                waited |= r.is_pending();
+                r.map(Some)
+            })
+            .await;
             rx.clear(pool);
+            let Some(r) = r else {
+                continue;
+            };
             match r {
                 Ok(0) | Err(_) => return Ok(()),
                 Ok(n) => {
-                    last_read_bulk = n >= fair::BULK_READ;
-                    if last_read_bulk {
-                        local.fair.charge(n);
-                    }
+                    local.fair.charge(n);
                 }
             }
         }

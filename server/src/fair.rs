@@ -105,6 +105,20 @@ impl SendShare {
 /// smaller one: half a pooled receive buffer (`inbound::RX_BUF`).
 pub(crate) const BULK_READ: usize = 16 * 1024;
 
+/// What a reader not known to be a bulk reader reads at most while the pass's budget is
+/// spent ([`Fair::most_to_read`]); if it fills that, it is one. A request/response peer's
+/// frames fit in it; 5,000 peers connecting to send half a large frame each used to read a
+/// pooled buffer's worth (32 KiB) in their first read, the pass they were found readable,
+/// budget or not.
+const SPENT_READ: usize = 4 * 1024;
+
+/// Whether a read of `n` bytes, let read at most `most` ([`Fair::most_to_read`]), makes its
+/// reader a bulk reader: it brought [`BULK_READ`] or more, or all it was let read (its
+/// socket probably holds more).
+pub(crate) fn was_bulk(n: usize, most: usize) -> bool {
+    n >= BULK_READ || n == most
+}
+
 /// Readers woken per pass: the budget in reads of a pooled receive buffer (the most one
 /// read brings in).
 const GRANTS: usize = PASS_BYTES / crate::inbound::RX_BUF;
@@ -114,6 +128,12 @@ const GRANTS: usize = PASS_BYTES / crate::inbound::RX_BUF;
 /// pass, after the queue of runnable tasks ran dry, which is the pass boundary we want.
 const TO_NEXT_PASS: Duration = Duration::from_micros(1);
 
+/// Resolves at the next pass of the shard's loop, after the reactor has polled the ring
+/// and the tasks it woke have run their turn.
+pub(crate) async fn pass_boundary() {
+    glommio::timer::sleep(TO_NEXT_PASS).await;
+}
+
 /// A shard's budget of bulk input for the current pass, and the readers waiting for the
 /// next.
 #[derive(Default)]
@@ -122,6 +142,10 @@ pub(crate) struct Fair {
     used: Cell<usize>,
     /// Readers past the budget, in order of arrival.
     waiting: RefCell<VecDeque<Waker>>,
+    /// Readers that ever waited, and that [`Fair::run`] ever woke: the reader that waited
+    /// `n`th has its turn once more than `n` were woken ([`Fair::next_pass`]).
+    queued: Cell<u64>,
+    woken: Cell<u64>,
     /// Wakes [`Fair::run`] when the first reader waits.
     wanted: Notify,
     /// The shard is stopping and its service is gone ([`Fair::lift`]): nothing waits for a
@@ -135,27 +159,51 @@ impl Fair {
         self.used.set(self.used.get().saturating_add(n));
     }
 
+    /// The most a reader's next read may bring (its buffer's room may be less). A bulk
+    /// reader, once the budget let it read: a pooled buffer's worth, so that the readers
+    /// a pass wakes read what its budget covers (the room of a large frame's mapping is the
+    /// rest of the frame: reads of 500 KB each took passes to many times their budget).
+    /// Any other reader, past the budget: [`SPENT_READ`]. Else whatever its buffer holds.
+    pub fn most_to_read(&self, bulk: bool) -> usize {
+        if bulk {
+            crate::inbound::RX_BUF
+        } else if self.spent() {
+            SPENT_READ
+        } else {
+            usize::MAX
+        }
+    }
+
     /// Whether this pass's budget is spent: a bulk reader waits for the next.
     pub fn spent(&self) -> bool {
         self.used.get() >= PASS_BYTES && !self.lifted.get()
     }
 
-    /// Wait for a later pass: resolves when [`Fair::run`] wakes this reader, or when
-    /// anything else wakes its task (its connection closing, for one), so a caller reads
-    /// at most once more before it asks again.
+    /// Wait for a later pass: resolves when [`Fair::run`] gives this reader its turn, or
+    /// once the shard stops ([`Fair::lift`]). Nothing else: glommio wakes a reader's task
+    /// whenever its socket turns readable if a read armed a readiness poll, and when such
+    /// wakes counted as turns, a hundred readers read in a pass whose budget covered four
+    /// (results/unmap-in-turn/). A caller that must also notice other events (its
+    /// connection closing) checks them before polling this.
     pub fn next_pass(&self) -> impl Future<Output = ()> + '_ {
-        let mut queued = false;
+        let mut ticket = None;
         std::future::poll_fn(move |cx| {
-            if queued {
-                return Poll::Ready(());
+            if let Some(n) = ticket {
+                return if self.woken.get() > n || self.lifted.get() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                };
             }
-            queued = true;
             if self.lifted.get() {
                 // No service to wake it: only yield, so a caller that loops on passes
                 // still lets the shard's other tasks run.
+                ticket = Some(0);
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
+            ticket = Some(self.queued.get());
+            self.queued.set(self.queued.get() + 1);
             self.waiting.borrow_mut().push_back(cx.waker().clone());
             self.wanted.notify();
             Poll::Pending
@@ -169,6 +217,7 @@ impl Fair {
     pub fn lift(&self) {
         self.lifted.set(true);
         let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
+        self.woken.set(self.queued.get());
         for reader in waiting {
             reader.wake();
         }
@@ -185,13 +234,14 @@ impl Fair {
         loop {
             self.wanted.notified().await;
             while self.waiting() > 0 {
-                glommio::timer::sleep(TO_NEXT_PASS).await;
+                pass_boundary().await;
                 self.used.set(0);
                 for _ in 0..GRANTS {
                     // Not borrowed across the wake: a wake only schedules the task.
                     let Some(reader) = self.waiting.borrow_mut().pop_front() else {
                         break;
                     };
+                    self.woken.set(self.woken.get() + 1);
                     reader.wake();
                 }
             }
@@ -245,6 +295,61 @@ mod tests {
         assert!(!fair.spent());
         fair.charge(1);
         assert!(fair.spent());
+    }
+
+    /// What a read may bring: a bulk reader a pooled buffer's worth; any other the room its
+    /// buffer has, or a small share once the budget is spent, which, filled, makes it bulk.
+    #[test]
+    fn reads_are_limited_to_what_the_budget_covers() {
+        let fair = Fair::default();
+        assert_eq!(fair.most_to_read(true), crate::inbound::RX_BUF);
+        assert_eq!(fair.most_to_read(false), usize::MAX);
+        fair.charge(PASS_BYTES);
+        assert_eq!(fair.most_to_read(true), crate::inbound::RX_BUF);
+        assert_eq!(fair.most_to_read(false), SPENT_READ);
+        assert!(was_bulk(SPENT_READ, SPENT_READ));
+        assert!(!was_bulk(SPENT_READ - 1, SPENT_READ));
+        assert!(was_bulk(BULK_READ, usize::MAX));
+        assert!(!was_bulk(BULK_READ - 1, usize::MAX));
+    }
+
+    /// A waiting reader whose task something else wakes (glommio's readiness poll of its
+    /// socket) goes on waiting: only the service gives it its turn.
+    #[test]
+    fn only_the_service_gives_a_waiting_reader_its_turn() {
+        glommio::LocalExecutor::default().run(async {
+            let fair = Rc::new(Fair::default());
+            fair.charge(PASS_BYTES);
+            let turn = Rc::new(Cell::new(false));
+            let task = Rc::new(RefCell::new(None::<Waker>));
+            let reader = {
+                let (fair, turn, task) = (fair.clone(), turn.clone(), task.clone());
+                glommio::spawn_local(async move {
+                    let mut pass = std::pin::pin!(fair.next_pass());
+                    std::future::poll_fn(|cx| {
+                        *task.borrow_mut() = Some(cx.waker().clone());
+                        pass.as_mut().poll(cx)
+                    })
+                    .await;
+                    turn.set(true);
+                })
+            };
+            futures_lite::future::yield_now().await;
+            assert_eq!(fair.waiting(), 1);
+            let woken_by_socket = task.borrow().clone().expect("the reader waits");
+            woken_by_socket.wake();
+            for _ in 0..3 {
+                futures_lite::future::yield_now().await;
+            }
+            assert!(!turn.get(), "a wake that is not its turn ended the wait");
+            let service = {
+                let fair = fair.clone();
+                glommio::spawn_local(async move { fair.run().await }).detach()
+            };
+            reader.await;
+            assert!(turn.get());
+            drop(service);
+        });
     }
 
     /// Waiting readers are woken in order of arrival, no more per pass than the budget
