@@ -16,6 +16,17 @@
 //! [`Fair::run`] opens a new budget and wakes as many of them as it covers. A peer whose
 //! reads are small, as a request/response peer's are, is never held back.
 //!
+//! The budget holds only if every way into a read keeps it, and four did not
+//! (results/unmap-in-turn/): a bulk read into a large frame's mapping took the rest of the
+//! frame (500 KB in one read), so a bulk read is now a pooled buffer's worth at most
+//! ([`Fair::most_to_read`]); a connection's first read took 32 KiB whatever the budget, so
+//! past the budget a reader not known to be bulk reads [`SPENT_READ`] and is bulk if it fills
+//! it; a reader that had gone to wait for its socket read when the socket turned readable,
+//! budget or not (the caller checks the budget again before that read); and any wake of a
+//! waiting reader's task (glommio's readiness poll of its socket) counted as its turn, so
+//! only [`Fair::run`] gives turns now ([`Fair::next_pass`]). A hundred readers used to read
+//! in a pass whose budget covered four.
+//!
 //! What it costs: a bulk reader alone on a shard still waits for a poll of the ring after
 //! each [`PASS_BYTES`], 5-8 % more server CPU per round trip for 512 KiB calls on one
 //! connection. A budget of 256 KiB cost about as much there and let partial frames through
@@ -162,11 +173,18 @@ impl Fair {
     /// The most a reader's next read may bring (its buffer's room may be less). A bulk
     /// reader, once the budget let it read: a pooled buffer's worth, so that the readers
     /// a pass wakes read what its budget covers (the room of a large frame's mapping is the
-    /// rest of the frame: reads of 500 KB each took passes to many times their budget).
-    /// Any other reader, past the budget: [`SPENT_READ`]. Else whatever its buffer holds.
+    /// rest of the frame: reads of 500 KB each took passes to many times their budget);
+    /// what is left of the budget if no reader waits for a pass, so that a large upload
+    /// alone on its shard is not cut into more reads than passes. Any other reader, past
+    /// the budget: [`SPENT_READ`]. Else whatever its buffer holds.
     pub fn most_to_read(&self, bulk: bool) -> usize {
         if bulk {
-            crate::inbound::RX_BUF
+            let left = PASS_BYTES.saturating_sub(self.used.get());
+            if self.waiting() == 0 {
+                left.max(crate::inbound::RX_BUF)
+            } else {
+                crate::inbound::RX_BUF
+            }
         } else if self.spent() {
             SPENT_READ
         } else {
@@ -302,7 +320,8 @@ mod tests {
     #[test]
     fn reads_are_limited_to_what_the_budget_covers() {
         let fair = Fair::default();
-        assert_eq!(fair.most_to_read(true), crate::inbound::RX_BUF);
+        // Alone, a bulk reader may read what is left of the budget.
+        assert_eq!(fair.most_to_read(true), PASS_BYTES);
         assert_eq!(fair.most_to_read(false), usize::MAX);
         fair.charge(PASS_BYTES);
         assert_eq!(fair.most_to_read(true), crate::inbound::RX_BUF);
