@@ -803,7 +803,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
             }
             most = shard.local.fair.most_to_read(bulk);
             let r = match &shard.receiver {
-                Some(ring) if conn.ring.key.get() != 0 => ring.poll_read(conn),
+                Some(ring) if conn.ring.key.get() != 0 => ring.poll_read(conn, most),
                 _ => poll_fill_at_most(
                     &conn.out,
                     &mut conn.rx.borrow_mut(),

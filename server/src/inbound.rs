@@ -561,16 +561,21 @@ pub(crate) fn poll_fill_at_most(
     })
 }
 
-/// Read once from `socket` into `rx` without waiting (`Ok(None)`: nothing to read), with
-/// the buffer lent as in [`poll_fill`]: the ring's reader, when no receive is in the kernel.
+/// Read at most `max` bytes once from `socket` into `rx` without waiting (`Ok(None)`:
+/// nothing to read), with the buffer lent as in [`poll_fill`]: the ring's reader, when no
+/// receive is in the kernel.
 pub(crate) fn try_fill(
     socket: &Rc<Outbound>,
     rx: &mut RxBuf,
     pool: &RxPool,
+    max: usize,
 ) -> io::Result<Option<usize>> {
-    rx.fill(pool, socket, |room| match socket.try_read(room) {
-        Ok(Some(n)) => (Ok(Some(n)), n),
-        r => (r, 0),
+    rx.fill(pool, socket, |room| {
+        let end = room.len().min(max);
+        match socket.try_read(&mut room[..end]) {
+            Ok(Some(n)) => (Ok(Some(n)), n),
+            r => (r, 0),
+        }
     })
 }
 

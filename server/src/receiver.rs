@@ -144,8 +144,9 @@ impl Receiver {
 
     /// The reader's wait: the bytes appended since it last looked, the end of the stream,
     /// or `Pending` (the caller keeps the waker in `Conn::reader_waker`, which the reaper
-    /// wakes). Arms a receive if none is in the kernel.
-    pub fn poll_read(&self, conn: &Conn) -> Poll<io::Result<usize>> {
+    /// wakes). Arms a receive if none is in the kernel. A direct read brings at most
+    /// `most` bytes (`fair::Fair::most_to_read`).
+    pub fn poll_read(&self, conn: &Conn, most: usize) -> Poll<io::Result<usize>> {
         let n = conn.ring.arrived.replace(0);
         if n > 0 {
             return Poll::Ready(Ok(n as usize));
@@ -162,7 +163,12 @@ impl Receiver {
                 // directly first, in this reader's turn, so a connection the ring could not
                 // serve is served like one on glommio's path, in task order; a receive is
                 // armed only when the socket is empty (fairness, module doc).
-                let direct = try_fill(&conn.out, &mut conn.rx.borrow_mut(), &conn.local.rx_pool);
+                let direct = try_fill(
+                    &conn.out,
+                    &mut conn.rx.borrow_mut(),
+                    &conn.local.rx_pool,
+                    most,
+                );
                 match direct {
                     Ok(Some(n)) => {
                         if n > 0 {
