@@ -984,12 +984,6 @@ async fn janitor(shard: Rc<Shard>) {
     loop {
         shard.local.janitor.notified().await;
         settle(&shard);
-        // A memory-budget cut closes its peers a share per settle: the rest a pass apart,
-        // after the shard has polled for everyone's input (`lifecycle::enforce_budget`).
-        while !shard.local.cuts.borrow().is_empty() {
-            fair::pass_boundary().await;
-            settle(&shard);
-        }
     }
 }
 

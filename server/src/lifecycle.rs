@@ -36,8 +36,7 @@ pub(crate) fn settle(shard: &Rc<Shard>) {
             }
         }
         shard.local.writes.flush();
-        let cutting = !shard.local.cuts.borrow().is_empty();
-        if cutting || shard.local.memory_held() > shard.local.budget_counted() {
+        if shard.local.memory_held() > shard.local.budget_counted() {
             cut += enforce_budget(shard);
             enforced = true;
         }
@@ -49,7 +48,7 @@ pub(crate) fn settle(shard: &Rc<Shard>) {
         // After the teardowns: what the closed peers' receive buffers held is back.
         shard.local.budget_enforced();
     }
-    if cut > 0 && shard.local.cuts.borrow().is_empty() {
+    if cut > 0 {
         // The cut peers' receive buffers went back to the allocator, which keeps their
         // pages: the budget bounds RSS only if they go back to the system now. 5,000 peers
         // sending partial frames took a 256 MiB budget to 252-281 MiB of RSS without this,
@@ -64,24 +63,28 @@ pub(crate) fn settle(shard: &Rc<Shard>) {
 /// connections holding the most, until what the live ones hold is back under three
 /// quarters of the budget. Connections already closing are not counted: their receive
 /// buffers and relay slots go at their teardown (this settle), their queues once the
-/// Close is out, so they are never closed twice over. At most [`CUTS_PER_SETTLE`] are
-/// closed per settle; the janitor closes the rest a pass apart (`executor::janitor`).
-/// Returns how many it closed.
+/// Close is out, so they are never closed twice over. Returns how many it closed.
 fn enforce_budget(shard: &Rc<Shard>) -> usize {
-    if shard.local.cuts.borrow().is_empty() {
-        choose_cuts(shard);
+    let budget = shard.local.memory_budget.get();
+    let mut holders: Vec<(usize, Rc<Conn>)> = shard
+        .all_conns()
+        .into_iter()
+        .filter(|c| c.is_active())
+        .map(|c| (held_by(&c), c))
+        .collect();
+    let mut live: usize = holders.iter().map(|(n, _)| n).sum();
+    if live <= shard.local.budget_counted() {
+        return 0;
     }
+    holders.sort_unstable_by_key(|(held, _)| std::cmp::Reverse(*held));
     let mut closed = 0;
-    while closed < CUTS_PER_SETTLE {
-        let Some(session) = shard.local.cuts.borrow_mut().pop() else {
+    for (held, c) in holders {
+        if live <= budget / 4 * 3 || held == 0 {
             break;
-        };
-        let Some(c) = shard.conn(session).filter(|c| c.is_active()) else {
-            continue;
-        };
+        }
         // Mostly its queue: it does not read (slow_consumer); else it sends what the server
         // must hold (a large partial frame, relayed calls): overloaded.
-        if c.out.charged() * 2 >= held_by(&c) {
+        if c.out.charged() * 2 >= held {
             shard
                 .local
                 .metrics
@@ -96,48 +99,17 @@ fn enforce_budget(shard: &Rc<Shard>) -> usize {
                 "shard memory budget exceeded: largest receive buffer or relayed calls",
             );
         }
-        closed += 1;
-    }
-    closed
-}
-
-/// Connections closed per settle by a budget cut. Each close writes its Close frame and
-/// shuts the socket down at once, 10-25 µs over loopback on this project's VM; 230 closed
-/// in one settle held well-behaved peers for up to 7 ms (results/unmap-in-turn/).
-const CUTS_PER_SETTLE: usize = 32;
-
-/// The live connections to close, largest holder first, until what the rest hold is back
-/// under three quarters of the budget: into `Local::cuts`, the first to close last.
-fn choose_cuts(shard: &Rc<Shard>) {
-    let budget = shard.local.memory_budget.get();
-    let mut holders: Vec<(usize, u64)> = shard
-        .all_conns()
-        .into_iter()
-        .filter(|c| c.is_active())
-        .map(|c| (held_by(&c), c.session))
-        .collect();
-    let mut live: usize = holders.iter().map(|(n, _)| n).sum();
-    if live <= shard.local.budget_counted() {
-        return;
-    }
-    holders.sort_unstable_by_key(|(held, _)| std::cmp::Reverse(*held));
-    let mut cuts = Vec::new();
-    for (held, session) in holders {
-        if live <= budget / 4 * 3 || held == 0 {
-            break;
-        }
         live -= held;
-        cuts.push(session);
+        closed += 1;
     }
     tracing::warn!(
         shard = shard.index(),
         budget,
-        closing = cuts.len(),
+        closed,
         held = shard.local.memory_held(),
-        "memory budget exceeded; closing the largest holders"
+        "memory budget exceeded; closed the largest holders"
     );
-    cuts.reverse();
-    *shard.local.cuts.borrow_mut() = cuts;
+    closed
 }
 
 /// What a connection holds, as the memory budget counts it: its queue, its receive buffer,

@@ -65,9 +65,6 @@ pub(crate) struct Local {
     pub memory_budget: Cell<usize>,
     /// What the shard held when the budget was last enforced (`grown_past_budget`).
     enforced_at: Cell<usize>,
-    /// Sessions a budget enforcement chose to close and has not closed yet, the largest
-    /// holder last (`lifecycle::enforce_budget`).
-    pub cuts: RefCell<Vec<u64>>,
     /// The limits in force (`PeerServer::set_limits` replaces them; connections read
     /// them when they need them, so a change applies from the next read).
     limits: RefCell<Rc<Limits>>,
@@ -116,7 +113,6 @@ impl Local {
             relay_peak: Cell::new(0),
             memory_budget,
             enforced_at: Cell::new(0),
-            cuts: RefCell::new(Vec::new()),
             limits,
             index,
             shared,
