@@ -77,8 +77,6 @@ pub(crate) struct RxPool {
     taken: Cell<usize>,
     /// Large frames' mappings given back ([`RxPool::put`]), for [`RxPool::unmap_retired`].
     retired: RefCell<Vec<Mapping>>,
-    /// Their backed bytes.
-    retired_bytes: Cell<usize>,
     /// Wakes [`RxPool::unmap_retired`].
     retiring: Notify,
 }
@@ -117,8 +115,6 @@ impl RxPool {
                 // Unmapped later, a share per pass: a teardown of the peers a budget cut
                 // closed, or a reader that just consumed a large frame, does not free
                 // thousands of pages while well-behaved peers wait.
-                self.retired_bytes
-                    .set(self.retired_bytes.get() + map.backed());
                 self.retired.borrow_mut().push(map);
                 self.retiring.notify();
                 return;
@@ -183,7 +179,7 @@ impl RxPool {
     /// Backed bytes of mappings given back and not yet unmapped.
     #[cfg(test)]
     fn retired(&self) -> usize {
-        self.retired_bytes.get()
+        self.retired.borrow().iter().map(Mapping::backed).sum()
     }
 
     /// The shard's service that unmaps the mappings given back, in the passes of the
@@ -205,8 +201,6 @@ impl RxPool {
                         break;
                     };
                     unmapped += map.backed();
-                    self.retired_bytes
-                        .set(self.retired_bytes.get() - map.backed());
                     drop(map);
                 }
                 if self.retired.borrow().is_empty() {
@@ -550,9 +544,8 @@ pub(crate) fn poll_fill_at_most(
     max: usize,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    rx.fill(pool, socket, |room| {
-        let end = room.len().min(max);
-        let r = socket.poll_read(cx, &mut room[..end]);
+    rx.fill(pool, socket, max, |room| {
+        let r = socket.poll_read(cx, room);
         let n = match r {
             Poll::Ready(Ok(n)) => n,
             _ => 0,
@@ -570,26 +563,27 @@ pub(crate) fn try_fill(
     pool: &RxPool,
     max: usize,
 ) -> io::Result<Option<usize>> {
-    rx.fill(pool, socket, |room| {
-        let end = room.len().min(max);
-        match socket.try_read(&mut room[..end]) {
-            Ok(Some(n)) => (Ok(Some(n)), n),
-            r => (r, 0),
-        }
+    rx.fill(pool, socket, max, |room| match socket.try_read(room) {
+        Ok(Some(n)) => (Ok(Some(n)), n),
+        r => (r, 0),
     })
 }
 
 impl RxBuf {
-    /// Let `source` write into the room after the bytes held; it returns its result and how
-    /// many bytes it wrote, which are then passed on (`received`). The buffer is kept only
-    /// while it holds unconsumed bytes.
+    /// Let `source` write into the room after the bytes held, at most `max` bytes of it; it
+    /// returns its result and how many bytes it wrote, which are then passed on
+    /// (`received`). The buffer is kept only while it holds unconsumed bytes.
     pub fn fill<R>(
         &mut self,
         pool: &RxPool,
         socket: &Rc<Outbound>,
+        max: usize,
         source: impl FnOnce(&mut [u8]) -> (R, usize),
     ) -> R {
-        self.fill_from(RX_BUF, pool, socket, source)
+        self.fill_from(RX_BUF, pool, socket, |room| {
+            let end = room.len().min(max);
+            source(&mut room[..end])
+        })
     }
 
     /// [`fill`](Self::fill), taking a buffer of `first` bytes if none is held.

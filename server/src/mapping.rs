@@ -19,11 +19,12 @@
 //! to the system, with no allocator in between; the pool unmaps what it is given back in
 //! the passes after, a share at a time (`RxPool::unmap_retired`): the kernel frees each
 //! page, about 55 µs for a half-written 1 MiB frame, and a budget cut gives back a hundred
-//! of them at once. `MAP_NORESERVE`: no swap is
-//! reserved for the length, which is address space only. Under strict overcommit
-//! (`vm.overcommit_memory = 2`) the kernel ignores that flag and charges the whole length
-//! to its commit limit, and may refuse the mapping; the buffer then grows on the heap as it
-//! did before (`inbound::RxPool::grow`).
+//! of them at once.
+//!
+//! `MAP_NORESERVE`: no swap is reserved for the length, which is address space only. Under
+//! strict overcommit (`vm.overcommit_memory = 2`) the kernel ignores that flag and charges
+//! the whole length to its commit limit, and may refuse the mapping; the buffer then grows
+//! on the heap as it did before (`inbound::RxPool::grow`).
 
 use std::io;
 use std::ops::{Deref, DerefMut};
