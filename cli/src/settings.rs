@@ -180,6 +180,14 @@ pub struct RuntimeSettings {
     #[arg(id = "runtime.ring_receives", long = "ring-receives",
           env = "PEERD_RING_RECEIVES", value_parser = BoolishValueParser::new())]
     pub ring_receives: bool,
+    /// Keep silent connections waiting on glommio's readiness polls instead of parking them
+    /// on a one-shot poll in the shard's own io_uring (parked after the handshake and
+    /// whenever silent for a quarter heartbeat interval; back to glommio's reads once one
+    /// reads twice within that). Parked, an idle connection costs about 270 B less server
+    /// memory; set it to compare (docs/ARCHITECTURE.md, "Memory an idle peer costs").
+    #[arg(id = "runtime.no_park_idle", long = "no-park-idle",
+          env = "PEERD_NO_PARK_IDLE", value_parser = BoolishValueParser::new())]
+    pub no_park_idle: bool,
 }
 
 /// `[limits]`: what one peer, and all of them, may hold.
@@ -646,6 +654,7 @@ impl Settings {
         opts.spin_before_park = Duration::from_micros(self.runtime.spin_us);
         opts.batched_sends = !self.runtime.no_batched_sends;
         opts.ring_receives = self.runtime.ring_receives;
+        opts.park_idle = !self.runtime.no_park_idle;
         // A server that may hand its sockets to a successor accepts on a thread that can
         // stop without losing a connection (peerd_server::restart).
         opts.handover = self.lifecycle.handoff_socket.is_some();

@@ -198,6 +198,8 @@ pub(crate) struct Config {
     pub batched_sends: bool,
     /// `ListenOptions::ring_receives`.
     pub ring_receives: bool,
+    /// `ListenOptions::park_idle`.
+    pub park_idle: bool,
     pub websocket: WebSocketOptions,
     /// The TLS configuration built from `ListenOptions::tls` (certificate and key loaded).
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,

@@ -467,17 +467,14 @@ async fn serve(shard: Rc<Shard>, out: Rc<Outbound>, ws_path: Option<Arc<str>>) {
     // The bytes after Hello (a client may pipeline its first requests) are dispatched
     // here, after on_connection ran, so handlers registered there see them.
     *conn.rx.borrow_mut() = rx;
-    let ring = shard.receiver.as_ref().filter(|r| r.register(&conn));
-    if ring.is_some() {
-        // The handshake read through glommio, whose stream keeps a readiness poll armed
-        // that the ring makes useless: drop it (500 B per idle connection). If the fd
-        // cannot be duplicated (out of descriptors) the connection keeps it, and works the
-        // same.
-        let _ = conn.out.bare_stream();
+    // On the ring (its receives, or parked: `receiver`), its glommio stream dropped.
+    if let Some(r) = &shard.receiver {
+        r.register(&conn);
     }
     read_loop(&shard, &conn).await;
-    if let Some(r) = ring {
-        // Off the ring before the linger reads through glommio.
+    if let Some(r) = &shard.receiver {
+        // Off the ring before the linger reads through glommio (nothing to do if it is not
+        // on it).
         r.stop(&conn).await;
     }
     // Teardown freed the buffer; the reader's last read may have taken one since.
@@ -802,8 +799,11 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
                 return Poll::Ready(None);
             }
             most = shard.local.fair.most_to_read(bulk);
-            let r = match &shard.receiver {
-                Some(ring) if conn.ring.key.get() != 0 => ring.poll_read(conn, most),
+            let on_ring = shard.receiver.as_ref().filter(|_| conn.ring.key.get() != 0);
+            let r = match on_ring.map(|ring| ring.poll_read(conn, most)) {
+                // Unless a parked connection's poll found it busy and took it off the ring
+                // just now: it reads through glommio from here (`receiver`, parking).
+                Some(r) if conn.ring.key.get() != 0 => r,
                 _ => poll_fill_at_most(
                     &conn.out,
                     &mut conn.rx.borrow_mut(),
@@ -963,15 +963,26 @@ async fn heartbeat(shard: Rc<Shard>) {
                 );
                 continue;
             }
-            match beat(tick.wrapping_sub(c.last_rx_tick.get())) {
+            let silent = tick.wrapping_sub(c.last_rx_tick.get());
+            match beat(silent) {
                 Beat::Quiet => {}
                 Beat::Ping => {
                     let _ = c.queue(&ping);
                 }
-                Beat::Close => c.close(
-                    Code::IdleTimeout,
-                    "no frame within three heartbeat intervals",
-                ),
+                Beat::Close => {
+                    c.close(
+                        Code::IdleTimeout,
+                        "no frame within three heartbeat intervals",
+                    );
+                    continue;
+                }
+            }
+            // Silent for a whole tick (two boundaries crossed): parked, if it reads
+            // through glommio (`receiver`, parking).
+            if silent >= 2 {
+                if let Some(r) = &shard.receiver {
+                    r.park(&c);
+                }
             }
         }
         settle(&shard);

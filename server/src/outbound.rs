@@ -192,16 +192,20 @@ impl Outbound {
     /// handshake's reads through glommio are over. The fd number changes; nothing holds it
     /// across this call (a batch of sends is submitted within the flush that built it).
     /// Not while a drain waits for room: its waker is with the glommio stream. On failure
-    /// the stream stays as it was.
-    pub fn bare_stream(&self) -> io::Result<()> {
+    /// the stream stays as it was. True if the socket is bare now.
+    pub fn bare_stream(&self) -> io::Result<bool> {
         if self.state.get() == WriteState::Draining {
-            return Ok(());
+            return Ok(false);
         }
         let mut stream = self.stream.borrow_mut();
-        if let Some(s) = stream.as_mut() {
-            *s = s.bare()?;
+        match stream.as_mut() {
+            Some(Stream::Bare(..)) => Ok(true),
+            Some(s) => {
+                *s = s.bare()?;
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        Ok(())
     }
 
     /// Whether the connection is TLS.

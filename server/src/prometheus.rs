@@ -342,7 +342,7 @@ impl Metrics {
             }
         }
         type Gauge = fn(&ShardMetrics) -> u64;
-        let gauges: [(&str, &str, &str, Gauge); 10] = [
+        let gauges: [(&str, &str, &str, Gauge); 12] = [
             (
                 "peerd_outbound_queue_bytes",
                 "gauge",
@@ -402,6 +402,18 @@ impl Metrics {
                 "counter",
                 "Reads a connection on the ring made directly from its socket after its receive was paused or ran out of buffers.",
                 |s| s.receive_ring_direct_reads,
+            ),
+            (
+                "peerd_receive_parks_total",
+                "counter",
+                "Connections parked on the shard's ring of polls (silent ones, which then keep no glommio readiness poll).",
+                |s| s.receive_parks,
+            ),
+            (
+                "peerd_receive_unparks_total",
+                "counter",
+                "Parked connections that went back to glommio's reads (they read twice within a heartbeat tick).",
+                |s| s.receive_unparks,
             ),
         ];
         for (name, kind, help, get) in gauges {

@@ -24,6 +24,20 @@
 //! fair), and arms a receive only once the socket is empty. An idle or lightly loaded
 //! connection stays on the ring; one that floods is served as it would be without it.
 //!
+//! **Parking.** With receives through glommio (the default), the same machinery parks
+//! silent connections, on a ring of one-shot readiness polls instead of receives
+//! ([`Receiver::polls`]). glommio keeps a readiness poll armed, about 270 B on the heap, for
+//! every stream it waits on, and through glommio an idle connection waits on exactly that;
+//! a parked connection's socket is bare (`stream::Stream::Bare`) and its poll is in the
+//! kernel's memory, not ours. A connection is parked when its read loop starts, after the
+//! handshake (most peers of a presence or signaling server are idle most of the time), and
+//! again whenever the heartbeat finds it silent for a whole tick ([`Receiver::park`]). When
+//! its poll completes its reader reads the socket directly, in its turn, and arms the next
+//! poll once the socket is empty. A connection that reads twice within a tick (a quarter
+//! heartbeat interval) is busy: the reaper takes it off the ring and it reads through glommio
+//! again, so a busy connection's path is exactly glommio's; one that answers the
+//! heartbeat's Pings and nothing else stays parked.
+//!
 //! Keys: a completion carries its connection's slot index and the slot's generation, so a
 //! completion still in the ring for a connection that has gone never reaches the one that
 //! took its slot. A slot is freed only after its receive's last completion.
@@ -43,6 +57,8 @@ use crate::uring::{Received, RecvRing};
 
 pub(crate) struct Receiver {
     ring: RefCell<RecvRing>,
+    /// A ring of polls, for parked connections (module doc), not of receives.
+    polls: bool,
     slots: RefCell<Slots>,
     /// The reaper stopped (waiting on the ring failed): no connection goes on the ring.
     failed: Cell<bool>,
@@ -107,22 +123,65 @@ fn session_end(fed: &io::Result<bool>) -> Option<Errno> {
 }
 
 impl Receiver {
+    /// Receives through the shard's ring, multishot, into provided buffers.
     pub fn new() -> io::Result<Receiver> {
+        Receiver::with_ring(RecvRing::new()?)
+    }
+
+    /// A ring of polls, to park connections that read through glommio (module doc).
+    pub fn polls() -> io::Result<Receiver> {
+        Receiver::with_ring(RecvRing::polls()?)
+    }
+
+    fn with_ring(ring: RecvRing) -> io::Result<Receiver> {
         Ok(Receiver {
-            ring: RefCell::new(RecvRing::new()?),
+            polls: ring.layout().is_none(),
+            ring: RefCell::new(ring),
             slots: RefCell::new(Slots::default()),
             failed: Cell::new(false),
         })
     }
 
-    /// How the shard's provided buffers are cut.
-    pub fn layout(&self) -> crate::uring::RecvLayout {
+    /// How the shard's provided buffers are cut (`None`: a ring of polls).
+    pub fn layout(&self) -> Option<crate::uring::RecvLayout> {
         self.ring.borrow().layout()
     }
 
-    /// Put `conn` on the ring (its first receive is armed when its reader first waits);
-    /// false if the ring cannot take it (it reads through glommio then).
+    /// Put `conn` on the ring (its first receive, or poll, is armed when its reader first
+    /// waits), and drop its glommio stream: the handshake read through glommio, whose
+    /// stream keeps a readiness poll armed that the ring makes useless (about 270 B per
+    /// idle connection). False if the ring cannot take it (it reads through glommio then).
     pub fn register(&self, conn: &Rc<Conn>) -> bool {
+        if !self.take(conn) {
+            return false;
+        }
+        // If the fd cannot be duplicated (out of descriptors) the connection keeps its
+        // glommio stream, and works the same.
+        let _ = conn.out.bare_stream();
+        if self.polls {
+            conn.local.metrics.parked();
+        }
+        true
+    }
+
+    /// Park `conn`, silent for a while, if it reads through glommio and this is a ring of
+    /// polls (module doc); its reader, waiting on glommio's poll, is woken to wait on the
+    /// ring's instead. Not while a drain waits for room (its waker is with the glommio
+    /// stream), nor if the fd cannot be duplicated: it stays on glommio then.
+    pub fn park(&self, conn: &Rc<Conn>) {
+        if !self.polls || conn.ring.key.get() != 0 || !matches!(conn.out.bare_stream(), Ok(true)) {
+            return;
+        }
+        if self.take(conn) {
+            conn.local.metrics.parked();
+            if let Some(w) = conn.reader_waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Give `conn` a slot on the ring.
+    fn take(&self, conn: &Rc<Conn>) -> bool {
         if self.failed.get() || !self.ring.borrow().usable() {
             return false;
         }
@@ -162,7 +221,8 @@ impl Receiver {
                 // provided buffers, or was never armed. Whatever the socket holds is read
                 // directly first, in this reader's turn, so a connection the ring could not
                 // serve is served like one on glommio's path, in task order; a receive is
-                // armed only when the socket is empty (fairness, module doc).
+                // armed only when the socket is empty (fairness, module doc). A parked
+                // connection reads this way whenever its poll has completed.
                 let direct = try_fill(
                     &conn.out,
                     &mut conn.rx.borrow_mut(),
@@ -171,7 +231,7 @@ impl Receiver {
                 );
                 match direct {
                     Ok(Some(n)) => {
-                        if n > 0 {
+                        if n > 0 && !self.polls {
                             conn.local.metrics.ring_direct_read();
                         }
                         return Poll::Ready(Ok(n));
@@ -186,7 +246,9 @@ impl Receiver {
                 ring.arm(fd, conn.ring.key.get());
                 match ring.submit() {
                     Ok(()) => {
-                        conn.local.metrics.ring_armed();
+                        if !self.polls {
+                            conn.local.metrics.ring_armed();
+                        }
                         conn.ring.state.set(RecvState::Armed);
                         Poll::Pending
                     }
@@ -253,6 +315,12 @@ impl Receiver {
             };
             let ring = &conn.ring;
             let mut stop = false;
+            // A parked connection whose poll completed after it had already read in this
+            // tick is busy: off the ring, back to glommio's reads (module doc). Its poll
+            // was one-shot and has ended, so nothing of it is left in the kernel.
+            let busy = matches!(what, Received::Readable)
+                && ring.state.get() == RecvState::Armed
+                && conn.last_rx_tick.get() == local.tick.get();
             match what {
                 // After the end of a TLS session nothing more is read (what still comes
                 // before the cancellation lands is dropped, as a reader that stopped).
@@ -295,8 +363,15 @@ impl Receiver {
                         metrics.ring_out_of_buffers();
                     }
                 }
+                // The reader reads the socket directly in its turn.
+                Received::Readable => {}
             }
-            if !more {
+            if busy {
+                slots.release(key);
+                ring.key.set(0);
+                ring.state.set(RecvState::Off);
+                metrics.unparked();
+            } else if !more {
                 match ring.state.get() {
                     RecvState::Armed | RecvState::Stopping => ring.state.set(RecvState::Idle),
                     RecvState::Ending(errno) => ring.state.set(RecvState::Ended(errno)),
@@ -333,13 +408,19 @@ impl Receiver {
         }
     }
 
-    /// End every connection on the ring (it cannot be waited on any more).
+    /// End every connection on the ring (it cannot be waited on any more); parked ones go
+    /// back to glommio's reads instead.
     fn fail_all(&self, e: io::Error) {
         self.failed.set(true);
         let errno = errno_of(&e);
         for slot in &self.slots.borrow().slots {
             if let Some(conn) = slot.conn.as_ref().and_then(Weak::upgrade) {
-                conn.ring.state.set(RecvState::Ended(errno));
+                if self.polls {
+                    conn.ring.key.set(0);
+                    conn.ring.state.set(RecvState::Off);
+                } else {
+                    conn.ring.state.set(RecvState::Ended(errno));
+                }
                 if let Some(w) = conn.reader_waker.take() {
                     w.wake();
                 }

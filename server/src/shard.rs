@@ -44,38 +44,54 @@ pub(crate) struct Shard {
     pub join_waiters: RefCell<JoinWaiters>,
     /// The accept loops, with their listeners' fds; dropped (cancelled) to stop accepting.
     pub accepts: RefCell<Vec<(glommio::Task<()>, i32)>>,
-    /// Receives through the shard's own io_uring; None: connections read through glommio
-    /// (turned off, or the kernel cannot).
+    /// Receives through the shard's own io_uring (`--ring-receives`), or the ring of polls
+    /// silent connections are parked on (the default); None: connections read and wait
+    /// through glommio (turned off, or the kernel cannot).
     pub receiver: Option<Rc<Receiver>>,
 }
 
-/// The shard's receive ring (made on the shard's thread), or None: turned off, or the
-/// kernel cannot (logged once, by shard 0).
+/// The shard's receive ring or ring of polls (made on the shard's thread), or None: turned
+/// off, or the kernel cannot (logged once, by shard 0).
 fn receiver(local: &Local) -> Option<Rc<Receiver>> {
     let first = local.index == 0;
-    if !local.shared.config.ring_receives {
+    let config = &local.shared.config;
+    if config.ring_receives {
+        match Receiver::new() {
+            Ok(r) => {
+                if let (true, Some(layout)) = (first, r.layout()) {
+                    tracing::info!(
+                        buffers = layout.count,
+                        buffer_bytes = layout.len,
+                        incremental = layout.incremental,
+                        "receives: multishot through io_uring, with a provided-buffer ring per shard"
+                    );
+                }
+                return Some(Rc::new(r));
+            }
+            Err(e) if first => {
+                tracing::warn!(error = %e, "receives: no multishot receive with provided buffers here; one recv per read, through glommio");
+            }
+            Err(_) => {}
+        }
+    } else if first {
+        tracing::info!("receives: one recv per read, through glommio (ring receives turned off)");
+    }
+    if !config.park_idle {
         if first {
-            tracing::info!(
-                "receives: one recv per read, through glommio (ring receives turned off)"
-            );
+            tracing::info!("silent connections wait on glommio's polls (parking turned off)");
         }
         return None;
     }
-    match Receiver::new() {
+    match Receiver::polls() {
         Ok(r) => {
             if first {
-                tracing::info!(
-                    buffers = r.layout().count,
-                    buffer_bytes = r.layout().len,
-                    incremental = r.layout().incremental,
-                    "receives: multishot through io_uring, with a provided-buffer ring per shard"
-                );
+                tracing::info!("silent connections are parked on a ring of polls per shard");
             }
             Some(Rc::new(r))
         }
         Err(e) => {
             if first {
-                tracing::warn!(error = %e, "receives: no multishot receive with provided buffers here; one recv per read, through glommio");
+                tracing::warn!(error = %e, "no io_uring polls here: silent connections wait on glommio's polls");
             }
             None
         }

@@ -243,14 +243,27 @@ pub(crate) enum Received<'a> {
     Stopped { no_buffers: bool },
     /// The receive failed (a reset, for instance).
     Failed(io::Error),
+    /// On a ring of polls: the socket has something to read (bytes, or its end).
+    Readable,
 }
 
-/// A shard's ring for multishot receives (module doc).
+/// A shard's ring for multishot receives, or for the readiness polls of parked connections
+/// (module doc).
 pub(crate) struct RecvRing {
     /// Dropped first, by hand: the kernel must be done with the buffers before they go.
     ring: ManuallyDrop<IoUring>,
     /// Signalled by the kernel on every completion (registered with the ring).
     eventfd: OwnedFd,
+    /// The receives' buffers; `None` on a ring of polls ([`RecvRing::polls`]).
+    provided: Option<Provided>,
+    /// Completions copied out of the ring, reused between reaps.
+    reaped: Vec<(u64, i32, u32)>,
+    /// `io_uring_enter` failed for good: nothing is submitted any more (see `receiver`).
+    broken: bool,
+}
+
+/// The provided buffers of a ring of receives.
+struct Provided {
     /// The provided-buffer ring the kernel reads (`layout.count` entries, page-aligned).
     entries: Mapping,
     /// The buffers the entries point into.
@@ -261,10 +274,6 @@ pub(crate) struct RecvRing {
     offsets: Vec<u32>,
     /// The ring's tail as we last wrote it (the kernel reads the copy in `entries`).
     tail: u16,
-    /// Completions copied out of the ring, reused between reaps.
-    reaped: Vec<(u64, i32, u32)>,
-    /// `io_uring_enter` failed for good: nothing is submitted any more (see `receiver`).
-    broken: bool,
 }
 
 impl RecvRing {
@@ -277,10 +286,16 @@ impl RecvRing {
 
     /// A ring whose buffers are cut as `layout` says.
     pub fn with_layout(layout: RecvLayout) -> io::Result<RecvRing> {
-        RecvRing::build(layout, RECV_CQ_ENTRIES)
+        RecvRing::build(Some(layout), RECV_CQ_ENTRIES)
     }
 
-    fn build(layout: RecvLayout, cq_entries: u32) -> io::Result<RecvRing> {
+    /// A ring of one-shot readiness polls, without buffers: what a parked connection waits
+    /// on (`receiver`). Probed with a real poll on a socket pair.
+    pub fn polls() -> io::Result<RecvRing> {
+        RecvRing::build(None, RECV_CQ_ENTRIES)
+    }
+
+    fn build(layout: Option<RecvLayout>, cq_entries: u32) -> io::Result<RecvRing> {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_coop_taskrun()
@@ -291,25 +306,7 @@ impl RecvRing {
                     .setup_cqsize(cq_entries)
                     .build(RECV_ENTRIES)
             })?;
-        let count = layout.count as usize;
-        let entries =
-            Mapping::populated((count * std::mem::size_of::<types::BufRingEntry>()).max(4096))?;
-        let bufs = Mapping::populated(count * layout.len)?;
-        // SAFETY: `entries` is page-aligned, holds `count` entries and lives as long as the
-        // ring (dropped after it, see Drop). A kernel without incremental consumption
-        // refuses the flag (EINVAL).
-        unsafe {
-            ring.submitter().register_buf_ring_with_flags(
-                entries.as_ptr() as u64,
-                layout.count,
-                RECV_GROUP,
-                if layout.incremental {
-                    IOU_PBUF_RING_INC
-                } else {
-                    0
-                },
-            )?;
-        }
+        let provided = layout.map(|l| Provided::register(&ring, l)).transpose()?;
         // SAFETY: eventfd(2) with valid flags; blocking (no EFD_NONBLOCK), so that an
         // io_uring READ of it waits for a count instead of failing with EAGAIN.
         let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
@@ -321,25 +318,18 @@ impl RecvRing {
         let mut r = RecvRing {
             ring: ManuallyDrop::new(ring),
             eventfd,
-            entries,
-            bufs,
-            layout,
-            offsets: vec![0; count],
-            tail: 0,
+            provided,
             reaped: Vec::with_capacity(RECV_CQ_ENTRIES as usize),
             broken: false,
         };
-        for bid in 0..layout.count {
-            r.give_back(bid);
-        }
-        r.publish();
         r.probe()?;
         // Registered after the probe: its completions need not wake anyone.
         r.ring.submitter().register_eventfd(r.eventfd.as_raw_fd())?;
         Ok(r)
     }
 
-    /// One multishot receive on a socket pair: kernels before 6.0 refuse the flag.
+    /// One request on a socket pair, as the ring will make them: kernels before 6.0 refuse
+    /// a multishot receive; a poll must see the byte sent.
     fn probe(&mut self) -> io::Result<()> {
         let mut fds = [0; 2];
         // SAFETY: socketpair fills two fds, which we own from here.
@@ -361,7 +351,7 @@ impl RecvRing {
         unsafe { libc::send(b.as_raw_fd(), b"p".as_ptr().cast(), 1, libc::MSG_DONTWAIT) };
         self.ring.submit_and_wait(1)?;
         let mut first = None;
-        // The end of stream ends the request (the ring holds the socket, not our fd).
+        // The end of stream ends a receive (the ring holds the socket, not our fd).
         crate::stream::shutdown(a.as_raw_fd());
         let mut ended = false;
         while !ended {
@@ -372,16 +362,21 @@ impl RecvRing {
                 .map(|c| (c.result(), c.flags()))
                 .collect();
             for (res, flags) in cqes {
-                if let Some(bid) = cqueue::buffer_select(flags) {
-                    self.consumed(bid, res.max(0) as u32, flags);
+                if let (Some(bid), Some(p)) = (cqueue::buffer_select(flags), &mut self.provided) {
+                    p.consumed(bid, res.max(0) as u32, flags);
                 }
                 first.get_or_insert((res, cqueue::more(flags)));
                 ended |= !cqueue::more(flags);
             }
         }
-        self.publish();
+        if let Some(p) = &self.provided {
+            p.publish();
+        }
         match first {
-            Some((1, true)) => Ok(()),
+            Some((1, true)) if self.provided.is_some() => Ok(()),
+            Some((mask, _)) if self.provided.is_none() && mask > 0 && mask & POLL_MASK != 0 => {
+                Ok(())
+            }
             Some((res, _)) if res < 0 => Err(io::Error::from_raw_os_error(-res)),
             _ => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
@@ -390,9 +385,9 @@ impl RecvRing {
         }
     }
 
-    /// How the ring's buffers are cut.
-    pub fn layout(&self) -> RecvLayout {
-        self.layout
+    /// How the ring's buffers are cut (`None`: a ring of polls).
+    pub fn layout(&self) -> Option<RecvLayout> {
+        self.provided.as_ref().map(|p| p.layout)
     }
 
     /// The eventfd the kernel signals on every completion.
@@ -405,16 +400,18 @@ impl RecvRing {
         !self.broken
     }
 
-    /// Queue a multishot receive on `fd`; its completions carry `key`. Goes to the kernel
-    /// with the next [`submit`](Self::submit).
+    /// Queue a multishot receive on `fd` (a one-shot readiness poll, on a ring of polls);
+    /// its completions carry `key`. Goes to the kernel with the next
+    /// [`submit`](Self::submit).
     pub fn arm(&mut self, fd: RawFd, key: u64) {
-        let entry = opcode::RecvMulti::new(types::Fd(fd), RECV_GROUP)
-            .build()
-            .user_data(key);
-        self.push(&entry);
+        let entry = match self.provided {
+            Some(_) => opcode::RecvMulti::new(types::Fd(fd), RECV_GROUP).build(),
+            None => opcode::PollAdd::new(types::Fd(fd), POLL_MASK as u32).build(),
+        };
+        self.push(&entry.user_data(key));
     }
 
-    /// Queue the cancellation of `key`'s receive (its last completion says so).
+    /// Queue the cancellation of `key`'s request (its last completion says so).
     pub fn cancel(&mut self, key: u64) {
         let entry = opcode::AsyncCancel::new(key).build().user_data(UNWATCHED);
         self.push(&entry);
@@ -423,7 +420,7 @@ impl RecvRing {
     fn push(&mut self, entry: &io_uring::squeue::Entry) {
         loop {
             // SAFETY: a receive names no memory of ours (the kernel picks a provided
-            // buffer, which outlives the ring); a cancellation names none at all.
+            // buffer, which outlives the ring); a poll or a cancellation names none at all.
             if unsafe { self.ring.submission().push(entry) }.is_ok() {
                 return;
             }
@@ -498,36 +495,81 @@ impl RecvRing {
             }
             let more = cqueue::more(flags);
             let bid = cqueue::buffer_select(flags);
-            let what = match (res, bid) {
-                (n, Some(bid)) if n > 0 => {
-                    let offset = self.offsets[bid as usize] as usize;
-                    let start = bid as usize * self.layout.len + offset;
+            let what = match (res, bid, &self.provided) {
+                (n, Some(bid), Some(p)) if n > 0 => {
+                    let offset = p.offsets[bid as usize] as usize;
+                    let start = bid as usize * p.layout.len + offset;
                     // SAFETY: the kernel wrote `n` bytes into buffer `bid` after the bytes
                     // it consumed of it before, and will not write there again until we
                     // give the buffer back (below).
                     Received::Data(unsafe {
                         std::slice::from_raw_parts(
-                            self.bufs.as_ptr().add(start),
-                            (n as usize).min(self.layout.len - offset),
+                            p.bufs.as_ptr().add(start),
+                            (n as usize).min(p.layout.len - offset),
                         )
                     })
                 }
-                (0, _) => Received::End,
-                (n, _) if n == -libc::ECANCELED => Received::Stopped { no_buffers: false },
-                (n, _) if n == -libc::ENOBUFS => Received::Stopped { no_buffers: true },
-                (n, _) if n < 0 => Received::Failed(io::Error::from_raw_os_error(-n)),
+                // A poll's result is the events it saw.
+                (n, _, None) if n > 0 => Received::Readable,
+                (0, _, Some(_)) => Received::End,
+                (n, _, _) if n == -libc::ECANCELED => Received::Stopped { no_buffers: false },
+                (n, _, _) if n == -libc::ENOBUFS => Received::Stopped { no_buffers: true },
+                (n, _, _) if n < 0 => Received::Failed(io::Error::from_raw_os_error(-n)),
                 _ => Received::Failed(io::Error::other("a receive completed without its buffer")),
             };
             let stop = f(key, what, more);
-            if let Some(bid) = bid {
-                self.consumed(bid, res.max(0) as u32, flags);
+            if let (Some(bid), Some(p)) = (bid, &mut self.provided) {
+                p.consumed(bid, res.max(0) as u32, flags);
             }
             if stop && more {
                 self.cancel(key);
             }
         }
-        self.publish();
+        if let Some(p) = &self.provided {
+            p.publish();
+        }
         self.reaped = reaped;
+    }
+}
+
+/// What a parked connection's poll waits for: bytes, or the peer's end of the stream
+/// (errors and hang-ups are reported whatever the mask).
+const POLL_MASK: i32 = (libc::POLLIN | libc::POLLRDHUP) as i32;
+
+impl Provided {
+    /// Buffers cut as `layout` says, registered with `ring` and all given to the kernel.
+    fn register(ring: &IoUring, layout: RecvLayout) -> io::Result<Provided> {
+        let count = layout.count as usize;
+        let entries =
+            Mapping::populated((count * std::mem::size_of::<types::BufRingEntry>()).max(4096))?;
+        let bufs = Mapping::populated(count * layout.len)?;
+        // SAFETY: `entries` is page-aligned, holds `count` entries and lives as long as the
+        // ring (dropped after it, see Drop). A kernel without incremental consumption
+        // refuses the flag (EINVAL).
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                entries.as_ptr() as u64,
+                layout.count,
+                RECV_GROUP,
+                if layout.incremental {
+                    IOU_PBUF_RING_INC
+                } else {
+                    0
+                },
+            )?;
+        }
+        let mut p = Provided {
+            entries,
+            bufs,
+            layout,
+            offsets: vec![0; count],
+            tail: 0,
+        };
+        for bid in 0..layout.count {
+            p.give_back(bid);
+        }
+        p.publish();
+        Ok(p)
     }
 
     /// A completion's `n` bytes of buffer `bid` were seen: the buffer goes back to the
@@ -575,7 +617,9 @@ impl Drop for RecvRing {
     fn drop(&mut self) {
         // No receive may pick a buffer once the ring is gone and the buffers unmapped:
         // unregistered first, the group is empty for whatever the ring's teardown runs.
-        let _ = self.ring.submitter().unregister_buf_ring(RECV_GROUP);
+        if self.provided.is_some() {
+            let _ = self.ring.submitter().unregister_buf_ring(RECV_GROUP);
+        }
         // SAFETY: dropped once, here; the fields after it (the mappings) go next.
         unsafe { ManuallyDrop::drop(&mut self.ring) };
     }
@@ -612,7 +656,7 @@ mod tests {
     /// bulk shows that every buffer goes back to the kernel (else ENOBUFS past 1 MiB).
     fn round_trip(layout: RecvLayout) {
         let mut r = RecvRing::with_layout(layout).expect("a receive ring");
-        assert_eq!(r.layout(), layout);
+        assert_eq!(r.layout(), Some(layout));
         let (a, mut b) = UnixStream::pair().unwrap();
         r.arm(a.as_raw_fd(), 7);
         r.submit().unwrap();
@@ -639,7 +683,7 @@ mod tests {
             Err(e) => {
                 eprintln!("no incremental provided buffers here ({e})");
                 let r = RecvRing::new().expect("a receive ring of whole buffers");
-                assert_eq!(r.layout(), RecvLayout::WHOLE);
+                assert_eq!(r.layout(), Some(RecvLayout::WHOLE));
             }
         }
     }
@@ -656,8 +700,8 @@ mod tests {
     #[test]
     fn completions_past_the_queue_are_flushed_and_handed_over() {
         const PAIRS: usize = 300;
-        let mut r = RecvRing::build(RecvLayout::INCREMENTAL, RECV_ENTRIES)
-            .or_else(|_| RecvRing::build(RecvLayout::WHOLE, RECV_ENTRIES))
+        let mut r = RecvRing::build(Some(RecvLayout::INCREMENTAL), RECV_ENTRIES)
+            .or_else(|_| RecvRing::build(Some(RecvLayout::WHOLE), RECV_ENTRIES))
             .expect("a receive ring");
         let pairs: Vec<_> = (0..PAIRS).map(|_| UnixStream::pair().unwrap()).collect();
         for (i, (a, _)) in pairs.iter().enumerate() {
