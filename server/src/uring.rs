@@ -693,6 +693,55 @@ mod tests {
         round_trip(RecvLayout::WHOLE);
     }
 
+    /// A ring of polls: a poll completes once its socket has bytes, and not before, reading
+    /// none of them; a cancelled one ends as stopped.
+    #[test]
+    fn a_poll_completes_when_its_socket_turns_readable_and_ends_when_cancelled() {
+        let mut r = RecvRing::polls().expect("a ring of polls");
+        assert_eq!(r.layout(), None);
+        let (a, mut b) = UnixStream::pair().unwrap();
+        r.arm(a.as_raw_fd(), 5);
+        r.submit().unwrap();
+        r.reap(|key, _, _| panic!("poll {key} completed before anything was sent"));
+        b.write_all(b"x").unwrap();
+        let mut readable = 0;
+        while readable == 0 {
+            r.ring.submit_and_wait(1).expect("wait for the poll");
+            r.reap(|key, what, more| {
+                assert_eq!(key, 5);
+                assert!(matches!(what, Received::Readable), "not readable");
+                assert!(!more, "a poll is one-shot");
+                readable += 1;
+                false
+            });
+        }
+        let mut byte = [0u8; 2];
+        assert_eq!(crate::stream::recv(a.as_raw_fd(), &mut byte).unwrap(), 1);
+        assert_eq!(byte[0], b'x', "the poll took the byte");
+
+        let (c, _d) = UnixStream::pair().unwrap();
+        r.arm(c.as_raw_fd(), 6);
+        r.submit().unwrap();
+        r.cancel(6);
+        r.submit().unwrap();
+        let mut stopped = false;
+        for _ in 0..10 {
+            r.ring
+                .submit_and_wait(1)
+                .expect("wait for the cancellation");
+            r.reap(|key, what, _| {
+                assert_eq!(key, 6);
+                assert!(matches!(what, Received::Stopped { no_buffers: false }));
+                stopped = true;
+                false
+            });
+            if stopped {
+                break;
+            }
+        }
+        assert!(stopped, "the cancelled poll never ended");
+    }
+
     /// More completions at once than the completion queue holds: those the kernel kept
     /// aside (IORING_FEAT_NODROP) are flushed and handed over by the same reap, so no
     /// connection's bytes stay stuck in the kernel (under 5,000 flooding peers the shard

@@ -26,17 +26,25 @@ fn servers(ring: bool) -> Servers {
     server(1, |o| o.ring_receives = ring)
 }
 
-/// Which path the server read through, by its counter of receives armed on the ring: at
-/// least `at_least` with the ring, none without.
+/// Which path the server read through, by its counters of receives armed on the ring and
+/// of connections parked: at least `at_least` receives armed with the ring, and nothing
+/// parked (its connections keep no glommio stream to park); without it, no receive armed
+/// and at least `at_least` connections parked (each after its handshake).
 fn assert_path(srv: &PeerServer, ring: bool, at_least: u64) {
     let arms = total(srv, |s| s.receive_ring_arms);
+    let parks = total(srv, |s| s.receive_parks);
     if ring {
         assert!(
             arms >= at_least,
             "{arms} receives armed, expected {at_least} or more"
         );
+        assert_eq!(parks, 0, "{parks} connections parked on the receive ring");
     } else {
         assert_eq!(arms, 0, "ring receives turned off, yet {arms} armed");
+        assert!(
+            parks >= at_least,
+            "{parks} connections parked, expected {at_least} or more"
+        );
     }
 }
 
@@ -395,4 +403,98 @@ fn tls_close_notify_and_a_forged_record_end_only_their_session_through_the_ring(
 #[test]
 fn tls_close_notify_and_a_forged_record_end_only_their_session_through_glommio() {
     tls_ends(false);
+}
+
+// Parking: with receives through glommio (the default), a silent connection waits on a
+// one-shot poll in the shard's own io_uring instead of glommio's readiness poll (the
+// `receiver` module doc). The idle-close tests in `server_core.rs` close parked connections
+// (their polls are cancelled before the close linger).
+
+const KINDS: [Kind; 4] = [Kind::Tcp, Kind::Ws, Kind::Tls, Kind::Wss];
+
+/// Each connection is parked once its handshake is over; its first request wakes it
+/// through the shard's ring of polls and is answered; a second read within the same
+/// heartbeat tick (3.75 s by default: 20 round trips fit in one, or straddle one boundary
+/// at most) sends it back to glommio's reads, where the rest are answered. Every transport.
+#[test]
+fn silent_connections_are_parked_and_busy_ones_go_back_to_glommio() {
+    let s = servers(false);
+    let mut peers: Vec<(Kind, Peer)> = KINDS
+        .iter()
+        .map(|&k| (k, s.peer(k, &format!("parked-{k:?}"))))
+        .collect();
+    let parks = poll_total(&s.srv, |m| m.receive_parks, |n| n >= 4);
+    assert_eq!(parks, 4, "one park per connection, after its handshake");
+    assert_eq!(total(&s.srv, |m| m.receive_unparks), 0);
+    for (kind, p) in peers.iter_mut() {
+        for n in 0..20 {
+            p.echo(n, format!("{kind:?} {n}").as_bytes());
+        }
+    }
+    assert_eq!(
+        total(&s.srv, |m| m.receive_unparks),
+        4,
+        "each busy connection back on glommio's reads"
+    );
+    assert_eq!(total(&s.srv, |m| m.receive_parks), 4, "parked again early");
+    assert_path(&s.srv, false, 4);
+}
+
+/// A connection that went back to glommio's reads is parked again once the heartbeat finds
+/// it silent for a whole tick, and answering the heartbeat's Pings (one read per interval)
+/// keeps it parked; it is still answered after that. Every transport, heartbeat 400 ms.
+#[test]
+fn a_connection_silent_for_a_tick_is_parked_again_and_heartbeats_keep_it_there() {
+    let s = server(1, |o| o.heartbeat = std::time::Duration::from_millis(400));
+    let mut peers: Vec<(Kind, Peer)> = KINDS
+        .iter()
+        .map(|&k| (k, s.peer(k, &format!("beat-{k:?}"))))
+        .collect();
+    for (_, p) in peers.iter_mut() {
+        for n in 0..5 {
+            p.echo(n, b"busy");
+        }
+    }
+    assert_eq!(total(&s.srv, |m| m.receive_unparks), 4);
+    // Silent now: parked again within a tick or two (100 ms each), pinged after an
+    // interval. The first two Pings are answered; the third shows the second Pong was read.
+    for round in 0..3 {
+        for (kind, p) in peers.iter_mut() {
+            let nonce = p.recv_until(|f| match f {
+                Frame::Ping(ping) => Some(u64::from(ping.nonce)),
+                _ => None,
+            });
+            if round < 2 {
+                p.send(&codec::Pong { nonce });
+            } else {
+                assert_eq!(
+                    total(&s.srv, |m| m.receive_unparks),
+                    4,
+                    "{kind:?}: a Pong per interval took a connection off the ring"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        total(&s.srv, |m| m.receive_parks),
+        8,
+        "each connection parked after its handshake and once again when silent"
+    );
+    for (_, p) in peers.iter_mut() {
+        p.echo(100, b"still answered");
+    }
+}
+
+/// `--no-park-idle`: nothing is parked, and every transport is answered as before.
+#[test]
+fn with_parking_turned_off_no_connection_is_parked() {
+    let s = server(1, |o| o.park_idle = false);
+    for kind in KINDS {
+        let mut p = s.peer(kind, &format!("unparked-{kind:?}"));
+        for n in 0..3 {
+            p.echo(n, b"through glommio's polls");
+        }
+    }
+    assert_eq!(total(&s.srv, |m| m.receive_parks), 0);
+    assert_eq!(total(&s.srv, |m| m.receive_unparks), 0);
 }
