@@ -25,7 +25,7 @@ use crate::dispatch::{dispatch, rate_limited_kind, refuse};
 use crate::error::Refused;
 use crate::fair;
 use crate::handshake::{auth_failed, read_hello, register, reject};
-use crate::inbound::{poll_fill, poll_fill_at_most, RxBuf, WsEnd};
+use crate::inbound::{poll_fill, poll_fill_at_most, try_fill, RxBuf, WsEnd};
 use crate::lifecycle::settle;
 use crate::local::Local;
 use crate::metrics::Dropped;
@@ -801,8 +801,8 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
             most = shard.local.fair.most_to_read(bulk);
             let on_ring = shard.receiver.as_ref().filter(|_| conn.ring.key.get() != 0);
             let r = match on_ring.map(|ring| ring.poll_read(conn, most)) {
-                // Unless a parked connection's poll found it busy and took it off the ring
-                // just now: it reads through glommio from here (`receiver`, parking).
+                // Unless a parked connection found busy has just left the ring with its
+                // socket empty: it waits through glommio from here (`receiver`, parking).
                 Some(r) if conn.ring.key.get() != 0 => r,
                 _ => poll_fill_at_most(
                     &conn.out,
@@ -861,10 +861,26 @@ async fn linger(shard: &Rc<Shard>, out: &Rc<Outbound>) {
     let pool = &local.rx_pool;
     let _ = glommio::timer::timeout(shard.shared().config.close_linger, async {
         let mut rx = RxBuf::default();
+        // The first read is tried directly: after the peer's own end (most closes) it finds
+        // that end again, and a parked connection's bare socket is not made a glommio
+        // stream again only to read it.
+        let mut first = true;
         loop {
             if local.fair.spent() {
                 local.metrics.read_deferred();
                 local.fair.next_pass().await;
+            }
+            if std::mem::take(&mut first) {
+                let r = try_fill(out, &mut rx, pool, usize::MAX);
+                rx.clear(pool);
+                match r {
+                    Ok(Some(0)) | Err(_) => return Ok(()),
+                    Ok(Some(n)) => {
+                        local.fair.charge(n);
+                        continue;
+                    }
+                    Ok(None) => {}
+                }
             }
             let mut waited = false;
             let r = poll_fn(|cx| {

@@ -766,6 +766,9 @@ pub(crate) enum RecvState {
     Off,
     /// On the ring, no receive in the kernel: the reader arms one when it wants bytes.
     Idle,
+    /// Parked, its poll completed, and found busy (`receiver`, parking): the reader reads
+    /// the socket directly, and once it is empty leaves the ring for glommio's reads.
+    Leaving,
     /// A multishot receive is in the kernel.
     Armed,
     /// Its cancellation was asked for; its last completion has not come yet.

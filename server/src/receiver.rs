@@ -33,10 +33,11 @@
 //! handshake (most peers of a presence or signaling server are idle most of the time), and
 //! again whenever the heartbeat finds it silent for a whole tick ([`Receiver::park`]). When
 //! its poll completes its reader reads the socket directly, in its turn, and arms the next
-//! poll once the socket is empty. A connection that reads twice within a tick (a quarter
-//! heartbeat interval) is busy: the reaper takes it off the ring and it reads through glommio
-//! again, so a busy connection's path is exactly glommio's; one that answers the
-//! heartbeat's Pings and nothing else stays parked.
+//! poll once the socket is empty. A connection whose poll completes after it has already read
+//! in the same tick (a quarter heartbeat interval) is busy: its reader reads the socket
+//! until it is empty, then leaves the ring and waits through glommio again, so a busy
+//! connection's path is exactly glommio's; one that answers the heartbeat's Pings and
+//! nothing else stays parked.
 //!
 //! Keys: a completion carries its connection's slot index and the slot's generation, so a
 //! completion still in the ring for a connection that has gone never reaches the one that
@@ -216,7 +217,7 @@ impl Receiver {
                 Poll::Ready(Err(io::Error::from_raw_os_error(i32::from(errno))))
             }
             RecvState::Armed | RecvState::Stopping => Poll::Pending,
-            RecvState::Idle => {
+            RecvState::Idle | RecvState::Leaving => {
                 // No receive in the kernel: it was paused (4 KiB held), ran out of
                 // provided buffers, or was never armed. Whatever the socket holds is read
                 // directly first, in this reader's turn, so a connection the ring could not
@@ -242,6 +243,15 @@ impl Receiver {
                 let Some(fd) = conn.out.fd() else {
                     return Poll::Ready(Ok(0));
                 };
+                if conn.ring.state.get() == RecvState::Leaving {
+                    // Nothing of it is in the kernel: off the ring. The caller sees the
+                    // key gone and waits through glommio.
+                    self.slots.borrow_mut().release(conn.ring.key.get());
+                    conn.ring.key.set(0);
+                    conn.ring.state.set(RecvState::Off);
+                    conn.local.metrics.unparked();
+                    return Poll::Pending;
+                }
                 let mut ring = self.ring.borrow_mut();
                 ring.arm(fd, conn.ring.key.get());
                 match ring.submit() {
@@ -316,8 +326,8 @@ impl Receiver {
             let ring = &conn.ring;
             let mut stop = false;
             // A parked connection whose poll completed after it had already read in this
-            // tick is busy: off the ring, back to glommio's reads (module doc). Its poll
-            // was one-shot and has ended, so nothing of it is left in the kernel.
+            // tick is busy: back to glommio's reads once its socket is empty (module doc;
+            // not at once: a peer's end of stream needs no glommio stream made again).
             let busy = matches!(what, Received::Readable)
                 && ring.state.get() == RecvState::Armed
                 && conn.last_rx_tick.get() == local.tick.get();
@@ -367,10 +377,7 @@ impl Receiver {
                 Received::Readable => {}
             }
             if busy {
-                slots.release(key);
-                ring.key.set(0);
-                ring.state.set(RecvState::Off);
-                metrics.unparked();
+                ring.state.set(RecvState::Leaving);
             } else if !more {
                 match ring.state.get() {
                     RecvState::Armed | RecvState::Stopping => ring.state.set(RecvState::Idle),
