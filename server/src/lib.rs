@@ -56,7 +56,8 @@
 //!   have more to read, or whose frames fan out, cannot delay the others), `local` (what a
 //!   connection needs of its shard).
 //! - `conn`: one connection and its state machine; `receiver`: its receives through the
-//!   shard's ring (which connection a completion is for, the reaper task).
+//!   shard's ring, or its parking on the shard's ring of polls while silent (which
+//!   connection a completion is for, the reaper task).
 //! - `members`, `watchers`, `relays`: a shard's topic members, presence watchers and
 //!   relayed calls (data); `shard`: the shard's state, holding them.
 //! - `route`: do a [`msg`]-typed piece of work here, or send it to the shard that must.

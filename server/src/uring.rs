@@ -1,5 +1,6 @@
 //! A shard's own io_urings, for what glommio does not do in batches: the sends of a flush
-//! ([`SendRing`]) and the receives of every connection ([`RecvRing`]).
+//! ([`SendRing`]) and the receives of every connection ([`RecvRing`]), or, by default, the
+//! readiness polls of silent connections ([`RecvRing::polls`], parking: `receiver`).
 //!
 //! **Sends.** glommio arms a poll per socket and leaves the data path to us; a flush that
 //! finds N connections with frames queued made N `sendmsg` calls. Here the N sends go in as
