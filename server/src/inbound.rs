@@ -831,10 +831,17 @@ mod tests {
                 passes += 1;
             }
             assert_eq!(pool.retired(), 2 * UNMAP_PER_PASS, "one share in a pass");
-            // Connections take two shares' worth: the next pass unmaps as much.
+            // Connections take two shares' worth: the next pass that unmaps takes as much,
+            // all that is left. (Waited for, not assumed to be the test's next pass: on a
+            // loaded machine the service's timer and the test's fire in either order.)
             pool.lend(2 * UNMAP_PER_PASS);
-            crate::fair::pass_boundary().await;
-            assert_eq!(pool.retired(), 0, "the rest in the next pass");
+            let left = pool.retired();
+            let mut passes = 0;
+            while pool.retired() == left && passes < 100 {
+                crate::fair::pass_boundary().await;
+                passes += 1;
+            }
+            assert_eq!(pool.retired(), 0, "the rest in one pass");
             drop(service);
         });
     }

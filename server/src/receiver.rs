@@ -168,17 +168,20 @@ impl Receiver {
     /// Park `conn`, silent for a while, if it reads through glommio and this is a ring of
     /// polls (module doc); its reader, waiting on glommio's poll, is woken to wait on the
     /// ring's instead. Not while a drain waits for room (its waker is with the glommio
-    /// stream), nor if the fd cannot be duplicated: it stays on glommio then.
-    pub fn park(&self, conn: &Rc<Conn>) {
+    /// stream), nor if the fd cannot be duplicated: it stays on glommio then. True if it
+    /// was parked.
+    pub fn park(&self, conn: &Rc<Conn>) -> bool {
         if !self.polls || conn.ring.key.get() != 0 || !matches!(conn.out.bare_stream(), Ok(true)) {
-            return;
+            return false;
         }
-        if self.take(conn) {
-            conn.local.metrics.parked();
-            if let Some(w) = conn.reader_waker.take() {
-                w.wake();
-            }
+        if !self.take(conn) {
+            return false;
         }
+        conn.local.metrics.parked();
+        if let Some(w) = conn.reader_waker.take() {
+            w.wake();
+        }
+        true
     }
 
     /// Give `conn` a slot on the ring.
