@@ -498,3 +498,42 @@ fn with_parking_turned_off_no_connection_is_parked() {
     assert_eq!(total(&s.srv, |m| m.receive_parks), 0);
     assert_eq!(total(&s.srv, |m| m.receive_unparks), 0);
 }
+
+/// Peers that fall silent together are all parked again by the heartbeat, a pass's share at
+/// a time (`PARKS_PER_PASS`, 64), none skipped, and a peer that stays busy meanwhile is
+/// answered throughout.
+#[test]
+fn many_peers_falling_silent_together_are_all_parked_again() {
+    const PEERS: u64 = 300;
+    let s = server(1, |o| o.heartbeat = std::time::Duration::from_millis(400));
+    let mut peers: Vec<Peer> = (0..PEERS)
+        .map(|i| s.peer(Kind::Tcp, &format!("together{i}")))
+        .collect();
+    // Four calls: two of them fall within one tick (100 ms) whatever its boundaries, and the
+    // connection has left the ring before the call after those two is answered.
+    for p in peers.iter_mut() {
+        for n in 0..4 {
+            p.echo(n, b"busy");
+        }
+    }
+    let mut busy = s.peer(Kind::Tcp, "busy");
+    let unparked = total(&s.srv, |m| m.receive_unparks);
+    assert!(
+        unparked >= PEERS,
+        "{unparked} of {PEERS} went back to glommio"
+    );
+    let mut n = 0;
+    let parks = loop {
+        busy.echo(100 + n, b"answered meanwhile");
+        n += 1;
+        let parks = total(&s.srv, |m| m.receive_parks);
+        if parks > 2 * PEERS || n >= 5_000 {
+            break parks;
+        }
+    };
+    assert_eq!(
+        parks,
+        2 * PEERS + 1,
+        "each silent peer parked once more (and the busy one after its handshake)"
+    );
+}
