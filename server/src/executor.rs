@@ -870,29 +870,28 @@ async fn linger(shard: &Rc<Shard>, out: &Rc<Outbound>) {
                 local.metrics.read_deferred();
                 local.fair.next_pass().await;
             }
-            if std::mem::take(&mut first) {
-                let r = try_fill(out, &mut rx, pool, usize::MAX);
-                rx.clear(pool);
-                match r {
-                    Ok(Some(0)) | Err(_) => return Ok(()),
-                    Ok(Some(n)) => {
-                        local.fair.charge(n);
-                        continue;
-                    }
-                    Ok(None) => {}
+            // `None` from the direct read: nothing to read yet.
+            let direct = if std::mem::take(&mut first) {
+                try_fill(out, &mut rx, pool, usize::MAX).transpose()
+            } else {
+                None
+            };
+            let r = match direct {
+                Some(r) => Some(r),
+                None => {
+                    let mut waited = false;
+                    poll_fn(|cx| {
+                        if waited && local.fair.spent() {
+                            // Readable in a pass whose budget is spent: wait for a turn.
+                            return Poll::Ready(None);
+                        }
+                        let r = poll_fill(out, &mut rx, pool, cx);
+                        waited |= r.is_pending();
+                        r.map(Some)
+                    })
+                    .await
                 }
-            }
-            let mut waited = false;
-            let r = poll_fn(|cx| {
-                if waited && local.fair.spent() {
-                    // Readable in a pass whose budget is spent: wait for a turn first.
-                    return Poll::Ready(None);
-                }
-                let r = poll_fill(out, &mut rx, pool, cx);
-                waited |= r.is_pending();
-                r.map(Some)
-            })
-            .await;
+            };
             rx.clear(pool);
             let Some(r) = r else {
                 continue;

@@ -381,7 +381,11 @@ impl RecvRing {
             Some((res, _)) if res < 0 => Err(io::Error::from_raw_os_error(-res)),
             _ => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "the kernel's io_uring has no multishot receive",
+                if self.provided.is_some() {
+                    "the kernel's io_uring has no multishot receive"
+                } else {
+                    "the kernel's io_uring poll did not see the socket readable"
+                },
             )),
         }
     }
