@@ -188,8 +188,9 @@ impl Outbound {
 
     /// Drop the socket's glommio stream and keep the bare socket, on a duplicate fd
     /// (`Stream::bare`: what glommio keeps armed for a stream costs an idle connection
-    /// 500 B): for a connection whose receives go through the shard's ring, once its
-    /// handshake's reads through glommio are over. The fd number changes; nothing holds it
+    /// about 270 B): for a connection whose receives go through the shard's ring (its
+    /// receives, or its polls when parked), once its handshake's reads through glommio are
+    /// over. The fd number changes; nothing holds it
     /// across this call (a batch of sends is submitted within the flush that built it).
     /// Not while a drain waits for room: its waker is with the glommio stream. On failure
     /// the stream stays as it was. True if the socket is bare now.

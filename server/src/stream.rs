@@ -57,9 +57,10 @@ impl Stream {
     /// This socket without its glommio stream, on a duplicate fd (same connection, another
     /// fd number); dropping `self` then closes the old fd and cancels what glommio armed.
     /// glommio arms a readiness poll for every stream it makes, at once, and again after
-    /// every read that did not fill its buffer, and keeps it (about 500 B on the heap) until
-    /// the stream is read again, which a connection whose receives go through the shard's
-    /// ring never does (`receiver`). A bare socket becomes a glommio stream again, on the
+    /// every read that did not fill its buffer, and keeps it (about 270 B on the heap,
+    /// docs/ARCHITECTURE.md) until the stream is read again, which a connection whose
+    /// receives (or, parked, its polls) go through the shard's ring never does
+    /// (`receiver`). A bare socket becomes a glommio stream again, on the
     /// same fd, the first time something waits through glommio (the close linger, a drain
     /// waiting for room).
     pub fn bare(&self) -> io::Result<Stream> {

@@ -249,14 +249,20 @@ fn connections_past_the_limit_are_counted_as_dropped() {
 
 #[test]
 fn not_ready_for_the_whole_of_a_graceful_close() {
-    // A handler that takes its time, so the drain lasts.
-    let opts = ListenOptions::new("127.0.0.1:0").unwrap().shards(2).handle(
-        "slow",
-        |_peer, _req| async move {
-            glommio::timer::sleep(Duration::from_millis(1500)).await;
-            Ok(Bytes::from_static(b"done"))
-        },
-    );
+    // A handler that takes its time, so the drain lasts; it says when it has started.
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = started.clone();
+    let opts =
+        ListenOptions::new("127.0.0.1:0")
+            .unwrap()
+            .shards(2)
+            .handle("slow", move |_peer, _req| {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    glommio::timer::sleep(Duration::from_millis(1500)).await;
+                    Ok(Bytes::from_static(b"done"))
+                }
+            });
     let srv = std::sync::Arc::new(server(opts));
     assert!(srv.is_ready());
     let mut p = RawPeer::connect(srv.local_addr().unwrap(), Some("p"));
@@ -267,8 +273,10 @@ fn not_ready_for_the_whole_of_a_graceful_close() {
         timeout_ms: 0,
         params: b"".as_slice().into(),
     });
-    // Let the call start on its shard before the close does.
-    std::thread::sleep(Duration::from_millis(200));
+    // The call has started on its shard before the close does.
+    wait_until("the call started", || {
+        started.load(std::sync::atomic::Ordering::SeqCst)
+    });
     let closer = {
         let srv = srv.clone();
         std::thread::spawn(move || srv.close_graceful(Duration::from_secs(5)))
