@@ -180,11 +180,11 @@ pub struct RuntimeSettings {
     #[arg(id = "runtime.ring_receives", long = "ring-receives",
           env = "PEERD_RING_RECEIVES", value_parser = BoolishValueParser::new())]
     pub ring_receives: bool,
-    /// Keep silent connections waiting on glommio's readiness polls instead of parking them
-    /// on a one-shot poll in the shard's own io_uring (parked after the handshake and
-    /// whenever silent for a quarter heartbeat interval; back to glommio's reads once one
-    /// reads twice within that). Parked, an idle connection costs about 270 B less server
-    /// memory; set it to compare (docs/ARCHITECTURE.md, "Memory an idle peer costs").
+    /// Keep connections waiting on glommio's one-shot readiness polls instead of parking
+    /// them, after the handshake, on a multishot poll in the shard's own io_uring. Parked, an
+    /// idle connection costs about 270 B less server memory, and 5,000 peers sending a
+    /// little each cost a fifth less server CPU; set it to compare (docs/ARCHITECTURE.md,
+    /// "Memory an idle peer costs").
     #[arg(id = "runtime.no_park_idle", long = "no-park-idle",
           env = "PEERD_NO_PARK_IDLE", value_parser = BoolishValueParser::new())]
     pub no_park_idle: bool,

@@ -872,7 +872,9 @@ async fn linger(shard: &Rc<Shard>, out: &Rc<Outbound>) {
             }
             // `None` from the direct read: nothing to read yet.
             let direct = if std::mem::take(&mut first) {
-                try_fill(out, &mut rx, pool, usize::MAX).transpose()
+                try_fill(out, &mut rx, pool, usize::MAX)
+                    .map(|r| r.map(|(n, _)| n))
+                    .transpose()
             } else {
                 None
             };
@@ -906,12 +908,6 @@ async fn linger(shard: &Rc<Shard>, out: &Rc<Outbound>) {
     })
     .await;
 }
-
-/// Connections the heartbeat parks in one pass of the shard's loop. Peers that connected
-/// together fall silent together, and each park costs a duplicated fd, glommio's stream
-/// dropped and its reader's `io_uring_enter` for the poll: 5,000 in one pass held the
-/// other peers' answers for milliseconds (results/idle-park/, slow readers).
-const PARKS_PER_PASS: usize = 64;
 
 /// Ticks per heartbeat interval: the idle close comes at most a quarter of an interval
 /// after the third silent interval (docs/PROTOCOL.md §6.6), not up to a whole one late.
@@ -956,7 +952,6 @@ async fn heartbeat(shard: Rc<Shard>) {
         .expect("Ping always encodes");
     loop {
         glommio::timer::sleep(interval / TICKS_PER_BEAT).await;
-        let mut parked = 0;
         let tick = shard.local.tick.get().wrapping_add(1);
         shard.local.tick.set(tick);
         shard.local.return_memory_after_burst();
@@ -965,10 +960,9 @@ async fn heartbeat(shard: Rc<Shard>) {
             // Peers that connected together fall silent together: 5,000 Pings (or Closes)
             // in one flush kept every other peer's answer waiting 55 ms. A pass's budget of
             // sends at a time, then the others' input (`fair`).
-            if shard.local.writes.pending() >= fair::PASS_SENDS || parked >= PARKS_PER_PASS {
+            if shard.local.writes.pending() >= fair::PASS_SENDS {
                 settle(&shard);
                 shard.local.fair.next_pass().await;
-                parked = 0;
             }
             if !c.is_active() {
                 continue;
@@ -998,13 +992,6 @@ async fn heartbeat(shard: Rc<Shard>) {
                         "no frame within three heartbeat intervals",
                     );
                     continue;
-                }
-            }
-            // Silent for a whole tick (two boundaries crossed): parked, if it reads
-            // through glommio (`receiver`, parking).
-            if silent >= 2 {
-                if let Some(r) = &shard.receiver {
-                    parked += usize::from(r.park(&c));
                 }
             }
         }

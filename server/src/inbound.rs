@@ -562,16 +562,22 @@ pub(crate) fn poll_fill_at_most(
 
 /// Read at most `max` bytes once from `socket` into `rx` without waiting (`Ok(None)`:
 /// nothing to read), with the buffer lent as in [`poll_fill`]: the ring's reader, when no
-/// receive is in the kernel.
+/// receive is in the kernel. With the bytes read comes whether the socket was left empty:
+/// a plain socket's read that brought less than it had room for (a TLS read's plaintext
+/// says nothing of what the socket holds: never for TLS).
 pub(crate) fn try_fill(
     socket: &Rc<Outbound>,
     rx: &mut RxBuf,
     pool: &RxPool,
     max: usize,
-) -> io::Result<Option<usize>> {
+) -> io::Result<Option<(usize, bool)>> {
     rx.fill(pool, socket, max, |room| match socket.try_read(room) {
-        Ok(Some(n)) => (Ok(Some(n)), n),
-        r => (r, 0),
+        Ok(Some(n)) => {
+            let emptied = n > 0 && n < room.len() && !socket.is_tls();
+            (Ok(Some((n, emptied))), n)
+        }
+        Ok(None) => (Ok(None), 0),
+        Err(e) => (Err(e), 0),
     })
 }
 
@@ -772,11 +778,16 @@ pub(crate) enum RecvState {
     Off,
     /// On the ring, no receive in the kernel: the reader arms one when it wants bytes.
     Idle,
-    /// Parked, its poll completed, and found busy (`receiver`, parking): the reader reads
-    /// the socket directly, and once it is empty leaves the ring for glommio's reads.
-    Leaving,
-    /// A multishot receive is in the kernel.
+    /// A multishot receive (on a ring of polls, a multishot poll) is in the kernel.
     Armed,
+    /// Parked (`receiver`): its multishot poll, still in the kernel, completed since the
+    /// reader last found the socket empty. The reader reads the socket directly, and is
+    /// `Armed` again, arming nothing, once a read leaves it empty.
+    Ready,
+    /// `Ready`, and the poll saw the peer's end or an error: the reader reads until a read
+    /// says so (0 or the error). A read that leaves no bytes does not mean the end was
+    /// read, and no completion would come for it again.
+    ReadyToEnd,
     /// Its cancellation was asked for; its last completion has not come yet.
     Stopping,
     /// The stream ended for the reader (0: a TLS close_notify; else the errno of a TLS

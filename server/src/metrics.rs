@@ -217,7 +217,6 @@ pub(crate) struct ShardCounters {
     ring_no_buffers: Cell<u64>,
     ring_direct_reads: Cell<u64>,
     parks: Cell<u64>,
-    unparks: Cell<u64>,
     auth_failures: Tally,
 }
 
@@ -244,7 +243,6 @@ impl Default for ShardCounters {
             ring_no_buffers: Cell::new(0),
             ring_direct_reads: Cell::new(0),
             parks: Cell::new(0),
-            unparks: Cell::new(0),
             auth_failures: Tally::seeded(AUTH_REASONS),
         }
     }
@@ -350,15 +348,10 @@ impl ShardCounters {
         bump(&self.ring_direct_reads, 1);
     }
 
-    /// A connection reading through glommio was parked on the shard's ring of polls
-    /// (`receiver`): after its handshake, or by the heartbeat once silent a tick.
+    /// A connection was parked on the shard's ring of polls (`receiver`) after its
+    /// handshake.
     pub fn parked(&self) {
         bump(&self.parks, 1);
-    }
-
-    /// A parked connection went back to glommio's reads: it read twice within a tick.
-    pub fn unparked(&self) {
-        bump(&self.unparks, 1);
     }
 
     /// Credentials were refused, for `reason` (a short `snake_case` word; see
@@ -424,7 +417,6 @@ impl ShardCounters {
             receive_ring_out_of_buffers: self.ring_no_buffers.get(),
             receive_ring_direct_reads: self.ring_direct_reads.get(),
             receive_parks: self.parks.get(),
-            receive_unparks: self.unparks.get(),
             auth_failures: self.auth_failures.snapshot(),
         }
     }
@@ -563,15 +555,11 @@ pub struct ShardMetrics {
     /// turn, after its receive was paused (a large frame, a flood) or ran out of buffers:
     /// how much of the input the ring left to the fair path (`receiver`, fairness).
     pub receive_ring_direct_reads: u64,
-    /// Connections reading through glommio parked on the shard's ring of polls: after the
-    /// handshake, and again whenever the heartbeat finds one silent for a whole tick (a
-    /// quarter interval). A parked connection keeps no glommio readiness poll, about 270 B
-    /// (docs/ARCHITECTURE.md, "Memory an idle peer costs"). 0 with `--ring-receives` or
-    /// `--no-park-idle`.
+    /// Connections parked on the shard's ring of polls after their handshake: they wait on
+    /// a multishot readiness poll there, not on glommio's, and keep no glommio readiness
+    /// poll, about 270 B (docs/ARCHITECTURE.md, "Memory an idle peer costs"). 0 with
+    /// `--ring-receives` or `--no-park-idle`.
     pub receive_parks: u64,
-    /// Parked connections that went back to glommio's reads because they read twice within
-    /// a tick.
-    pub receive_unparks: u64,
     /// Credentials refused, by reason (`refused`: the `authenticate` callback said no).
     pub auth_failures: Vec<(String, u64)>,
 }

@@ -214,6 +214,15 @@ impl Outbound {
         self.tls.is_some()
     }
 
+    /// The socket holds its end behind the bytes a short read took (a parked connection's
+    /// poll saw it): a TLS read asks the socket again instead of trusting that short read
+    /// (`TlsSession::not_drained`). A plain read always asks it.
+    pub fn end_pending(&self) {
+        if let Some(tls) = &self.tls {
+            tls.borrow_mut().not_drained();
+        }
+    }
+
     /// Read from the socket (the receive side shares it): plaintext, for a TLS connection.
     /// A finished socket reads as end of stream.
     pub fn poll_read(

@@ -342,7 +342,7 @@ impl Metrics {
             }
         }
         type Gauge = fn(&ShardMetrics) -> u64;
-        let gauges: [(&str, &str, &str, Gauge); 12] = [
+        let gauges: [(&str, &str, &str, Gauge); 11] = [
             (
                 "peerd_outbound_queue_bytes",
                 "gauge",
@@ -406,14 +406,8 @@ impl Metrics {
             (
                 "peerd_receive_parks_total",
                 "counter",
-                "Connections parked on the shard's ring of polls (silent ones, which then keep no glommio readiness poll).",
+                "Connections parked on the shard's ring of polls after their handshake (they keep no glommio readiness poll).",
                 |s| s.receive_parks,
-            ),
-            (
-                "peerd_receive_unparks_total",
-                "counter",
-                "Parked connections that went back to glommio's reads (they read twice within a heartbeat tick).",
-                |s| s.receive_unparks,
             ),
         ];
         for (name, kind, help, get) in gauges {

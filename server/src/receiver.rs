@@ -25,19 +25,29 @@
 //! connection stays on the ring; one that floods is served as it would be without it.
 //!
 //! **Parking.** With receives through glommio (the default), the same machinery parks
-//! silent connections, on a ring of one-shot readiness polls instead of receives
+//! connections on a ring of multishot readiness polls instead of receives
 //! ([`Receiver::polls`]). glommio keeps a readiness poll armed, about 270 B on the heap, for
 //! every stream it waits on, and through glommio an idle connection waits on exactly that;
 //! a parked connection's socket is bare (`stream::Stream::Bare`) and its poll is in the
 //! kernel's memory, not ours. A connection is parked when its read loop starts, after the
-//! handshake (most peers of a presence or signaling server are idle most of the time), and
-//! again whenever the heartbeat finds it silent for a whole tick ([`Receiver::park`]). When
-//! its poll completes its reader reads the socket directly, in its turn, and arms the next
-//! poll once the socket is empty. A connection whose poll completes after it has already read
-//! in the same tick (a quarter heartbeat interval) is busy: its reader reads the socket
-//! until it is empty, then leaves the ring and waits through glommio again, so a busy
-//! connection's path is exactly glommio's; one that answers the heartbeat's Pings and
-//! nothing else stays parked.
+//! handshake, and stays parked until it ends, busy or idle. Its poll is armed once and
+//! completes every time bytes arrive (`RecvState::Ready`); its reader then reads the socket
+//! directly, in its turn, and once a read leaves the socket empty it waits for the poll's
+//! next completion, arming nothing. A read that brings less than it had room for left the
+//! socket empty, with one exception: the peer's end (or an error) waiting behind the last
+//! bytes, which only the next read reports. The poll completes once for it, possibly
+//! together with the bytes before it, and never again; so a completion that saw the end
+//! keeps the reader reading until a read reports it (`RecvState::ReadyToEnd`).
+//!
+//! glommio's polls are one-shot: a connection reading through glommio makes a poll (a
+//! source allocated, a POLL_ADD armed in the kernel) after every read that empties its
+//! socket. Under 5,000 peers each sending a little, that was most of what set the parked
+//! path apart: well-behaved peer's p99 7-9 ms instead of 80-90 under pipelining and relay
+//! floods at 50,000 requests/s, at a fifth less server CPU (results/multishot-polls/). It
+//! costs a hop through the ring's eventfd and its reaper per wake of the shard, about 5 %
+//! more server CPU per round trip for a lone echo caller. (Parking first kept one-shot
+//! polls and sent a connection that read twice within a heartbeat tick back to glommio's
+//! reads; the multishot poll made both unnecessary.)
 //!
 //! Keys: a completion carries its connection's slot index and the slot's generation, so a
 //! completion still in the ring for a connection that has gone never reaches the one that
@@ -165,25 +175,6 @@ impl Receiver {
         true
     }
 
-    /// Park `conn`, silent for a while, if it reads through glommio and this is a ring of
-    /// polls (module doc); its reader, waiting on glommio's poll, is woken to wait on the
-    /// ring's instead. Not while a drain waits for room (its waker is with the glommio
-    /// stream), nor if the fd cannot be duplicated: it stays on glommio then. True if it
-    /// was parked.
-    pub fn park(&self, conn: &Rc<Conn>) -> bool {
-        if !self.polls || conn.ring.key.get() != 0 || !matches!(conn.out.bare_stream(), Ok(true)) {
-            return false;
-        }
-        if !self.take(conn) {
-            return false;
-        }
-        conn.local.metrics.parked();
-        if let Some(w) = conn.reader_waker.take() {
-            w.wake();
-        }
-        true
-    }
-
     /// Give `conn` a slot on the ring.
     fn take(&self, conn: &Rc<Conn>) -> bool {
         if self.failed.get() || !self.ring.borrow().usable() {
@@ -220,13 +211,17 @@ impl Receiver {
                 Poll::Ready(Err(io::Error::from_raw_os_error(i32::from(errno))))
             }
             RecvState::Armed | RecvState::Stopping => Poll::Pending,
-            RecvState::Idle | RecvState::Leaving => {
-                // No receive in the kernel: it was paused (4 KiB held), ran out of
+            state @ (RecvState::Idle | RecvState::Ready | RecvState::ReadyToEnd) => {
+                // Idle: no receive in the kernel: it was paused (4 KiB held), ran out of
                 // provided buffers, or was never armed. Whatever the socket holds is read
                 // directly first, in this reader's turn, so a connection the ring could not
                 // serve is served like one on glommio's path, in task order; a receive is
-                // armed only when the socket is empty (fairness, module doc). A parked
-                // connection reads this way whenever its poll has completed.
+                // armed only when the socket is empty (fairness, module doc). Ready and
+                // ReadyToEnd: a parked connection's poll completed, and it reads the same
+                // way.
+                if state == RecvState::ReadyToEnd {
+                    conn.out.end_pending();
+                }
                 let direct = try_fill(
                     &conn.out,
                     &mut conn.rx.borrow_mut(),
@@ -234,7 +229,12 @@ impl Receiver {
                     most,
                 );
                 match direct {
-                    Ok(Some(n)) => {
+                    Ok(Some((n, emptied))) => {
+                        if state == RecvState::Ready && emptied {
+                            // The poll completes again when more comes: no read only to
+                            // find the socket empty.
+                            conn.ring.state.set(RecvState::Armed);
+                        }
                         if n > 0 && !self.polls {
                             conn.local.metrics.ring_direct_read();
                         }
@@ -243,18 +243,14 @@ impl Receiver {
                     Err(e) => return Poll::Ready(Err(e)),
                     Ok(None) => {}
                 }
+                if state != RecvState::Idle {
+                    // Its multishot poll is still in the kernel.
+                    conn.ring.state.set(RecvState::Armed);
+                    return Poll::Pending;
+                }
                 let Some(fd) = conn.out.fd() else {
                     return Poll::Ready(Ok(0));
                 };
-                if conn.ring.state.get() == RecvState::Leaving {
-                    // Nothing of it is in the kernel: off the ring. The caller sees the
-                    // key gone and waits through glommio.
-                    self.slots.borrow_mut().release(conn.ring.key.get());
-                    conn.ring.key.set(0);
-                    conn.ring.state.set(RecvState::Off);
-                    conn.local.metrics.unparked();
-                    return Poll::Pending;
-                }
                 let mut ring = self.ring.borrow_mut();
                 ring.arm(fd, conn.ring.key.get());
                 match ring.submit() {
@@ -281,7 +277,10 @@ impl Receiver {
         if key == 0 {
             return;
         }
-        if conn.ring.state.get() == RecvState::Armed {
+        if matches!(
+            conn.ring.state.get(),
+            RecvState::Armed | RecvState::Ready | RecvState::ReadyToEnd
+        ) {
             let mut ring = self.ring.borrow_mut();
             ring.cancel(key);
             if ring.submit().is_ok() {
@@ -328,12 +327,6 @@ impl Receiver {
             };
             let ring = &conn.ring;
             let mut stop = false;
-            // A parked connection whose poll completed after it had already read in this
-            // tick is busy: back to glommio's reads once its socket is empty (module doc;
-            // not at once: a peer's end of stream needs no glommio stream made again).
-            let busy = matches!(what, Received::Readable)
-                && ring.state.get() == RecvState::Armed
-                && conn.last_rx_tick.get() == local.tick.get();
             match what {
                 // After the end of a TLS session nothing more is read (what still comes
                 // before the cancellation lands is dropped, as a reader that stopped).
@@ -376,14 +369,25 @@ impl Receiver {
                         metrics.ring_out_of_buffers();
                     }
                 }
-                // The reader reads the socket directly in its turn.
-                Received::Readable => {}
+                // The reader reads the socket directly in its turn; its poll stays armed.
+                Received::Readable { end } => {
+                    if matches!(ring.state.get(), RecvState::Armed | RecvState::Ready) {
+                        ring.state.set(if end {
+                            RecvState::ReadyToEnd
+                        } else if ring.state.get() == RecvState::Armed {
+                            RecvState::Ready
+                        } else {
+                            ring.state.get()
+                        });
+                    }
+                }
             }
-            if busy {
-                ring.state.set(RecvState::Leaving);
-            } else if !more {
+            if !more {
                 match ring.state.get() {
-                    RecvState::Armed | RecvState::Stopping => ring.state.set(RecvState::Idle),
+                    RecvState::Armed
+                    | RecvState::Ready
+                    | RecvState::ReadyToEnd
+                    | RecvState::Stopping => ring.state.set(RecvState::Idle),
                     RecvState::Ending(errno) => ring.state.set(RecvState::Ended(errno)),
                     _ => {}
                 }

@@ -78,20 +78,20 @@ fn receiver(local: &Local) -> Option<Rc<Receiver>> {
     }
     if !config.park_idle {
         if first {
-            tracing::info!("silent connections wait on glommio's polls (parking turned off)");
+            tracing::info!("connections wait on glommio's polls (parking turned off)");
         }
         return None;
     }
     match Receiver::polls() {
         Ok(r) => {
             if first {
-                tracing::info!("silent connections are parked on a ring of polls per shard");
+                tracing::info!("connections are parked on a ring of multishot polls per shard");
             }
             Some(Rc::new(r))
         }
         Err(e) => {
             if first {
-                tracing::warn!(error = %e, "no io_uring polls here: silent connections wait on glommio's polls");
+                tracing::warn!(error = %e, "no multishot io_uring polls here: connections wait on glommio's polls");
             }
             None
         }

@@ -164,6 +164,12 @@ impl TlsSession {
         }
     }
 
+    /// The socket holds more than its last short read left, its end (a poll said so): the
+    /// next [`read_socket`](Self::read_socket) asks it.
+    pub fn not_drained(&mut self) {
+        self.drained = false;
+    }
+
     /// Read what the socket has into rustls and process it. Right after a short read the
     /// socket is known to be empty: say WouldBlock without asking it (the wait that follows
     /// tries a read of its own first, so bytes that arrived since are not missed).

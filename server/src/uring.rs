@@ -244,8 +244,9 @@ pub(crate) enum Received<'a> {
     Stopped { no_buffers: bool },
     /// The receive failed (a reset, for instance).
     Failed(io::Error),
-    /// On a ring of polls: the socket has something to read (bytes, or its end).
-    Readable,
+    /// On a ring of polls: the socket has something to read; `end` if the poll saw the
+    /// peer's end or an error too (after the bytes still there, a read reports it).
+    Readable { end: bool },
 }
 
 /// A shard's ring for multishot receives, or for the readiness polls of parked connections
@@ -290,7 +291,7 @@ impl RecvRing {
         RecvRing::build(Some(layout), RECV_CQ_ENTRIES)
     }
 
-    /// A ring of one-shot readiness polls, without buffers: what a parked connection waits
+    /// A ring of multishot readiness polls, without buffers: what a parked connection waits
     /// on (`receiver`). Probed with a real poll on a socket pair.
     pub fn polls() -> io::Result<RecvRing> {
         RecvRing::build(None, RECV_CQ_ENTRIES)
@@ -350,24 +351,29 @@ impl RecvRing {
         self.arm(a.as_raw_fd(), 1);
         // SAFETY: one byte from a valid buffer.
         unsafe { libc::send(b.as_raw_fd(), b"p".as_ptr().cast(), 1, libc::MSG_DONTWAIT) };
-        self.ring.submit_and_wait(1)?;
         let mut first = None;
-        // The end of stream ends a receive (the ring holds the socket, not our fd).
-        crate::stream::shutdown(a.as_raw_fd());
         let mut ended = false;
         while !ended {
             self.ring.submit_and_wait(1)?;
             let cqes: Vec<_> = self
                 .ring
                 .completion()
-                .map(|c| (c.result(), c.flags()))
+                .map(|c| (c.user_data(), c.result(), c.flags()))
                 .collect();
-            for (res, flags) in cqes {
+            for (key, res, flags) in cqes {
+                if key == UNWATCHED {
+                    continue;
+                }
                 if let (Some(bid), Some(p)) = (cqueue::buffer_select(flags), &mut self.provided) {
                     p.consumed(bid, res.max(0) as u32, flags);
                 }
                 first.get_or_insert((res, cqueue::more(flags)));
                 ended |= !cqueue::more(flags);
+            }
+            if !ended {
+                // Still armed after its first completion, as it should be: it ends when
+                // cancelled (its socket pair is ours alone, nothing else ends it).
+                self.cancel(1);
             }
         }
         if let Some(p) = &self.provided {
@@ -375,7 +381,7 @@ impl RecvRing {
         }
         match first {
             Some((1, true)) if self.provided.is_some() => Ok(()),
-            Some((mask, _)) if self.provided.is_none() && mask > 0 && mask & POLL_MASK != 0 => {
+            Some((mask, true)) if self.provided.is_none() && mask > 0 && mask & POLL_MASK != 0 => {
                 Ok(())
             }
             Some((res, _)) if res < 0 => Err(io::Error::from_raw_os_error(-res)),
@@ -384,7 +390,8 @@ impl RecvRing {
                 if self.provided.is_some() {
                     "the kernel's io_uring has no multishot receive"
                 } else {
-                    "the kernel's io_uring poll did not see the socket readable"
+                    "the kernel's io_uring has no multishot poll, or it did not see the socket \
+                     readable"
                 },
             )),
         }
@@ -405,13 +412,15 @@ impl RecvRing {
         !self.broken
     }
 
-    /// Queue a multishot receive on `fd` (a one-shot readiness poll, on a ring of polls);
+    /// Queue a multishot receive on `fd` (a multishot readiness poll, on a ring of polls);
     /// its completions carry `key`. Goes to the kernel with the next
     /// [`submit`](Self::submit).
     pub fn arm(&mut self, fd: RawFd, key: u64) {
         let entry = match self.provided {
             Some(_) => opcode::RecvMulti::new(types::Fd(fd), RECV_GROUP).build(),
-            None => opcode::PollAdd::new(types::Fd(fd), POLL_MASK as u32).build(),
+            None => opcode::PollAdd::new(types::Fd(fd), POLL_MASK as u32)
+                .multi(true)
+                .build(),
         };
         self.push(&entry.user_data(key));
     }
@@ -515,7 +524,9 @@ impl RecvRing {
                     })
                 }
                 // A poll's result is the events it saw.
-                (n, _, None) if n > 0 => Received::Readable,
+                (n, _, None) if n > 0 => Received::Readable {
+                    end: n & POLL_END != 0,
+                },
                 (0, _, Some(_)) => Received::End,
                 (n, _, _) if n == -libc::ECANCELED => Received::Stopped { no_buffers: false },
                 (n, _, _) if n == -libc::ENOBUFS => Received::Stopped { no_buffers: true },
@@ -540,6 +551,10 @@ impl RecvRing {
 /// What a parked connection's poll waits for: bytes, or the peer's end of the stream
 /// (errors and hang-ups are reported whatever the mask).
 const POLL_MASK: i32 = (libc::POLLIN | libc::POLLRDHUP) as i32;
+
+/// What a poll reports of a peer's end or an error (the kernel reports POLLERR and POLLHUP
+/// whatever was asked for).
+const POLL_END: i32 = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as i32;
 
 impl Provided {
     /// Buffers cut as `layout` says, registered with `ring` and all given to the kernel.
@@ -698,31 +713,51 @@ mod tests {
         round_trip(RecvLayout::WHOLE);
     }
 
-    /// A ring of polls: a poll completes once its socket has bytes, and not before, reading
-    /// none of them; a cancelled one ends as stopped.
+    /// A ring of polls: a poll completes whenever its socket gets bytes, and not before,
+    /// reading none of them, and stays armed (multishot) until cancelled; a cancelled one
+    /// ends as stopped.
     #[test]
-    fn a_poll_completes_when_its_socket_turns_readable_and_ends_when_cancelled() {
+    fn a_poll_completes_each_time_its_socket_turns_readable_and_ends_when_cancelled() {
         let mut r = RecvRing::polls().expect("a ring of polls");
         assert_eq!(r.layout(), None);
         let (a, mut b) = UnixStream::pair().unwrap();
         r.arm(a.as_raw_fd(), 5);
         r.submit().unwrap();
         r.reap(|key, _, _| panic!("poll {key} completed before anything was sent"));
-        b.write_all(b"x").unwrap();
-        let mut readable = 0;
-        while readable == 0 {
-            r.ring.submit_and_wait(1).expect("wait for the poll");
+        for sent in [b'x', b'y'] {
+            b.write_all(&[sent]).unwrap();
+            let mut readable = 0;
+            while readable == 0 {
+                r.ring.submit_and_wait(1).expect("wait for the poll");
+                r.reap(|key, what, more| {
+                    assert_eq!(key, 5);
+                    assert!(
+                        matches!(what, Received::Readable { end: false }),
+                        "not readable"
+                    );
+                    assert!(more, "the poll stays armed");
+                    readable += 1;
+                    false
+                });
+            }
+            let mut byte = [0u8; 2];
+            assert_eq!(crate::stream::recv(a.as_raw_fd(), &mut byte).unwrap(), 1);
+            assert_eq!(byte[0], sent, "the poll took the byte");
+        }
+        r.cancel(5);
+        r.submit().unwrap();
+        let mut ended = false;
+        while !ended {
+            r.ring
+                .submit_and_wait(1)
+                .expect("wait for the cancellation");
             r.reap(|key, what, more| {
                 assert_eq!(key, 5);
-                assert!(matches!(what, Received::Readable), "not readable");
-                assert!(!more, "a poll is one-shot");
-                readable += 1;
+                assert!(!matches!(what, Received::Failed(_)), "failed");
+                ended |= !more;
                 false
             });
         }
-        let mut byte = [0u8; 2];
-        assert_eq!(crate::stream::recv(a.as_raw_fd(), &mut byte).unwrap(), 1);
-        assert_eq!(byte[0], b'x', "the poll took the byte");
 
         let (c, _d) = UnixStream::pair().unwrap();
         r.arm(c.as_raw_fd(), 6);
