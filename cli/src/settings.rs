@@ -183,7 +183,7 @@ pub struct RuntimeSettings {
     /// Keep connections waiting on glommio's one-shot readiness polls instead of parking
     /// them, after the handshake, on a multishot poll in the shard's own io_uring. Parked, an
     /// idle connection costs about 270 B less server memory, and 5,000 peers sending a
-    /// little each cost a fifth less server CPU; set it to compare (docs/ARCHITECTURE.md,
+    /// little each cost 15-25 % less server CPU; set it to compare (docs/ARCHITECTURE.md,
     /// "Memory an idle peer costs").
     #[arg(id = "runtime.no_park_idle", long = "no-park-idle",
           env = "PEERD_NO_PARK_IDLE", value_parser = BoolishValueParser::new())]

@@ -42,10 +42,10 @@
 //! glommio's polls are one-shot: a connection reading through glommio makes a poll (a
 //! source allocated, a POLL_ADD armed in the kernel) after every read that empties its
 //! socket. Under 5,000 peers each sending a little, that was most of what set the parked
-//! path apart: well-behaved peer's p99 7-9 ms instead of 80-90 under pipelining and relay
-//! floods at 50,000 requests/s, at a fifth less server CPU (results/multishot-polls/). It
-//! costs a hop through the ring's eventfd and its reaper per wake of the shard, about 5 %
-//! more server CPU per round trip for a lone echo caller. (Parking first kept one-shot
+//! path apart: the well-behaved peer's p99 9-21 ms instead of 100-150 under pipelining and
+//! relay floods at 50,000 requests/s, at 15-25 % less server CPU (results/multishot-polls/).
+//! It costs a hop through the ring's eventfd and its reaper per wake of the shard: 6-16 %
+//! more server CPU per round trip for a lone echo caller, none measurable at 64. (Parking first kept one-shot
 //! polls and sent a connection that read twice within a heartbeat tick back to glommio's
 //! reads; the multishot poll made both unnecessary.)
 //!
