@@ -335,9 +335,11 @@ pub struct ListenOptions {
     /// armed once, instead of glommio's one-shot polls, made again after every read that
     /// empties its socket. glommio keeps about 270 B on the heap for each stream it polls,
     /// which a parked connection does not: an idle connection costs under 1 KiB. And 5,000
-    /// peers sending a little each cost 15-25 % less server CPU (`receiver` module doc). Where the kernel cannot (no io_uring), connections stay on glommio's polls
-    /// and the log says so; false forces that (to compare). Moot with `ring_receives`,
-    /// whose connections keep no glommio stream at all.
+    /// peers sending a little each cost 15-25 % less server CPU; a lone request/response
+    /// peer 6-16 % more (`receiver` module doc). Where the kernel cannot (no io_uring, or
+    /// no multishot polls before 5.13), connections stay on glommio's polls and the log
+    /// says so; false forces that (to compare). Moot with `ring_receives`, whose
+    /// connections keep no glommio stream at all.
     pub park_idle: bool,
     /// Join a cluster of peerd nodes over NATS (default: none, a single node).
     pub cluster: Option<ClusterOptions>,

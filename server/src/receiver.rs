@@ -45,9 +45,9 @@
 //! path apart: the well-behaved peer's p99 9-21 ms instead of 100-150 under pipelining and
 //! relay floods at 50,000 requests/s, at 15-25 % less server CPU (results/multishot-polls/).
 //! It costs a hop through the ring's eventfd and its reaper per wake of the shard: 6-16 %
-//! more server CPU per round trip for a lone echo caller, none measurable at 64. (Parking first kept one-shot
-//! polls and sent a connection that read twice within a heartbeat tick back to glommio's
-//! reads; the multishot poll made both unnecessary.)
+//! more server CPU per round trip for a lone echo caller, none measurable at 64. (Parking
+//! first kept one-shot polls and sent a connection that read twice within a heartbeat tick
+//! back to glommio's reads; the multishot poll made both unnecessary.)
 //!
 //! Keys: a completion carries its connection's slot index and the slot's generation, so a
 //! completion still in the ring for a connection that has gone never reaches the one that
