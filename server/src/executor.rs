@@ -799,11 +799,8 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>) {
                 return Poll::Ready(None);
             }
             most = shard.local.fair.most_to_read(bulk);
-            let on_ring = shard.receiver.as_ref().filter(|_| conn.ring.key.get() != 0);
-            let r = match on_ring.map(|ring| ring.poll_read(conn, most)) {
-                // Unless a parked connection found busy has just left the ring with its
-                // socket empty: it waits through glommio from here (`receiver`, parking).
-                Some(r) if conn.ring.key.get() != 0 => r,
+            let r = match &shard.receiver {
+                Some(ring) if conn.ring.key.get() != 0 => ring.poll_read(conn, most),
                 _ => poll_fill_at_most(
                     &conn.out,
                     &mut conn.rx.borrow_mut(),
@@ -980,19 +977,15 @@ async fn heartbeat(shard: Rc<Shard>) {
                 );
                 continue;
             }
-            let silent = tick.wrapping_sub(c.last_rx_tick.get());
-            match beat(silent) {
+            match beat(tick.wrapping_sub(c.last_rx_tick.get())) {
                 Beat::Quiet => {}
                 Beat::Ping => {
                     let _ = c.queue(&ping);
                 }
-                Beat::Close => {
-                    c.close(
-                        Code::IdleTimeout,
-                        "no frame within three heartbeat intervals",
-                    );
-                    continue;
-                }
+                Beat::Close => c.close(
+                    Code::IdleTimeout,
+                    "no frame within three heartbeat intervals",
+                ),
             }
         }
         settle(&shard);

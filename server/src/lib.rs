@@ -56,7 +56,7 @@
 //!   have more to read, or whose frames fan out, cannot delay the others), `local` (what a
 //!   connection needs of its shard).
 //! - `conn`: one connection and its state machine; `receiver`: its receives through the
-//!   shard's ring, or its parking on the shard's ring of polls while silent (which
+//!   shard's ring, or its parking on the shard's ring of polls (which
 //!   connection a completion is for, the reaper task).
 //! - `members`, `watchers`, `relays`: a shard's topic members, presence watchers and
 //!   relayed calls (data); `shard`: the shard's state, holding them.

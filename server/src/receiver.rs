@@ -370,17 +370,13 @@ impl Receiver {
                     }
                 }
                 // The reader reads the socket directly in its turn; its poll stays armed.
-                Received::Readable { end } => {
-                    if matches!(ring.state.get(), RecvState::Armed | RecvState::Ready) {
-                        ring.state.set(if end {
-                            RecvState::ReadyToEnd
-                        } else if ring.state.get() == RecvState::Armed {
-                            RecvState::Ready
-                        } else {
-                            ring.state.get()
-                        });
+                Received::Readable { end } => match (ring.state.get(), end) {
+                    (RecvState::Armed | RecvState::Ready, true) => {
+                        ring.state.set(RecvState::ReadyToEnd)
                     }
-                }
+                    (RecvState::Armed, false) => ring.state.set(RecvState::Ready),
+                    _ => {}
+                },
             }
             if !more {
                 match ring.state.get() {

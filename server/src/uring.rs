@@ -1,6 +1,6 @@
 //! A shard's own io_urings, for what glommio does not do in batches: the sends of a flush
 //! ([`SendRing`]) and the receives of every connection ([`RecvRing`]), or, by default, the
-//! readiness polls of silent connections ([`RecvRing::polls`], parking: `receiver`).
+//! readiness polls of parked connections ([`RecvRing::polls`], parking: `receiver`).
 //!
 //! **Sends.** glommio arms a poll per socket and leaves the data path to us; a flush that
 //! finds N connections with frames queued made N `sendmsg` calls. Here the N sends go in as
@@ -744,42 +744,34 @@ mod tests {
             assert_eq!(crate::stream::recv(a.as_raw_fd(), &mut byte).unwrap(), 1);
             assert_eq!(byte[0], sent, "the poll took the byte");
         }
-        r.cancel(5);
-        r.submit().unwrap();
-        let mut ended = false;
-        while !ended {
-            r.ring
-                .submit_and_wait(1)
-                .expect("wait for the cancellation");
-            r.reap(|key, what, more| {
-                assert_eq!(key, 5);
-                assert!(!matches!(what, Received::Failed(_)), "failed");
-                ended |= !more;
-                false
-            });
-        }
-
+        // Cancelled after its completions, and before any.
+        cancel_and_wait(&mut r, 5);
         let (c, _d) = UnixStream::pair().unwrap();
         r.arm(c.as_raw_fd(), 6);
         r.submit().unwrap();
-        r.cancel(6);
+        cancel_and_wait(&mut r, 6);
+    }
+
+    /// Cancel `key`'s poll and wait for its last completion, which says it stopped.
+    fn cancel_and_wait(r: &mut RecvRing, key: u64) {
+        r.cancel(key);
         r.submit().unwrap();
         let mut stopped = false;
         for _ in 0..10 {
             r.ring
                 .submit_and_wait(1)
                 .expect("wait for the cancellation");
-            r.reap(|key, what, _| {
-                assert_eq!(key, 6);
+            r.reap(|k, what, more| {
+                assert_eq!(k, key);
                 assert!(matches!(what, Received::Stopped { no_buffers: false }));
-                stopped = true;
+                stopped |= !more;
                 false
             });
             if stopped {
                 break;
             }
         }
-        assert!(stopped, "the cancelled poll never ended");
+        assert!(stopped, "the cancelled poll {key} never ended");
     }
 
     /// More completions at once than the completion queue holds: those the kernel kept
